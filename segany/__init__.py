@@ -1,0 +1,15 @@
+"""segany: Segment Anything in pure PyTorch."""
+
+from segany.errors import CheckpointError, DownloadError, InputError, SeganyError
+from segany.models import VARIANTS, SamConfig, build_sam
+
+__all__ = [
+    "VARIANTS",
+    "CheckpointError",
+    "DownloadError",
+    "InputError",
+    "SamConfig",
+    "SeganyError",
+    "build_sam",
+]
+__version__ = "0.1.0"

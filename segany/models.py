@@ -1,0 +1,166 @@
+"""The variant registry: one frozen config per SAM variant and one builder.
+
+The numbers of every variant live here and nowhere else. Custom variants (another input size,
+depth or width, e.g. the bundled ``tiny`` model) are plain ``SamConfig`` values built the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from segany.errors import InputError
+
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+@dataclass(frozen=True)
+class SamConfig:
+    """Every size of a SAM model. Defaults are the official decoder/prompt numbers."""
+
+    name: str
+    encoder_embed_dim: int
+    encoder_depth: int
+    encoder_num_heads: int
+    encoder_global_attn_indexes: tuple[int, ...]
+    image_size: int = 1024
+    patch_size: int = 16
+    window_size: int = 14
+    mlp_ratio: float = 4.0
+    prompt_embed_dim: int = 256
+    decoder_depth: int = 2
+    decoder_num_heads: int = 8
+    decoder_mlp_dim: int = 2048
+    num_multimask_outputs: int = 3
+    iou_head_depth: int = 3
+    iou_head_hidden_dim: int = 256
+    pixel_mean: tuple[float, float, float] = PIXEL_MEAN
+    pixel_std: tuple[float, float, float] = PIXEL_STD
+    mask_threshold: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch_size:
+            raise InputError(
+                f"image_size ({self.image_size}) must be a multiple of patch_size "
+                f"({self.patch_size})"
+            )
+        if self.encoder_embed_dim % self.encoder_num_heads:
+            raise InputError("encoder_embed_dim must be divisible by encoder_num_heads")
+        bad = [i for i in self.encoder_global_attn_indexes if not 0 <= i < self.encoder_depth]
+        if bad:
+            raise InputError(f"global attention indexes {bad} outside depth {self.encoder_depth}")
+
+    @property
+    def embedding_size(self) -> int:
+        """Side of the square image embedding grid (64 for the official models)."""
+        return self.image_size // self.patch_size
+
+    @property
+    def low_res_mask_size(self) -> int:
+        """Side of the decoder's low-resolution mask logits (256 for the official models)."""
+        return 4 * self.embedding_size
+
+    def to_json(self) -> str:
+        d = dataclasses.asdict(self)
+        d["encoder_global_attn_indexes"] = list(self.encoder_global_attn_indexes)
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> SamConfig:
+        d = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise InputError(f"unknown SamConfig fields {sorted(unknown)}")
+        for key in ("encoder_global_attn_indexes", "pixel_mean", "pixel_std"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+VIT_B = SamConfig("vit_b", 768, 12, 12, (2, 5, 8, 11))
+VIT_L = SamConfig("vit_l", 1024, 24, 16, (5, 11, 17, 23))
+VIT_H = SamConfig("vit_h", 1280, 32, 16, (7, 15, 23, 31))
+
+VARIANTS: dict[str, SamConfig] = {c.name: c for c in (VIT_B, VIT_L, VIT_H)}
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """Where an official checkpoint lives and how to verify it."""
+
+    variant: str
+    filename: str
+    num_bytes: int
+    sha256: str
+
+    @property
+    def url(self) -> str:
+        return CHECKPOINT_BASE_URL + self.filename
+
+
+CHECKPOINT_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+
+CHECKPOINTS: dict[str, CheckpointInfo] = {
+    "vit_h": CheckpointInfo(
+        "vit_h",
+        "sam_vit_h_4b8939.pth",
+        2564550879,
+        "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+    ),
+    "vit_l": CheckpointInfo(
+        "vit_l",
+        "sam_vit_l_0b3195.pth",
+        1249524607,
+        "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+    ),
+    "vit_b": CheckpointInfo(
+        "vit_b",
+        "sam_vit_b_01ec64.pth",
+        375042383,
+        "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+    ),
+}
+
+
+def get_config(name: str) -> SamConfig:
+    """Return the config of a registered variant, or raise naming the known ones."""
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise InputError(
+            f"unknown SAM variant {name!r}; known variants: {', '.join(sorted(VARIANTS))}"
+        ) from None
+
+
+def build_sam(config: SamConfig | str):  # -> modeling.Sam (import kept lazy-free below)
+    """Build an untrained ``Sam`` for ``config`` (a ``SamConfig`` or a registered name)."""
+    from segany.modeling import build_sam_from_sizes
+
+    cfg = get_config(config) if isinstance(config, str) else config
+    model = build_sam_from_sizes(
+        image_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        window_size=cfg.window_size,
+        mlp_ratio=cfg.mlp_ratio,
+        encoder_embed_dim=cfg.encoder_embed_dim,
+        encoder_depth=cfg.encoder_depth,
+        encoder_num_heads=cfg.encoder_num_heads,
+        encoder_global_attn_indexes=cfg.encoder_global_attn_indexes,
+        prompt_embed_dim=cfg.prompt_embed_dim,
+        decoder_depth=cfg.decoder_depth,
+        decoder_num_heads=cfg.decoder_num_heads,
+        decoder_mlp_dim=cfg.decoder_mlp_dim,
+        num_multimask_outputs=cfg.num_multimask_outputs,
+        iou_head_depth=cfg.iou_head_depth,
+        iou_head_hidden_dim=cfg.iou_head_hidden_dim,
+        pixel_mean=cfg.pixel_mean,
+        pixel_std=cfg.pixel_std,
+        mask_threshold=cfg.mask_threshold,
+    )
+    model.config = cfg
+    return model
