@@ -1,0 +1,402 @@
+"""Pure mask helpers: RLE, boxes, NMS, stability score, small regions, polygons, crops.
+
+Conventions: masks are ``H×W`` (or ``B×H×W``) bool; boxes are XYXY pixel coordinates unless a
+name says XYWH; points are XY. Nothing here holds state or touches a model.
+
+Two RLE forms are used, both column-major (Fortran order) like COCO:
+- COCO RLE, ``{"size": [H, W], "counts": str}``: compressed by pycocotools, JSON-ready.
+- uncompressed RLE, ``{"size": [H, W], "counts": list[int]}``: run lengths starting with the
+  run of zeros (0 when the first pixel is set), the form the official generator emits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from itertools import product
+from typing import Any
+
+import numpy as np
+import torch
+from pycocotools import mask as _coco
+
+from segany.errors import InputError
+
+RLE = dict[str, Any]
+
+__all__ = [
+    "RLE",
+    "batched_mask_to_box",
+    "batched_nms",
+    "box_area",
+    "box_iou",
+    "box_xyxy_to_xywh",
+    "build_all_layer_point_grids",
+    "build_point_grid",
+    "decode_rle",
+    "encode_rle",
+    "encode_rles",
+    "generate_crop_boxes",
+    "is_box_near_crop_edge",
+    "mask_to_polygons",
+    "mask_to_uncompressed_rle",
+    "nms",
+    "remove_small_regions",
+    "rle_area",
+    "stability_score",
+    "uncompressed_rle_to_mask",
+    "uncrop_boxes_xyxy",
+    "uncrop_masks",
+    "uncrop_points",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# RLE
+
+
+def _rle_size(rle: RLE) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in rle["size"])
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"an RLE needs 'size': [H, W] and 'counts'; got {rle!r:.200}") from None
+    if "counts" not in rle:
+        raise InputError("an RLE needs 'counts' (str, bytes or a list of run lengths)")
+    return h, w
+
+
+def _as_coco(rle: RLE) -> dict[str, Any]:
+    """Return the pycocotools object (bytes counts) for any RLE form."""
+    h, w = _rle_size(rle)
+    counts = rle["counts"]
+    if isinstance(counts, str):
+        return {"size": [h, w], "counts": counts.encode("ascii")}
+    if isinstance(counts, bytes):
+        return {"size": [h, w], "counts": counts}
+    return _coco.frPyObjects({"size": [h, w], "counts": [int(c) for c in counts]}, h, w)
+
+
+def encode_rles(masks: np.ndarray | torch.Tensor) -> list[RLE]:
+    """COCO-encode ``B×H×W`` bool masks in one pycocotools call; counts as str."""
+    if isinstance(masks, torch.Tensor):
+        # B×W×H in C order is H×W×B in Fortran order: one copy, no extra transpose.
+        arr = masks.detach().to("cpu", torch.uint8).transpose(1, 2).contiguous().numpy()
+        arr = arr.transpose(2, 1, 0)
+    else:
+        masks = np.asarray(masks)
+        if masks.ndim != 3:
+            raise InputError(f"masks must be B×H×W, got shape {masks.shape}")
+        arr = np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8, copy=False))
+    if arr.shape[2] == 0:
+        return []
+    out = _coco.encode(arr)
+    for r in out:
+        r["counts"] = r["counts"].decode("ascii")
+        r["size"] = [int(v) for v in r["size"]]
+    return out
+
+
+def encode_rle(mask: np.ndarray | torch.Tensor) -> RLE:
+    """COCO-encode one ``H×W`` bool mask: ``{"size": [H, W], "counts": str}``."""
+    if mask.ndim != 2:
+        raise InputError(f"mask must be H×W, got shape {tuple(mask.shape)}")
+    return encode_rles(mask[None])[0]
+
+
+def decode_rle(rle: RLE) -> np.ndarray:
+    """Decode any RLE (COCO str/bytes counts, or uncompressed list counts) to ``H×W`` bool."""
+    h, w = _rle_size(rle)
+    if not isinstance(rle["counts"], (str, bytes)):
+        return uncompressed_rle_to_mask(rle)
+    return _coco.decode(_as_coco(rle)).astype(bool)
+
+
+def rle_area(rle: RLE) -> int:
+    """Number of set pixels of an RLE in either form."""
+    counts = rle["counts"]
+    if isinstance(counts, (str, bytes)):
+        return int(_coco.area(_as_coco(rle)))
+    _rle_size(rle)
+    return int(sum(counts[1::2]))
+
+
+def mask_to_uncompressed_rle(masks: torch.Tensor) -> list[RLE]:
+    """Uncompressed RLE of ``B×H×W`` bool masks (the official generator's format), vectorised."""
+    if masks.ndim != 3:
+        raise InputError(f"masks must be B×H×W, got shape {tuple(masks.shape)}")
+    b, h, w = masks.shape
+    if b == 0:
+        return []
+    if h * w == 0:
+        return [{"size": [h, w], "counts": [0]} for _ in range(b)]
+    # Column-major flatten, then every index where the value changes ends a run.
+    flat = masks.detach().to("cpu", torch.bool).transpose(1, 2).reshape(b, h * w).numpy()
+    rows, cols = np.nonzero(flat[:, 1:] != flat[:, :-1])
+    per_row = np.bincount(rows, minlength=b)
+    ends = np.split(cols + 1, np.cumsum(per_row)[:-1])
+    out = []
+    for i in range(b):
+        bounds = np.concatenate(([0], ends[i], [h * w]))
+        runs = np.diff(bounds).tolist()
+        out.append({"size": [h, w], "counts": runs if not flat[i, 0] else [0, *runs]})
+    return out
+
+
+def uncompressed_rle_to_mask(rle: RLE) -> np.ndarray:
+    """Decode an uncompressed RLE to an ``H×W`` bool mask (C order)."""
+    h, w = _rle_size(rle)
+    counts = np.asarray(rle["counts"], dtype=np.int64)
+    if counts.sum() != h * w or (counts < 0).any():
+        raise InputError(f"RLE counts sum to {int(counts.sum())}, expected H*W = {h * w}")
+    values = np.arange(len(counts)) % 2 == 1
+    return np.repeat(values, counts).reshape(w, h).T.copy()
+
+
+# --------------------------------------------------------------------------------------------
+# boxes and NMS
+
+
+def box_xyxy_to_xywh(box: torch.Tensor) -> torch.Tensor:
+    """``...×4`` XYXY -> XYWH (a new tensor)."""
+    out = box.clone()
+    out[..., 2:] = box[..., 2:] - box[..., :2]
+    return out
+
+
+def box_area(boxes: torch.Tensor) -> torch.Tensor:
+    """``N×4`` XYXY -> ``N`` areas."""
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise IoU of ``N×4`` and ``M×4`` XYXY boxes -> ``N×M`` (same formula as torchvision)."""
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    return inter / (box_area(a)[:, None] + box_area(b)[None, :] - inter)
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy NMS: indices kept, by descending score (ties: lower index first).
+
+    A box is dropped when its IoU with an already kept, higher-scored box is > ``iou_threshold``,
+    the torchvision rule. ``boxes`` N×4 XYXY, ``scores`` N -> int64 indices.
+    """
+    return _greedy_nms(boxes, scores, None, iou_threshold)
+
+
+def batched_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou_threshold: float
+) -> torch.Tensor:
+    """NMS within each group id only; kept indices by descending score (ties: lower index)."""
+    return _greedy_nms(boxes, scores, groups, iou_threshold)
+
+
+_NMS_CHUNK = 1024  # rows of the pairwise IoU matrix built at once (bounds memory)
+
+
+def _greedy_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor | None, thr: float
+) -> torch.Tensor:
+    n = boxes.shape[0]
+    if n == 0:
+        return torch.empty(0, dtype=torch.int64)
+    order = torch.argsort(scores.detach().cpu(), descending=True, stable=True)
+    b = boxes.detach().cpu()[order].float()
+    g = None if groups is None else groups.detach().cpu()[order]
+    # All pairwise suppressions at once (upper triangle: only higher scores suppress); the
+    # greedy walk over kept boxes is the only sequential part.
+    over = np.empty((n, n), dtype=bool)
+    for s in range(0, n, _NMS_CHUNK):
+        block = box_iou(b[s : s + _NMS_CHUNK], b) > thr
+        if g is not None:
+            block &= g[s : s + _NMS_CHUNK, None] == g[None, :]
+        over[s : s + _NMS_CHUNK] = block.numpy()
+    over = np.triu(over, k=1)
+    removed = np.zeros(n, dtype=bool)
+    keep = []
+    for i in range(n):
+        if not removed[i]:
+            keep.append(i)
+            removed |= over[i]
+    return order[torch.as_tensor(keep, dtype=torch.int64)].to(boxes.device)
+
+
+def batched_mask_to_box(masks: torch.Tensor) -> torch.Tensor:
+    """``...×H×W`` bool masks -> ``...×4`` XYXY int64 boxes (inclusive max; 0,0,0,0 if empty)."""
+    *lead, h, w = masks.shape
+    if masks.numel() == 0:
+        return torch.zeros(*lead, 4, dtype=torch.int64, device=masks.device)
+    m = masks.reshape(-1, h, w)
+    rows = m.any(dim=2)  # N×H
+    cols = m.any(dim=1)  # N×W
+    ys = torch.arange(h, device=m.device)
+    xs = torch.arange(w, device=m.device)
+    top = torch.where(rows, ys, h).amin(dim=1)
+    bottom = torch.where(rows, ys, -1).amax(dim=1)
+    left = torch.where(cols, xs, w).amin(dim=1)
+    right = torch.where(cols, xs, -1).amax(dim=1)
+    out = torch.stack([left, top, right, bottom], dim=1)
+    out[~rows.any(dim=1)] = 0
+    return out.reshape(*lead, 4)
+
+
+# --------------------------------------------------------------------------------------------
+# stability score
+
+
+def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
+    """IoU of ``logits > threshold ± offset`` masks: ``...×H×W`` logits -> ``...`` scores.
+
+    The high mask lies inside the low one, so IoU is a ratio of pixel counts (NaN when both are
+    empty). Counts are summed row-wise in int32, never materialising an int64 copy.
+    """
+    high = (logits > threshold + offset).sum(-1, dtype=torch.int32).sum(-1, dtype=torch.int32)
+    low = (logits > threshold - offset).sum(-1, dtype=torch.int32).sum(-1, dtype=torch.int32)
+    return high / low
+
+
+# --------------------------------------------------------------------------------------------
+# small regions and polygons
+
+
+def remove_small_regions(
+    mask: np.ndarray, area_thresh: float, mode: str
+) -> tuple[np.ndarray, bool]:
+    """Fill holes (``mode="holes"``) or drop islands (``"islands"``) smaller than ``area_thresh``.
+
+    Connectivity is 8-way. When every island is small, the largest one is kept. Returns the new
+    ``H×W`` bool mask and whether anything changed (the input is returned as is when not).
+    """
+    import cv2
+
+    if mode not in ("holes", "islands"):
+        raise InputError(f"mode must be 'holes' or 'islands', got {mode!r}")
+    holes = mode == "holes"
+    work = (np.asarray(mask, dtype=bool) ^ holes).astype(np.uint8)
+    n_labels, labels, stats, _ = cv2.connectedComponentsWithStats(work, connectivity=8)
+    sizes = stats[1:, cv2.CC_STAT_AREA]  # label 0 is the background
+    small = sizes < area_thresh
+    if not small.any():
+        return mask, False
+    if holes:
+        # Pixels that are not part of a small hole keep the original mask's value.
+        fill = np.concatenate(([True], small))  # background (= mask) and small holes
+    else:
+        fill = np.concatenate(([False], ~small))
+        if not fill.any():
+            fill[int(np.argmax(sizes)) + 1] = True
+    return fill[labels], True
+
+
+def mask_to_polygons(mask: np.ndarray, min_points: int = 3) -> list[list[list[float]]]:
+    """Polygon rings of an ``H×W`` bool mask: outer boundaries and holes, via cv2.
+
+    Each ring is ``[[x, y], ...]`` in pixel-centre coordinates (OpenCV's contour pixels), not
+    closed (the first point is not repeated). Outer rings come first in each group, followed by
+    that region's holes; outer rings run counter-clockwise in image coordinates (y down) as
+    OpenCV traces them, holes clockwise. Rings with fewer than ``min_points`` points are dropped.
+    """
+    import cv2
+
+    m = np.ascontiguousarray(np.asarray(mask, dtype=np.uint8))
+    if m.ndim != 2:
+        raise InputError(f"mask must be H×W, got shape {m.shape}")
+    contours, hierarchy = cv2.findContours(m, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    if hierarchy is None:
+        return []
+    hier = hierarchy[0]
+    rings: list[list[list[float]]] = []
+    for i in range(len(contours)):
+        if hier[i][3] != -1:
+            continue  # a hole: emitted right after its outer ring
+        group = [i]
+        child = hier[i][2]
+        while child != -1:
+            group.append(child)
+            child = hier[child][0]
+        for j in group:
+            pts = contours[j].reshape(-1, 2)
+            if len(pts) >= min_points:
+                rings.append(pts.astype(float).tolist())
+    return rings
+
+
+# --------------------------------------------------------------------------------------------
+# point grids and crops
+
+
+def build_point_grid(n_per_side: int) -> np.ndarray:
+    """``n²×2`` XY points at cell centres of an ``n×n`` grid on [0,1]² (row by row)."""
+    offset = 1 / (2 * n_per_side)
+    side = np.linspace(offset, 1 - offset, n_per_side)
+    xs = np.tile(side[None, :], (n_per_side, 1))
+    ys = np.tile(side[:, None], (1, n_per_side))
+    return np.stack([xs, ys], axis=-1).reshape(-1, 2)
+
+
+def build_all_layer_point_grids(
+    n_per_side: int, n_layers: int, scale_per_layer: int
+) -> list[np.ndarray]:
+    """One grid per crop layer 0..n_layers; layer i has ``int(n / scale**i)`` points per side."""
+    return [build_point_grid(int(n_per_side / (scale_per_layer**i))) for i in range(n_layers + 1)]
+
+
+def generate_crop_boxes(
+    im_size: Sequence[int], n_layers: int, overlap_ratio: float
+) -> tuple[list[list[int]], list[int]]:
+    """XYXY crop boxes and their layer index: the whole image, then ``(2**i)²`` per layer i>0.
+
+    Crops of one layer overlap by ``overlap_ratio`` of the short side (scaled down per layer) and
+    are listed column by column (x outer, y inner), like the official generator.
+    """
+    im_h, im_w = int(im_size[0]), int(im_size[1])
+    short_side = min(im_h, im_w)
+    boxes, layers = [[0, 0, im_w, im_h]], [0]
+    for i in range(n_layers):
+        n = 2 ** (i + 1)
+        overlap = int(overlap_ratio * short_side * (2 / n))
+        crop_w = int(math.ceil((overlap * (n - 1) + im_w) / n))
+        crop_h = int(math.ceil((overlap * (n - 1) + im_h) / n))
+        x0s = [int((crop_w - overlap) * k) for k in range(n)]
+        y0s = [int((crop_h - overlap) * k) for k in range(n)]
+        for x0, y0 in product(x0s, y0s):
+            boxes.append([x0, y0, min(x0 + crop_w, im_w), min(y0 + crop_h, im_h)])
+            layers.append(i + 1)
+    return boxes, layers
+
+
+def uncrop_boxes_xyxy(boxes: torch.Tensor, crop_box: Sequence[int]) -> torch.Tensor:
+    """``...×4`` XYXY boxes in crop coordinates -> image coordinates."""
+    x0, y0 = int(crop_box[0]), int(crop_box[1])
+    return boxes + torch.tensor([x0, y0, x0, y0], device=boxes.device)
+
+
+def uncrop_points(points: torch.Tensor, crop_box: Sequence[int]) -> torch.Tensor:
+    """``...×2`` XY points in crop coordinates -> image coordinates."""
+    x0, y0 = int(crop_box[0]), int(crop_box[1])
+    return points + torch.tensor([x0, y0], device=points.device)
+
+
+def uncrop_masks(
+    masks: torch.Tensor, crop_box: Sequence[int], orig_h: int, orig_w: int
+) -> torch.Tensor:
+    """``...×h×w`` crop masks -> ``...×orig_h×orig_w``, zero outside the crop."""
+    x0, y0, x1, y1 = (int(v) for v in crop_box)
+    if (x0, y0, x1, y1) == (0, 0, orig_w, orig_h):
+        return masks
+    pad = (x0, orig_w - x1, y0, orig_h - y1)
+    return torch.nn.functional.pad(masks, pad, value=0)
+
+
+def is_box_near_crop_edge(
+    boxes: torch.Tensor, crop_box: Sequence[int], orig_box: Sequence[int], atol: float = 20.0
+) -> torch.Tensor:
+    """``N×4`` crop-frame XYXY -> ``N`` bool: touches a crop edge that is not an image edge."""
+    crop = torch.as_tensor(crop_box, dtype=torch.float, device=boxes.device)
+    orig = torch.as_tensor(orig_box, dtype=torch.float, device=boxes.device)
+    b = uncrop_boxes_xyxy(boxes, crop_box).float()
+    near_crop = torch.isclose(b, crop[None], atol=atol, rtol=0)
+    near_image = torch.isclose(b, orig[None], atol=atol, rtol=0)
+    return (near_crop & ~near_image).any(dim=1)
