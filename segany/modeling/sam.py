@@ -1,0 +1,107 @@
+"""``Sam``: encoder, prompt encoder and decoder tied together with pre- and post-processing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from segany.modeling.image_encoder import ImageEncoderViT
+from segany.modeling.mask_decoder import MaskDecoder
+from segany.modeling.prompt_encoder import PromptEncoder
+
+
+class Sam(nn.Module):
+    mask_threshold: float = 0.0
+    image_format: str = "RGB"
+
+    def __init__(
+        self,
+        *,
+        image_encoder: ImageEncoderViT,
+        prompt_encoder: PromptEncoder,
+        mask_decoder: MaskDecoder,
+        pixel_mean: tuple[float, float, float],
+        pixel_std: tuple[float, float, float],
+        mask_threshold: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+        self.mask_threshold = mask_threshold
+        # Not saved in checkpoints (the official files do not carry them).
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self.pixel_mean: torch.Tensor
+        self.pixel_std: torch.Tensor
+        self.config: Any = None  # the SamConfig it was built from, set by segany.models
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """B×3×h×w float pixels (0-255) -> normalised and zero-padded to B×3×S×S."""
+        x = (x - self.pixel_mean) / self.pixel_std
+        size = self.image_encoder.img_size
+        return F.pad(x, (0, size - x.shape[-1], 0, size - x.shape[-2]))
+
+    def postprocess_masks(
+        self,
+        masks: torch.Tensor,
+        input_size: tuple[int, ...],
+        original_size: tuple[int, ...],
+    ) -> torch.Tensor:
+        """B×M×s×s low-res logits -> B×M×H×W logits at the original image size.
+
+        Upscale to the padded input square, crop the padding, then resize to the original size.
+        """
+        size = self.image_encoder.img_size
+        masks = F.interpolate(masks, (size, size), mode="bilinear", align_corners=False)
+        masks = masks[..., : input_size[0], : input_size[1]]
+        return F.interpolate(
+            masks,
+            (int(original_size[0]), int(original_size[1])),
+            mode="bilinear",
+            align_corners=False,
+        )
+
+    def forward(
+        self, batched_input: list[dict[str, Any]], multimask_output: bool
+    ) -> list[dict[str, torch.Tensor]]:
+        """The official batched call: one dict per image with ``image`` (3×h×w, already resized),
+        ``original_size`` and optional ``point_coords`` (B×N×2), ``point_labels`` (B×N),
+        ``boxes`` (B×4), ``mask_inputs`` (B×1×256×256), all in the input frame.
+        Returns per image ``masks`` (B×M×H×W bool), ``iou_predictions`` (B×M),
+        ``low_res_logits`` (B×M×256×256)."""
+        images = torch.stack([self.preprocess(x["image"][None])[0] for x in batched_input])
+        embeddings = self.image_encoder(images)
+        outputs = []
+        for record, embedding in zip(batched_input, embeddings, strict=True):
+            points = None
+            if "point_coords" in record:
+                points = (record["point_coords"], record["point_labels"])
+            sparse, dense = self.prompt_encoder(
+                points=points, boxes=record.get("boxes"), masks=record.get("mask_inputs")
+            )
+            low_res, iou = self.mask_decoder(
+                embedding.unsqueeze(0),
+                self.prompt_encoder.get_dense_pe(),
+                sparse,
+                dense,
+                multimask_output,
+            )
+            masks = self.postprocess_masks(
+                low_res, record["image"].shape[-2:], record["original_size"]
+            )
+            outputs.append(
+                {
+                    "masks": masks > self.mask_threshold,
+                    "iou_predictions": iou,
+                    "low_res_logits": low_res,
+                }
+            )
+        return outputs

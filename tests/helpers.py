@@ -1,0 +1,103 @@
+"""Test helpers: small configs, seeded weights, and the same weights in the reference model."""
+
+from __future__ import annotations
+
+import torch
+
+from segany.models import SamConfig, build_sam
+
+# Small enough for fast tests, built from the same modules as the official sizes:
+# 2 blocks (one windowed, one global), 16×16 embedding grid, 64×64 low-res masks.
+SMALL = SamConfig(
+    "test",
+    encoder_embed_dim=64,
+    encoder_depth=2,
+    encoder_num_heads=2,
+    encoder_global_attn_indexes=(1,),
+    image_size=256,
+    patch_size=16,
+    window_size=4,
+    decoder_mlp_dim=256,
+)
+
+
+def perturb_(model: torch.nn.Module, seed: int = 0, scale: float = 0.5) -> torch.nn.Module:
+    """Add seeded noise to every parameter and buffer (zero-initialised ones included), so a
+    comparison exercises all weights. LayerNorm weights stay near 1 to keep activations sane."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _name, t in sorted(model.state_dict(keep_vars=True).items()):
+            if not t.is_floating_point():
+                continue
+            noise = torch.randn(t.shape, generator=gen, dtype=torch.float32).to(t.dtype)
+            if t.dim() == 1 and (t == 1).all():
+                t.add_(0.1 * noise)
+            else:
+                fan = t[0].numel() if t.dim() > 1 else t.numel()
+                t.add_(scale * noise / max(fan, 1) ** 0.5)
+    return model
+
+
+def seeded_model(config: SamConfig = SMALL, seed: int = 0):
+    return perturb_(build_sam(config), seed).eval()
+
+
+def reference_model(config: SamConfig, state_dict: dict | None = None):
+    """The reference `segment_anything` Sam with the same sizes (and weights, if given)."""
+    from functools import partial
+
+    from segment_anything.modeling import (
+        ImageEncoderViT,
+        MaskDecoder,
+        PromptEncoder,
+        Sam,
+        TwoWayTransformer,
+    )
+
+    grid = config.image_size // config.patch_size
+    dim = config.prompt_embed_dim
+    ref = Sam(
+        image_encoder=ImageEncoderViT(
+            depth=config.encoder_depth,
+            embed_dim=config.encoder_embed_dim,
+            img_size=config.image_size,
+            mlp_ratio=config.mlp_ratio,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            num_heads=config.encoder_num_heads,
+            patch_size=config.patch_size,
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=list(config.encoder_global_attn_indexes),
+            window_size=config.window_size,
+            out_chans=dim,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=dim,
+            image_embedding_size=(grid, grid),
+            input_image_size=(config.image_size, config.image_size),
+            mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=config.num_multimask_outputs,
+            transformer=TwoWayTransformer(
+                depth=config.decoder_depth,
+                embedding_dim=dim,
+                mlp_dim=config.decoder_mlp_dim,
+                num_heads=config.decoder_num_heads,
+            ),
+            transformer_dim=dim,
+            iou_head_depth=config.iou_head_depth,
+            iou_head_hidden_dim=config.iou_head_hidden_dim,
+        ),
+        pixel_mean=list(config.pixel_mean),
+        pixel_std=list(config.pixel_std),
+    )
+    if state_dict is not None:
+        ref.load_state_dict(state_dict, strict=True)
+    return ref.eval()
+
+
+def max_rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest absolute difference over the largest magnitude of the reference."""
+    a, b = torch.as_tensor(a).double(), torch.as_tensor(b).double()
+    return float((a - b).abs().max() / b.abs().max().clamp(min=1e-12))
