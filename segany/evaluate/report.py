@@ -1,0 +1,159 @@
+"""Reports: one JSON file per run, a terminal table, two runs side by side, the clicks plot."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from segany.errors import InputError, MissingExtraError
+from segany.evaluate.results import EvalResult
+
+REPORT_FORMAT = "segany-eval/1"
+
+
+def build_report(
+    results: Mapping[str, EvalResult],
+    *,
+    model: Mapping[str, Any] | None = None,
+    dataset: Mapping[str, Any] | None = None,
+    command: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """A JSON-ready report: what was measured (model, dataset, command) and each protocol."""
+    return {
+        "format": REPORT_FORMAT,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "model": dict(model or {}),
+        "dataset": dict(dataset or {}),
+        "command": list(command) if command is not None else None,
+        "seconds": round(sum(r.seconds for r in results.values()), 4),
+        "protocols": {name: r.to_dict() for name, r in results.items()},
+    }
+
+
+def write_report(report: Mapping[str, Any], path: str | Path) -> Path:
+    out = Path(path)
+    if out.parent != Path():
+        out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, allow_nan=False, default=_jsonable) + "\n")
+    return out
+
+
+def _jsonable(x: Any) -> Any:
+    if hasattr(x, "item"):  # numpy scalars in rows
+        return x.item()
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    if isinstance(x, bytes):  # RLE counts, should any reach a row
+        return x.decode()
+    raise TypeError(f"{type(x).__name__} is not JSON serialisable")
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """Read a report written by `write_report`; InputError when it is not one."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read report {path}: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != REPORT_FORMAT:
+        raise InputError(f"{path} is not a segany eval report (format {REPORT_FORMAT})")
+    return data
+
+
+def report_results(report: Mapping[str, Any]) -> dict[str, EvalResult]:
+    return {k: EvalResult.from_dict(v) for k, v in report.get("protocols", {}).items()}
+
+
+def _fmt(x: float | None, digits: int = 4) -> str:
+    return "-" if x is None or math.isnan(x) else f"{x:.{digits}f}"
+
+
+def _metric_digits(name: str) -> int:
+    return 2 if name.startswith("noc") else 4
+
+
+def _render(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_table(report: Mapping[str, Any]) -> str:
+    """One line per metric: value, 95 % bootstrap interval, objects, seconds per protocol."""
+    rows = []
+    for name, res in report_results(report).items():
+        for i, (metric, est) in enumerate(res.metrics.items()):
+            d = _metric_digits(metric)
+            ci = f"[{_fmt(est.low, d)}, {_fmt(est.high, d)}]"
+            secs = f"{res.seconds:.1f}" if i == 0 else ""
+            rows.append([name if i == 0 else "", metric, _fmt(est.value, d), ci, str(est.n), secs])
+    return _render(["protocol", "metric", "value", "95% CI", "n", "seconds"], rows)
+
+
+def format_comparison(
+    a: Mapping[str, Any], b: Mapping[str, Any], labels: tuple[str, str] = ("A", "B")
+) -> str:
+    """Each metric both runs report, side by side with B - A; then the seconds."""
+    ra, rb = report_results(a), report_results(b)
+    rows = []
+    for name in [p for p in ra if p in rb]:
+        ma, mb = ra[name].metrics, rb[name].metrics
+        shared = [m for m in ma if m in mb]
+        for i, metric in enumerate(shared):
+            d = _metric_digits(metric)
+            va, vb = ma[metric].value, mb[metric].value
+            delta = vb - va
+            sign = "+" if delta >= 0 else ""
+            rows.append(
+                [
+                    name if i == 0 else "",
+                    metric,
+                    _fmt(va, d),
+                    _fmt(vb, d),
+                    "-" if math.isnan(delta) else f"{sign}{delta:.{d}f}",
+                ]
+            )
+        sa, sb = ra[name].seconds, rb[name].seconds
+        ratio = f"x{sb / sa:.2f}" if sa > 0 else "-"
+        rows.append(["" if shared else name, "seconds", f"{sa:.1f}", f"{sb:.1f}", ratio])
+    only = sorted(set(ra) ^ set(rb))
+    table = _render(["protocol", "metric", labels[0], labels[1], "B-A"], rows)
+    return table + (f"\n(only in one report: {', '.join(only)})" if only else "")
+
+
+def plot_clicks(reports: Sequence[tuple[str, Mapping[str, Any]]], path: str | Path) -> Path:
+    """PNG of mIoU against the number of clicks, one line per report that ran `clicks`."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise MissingExtraError("the clicks plot", "eval", "matplotlib") from exc
+    curves = []
+    for label, report in reports:
+        clicks = report.get("protocols", {}).get("clicks")
+        series = (clicks or {}).get("series", {}).get("miou_by_clicks") or []
+        if series:
+            curves.append((label, series))
+    if not curves:
+        raise InputError("no report holds a clicks protocol run to plot")
+    fig = Figure(figsize=(6, 4), dpi=100)  # no pyplot: no global state, no display needed
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for label, series in curves:
+        xs = range(1, len(series) + 1)
+        ax.plot(xs, [math.nan if v is None else v for v in series], marker="o", ms=3, label=label)
+    ax.set_xlabel("clicks")
+    ax.set_ylabel("mIoU")
+    ax.set_ylim(0, 1)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right")
+    out = Path(path)
+    fig.savefig(out)
+    return out
