@@ -1,0 +1,106 @@
+"""Turn what users hold (arrays of many dtypes, PIL images, paths) into H×W×3 uint8 RGB.
+
+Normalisation, stated once:
+- uint8: used as is. uint16: scaled by 255/65535 and rounded (full 16-bit range to 0-255).
+- float: values in [0, 1] are scaled by 255; otherwise values must lie in [0, 255] and are
+  taken as 8-bit intensities. Rounded to nearest, NaN or infinite values are rejected.
+- H×W and H×W×1 (grayscale) are repeated to 3 channels; H×W×4 drops the alpha channel.
+- ``image_format="BGR"`` reverses the channel order of 3/4-channel inputs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from segany.errors import InputError
+
+ImageLike = Any  # np.ndarray | PIL.Image.Image | str | os.PathLike
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image file into H×W×3 uint8 RGB, with EXIF orientation applied."""
+    from PIL import ImageOps
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"image file not found: {p}")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            return pil_to_array(im)
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise InputError(f"cannot read image {p}: {exc}") from None
+
+
+def pil_to_array(im: Image.Image) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im)
+        if arr.dtype != np.uint16:
+            arr = np.clip(arr, 0, 65535).astype(np.uint16)
+        return to_rgb_uint8(arr)
+    if im.mode == "F":
+        return to_rgb_uint8(np.asarray(im))
+    return np.asarray(im.convert("RGB"))
+
+
+def to_rgb_uint8(image: ImageLike, image_format: str = "RGB") -> np.ndarray:
+    """Any supported image -> contiguous H×W×3 uint8 RGB (see the module doc for the rules)."""
+    if image_format not in ("RGB", "BGR"):
+        raise InputError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+    if isinstance(image, (str, os.PathLike)):
+        arr = read_image(image)
+        return arr
+    if isinstance(image, Image.Image):
+        arr = pil_to_array(image)
+    else:
+        if hasattr(image, "detach"):  # a torch tensor: H×W×C on any device
+            image = image.detach().cpu().numpy()
+        if not isinstance(image, np.ndarray):
+            raise TypeError(
+                "image must be a numpy array, a PIL image or a file path, "
+                f"got {type(image).__name__}"
+            )
+        arr = _to_uint8(image)
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+            raise InputError(
+                f"image must be H×W, H×W×1, H×W×3 or H×W×4, got shape {tuple(image.shape)}"
+            )
+        if arr.shape[2] == 4:
+            arr = arr[:, :, :3]
+        if image_format == "BGR" and arr.shape[2] == 3:
+            arr = arr[:, :, ::-1]
+        if arr.shape[2] == 1:
+            arr = np.repeat(arr, 3, axis=2)
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise InputError(f"image is empty: shape {tuple(arr.shape)}")
+    return np.ascontiguousarray(arr)
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    if image.size == 0:
+        raise InputError(f"image is empty: shape {tuple(image.shape)}")
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        return np.round(image.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8)
+    if image.dtype == np.bool_:
+        return image.astype(np.uint8) * 255
+    if np.issubdtype(image.dtype, np.floating):
+        if not np.isfinite(image).all():
+            raise InputError("image contains NaN or infinite values")
+        lo, hi = float(image.min()), float(image.max())
+        if lo < 0 or hi > 255:
+            raise InputError(
+                f"float image values must lie in [0, 1] or [0, 255], got [{lo:g}, {hi:g}]"
+            )
+        scaled = image * 255.0 if hi <= 1.0 else image
+        return np.round(scaled).astype(np.uint8)
+    raise TypeError(f"unsupported image dtype {image.dtype}: expected uint8, uint16, bool or float")

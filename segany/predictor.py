@@ -1,0 +1,277 @@
+"""The promptable Predictor: compute an image embedding once, then decode prompts against it.
+
+Conventions: points are XY pixels of the original image, boxes XYXY, labels 1 (foreground),
+0 (background) or -1 (padding, ignored: lets point sets of different lengths share a batch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from segany.errors import InputError
+from segany.images import ImageLike, to_rgb_uint8
+from segany.modeling import Sam
+from segany.prompts import PromptBatch, check_prompts
+from segany.transforms import ResizeLongestSide
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Masks at the original image size, IoU scores and low-resolution logits.
+
+    Unbatched: masks C×H×W, scores C, logits C×s×s. Batched: a leading B axis on each.
+    Unpacks like the official tuple: ``masks, scores, logits = predictor.predict(...)``.
+    """
+
+    masks: np.ndarray
+    scores: np.ndarray
+    logits: np.ndarray
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter((self.masks, self.scores, self.logits))
+
+    @property
+    def iou_predictions(self) -> np.ndarray:
+        return self.scores
+
+    @property
+    def low_res_logits(self) -> np.ndarray:
+        return self.logits
+
+    def best(self) -> tuple[np.ndarray, float]:
+        """The highest-scoring mask (unbatched results only) and its score."""
+        if self.scores.ndim != 1:
+            raise InputError("best() is for unbatched predictions; index the batch first")
+        i = int(np.argmax(self.scores))
+        return self.masks[i], float(self.scores[i])
+
+
+class Predictor:
+    """Official ``SamPredictor`` semantics, plus batched prompts and an embedding cache.
+
+    ``cache_size`` > 0 keeps that many image embeddings keyed by the image's content, so setting
+    an image seen before skips the encoder.
+    """
+
+    def __init__(self, model: Sam, *, cache_size: int = 0) -> None:
+        self.model = model
+        self.transform = ResizeLongestSide(model.image_encoder.img_size)
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, tuple[torch.Tensor, tuple[int, int], tuple[int, int]]]
+        self._cache = OrderedDict()
+        self.reset_image()
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # ----- image -------------------------------------------------------------------------
+    def set_image(self, image: ImageLike, image_format: str = "RGB") -> None:
+        """Compute the embedding of ``image`` (see ``segany.images`` for accepted inputs)."""
+        rgb = to_rgb_uint8(image, image_format)
+        key = None
+        if self.cache_size > 0:
+            key = hashlib.sha1(rgb.tobytes() + str(rgb.shape).encode()).hexdigest()
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                emb, orig, inp = self._cache[key]
+                self._set_state(emb, orig, inp)
+                return
+        resized = self.transform.apply_image(rgb)
+        # h×w×3 uint8 -> 1×3×h×w
+        tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()
+        self.set_torch_image(tensor[None], rgb.shape[:2])
+        if key is not None:
+            self._cache[key] = (self.features, self.original_size, self.input_size)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+
+    @torch.inference_mode()
+    def set_torch_image(
+        self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]
+    ) -> None:
+        """1×3×h×w image already resized so its longest side is the model's input size."""
+        if transformed_image.ndim != 4 or transformed_image.shape[:2] != (1, 3):
+            raise InputError(
+                f"expected a 1×3×h×w tensor, got shape {tuple(transformed_image.shape)}"
+            )
+        if max(transformed_image.shape[2:]) != self.model.image_encoder.img_size:
+            raise InputError(
+                f"the longest side must be {self.model.image_encoder.img_size}, got "
+                f"{tuple(transformed_image.shape[2:])}; resize with predictor.transform first"
+            )
+        self.reset_image()
+        input_size = (int(transformed_image.shape[2]), int(transformed_image.shape[3]))
+        x = self.model.preprocess(transformed_image.to(self.device, torch.float32))
+        features = self.model.image_encoder(x.to(self._dtype()))
+        self._set_state(features.float(), tuple(original_image_size), input_size)
+
+    def _dtype(self) -> torch.dtype:
+        return self.model.image_encoder.patch_embed.proj.weight.dtype
+
+    def _set_state(self, features: torch.Tensor, original: tuple, input_size: tuple) -> None:
+        self.features = features
+        self.original_size = (int(original[0]), int(original[1]))
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.is_image_set = True
+
+    def get_image_embedding(self) -> torch.Tensor:
+        """The current image embedding: 1×C×h×w (1×256×64×64 for the official models)."""
+        self._require_image()
+        return self.features
+
+    def set_image_embedding(
+        self,
+        embedding: torch.Tensor | np.ndarray,
+        original_size: tuple[int, int],
+        input_size: tuple[int, int] | None = None,
+    ) -> None:
+        """Reuse a stored embedding (1×C×h×w or C×h×w) for an image of ``original_size``."""
+        emb = torch.as_tensor(embedding)
+        if emb.ndim == 3:
+            emb = emb[None]
+        pe = self.model.prompt_encoder
+        expected = (1, pe.embed_dim, *pe.image_embedding_size)
+        if tuple(emb.shape) != expected:
+            raise InputError(
+                f"embedding must have shape {'×'.join(map(str, expected))} for this model, "
+                f"got {tuple(emb.shape)}"
+            )
+        if len(original_size) != 2 or min(original_size) <= 0:
+            raise InputError(f"original_size must be (H, W) > 0, got {original_size}")
+        if input_size is None:
+            input_size = self.transform.get_preprocess_shape(
+                original_size[0], original_size[1], self.transform.target_length
+            )
+        self.reset_image()
+        self._set_state(emb.to(self.device, torch.float32), original_size, input_size)
+
+    def reset_image(self) -> None:
+        self.is_image_set = False
+        self.features: torch.Tensor | None = None  # type: ignore[assignment]
+        self.original_size: tuple[int, int] | None = None  # type: ignore[assignment]
+        self.input_size: tuple[int, int] | None = None  # type: ignore[assignment]
+
+    def _require_image(self) -> None:
+        if not self.is_image_set:
+            raise InputError("no image is set: call set_image(...) before predicting")
+
+    # ----- prompts -----------------------------------------------------------------------
+    def predict(
+        self,
+        point_coords: Any = None,
+        point_labels: Any = None,
+        box: Any = None,
+        mask_input: Any = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        *,
+        batched: bool | None = None,
+    ) -> Prediction:
+        """Decode prompts given in original-image pixels.
+
+        point_coords N×2 or B×N×2, point_labels N or B×N, box 4 or B×4 (XYXY),
+        mask_input 1×s×s or B×1×s×s logits from an earlier call (s = 256 officially).
+        Output is batched (leading B axis) when a prompt carries a batch axis of size > 1,
+        point_coords is B×N×2, or ``batched=True``; a single 1×4 box stays unbatched, as in the
+        official predictor.
+        """
+        self._require_image()
+        prompts = check_prompts(
+            point_coords,
+            point_labels,
+            box,
+            mask_input,
+            low_res_size=self.model.prompt_encoder.mask_input_size,
+        )
+        masks, scores, logits = self.predict_torch(
+            *self._to_model_frame(prompts),
+            multimask_output=multimask_output,
+            return_logits=return_logits,
+        )
+        out_batched = prompts.batched if batched is None else batched
+        if not out_batched and masks.shape[0] != 1:
+            raise InputError("batched=False needs prompts for a single mask set")
+        sel = slice(None) if out_batched else 0
+        return Prediction(
+            masks=masks[sel].cpu().numpy(),
+            scores=scores[sel].float().cpu().numpy(),
+            logits=logits[sel].float().cpu().numpy(),
+        )
+
+    def _to_model_frame(self, p: PromptBatch) -> tuple[Any, Any, Any, Any]:
+        coords = labels = boxes = masks = None
+        dev = self.device
+        if p.point_coords is not None:
+            coords = torch.as_tensor(
+                self.transform.apply_coords(p.point_coords, self.original_size),
+                dtype=torch.float,
+                device=dev,
+            )
+            labels = torch.as_tensor(p.point_labels, dtype=torch.int, device=dev)
+        if p.boxes is not None:
+            boxes = torch.as_tensor(
+                self.transform.apply_boxes(p.boxes, self.original_size),
+                dtype=torch.float,
+                device=dev,
+            )
+        if p.mask_input is not None:
+            masks = torch.as_tensor(p.mask_input, dtype=torch.float, device=dev)
+        return coords, labels, boxes, masks
+
+    @torch.inference_mode()
+    def predict_torch(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Prompts already in the model's input frame (see ``predictor.transform``):
+        point_coords B×N×2, point_labels B×N, boxes B×4, mask_input B×1×s×s.
+        Inputs with batch 1 are shared across the batch of the others.
+        Returns masks B×C×H×W (bool, or logits with ``return_logits``), IoU predictions B×C
+        and low-res logits B×C×s×s, with C = 3 when ``multimask_output`` else 1."""
+        self._require_image()
+        if (point_coords is None) != (point_labels is None):
+            raise InputError("point_coords and point_labels must be given together")
+        b = (
+            max(t.shape[0] for t in (point_coords, boxes, mask_input) if t is not None)
+            if any(t is not None for t in (point_coords, boxes, mask_input))
+            else 1
+        )
+
+        def grow(t: torch.Tensor | None) -> torch.Tensor | None:
+            if t is None or t.shape[0] == b:
+                return t
+            if t.shape[0] != 1:
+                raise InputError(f"prompt batch sizes differ: {t.shape[0]} and {b}")
+            return t.expand(b, *t.shape[1:])
+
+        points = None
+        if point_coords is not None and point_labels is not None:
+            points = (grow(point_coords), grow(point_labels))
+        model = self.model
+        sparse, dense = model.prompt_encoder(
+            points=points, boxes=grow(boxes), masks=grow(mask_input)
+        )
+        low_res, iou = model.mask_decoder(
+            image_embeddings=self.features,
+            image_pe=model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+        )
+        masks = model.postprocess_masks(low_res, self.input_size, self.original_size)
+        if not return_logits:
+            masks = masks > model.mask_threshold
+        return masks, iou, low_res

@@ -1,0 +1,65 @@
+"""Resize-longest-side transforms for images, points and boxes.
+
+Conventions: images are H×W×C uint8 arrays (numpy) or B×C×H×W tensors; coordinates are XY
+pixels; boxes are XYXY. ``original_size`` is (H, W) of the image the coordinates refer to.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.nn import functional as F
+
+
+class ResizeLongestSide:
+    """Scale so the longest side equals ``target_length``, keeping the aspect ratio."""
+
+    def __init__(self, target_length: int) -> None:
+        self.target_length = target_length
+
+    @staticmethod
+    def get_preprocess_shape(oldh: int, oldw: int, long_side_length: int) -> tuple[int, int]:
+        """(H, W) after scaling the longest side to ``long_side_length``, rounded half up."""
+        scale = long_side_length * 1.0 / max(oldh, oldw)
+        return int(oldh * scale + 0.5), int(oldw * scale + 0.5)
+
+    def apply_image(self, image: np.ndarray) -> np.ndarray:
+        """H×W×3 uint8 -> h×w×3 uint8 (bilinear, through PIL like the official predictor)."""
+        h, w = self.get_preprocess_shape(image.shape[0], image.shape[1], self.target_length)
+        return np.array(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+
+    def apply_coords(self, coords: np.ndarray, original_size: tuple[int, ...]) -> np.ndarray:
+        """...×2 XY in the original image -> ...×2 XY in the resized image (float64)."""
+        old_h, old_w = original_size
+        new_h, new_w = self.get_preprocess_shape(old_h, old_w, self.target_length)
+        out = np.array(coords, dtype=np.float64, copy=True)
+        out[..., 0] *= new_w / old_w
+        out[..., 1] *= new_h / old_h
+        return out
+
+    def apply_boxes(self, boxes: np.ndarray, original_size: tuple[int, ...]) -> np.ndarray:
+        """B×4 (or 4) XYXY -> B×4 XYXY in the resized image."""
+        return self.apply_coords(np.asarray(boxes).reshape(-1, 2, 2), original_size).reshape(-1, 4)
+
+    def apply_image_torch(self, image: torch.Tensor) -> torch.Tensor:
+        """B×C×H×W float -> B×C×h×w (bilinear with antialiasing)."""
+        h, w = self.get_preprocess_shape(image.shape[2], image.shape[3], self.target_length)
+        return F.interpolate(image, (h, w), mode="bilinear", align_corners=False, antialias=True)
+
+    def apply_coords_torch(
+        self, coords: torch.Tensor, original_size: tuple[int, ...]
+    ) -> torch.Tensor:
+        """...×2 XY tensor in the original image -> float tensor in the resized image."""
+        old_h, old_w = original_size
+        new_h, new_w = self.get_preprocess_shape(old_h, old_w, self.target_length)
+        out = coords.to(torch.float32).clone()
+        out[..., 0] = out[..., 0] * (new_w / old_w)
+        out[..., 1] = out[..., 1] * (new_h / old_h)
+        return out
+
+    def apply_boxes_torch(
+        self, boxes: torch.Tensor, original_size: tuple[int, ...]
+    ) -> torch.Tensor:
+        """B×4 XYXY tensor -> B×4 in the resized image."""
+        return self.apply_coords_torch(boxes.reshape(-1, 2, 2), original_size).reshape(-1, 4)
