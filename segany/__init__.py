@@ -1,5 +1,6 @@
 """segany: Segment Anything in pure PyTorch."""
 
+from segany.checkpoints import load_model, save_model
 from segany.errors import CheckpointError, DownloadError, InputError, SeganyError
 from segany.models import VARIANTS, SamConfig, build_sam
 
@@ -11,5 +12,7 @@ __all__ = [
     "SamConfig",
     "SeganyError",
     "build_sam",
+    "load_model",
+    "save_model",
 ]
 __version__ = "0.1.0"

@@ -1,0 +1,253 @@
+"""Weights files in the three formats segany reads and writes, recognised by their content.
+
+- ``official``: a PyTorch pickle of the state dict with the official keys (``sam_vit_b_*.pth``).
+- ``hf``: transformers' ``SamModel`` weights (``model.safetensors`` / ``pytorch_model.bin``,
+  possibly sharded, usually in a ``save_pretrained`` folder with ``config.json``).
+- ``segany``: a safetensors file with the official keys and the ``SamConfig`` JSON in its
+  metadata (``segany.config``, ``segany.format_version``).
+
+Pickles are only ever opened with ``weights_only=True``: a file that would import or call
+anything while unpickling is refused before any of it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from segany.errors import CheckpointError
+from segany.hf_convert import config_from_hf, config_to_hf, looks_like_hf, preprocessor_to_hf
+from segany.models import SamConfig
+
+SEGANY_CONFIG_KEY = "segany.config"
+SEGANY_VERSION_KEY = "segany.format_version"
+SEGANY_FORMAT_VERSION = 1
+FORMATS = ("segany", "official", "hf")
+
+# transformers' save_pretrained layout, in the order it prefers them.
+_HF_WEIGHTS = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+@dataclass
+class RawWeights:
+    """A file's tensors under the keys it stores, and the config it carries, if any."""
+
+    state: dict[str, torch.Tensor]
+    kind: str  # one of FORMATS
+    config: SamConfig | None
+
+
+def read_weights(path: Path) -> RawWeights:
+    """Read ``path`` (a file, or a transformers folder) and tell its format from its content."""
+    if path.is_dir():
+        return _read_hf_folder(path)
+    if not path.is_file():
+        raise CheckpointError(f"no weights file at {path}")
+    if _is_safetensors(path):
+        state, meta = _read_safetensors(path)
+        if SEGANY_CONFIG_KEY in meta:
+            return RawWeights(state, "segany", _segany_config(meta, path))
+    else:
+        state = _torch_load(path)
+    if looks_like_hf(list(state)):
+        return RawWeights(state, "hf", _sibling_hf_config(path))
+    return RawWeights(state, "official", None)
+
+
+def _is_safetensors(path: Path) -> bool:
+    # safetensors: 8-byte little-endian header length, then a JSON object.
+    with path.open("rb") as f:
+        head = f.read(9)
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    return 8 + int.from_bytes(head[:8], "little") <= path.stat().st_size
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for a damaged file
+        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from e
+    return state, meta
+
+
+def _torch_load(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch's message is long; its "Unsupported global: GLOBAL x.y" part names the culprit.
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e)) or re.search(
+            r"WeightsUnpickler error:\s*(.+)", str(e)
+        )
+        culprit = found.group(1).strip() if found else "objects other than tensors"
+        raise CheckpointError(
+            f"refusing to load {path}: it holds Python objects beyond tensors, and unpickling "
+            "them could run code (loaded with weights_only=True; nothing from it was executed). "
+            "If you trust the file, re-save its state dict with torch.save(model.state_dict()) "
+            f"or convert it to safetensors. It asks for: {culprit}"
+        ) from e
+    except Exception as e:  # truncated zip, not a checkpoint at all, ...
+        raise CheckpointError(
+            f"{path} is neither a safetensors file nor a readable PyTorch checkpoint: {e}"
+        ) from e
+    return _as_state_dict(obj, path)
+
+
+def _as_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """The state dict itself, or one nested under 'model'/'state_dict' (training checkpoints)."""
+    if isinstance(obj, Mapping):
+        for key in ("model", "state_dict"):
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and inner and _all_tensors(inner):
+                obj = inner
+                break
+        if _all_tensors(obj):
+            return dict(obj)
+    raise CheckpointError(
+        f"{path} holds a {type(obj).__name__} that is not a state dict of str -> Tensor"
+    )
+
+
+def _all_tensors(d: Mapping[Any, Any]) -> bool:
+    return all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in d.items())
+
+
+def _segany_config(meta: Mapping[str, str], path: Path) -> SamConfig:
+    version = int(meta.get(SEGANY_VERSION_KEY, "1"))
+    if version > SEGANY_FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} was written by a newer segany (format {version}; this one reads up to "
+            f"{SEGANY_FORMAT_VERSION}): upgrade segany"
+        )
+    try:
+        return SamConfig.from_json(meta[SEGANY_CONFIG_KEY])
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: bad {SEGANY_CONFIG_KEY} metadata: {e}") from e
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from e
+
+
+def _sibling_hf_config(path: Path) -> SamConfig | None:
+    """A bare transformers weights file: use the folder's config.json when it is a SAM one."""
+    config = path.parent / "config.json"
+    if not config.is_file():
+        return None
+    data = _read_json(config)
+    if data.get("model_type") != "sam":
+        return None
+    pre = path.parent / "preprocessor_config.json"
+    return config_from_hf(data, _read_json(pre) if pre.is_file() else None)
+
+
+def _read_hf_folder(folder: Path) -> RawWeights:
+    config = folder / "config.json"
+    if not config.is_file():
+        raise CheckpointError(
+            f"{folder} is a folder without config.json; expected a transformers SamModel "
+            "folder (what save_pretrained writes) or a weights file"
+        )
+    pre = folder / "preprocessor_config.json"
+    cfg = config_from_hf(_read_json(config), _read_json(pre) if pre.is_file() else None)
+    for name in _HF_WEIGHTS:
+        if (folder / name).is_file():
+            break
+    else:
+        raise CheckpointError(f"{folder} has no weights ({', '.join(_HF_WEIGHTS)})")
+    files = [folder / name]
+    if name.endswith(".index.json"):  # sharded: the index maps each key to its shard file
+        shards = dict.fromkeys(_read_json(files[0]).get("weight_map", {}).values())
+        files = [folder / shard for shard in shards]
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        part = _read_safetensors(file)[0] if _is_safetensors(file) else _torch_load(file)
+        state.update(part)
+    return RawWeights(state, "hf", cfg)
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+
+def _plain(state: Mapping[str, torch.Tensor], half: bool) -> dict[str, torch.Tensor]:
+    """Detached, contiguous CPU copies (safetensors needs them); fp16 floats when ``half``."""
+    out = {}
+    for k, v in state.items():
+        v = v.detach().to("cpu")
+        if half and v.is_floating_point():
+            v = v.half()
+        out[k] = v.contiguous()
+    return out
+
+
+def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the same folder so ``path`` is never half written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_segany(
+    state: Mapping[str, torch.Tensor], cfg: SamConfig, path: Path, *, half: bool = False
+) -> None:
+    from safetensors.torch import save_file
+
+    meta = {
+        "format": "pt",
+        SEGANY_CONFIG_KEY: cfg.to_json(),
+        SEGANY_VERSION_KEY: str(SEGANY_FORMAT_VERSION),
+    }
+    tensors = _plain(state, half)
+    _atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+
+def write_official(state: Mapping[str, torch.Tensor], path: Path, *, half: bool = False) -> None:
+    tensors = _plain(state, half)
+    _atomic(path, lambda tmp: torch.save(tensors, tmp))
+
+
+def write_hf(
+    state: Mapping[str, torch.Tensor], cfg: SamConfig, folder: Path, *, half: bool = False
+) -> None:
+    """A folder ``transformers.SamModel.from_pretrained`` loads: model.safetensors,
+    config.json and preprocessor_config.json."""
+    from safetensors.torch import save_file
+
+    from segany.hf_convert import official_to_hf
+
+    if folder.exists() and not folder.is_dir():
+        raise CheckpointError(f"{folder} exists and is not a folder")
+    config = config_to_hf(cfg)
+    config["dtype"] = "float16" if half else "float32"
+    tensors = _plain(official_to_hf(state), half)
+    _atomic(folder / "config.json", lambda tmp: tmp.write_text(json.dumps(config, indent=2)))
+    pre = json.dumps(preprocessor_to_hf(cfg), indent=2)
+    _atomic(folder / "preprocessor_config.json", lambda tmp: tmp.write_text(pre))
+    _atomic(
+        folder / "model.safetensors",
+        lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}),
+    )

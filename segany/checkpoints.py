@@ -1,0 +1,225 @@
+"""Load, save and convert SAM weights; get official checkpoints by name.
+
+Three formats are read and written (see ``segany.checkpoint_files``): the official ``.pth``
+state dicts, transformers' ``SamModel`` weights, and segany's safetensors with the config in its
+metadata. A source's format and variant are read from its content (metadata, key names, tensor
+shapes), never from its file name. Loading is strict: every key must be there with its shape.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from segany.checkpoint_files import (
+    FORMATS,
+    read_weights,
+    write_hf,
+    write_official,
+    write_segany,
+)
+from segany.checkpoint_shapes import check_state_dict, describe, infer_config, with_pixel_stats
+from segany.download import cache_dir, ensure_checkpoint
+from segany.errors import CheckpointError, InputError
+from segany.hf_convert import hf_to_official
+from segany.models import CHECKPOINTS, SamConfig, build_sam
+
+PathLike = str | os.PathLike[str]
+
+DEFAULT_MODEL = Path(__file__).parent / "weights" / "segany_tiny.safetensors"
+
+
+def load_state_dict(path: PathLike) -> tuple[SamConfig, dict[str, torch.Tensor]]:
+    """Read weights in any supported format -> (config, state dict with the official keys).
+
+    The config comes from the file's metadata (segany files, transformers' config.json) or
+    else from the tensors' shapes. The state dict is checked against that config strictly;
+    a mismatch raises ``CheckpointError`` naming the missing, unexpected and mis-shaped keys."""
+    path = Path(path)
+    raw = read_weights(path)
+    state = hf_to_official(raw.state) if raw.kind == "hf" else raw.state
+    if raw.config is not None:
+        cfg = raw.config
+        detected = _try_infer(state)
+    else:
+        cfg = detected = infer_config(state)
+    cfg = with_pixel_stats(cfg, state)
+    check_state_dict(cfg, state, source=f"the {raw.kind} weights in {path}", detected=detected)
+    return cfg, state
+
+
+def _try_infer(state: dict[str, torch.Tensor]) -> SamConfig | None:
+    try:
+        return infer_config(state)
+    except CheckpointError:
+        return None
+
+
+def load_into(model: torch.nn.Module, path: PathLike) -> torch.nn.Module:
+    """Load the weights at ``path`` into an existing ``Sam`` strictly; the error names the
+    model's variant when the file holds another one."""
+    expected = getattr(model, "config", None)
+    raw = read_weights(Path(path))
+    state = hf_to_official(raw.state) if raw.kind == "hf" else raw.state
+    state.pop("pixel_mean", None)
+    state.pop("pixel_std", None)
+    if isinstance(expected, SamConfig):
+        detected = raw.config or _try_infer(state)
+        check_state_dict(expected, state, source=f"the weights in {path}", detected=detected)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def load_model(
+    name_or_path: PathLike | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    progress: bool = True,
+) -> torch.nn.Module:
+    """A ``Sam`` in eval mode with loaded weights.
+
+    ``name_or_path``: ``"vit_b"``, ``"vit_l"`` or ``"vit_h"`` (the official weights, downloaded
+    into the cache on first use: ``$SEGANY_HOME``, else the user cache folder), a weights file or
+    transformers folder in any supported format, or ``None`` for the bundled default model.
+    ``dtype`` converts the floating-point weights (default: keep float32)."""
+    path = resolve(name_or_path, progress=progress)
+    cfg, state = load_state_dict(path)
+    model = build_sam(cfg)
+    model.load_state_dict(state, strict=True)
+    del state
+    model.to(device=device, dtype=dtype)
+    return model.eval()
+
+
+def resolve(name_or_path: PathLike | None, *, progress: bool = True) -> Path:
+    """The local weights path for a variant name (downloading it if needed), a path, or None."""
+    if name_or_path is None:
+        if not DEFAULT_MODEL.is_file():
+            raise CheckpointError(
+                f"the bundled default model ({DEFAULT_MODEL.name}) is not part of this "
+                f"installation; pass a variant name ({', '.join(sorted(CHECKPOINTS))}) to "
+                "download the official weights, or the path of a weights file"
+            )
+        return DEFAULT_MODEL
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    if isinstance(name_or_path, str) and name_or_path in CHECKPOINTS:
+        return ensure_checkpoint(name_or_path, progress=progress)
+    raise CheckpointError(
+        f"{str(name_or_path)!r} is neither an existing file or folder nor a known variant "
+        f"({', '.join(sorted(CHECKPOINTS))})"
+    )
+
+
+def save_model(model: torch.nn.Module, path: PathLike, *, half: bool = False) -> Path:
+    """Save ``model`` as segany safetensors (its ``SamConfig`` in the metadata); ``half``
+    stores floats as fp16 (loading casts them back to the model's dtype)."""
+    cfg = getattr(model, "config", None)
+    if not isinstance(cfg, SamConfig):
+        raise InputError(
+            "save_model needs a segany Sam with its .config (a SamConfig); build it with "
+            "segany.build_sam or load it with segany.load_model"
+        )
+    path = Path(path)
+    write_segany(model.state_dict(), cfg, path, half=half)
+    return path
+
+
+def save_state_dict(
+    cfg: SamConfig,
+    state: dict[str, torch.Tensor],
+    dst: PathLike,
+    fmt: str,
+    *,
+    half: bool = False,
+) -> Path:
+    """Write an official-key state dict as ``fmt`` ("segany", "official" or "hf")."""
+    dst = Path(dst)
+    if fmt == "segany":
+        write_segany(state, cfg, dst, half=half)
+    elif fmt == "official":
+        write_official(state, dst, half=half)
+    elif fmt == "hf":
+        write_hf(state, cfg, dst, half=half)
+    else:
+        raise InputError(f"unknown weights format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return dst
+
+
+def destination_format(dst: PathLike) -> str:
+    """The format the caller asked for by naming the destination: ``.safetensors`` -> segany,
+    ``.pth``/``.pt`` -> official, a folder (existing, or a name without suffix) -> hf."""
+    dst = Path(dst)
+    suffix = dst.suffix.lower()
+    if dst.is_dir() or (not suffix and not dst.exists()):
+        return "hf"
+    if suffix == ".safetensors":
+        return "segany"
+    if suffix in (".pth", ".pt"):
+        return "official"
+    raise InputError(
+        f"cannot tell the output format from {dst.name!r}: pass fmt= one of {', '.join(FORMATS)}"
+    )
+
+
+def convert(
+    src: PathLike, dst: PathLike, fmt: str | None = None, *, half: bool = False
+) -> tuple[SamConfig, Path]:
+    """Convert weights between formats. The source format is read from its content; the
+    destination format is ``fmt`` or follows from ``dst`` (see ``destination_format``)."""
+    fmt = fmt or destination_format(dst)
+    if fmt not in FORMATS:
+        raise InputError(f"unknown weights format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    cfg, state = load_state_dict(src)
+    return cfg, save_state_dict(cfg, state, dst, fmt, half=half)
+
+
+@dataclass(frozen=True)
+class CachedModel:
+    """One row of ``segany models``: a known model and whether it is on disk."""
+
+    name: str
+    path: Path
+    num_bytes: int | None  # the complete file's size (None: unknown)
+    cached: bool
+    partial_bytes: int = 0  # bytes of an interrupted download waiting to resume
+
+    @property
+    def description(self) -> str:
+        from segany.models import VARIANTS
+
+        cfg = VARIANTS.get(self.name)
+        return describe(cfg) if cfg else "bundled default model"
+
+
+def cached_models() -> list[CachedModel]:
+    """The official variants (cached or not, with sizes) and the bundled default model."""
+    rows = []
+    folder = cache_dir()
+    for name, info in sorted(CHECKPOINTS.items()):
+        path = folder / info.filename
+        part = path.with_name(path.name + ".part")
+        rows.append(
+            CachedModel(
+                name=name,
+                path=path,
+                num_bytes=info.num_bytes,
+                cached=path.is_file() and path.stat().st_size == info.num_bytes,
+                partial_bytes=part.stat().st_size if part.is_file() else 0,
+            )
+        )
+    bundled = DEFAULT_MODEL.is_file()
+    rows.append(
+        CachedModel(
+            name="default",
+            path=DEFAULT_MODEL,
+            num_bytes=DEFAULT_MODEL.stat().st_size if bundled else None,
+            cached=bundled,
+        )
+    )
+    return rows

@@ -1,0 +1,186 @@
+"""Download official checkpoints into the cache: streamed, resumable, sha256-checked, atomic.
+
+The bytes go to ``<file>.part`` (kept between attempts, so a broken connection resumes with an
+HTTP Range request) and are renamed to the final name only once their size and sha256 match.
+Nothing at the final name is ever partial, so a file found there is used as is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from segany.errors import DownloadError, InputError
+from segany.models import CHECKPOINT_BASE_URL, CHECKPOINTS, CheckpointInfo
+
+_CHUNK = 1 << 20
+
+
+def cache_dir() -> Path:
+    """Where checkpoints are cached: ``$SEGANY_HOME``, else the user cache folder / segany."""
+    home = os.environ.get("SEGANY_HOME")
+    if home:
+        return Path(home).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("segany"))
+
+
+def download_base() -> str:
+    """Base URL of the official files (``$SEGANY_DOWNLOAD_BASE`` overrides it, e.g. a mirror)."""
+    base = os.environ.get("SEGANY_DOWNLOAD_BASE") or CHECKPOINT_BASE_URL
+    return base if base.endswith("/") else base + "/"
+
+
+def checkpoint_info(name: str) -> CheckpointInfo:
+    try:
+        return CHECKPOINTS[name]
+    except KeyError:
+        raise InputError(
+            f"no official checkpoint named {name!r}; known: {', '.join(sorted(CHECKPOINTS))}"
+        ) from None
+
+
+def ensure_checkpoint(
+    name: str,
+    *,
+    base_url: str | None = None,
+    info: CheckpointInfo | None = None,
+    directory: Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """Path of the official checkpoint ``name`` in the cache, downloading it when missing.
+
+    ``info`` replaces the registry's file name, size and sha256 (tests serve small files)."""
+    info = info or checkpoint_info(name)
+    dest = (directory or cache_dir()) / info.filename
+    if dest.is_file():
+        size = dest.stat().st_size
+        if size == info.num_bytes:
+            return dest
+        # Not ours (we only ever rename whole, verified files): refuse rather than overwrite.
+        raise DownloadError(
+            f"{dest} has {size} bytes but {info.filename} has {info.num_bytes}; "
+            "delete it to download the file again"
+        )
+    url = (base_url.rstrip("/") + "/" if base_url else download_base()) + info.filename
+    return download(url, dest, sha256=info.sha256, num_bytes=info.num_bytes, progress=progress)
+
+
+def _hash_file(path: Path) -> hashlib._Hash:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest
+
+
+def download(
+    url: str,
+    dest: Path | str,
+    *,
+    sha256: str,
+    num_bytes: int | None = None,
+    progress: bool = True,
+    timeout: float = 60.0,
+) -> Path:
+    """Fetch ``url`` to ``dest`` via ``dest.part``, resuming a partial ``.part`` file.
+
+    Raises ``DownloadError`` when the server fails, the body is shorter than announced (the
+    ``.part`` stays, so calling again resumes) or the sha256 does not match (the ``.part`` is
+    deleted, as its bytes cannot be trusted)."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    have = part.stat().st_size if part.is_file() else 0
+    if num_bytes is not None and have > num_bytes:
+        part.unlink()  # longer than the real file: cannot be a prefix of it
+        have = 0
+    digest = _hash_file(part) if have else hashlib.sha256()
+
+    if num_bytes is None or have < num_bytes:
+        request = urllib.request.Request(url, headers={"User-Agent": "segany"})
+        if have:
+            request.add_header("Range", f"bytes={have}-")
+        try:
+            response = urllib.request.urlopen(request, timeout=timeout)
+        except urllib.error.HTTPError as e:
+            if e.code != 416 or not have:  # 416: nothing after our prefix; check what we have
+                raise DownloadError(f"downloading {url} failed: HTTP {e.code} {e.reason}") from e
+            response = None
+        except (OSError, http.client.HTTPException) as e:  # URLError is an OSError
+            raise DownloadError(f"downloading {url} failed: {e}") from e
+        if response is not None:
+            with response:
+                have, digest = _receive(response, part, have, digest, url, num_bytes, progress)
+
+    if num_bytes is not None and have != num_bytes:
+        raise DownloadError(
+            f"download of {url} stopped at {have} of {num_bytes} bytes; "
+            f"call again to resume from {part}"
+        )
+    if digest.hexdigest() != sha256.lower():
+        part.unlink(missing_ok=True)
+        raise DownloadError(
+            f"{url}: sha256 {digest.hexdigest()} does not match the expected {sha256}; "
+            "the corrupt download was deleted"
+        )
+    os.replace(part, dest)  # atomic: the final name only ever holds a verified file
+    return dest
+
+
+def _receive(
+    response: http.client.HTTPResponse,
+    part: Path,
+    have: int,
+    digest: hashlib._Hash,
+    url: str,
+    num_bytes: int | None,
+    progress: bool,
+) -> tuple[int, hashlib._Hash]:
+    """Append the response body to ``part``; returns (bytes now held, running sha256)."""
+    status = getattr(response, "status", 200)
+    content_range = response.headers.get("Content-Range", "")
+    if have and not (status == 206 and content_range.startswith(f"bytes {have}-")):
+        # The server ignored the Range header and sends the whole file: start again.
+        have, digest = 0, hashlib.sha256()
+    total = num_bytes
+    length = response.headers.get("Content-Length")
+    if total is None and length is not None:
+        total = have + int(length)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=total,
+        initial=have,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=Path(part.name).stem,
+        disable=not progress,
+    )
+    with part.open("ab" if have else "wb") as f, bar:
+        while True:
+            try:
+                chunk = response.read(_CHUNK)
+            except (OSError, http.client.HTTPException) as e:  # timeouts, IncompleteRead
+                f.flush()
+                raise DownloadError(
+                    f"download of {url} interrupted at {have} bytes ({e}); "
+                    f"call again to resume from {part}"
+                ) from e
+            if not chunk:
+                break
+            f.write(chunk)
+            digest.update(chunk)
+            have += len(chunk)
+            bar.update(len(chunk))
+            if num_bytes is not None and have > num_bytes:
+                f.close()
+                part.unlink()
+                raise DownloadError(f"{url} sent more than the expected {num_bytes} bytes")
+    return have, digest
