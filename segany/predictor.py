@@ -1,7 +1,8 @@
 """The promptable Predictor: compute an image embedding once, then decode prompts against it.
 
 Conventions: points are XY pixels of the original image, boxes XYXY, labels 1 (foreground),
-0 (background) or -1 (padding, ignored: lets point sets of different lengths share a batch).
+0 (background) or -1 (padding: a not-a-point token, as the model adds itself when no box is
+given; it lets point sets of different lengths share one batch).
 """
 
 from __future__ import annotations
