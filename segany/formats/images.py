@@ -1,8 +1,8 @@
 """Reading input images for the command line: one clear ``InputError`` for every bad file.
 
 Images come back H×W×3 uint8 RGB with their EXIF orientation applied (what viewers show, and
-what OpenCV's ``imread`` does). Grayscale, palette and RGBA images are converted to RGB (alpha
-dropped); 16-bit images are scaled by 255/65535.
+what OpenCV's ``imread`` does), normalised by ``segany.images`` as the Predictor does (grayscale
+to RGB, alpha dropped, 16-bit scaled by 255/65535).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from segany.errors import InputError
 
@@ -22,7 +22,13 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Load an image file as H×W×3 uint8 RGB, or raise ``InputError`` saying why not."""
+    """Load an image file as H×W×3 uint8 RGB, or raise ``InputError`` saying why not.
+
+    The decoding and normalisation are ``segany.images.read_image``'s (the Predictor's rules);
+    this adds distinct messages for a missing path, a folder and a broken file.
+    """
+    from segany.images import read_image as decode
+
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -31,31 +37,14 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL warns on odd EXIF; the pixels are fine
-            with Image.open(path) as img:
-                img.load()  # decode now: a truncated file fails here, not later
-                img = ImageOps.exif_transpose(img)
-                return _to_rgb(img)
-    except UnidentifiedImageError:
-        raise InputError(f"{path}: not an image file or an unsupported format") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        # PIL raises OSError for truncated data, SyntaxError/ValueError for broken headers.
+            return decode(path)
+    except InputError as e:
+        if isinstance(e.__context__, UnidentifiedImageError) or "cannot identify" in str(e):
+            raise InputError(f"{path}: not an image file or an unsupported format") from None
+        raise
+    except (Image.DecompressionBombError, ValueError, TypeError) as e:
+        # Broken headers surface as ValueError/TypeError from deep inside PIL.
         raise InputError(f"{path}: cannot decode image ({e})") from None
-
-
-def _to_rgb(img: Image.Image) -> np.ndarray:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        arr = np.clip(arr * (255.0 / 65535.0) + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(arr[..., None], 3, axis=2)
-    if img.mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        scale = 255.0 if np.nanmax(arr, initial=0.0) <= 1.0 else 1.0  # 0..1 floats or 0..255
-        arr = np.clip(np.nan_to_num(arr) * scale + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(arr[..., None], 3, axis=2)
-    arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    if arr.size == 0:
-        raise InputError("image has no pixels")
-    return arr
 
 
 def find_images(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = False) -> list[Path]:

@@ -1,0 +1,287 @@
+"""``segany auto``: segment everything in images or folders and write the results.
+
+Per image ``STEM`` (the image's path relative to the folder given, without suffix) in
+``--output``:
+- ``STEM.json``: SA-1B JSON (image info + one annotation per mask, COCO RLE), always; it is
+  written last, so its presence marks the image as done;
+- ``STEM/`` with ``0.png, 1.png, ...`` and ``metadata.csv`` (``--masks``, the official
+  ``amg.py`` layout);
+- ``STEM_labels.png``: 16-bit label map, 0 background, ``id + 1`` per mask, smaller masks over
+  larger ones (``--label-map``);
+- ``STEM.geojson``: polygons with holes (``--polygons``);
+- ``STEM_overlay.png``: the image with the masks drawn (``--overlay``);
+and for the run ``coco_instances.json`` (``--coco [FILE]``), a COCO instances file.
+
+Re-running skips images whose outputs all exist (write them again with ``--overwrite``); an
+extra output asked for later is derived from the existing ``STEM.json`` without the model.
+Generator options left out keep the library's defaults (``segany.MaskGenerator``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from segany.cli.common import (
+    EXIT_CODES_HELP,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    Console,
+    add_model_options,
+    add_output_options,
+    collect_images,
+    exit_code_for,
+    finite_float,
+    fraction,
+    load_model_from_args,
+    non_negative_int,
+    one_line,
+    plain_doc,
+    positive_int,
+)
+from segany.errors import InputError
+
+#: MaskGenerator keyword -> (type, help). Every option of the generator except ``output_mode``
+#: (the CLI picks its own) and ``point_grids`` (``--point-grids FILE``). Defaults: the library's.
+GENERATOR_OPTIONS: dict[str, tuple[Any, str]] = {
+    "points_per_side": (positive_int, "grid points along each image side"),
+    "points_per_batch": (positive_int, "points decoded together (memory vs speed)"),
+    "pred_iou_thresh": (finite_float, "keep masks whose predicted IoU is at least this"),
+    "stability_score_thresh": (finite_float, "keep masks whose stability score is at least this"),
+    "stability_score_offset": (finite_float, "logit offset used for the stability score"),
+    "box_nms_thresh": (fraction, "box IoU above which duplicate masks are removed"),
+    "crop_n_layers": (non_negative_int, "crop layers (layer i has (2^i)^2 crops)"),
+    "crop_nms_thresh": (fraction, "box IoU for removing duplicates across crops"),
+    "crop_overlap_ratio": (fraction, "crop overlap, a fraction of the image (e.g. 0.34, 512/1500)"),
+    "crop_n_points_downscale_factor": (
+        positive_int,
+        "points per side shrink by this factor per crop layer",
+    ),
+    "min_mask_region_area": (non_negative_int, "remove holes and islands smaller than this"),
+}
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "auto",
+        help="segment everything; SA-1B, COCO, PNG, label-map, polygon, overlay outputs",
+        description=plain_doc(__doc__),
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    p.add_argument("-r", "--recursive", action="store_true", help="look in sub-folders too")
+    p.add_argument("--overwrite", action="store_true", help="redo images already done")
+    out = p.add_argument_group("outputs (STEM.json, SA-1B, is always written)")
+    out.add_argument("--masks", action="store_true", help="STEM/{i}.png + metadata.csv")
+    out.add_argument("--label-map", action="store_true", help="STEM_labels.png (16-bit)")
+    out.add_argument("--polygons", action="store_true", help="STEM.geojson")
+    out.add_argument("--overlay", action="store_true", help="STEM_overlay.png")
+    out.add_argument(
+        "--coco",
+        nargs="?",
+        const="coco_instances.json",
+        metavar="FILE",
+        help="COCO instances JSON of the run (default name coco_instances.json, in --output)",
+    )
+    gen = p.add_argument_group("generator options (default: the library's)")
+    for name, (kind, text) in GENERATOR_OPTIONS.items():
+        metavar = "N" if kind in (positive_int, non_negative_int) else "X"
+        gen.add_argument("--" + name.replace("_", "-"), type=kind, metavar=metavar, help=text)
+    gen.add_argument(
+        "--point-grids",
+        metavar="FILE",
+        help="a .npy (L×N×2, or N×2 for one layer) or .npz (one array per crop layer) of "
+        "grid points in [0, 1]; replaces --points-per-side",
+    )
+    add_model_options(p)
+    add_output_options(p)
+    p.set_defaults(run=run)
+
+
+def generator_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The MaskGenerator keywords the user gave (nothing else, so library defaults apply)."""
+    opts = {k: getattr(args, k) for k in GENERATOR_OPTIONS if getattr(args, k) is not None}
+    if args.point_grids is not None:
+        if "points_per_side" in opts:
+            raise InputError("give --points-per-side or --point-grids, not both")
+        opts["points_per_side"] = None  # the generator wants exactly one of the two
+        opts["point_grids"] = _load_point_grids(Path(args.point_grids))
+    return opts
+
+
+def _load_point_grids(path: Path) -> list[Any]:
+    import numpy as np
+
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise InputError(f"--point-grids {path}: cannot read a .npy/.npz array ({e})") from None
+    arrays = (
+        [data[k] for k in data.files]
+        if hasattr(data, "files")
+        else list(data if data.ndim == 3 else data[None])
+    )
+    for a in arrays:
+        if a.ndim != 2 or a.shape[1] != 2:
+            raise InputError(f"--point-grids {path}: each grid must be N×2, got {a.shape}")
+    return [np.asarray(a, dtype=np.float64) for a in arrays]
+
+
+class _Outputs:
+    """The files of one image and which of them are still to be written."""
+
+    def __init__(self, out: Path, stem: str, args: argparse.Namespace) -> None:
+        self.sa1b = out / f"{stem}.json"
+        self.extras: dict[str, Path] = {}
+        if args.masks:
+            self.extras["masks"] = out / stem / "metadata.csv"
+        if args.label_map:
+            self.extras["label_map"] = out / f"{stem}_labels.png"
+        if args.polygons:
+            self.extras["polygons"] = out / f"{stem}.geojson"
+        if args.overlay:
+            self.extras["overlay"] = out / f"{stem}_overlay.png"
+
+    def missing_extras(self) -> list[str]:
+        return [k for k, p in self.extras.items() if not p.exists()]
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console(args)
+    out = Path(args.output)
+    images = collect_images(args.inputs, recursive=args.recursive, exclude=out)
+    if not images:
+        raise InputError("no images found in " + ", ".join(args.inputs))
+    options = generator_options(args)
+    state: dict[str, Any] = {}  # the generator, created on first need (re-runs may not need it)
+
+    def generator() -> Any:
+        if "generator" not in state:
+            from segany.automatic import MaskGenerator
+
+            model = load_model_from_args(args, console)
+            state["generator"] = MaskGenerator(model, output_mode="coco_rle", **options)
+        return state["generator"]
+
+    if args.overwrite or any(not _Outputs(out, s, args).sa1b.exists() for _, s in images):
+        generator()  # fail fast on a bad model or option, before any image is read
+
+    docs, failures = [], []
+    counts = {"written": 0, "skipped": 0, "derived": 0, "masks": 0}
+    started = time.perf_counter()
+    for index, (path, stem) in enumerate(
+        console.progress(images, total=len(images), desc="auto"), start=1
+    ):
+        try:
+            doc, how = _process(path, stem, index, out, args, generator, console)
+        except ValueError as e:  # InputError included: report, skip, carry on
+            if len(images) == 1:
+                raise
+            console.failure(f"{path}: {one_line(e)}")
+            failures.append({"file": str(path), "error": one_line(e), "code": exit_code_for(e)})
+            continue
+        counts[how] += 1
+        counts["masks"] += len(doc.annotations)
+        if args.coco:
+            docs.append(doc)
+
+    coco_path = None
+    if args.coco:
+        from segany.formats import coco_dataset, write_coco
+
+        coco_path = Path(args.coco) if Path(args.coco).is_absolute() else out / args.coco
+        write_coco(coco_path, coco_dataset(docs))
+
+    seconds = time.perf_counter() - started
+    console.info(
+        f"{len(images)} image(s): {counts['written']} segmented, {counts['skipped']} already done"
+        + (f", {counts['derived']} completed from their JSON" if counts["derived"] else "")
+        + f", {len(failures)} failed; {counts['masks']} masks -> {out}"
+    )
+    console.summary(
+        {
+            "command": "auto",
+            "output": str(out),
+            "images": len(images),
+            **counts,
+            "failed": len(failures),
+            "failures": failures,
+            "coco": None if coco_path is None else str(coco_path),
+            "options": {k: v for k, v in options.items() if k != "point_grids"},
+            "seconds": round(seconds, 3),
+        }
+    )
+    return EXIT_PARTIAL if failures else EXIT_OK
+
+
+def _process(
+    path: Path,
+    stem: str,
+    index: int,
+    out: Path,
+    args: argparse.Namespace,
+    generator: Any,
+    console: Console,
+) -> tuple[Any, str]:
+    """Segment (or reuse) one image; returns (its SA-1B document, what was done)."""
+    from segany.formats import read_image, read_sa1b, sa1b_document
+
+    files = _Outputs(out, stem, args)
+    doc, image = None, None
+    if not args.overwrite and files.sa1b.exists():
+        try:
+            doc = read_sa1b(files.sa1b)
+        except (InputError, OSError) as e:
+            console.warn(f"{files.sa1b} is unreadable ({one_line(e)}); segmenting again")
+    if doc is not None:
+        todo = files.missing_extras()
+        if not todo:
+            console.detail(f"{path}: done already")
+            return doc, "skipped"
+        how = "derived"
+    else:
+        todo, how = list(files.extras), "written"
+        image = read_image(path)
+        t0 = time.perf_counter()
+        records = generator().generate(image)
+        height, width = image.shape[:2]
+        doc = sa1b_document(
+            records,
+            file_name=path.name,
+            width=width,
+            height=height,
+            image_id=index,
+        )
+        console.detail(f"{path}: {len(records)} masks in {time.perf_counter() - t0:.2f}s")
+    if "overlay" in todo and image is None:
+        image = read_image(path)
+    _write_extras(doc, image, files, todo)
+    if how == "written":
+        from segany.formats import write_sa1b
+
+        write_sa1b(files.sa1b, doc)  # last: its presence marks the image complete
+    return doc, how
+
+
+def _write_extras(doc: Any, image: Any, files: _Outputs, todo: list[str]) -> None:
+    from segany.formats import (
+        label_map,
+        write_label_map,
+        write_mask_folder,
+        write_overlay,
+        write_polygons,
+    )
+
+    masks = doc.masks() if {"label_map", "overlay"} & set(todo) else None
+    if "masks" in todo:
+        write_mask_folder(files.extras["masks"].parent, doc.annotations)
+    if "label_map" in todo:
+        write_label_map(files.extras["label_map"], label_map(masks))
+    if "polygons" in todo:
+        write_polygons(files.extras["polygons"], doc)
+    if "overlay" in todo:
+        write_overlay(files.extras["overlay"], image, masks)

@@ -1,0 +1,327 @@
+"""Shared pieces of the ``segany`` subcommands: options, messages, errors and exit codes.
+
+Conventions every subcommand follows:
+- results go to files (and, with ``--json``, one JSON summary object on stdout); human messages,
+  warnings and progress bars go to stderr, so stdout stays machine-readable;
+- an error is one line on stderr (``segany: error: ...``) and a distinct exit code, never a
+  traceback (``--verbose`` adds the traceback for bug reports);
+- options that mirror a library argument default to "not given" (``None``) and are passed on
+  only when given, so the library's defaults stay the single source of truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any, NoReturn, TypeVar
+
+from segany.errors import (
+    CheckpointError,
+    DownloadError,
+    InputError,
+    MissingExtraError,
+    SeganyError,
+)
+
+T = TypeVar("T")
+
+EXIT_OK = 0
+EXIT_PARTIAL = 1  # a multi-image run finished but some inputs failed (reported, skipped)
+EXIT_USAGE = 2  # bad command line: unknown option, malformed --point/--box, missing argument
+EXIT_INPUT = 3  # bad input data: unreadable/corrupt image, point outside the image, bad value
+EXIT_CHECKPOINT = 4  # the model/checkpoint cannot be loaded (not SAM, wrong keys, unsafe)
+EXIT_DOWNLOAD = 5  # a checkpoint download failed or did not verify
+EXIT_IO = 6  # reading or writing files failed (permissions, disk full, missing folder)
+EXIT_MISSING_EXTRA = 7  # an optional dependency is not installed
+EXIT_INTERNAL = 70  # a bug: please report it with the --verbose output
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0    success
+  1    some inputs of a multi-image run failed (each reported on stderr; the rest were written)
+  2    bad command line (unknown option, malformed --point/--box, missing argument)
+  3    bad input (unreadable or corrupt image, point outside the image, invalid option value)
+  4    the model or checkpoint cannot be loaded (not a SAM checkpoint, wrong or missing keys)
+  5    a checkpoint download failed or its checksum did not match
+  6    a file could not be read or written (permissions, disk full)
+  7    an optional dependency is missing (the message names the extra to install)
+  70   internal error (a bug; rerun with --verbose and report the traceback)
+  130  interrupted
+"""
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The exit code for an exception that reached the top of a subcommand."""
+    # Order matters: DownloadError is an OSError, CheckpointError and InputError ValueErrors.
+    for kind, code in (
+        (DownloadError, EXIT_DOWNLOAD),
+        (CheckpointError, EXIT_CHECKPOINT),
+        (MissingExtraError, EXIT_MISSING_EXTRA),
+        (SeganyError, EXIT_INPUT),
+        (ValueError, EXIT_INPUT),
+        (OSError, EXIT_IO),
+    ):
+        if isinstance(error, kind):
+            return code
+    return EXIT_INTERNAL
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line (multi-line messages joined) for stderr."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, OSError) and error.filename and str(error.filename) not in text:
+        text = f"{error.filename}: {text}"
+    return text
+
+
+class SeganyArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line usage error instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        sys.exit(EXIT_USAGE)
+
+
+def run_guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Call a subcommand; turn any exception into one stderr line and an exit code."""
+    try:
+        return int(run(args) or 0)
+    except KeyboardInterrupt:
+        sys.stderr.write("segany: interrupted\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `segany ... --json | head`: the reader left; not our error
+        return EXIT_OK
+    except Exception as e:  # noqa: BLE001 - the one place every error becomes an exit code
+        code = exit_code_for(e)
+        verbose = bool(getattr(args, "verbose", False))
+        if verbose:
+            traceback.print_exc(file=sys.stderr)
+        if code == EXIT_INTERNAL:
+            hint = "" if verbose else " (rerun with --verbose to report)"
+            sys.stderr.write(f"segany: internal error: {type(e).__name__}: {one_line(e)}{hint}\n")
+        else:
+            sys.stderr.write(f"segany: error: {one_line(e)}\n")
+        return code
+
+
+# --------------------------------------------------------------------------------------------
+# options
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """--quiet/--verbose/--json, on every subcommand."""
+    group = parser.add_argument_group("messages")
+    talk = group.add_mutually_exclusive_group()
+    talk.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    talk.add_argument("-v", "--verbose", action="store_true", help="more detail, tracebacks")
+    group.add_argument(
+        "--json", action="store_true", help="print a machine-readable summary on stdout"
+    )
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--model/--device/--threads, on subcommands that run the model."""
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "-m",
+        "--model",
+        metavar="NAME_OR_PATH",
+        help="variant name (vit_b, vit_l, vit_h; downloaded once) or a checkpoint file or "
+        "folder (official .pth, Hugging Face, segany .safetensors); default: the library's",
+    )
+    group.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1, mps")
+    group.add_argument(
+        "--threads", type=positive_int, metavar="N", help="CPU threads for torch and OpenCV"
+    )
+
+
+def plain_doc(doc: str | None) -> str:
+    """A module docstring as --help text (reST double backticks dropped)."""
+    return (doc or "").replace("``", "")
+
+
+def positive_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 0, got {text!r}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    return _number(text, float)
+
+
+def fraction(text: str) -> float:
+    """A number in [0, 1]; also accepts ``A/B`` (``512/1500``, the official overlap)."""
+    if "/" in text:
+        num, _, den = text.partition("/")
+        value = _number(num, float) / _number(den, float) if _number(den, float) else math.inf
+    else:
+        value = _number(text, float)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
+    return value
+
+
+def _number(text: str, kind: type) -> Any:
+    try:
+        value = kind(text.strip())
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# messages
+
+
+class Console:
+    """Human messages and progress bars on stderr, the JSON summary on stdout."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.quiet = bool(getattr(args, "quiet", False))
+        self.verbose = bool(getattr(args, "verbose", False))
+        self.json = bool(getattr(args, "json", False))
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            print(message, file=sys.stderr, flush=True)
+
+    def detail(self, message: str) -> None:
+        if self.verbose:
+            print(message, file=sys.stderr, flush=True)
+
+    def warn(self, message: str) -> None:
+        print(f"segany: warning: {message}", file=sys.stderr, flush=True)
+
+    def failure(self, message: str) -> None:
+        """An input that failed and was skipped (always shown, even with --quiet)."""
+        print(f"segany: error: {message}", file=sys.stderr, flush=True)
+
+    def progress(self, items: Iterable[T], *, total: int | None = None, desc: str) -> Iterator[T]:
+        """tqdm over ``items`` on stderr; hidden with --quiet or when stderr is not a terminal."""
+        from tqdm import tqdm
+
+        disable = True if self.quiet else None  # None: tqdm hides itself on non-terminals
+        yield from tqdm(items, total=total, desc=desc, unit="img", disable=disable, leave=False)
+
+    def summary(self, data: dict[str, Any]) -> None:
+        """Print the --json summary on stdout (nothing without --json)."""
+        if self.json:
+            json.dump(data, sys.stdout, indent=2, default=str)
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+
+
+# --------------------------------------------------------------------------------------------
+# the model
+
+
+def load_model_from_args(args: argparse.Namespace, console: Console) -> Any:
+    """Apply --threads and load --model on --device (library defaults when not given)."""
+    set_threads(getattr(args, "threads", None))
+    from segany.checkpoints import load_model
+
+    kwargs = {} if args.device is None else {"device": check_device(args.device)}
+    console.detail(f"loading model {args.model or '(default)'}")
+    try:
+        return load_model(args.model, progress=not console.quiet, **kwargs)
+    except CheckpointError as e:
+        if args.model is None or str(args.model) in str(e):
+            raise
+        # Name the file: the library's message may only describe the tensors it found.
+        raise CheckpointError(f"--model {args.model}: {one_line(e)}") from e
+
+
+def check_device(name: str) -> str:
+    """``name`` if torch can use that device here, else a ValueError saying why not."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"--device {name!r} is not a torch device ({one_line(e)})") from None
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": getattr(torch.backends, "mps", None) is not None
+        and torch.backends.mps.is_available(),
+    }.get(device.type, True)
+    if not available:
+        raise ValueError(f"--device {name!r}: no {device.type} device is available here")
+    if device.type == "cuda" and device.index is not None:
+        if device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"--device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here"
+            )
+    return name
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    import cv2
+    import torch
+
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+
+
+# --------------------------------------------------------------------------------------------
+# inputs and output names
+
+
+def collect_images(
+    inputs: Iterable[str], *, recursive: bool = False, exclude: str | Path | None = None
+) -> list[tuple[Path, str]]:
+    """(image path, output stem) for every input file and image found in input folders.
+
+    The stem is the path relative to the named folder (or the file name) without its suffix,
+    ``/``-separated; names that would collide keep their suffix (``a.jpg`` and ``a.png`` give
+    ``a.jpg`` and ``a.png``). Files under ``exclude`` (the output folder) are skipped, so a
+    re-run never reads its own outputs as inputs.
+    """
+    from segany.formats import find_images
+
+    skip = Path(exclude).resolve() if exclude is not None else None
+    found: dict[Path, tuple[Path, PurePosixPath]] = {}  # keyed by resolved path: no repeats
+    for text in inputs:
+        root = Path(text)
+        if root.is_dir():
+            pairs = [(p, p.relative_to(root)) for p in find_images([root], recursive=recursive)]
+            pairs = [
+                (p, rel) for p, rel in pairs if skip is None or skip not in p.resolve().parents
+            ]
+        else:
+            pairs = [(p, Path(p.name)) for p in find_images([root])]
+        for path, rel in pairs:
+            found.setdefault(path.resolve(), (path, PurePosixPath(rel.as_posix())))
+    entries = list(found.values())
+    bare = [rel.with_suffix("").as_posix() for _, rel in entries]
+    stems = [
+        rel.as_posix() if bare.count(stem) > 1 else stem
+        for stem, (_, rel) in zip(bare, entries, strict=True)
+    ]
+    dupes = sorted({s for s in stems if stems.count(s) > 1})
+    if dupes:
+        raise InputError(
+            f"several inputs would write the same outputs ({', '.join(dupes[:3])}); "
+            "give their folder instead of the files, or run them separately"
+        )
+    return [(path, stem) for (path, _), stem in zip(entries, stems, strict=True)]

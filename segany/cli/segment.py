@@ -1,0 +1,240 @@
+"""``segany segment``: masks from point and box prompts given on the command line.
+
+Prompts (the same for every image):
+- ``--point X,Y[,LABEL]`` (repeatable): pixel coordinates in the original image; LABEL 1/fg
+  (default) marks the object, 0/bg the background. All points form one prompt.
+- ``--box X0,Y0,X1,Y1`` (repeatable): one prompt per box; one box may be combined with points.
+
+Outputs per image in ``--output``: ``STEM_mask{i}.png`` (8-bit, 255 inside), ``STEM.json`` (the
+prompts, and per mask its prompt, candidate index, score, area, XYWH box, COCO RLE and file) and
+``STEM_overlay.png`` (the best-scoring mask of each prompt, the points and boxes).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segany.cli.common import (
+    EXIT_CODES_HELP,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    Console,
+    add_model_options,
+    add_output_options,
+    collect_images,
+    exit_code_for,
+    finite_float,
+    one_line,
+    plain_doc,
+)
+from segany.errors import InputError
+
+_LABELS = {"1": 1, "fg": 1, "pos": 1, "+": 1, "0": 0, "bg": 0, "neg": 0, "-": 0}
+
+
+def point_arg(text: str) -> tuple[float, float, int]:
+    """``X,Y`` or ``X,Y,LABEL`` (LABEL 1/fg/pos/+ or 0/bg/neg/-)."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) not in (2, 3):
+        raise argparse.ArgumentTypeError(f"{text!r} is not X,Y or X,Y,LABEL")
+    try:
+        x, y = finite_float(parts[0]), finite_float(parts[1])
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not X,Y[,LABEL]: {e}") from None
+    label = 1 if len(parts) == 2 else _LABELS.get(parts[2].lower())
+    if label is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: LABEL must be 1 (foreground, also fg) or 0 (background, also bg)"
+        )
+    return x, y, label
+
+
+def box_arg(text: str) -> tuple[float, float, float, float]:
+    """``X0,Y0,X1,Y1`` with X1 > X0 and Y1 > Y0."""
+    parts = text.split(",")
+    if len(parts) != 4:
+        raise argparse.ArgumentTypeError(f"{text!r} is not X0,Y0,X1,Y1")
+    try:
+        x0, y0, x1, y1 = (finite_float(p) for p in parts)
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not X0,Y0,X1,Y1: {e}") from None
+    if x1 <= x0 or y1 <= y0:
+        raise argparse.ArgumentTypeError(f"{text!r}: needs X1 > X0 and Y1 > Y0")
+    return x0, y0, x1, y1
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "segment",
+        help="masks from point/box prompts",
+        description=plain_doc(__doc__),
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    prompts = p.add_argument_group("prompts")
+    prompts.add_argument(
+        "-p", "--point", action="append", type=point_arg, default=[], metavar="X,Y[,LABEL]"
+    )
+    prompts.add_argument(
+        "-b", "--box", action="append", type=box_arg, default=[], metavar="X0,Y0,X1,Y1"
+    )
+    prompts.add_argument(
+        "--multimask",
+        action="store_true",
+        help="write the model's 3 candidate masks per prompt instead of its single mask",
+    )
+    p.add_argument("--no-overlay", action="store_true", help="do not write STEM_overlay.png")
+    add_model_options(p)
+    add_output_options(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console(args)
+    if not args.point and not args.box:
+        raise InputError("give at least one --point or --box")
+    if len(args.box) > 1 and args.point:
+        raise InputError("--point can be combined with one --box only (several boxes: no points)")
+    out = Path(args.output)
+    images = collect_images(args.images, exclude=out)
+    if not images:
+        raise InputError("no images found in " + ", ".join(args.images))
+
+    from segany.cli.common import load_model_from_args
+    from segany.predictor import Predictor
+
+    predictor = Predictor(load_model_from_args(args, console))
+    results, failures = [], []
+    for path, stem in console.progress(images, total=len(images), desc="segment"):
+        try:
+            results.append(_segment_one(predictor, path, stem, out, args))
+        except ValueError as e:  # InputError included: report, skip, carry on
+            if len(images) == 1:
+                raise
+            console.failure(f"{path}: {one_line(e)}")
+            failures.append({"file": str(path), "error": one_line(e), "code": exit_code_for(e)})
+    for r in results:
+        best = max(r["masks"], key=lambda m: m["score"])
+        console.info(
+            f"{r['image']['file_name']}: {len(r['masks'])} mask(s), best score "
+            f"{best['score']:.3f} -> {out / r['json']}"
+        )
+    console.summary(
+        {
+            "command": "segment",
+            "output": str(out),
+            "images": len(images),
+            "written": len(results),
+            "failed": len(failures),
+            "failures": failures,
+            "results": [
+                {k: v for k, v in r.items() if k != "prompts"}
+                | {
+                    "masks": [
+                        {k: v for k, v in m.items() if k != "segmentation"} for m in r["masks"]
+                    ]
+                }
+                for r in results
+            ],
+        }
+    )
+    return EXIT_PARTIAL if failures else EXIT_OK
+
+
+def _segment_one(
+    predictor: Any, path: Path, stem: str, out: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    from segany.formats import read_image, write_mask_png, write_overlay
+    from segany.formats._atomic import write_json_atomic
+    from segany.masks import encode_rle
+
+    image = read_image(path)
+    height, width = image.shape[:2]
+    points = np.array([p[:2] for p in args.point], dtype=np.float64).reshape(-1, 2)
+    labels = np.array([p[2] for p in args.point], dtype=np.int64)
+    boxes = np.array(args.box, dtype=np.float64).reshape(-1, 4)
+    _check_inside(points, boxes, width, height)
+
+    predictor.set_image(image)
+    prediction = predictor.predict(
+        point_coords=points if len(points) else None,
+        point_labels=labels if len(points) else None,
+        box=(boxes[0] if len(boxes) == 1 else boxes) if len(boxes) else None,
+        multimask_output=args.multimask,
+    )
+    masks, scores = np.asarray(prediction.masks), np.asarray(prediction.scores)
+    if masks.ndim == 3:  # one prompt: C×H×W -> 1×C×H×W
+        masks, scores = masks[None], scores[None]
+
+    prompts = [
+        {
+            "points": points.tolist(),
+            "labels": labels.tolist(),
+            "box": boxes[b].tolist() if len(boxes) else None,
+        }
+        for b in range(masks.shape[0])
+    ]
+    records, best = [], []
+    for b in range(masks.shape[0]):
+        best.append(masks[b, int(np.argmax(scores[b]))])
+        for c in range(masks.shape[1]):
+            i = len(records)
+            mask = masks[b, c]
+            name = f"{stem}_mask{i}.png"
+            write_mask_png(out / name, mask)
+            records.append(
+                {
+                    "id": i,
+                    "prompt": b,
+                    "candidate": c,
+                    "score": float(scores[b, c]),
+                    "area": int(mask.sum()),
+                    "bbox": _xywh(mask),
+                    "file": name,
+                    "segmentation": encode_rle(mask),
+                }
+            )
+    if not args.no_overlay:
+        write_overlay(
+            out / f"{stem}_overlay.png",
+            image,
+            np.stack(best),
+            points=points,
+            labels=labels,
+            boxes=boxes,
+        )
+    result = {
+        "image": {"file_name": str(path), "width": width, "height": height},
+        "multimask": bool(args.multimask),
+        "prompts": prompts,
+        "masks": records,
+        "json": f"{stem}.json",
+        "overlay": None if args.no_overlay else f"{stem}_overlay.png",
+    }
+    write_json_atomic(out / f"{stem}.json", result, indent=1)
+    return result
+
+
+def _check_inside(points: np.ndarray, boxes: np.ndarray, width: int, height: int) -> None:
+    for x, y in points:
+        if not (0 <= x <= width and 0 <= y <= height):
+            raise InputError(f"point {x:g},{y:g} lies outside the {width}×{height} image")
+    for x0, y0, x1, y1 in boxes:
+        if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
+            raise InputError(
+                f"box {x0:g},{y0:g},{x1:g},{y1:g} lies outside the {width}×{height} image"
+            )
+
+
+def _xywh(mask: np.ndarray) -> list[int]:
+    # The official record convention: w = x1 - x0 on inclusive pixel indices.
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return [0, 0, 0, 0]
+    return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min()), int(ys.max() - ys.min())]

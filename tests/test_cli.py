@@ -1,0 +1,257 @@
+"""The ``segany`` command, driven through subprocess (and in-process for the error table).
+
+A small seeded model is saved once to a temporary segany .safetensors; images are tiny.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segany.checkpoints import save_model
+from segany.cli import main
+from segany.models import SamConfig, build_sam
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = SamConfig(
+    "test",
+    encoder_embed_dim=64,
+    encoder_depth=2,
+    encoder_num_heads=2,
+    encoder_global_attn_indexes=(1,),
+    image_size=256,
+    patch_size=16,
+    window_size=4,
+    decoder_mlp_dim=256,
+)
+
+
+@pytest.fixture(scope="session")
+def model_path(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = build_sam(TINY)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # perturb every parameter, zero-initialised ones included
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_model(model, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory) -> Path:
+    """A folder with two small images (one 16-bit gray), a corrupt one and a text file."""
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    a = np.full((48, 64, 3), 30, np.uint8)
+    a[8:30, 10:40] = (220, 60, 60)
+    a[30:44, 44:60] = (40, 200, 90)
+    Image.fromarray(a).save(folder / "a.png")
+    b = (rng.random((40, 56)) * 65535).astype(np.uint16)
+    b[10:30, 10:30] = 60000
+    Image.fromarray(b).save(folder / "b.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    (folder / "notes.txt").write_text("not an image, and not picked up")
+    return folder
+
+
+def segany(*args: str, home: Path | None = None, check: int | None = 0):
+    """Run the real command in a subprocess; returns the CompletedProcess."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    if home is not None:
+        env["SEGANY_HOME"] = str(home)
+    proc = subprocess.run(
+        [sys.executable, "-m", "segany", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+    )
+    if check is not None:
+        assert proc.returncode == check, proc.stderr
+    return proc
+
+
+def run_main(capsys, *argv) -> tuple[int, str, str]:
+    """Run the command in this process (faster; for the cases beyond the subprocess ones)."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse usage errors exit from inside parse_args
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def error_line(proc) -> str:
+    """The stderr of a failed run: exactly one line, no traceback."""
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------- segment
+
+
+def test_segment_points_writes_masks_overlay_and_json(tmp_path, model_path, images):
+    from segany.checkpoints import load_model
+    from segany.formats import read_image, read_mask_png
+    from segany.masks import decode_rle
+    from segany.predictor import Predictor
+
+    out = tmp_path / "seg"
+    proc = segany(
+        "segment", images / "a.png", "--point", "20,15", "-p", "5,5,bg", "--multimask",
+        "-o", out, "--model", model_path, "--json", "--threads", "1",
+    )  # fmt: skip
+    summary = json.loads(proc.stdout)
+    assert summary["written"] == 1 and summary["failed"] == 0
+    doc = json.loads((out / "a.json").read_text())
+    assert doc["prompts"] == [{"points": [[20.0, 15.0], [5.0, 5.0]], "labels": [1, 0], "box": None}]
+    assert [m["candidate"] for m in doc["masks"]] == [0, 1, 2]
+
+    # The same prompts through the library give the same masks and scores.
+    predictor = Predictor(load_model(model_path))
+    predictor.set_image(read_image(images / "a.png"))
+    masks, scores, _ = predictor.predict(
+        point_coords=np.array([[20.0, 15.0], [5.0, 5.0]]), point_labels=np.array([1, 0])
+    )
+    for m, want, score in zip(doc["masks"], masks, scores, strict=True):
+        png = read_mask_png(out / m["file"])
+        np.testing.assert_array_equal(png, want)
+        np.testing.assert_array_equal(decode_rle(m["segmentation"]), want)
+        assert m["score"] == pytest.approx(float(score), abs=1e-5)
+        assert m["area"] == int(want.sum())
+    overlay = np.asarray(Image.open(out / "a_overlay.png"))
+    assert overlay.shape == (48, 64, 3)
+
+
+def test_segment_boxes_one_prompt_each(tmp_path, model_path, images):
+    out = tmp_path / "seg"
+    assert main(
+        ["segment", str(images / "b.png"), "--box", "5,5,30,30", "--box", "20,10,50,38",
+         "-o", str(out), "--model", str(model_path), "-q"]
+    ) == 0  # fmt: skip
+    doc = json.loads((out / "b.json").read_text())
+    assert [m["prompt"] for m in doc["masks"]] == [0, 1]
+    assert [p["box"] for p in doc["prompts"]] == [[5, 5, 30, 30], [20, 10, 50, 38]]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "b.json", "b_mask0.png", "b_mask1.png", "b_overlay.png"
+    ]  # fmt: skip
+
+
+# ------------------------------------------------------------------------------- errors
+
+
+def test_errors_are_one_line_with_their_exit_code(tmp_path, model_path, images):
+    bad = segany("segment", images / "broken.jpg", "-p", "1,1", "-o", tmp_path, "-m", model_path,
+                 check=3)  # fmt: skip
+    assert "broken.jpg" in error_line(bad)
+    bad = segany("segment", images / "a.png", "-p", "1,one", "-o", tmp_path, check=2)
+    assert "'1,one'" in error_line(bad)
+    not_sam = tmp_path / "not_sam.pth"
+    torch.save({"layer.weight": torch.zeros(2, 2)}, not_sam)
+    bad = segany("segment", images / "a.png", "-p", "1,1", "-o", tmp_path, "-m", not_sam, check=4)
+    assert "not_sam.pth" in error_line(bad)
+    assert not list(tmp_path.glob("*.png"))  # nothing written
+
+
+@pytest.mark.parametrize(
+    "argv, code, needle",
+    [
+        (["segment", "{img}/missing.png", "-p", "1,1"], 3, "no such file"),
+        (["segment", "{img}/notes.txt", "-p", "1,1"], 3, "not an image"),
+        (["segment", "{img}/a.png", "-p", "100,10"], 3, "outside the 64×48 image"),
+        (["segment", "{img}/a.png", "-b", "70,50,90,60"], 3, "outside"),
+        (["segment", "{img}/a.png"], 3, "at least one --point or --box"),
+        (["segment", "{img}/a.png", "-b", "1,1,5,5", "-b", "2,2,6,6", "-p", "3,3"], 3, "one --box"),
+        (["segment", "{img}/a.png", "-p", "1,1,2"], 2, "LABEL"),
+        (["segment", "{img}/a.png", "-b", "5,5,1,1"], 2, "X1 > X0"),
+        (["segment", "{img}/a.png", "-p", "nan,1"], 2, "finite"),
+        (["segment", "{img}/a.png", "-p", "1,1", "--device", "nonsense"], 3, "--device"),
+        (["segment", "{img}/a.png", "-p", "1,1", "--model", "{img}/nope.pth"], 4, "nope.pth"),
+        (["segment", "{img}/a.png", "-p", "1,1", "--threads", "0"], 2, "≥ 1"),
+        (["auto", "{img}/a.png", "--crop-overlap-ratio", "1.5"], 2, "between 0 and 1"),
+        (["auto", "{img}/a.png", "--points-per-side", "x"], 2, "whole number"),
+        (["auto", "{img}/empty"], 3, "no images found"),
+        (["info", "{img}/notes.txt"], 4, "notes.txt"),
+        (["info", "{img}/nope"], 3, "no such file"),
+        (["convert", "{img}/a.png", "{out}/x.bin"], 3, "output format"),
+        (["nonsense"], 2, "invalid choice"),
+    ],
+)
+def test_error_table(tmp_path, model_path, images, capsys, argv, code, needle):
+    (images / "empty").mkdir(exist_ok=True)
+    argv = [a.format(img=images, out=tmp_path) for a in argv]
+    if argv[0] in ("segment", "auto"):
+        argv += ["-o", str(tmp_path / "out"), *(["-m", str(model_path)] * ("--model" not in argv))]
+    got, _, err = run_main(capsys, *argv)
+    assert got == code, err
+    assert needle in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+# ------------------------------------------------------------------------------- models
+
+
+def test_models_info_convert(tmp_path, model_path, capsys, monkeypatch):
+    home = tmp_path / "cache"
+    listing = json.loads(segany("models", "--json", home=home).stdout)
+    rows = {r["name"]: r for r in listing["models"]}
+    assert set(rows) >= {"vit_b", "vit_l", "vit_h"}
+    assert rows["vit_b"]["bytes"] == 375042383 and rows["vit_b"]["cached"] is False
+    assert listing["cache"] == str(home)
+
+    info = json.loads(segany("info", model_path, "--json").stdout)
+    assert info["format"] == "segany" and info["variant"] == "test"
+    model = build_sam(TINY)
+    assert info["parameters"] == sum(p.numel() for p in model.parameters())
+
+    official = tmp_path / "tiny.pth"
+    segany("convert", model_path, official, "-q")
+    assert json.loads(run_main(capsys, "info", official, "--json")[1])["format"] == "official"
+    hf = tmp_path / "hf"
+    assert run_main(capsys, "convert", official, hf, "--format", "hf", "-q")[0] == 0
+    assert (hf / "config.json").is_file()
+    back = tmp_path / "back.safetensors"
+    code, out, _ = run_main(capsys, "convert", hf, back, "--json")
+    assert json.loads(out)["format"] == "segany"
+    from segany.checkpoints import load_state_dict
+
+    _, want = load_state_dict(model_path)
+    _, got = load_state_dict(back)
+    assert want.keys() == got.keys()
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=0, atol=0)
+    code, _, err = run_main(capsys, "convert", model_path, back)
+    assert code == 3 and "--overwrite" in err
+    assert "variant" in run_main(capsys, "info", hf)[1]  # the human table on stdout
+
+
+def test_models_table_and_download(tmp_path, capsys, monkeypatch):
+    home = tmp_path / "cache"
+    home.mkdir()
+    monkeypatch.setenv("SEGANY_HOME", str(home))
+    # A sparse file of the right size stands for a finished download (the size is checked).
+    with (home / "sam_vit_b_01ec64.pth").open("wb") as f:
+        f.truncate(375042383)
+    table = run_main(capsys, "models")[1]
+    line = next(row for row in table.splitlines() if row.startswith("vit_b"))
+    assert "yes" in line and "375.0 MB" in line
+    code, out, _ = run_main(capsys, "download", "vit_b", "--json", "-q")
+    assert json.loads(out)["models"]["vit_b"] == str(home / "sam_vit_b_01ec64.pth")
+    # No network here: the mirror refuses the connection -> exit 5, one line, nothing kept.
+    monkeypatch.setenv("SEGANY_DOWNLOAD_BASE", "http://127.0.0.1:9/")
+    proc = segany("download", "vit_l", "-q", home=home, check=5)
+    assert "sam_vit_l_0b3195.pth" in error_line(proc)
+    assert not (home / "sam_vit_l_0b3195.pth").exists()
