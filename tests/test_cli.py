@@ -255,3 +255,125 @@ def test_models_table_and_download(tmp_path, capsys, monkeypatch):
     proc = segany("download", "vit_l", "-q", home=home, check=5)
     assert "sam_vit_l_0b3195.pth" in error_line(proc)
     assert not (home / "sam_vit_l_0b3195.pth").exists()
+
+
+# ------------------------------------------------------------------------------- auto
+
+# Random weights keep few masks at the default thresholds: lower them so several survive.
+AUTO_OPTIONS = {
+    "points_per_side": 4,
+    "pred_iou_thresh": 0.0,
+    "stability_score_thresh": 0.0,
+    "box_nms_thresh": 0.9,
+}
+AUTO_FLAGS = [
+    "--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-score-thresh", "0",
+    "--box-nms-thresh", "0.9",
+]  # fmt: skip
+
+
+def test_every_generator_option_has_a_flag():
+    import inspect
+
+    from segany.automatic import MaskGenerator
+    from segany.cli import build_parser
+    from segany.cli.auto import GENERATOR_OPTIONS, generator_options
+
+    params = inspect.signature(MaskGenerator.__init__).parameters
+    keywords = {
+        n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    } - {"self", "model", "model_or_predictor", "predictor", "output_mode", "point_grids"}
+    assert keywords <= set(GENERATOR_OPTIONS), keywords - set(GENERATOR_OPTIONS)
+    parser = build_parser()
+    args = parser.parse_args(["auto", "x", "-o", "y"])
+    assert generator_options(args) == {}  # nothing given: the library's defaults apply
+    args = parser.parse_args(["auto", "x", "-o", "y", "--crop-overlap-ratio", "512/1500"])
+    assert generator_options(args) == {"crop_overlap_ratio": pytest.approx(512 / 1500)}
+    args = parser.parse_args(["auto", "x", "-o", "y", "--crop-overlap-ratio", "0.25"])
+    assert generator_options(args) == {"crop_overlap_ratio": 0.25}
+
+
+@pytest.mark.slow
+def test_auto_folder_every_format_and_skip_and_continue(tmp_path, model_path, images):
+    from pycocotools.coco import COCO
+
+    from segany.automatic import MaskGenerator
+    from segany.checkpoints import load_model
+    from segany.formats import (
+        coco_results,
+        label_map,
+        read_coco,
+        read_image,
+        read_label_map,
+        read_mask_folder,
+        read_polygon_masks,
+        read_sa1b,
+    )
+
+    out = tmp_path / "auto"
+    cmd = ["auto", images, "-o", out, "-m", model_path, "--masks", "--label-map", "--polygons",
+           "--overlay", "--coco", "--json", *AUTO_FLAGS]  # fmt: skip
+    proc = segany(*cmd, check=1)  # one corrupt image: reported, skipped, counted
+    summary = json.loads(proc.stdout)
+    assert (summary["images"], summary["written"], summary["failed"]) == (3, 2, 1)
+    assert summary["failures"][0]["file"].endswith("broken.jpg")
+    assert "broken.jpg" in proc.stderr and "Traceback" not in proc.stderr
+
+    generator = MaskGenerator(load_model(model_path), **AUTO_OPTIONS)
+    coco = COCO(str(out / "coco_instances.json"))
+    assert len(coco.getImgIds()) == 2
+    for stem in ("a", "b"):
+        expected = np.stack(
+            [r.segmentation for r in generator.generate(read_image(images / f"{stem}.png"))]
+        )
+        doc = read_sa1b(out / f"{stem}.json")
+        assert doc.image["file_name"] == f"{stem}.png" and len(doc.annotations) >= 2
+        np.testing.assert_array_equal(doc.masks(), expected)
+        folder_masks, rows = read_mask_folder(out / stem)
+        np.testing.assert_array_equal(folder_masks, expected)
+        assert [r["id"] for r in rows] == list(range(len(expected)))
+        np.testing.assert_array_equal(
+            read_label_map(out / f"{stem}_labels.png"), label_map(expected)
+        )
+        np.testing.assert_array_equal(read_polygon_masks(out / f"{stem}.geojson"), expected)
+        assert (
+            Image.open(out / f"{stem}_overlay.png").size == Image.open(images / f"{stem}.png").size
+        )
+        image_id = next(i for i in coco.getImgIds() if coco.imgs[i]["file_name"] == f"{stem}.png")
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
+        np.testing.assert_array_equal(np.stack([coco.annToMask(a) for a in anns]), expected)
+    detections = coco.loadRes(coco_results(read_coco(out / "coco_instances.json")))
+    assert len(detections.getAnnIds()) == len(coco.getAnnIds())
+
+    # Re-run: finished images are skipped; a deleted extra is rebuilt from STEM.json.
+    (out / "a_labels.png").unlink()
+    again = json.loads(segany(*cmd, check=1).stdout)
+    assert (again["written"], again["skipped"], again["derived"]) == (0, 1, 1)
+    np.testing.assert_array_equal(
+        read_label_map(out / "a_labels.png"), label_map(read_sa1b(out / "a.json").masks())
+    )
+    assert len(COCO(str(out / "coco_instances.json")).getAnnIds()) == len(coco.getAnnIds())
+    forced = json.loads(segany(*cmd, "--overwrite", check=1).stdout)
+    assert forced["written"] == 2
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_auto_single_image_errors_and_outputs(tmp_path, model_path, images, capsys):
+    out = tmp_path / "one"
+    code, _, err = run_main(capsys, "auto", images / "broken.jpg", "-o", out, "-m", model_path)
+    assert code == 3 and "broken.jpg" in err  # one image: its own exit code, not "partial"
+    code, out_text, _ = run_main(
+        capsys, "auto", images / "a.png", "-o", out, "-m", model_path, "--json", *AUTO_FLAGS
+    )
+    assert code == 0 and json.loads(out_text)["written"] == 1
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "segany_auto_run.json"]
+    # Other settings on a re-run: the done image is kept, and the user is told.
+    code, out_text, err = run_main(
+        capsys, "auto", images / "a.png", "-o", out, "-m", model_path, "--json"
+    )
+    assert code == 0 and json.loads(out_text)["skipped"] == 1
+    assert "other options" in err and "--overwrite" in err
+    code, _, err = run_main(
+        capsys, "auto", images / "a.png", "-o", out, "--point-grids", images / "notes.txt"
+    )
+    assert code == 3 and "--point-grids" in err

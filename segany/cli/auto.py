@@ -131,6 +131,30 @@ def _load_point_grids(path: Path) -> list[Any]:
     return [np.asarray(a, dtype=np.float64) for a in arrays]
 
 
+#: The settings of the last run in an output folder, to warn when a re-run changes them.
+RUN_FILE = "segany_auto_run.json"
+
+
+def _compare_settings(
+    out: Path, settings: dict[str, Any], args: argparse.Namespace, console: Console
+) -> None:
+    import json
+
+    path = out / RUN_FILE
+    if args.overwrite or not path.is_file():
+        return
+    try:
+        before = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    changed = sorted(k for k in settings if before.get(k) != settings[k])
+    if changed:
+        console.warn(
+            f"{out} holds results made with other {' and '.join(changed)}; images already "
+            "done keep them (pass --overwrite to redo them)"
+        )
+
+
 class _Outputs:
     """The files of one image and which of them are still to be written."""
 
@@ -157,6 +181,12 @@ def run(args: argparse.Namespace) -> int:
     if not images:
         raise InputError("no images found in " + ", ".join(args.inputs))
     options = generator_options(args)
+    settings = {
+        "model": None if args.model is None else str(args.model),
+        "options": {k: v for k, v in options.items() if k != "point_grids"},
+        "point_grids": None if args.point_grids is None else str(args.point_grids),
+    }
+    _compare_settings(out, settings, args, console)
     state: dict[str, Any] = {}  # the generator, created on first need (re-runs may not need it)
 
     def generator() -> Any:
@@ -196,6 +226,9 @@ def run(args: argparse.Namespace) -> int:
         coco_path = Path(args.coco) if Path(args.coco).is_absolute() else out / args.coco
         write_coco(coco_path, coco_dataset(docs))
 
+    from segany.formats._atomic import write_json_atomic
+
+    write_json_atomic(out / RUN_FILE, settings, indent=1)
     seconds = time.perf_counter() - started
     console.info(
         f"{len(images)} image(s): {counts['written']} segmented, {counts['skipped']} already done"
@@ -211,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
             "failed": len(failures),
             "failures": failures,
             "coco": None if coco_path is None else str(coco_path),
-            "options": {k: v for k, v in options.items() if k != "point_grids"},
+            "options": settings["options"],
             "seconds": round(seconds, 3),
         }
     )

@@ -201,18 +201,18 @@ class Console:
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            print(message, file=sys.stderr, flush=True)
+            _say(message)
 
     def detail(self, message: str) -> None:
         if self.verbose:
-            print(message, file=sys.stderr, flush=True)
+            _say(message)
 
     def warn(self, message: str) -> None:
-        print(f"segany: warning: {message}", file=sys.stderr, flush=True)
+        _say(f"segany: warning: {message}")
 
     def failure(self, message: str) -> None:
         """An input that failed and was skipped (always shown, even with --quiet)."""
-        print(f"segany: error: {message}", file=sys.stderr, flush=True)
+        _say(f"segany: error: {message}")
 
     def progress(self, items: Iterable[T], *, total: int | None = None, desc: str) -> Iterator[T]:
         """tqdm over ``items`` on stderr; hidden with --quiet or when stderr is not a terminal."""
@@ -227,6 +227,13 @@ class Console:
             json.dump(data, sys.stdout, indent=2, default=str)
             sys.stdout.write("\n")
             sys.stdout.flush()
+
+
+def _say(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)  # above a running progress bar, not through it
+    sys.stderr.flush()
 
 
 # --------------------------------------------------------------------------------------------

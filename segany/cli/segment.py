@@ -133,15 +133,7 @@ def run(args: argparse.Namespace) -> int:
             "written": len(results),
             "failed": len(failures),
             "failures": failures,
-            "results": [
-                {k: v for k, v in r.items() if k != "prompts"}
-                | {
-                    "masks": [
-                        {k: v for k, v in m.items() if k != "segmentation"} for m in r["masks"]
-                    ]
-                }
-                for r in results
-            ],
+            "results": [_brief(r) for r in results],
         }
     )
     return EXIT_PARTIAL if failures else EXIT_OK
@@ -219,6 +211,12 @@ def _segment_one(
     }
     write_json_atomic(out / f"{stem}.json", result, indent=1)
     return result
+
+
+def _brief(result: dict[str, Any]) -> dict[str, Any]:
+    """A result for the --json summary: the files and scores, without the RLE masks."""
+    masks = [{k: v for k, v in m.items() if k != "segmentation"} for m in result["masks"]]
+    return {**{k: v for k, v in result.items() if k != "prompts"}, "masks": masks}
 
 
 def _check_inside(points: np.ndarray, boxes: np.ndarray, width: int, height: int) -> None:
