@@ -309,7 +309,7 @@ def _write_extras(doc: Any, image: Any, files: _Outputs, todo: list[str]) -> Non
         write_polygons,
     )
 
-    masks = doc.masks() if {"label_map", "overlay"} & set(todo) else None
+    masks = doc.masks()
     if "masks" in todo:
         write_mask_folder(files.extras["masks"].parent, doc.annotations)
     if "label_map" in todo:

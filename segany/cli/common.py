@@ -245,10 +245,12 @@ def load_model_from_args(args: argparse.Namespace, console: Console) -> Any:
     set_threads(getattr(args, "threads", None))
     from segany.checkpoints import load_model
 
-    kwargs = {} if args.device is None else {"device": check_device(args.device)}
+    kwargs: dict[str, Any] = {"progress": not console.quiet}
+    if args.device is not None:  # not given: the library's default device
+        kwargs["device"] = check_device(args.device)
     console.detail(f"loading model {args.model or '(default)'}")
     try:
-        return load_model(args.model, progress=not console.quiet, **kwargs)
+        return load_model(args.model, **kwargs)
     except CheckpointError as e:
         if args.model is None or str(args.model) in str(e):
             raise

@@ -172,7 +172,8 @@ def _segment_one(
         }
         for b in range(masks.shape[0])
     ]
-    records, best = [], []
+    records: list[dict[str, Any]] = []
+    best: list[np.ndarray] = []
     for b in range(masks.shape[0]):
         best.append(masks[b, int(np.argmax(scores[b]))])
         for c in range(masks.shape[1]):

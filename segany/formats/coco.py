@@ -38,7 +38,8 @@ def coco_dataset(
     docs = list(documents)
     given = [d.image.get("image_id") for d in docs]
     keep_ids = all(isinstance(i, int) and i > 0 for i in given) and len(set(given)) == len(given)
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for n, doc in enumerate(docs, start=1):
         image_id = int(doc.image["image_id"]) if keep_ids else n
         height, width = doc.size

@@ -57,7 +57,7 @@ def render_overlay(
     height, width = image.shape[:2]
     out = image.astype(np.float32)
     thickness = max(1, round(min(height, width) / 400))
-    outline_layer: list[tuple[np.ndarray, tuple[int, ...]]] = []
+    outline_layer: list[tuple[Any, tuple[int, ...]]] = []
     if masks is not None and len(masks):
         masks = np.asarray(masks, dtype=bool)
         if masks.ndim != 3 or masks.shape[1:] != (height, width):
@@ -74,7 +74,7 @@ def render_overlay(
                 outline_layer.append((contours, tuple(int(c) for c in colors[i])))
     canvas = np.ascontiguousarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
     for contours, color in outline_layer:
-        cv2.drawContours(canvas, contours, -1, color, thickness)
+        cv2.drawContours(canvas, contours, -1, color, thickness)  # type: ignore[call-overload]
     if boxes is not None:
         for x0, y0, x1, y1 in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
             p0, p1 = (round(x0), round(y0)), (round(x1), round(y1))

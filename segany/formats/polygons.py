@@ -70,7 +70,7 @@ def polygons_to_mask(polygons: Iterable[Polygon], size: tuple[int, int]) -> np.n
 
 def polygons_document(document: SA1BImage) -> dict[str, Any]:
     """A GeoJSON FeatureCollection for one SA-1B document's masks."""
-    features = []
+    features: list[dict[str, Any]] = []
     for ann in document.annotations:
         polygons = mask_polygons(decode_rle(ann["segmentation"]))
         props = {k: v for k, v in ann.items() if k != "segmentation"}
