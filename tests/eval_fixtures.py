@@ -12,8 +12,40 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
+
+from segany.models import SamConfig, build_sam
+
+# Narrower than helpers.SMALL (prompt width 32 instead of 256): the protocols make hundreds of
+# decoder calls, and nothing in them may assume the official 256-wide, 256×256-logit sizes.
+TINY = SamConfig(
+    "eval-tiny",
+    encoder_embed_dim=32,
+    encoder_depth=2,
+    encoder_num_heads=2,
+    encoder_global_attn_indexes=(1,),
+    image_size=128,
+    patch_size=16,
+    window_size=4,
+    prompt_embed_dim=32,
+    decoder_num_heads=2,
+    decoder_mlp_dim=64,
+    iou_head_hidden_dim=32,
+)
+
+
+def tiny_model():
+    """TINY with every parameter perturbed by a seeded generator; this seed and scale give
+    mixed positive/negative corrective clicks and a top-scoring mask that is not always the
+    best of the three."""
+    from helpers import perturb_
+
+    with torch.random.fork_rng():  # the initial weights come from the global generator
+        torch.manual_seed(0)
+        model = build_sam(TINY)
+    return perturb_(model, seed=0, scale=1.0).eval()
 
 
 def make_scenes(n: int = 3, size: tuple[int, int] = (72, 96), seed: int = 0):
@@ -116,8 +148,8 @@ def _uncompressed(mask: np.ndarray) -> list[int]:
     return counts + [run]
 
 
-def write_sa1b(folder: Path, scenes) -> Path:
-    names = write_images(folder, scenes, ".jpg")
+def write_sa1b(folder: Path, scenes, suffix: str = ".jpg") -> Path:
+    names = write_images(folder, scenes, suffix)
     for i, ((image, masks), name) in enumerate(zip(scenes, names, strict=True)):
         h, w = image.shape[:2]
         doc = {

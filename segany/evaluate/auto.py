@@ -90,7 +90,10 @@ def evaluate_auto(
     max_dets = sorted(int(m) for m in max_dets)
     if not max_dets or max_dets[0] < 1:
         raise InputError(f"max_dets must be positive detection budgets, got {max_dets}")
-    images, gts, dts, image_rows = [], [], [], []
+    images: list[dict[str, Any]] = []
+    gts: list[dict[str, Any]] = []
+    dts: list[dict[str, Any]] = []
+    image_rows: list[dict[str, Any]] = []
     gt_keys: dict[int, tuple[Any, Any]] = {}  # internal gt id -> (image_id, object_id)
     load_s = generate_s = 0.0
     for sample in iterate(dataset, progress):

@@ -116,4 +116,4 @@ def jitter_box(
 def mask_iou(pred: np.ndarray, gt: np.ndarray) -> float:
     """IoU of two H×W bool masks (0 when both are empty)."""
     union = np.count_nonzero(pred | gt)
-    return np.count_nonzero(pred & gt) / union if union else 0.0
+    return float(np.count_nonzero(pred & gt) / union) if union else 0.0

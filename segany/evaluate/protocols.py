@@ -25,7 +25,7 @@ from segany.evaluate.prompts import (
     mask_iou,
     next_click,
 )
-from segany.evaluate.results import DEFAULT_BOOTSTRAP, EvalResult, estimates
+from segany.evaluate.results import DEFAULT_BOOTSTRAP, Estimate, EvalResult, estimates
 
 PROMPT_PROTOCOLS = ("point", "clicks", "box")
 REPORTED_CLICKS = (1, 2, 3, 5, 9)
@@ -45,7 +45,9 @@ class PredictorLike(Protocol):
     ) -> Any: ...
 
 
-def _predict(predictor: PredictorLike, shape: tuple[int, int], **prompts: Any):
+def _predict(
+    predictor: PredictorLike, shape: tuple[int, int], **prompts: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Call predict and check what came back: (masks C×H×W bool, scores C, logits C×h×w)."""
     masks, scores, logits = predictor.predict(**prompts)
     masks, scores, logits = np.asarray(masks), np.asarray(scores), np.asarray(logits)
@@ -57,7 +59,9 @@ def _predict(predictor: PredictorLike, shape: tuple[int, int], **prompts: Any):
     return (masks if masks.dtype == bool else masks > 0), scores, logits
 
 
-def _point_object(predictor, gt, *, shape, **_):
+def _point_object(
+    predictor: PredictorLike, gt: np.ndarray, *, shape: tuple[int, int], **_unused: Any
+) -> dict[str, Any]:
     x, y = center_point(gt)
     masks, scores, _ = _predict(
         predictor,
@@ -78,14 +82,23 @@ def _point_object(predictor, gt, *, shape, **_):
     }
 
 
-def _clicks_object(predictor, gt, *, shape, max_clicks, click_region, **_):
+def _clicks_object(
+    predictor: PredictorLike,
+    gt: np.ndarray,
+    *,
+    shape: tuple[int, int],
+    max_clicks: int,
+    click_region: ClickRegion,
+    **_unused: Any,
+) -> dict[str, Any]:
     """Click at the center, then at the center of the largest error region, feeding the chosen
     mask's low-res logits back; the first click asks for 3 masks (the top-scoring one is kept),
     later clicks for one, as the paper does once the prompt is unambiguous."""
     x, y = center_point(gt)
     clicks: list[tuple[int, int, int]] = [(x, y, 1)]
     ious: list[float] = []
-    pred = mask_input = None
+    pred = np.zeros_like(gt)  # replaced by the first prediction before any use
+    mask_input: np.ndarray | None = None
     for k in range(max_clicks):
         if k > 0:
             click = next_click(gt, pred, click_region)
@@ -111,7 +124,16 @@ def _clicks_object(predictor, gt, *, shape, max_clicks, click_region, **_):
     return row
 
 
-def _box_object(predictor, gt, *, shape, box_noise, box_noise_max_px, rng, **_):
+def _box_object(
+    predictor: PredictorLike,
+    gt: np.ndarray,
+    *,
+    shape: tuple[int, int],
+    box_noise: float,
+    box_noise_max_px: float,
+    rng: np.random.Generator,
+    **_unused: Any,
+) -> dict[str, Any]:
     box = jitter_box(mask_box(gt), box_noise, box_noise_max_px, shape, rng)
     masks, scores, _ = _predict(predictor, shape, box=box, multimask_output=False)
     top = int(np.argmax(scores))
@@ -222,14 +244,14 @@ def evaluate_prompts(
             spent = time.perf_counter() - start
             prompt_s[proto] += spent
             rows[proto].extend(obj_rows)
-            image_row = {"image_id": sample.image_id, "objects": len(obj_rows)}
+            image_row: dict[str, Any] = {"image_id": sample.image_id, "objects": len(obj_rows)}
             image_row |= {k: e.value for k, e in _columns_estimates(proto, obj_rows, 0, 0).items()}
             image_row["seconds"] = round(spent + t2 - t0, 4)
             image_rows[proto].append(image_row)
-    results = {}
+    results: dict[str, EvalResult] = {}
     for proto in protocols:
         metrics = _columns_estimates(proto, rows[proto], bootstrap, seed)
-        series = {}
+        series: dict[str, list[float]] = {}
         if proto == "clicks":
             curve = np.array([r["ious"] for r in rows[proto]]).reshape(-1, max_clicks)
             series["miou_by_clicks"] = [float(v) for v in curve.mean(axis=0)] if len(curve) else []
@@ -254,7 +276,9 @@ def evaluate_prompts(
     return results
 
 
-def _columns_estimates(proto: str, rows: list[dict[str, Any]], n_boot: int, seed: int):
+def _columns_estimates(
+    proto: str, rows: list[dict[str, Any]], n_boot: int, seed: int
+) -> dict[str, Estimate]:
     if proto == "point":
         cols = {"miou": [r["iou"] for r in rows], "oracle_miou": [r["oracle_iou"] for r in rows]}
     elif proto == "box":

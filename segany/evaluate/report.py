@@ -20,15 +20,15 @@ def build_report(
     *,
     model: Mapping[str, Any] | None = None,
     dataset: Mapping[str, Any] | None = None,
-    command: Sequence[str] | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A JSON-ready report: what was measured (model, dataset, command) and each protocol."""
+    """A JSON-ready report: what was measured (model, dataset, run options), each protocol."""
     return {
         "format": REPORT_FORMAT,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model": dict(model or {}),
         "dataset": dict(dataset or {}),
-        "command": list(command) if command is not None else None,
+        "options": dict(options or {}),
         "seconds": round(sum(r.seconds for r in results.values()), 4),
         "protocols": {name: r.to_dict() for name, r in results.items()},
     }

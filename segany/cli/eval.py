@@ -1,0 +1,208 @@
+"""``segany eval``: the paper's zero-shot protocols on a dataset, or two reports side by side.
+
+Datasets: a COCO instances ``.json`` (images beside it, in ``images/`` or ``--images``), an
+SA-1B-style folder (``NAME.jpg`` + ``NAME.json``), or a folder with ``images/`` and instance
+label-map PNGs in ``labels/`` (or ``masks/``; or ``--images`` with ``--labels``).
+
+Protocols:
+- point: one click at the object's center (the pixel farthest from its boundary); mIoU of the
+  top-scoring mask and of the best of the 3 (oracle).
+- clicks: then a click at the center of the largest error region (positive in a missed
+  region, negative in a false one), previous mask logits fed back; mIoU after 1, 2, 3, 5 and
+  9 clicks, NoC@85 and NoC@90 (capped at --max-clicks, default 20).
+- box: the tight ground-truth box, optionally jittered (--box-noise); mIoU.
+- auto: generated masks scored by predicted IoU; average recall over IoU 0.50:0.95 (AR@100,
+  AR@1000, by object size), computed with pycocotools.
+- all: every protocol; point, clicks and box share each image's embedding.
+
+Every figure comes with a 95 % bootstrap interval over objects; the report (``-o``) also holds
+per-image and per-object rows and the seconds spent. ``--compare A.json B.json`` prints two
+reports side by side; ``--plot`` draws mIoU against clicks (needs matplotlib: segany[eval]).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from segany.cli.common import (
+    EXIT_CODES_HELP,
+    Console,
+    add_model_options,
+    add_output_options,
+    finite_float,
+    fraction,
+    non_negative_int,
+    positive_int,
+)
+from segany.errors import InputError
+
+PROTOCOLS = ("point", "clicks", "box", "auto", "all")
+PROMPTED = ("point", "clicks", "box")
+
+
+def _budgets(text: str) -> tuple[int, ...]:
+    return tuple(positive_int(t) for t in text.split(","))
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="zero-shot evaluation: point, clicks, box, automatic masks; compare reports",
+        description=__doc__,
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("dataset", nargs="?", metavar="DATASET", help="COCO .json or a folder")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="all", help="default: all")
+    p.add_argument("-o", "--output", metavar="REPORT.json", help="write the JSON report here")
+    p.add_argument("--plot", metavar="PNG", help="plot mIoU against clicks (clicks protocol)")
+    p.add_argument(
+        "--compare", nargs=2, metavar=("A.json", "B.json"), help="set two reports side by side"
+    )
+    data = p.add_argument_group("dataset")
+    data.add_argument("--images", metavar="DIR", help="images folder (COCO or label maps)")
+    data.add_argument("--labels", metavar="DIR", help="label-map PNG folder")
+    data.add_argument("--limit", type=positive_int, metavar="N", help="at most N images")
+    data.add_argument("--seed", type=non_negative_int, help="seed of subsets, jitter, bootstrap")
+    data.add_argument(
+        "--objects-per-image", type=positive_int, metavar="N", help="prompt at most N per image"
+    )
+    prompts = p.add_argument_group("prompted protocols")
+    prompts.add_argument("--max-clicks", type=positive_int, metavar="N", help="default 20")
+    prompts.add_argument(
+        "--click-region",
+        choices=("area", "distance"),
+        help="largest error region by area (default) or by depth (RITM)",
+    )
+    prompts.add_argument(
+        "--box-noise", type=fraction, metavar="F", help="box jitter std, fraction of its side"
+    )
+    prompts.add_argument("--box-noise-max-px", type=finite_float, metavar="PX", help="default 20")
+    prompts.add_argument("--bootstrap", type=non_negative_int, metavar="N", help="resamples")
+    auto = p.add_argument_group("auto protocol (mask generator options)")
+    auto.add_argument("--max-dets", type=_budgets, metavar="100,1000", help="AR budgets")
+    auto.add_argument("--points-per-side", type=positive_int, metavar="N")
+    auto.add_argument("--points-per-batch", type=positive_int, metavar="N")
+    auto.add_argument("--pred-iou-thresh", type=finite_float, metavar="F")
+    auto.add_argument("--stability-score-thresh", type=finite_float, metavar="F")
+    auto.add_argument("--box-nms-thresh", type=finite_float, metavar="F")
+    auto.add_argument("--crop-n-layers", type=non_negative_int, metavar="N")
+    auto.add_argument("--min-mask-region-area", type=non_negative_int, metavar="PX")
+    add_model_options(p)
+    add_output_options(p)
+    p.set_defaults(run=run)
+
+
+def _given(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
+    """Options the user gave; the library's defaults stand for the rest."""
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console(args)
+    if args.compare:
+        if args.dataset:
+            raise InputError("give either a DATASET to evaluate or --compare A.json B.json")
+        return _compare(args, console)
+    if not args.dataset:
+        raise InputError("give a DATASET (COCO .json or a folder), or --compare A.json B.json")
+
+    from segany.evaluate import build_report, format_table, open_dataset, subset
+
+    seed = args.seed if args.seed is not None else 0
+    dataset = subset(
+        open_dataset(args.dataset, images=args.images, labels=args.labels), args.limit, seed
+    )
+    if len(dataset) == 0:
+        raise InputError(f"{args.dataset} holds no images")
+    described = dataset.describe() | {"path": str(args.dataset)}
+    console.info(f"{described['kind']} dataset {args.dataset}: {len(dataset)} image(s)")
+
+    from segany.cli.common import load_model_from_args
+
+    model = load_model_from_args(args, console)
+    progress = not console.quiet and sys.stderr.isatty()
+    common = _given(args, ("seed", "bootstrap"))
+    protocols = PROTOCOLS[:-1] if args.protocol == "all" else (args.protocol,)
+    results: dict[str, Any] = {}
+    prompted = tuple(p for p in protocols if p in PROMPTED)
+    if prompted:
+        from segany.evaluate import evaluate_prompts
+        from segany.predictor import Predictor
+
+        options = common | _given(
+            args,
+            ("max_clicks", "click_region", "box_noise", "box_noise_max_px", "objects_per_image"),
+        )
+        console.info(f"running {', '.join(prompted)}")
+        results |= evaluate_prompts(
+            Predictor(model), dataset, prompted, progress=progress, **options
+        )
+    if "auto" in protocols:
+        from segany.automatic import MaskGenerator
+        from segany.evaluate import evaluate_auto
+
+        generator = MaskGenerator(model, **_given(args, _GENERATOR_OPTIONS))
+        console.info("running auto (automatic masks)")
+        results["auto"] = evaluate_auto(
+            generator, dataset, progress=progress, **common | _given(args, ("max_dets",))
+        )
+
+    report = build_report(
+        results,
+        model={
+            "model": args.model or "(default)",
+            "config": model.config.name,
+            "device": str(next(model.parameters()).device),
+        },
+        dataset=described,
+        options={k: v for k, v in vars(args).items() if v is not None and not callable(v)},
+    )
+    return _finish(args, console, report, format_table(report), [("run", report)])
+
+
+_GENERATOR_OPTIONS = (
+    "points_per_side",
+    "points_per_batch",
+    "pred_iou_thresh",
+    "stability_score_thresh",
+    "box_nms_thresh",
+    "crop_n_layers",
+    "min_mask_region_area",
+)
+
+
+def _compare(args: argparse.Namespace, console: Console) -> int:
+    from segany.evaluate import format_comparison, load_report
+
+    a, b = (load_report(p) for p in args.compare)
+    labels = (Path(args.compare[0]).stem, Path(args.compare[1]).stem)
+    if labels[0] == labels[1]:
+        labels = ("A", "B")
+    table = format_comparison(a, b, labels)
+    return _finish(args, console, None, table, [(labels[0], a), (labels[1], b)])
+
+
+def _finish(args, console: Console, report, table: str, plotted) -> int:
+    from segany.evaluate import plot_clicks, write_report
+
+    if report is not None and args.output:
+        console.info(f"report -> {write_report(report, args.output)}")
+    if args.plot:
+        console.info(f"plot -> {plot_clicks(plotted, args.plot)}")
+    if args.json:
+        console.info(table)
+        summary: dict[str, Any] = {"command": "eval", "report": args.output}
+        for label, rep in plotted:
+            summary[label] = {
+                name: {k: v["value"] for k, v in proto["metrics"].items()}
+                | {"seconds": proto["seconds"]}
+                for name, proto in rep["protocols"].items()
+            }
+        console.summary(summary)
+    elif not console.quiet:
+        print(table, flush=True)
+    return 0
