@@ -150,6 +150,16 @@ def test_segment_boxes_one_prompt_each(tmp_path, model_path, images):
     ]  # fmt: skip
 
 
+def test_segment_folder_skips_a_corrupt_image(tmp_path, model_path, images, capsys):
+    code, text, err = run_main(
+        capsys, "segment", images, "-p", "5,5", "-o", tmp_path, "-m", model_path, "--json"
+    )
+    summary = json.loads(text)
+    assert code == 1 and (summary["written"], summary["failed"]) == (2, 1)
+    assert "broken.jpg" in err and "Traceback" not in err
+    assert {p.name for p in tmp_path.glob("*.json")} == {"a.json", "b.json"}
+
+
 # ------------------------------------------------------------------------------- errors
 
 
@@ -259,16 +269,17 @@ def test_models_table_and_download(tmp_path, capsys, monkeypatch):
 
 # ------------------------------------------------------------------------------- auto
 
-# Random weights keep few masks at the default thresholds: lower them so several survive.
+# Random weights keep few masks at the default thresholds, and their masks all span the image
+# (box NMS would keep one): switch the filters off so that every grid mask survives.
 AUTO_OPTIONS = {
-    "points_per_side": 4,
+    "points_per_side": 3,
     "pred_iou_thresh": 0.0,
     "stability_score_thresh": 0.0,
-    "box_nms_thresh": 0.9,
+    "box_nms_thresh": 1.0,
 }
 AUTO_FLAGS = [
-    "--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-score-thresh", "0",
-    "--box-nms-thresh", "0.9",
+    "--points-per-side", "3", "--pred-iou-thresh", "0", "--stability-score-thresh", "0",
+    "--box-nms-thresh", "1",
 ]  # fmt: skip
 
 
@@ -377,3 +388,17 @@ def test_auto_single_image_errors_and_outputs(tmp_path, model_path, images, caps
         capsys, "auto", images / "a.png", "-o", out, "--point-grids", images / "notes.txt"
     )
     assert code == 3 and "--point-grids" in err
+
+
+def test_auto_preset(tmp_path, model_path, images, capsys):
+    out = tmp_path / "preset"
+    argv = ["auto", images / "a.png", "-o", out, "-m", model_path, "--json"]
+    code, _, err = run_main(capsys, *argv, "--preset", "nonsense")
+    assert code == 3 and "nonsense" in err
+    # The SA-1B preset, made quick by flags that override it: a small grid, one crop layer.
+    flags = ["--preset", "sa1b", "--points-per-side", "4", "--crop-n-layers", "1"]
+    code, text, _ = run_main(capsys, *argv, *flags)
+    assert code == 0
+    assert json.loads(text)["options"] == {"points_per_side": 4, "crop_n_layers": 1}
+    assert json.loads((out / "segany_auto_run.json").read_text())["preset"] == "sa1b"
+    assert json.loads((out / "a.json").read_text())["image"]["width"] == 64

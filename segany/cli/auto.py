@@ -60,6 +60,7 @@ GENERATOR_OPTIONS: dict[str, tuple[Any, str]] = {
         "points per side shrink by this factor per crop layer",
     ),
     "min_mask_region_area": (non_negative_int, "remove holes and islands smaller than this"),
+    "max_area_fraction": (fraction, "drop masks covering at least this fraction of the image"),
 }
 
 
@@ -91,6 +92,12 @@ def register(subparsers: Any) -> None:
     for name, (kind, text) in GENERATOR_OPTIONS.items():
         metavar = "N" if kind in (positive_int, non_negative_int) else "X"
         gen.add_argument("--" + name.replace("_", "-"), type=kind, metavar=metavar, help=text)
+    gen.add_argument(
+        "--preset",
+        metavar="NAME",
+        help="start from a named option set of segany.automatic.PRESETS (e.g. sa1b: the "
+        "paper's SA-1B settings, 2 crop layers); the flags above override it",
+    )
     gen.add_argument(
         "--point-grids",
         metavar="FILE",
@@ -185,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
         "model": None if args.model is None else str(args.model),
         "options": {k: v for k, v in options.items() if k != "point_grids"},
         "point_grids": None if args.point_grids is None else str(args.point_grids),
+        "preset": args.preset,
     }
     _compare_settings(out, settings, args, console)
     state: dict[str, Any] = {}  # the generator, created on first need (re-runs may not need it)
@@ -194,7 +202,14 @@ def run(args: argparse.Namespace) -> int:
             from segany.automatic import MaskGenerator
 
             model = load_model_from_args(args, console)
-            state["generator"] = MaskGenerator(model, output_mode="coco_rle", **options)
+            # coco_rle: the SA-1B JSON stores RLE; the other outputs decode it when needed.
+            if args.preset is None:
+                made = MaskGenerator(model, output_mode="coco_rle", **options)
+            else:
+                made = MaskGenerator.from_preset(
+                    args.preset, model, output_mode="coco_rle", **options
+                )
+            state["generator"] = made
         return state["generator"]
 
     if args.overwrite or any(not _Outputs(out, s, args).sa1b.exists() for _, s in images):
