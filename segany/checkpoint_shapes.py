@@ -91,7 +91,7 @@ def infer_config(state: Mapping[str, Any]) -> SamConfig:
 
 def expected_shapes(cfg: SamConfig) -> dict[str, tuple[int, ...]]:
     """Key -> shape of the state dict a ``Sam`` built from ``cfg`` has (built on the meta
-    device, so even vit_h costs no memory)."""
+    device, so even vit_h costs no memory; the first call pays ~2 s of torch imports)."""
     from segany.models import build_sam
 
     with torch.device("meta"):
@@ -138,11 +138,14 @@ def check_state_dict(
     *,
     source: str = "the weights",
     detected: SamConfig | None = None,
+    expected: Mapping[str, tuple[int, ...]] | None = None,
 ) -> None:
     """Raise ``CheckpointError`` unless ``state`` fits a ``Sam`` of ``cfg`` key for key and
     shape for shape, naming the variant expected and every missing, unexpected and mis-shaped
-    key (lists are cut after a few)."""
-    missing, unexpected, misshaped = mismatch_report(expected_shapes(cfg), state)
+    key (lists are cut after a few). ``expected``: the shapes of an already built model."""
+    if expected is None:
+        expected = expected_shapes(cfg)
+    missing, unexpected, misshaped = mismatch_report(expected, state)
     bad_values = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if not (missing or unexpected or misshaped or bad_values):
         return

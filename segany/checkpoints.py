@@ -9,6 +9,7 @@ shapes), never from its file name. Loading is strict: every key must be there wi
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,15 @@ def load_state_dict(path: PathLike) -> tuple[SamConfig, dict[str, torch.Tensor]]
     The config comes from the file's metadata (segany files, transformers' config.json) or
     else from the tensors' shapes. The state dict is checked against that config strictly;
     a mismatch raises ``CheckpointError`` naming the missing, unexpected and mis-shaped keys."""
+    cfg, state, check = _read(path)
+    check(None)  # the expected layout comes from a model built on the meta device
+    return cfg, state
+
+
+def _read(
+    path: PathLike,
+) -> tuple[SamConfig, dict[str, torch.Tensor], Callable[[dict[str, tuple[int, ...]] | None], None]]:
+    """(config, official-key state dict, a strict check to run against a model's shapes)."""
     path = Path(path)
     raw = read_weights(path)
     state = hf_to_official(raw.state) if raw.kind == "hf" else raw.state
@@ -47,8 +57,12 @@ def load_state_dict(path: PathLike) -> tuple[SamConfig, dict[str, torch.Tensor]]
     else:
         cfg = detected = infer_config(state)
     cfg = with_pixel_stats(cfg, state)
-    check_state_dict(cfg, state, source=f"the {raw.kind} weights in {path}", detected=detected)
-    return cfg, state
+
+    def check(expected: dict[str, tuple[int, ...]] | None) -> None:
+        source = f"the {raw.kind} weights in {path}"
+        check_state_dict(cfg, state, source=source, detected=detected, expected=expected)
+
+    return cfg, state, check
 
 
 def _try_infer(state: dict[str, torch.Tensor]) -> SamConfig | None:
@@ -61,14 +75,19 @@ def _try_infer(state: dict[str, torch.Tensor]) -> SamConfig | None:
 def load_into(model: torch.nn.Module, path: PathLike) -> torch.nn.Module:
     """Load the weights at ``path`` into an existing ``Sam`` strictly; the error names the
     model's variant when the file holds another one."""
-    expected = getattr(model, "config", None)
+    cfg = getattr(model, "config", None)
     raw = read_weights(Path(path))
     state = hf_to_official(raw.state) if raw.kind == "hf" else raw.state
     state.pop("pixel_mean", None)
     state.pop("pixel_std", None)
-    if isinstance(expected, SamConfig):
-        detected = raw.config or _try_infer(state)
-        check_state_dict(expected, state, source=f"the weights in {path}", detected=detected)
+    if isinstance(cfg, SamConfig):
+        check_state_dict(
+            cfg,
+            state,
+            source=f"the weights in {path}",
+            detected=raw.config or _try_infer(state),
+            expected={k: tuple(v.shape) for k, v in model.state_dict().items()},
+        )
     model.load_state_dict(state, strict=True)
     return model
 
@@ -87,8 +106,9 @@ def load_model(
     transformers folder in any supported format, or ``None`` for the bundled default model.
     ``dtype`` converts the floating-point weights (default: keep float32)."""
     path = resolve(name_or_path, progress=progress)
-    cfg, state = load_state_dict(path)
+    cfg, state, check = _read(path)
     model = build_sam(cfg)
+    check({k: tuple(v.shape) for k, v in model.state_dict().items()})
     model.load_state_dict(state, strict=True)
     del state
     model.to(device=device, dtype=dtype)

@@ -14,6 +14,10 @@ What differs:
 - the ``nn.Sequential`` indices of ``mask_downscaling`` and ``output_upscaling`` become names;
 - the official ``MLP.layers.0..L-1`` of the IoU head and hypernetworks become ``proj_in``,
   ``layers.0..L-3`` and ``proj_out``.
+
+One number differs too: transformers gives the decoder's two-way blocks LayerNorm eps
+``mask_decoder_config.layer_norm_eps`` (default 1e-6) where the official code uses 1e-5. segany
+computes as the official code; the config.json written here sets 1e-5 so transformers does too.
 """
 
 from __future__ import annotations
@@ -339,7 +343,9 @@ def config_to_hf(cfg: SamConfig) -> dict[str, Any]:
             "iou_head_depth": cfg.iou_head_depth,
             "iou_head_hidden_dim": cfg.iou_head_hidden_dim,
             "hidden_act": "relu",
-            "layer_norm_eps": 1e-6,
+            # transformers applies this eps to the two-way blocks' LayerNorms, where the official
+            # code (and segany) use torch's default 1e-5; its default 1e-6 shifts logits ~1e-4.
+            "layer_norm_eps": 1e-5,
         },
     }
 

@@ -1,19 +1,18 @@
 """Loading, saving and converting weights: formats, variant detection, strictness, safety.
 
-Weights are seeded random values (every tensor perturbed, zero-initialised ones included), so a
-key mix-up or a lost tensor shows as a value difference, not only as a shape error.
+Weights are seeded (helpers.perturb_ touches every tensor, zero-initialised ones included), so
+a key mix-up or a lost tensor shows as a value difference, not only as a shape error.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import pickle
-from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import SMALL, perturb_, reference_model, seeded_model
 
 import segany
 from segany import checkpoints
@@ -29,45 +28,7 @@ from segany.checkpoints import (
 )
 from segany.errors import CheckpointError, InputError
 from segany.hf_convert import official_to_hf
-from segany.models import VARIANTS, SamConfig, build_sam
-
-SMALL = SamConfig(
-    "test",
-    encoder_embed_dim=64,
-    encoder_depth=2,
-    encoder_num_heads=2,
-    encoder_global_attn_indexes=(1,),
-    image_size=256,
-    patch_size=16,
-    window_size=4,
-    decoder_mlp_dim=256,
-)
-
-
-def seeded_state(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, torch.Tensor]:
-    """Deterministic values for every key: LayerNorm gains near 1, small biases, weights scaled
-    by fan-in, and non-zero positional embeddings (they start at zero in a fresh model)."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for key in sorted(shapes):
-        shape = shapes[key]
-        x = torch.randn(shape, generator=g)
-        if key.endswith(("positional_encoding_gaussian_matrix", "positional_embedding")):
-            out[key] = x  # the official random-Fourier matrix has unit scale
-        elif len(shape) == 1:
-            out[key] = 1 + 0.1 * x if key.endswith(".weight") else 0.1 * x  # norms / biases
-        elif key.endswith(("pos_embed", "rel_pos_h", "rel_pos_w")):
-            out[key] = 0.1 * x
-        else:
-            out[key] = x / math.sqrt(math.prod(shape[1:]))
-    return out
-
-
-def seeded_model(cfg: SamConfig = SMALL, seed: int = 0) -> torch.nn.Module:
-    model = build_sam(cfg)
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    model.load_state_dict(seeded_state(shapes, seed), strict=True)
-    return model
+from segany.models import VARIANTS, build_sam
 
 
 def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -170,54 +131,8 @@ def test_nested_training_checkpoint_is_unwrapped(model, tmp_path):
 # --- the reference implementation's own state dicts --------------------------------------------
 
 
-def _reference_small():
-    from segment_anything.modeling import (
-        ImageEncoderViT,
-        MaskDecoder,
-        PromptEncoder,
-        Sam,
-        TwoWayTransformer,
-    )
-
-    c = SMALL
-    grid = c.image_size // c.patch_size
-    return Sam(
-        image_encoder=ImageEncoderViT(
-            depth=c.encoder_depth,
-            embed_dim=c.encoder_embed_dim,
-            img_size=c.image_size,
-            mlp_ratio=c.mlp_ratio,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            num_heads=c.encoder_num_heads,
-            patch_size=c.patch_size,
-            qkv_bias=True,
-            use_rel_pos=True,
-            global_attn_indexes=c.encoder_global_attn_indexes,
-            window_size=c.window_size,
-            out_chans=c.prompt_embed_dim,
-        ),
-        prompt_encoder=PromptEncoder(
-            embed_dim=c.prompt_embed_dim,
-            image_embedding_size=(grid, grid),
-            input_image_size=(c.image_size, c.image_size),
-            mask_in_chans=16,
-        ),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(
-                depth=2, embedding_dim=c.prompt_embed_dim, mlp_dim=c.decoder_mlp_dim, num_heads=8
-            ),
-            transformer_dim=c.prompt_embed_dim,
-            iou_head_depth=3,
-            iou_head_hidden_dim=256,
-        ),
-    )
-
-
 def test_reference_state_dict_loads_strictly(tmp_path):
-    ref = _reference_small()
-    shapes = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
-    ref.load_state_dict(seeded_state(shapes, seed=1), strict=True)
+    ref = perturb_(reference_model(SMALL), seed=1)
     torch.save(ref.state_dict(), tmp_path / "ref.pth")
     loaded = load_model(tmp_path / "ref.pth")
     assert dataclasses.replace(loaded.config, name="test") == SMALL
@@ -342,6 +257,7 @@ class _Payload:
         return (open, (str(self.marker), "w"))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("writer", ["torch.save", "pickle2", "pickle5"])
 def test_code_running_pickle_is_refused_and_nothing_runs(tmp_path, writer):
     marker = tmp_path / "pwned"
