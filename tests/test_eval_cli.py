@@ -113,7 +113,8 @@ def test_all_protocols_with_json_summary(files, capsys):
     )
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert set(summary["run"]) == {"point", "clicks", "box", "auto"}
+    assert set(summary["runs"][0]["protocols"]) == {"point", "clicks", "box", "auto"}
+    assert summary["runs"][0]["label"] == "tiny" and summary["report"] == str(out)
     report = json.loads(out.read_text())
     auto = report["protocols"]["auto"]
     assert set(auto["metrics"]) >= {"ar@10", "ar@100", "ar@100:small", "ar@100:large"}

@@ -161,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
         dataset=described,
         options={k: v for k, v in vars(args).items() if v is not None and not callable(v)},
     )
-    return _finish(args, console, report, format_table(report), [("run", report)])
+    label = Path(args.model).stem if args.model else "default model"
+    return _finish(args, console, report, format_table(report), [(label, report)])
 
 
 _GENERATOR_OPTIONS = (
@@ -186,23 +187,35 @@ def _compare(args: argparse.Namespace, console: Console) -> int:
     return _finish(args, console, None, table, [(labels[0], a), (labels[1], b)])
 
 
-def _finish(args, console: Console, report, table: str, plotted) -> int:
+def _finish(
+    args: argparse.Namespace,
+    console: Console,
+    report: dict[str, Any] | None,
+    table: str,
+    reports: list[tuple[str, dict[str, Any]]],
+) -> int:
+    """Write the report and plot, then the table on stdout (or, with --json, the figures as
+    JSON on stdout and the table on stderr)."""
     from segany.evaluate import plot_clicks, write_report
 
     if report is not None and args.output:
         console.info(f"report -> {write_report(report, args.output)}")
     if args.plot:
-        console.info(f"plot -> {plot_clicks(plotted, args.plot)}")
+        console.info(f"plot -> {plot_clicks(reports, args.plot)}")
     if args.json:
         console.info(table)
-        summary: dict[str, Any] = {"command": "eval", "report": args.output}
-        for label, rep in plotted:
-            summary[label] = {
-                name: {k: v["value"] for k, v in proto["metrics"].items()}
-                | {"seconds": proto["seconds"]}
-                for name, proto in rep["protocols"].items()
+        figures = [
+            {
+                "label": label,
+                "protocols": {
+                    name: {k: v["value"] for k, v in proto["metrics"].items()}
+                    | {"seconds": proto["seconds"]}
+                    for name, proto in rep["protocols"].items()
+                },
             }
-        console.summary(summary)
+            for label, rep in reports
+        ]
+        console.summary({"command": "eval", "report": args.output, "runs": figures})
     elif not console.quiet:
         print(table, flush=True)
     return 0

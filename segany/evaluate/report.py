@@ -100,7 +100,8 @@ def format_table(report: Mapping[str, Any]) -> str:
 def format_comparison(
     a: Mapping[str, Any], b: Mapping[str, Any], labels: tuple[str, str] = ("A", "B")
 ) -> str:
-    """Each metric both runs report, side by side with B - A; then the seconds."""
+    """Each metric both runs report, side by side with B - A; then the seconds and their
+    ratio B / A."""
     ra, rb = report_results(a), report_results(b)
     rows = []
     for name in [p for p in ra if p in rb]:
@@ -124,7 +125,7 @@ def format_comparison(
         ratio = f"x{sb / sa:.2f}" if sa > 0 else "-"
         rows.append(["" if shared else name, "seconds", f"{sa:.1f}", f"{sb:.1f}", ratio])
     only = sorted(set(ra) ^ set(rb))
-    table = _render(["protocol", "metric", labels[0], labels[1], "B-A"], rows)
+    table = _render(["protocol", "metric", labels[0], labels[1], f"{labels[1]}-{labels[0]}"], rows)
     return table + (f"\n(only in one report: {', '.join(only)})" if only else "")
 
 
@@ -133,6 +134,7 @@ def plot_clicks(reports: Sequence[tuple[str, Mapping[str, Any]]], path: str | Pa
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
     except ImportError as exc:
         raise MissingExtraError("the clicks plot", "eval", "matplotlib") from exc
     curves = []
@@ -149,6 +151,7 @@ def plot_clicks(reports: Sequence[tuple[str, Mapping[str, Any]]], path: str | Pa
     for label, series in curves:
         xs = range(1, len(series) + 1)
         ax.plot(xs, [math.nan if v is None else v for v in series], marker="o", ms=3, label=label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("clicks")
     ax.set_ylabel("mIoU")
     ax.set_ylim(0, 1)
