@@ -402,3 +402,25 @@ def test_auto_preset(tmp_path, model_path, images, capsys):
     assert json.loads(text)["options"] == {"points_per_side": 4, "crop_n_layers": 1}
     assert json.loads((out / "segany_auto_run.json").read_text())["preset"] == "sa1b"
     assert json.loads((out / "a.json").read_text())["image"]["width"] == 64
+
+
+def test_collect_images_names_and_output_folder(tmp_path):
+    from segany.cli.common import collect_images
+    from segany.errors import InputError
+
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    (photos / "out").mkdir()
+    for name in ("x.jpg", "x.png", "y.png", "sub/z.png", "out/x_overlay.png"):
+        (photos / name).write_bytes(b"")
+    found = collect_images([str(photos)], recursive=True, exclude=photos / "out")
+    assert [stem for _, stem in found] == ["sub/z", "x.jpg", "x.png", "y"]
+    # Input inside the output folder: nothing is excluded.
+    assert len(collect_images([str(photos / "sub")], exclude=tmp_path)) == 1
+    with pytest.raises(InputError, match="output folder is the input folder"):
+        collect_images([str(photos)], exclude=photos)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "y.png").write_bytes(b"")
+    with pytest.raises(InputError, match="same outputs"):
+        collect_images([str(photos), str(other)])

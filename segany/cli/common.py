@@ -303,8 +303,11 @@ def collect_images(
 
     The stem is the path relative to the named folder (or the file name) without its suffix,
     ``/``-separated; names that would collide keep their suffix (``a.jpg`` and ``a.png`` give
-    ``a.jpg`` and ``a.png``). Files under ``exclude`` (the output folder) are skipped, so a
-    re-run never reads its own outputs as inputs.
+    ``a.jpg`` and ``a.png``).
+
+    Files under ``exclude`` (the output folder) are skipped when it lies inside a named folder,
+    so a re-run never reads its own outputs as inputs; an output folder that *is* a named
+    folder is refused for the same reason.
     """
     from segany.formats import find_images
 
@@ -313,10 +316,14 @@ def collect_images(
     for text in inputs:
         root = Path(text)
         if root.is_dir():
+            if skip is not None and skip == root.resolve():
+                raise InputError(
+                    f"the output folder is the input folder {root}; choose another --output "
+                    "(outputs there would be read as images on the next run)"
+                )
             pairs = [(p, p.relative_to(root)) for p in find_images([root], recursive=recursive)]
-            pairs = [
-                (p, rel) for p, rel in pairs if skip is None or skip not in p.resolve().parents
-            ]
+            if skip is not None and root.resolve() in skip.parents:
+                pairs = [(p, rel) for p, rel in pairs if skip not in p.resolve().parents]
         else:
             pairs = [(p, Path(p.name)) for p in find_images([root])]
         for path, rel in pairs:
