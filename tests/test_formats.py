@@ -364,6 +364,7 @@ def test_read_image_modes(tmp_path):
     rgb = np.random.default_rng(0).integers(0, 255, (H, W, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "rgb.png")
     np.testing.assert_array_equal(read_image(tmp_path / "rgb.png"), rgb)
+    assert read_image(tmp_path / "rgb.png").flags.writeable  # torch.as_tensor warns otherwise
     Image.fromarray(rgb[..., 0]).save(tmp_path / "gray.png")
     assert read_image(tmp_path / "gray.png").shape == (H, W, 3)
     Image.fromarray(np.dstack([rgb, rgb[..., :1]])).save(tmp_path / "rgba.png")

@@ -37,7 +37,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL warns on odd EXIF; the pixels are fine
-            return decode(path)
+            image = decode(path)
     except InputError as e:
         if isinstance(e.__context__, UnidentifiedImageError) or "cannot identify" in str(e):
             raise InputError(f"{path}: not an image file or an unsupported format") from None
@@ -45,6 +45,8 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     except (Image.DecompressionBombError, ValueError, TypeError) as e:
         # Broken headers surface as ValueError/TypeError from deep inside PIL.
         raise InputError(f"{path}: cannot decode image ({e})") from None
+    # PIL hands out read-only buffers; callers (and torch.as_tensor) expect to own the array.
+    return image if image.flags.writeable else image.copy()
 
 
 def find_images(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = False) -> list[Path]:
