@@ -25,6 +25,7 @@ from segany.evaluate import (
     CocoDataset,
     LabelMapDataset,
     Sa1bDataset,
+    Sample,
     build_report,
     center_point,
     evaluate_auto,
@@ -239,6 +240,14 @@ def test_perfect_and_empty_predictors_on_exact_masks(sa1b, scenes):
     e = empty["clicks"].metrics
     assert e["noc@85"].value == 5 and e["noc@90"].value == 5  # capped at max_clicks
     assert "miou@9" not in e and e["miou@5"].value == 0
+
+
+def test_in_memory_samples_for_validation_loops(scenes):
+    data = [Sample.from_arrays(image, masks, image_id=i) for i, (image, masks) in enumerate(scenes)]
+    assert evaluate_points(OraclePredictor(scenes), data, bootstrap=0).miou == 1.0
+    assert evaluate_box(EmptyPredictor(), data, bootstrap=0).miou == 0.0
+    with pytest.raises(InputError, match="mask 0"):
+        Sample.from_arrays(scenes[0][0], [np.zeros((3, 3), bool)])
 
 
 def test_top_scoring_and_oracle_masks_differ(sa1b, scenes):

@@ -11,7 +11,7 @@ import json
 import sys
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +41,41 @@ class EvalObject:
 
 @dataclass(frozen=True)
 class Sample:
-    """One image of a dataset and its ground-truth objects."""
+    """One image of a dataset and its ground-truth objects (the image read from `path`, or
+    held in memory: see `from_arrays`)."""
 
     image_id: int | str
-    path: Path
+    path: Path | None
     height: int
     width: int
     objects: tuple[EvalObject, ...]
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def load_image(self) -> np.ndarray:
         """The image as H×W×3 uint8 RGB."""
+        if self.image is not None:
+            return self.image
+        if self.path is None:
+            raise InputError(f"sample {self.image_id!r} has neither an image nor a path")
         return load_rgb(self.path)
+
+    @classmethod
+    def from_arrays(
+        cls, image: np.ndarray, masks: Sequence[np.ndarray], image_id: int | str = 0
+    ) -> Sample:
+        """An in-memory sample: image H×W×3 uint8 RGB and object masks H×W bool (object ids
+        are their indices), e.g. for validation during training."""
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise InputError(f"expected an H×W×3 uint8 image, got {image.dtype} {image.shape}")
+        h, w = image.shape[:2]
+        objects = []
+        for i, m in enumerate(masks):
+            m = np.asarray(m, dtype=bool)
+            if m.shape != (h, w):
+                raise InputError(f"mask {i} is {m.shape}, the image is {(h, w)}")
+            objects.append(EvalObject(i, _encode(m), int(m.sum())))
+        return cls(image_id, None, h, w, tuple(objects), image)
 
 
 def load_rgb(path: Path) -> np.ndarray:

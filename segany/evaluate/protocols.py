@@ -218,7 +218,7 @@ def evaluate_prompts(
         t1 = time.perf_counter()
         if image.shape[:2] != (sample.height, sample.width):
             raise InputError(
-                f"image {sample.path} is {image.shape[:2]}, its annotations say "
+                f"image {sample.path or sample.image_id} is {image.shape[:2]}, its annotations say "
                 f"{(sample.height, sample.width)}"
             )
         predictor.set_image(image)
