@@ -90,7 +90,9 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
 
 def _torch_load(path: Path) -> dict[str, torch.Tensor]:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        # A file object, not the path: torch.load picks a reader by suffix for some names.
+        with path.open("rb") as f:
+            obj = torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # torch's message is long; its "Unsupported global: GLOBAL x.y" part names the culprit.
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e)) or re.search(
@@ -200,7 +202,7 @@ def _plain(state: Mapping[str, torch.Tensor], half: bool) -> dict[str, torch.Ten
     return out
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+def _atomic(path: Path, write: Callable[[Path], object]) -> None:
     """Write through a temporary file in the same folder so ``path`` is never half written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

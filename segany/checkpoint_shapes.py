@@ -169,11 +169,10 @@ def with_pixel_stats(cfg: SamConfig, state: dict[str, Any]) -> SamConfig:
     mean, std = state.pop("pixel_mean", None), state.pop("pixel_std", None)
     if mean is None or std is None:
         return cfg
-    new = dataclasses.replace(
-        cfg,
-        pixel_mean=tuple(float(v) for v in mean.flatten()),
-        pixel_std=tuple(float(v) for v in std.flatten()),
-    )
+    m, s = [float(v) for v in mean.flatten()], [float(v) for v in std.flatten()]
+    if len(m) != 3 or len(s) != 3:
+        raise CheckpointError(f"pixel_mean/pixel_std with {len(m)}/{len(s)} values, expected 3")
+    new = dataclasses.replace(cfg, pixel_mean=(m[0], m[1], m[2]), pixel_std=(s[0], s[1], s[2]))
     if new != cfg and cfg.name in VARIANTS:
         new = dataclasses.replace(new, name="custom")  # no longer the registered variant
     return cfg if new == cfg else new

@@ -104,6 +104,38 @@ def test_hf_weights_without_config_json_are_inferred_from_shapes(model, tmp_path
         assert_same(state, model.state_dict())
 
 
+def test_hf_folder_with_pytorch_model_bin(model, tmp_path):
+    folder = save_state_dict(SMALL, model.state_dict(), tmp_path / "hf", "hf")
+    (folder / "model.safetensors").unlink()
+    torch.save(official_to_hf(model.state_dict()), folder / "pytorch_model.bin")
+    cfg, state = load_state_dict(folder)
+    assert dataclasses.replace(cfg, name="test") == SMALL
+    assert_same(state, model.state_dict())
+
+
+def test_format_and_variant_come_from_content_not_the_name(model, tmp_path):
+    # Misleading names: segany safetensors called .pth, HF weights called like the vit_h file.
+    misnamed = save_model(model, tmp_path / "sam_vit_h_4b8939.pth")
+    assert load_state_dict(misnamed)[0] == SMALL
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    torch.save(official_to_hf(model.state_dict()), lone / "sam_vit_b_01ec64.safetensors")
+    cfg, state = load_state_dict(lone / "sam_vit_b_01ec64.safetensors")
+    assert cfg.name == "custom" and cfg.encoder_embed_dim == 64
+    assert_same(state, model.state_dict())
+
+
+def test_pixel_statistics_buffers_are_taken_into_the_config(model, tmp_path):
+    state = dict(model.state_dict())
+    state["pixel_mean"] = torch.tensor([1.0, 2.0, 3.0]).view(-1, 1, 1)
+    state["pixel_std"] = torch.tensor([4.0, 5.0, 6.0]).view(-1, 1, 1)
+    torch.save(state, tmp_path / "with_stats.pth")
+    cfg, loaded = load_state_dict(tmp_path / "with_stats.pth")
+    assert cfg.pixel_mean == (1.0, 2.0, 3.0) and cfg.pixel_std == (4.0, 5.0, 6.0)
+    assert "pixel_mean" not in loaded
+    assert load_model(tmp_path / "with_stats.pth").pixel_mean.flatten().tolist() == [1, 2, 3]
+
+
 def test_hf_sharded_folder(model, tmp_path):
     import json
 
