@@ -22,6 +22,12 @@ from segany.modeling import Sam
 from segany.prompts import PromptBatch, check_prompts
 from segany.transforms import ResizeLongestSide
 
+_AUTOCAST: dict[str, torch.dtype | None] = {
+    "fp32": None,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -59,10 +65,16 @@ class Predictor:
 
     ``cache_size`` > 0 keeps that many image embeddings keyed by the image's content, so setting
     an image seen before skips the encoder.
+    ``precision``: "fp32" (default; matches the official model to ~1e-6) or "bf16"/"fp16", which
+    run the image encoder under autocast: several times faster on CPUs with bf16 matrix units and
+    on GPUs, at about 1e-2 relative error in the embedding. The decoder always runs in fp32.
     """
 
-    def __init__(self, model: Sam, *, cache_size: int = 0) -> None:
+    def __init__(self, model: Sam, *, cache_size: int = 0, precision: str = "fp32") -> None:
+        if precision not in _AUTOCAST:
+            raise InputError(f"precision must be one of {sorted(_AUTOCAST)}, got {precision!r}")
         self.model = model
+        self.precision = precision
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
         self.cache_size = cache_size
         self._cache: OrderedDict[str, tuple[torch.Tensor, tuple[int, int], tuple[int, int]]]
@@ -111,11 +123,10 @@ class Predictor:
         self.reset_image()
         input_size = (int(transformed_image.shape[2]), int(transformed_image.shape[3]))
         x = self.model.preprocess(transformed_image.to(self.device, torch.float32))
-        features = self.model.image_encoder(x.to(self._dtype()))
+        dtype = _AUTOCAST[self.precision]
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=bool(dtype)):
+            features = self.model.image_encoder(x)
         self._set_state(features.float(), tuple(original_image_size), input_size)
-
-    def _dtype(self) -> torch.dtype:
-        return self.model.image_encoder.patch_embed.proj.weight.dtype
 
     def _set_state(self, features: torch.Tensor, original: tuple, input_size: tuple) -> None:
         self.features = features

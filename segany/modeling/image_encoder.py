@@ -38,22 +38,15 @@ def relative_position_table(size: int, rel_pos: torch.Tensor) -> torch.Tensor:
     return rel_pos[index]
 
 
-def _one_hot_axes(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
-    """(H·W)×(H+W) matrix whose row for token (y, x) has a 1 at column y and at column H + x."""
-    rows = torch.arange(h, device=like.device).repeat_interleave(w)
-    cols = torch.arange(w, device=like.device).repeat(h)
-    eye_h = torch.eye(h, dtype=like.dtype, device=like.device)
-    eye_w = torch.eye(w, dtype=like.dtype, device=like.device)
-    return torch.cat([eye_h[rows], eye_w[cols]], dim=1)
-
-
 class Attention(nn.Module):
     """Multi-head self-attention over a B×H×W×C grid, with decomposed relative positions.
 
-    The relative-position bias ``rel_h[q, key_row] + rel_w[q, key_col]`` is folded into the dot
-    product by appending it to each query and a one-hot (row, column) code to each key, so the
-    fused scaled-dot-product kernel computes it without an L×L bias tensor in memory.
+    The bias ``rel_h[q, key_row] + rel_w[q, key_col]`` is built for one block of query rows at a
+    time and handed to the fused attention kernel, so the full L×L score matrix of a global
+    block (4096² per head at 1024 px) never sits in memory, unlike scores-then-softmax.
     """
+
+    query_chunk = 1024  # rows of queries per fused call; trades peak memory for call overhead
 
     def __init__(
         self,
@@ -84,19 +77,33 @@ class Attention(nn.Module):
         qkv = self.qkv(x).reshape(b, h * w, 3, n, c // n).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         if self.use_rel_pos:
-            q4 = q.reshape(b, n, h, w, c // n)
-            table_h = relative_position_table(h, self.rel_pos_h)  # H×H×D
-            table_w = relative_position_table(w, self.rel_pos_w)  # W×W×D
-            rel_h = torch.einsum("bnyxd,ykd->bnyxk", q4, table_h).reshape(b, n, h * w, h)
-            rel_w = torch.einsum("bnyxd,xkd->bnyxk", q4, table_w).reshape(b, n, h * w, w)
-            # The kernel multiplies every product by `scale`; pre-divide the bias parts.
-            q = torch.cat([q, rel_h / self.scale, rel_w / self.scale], dim=-1)
-            codes = _one_hot_axes(h, w, k).expand(b, n, -1, -1)
-            k = torch.cat([k, codes], dim=-1)
-        out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+            out = self._rel_pos_attention(q, k, v, h, w)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
         # B×heads×(H·W)×D -> B×H×W×C
         out = out.reshape(b, n, h, w, c // n).permute(0, 2, 3, 1, 4).reshape(b, h, w, c)
         return self.proj(out)
+
+    def _rel_pos_attention(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, h: int, w: int
+    ) -> torch.Tensor:
+        """q, k, v: B×heads×(H·W)×D -> B×heads×(H·W)×D with the relative-position bias."""
+        b, n, length, d = q.shape
+        q5 = q.reshape(b, n, h, w, d)
+        table_h = relative_position_table(h, self.rel_pos_h)  # H×H×D
+        table_w = relative_position_table(w, self.rel_pos_w)  # W×W×D
+        # rel_h[..., y, x, ky] = q(y, x) · T_h[y, ky]; one column per key row / key column
+        rel_h = torch.einsum("bnyxd,ykd->bnyxk", q5, table_h).reshape(b, n, length, h, 1)
+        rel_w = torch.einsum("bnyxd,xkd->bnyxk", q5, table_w).reshape(b, n, length, 1, w)
+        if length <= self.query_chunk:
+            bias = (rel_h + rel_w).reshape(b, n, length, length)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        out = torch.empty_like(q)
+        for s in range(0, length, self.query_chunk):
+            rows = slice(s, s + self.query_chunk)
+            bias = (rel_h[:, :, rows] + rel_w[:, :, rows]).reshape(b, n, -1, length)
+            out[:, :, rows] = F.scaled_dot_product_attention(q[:, :, rows], k, v, attn_mask=bias)
+        return out
 
 
 def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
