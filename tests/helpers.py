@@ -39,7 +39,12 @@ def perturb_(model: torch.nn.Module, seed: int = 0, scale: float = 0.5) -> torch
 
 
 def seeded_model(config: SamConfig = SMALL, seed: int = 0):
-    return perturb_(build_sam(config), seed).eval()
+    """The same weights on every run: seeded initialisation (global RNG left untouched), then
+    seeded noise on every tensor."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_sam(config)
+    return perturb_(model, seed).eval()
 
 
 def reference_model(config: SamConfig, state_dict: dict | None = None):
