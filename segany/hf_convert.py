@@ -154,7 +154,10 @@ def hf_to_official(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     tied = state.pop(_HF_TIED_PE, None)
     if tied is not None:
         shared = state.setdefault(_HF_PE, tied)
-        if shared.shape != tied.shape or not torch.equal(shared, tied):
+        same = shared is tied or (
+            shared.shape == tied.shape and (shared.is_meta or torch.equal(shared, tied))
+        )
+        if not same:
             raise CheckpointError(
                 f"Hugging Face weights: {_HF_TIED_PE} and {_HF_PE} should be the same tied "
                 "tensor but differ"

@@ -17,9 +17,10 @@ import pytest
 import torch
 from helpers import SMALL
 
+from segany.checkpoint_shapes import check_state_dict, infer_config
 from segany.checkpoints import convert, load_model, load_state_dict, save_model
-from segany.hf_convert import hf_to_official, official_to_hf
-from segany.models import SamConfig, build_sam
+from segany.hf_convert import config_from_hf, hf_to_official, official_to_hf
+from segany.models import VARIANTS, SamConfig, build_sam
 
 TIED = "prompt_encoder.shared_embedding.positional_embedding"
 SHARED = "shared_image_embedding.positional_embedding"
@@ -142,6 +143,31 @@ def test_hf_folder_round_trips_through_official_pth(segany_to_hf, tmp_path):
     _, state = load_state_dict(pth)
     ref = ours.state_dict()
     assert sorted(state) == sorted(ref) and all(torch.equal(state[k], ref[k]) for k in ref)
+
+
+OFFICIAL_HF = {  # what facebook/sam-vit-{base,large,huge} config.json files hold
+    "vit_b": {},
+    "vit_l": dict(
+        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+        global_attn_indexes=[5, 11, 17, 23],
+    ),
+    "vit_h": dict(
+        hidden_size=1280, num_hidden_layers=32, num_attention_heads=16,
+        global_attn_indexes=[7, 15, 23, 31],
+    ),
+}  # fmt: skip
+HUB_PREPROCESSOR = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
+
+
+@pytest.mark.parametrize("name", list(OFFICIAL_HF))
+def test_official_size_hf_models_map_to_the_variants(name):
+    # Shapes only: transformers' SamModel built on the meta device (vit_h would be 2.5 GB).
+    config = T.SamConfig(vision_config=OFFICIAL_HF[name])
+    assert config_from_hf(config.to_dict(), HUB_PREPROCESSOR) == VARIANTS[name]
+    with torch.device("meta"):
+        state = hf_to_official(T.SamModel(config).state_dict())
+    assert infer_config(state) == VARIANTS[name]
+    check_state_dict(VARIANTS[name], state)
 
 
 def dataclass_sizes(cfg: SamConfig) -> tuple:
