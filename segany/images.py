@@ -30,10 +30,9 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     if not p.is_file():
         raise InputError(f"image file not found: {p}")
     try:
-        with Image.open(p) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            return pil_to_array(im)
+        with Image.open(p) as raw:
+            raw.load()
+            return pil_to_array(ImageOps.exif_transpose(raw))
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise InputError(f"cannot read image {p}: {exc}") from None
 

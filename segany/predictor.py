@@ -30,6 +30,19 @@ _AUTOCAST: dict[str, torch.dtype | None] = {
 
 
 @dataclass(frozen=True)
+class _ImageState:
+    """What set_image leaves behind: the 1×C×h×w embedding and the two sizes (H, W)."""
+
+    features: torch.Tensor
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "original_size", tuple(int(v) for v in self.original_size))
+        object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
+
+
+@dataclass(frozen=True)
 class Prediction:
     """Masks at the original image size, IoU scores and low-resolution logits.
 
@@ -77,9 +90,9 @@ class Predictor:
         self.precision = precision
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
         self.cache_size = cache_size
-        self._cache: OrderedDict[str, tuple[torch.Tensor, tuple[int, int], tuple[int, int]]]
+        self._cache: OrderedDict[str, _ImageState]
         self._cache = OrderedDict()
-        self.reset_image()
+        self._image: _ImageState | None = None
 
     @property
     def device(self) -> torch.device:
@@ -94,15 +107,14 @@ class Predictor:
             key = hashlib.sha1(rgb.tobytes() + str(rgb.shape).encode()).hexdigest()
             if key in self._cache:
                 self._cache.move_to_end(key)
-                emb, orig, inp = self._cache[key]
-                self._set_state(emb, orig, inp)
+                self._image = self._cache[key]
                 return
         resized = self.transform.apply_image(rgb)
         # h×w×3 uint8 -> 1×3×h×w
         tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()
         self.set_torch_image(tensor[None], rgb.shape[:2])
         if key is not None:
-            self._cache[key] = (self.features, self.original_size, self.input_size)
+            self._cache[key] = self._require_image()
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
 
@@ -126,18 +138,28 @@ class Predictor:
         dtype = _AUTOCAST[self.precision]
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=bool(dtype)):
             features = self.model.image_encoder(x)
-        self._set_state(features.float(), tuple(original_image_size), input_size)
+        original = (int(original_image_size[0]), int(original_image_size[1]))
+        self._image = _ImageState(features.float(), original, input_size)
 
-    def _set_state(self, features: torch.Tensor, original: tuple, input_size: tuple) -> None:
-        self.features = features
-        self.original_size = (int(original[0]), int(original[1]))
-        self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.is_image_set = True
+    @property
+    def is_image_set(self) -> bool:
+        return self._image is not None
+
+    @property
+    def features(self) -> torch.Tensor | None:
+        return None if self._image is None else self._image.features
+
+    @property
+    def original_size(self) -> tuple[int, int] | None:
+        return None if self._image is None else self._image.original_size
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        return None if self._image is None else self._image.input_size
 
     def get_image_embedding(self) -> torch.Tensor:
         """The current image embedding: 1×C×h×w (1×256×64×64 for the official models)."""
-        self._require_image()
-        return self.features
+        return self._require_image().features
 
     def set_image_embedding(
         self,
@@ -163,17 +185,15 @@ class Predictor:
                 original_size[0], original_size[1], self.transform.target_length
             )
         self.reset_image()
-        self._set_state(emb.to(self.device, torch.float32), original_size, input_size)
+        self._image = _ImageState(emb.to(self.device, torch.float32), original_size, input_size)
 
     def reset_image(self) -> None:
-        self.is_image_set = False
-        self.features: torch.Tensor | None = None  # type: ignore[assignment]
-        self.original_size: tuple[int, int] | None = None  # type: ignore[assignment]
-        self.input_size: tuple[int, int] | None = None  # type: ignore[assignment]
+        self._image = None
 
-    def _require_image(self) -> None:
-        if not self.is_image_set:
+    def _require_image(self) -> _ImageState:
+        if self._image is None:
             raise InputError("no image is set: call set_image(...) before predicting")
+        return self._image
 
     # ----- prompts -----------------------------------------------------------------------
     def predict(
@@ -195,7 +215,7 @@ class Predictor:
         point_coords is B×N×2, or ``batched=True``; a single 1×4 box stays unbatched, as in the
         official predictor.
         """
-        self._require_image()
+        state = self._require_image()
         prompts = check_prompts(
             point_coords,
             point_labels,
@@ -204,7 +224,7 @@ class Predictor:
             low_res_size=self.model.prompt_encoder.mask_input_size,
         )
         masks, scores, logits = self.predict_torch(
-            *self._to_model_frame(prompts),
+            *self._to_model_frame(prompts, state.original_size),
             multimask_output=multimask_output,
             return_logits=return_logits,
         )
@@ -218,19 +238,19 @@ class Predictor:
             logits=logits[sel].float().cpu().numpy(),
         )
 
-    def _to_model_frame(self, p: PromptBatch) -> tuple[Any, Any, Any, Any]:
+    def _to_model_frame(self, p: PromptBatch, size: tuple[int, int]) -> tuple[Any, Any, Any, Any]:
         coords = labels = boxes = masks = None
         dev = self.device
         if p.point_coords is not None:
             coords = torch.as_tensor(
-                self.transform.apply_coords(p.point_coords, self.original_size),
+                self.transform.apply_coords(p.point_coords, size),
                 dtype=torch.float,
                 device=dev,
             )
             labels = torch.as_tensor(p.point_labels, dtype=torch.int, device=dev)
         if p.boxes is not None:
             boxes = torch.as_tensor(
-                self.transform.apply_boxes(p.boxes, self.original_size),
+                self.transform.apply_boxes(p.boxes, size),
                 dtype=torch.float,
                 device=dev,
             )
@@ -253,7 +273,7 @@ class Predictor:
         Inputs with batch 1 are shared across the batch of the others.
         Returns masks B×C×H×W (bool, or logits with ``return_logits``), IoU predictions B×C
         and low-res logits B×C×s×s, with C = 3 when ``multimask_output`` else 1."""
-        self._require_image()
+        state = self._require_image()
         if (point_coords is None) != (point_labels is None):
             raise InputError("point_coords and point_labels must be given together")
         b = (
@@ -277,13 +297,13 @@ class Predictor:
             points=points, boxes=grow(boxes), masks=grow(mask_input)
         )
         low_res, iou = model.mask_decoder(
-            image_embeddings=self.features,
+            image_embeddings=state.features,
             image_pe=model.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=multimask_output,
         )
-        masks = model.postprocess_masks(low_res, self.input_size, self.original_size)
+        masks = model.postprocess_masks(low_res, state.input_size, state.original_size)
         if not return_logits:
             masks = masks > model.mask_threshold
         return masks, iou, low_res

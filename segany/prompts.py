@@ -37,7 +37,7 @@ def _array(name: str, value: Any, dtype: type) -> np.ndarray:
     if hasattr(value, "detach"):
         value = value.detach().cpu().numpy()
     try:
-        arr = np.asarray(value, dtype=dtype)
+        arr: np.ndarray = np.asarray(value, dtype=dtype)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{name} must be numeric array-like: {exc}") from None
     if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():

@@ -6,6 +6,7 @@ Coordinates are XY pixels in the model's input frame (after resize-longest-side)
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -79,6 +80,10 @@ class PromptEncoder(nn.Module):
         )
         self.no_mask_embed = nn.Embedding(1, embed_dim)
 
+    def _token(self, i: int) -> torch.Tensor:
+        """The learned 1×C embedding ``i`` (0 bg point, 1 fg point, 2/3 box corners)."""
+        return cast(nn.Embedding, self.point_embeddings[i]).weight
+
     def get_dense_pe(self) -> torch.Tensor:
         """Positional encoding of the image embedding grid: 1×C×h×w."""
         return self.pe_layer(self.image_embedding_size).unsqueeze(0)
@@ -92,16 +97,14 @@ class PromptEncoder(nn.Module):
         emb = self.pe_layer.forward_with_coords(points, self.input_image_size)
         labels = labels[..., None]
         emb = torch.where(labels == -1, self.not_a_point_embed.weight, emb)
-        emb = emb + torch.where(labels == 0, self.point_embeddings[0].weight, 0.0)
-        emb = emb + torch.where(labels == 1, self.point_embeddings[1].weight, 0.0)
+        emb = emb + torch.where(labels == 0, self._token(0), 0.0)
+        emb = emb + torch.where(labels == 1, self._token(1), 0.0)
         return emb
 
     def _embed_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
         corners = (boxes + 0.5).reshape(-1, 2, 2)  # B×4 -> B×2 corners×XY
         emb = self.pe_layer.forward_with_coords(corners, self.input_image_size)
-        corner_tokens = torch.cat(
-            [self.point_embeddings[2].weight, self.point_embeddings[3].weight]
-        )  # 2×C
+        corner_tokens = torch.cat([self._token(2), self._token(3)])  # 2×C
         return emb + corner_tokens
 
     def _batch_size(
@@ -127,7 +130,7 @@ class PromptEncoder(nn.Module):
         """points (B×N×2 coords, B×N labels), boxes B×4, masks B×1×4h×4w ->
         sparse B×T×C tokens and dense B×C×h×w embeddings."""
         bs = self._batch_size(points, boxes, masks)
-        device = self.point_embeddings[0].weight.device
+        device = self._token(0).device
         parts = [torch.empty((bs, 0, self.embed_dim), device=device)]
         if points is not None:
             parts.append(self._embed_points(points[0], points[1], pad=boxes is None))
