@@ -1,0 +1,272 @@
+"""``segany train``, ``segany synth`` and ``segany distill``: training from the command line.
+
+Options mirror ``segany.train.TrainConfig``; those not given keep the library's defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from segany.cli.common import (
+    Console,
+    add_output_options,
+    finite_float,
+    fraction,
+    non_negative_int,
+    positive_int,
+)
+
+# CLI option -> TrainConfig field (options left out keep the TrainConfig default).
+_TRAIN_FIELDS = {
+    "steps": "steps",
+    "batch_size": "batch_size",
+    "accumulate": "accumulate",
+    "masks_per_image": "masks_per_image",
+    "lr": "lr",
+    "min_lr_ratio": "min_lr_ratio",
+    "warmup": "warmup_steps",
+    "weight_decay": "weight_decay",
+    "layer_decay": "layer_decay",
+    "drop_path": "drop_path",
+    "clip_grad": "clip_grad",
+    "rounds": "rounds",
+    "grad_rounds": "grad_rounds",
+    "box_prob": "box_prob",
+    "box_noise": "box_noise",
+    "box_max_noise": "box_max_noise",
+    "freeze": "freeze",
+    "device": "device",
+    "seed": "seed",
+    "val_every": "val_every",
+    "val_images": "val_images",
+    "ckpt_every": "ckpt_every",
+    "log_every": "log_every",
+}
+_LOSS_FIELDS = {
+    "focal_weight": "focal",
+    "dice_weight": "dice",
+    "iou_weight": "iou",
+    "focal_alpha": "focal_alpha",
+    "focal_gamma": "focal_gamma",
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    _register_train(subparsers)
+    _register_synth(subparsers)
+    _register_distill(subparsers)
+
+
+def _register_train(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train or fine-tune a model (SAM's recipe) on SA-1B or COCO data",
+        description="Train from scratch (--config) or fine-tune (--model) on an SA-1B folder "
+        "or a COCO instances JSON (ANNOTATIONS.json[:IMAGES_DIR]).",
+    )
+    p.add_argument("data", help="training data: SA-1B folder or COCO JSON[:images dir]")
+    p.add_argument("--val", metavar="DATA", help="validation data (same forms)")
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="run folder")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("-m", "--model", metavar="NAME_OR_PATH", help="fine-tune these weights")
+    start.add_argument(
+        "--config",
+        metavar="NAME_OR_JSON",
+        help="train from scratch: a variant name (tiny, vit_b, ...) or a SamConfig JSON file",
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--export", metavar="PATH", help="also write the best weights here")
+    p.add_argument("--half", action="store_true", help="export in fp16")
+    g = p.add_argument_group("schedule")
+    for name, kind in (
+        ("steps", positive_int),
+        ("batch-size", positive_int),
+        ("accumulate", positive_int),
+        ("masks-per-image", positive_int),
+        ("lr", finite_float),
+        ("min-lr-ratio", fraction),
+        ("warmup", non_negative_int),
+        ("weight-decay", finite_float),
+        ("layer-decay", fraction),
+        ("drop-path", fraction),
+        ("clip-grad", finite_float),
+        ("seed", non_negative_int),
+        ("val-every", positive_int),
+        ("val-images", positive_int),
+        ("ckpt-every", positive_int),
+        ("log-every", positive_int),
+    ):
+        g.add_argument(f"--{name}", type=kind)
+    g = p.add_argument_group("prompts and loss")
+    g.add_argument("--rounds", type=positive_int, help="prompt rounds per mask (paper: 11)")
+    g.add_argument(
+        "--grad-rounds", type=non_negative_int, help="rounds with gradients (0: all of them)"
+    )
+    g.add_argument("--box-prob", type=fraction, help="share of first prompts that are boxes")
+    g.add_argument("--box-noise", type=fraction, help="box jitter std, fraction of the side")
+    g.add_argument("--box-max-noise", type=finite_float, help="box jitter cap in pixels")
+    for name in ("focal-weight", "dice-weight", "iou-weight", "focal-alpha", "focal-gamma"):
+        g.add_argument(f"--{name}", type=finite_float)
+    g = p.add_argument_group("hardware")
+    g.add_argument("--freeze", choices=("none", "encoder", "decoder-only"))
+    g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when present)")
+    g.add_argument("--no-amp", action="store_true", help="train in fp32 (default: bf16 autocast)")
+    g.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads for torch")
+    g.add_argument("--workers", type=non_negative_int, help="(reserved) data loader workers")
+    add_output_options(p)
+    p.set_defaults(run=run_train)
+
+
+def _register_synth(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "synth",
+        help="generate a synthetic SA-1B-style dataset (textured overlapping shapes)",
+        description="Scenes of overlapping polygons, ellipses and blobs filled with textures "
+        "from scikit-image's photos, written as SA-1B image/JSON pairs.",
+    )
+    p.add_argument("out", help="output folder")
+    p.add_argument("-n", "--count", type=positive_int, default=1000, help="number of images")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--size", type=positive_int, help="longest image side in pixels")
+    add_output_options(p)
+    p.set_defaults(run=run_synth)
+
+
+def _register_distill(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "distill",
+        help="train a small image encoder to reproduce a larger model's embeddings",
+    )
+    p.add_argument("images", help="folder of images (any SA-1B or plain image folder)")
+    p.add_argument("-t", "--teacher", required=True, metavar="NAME_OR_PATH")
+    p.add_argument("--student", required=True, metavar="NAME_OR_JSON", help="student config")
+    p.add_argument("-o", "--out", required=True, metavar="PATH", help="student weights file")
+    p.add_argument("--steps", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--lr", type=finite_float)
+    p.add_argument("--device")
+    add_output_options(p)
+    p.set_defaults(run=run_distill)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _model_config(spec: str):
+    from pathlib import Path
+
+    from segany.models import SamConfig, get_config
+    from segany.train.recipes import NAMED_CONFIGS
+
+    if spec in NAMED_CONFIGS:
+        return NAMED_CONFIGS[spec]
+    if Path(spec).is_file():
+        return SamConfig.from_json(Path(spec).read_text())
+    return get_config(spec)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from segany.errors import InputError
+    from segany.train.datasets import open_dataset
+    from segany.train.losses import LossWeights
+    from segany.train.trainer import TrainConfig, Trainer
+
+    console = Console(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    given = {f: getattr(args, o) for o, f in _TRAIN_FIELDS.items() if getattr(args, o) is not None}
+    loss = {f: getattr(args, o) for o, f in _LOSS_FIELDS.items() if getattr(args, o) is not None}
+    cfg = TrainConfig(
+        out_dir=args.out,
+        loss=LossWeights(**loss),
+        amp=not args.no_amp,
+        progress=not args.quiet,
+        **given,
+    )
+    if args.model:
+        from segany.checkpoints import load_model
+
+        model = load_model(args.model)
+    else:
+        from segany.models import build_sam
+
+        if not args.config and not args.resume:
+            raise InputError("give --model (fine-tune), --config (from scratch) or --resume")
+        model = build_sam(_model_config(args.config or _resumed_config(args.out)))
+    msc = model.config
+    kw = {"pixel_mean": msc.pixel_mean, "pixel_std": msc.pixel_std}
+    train = open_dataset(
+        args.data, msc.image_size, masks_per_image=cfg.masks_per_image, flip=True, **kw
+    )
+    val = open_dataset(args.val, msc.image_size, masks_per_image=64, **kw) if args.val else None
+    trainer = Trainer(model, cfg, train, val)
+    if args.resume:
+        trainer.resume()
+        console.info(f"resumed at step {trainer.step}")
+    nparams = sum(p.numel() for p in model.parameters())
+    console.info(f"training {msc.name} ({nparams / 1e6:.2f} M parameters) on {len(train)} images")
+    history = trainer.fit()
+    summary = {"out": args.out, "steps": trainer.step, "best_score": trainer.best_score}
+    vals = [h for h in history if "point_miou" in h]
+    if vals:
+        summary["last_validation"] = vals[-1]
+    if args.export:
+        from segany.train.checkpointing import export
+
+        src = trainer.out / ("best.safetensors" if vals else "checkpoint.safetensors")
+        export(src, args.export, half=args.half)
+        summary["export"] = args.export
+    console.summary(summary)
+    console.info(json.dumps(summary))
+    return 0
+
+
+def _resumed_config(out: str) -> str:
+    from pathlib import Path
+
+    from segany.errors import InputError
+    from segany.train.checkpointing import load_state_dict
+
+    path = Path(out) / "checkpoint.safetensors"
+    if not path.exists():
+        raise InputError(f"nothing to resume in {out}")
+    cfg, _ = load_state_dict(path)
+    tmp = Path(out) / "model_config.json"
+    tmp.write_text(cfg.to_json())
+    return str(tmp)
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from segany.train.synth import SynthConfig, write_sa1b
+
+    console = Console(args)
+    cfg = SynthConfig(long_side=args.size) if args.size else SynthConfig()
+    if args.size:
+        cfg = SynthConfig(long_side=args.size, min_short_side=max(1, args.size * 3 // 4))
+    out = write_sa1b(args.out, args.count, args.seed, cfg, progress=not args.quiet)
+    console.summary({"out": str(out), "count": args.count, "seed": args.seed})
+    console.info(f"wrote {args.count} images to {out}")
+    return 0
+
+
+def run_distill(args: argparse.Namespace) -> int:
+    from segany.checkpoints import load_model
+    from segany.models import build_sam
+    from segany.train.distill import DistillConfig, distill_encoder, image_folder
+
+    console = Console(args)
+    teacher = load_model(args.teacher, device=args.device or "cpu")
+    student = build_sam(_model_config(args.student))
+    given = {k: getattr(args, k) for k in ("steps", "batch_size", "lr") if getattr(args, k)}
+    cfg = DistillConfig(device=args.device or "auto", **given)
+    history = distill_encoder(teacher, student, image_folder(args.images), cfg)
+    from segany.checkpoints import save_model
+
+    save_model(student, args.out)
+    summary = {"out": args.out, "first_mse": history[0], "last_mse": history[-1]}
+    console.summary(summary)
+    console.info(json.dumps(summary))
+    return 0

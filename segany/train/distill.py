@@ -1,0 +1,149 @@
+"""Decoupled encoder distillation: a small image encoder learns a larger model's embeddings.
+
+The student's image encoder is trained with MSE against the teacher's image embeddings on
+unlabelled images (the recipe behind the lightweight SAMs); the prompt encoder and mask decoder
+are then copied from the teacher, so the student works with the teacher's decoder as is. The two
+models must share the embedding grid (``prompt_embed_dim`` and ``image_size / patch_size``); the
+student may have another input size, in which case both see the same image resized for each.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from segany.errors import InputError
+from segany.train.datasets import prepare
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 50
+    amp: bool = True
+    device: str = "auto"
+    seed: int = 0
+    copy_decoder: bool = True
+
+
+def image_folder(root: str | Path) -> list[Path]:
+    """Every image file under ``root`` (sorted, recursive)."""
+    files = sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f"no images found under {root}")
+    return files
+
+
+def _load(path: Path | np.ndarray) -> np.ndarray:
+    if isinstance(path, np.ndarray):
+        return path
+    import cv2
+
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise InputError(f"cannot read image {path}")
+    return np.ascontiguousarray(bgr[..., ::-1])
+
+
+def _batch(model: torch.nn.Module, images: list[np.ndarray]) -> torch.Tensor:
+    cfg = model.config
+    return torch.stack(
+        [
+            prepare(im, [], cfg.image_size, False, cfg.pixel_mean, cfg.pixel_std).image
+            for im in images
+        ]
+    )
+
+
+def _check(teacher: torch.nn.Module, student: torch.nn.Module) -> None:
+    t, s = teacher.config, student.config
+    if (t.prompt_embed_dim, t.embedding_size) != (s.prompt_embed_dim, s.embedding_size):
+        raise InputError(
+            f"student embeddings {s.prompt_embed_dim}×{s.embedding_size}² must match the "
+            f"teacher's {t.prompt_embed_dim}×{t.embedding_size}²"
+        )
+
+
+def distill_encoder(
+    teacher: torch.nn.Module,
+    student: torch.nn.Module,
+    images: Sequence[Path | np.ndarray],
+    cfg: DistillConfig | None = None,
+) -> list[float]:
+    """Train ``student.image_encoder`` on ``images``; returns the MSE of every step."""
+    cfg = cfg or DistillConfig()
+    _check(teacher, student)
+    if not len(images):
+        raise InputError("distillation needs at least one image")
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    )
+    teacher.to(device).eval().requires_grad_(False)
+    student.to(device).train()
+    if cfg.copy_decoder:
+        student.prompt_encoder.load_state_dict(teacher.prompt_encoder.state_dict())
+        student.mask_decoder.load_state_dict(teacher.mask_decoder.state_dict())
+    params = list(student.image_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def schedule(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    amp = cfg.amp and (device.type == "cpu" or torch.cuda.is_bf16_supported())
+    rng = np.random.default_rng(cfg.seed)
+    cache: dict[int, torch.Tensor] = {}  # teacher embeddings are fixed: compute each once
+    history: list[float] = []
+    for _ in range(cfg.steps):
+        idx = rng.integers(len(images), size=min(cfg.batch_size, len(images)))
+        pics = [_load(images[int(i)]) for i in idx]
+        with torch.no_grad():
+            missing = [int(i) for i in idx if int(i) not in cache]
+            if missing:
+                x = _batch(teacher, [_load(images[i]) for i in missing]).to(device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    emb = teacher.image_encoder(x).float()
+                for i, e in zip(missing, emb, strict=True):
+                    cache[i] = e
+            target = torch.stack([cache[int(i)] for i in idx])
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            pred = student.image_encoder(_batch(student, pics).to(device))
+        loss = F.mse_loss(pred.float(), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        history.append(float(loss))
+    student.eval()
+    return history
+
+
+@torch.no_grad()
+def embedding_mse(
+    teacher: torch.nn.Module, student: torch.nn.Module, images: Sequence[Path | np.ndarray]
+) -> float:
+    """Mean squared error between the two encoders' embeddings over ``images`` (fp32)."""
+    _check(teacher, student)
+    errs = []
+    for im in images:
+        pic = [_load(im)]
+        device = next(teacher.parameters()).device
+        t = teacher.image_encoder(_batch(teacher, pic).to(device))
+        s = student.image_encoder(_batch(student, pic).to(device))
+        errs.append(float(F.mse_loss(s.float(), t.float())))
+    return float(np.mean(errs))

@@ -1,0 +1,92 @@
+"""Optimizer pieces: AdamW groups with layer-wise lr decay, the lr schedule, drop path.
+
+Layer ids follow the official parameter names: ``image_encoder.patch_embed``/``pos_embed`` are
+layer 0, ``image_encoder.blocks.N`` layer N+1, everything after the blocks (neck, prompt encoder,
+mask decoder) the top layer, which keeps the full learning rate.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from segany.train.trainer import TrainConfig
+
+_BLOCK = re.compile(r"^image_encoder\.blocks\.(\d+)\.")
+
+
+def layer_id(name: str, depth: int) -> int:
+    """The layer a parameter belongs to for layer-wise lr decay (0 .. depth + 1)."""
+    if name.startswith(("image_encoder.patch_embed", "image_encoder.pos_embed")):
+        return 0
+    hit = _BLOCK.match(name)
+    if hit:
+        return int(hit.group(1)) + 1
+    return depth + 1
+
+
+def _no_decay(name: str, param: torch.Tensor) -> bool:
+    # Norms, biases and positional tables are not shrunk towards zero.
+    return param.ndim <= 1 or "pos_embed" in name or "rel_pos" in name
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters, grouped by (layer, weight decay)."""
+    depth = len(model.image_encoder.blocks)
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        lid = layer_id(name, depth)
+        nd = _no_decay(name, p)
+        key = (lid, nd)
+        if key not in groups:
+            scale = cfg.layer_decay ** (depth + 1 - lid)
+            groups[key] = {
+                "params": [],
+                "lr": cfg.lr * scale,
+                "lr_scale": scale,
+                "weight_decay": 0.0 if nd else cfg.weight_decay,
+            }
+        groups[key]["params"].append(p)
+    ordered = [groups[k] for k in sorted(groups, key=lambda k: (-k[0], k[1]))]
+    return torch.optim.AdamW(ordered, lr=cfg.lr, betas=(0.9, 0.999))
+
+
+def lr_lambda(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to 1, then cosine decay to ``min_lr_ratio`` at ``steps``."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    t = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def drop_path_hooks(model: torch.nn.Module, rate: float) -> list:
+    """Stochastic depth on the encoder blocks, added from outside the modeling code.
+
+    A forward hook keeps or drops each block's whole residual update per sample (rate rising
+    linearly to ``rate`` at the last block) and rescales kept updates by 1/(1-p) in training.
+    """
+    if rate <= 0:
+        return []
+    blocks = list(model.image_encoder.blocks)
+    handles = []
+    for i, block in enumerate(blocks):
+        p = rate * i / max(1, len(blocks) - 1)
+        if p <= 0:
+            continue
+
+        def hook(module, inputs, output, p=p):
+            if not module.training:
+                return output
+            x = inputs[0]
+            keep = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), device=x.device) >= p
+            return x + (output - x) * keep.to(output.dtype) / (1 - p)
+
+        handles.append(block.register_forward_hook(hook))
+    return handles

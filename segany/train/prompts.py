@@ -1,0 +1,125 @@
+"""Prompt simulation as in the SAM paper's training.
+
+The first prompt of a mask is either one point drawn uniformly inside the mask or its bounding
+box with noise (standard deviation a fraction of the box side, capped in pixels). Each later round
+adds one point drawn uniformly from the error region of the previous prediction: positive where
+the object was missed, negative where the prediction spilled over; the previous low-resolution
+logits are fed back as the mask prompt. Some rounds add no point at all, so the model learns to
+refine from its own mask alone.
+
+All coordinates are XY pixels of the model's input frame (resized + padded), as the prompt
+encoder expects. Masks are ``M×H×W`` bool; every function is batched over the M masks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from segany.errors import InputError
+
+
+def _uniform_pixel(region: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One pixel drawn uniformly from each ``M×H×W`` region -> ``M×2`` XY (float).
+
+    Rows whose region is empty get a pixel drawn from the whole frame; callers mark them.
+    """
+    m, h, w = region.shape
+    weights = region.reshape(m, h * w).float()
+    empty = weights.sum(1) == 0
+    weights[empty] = 1.0
+    idx = torch.multinomial(weights, 1, generator=generator).squeeze(1)
+    return torch.stack([idx % w, idx // w], dim=1).float()
+
+
+def points_in_masks(masks: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One point drawn uniformly inside each mask: ``M×H×W`` bool -> ``M×2`` XY."""
+    if masks.dim() != 3:
+        raise InputError(f"masks must be M×H×W, got shape {tuple(masks.shape)}")
+    return _uniform_pixel(masks, generator)
+
+
+def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """Tight XYXY boxes ``M×4`` of ``M×H×W`` masks (x1, y1 exclusive); zeros for empty masks."""
+    m, h, w = masks.shape
+    rows, cols = masks.any(2), masks.any(1)
+    ar_h = torch.arange(h, device=masks.device)
+    ar_w = torch.arange(w, device=masks.device)
+    y0 = torch.where(rows, ar_h, h).min(1).values
+    y1 = torch.where(rows, ar_h + 1, 0).max(1).values
+    x0 = torch.where(cols, ar_w, w).min(1).values
+    x1 = torch.where(cols, ar_w + 1, 0).max(1).values
+    boxes = torch.stack([x0, y0, x1, y1], 1).float()
+    return torch.where(masks.flatten(1).any(1, keepdim=True), boxes, torch.zeros_like(boxes))
+
+
+def noisy_boxes(
+    masks: torch.Tensor,
+    noise: float = 0.1,
+    max_noise: float = 20.0,
+    bounds: tuple[int, int] | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Boxes of ``M×H×W`` masks with each coordinate jittered -> ``M×4`` XYXY.
+
+    The jitter of a coordinate has standard deviation ``noise`` × the box side along its axis and
+    is clipped to ``max_noise`` pixels; boxes stay inside ``bounds`` (h, w) and keep x0<x1, y0<y1.
+    """
+    boxes = mask_boxes(masks)
+    side = torch.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], 1).repeat(1, 2)
+    jitter = torch.randn(boxes.shape, generator=generator).to(boxes.device) * side * noise
+    boxes = boxes + jitter.clamp(-max_noise, max_noise)
+    h, w = bounds if bounds is not None else masks.shape[-2:]
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+    x0, x1 = torch.minimum(boxes[:, 0], boxes[:, 2]), torch.maximum(boxes[:, 0], boxes[:, 2])
+    y0, y1 = torch.minimum(boxes[:, 1], boxes[:, 3]), torch.maximum(boxes[:, 1], boxes[:, 3])
+    return torch.stack([x0, y0, torch.maximum(x1, x0 + 1), torch.maximum(y1, y0 + 1)], 1)
+
+
+def error_points(
+    pred: torch.Tensor, gt: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A corrective click per mask from the error region of ``pred`` vs ``gt`` (both M×H×W bool).
+
+    Returns points ``M×2`` XY and labels ``M``: 1 where the point lies in a missed part of the
+    object, 0 where it lies in a false-positive part, -1 (a padding point the prompt encoder
+    ignores) where the prediction has no error at all.
+    """
+    if pred.shape != gt.shape:
+        raise InputError(f"pred {tuple(pred.shape)} and gt {tuple(gt.shape)} differ in shape")
+    error = pred ^ gt
+    pts = _uniform_pixel(error, generator)
+    xi, yi = pts[:, 0].long(), pts[:, 1].long()
+    inside = gt[torch.arange(gt.shape[0], device=gt.device), yi, xi]
+    labels = inside.float()
+    labels[~error.flatten(1).any(1)] = -1.0
+    return pts, labels
+
+
+def center_points(masks: torch.Tensor) -> torch.Tensor:
+    """The point of each mask farthest from its boundary (the evaluation's click) -> ``M×2`` XY."""
+    import cv2
+    import numpy as np
+
+    out = []
+    for m in masks.cpu().numpy().astype(np.uint8):
+        dist = cv2.distanceTransform(np.pad(m, 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
+        y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+        out.append((float(x), float(y)))
+    return torch.tensor(out, dtype=torch.float32).reshape(-1, 2).to(masks.device)
+
+
+def mask_only_rounds(num_rounds: int, generator: torch.Generator | None = None) -> set[int]:
+    """Rounds (0-based) that add no new point: the last one and one random middle round.
+
+    With the paper's 11 rounds: round 0 is the first prompt, 8 rounds add error points and two
+    (one inserted at random among them, one at the end) add nothing but the previous mask.
+    """
+    if num_rounds < 1:
+        raise InputError(f"num_rounds must be at least 1, got {num_rounds}")
+    if num_rounds < 3:
+        return set()
+    if num_rounds == 3:
+        return {2}
+    middle = 1 + int(torch.randint(num_rounds - 2, (1,), generator=generator))
+    return {middle, num_rounds - 1}

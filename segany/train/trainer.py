@@ -1,0 +1,336 @@
+"""The training loop: SAM's recipe on any mask dataset, on CPU or GPU.
+
+One step encodes a batch of images once and trains several masks per image through
+``rounds`` simulated interactions (see ``prompts``). Everything random in a step is seeded
+from ``(seed, step)``, so ``resume`` continues exactly where a run stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from segany.errors import InputError
+from segany.train import prompts
+from segany.train.checkpointing import load_weights, save_weights
+from segany.train.datasets import MaskDataset, collate
+from segany.train.losses import LossWeights, sam_loss
+from segany.train.optim import build_optimizer, drop_path_hooks, lr_lambda
+
+FREEZE_OPTIONS = ("none", "encoder", "decoder-only")
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a run; stored in the training state so a resumed run uses the same."""
+
+    out_dir: str = "runs/train"
+    steps: int = 1000
+    batch_size: int = 4  # images per micro-batch
+    accumulate: int = 1  # micro-batches per optimizer step
+    masks_per_image: int = 8
+    lr: float = 8e-4
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 250
+    weight_decay: float = 0.1
+    layer_decay: float = 1.0  # < 1 for fine-tuning: earlier encoder blocks learn slower
+    drop_path: float = 0.0
+    clip_grad: float = 1.0
+    rounds: int = 11
+    grad_rounds: int = 0  # 0: every round gets gradients; k: round 0 and k-1 random others
+    box_prob: float = 0.5
+    box_noise: float = 0.1
+    box_max_noise: float = 20.0
+    loss: LossWeights = field(default_factory=LossWeights)
+    freeze: str = "none"
+    amp: bool = True  # bf16 autocast
+    device: str = "auto"
+    seed: int = 0
+    val_every: int = 500
+    val_images: int = 100
+    ckpt_every: int = 200
+    log_every: int = 10
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        d = dict(d)
+        d["loss"] = LossWeights(**d.get("loss", {}))
+        return cls(**d)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    """Trains ``model`` (a segany ``Sam``) on ``train_set``; validates on ``val_set``."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: TrainConfig,
+        train_set: MaskDataset,
+        val_set: MaskDataset | None = None,
+    ) -> None:
+        if config.freeze not in FREEZE_OPTIONS:
+            raise InputError(f"freeze must be one of {FREEZE_OPTIONS}, got {config.freeze!r}")
+        if config.rounds < 1 or config.batch_size < 1 or config.accumulate < 1:
+            raise InputError("rounds, batch_size and accumulate must be at least 1")
+        self.cfg = config
+        self.device = resolve_device(config.device)
+        self.model = model.to(self.device)
+        self.train_set, self.val_set = train_set, val_set
+        self.image_size = int(model.image_encoder.img_size)
+        self._freeze()
+        self.optimizer = build_optimizer(self.model, config)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_lambda(s, config)
+        )
+        self._hooks = drop_path_hooks(self.model, config.drop_path)
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.best_score = -1.0
+        self.out = Path(config.out_dir)
+
+    # ---------------------------------------------------------------------------------------
+    def _freeze(self) -> None:
+        m, f = self.model, self.cfg.freeze
+        frozen = {
+            "none": [],
+            "encoder": [m.image_encoder],
+            "decoder-only": [m.image_encoder, m.prompt_encoder],
+        }[f]
+        for module in frozen:
+            module.requires_grad_(False)
+        self._encoder_frozen = f != "none"
+
+    def _autocast(self):
+        enabled = self.cfg.amp and (self.device.type == "cpu" or torch.cuda.is_bf16_supported())
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def _batch(self, rng: np.random.Generator):
+        idx = rng.integers(len(self.train_set), size=self.cfg.batch_size)
+        return collate([self.train_set.get(int(i), rng) for i in idx])
+
+    # ---------------------------------------------------------------------------------------
+    def _rounds_loss(
+        self,
+        embedding: torch.Tensor,
+        gt: torch.Tensor,
+        input_size: tuple[int, int],
+        gen: torch.Generator,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Simulated interaction on one image: embedding 1×C×h×w, gt M×S×S bool."""
+        cfg, m = self.cfg, self.model
+        n, s = gt.shape[0], self.image_size
+        valid = torch.zeros(1, s, s, dtype=torch.bool, device=gt.device)
+        valid[:, : input_size[0], : input_size[1]] = True
+        use_box = bool(torch.rand((), generator=gen) < cfg.box_prob)
+        boxes = None
+        if use_box:
+            boxes = prompts.noisy_boxes(
+                gt.cpu(), cfg.box_noise, cfg.box_max_noise, input_size, gen
+            ).to(gt.device)
+            pts = torch.zeros(n, 0, 2, device=gt.device)
+            lbl = torch.zeros(n, 0, device=gt.device)
+        else:
+            pts = prompts.points_in_masks(gt.cpu(), gen).to(gt.device)[:, None]
+            lbl = torch.ones(n, 1, device=gt.device)
+        quiet = prompts.mask_only_rounds(cfg.rounds, gen)
+        if cfg.grad_rounds > 0:
+            others = torch.randperm(cfg.rounds - 1, generator=gen)[: cfg.grad_rounds - 1] + 1
+            grad_set = {0, *others.tolist()}
+        else:
+            grad_set = set(range(cfg.rounds))
+        last = max(grad_set)
+        dense_pe = m.prompt_encoder.get_dense_pe()
+        mask_input = None
+        pred = torch.zeros_like(gt)
+        total = embedding.new_zeros(())
+        parts = {"focal": 0.0, "dice": 0.0, "iou_mse": 0.0}
+        for r in range(last + 1):
+            if r > 0 and r not in quiet:
+                new_pt, new_lbl = prompts.error_points(pred.cpu(), gt.cpu(), gen)
+                pts = torch.cat([pts, new_pt.to(gt.device)[:, None]], 1)
+                lbl = torch.cat([lbl, new_lbl.to(gt.device)[:, None]], 1)
+            multimask = r == 0 and not use_box
+            with torch.set_grad_enabled(r in grad_set and torch.is_grad_enabled()):
+                with self._autocast():
+                    sparse, dense = m.prompt_encoder(
+                        points=(pts, lbl) if pts.shape[1] else None, boxes=boxes, masks=mask_input
+                    )
+                    low, iou_pred = m.mask_decoder(
+                        image_embeddings=embedding,
+                        image_pe=dense_pe,
+                        sparse_prompt_embeddings=sparse,
+                        dense_prompt_embeddings=dense,
+                        multimask_output=multimask,
+                    )
+                logits = F.interpolate(low.float(), (s, s), mode="bilinear", align_corners=False)
+                out = sam_loss(logits, gt, iou_pred, cfg.loss)
+                if r in grad_set:
+                    total = total + out.total
+                    parts["focal"] += out.focal
+                    parts["dice"] += out.dice
+                    parts["iou_mse"] += out.iou_mse
+            # Next round starts from the output the model itself ranks best.
+            choice = iou_pred.detach().argmax(1)
+            rows = torch.arange(n, device=gt.device)
+            mask_input = low.detach()[rows, choice][:, None].float()
+            (logits.detach()[rows, choice] > 0) & valid
+        k = len(grad_set)
+        return total / k, {key: v / k for key, v in parts.items()}
+
+    def compute_loss(
+        self, images: torch.Tensor, masks: list[torch.Tensor], sizes: list, gen: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss of one micro-batch: images B×3×S×S, masks per image M_i×S×S."""
+        images = images.to(self.device)
+        with torch.set_grad_enabled(not self._encoder_frozen and torch.is_grad_enabled()):
+            with self._autocast():
+                emb = self.model.image_encoder(images)
+        count = sum(int(mk.shape[0]) for mk in masks)
+        total = emb.new_zeros(()).float()
+        parts = {"focal": 0.0, "dice": 0.0, "iou_mse": 0.0}
+        for i, gt in enumerate(masks):
+            if gt.shape[0] == 0:
+                continue
+            loss, p = self._rounds_loss(emb[i : i + 1], gt.to(self.device), sizes[i], gen)
+            w = gt.shape[0] / count
+            total = total + loss * w
+            for key in parts:
+                parts[key] += p[key] * w
+        return total, parts
+
+    def train_step(self) -> dict[str, Any]:
+        """One optimizer step (``accumulate`` micro-batches); seeded by (seed, step)."""
+        cfg = self.cfg
+        seed = cfg.seed * 1_000_003 + self.step
+        rng = np.random.default_rng([cfg.seed, self.step])
+        gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)  # drop path draws from the global generator
+        self.model.train()
+        t0 = time.time()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum, parts_sum = 0.0, {"focal": 0.0, "dice": 0.0, "iou_mse": 0.0}
+        for _ in range(cfg.accumulate):
+            images, masks, sizes = self._batch(rng)
+            loss, parts = self.compute_loss(images, masks, sizes, gen)
+            (loss / cfg.accumulate).backward()
+            loss_sum += float(loss.detach()) / cfg.accumulate
+            for key in parts_sum:
+                parts_sum[key] += parts[key] / cfg.accumulate
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad or math.inf))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        dt = time.time() - t0
+        return {
+            "step": self.step,
+            "loss": loss_sum,
+            **parts_sum,
+            "grad_norm": grad_norm,
+            "lr": self.optimizer.param_groups[0]["lr"]
+            / self.optimizer.param_groups[0].get("lr_scale", 1.0),
+            "img_s": cfg.batch_size * cfg.accumulate / dt,
+        }
+
+    # ---------------------------------------------------------------------------------------
+    def validate(self) -> dict[str, float]:
+        from segany.train.validation import prompt_miou
+
+        if self.val_set is None:
+            return {}
+        return prompt_miou(self.model, self.val_set, self.cfg.val_images, self._autocast)
+
+    def save(self, name: str = "checkpoint") -> Path:
+        """Weights (segany safetensors) + training state, written atomically."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_weights(self.model, self.out / f"{name}.safetensors")
+        state = {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "config": self.cfg.to_dict(),
+            "history": self.history,
+            "best_score": self.best_score,
+            "rng": {"python": random.getstate(), "torch": torch.get_rng_state()},
+        }
+        tmp = self.out / f"{name}.state.pt.tmp"
+        torch.save(state, tmp)
+        tmp.replace(self.out / f"{name}.state.pt")
+        return self.out / f"{name}.safetensors"
+
+    def resume(self, name: str = "checkpoint") -> None:
+        """Restore weights, optimizer, schedule and history saved by ``save``."""
+        weights = self.out / f"{name}.safetensors"
+        state_path = self.out / f"{name}.state.pt"
+        if not weights.exists() or not state_path.exists():
+            raise InputError(f"nothing to resume in {self.out} (need {weights.name} + state)")
+        load_weights(self.model, weights)
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        self.history = list(state["history"])
+        self.best_score = float(state["best_score"])
+
+    def _log(self, record: dict[str, Any]) -> None:
+        self.history.append(record)
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def fit(self) -> list[dict[str, Any]]:
+        """Train to ``steps``, validating and checkpointing on the way; returns the history."""
+        cfg = self.cfg
+        bar = None
+        if cfg.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.steps, initial=self.step, unit="step", dynamic_ncols=True)
+        ema = None
+        t_start = time.time()
+        while self.step < cfg.steps:
+            rec = self.train_step()
+            ema = rec["loss"] if ema is None else 0.95 * ema + 0.05 * rec["loss"]
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{ema:.4f}", img_s=f"{rec['img_s']:.1f}")
+            if self.step % cfg.log_every == 0:
+                self._log({**rec, "time": time.time() - t_start})
+            if self.val_set is not None and (
+                self.step % cfg.val_every == 0 or self.step == cfg.steps
+            ):
+                val = self.validate()
+                self._log({"step": self.step, **val, "time": time.time() - t_start})
+                score = val.get("point_miou", 0.0) + val.get("box_miou", 0.0)
+                if bar is not None:
+                    bar.write(
+                        f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in val.items())
+                    )
+                if score > self.best_score:
+                    self.best_score = score
+                    save_weights(self.model, self.out / "best.safetensors")
+            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
+                self.save()
+        if bar is not None:
+            bar.close()
+        return self.history
