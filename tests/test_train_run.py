@@ -213,3 +213,40 @@ def test_cli_synth_and_train(tmp_path):
     assert main(["train", *args, "--resume"]) == 0
     lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["step"] == 4 or json.loads(lines[-2])["step"] == 4
+
+
+def test_cli_distill(tmp_path):
+    from segany.checkpoints import load_model, save_model
+    from segany.cli import main
+    from segany.train.synth import write_sa1b
+
+    write_sa1b(tmp_path / "imgs", 3, seed=5, cfg=SYNTH)
+    torch.manual_seed(0)
+    save_model(build_sam(SMALL), tmp_path / "teacher.safetensors")
+    student = SamConfig(
+        **{
+            **SMALL.__dict__,
+            "name": "student",
+            "encoder_depth": 1,
+            "encoder_global_attn_indexes": (0,),
+        }
+    )
+    (tmp_path / "student.json").write_text(student.to_json())
+    out = tmp_path / "student.safetensors"
+    args = [
+        "distill",
+        str(tmp_path / "imgs"),
+        "-t",
+        str(tmp_path / "teacher.safetensors"),
+        "--student",
+        str(tmp_path / "student.json"),
+        "-o",
+        str(out),
+        "--steps",
+        "3",
+        "--batch-size",
+        "2",
+        "-q",
+    ]
+    assert main(args) == 0
+    assert load_model(str(out)).config.name == "student"

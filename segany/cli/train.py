@@ -113,7 +113,6 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when present)")
     g.add_argument("--no-amp", action="store_true", help="train in fp32 (default: bf16 autocast)")
     g.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads for torch")
-    g.add_argument("--workers", type=non_negative_int, help="(reserved) data loader workers")
     add_output_options(p)
     p.set_defaults(run=run_train)
 
@@ -243,8 +242,8 @@ def run_synth(args: argparse.Namespace) -> int:
     from segany.train.synth import SynthConfig, write_sa1b
 
     console = Console(args)
-    cfg = SynthConfig(long_side=args.size) if args.size else SynthConfig()
-    if args.size:
+    cfg = SynthConfig()
+    if args.size:  # keep the default aspect range (short side at least 3/4 of the long one)
         cfg = SynthConfig(long_side=args.size, min_short_side=max(1, args.size * 3 // 4))
     out = write_sa1b(args.out, args.count, args.seed, cfg, progress=not args.quiet)
     console.summary({"out": str(out), "count": args.count, "seed": args.seed})
