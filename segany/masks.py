@@ -329,6 +329,8 @@ def mask_to_polygons(mask: np.ndarray, min_points: int = 3) -> list[list[list[fl
 
 def build_point_grid(n_per_side: int) -> np.ndarray:
     """``n²×2`` XY points at cell centres of an ``n×n`` grid on [0,1]² (row by row)."""
+    if n_per_side <= 0:
+        return np.zeros((0, 2))
     offset = 1 / (2 * n_per_side)
     side = np.linspace(offset, 1 - offset, n_per_side)
     xs = np.tile(side[None, :], (n_per_side, 1))
