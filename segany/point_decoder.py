@@ -20,12 +20,14 @@ submodules by their official names, so any ``segany.modeling`` decoder works.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from segany.modeling import LayerNorm2d, Sam
+from segany.modeling import LayerNorm2d, MaskDecoder, Sam
+from segany.modeling.transformer import Attention, TwoWayAttentionBlock
 
 
 def _split(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -35,7 +37,7 @@ def _split(x: torch.Tensor, heads: int) -> torch.Tensor:
 
 
 def _token_to_image_shared(
-    attn: nn.Module, q_tok: torch.Tensor, k_heads: torch.Tensor, v_heads: torch.Tensor
+    attn: Attention, q_tok: torch.Tensor, k_heads: torch.Tensor, v_heads: torch.Tensor
 ) -> torch.Tensor:
     """Tokens B×T×C attend to one image whose projections are given: k, v H×N×d."""
     heads = attn.num_heads
@@ -48,7 +50,7 @@ def _token_to_image_shared(
 
 
 def _token_to_image_folded(
-    attn: nn.Module, q_tok: torch.Tensor, k_img: torch.Tensor, v_img: torch.Tensor
+    attn: Attention, q_tok: torch.Tensor, k_img: torch.Tensor, v_img: torch.Tensor
 ) -> torch.Tensor:
     """Tokens B×T×C attend to per-prompt images k, v B×N×C, projecting only the tokens."""
     heads = attn.num_heads
@@ -67,7 +69,7 @@ def _token_to_image_folded(
 
 
 def _image_to_token_residual(
-    attn: nn.Module,
+    attn: Attention,
     keys: torch.Tensor,
     q_img: torch.Tensor | None,
     q_heads: torch.Tensor | None,
@@ -122,8 +124,9 @@ class PointDecoder:
     @torch.inference_mode()
     def __init__(self, model: Sam, embedding: torch.Tensor) -> None:
         self.model = model
-        dec = model.mask_decoder
+        dec: MaskDecoder = model.mask_decoder
         self.decoder = dec
+        self.layers = cast(list[TwoWayAttentionBlock], list(dec.transformer.layers))
         pe = model.prompt_encoder
         no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
         src = embedding.to(no_mask) + no_mask  # 1×C×h×w
@@ -131,7 +134,7 @@ class PointDecoder:
         self.keys = src.flatten(2).transpose(1, 2)  # 1×C×h×w -> 1×N×C
         self.key_pe = pe.get_dense_pe().to(no_mask).flatten(2).transpose(1, 2)
         k = self.keys + self.key_pe
-        first = dec.transformer.layers[0]
+        first = self.layers[0]
         heads = first.cross_attn_token_to_image.num_heads
 
         def proj(lin: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -154,7 +157,7 @@ class PointDecoder:
         queries, query_pe = tokens, tokens
         keys = self.keys
         shared = True  # keys are still the prompt-independent 1×N×C image
-        for layer in dec.transformer.layers:
+        for layer in self.layers:
             if layer.skip_first_layer_pe:
                 queries = layer.self_attn(queries, queries, queries)
             else:

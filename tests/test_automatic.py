@@ -254,6 +254,11 @@ def test_sa1b_preset():
     assert gen.pred_iou_thresh == 0.88 and gen.box_nms_thresh == 0.7
     with pytest.raises(InputError, match="preset"):
         MaskGenerator.from_preset("sa2b", model)
+    gen.pred_iou_thresh = 0.5  # selection options stay settable, and validated
+    assert gen.pred_iou_thresh == 0.5
+    with pytest.raises(InputError):
+        gen.output_mode = "png"
+    assert gen.output_mode == "binary_mask"
 
 
 # ------------------------------------------------------------------------------------------

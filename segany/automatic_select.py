@@ -1,0 +1,230 @@
+"""The automatic generator's records and its selection stage.
+
+Decoding (``segany.automatic``) yields, per crop, every mask that passed the quality cuts with its
+scores, box and COCO RLE (``CropMasks``). Selection here needs no model: quality thresholds,
+box NMS inside each crop, NMS across crops, hole/island removal, the area cap, and the records
+in the requested output mode. ``MaskGenerator.refilter`` re-runs only this stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from segany import masks as M
+from segany.errors import InputError
+
+OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
+
+
+@dataclass
+class MaskRecord:
+    """One mask, with the official record's fields and meaning.
+
+    segmentation: H×W bool (``binary_mask``) or an RLE dict; bbox and crop_box: XYWH pixels
+    (bbox width/height are max - min of the mask's pixel indices, as officially); point_coords:
+    ``[[x, y]]``, the grid point that produced the mask, in image pixels.
+    """
+
+    segmentation: np.ndarray | dict[str, Any]
+    area: int
+    bbox: list[int]
+    predicted_iou: float
+    point_coords: list[list[float]]
+    stability_score: float
+    crop_box: list[int]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain dict the official generator returns."""
+        return {
+            "segmentation": self.segmentation,
+            "area": self.area,
+            "bbox": self.bbox,
+            "predicted_iou": self.predicted_iou,
+            "point_coords": self.point_coords,
+            "stability_score": self.stability_score,
+            "crop_box": self.crop_box,
+        }
+
+    def mask(self) -> np.ndarray:
+        """The mask as H×W bool, whatever the output mode."""
+        if isinstance(self.segmentation, np.ndarray):
+            return self.segmentation
+        return M.decode_rle(self.segmentation)
+
+
+@dataclass
+class CropMasks:
+    """The masks one crop produced, in decode order. Boxes and masks are in the crop frame."""
+
+    crop_box: list[int]  # XYXY in the image
+    iou: torch.Tensor  # K float32
+    stability: torch.Tensor  # K float32
+    boxes: torch.Tensor  # K×4 int64 XYXY
+    points: torch.Tensor  # K×2 float64 XY
+    rles: list[dict[str, Any]]  # COCO RLE, crop-sized
+
+
+@dataclass
+class MaskCandidates:
+    """Every mask of one decoding pass that ``MaskGenerator.refilter`` may select from.
+
+    Holds masks with predicted IoU > ``pred_iou_floor`` and stability >= ``stability_floor``
+    (a floor of 0 keeps all), each with its scores, box and RLE: a few KB per mask.
+    """
+
+    image_size: tuple[int, int]
+    stability_score_offset: float
+    pred_iou_floor: float
+    stability_floor: float
+    multi_crop: bool  # crop layers were used: cross-crop NMS applies
+    crops: list[CropMasks] = field(repr=False)
+
+    def __len__(self) -> int:
+        return sum(len(c.rles) for c in self.crops)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The options that act after decoding (all that ``refilter`` may change)."""
+
+    pred_iou_thresh: float
+    stability_score_thresh: float
+    box_nms_thresh: float
+    crop_nms_thresh: float
+    min_mask_region_area: int
+    max_area_fraction: float | None
+    output_mode: str
+
+
+def check_range(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and np.isfinite(value) and (value > lo if lo_open else value >= lo) and value <= hi:
+        return
+    left = "(" if lo_open else "["
+    raise InputError(f"{name} must be a number in {left}{lo:g}, {hi:g}], got {value!r}")
+
+
+def check_int(name: str, value: Any, lo: int) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < lo:
+        raise InputError(f"{name} must be an integer >= {lo}, got {value!r}")
+
+
+def check_selection(s: Selection) -> None:
+    check_range("pred_iou_thresh", s.pred_iou_thresh, 0, 1)
+    check_range("stability_score_thresh", s.stability_score_thresh, 0, 1)
+    check_range("box_nms_thresh", s.box_nms_thresh, 0, 1)
+    check_range("crop_nms_thresh", s.crop_nms_thresh, 0, 1)
+    check_int("min_mask_region_area", s.min_mask_region_area, 0)
+    if s.max_area_fraction is not None:
+        check_range("max_area_fraction", s.max_area_fraction, 0, 1, lo_open=True)
+    if s.output_mode not in OUTPUT_MODES:
+        raise InputError(f"output_mode must be one of {OUTPUT_MODES}, got {s.output_mode!r}")
+
+
+def select(cands: MaskCandidates, sel: Selection) -> list[MaskRecord]:
+    """The masks ``sel`` keeps from ``cands``, as records, in the official order."""
+    h, w = cands.image_size
+    crop_idx, mask_idx = [], []
+    for ci, crop in enumerate(cands.crops):
+        keep = torch.ones(len(crop.rles), dtype=torch.bool)
+        if sel.pred_iou_thresh > 0:
+            keep &= crop.iou > sel.pred_iou_thresh
+        if sel.stability_score_thresh > 0:
+            keep &= crop.stability >= sel.stability_score_thresh
+        idx = keep.nonzero()[:, 0]
+        groups = torch.zeros(len(idx))
+        idx = idx[M.batched_nms(crop.boxes[idx].float(), crop.iou[idx], groups, sel.box_nms_thresh)]
+        crop_idx += [ci] * len(idx)
+        mask_idx += idx.tolist()
+    crops = [cands.crops[c] for c in crop_idx]
+    crop_boxes = torch.tensor([c.crop_box for c in crops], dtype=torch.int64).reshape(-1, 4)
+    boxes = (
+        torch.stack(
+            [
+                M.uncrop_boxes_xyxy(c.boxes[i], c.crop_box)
+                for c, i in zip(crops, mask_idx, strict=True)
+            ]
+        )
+        if crops
+        else torch.zeros(0, 4, dtype=torch.int64)
+    )
+    order = list(range(len(crops)))
+    if cands.multi_crop and crops:
+        # Prefer masks from smaller (more zoomed-in) crops.
+        scores = 1 / M.box_area(crop_boxes)
+        order = M.batched_nms(
+            boxes.float(), scores, torch.zeros(len(boxes)), sel.crop_nms_thresh
+        ).tolist()
+    # Each kept mask: (crop, index in crop, box in image, RLE, the RLE's frame XYXY)
+    kept = [
+        (crops[k], mask_idx[k], boxes[k], crops[k].rles[mask_idx[k]], crops[k].crop_box)
+        for k in order
+    ]
+    if sel.min_mask_region_area > 0 and kept:
+        kept = _clean_regions(kept, (h, w), sel)
+    records = []
+    for crop, i, box, rle, frame in kept:
+        area = M.rle_area(rle)
+        if sel.max_area_fraction is not None and area >= sel.max_area_fraction * h * w:
+            continue
+        x0, y0 = crop.crop_box[:2]
+        records.append(
+            MaskRecord(
+                segmentation=_output(rle, frame, (h, w), sel.output_mode),
+                area=area,
+                bbox=M.box_xyxy_to_xywh(box).tolist(),
+                predicted_iou=crop.iou[i].item(),
+                point_coords=[(crop.points[i] + torch.tensor([x0, y0])).tolist()],
+                stability_score=crop.stability[i].item(),
+                crop_box=M.box_xyxy_to_xywh(torch.tensor(crop.crop_box)).tolist(),
+            )
+        )
+    return records
+
+
+def _clean_regions(kept: list, image_hw: tuple[int, int], sel: Selection) -> list:
+    """Fill small holes, drop small islands, then NMS again, preferring unchanged masks."""
+    new_masks, unchanged = [], []
+    for _, _, _, rle, frame in kept:
+        mask = _paste(M.decode_rle(rle), frame, image_hw)
+        mask, changed_holes = M.remove_small_regions(mask, sel.min_mask_region_area, "holes")
+        mask, changed_islands = M.remove_small_regions(mask, sel.min_mask_region_area, "islands")
+        new_masks.append(mask)
+        unchanged.append(float(not (changed_holes or changed_islands)))
+    boxes = torch.stack([M.batched_mask_to_box(torch.from_numpy(m)) for m in new_masks])
+    thresh = max(sel.box_nms_thresh, sel.crop_nms_thresh)
+    order = M.batched_nms(boxes.float(), torch.tensor(unchanged), torch.zeros(len(boxes)), thresh)
+    out = []
+    full = [0, 0, image_hw[1], image_hw[0]]
+    for k in order.tolist():
+        crop, i, box, rle, frame = kept[k]
+        if not unchanged[k]:
+            box, rle, frame = boxes[k], M.encode_rle(new_masks[k]), full
+        out.append((crop, i, box, rle, frame))
+    return out
+
+
+def _paste(mask: np.ndarray, frame: list[int], image_hw: tuple[int, int]) -> np.ndarray:
+    """A mask of the frame XYXY -> the H×W image mask (zero outside the frame)."""
+    x0, y0, x1, y1 = frame
+    if (x0, y0, x1, y1) == (0, 0, image_hw[1], image_hw[0]):
+        return mask
+    out = np.zeros(image_hw, dtype=bool)
+    out[y0:y1, x0:x1] = mask
+    return out
+
+
+def _output(rle: dict[str, Any], frame: list[int], image_hw: tuple[int, int], mode: str) -> Any:
+    whole = list(frame) == [0, 0, image_hw[1], image_hw[0]]
+    if mode == "coco_rle" and whole:
+        return dict(rle)
+    mask = _paste(M.decode_rle(rle), frame, image_hw)
+    if mode == "binary_mask":
+        return mask
+    if mode == "coco_rle":
+        return M.encode_rle(mask)
+    return M.mask_to_uncompressed_rle(torch.from_numpy(mask)[None])[0]
