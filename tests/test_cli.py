@@ -14,24 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import SMALL as TINY
 from PIL import Image
 
 from segany.checkpoints import save_model
 from segany.cli import main
-from segany.models import SamConfig, build_sam
+from segany.models import build_sam
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = SamConfig(
-    "test",
-    encoder_embed_dim=64,
-    encoder_depth=2,
-    encoder_num_heads=2,
-    encoder_global_attn_indexes=(1,),
-    image_size=256,
-    patch_size=16,
-    window_size=4,
-    decoder_mlp_dim=256,
-)
 
 
 @pytest.fixture(scope="session")
