@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING, cast
 
 from segany.cli.common import (
     Console,
@@ -16,6 +17,9 @@ from segany.cli.common import (
     non_negative_int,
     positive_int,
 )
+
+if TYPE_CHECKING:
+    from segany.modeling import Sam
 
 # CLI option -> TrainConfig field (options left out keep the TrainConfig default).
 _TRAIN_FIELDS = {
@@ -188,7 +192,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.model:
         from segany.checkpoints import load_model
 
-        model = load_model(args.model)
+        model = cast("Sam", load_model(args.model))
     else:
         from segany.models import build_sam
 
@@ -257,7 +261,7 @@ def run_distill(args: argparse.Namespace) -> int:
     from segany.train.distill import DistillConfig, distill_encoder, image_folder
 
     console = Console(args)
-    teacher = load_model(args.teacher, device=args.device or "cpu")
+    teacher = cast("Sam", load_model(args.teacher, device=args.device or "cpu"))
     student = build_sam(_model_config(args.student))
     given = {k: getattr(args, k) for k in ("steps", "batch_size", "lr") if getattr(args, k)}
     cfg = DistillConfig(device=args.device or "auto", **given)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from segany.errors import CheckpointError
 
+if TYPE_CHECKING:
+    from segany.modeling import Sam
 
-def save_weights(model: torch.nn.Module, path: str | Path, half: bool = False) -> None:
+
+def save_weights(model: Sam, path: str | Path, half: bool = False) -> None:
     """Write ``model`` (with its ``.config``) atomically, in fp32 or (``half``) fp16."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -17,7 +19,7 @@ def save_weights(model: torch.nn.Module, path: str | Path, half: bool = False) -
     tmp.replace(path)
 
 
-def _save_model(model: torch.nn.Module, path: str | Path, half: bool = False) -> None:
+def _save_model(model: Sam, path: str | Path, half: bool = False) -> None:
     from segany.checkpoints import save_model
 
     save_model(model, path, half=half)
@@ -29,7 +31,7 @@ def load_state_dict(path: str | Path):
     return _load(path)
 
 
-def load_weights(model: torch.nn.Module, path: str | Path) -> None:
+def load_weights(model: Sam, path: str | Path) -> None:
     """Load a segany safetensors file into ``model`` strictly (any dtype, cast to the model's)."""
     _config, state = load_state_dict(path)
     try:

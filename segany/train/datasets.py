@@ -48,9 +48,9 @@ def prepare(
     img = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
     if flip:
         img = img[:, ::-1]
-    img = (img - np.asarray(pixel_mean, np.float32)) / np.asarray(pixel_std, np.float32)
+    norm = (img - np.asarray(pixel_mean, np.float32)) / np.asarray(pixel_std, np.float32)
     out = torch.zeros(3, size, size)
-    out[:, :h, :w] = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)  # HWC -> CHW
+    out[:, :h, :w] = torch.from_numpy(np.ascontiguousarray(norm)).permute(2, 0, 1)  # HWC -> CHW
     mt = torch.zeros(len(masks), size, size, dtype=torch.bool)
     for i, m in enumerate(masks):
         r = cv2.resize(m.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) >= 0.5

@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,6 +21,9 @@ import torch.nn.functional as F
 
 from segany.errors import InputError
 from segany.train.datasets import prepare
+
+if TYPE_CHECKING:
+    from segany.modeling import Sam
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -56,7 +60,7 @@ def _load(path: Path | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(bgr[..., ::-1])
 
 
-def _batch(model: torch.nn.Module, images: list[np.ndarray]) -> torch.Tensor:
+def _batch(model: Sam, images: list[np.ndarray]) -> torch.Tensor:
     cfg = model.config
     return torch.stack(
         [
@@ -66,7 +70,7 @@ def _batch(model: torch.nn.Module, images: list[np.ndarray]) -> torch.Tensor:
     )
 
 
-def _check(teacher: torch.nn.Module, student: torch.nn.Module) -> None:
+def _check(teacher: Sam, student: Sam) -> None:
     t, s = teacher.config, student.config
     if (t.prompt_embed_dim, t.embedding_size) != (s.prompt_embed_dim, s.embedding_size):
         raise InputError(
@@ -76,8 +80,8 @@ def _check(teacher: torch.nn.Module, student: torch.nn.Module) -> None:
 
 
 def distill_encoder(
-    teacher: torch.nn.Module,
-    student: torch.nn.Module,
+    teacher: Sam,
+    student: Sam,
     images: Sequence[Path | np.ndarray],
     cfg: DistillConfig | None = None,
 ) -> list[float]:
@@ -134,9 +138,7 @@ def distill_encoder(
 
 
 @torch.no_grad()
-def embedding_mse(
-    teacher: torch.nn.Module, student: torch.nn.Module, images: Sequence[Path | np.ndarray]
-) -> float:
+def embedding_mse(teacher: Sam, student: Sam, images: Sequence[Path | np.ndarray]) -> float:
     """Mean squared error between the two encoders' embeddings over ``images`` (fp32)."""
     _check(teacher, student)
     errs = []

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
+    from segany.modeling import Sam
     from segany.train.trainer import TrainConfig
 
 _BLOCK = re.compile(r"^image_encoder\.blocks\.(\d+)\.")
@@ -34,7 +35,7 @@ def _no_decay(name: str, param: torch.Tensor) -> bool:
     return param.ndim <= 1 or "pos_embed" in name or "rel_pos" in name
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+def build_optimizer(model: Sam, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW over the trainable parameters, grouped by (layer, weight decay)."""
     depth = len(model.image_encoder.blocks)
     groups: dict[tuple[int, bool], dict] = {}
@@ -66,7 +67,7 @@ def lr_lambda(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
 
-def drop_path_hooks(model: torch.nn.Module, rate: float) -> list:
+def drop_path_hooks(model: Sam, rate: float) -> list:
     """Stochastic depth on the encoder blocks, added from outside the modeling code.
 
     A forward hook keeps or drops each block's whole residual update per sample (rate rising

@@ -7,9 +7,12 @@ training texture.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from segany.modeling import Sam
 
 HELD_OUT_SEED = 20261121  # training data: seed 0; in-training validation: seed 1001
 
@@ -36,7 +39,7 @@ def coins_samples() -> list:
 
 
 @torch.no_grad()
-def measure(model: torch.nn.Module, samples: list, **options: Any) -> dict[str, float]:
+def measure(model: Sam, samples: list, **options: Any) -> dict[str, float]:
     """Single-point (centre click, top-scored of 3) and tight-box mIoU of ``model``."""
     from segany.evaluate import evaluate_prompts
     from segany.predictor import Predictor

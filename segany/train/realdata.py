@@ -18,9 +18,7 @@ def coins(min_area: int = 150) -> tuple[np.ndarray, list[np.ndarray]]:
         from scipy import ndimage as ndi
         from skimage import data, filters, measure, morphology
     except ImportError as err:  # pragma: no cover
-        raise MissingExtraError(
-            "real-photo evaluation needs scikit-image: pip install scikit-image"
-        ) from err
+        raise MissingExtraError("real-photo evaluation", "dev", "scikit-image") from err
     gray = data.coins()
     # Coins are brighter than the dark background; a local threshold copes with the uneven light.
     fg = gray > filters.threshold_local(gray, 101, offset=-8)

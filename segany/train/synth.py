@@ -64,9 +64,7 @@ def _textures() -> tuple[np.ndarray, ...]:
     try:
         import skimage.data as data
     except ImportError as err:  # pragma: no cover - exercised only without the extra
-        raise MissingExtraError(
-            "the synthetic data generator needs scikit-image: pip install scikit-image"
-        ) from err
+        raise MissingExtraError("the synthetic data generator", "dev", "scikit-image") from err
     out = []
     for name in TEXTURE_SOURCES:
         img = np.asarray(getattr(data, name)())
@@ -88,7 +86,9 @@ def _texture_patch(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         crop = crop[:, ::-1]
     tex = crop.astype(np.float32)
     # Colour: a random channel mix plus a tint, so one photo yields many distinct fills.
-    mix = np.eye(3, dtype=np.float32) * rng.uniform(0.4, 1.0) + rng.uniform(-0.3, 0.6, (3, 3))
+    mix: np.ndarray = np.eye(3, dtype=np.float32) * rng.uniform(0.4, 1.0) + rng.uniform(
+        -0.3, 0.6, (3, 3)
+    )
     mix /= np.abs(mix).sum(axis=1, keepdims=True).clip(min=1e-3)
     tex = tex @ mix.T
     contrast = rng.uniform(0.5, 1.3)
@@ -150,8 +150,8 @@ def make_scene(
             continue
         if rng.random() < 0.3:  # a soft drop shadow under the new shape
             dx, dy = rng.integers(-6, 7, 2)
-            shadow = np.roll(np.roll(m, dy, 0), dx, 1).astype(np.float32)
-            shadow = cv2.GaussianBlur(shadow, (0, 0), 2.0)[..., None]
+            rolled = np.roll(np.roll(m, dy, 0), dx, 1).astype(np.float32)
+            shadow = cv2.GaussianBlur(rolled, (0, 0), 2.0)[..., None]
             image = image * (1 - 0.45 * shadow)
         fill = _texture_patch(rng, h, w) * _lighting(rng, h, w, rng.uniform(0, 0.8))
         image = np.where(m[..., None], fill, image)

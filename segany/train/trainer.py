@@ -14,7 +14,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from segany.train.checkpointing import load_weights, save_weights
 from segany.train.datasets import MaskDataset, collate
 from segany.train.losses import LossWeights, sam_loss
 from segany.train.optim import build_optimizer, drop_path_hooks, lr_lambda
+
+if TYPE_CHECKING:
+    from segany.modeling import Sam
 
 FREEZE_OPTIONS = ("none", "encoder", "decoder-only")
 
@@ -83,7 +86,7 @@ class Trainer:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: Sam,
         config: TrainConfig,
         train_set: MaskDataset,
         val_set: MaskDataset | None = None,
@@ -111,11 +114,11 @@ class Trainer:
     # ---------------------------------------------------------------------------------------
     def _freeze(self) -> None:
         m, f = self.model, self.cfg.freeze
-        frozen = {
-            "none": [],
-            "encoder": [m.image_encoder],
-            "decoder-only": [m.image_encoder, m.prompt_encoder],
-        }[f]
+        frozen: list[torch.nn.Module] = []
+        if f in ("encoder", "decoder-only"):
+            frozen.append(m.image_encoder)
+        if f == "decoder-only":
+            frozen.append(m.prompt_encoder)
         for module in frozen:
             module.requires_grad_(False)
         self._encoder_frozen = f != "none"

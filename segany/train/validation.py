@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -18,10 +19,13 @@ from segany.train import prompts
 from segany.train.datasets import MaskDataset, collate
 from segany.train.losses import mask_iou
 
+if TYPE_CHECKING:
+    from segany.modeling import Sam
+
 
 @torch.no_grad()
 def prompt_miou(
-    model: torch.nn.Module,
+    model: Sam,
     dataset: MaskDataset,
     max_images: int = 100,
     autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
@@ -32,7 +36,8 @@ def prompt_miou(
     device = next(model.parameters()).device
     s = int(model.image_encoder.img_size)
     ctx = autocast or contextlib.nullcontext
-    point_ious, box_ious = [], []
+    point_ious: list[torch.Tensor] = []
+    box_ious: list[torch.Tensor] = []
     for i in range(min(max_images, len(dataset))):
         images, masks, sizes = collate([dataset.get(i)])
         gt = masks[0].to(device)
