@@ -72,3 +72,22 @@ def test_config_round_trip_and_checks():
         dataclasses.replace(cfg, encoder_depth=4)
     with pytest.raises(InputError, match="unknown SamConfig fields"):
         SamConfig.from_json('{"name": "x", "bogus": 1}')
+
+
+def test_drop_path_only_in_training():
+    from helpers import SMALL, seeded_model
+
+    from segany.train.optim import set_drop_path
+
+    model = seeded_model(SMALL)
+    x = torch.randn(4, 3, 256, 256, generator=torch.Generator().manual_seed(0)) * 50
+    with torch.no_grad():
+        plain = model.image_encoder(x)
+        set_drop_path(model, 0.9)
+        assert [b.drop_path for b in model.image_encoder.blocks] == [0.0, 0.9]
+        assert torch.equal(model.image_encoder(x), plain)  # eval mode: no effect
+        model.train()
+        torch.manual_seed(1)
+        dropped = model.image_encoder(x)
+    # with p = 0.9 on the last block some samples lose its residual updates
+    assert not torch.allclose(dropped, plain)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
+
+from segany.modeling.image_encoder import Block
 
 if TYPE_CHECKING:
     from segany.modeling import Sam
@@ -67,27 +69,10 @@ def lr_lambda(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
 
-def drop_path_hooks(model: Sam, rate: float) -> list:
-    """Stochastic depth on the encoder blocks, added from outside the modeling code.
-
-    A forward hook keeps or drops each block's whole residual update per sample (rate rising
-    linearly to ``rate`` at the last block) and rescales kept updates by 1/(1-p) in training.
-    """
-    if rate <= 0:
-        return []
-    blocks = list(model.image_encoder.blocks)
-    handles = []
+def set_drop_path(model: Sam, rate: float) -> None:
+    """Stochastic depth on the encoder blocks: each block's ``drop_path`` (a training-only rate
+    the modeling code applies to both residual branches) rises linearly from 0 at the first
+    block to ``rate`` at the last, as in ViT/ViTDet training."""
+    blocks = [cast(Block, b) for b in model.image_encoder.blocks]
     for i, block in enumerate(blocks):
-        p = rate * i / max(1, len(blocks) - 1)
-        if p <= 0:
-            continue
-
-        def hook(module, inputs, output, p=p):
-            if not module.training:
-                return output
-            x = inputs[0]
-            keep = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), device=x.device) >= p
-            return x + (output - x) * keep.to(output.dtype) / (1 - p)
-
-        handles.append(block.register_forward_hook(hook))
-    return handles
+        block.drop_path = rate * i / max(1, len(blocks) - 1) if rate > 0 else 0.0

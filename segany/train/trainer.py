@@ -25,7 +25,7 @@ from segany.train import prompts
 from segany.train.checkpointing import load_weights, save_weights
 from segany.train.datasets import MaskDataset, collate
 from segany.train.losses import LossWeights, sam_loss
-from segany.train.optim import build_optimizer, drop_path_hooks, lr_lambda
+from segany.train.optim import build_optimizer, lr_lambda, set_drop_path
 
 if TYPE_CHECKING:
     from segany.modeling import Sam
@@ -105,7 +105,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_lambda(s, config)
         )
-        self._hooks = drop_path_hooks(self.model, config.drop_path)
+        set_drop_path(self.model, config.drop_path)
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.best_score = -1.0
