@@ -83,6 +83,8 @@ class Predictor:
     on GPUs, at about 1e-2 relative error in the embedding. The decoder always runs in fp32.
     """
 
+    decode_chunk = 4  # prompts per decoder call on CPU (see predict_torch)
+
     def __init__(self, model: Sam, *, cache_size: int = 0, precision: str = "fp32") -> None:
         if precision not in _AUTOCAST:
             raise InputError(f"precision must be one of {sorted(_AUTOCAST)}, got {precision!r}")
@@ -289,20 +291,35 @@ class Predictor:
                 raise InputError(f"prompt batch sizes differ: {t.shape[0]} and {b}")
             return t.expand(b, *t.shape[1:])
 
-        points = None
-        if point_coords is not None and point_labels is not None:
-            points = (grow(point_coords), grow(point_labels))
+        coords, labels = grow(point_coords), grow(point_labels)
+        boxes, mask_input = grow(boxes), grow(mask_input)
         model = self.model
-        sparse, dense = model.prompt_encoder(
-            points=points, boxes=grow(boxes), masks=grow(mask_input)
-        )
-        low_res, iou = model.mask_decoder(
-            image_embeddings=state.features,
-            image_pe=model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask_output,
-        )
+        image_pe = model.prompt_encoder.get_dense_pe()
+        low_parts, iou_parts = [], []
+        # Decode a few prompts at a time: each prompt's B×4096×C working set then stays in the
+        # CPU cache, which makes 16 prompts ~1.5x faster than one 16-wide batch (same results).
+        # On GPUs one wide batch is what is fast.
+        chunk = self.decode_chunk if self.device.type == "cpu" else b
+        for start in range(0, b, chunk):
+            rows = slice(start, start + chunk)
+            points = None
+            if coords is not None and labels is not None:
+                points = (coords[rows], labels[rows])
+            sparse, dense = model.prompt_encoder(
+                points=points,
+                boxes=None if boxes is None else boxes[rows],
+                masks=None if mask_input is None else mask_input[rows],
+            )
+            low, iou = model.mask_decoder(
+                image_embeddings=state.features,
+                image_pe=image_pe,
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask_output,
+            )
+            low_parts.append(low)
+            iou_parts.append(iou)
+        low_res, iou = torch.cat(low_parts), torch.cat(iou_parts)
         masks = model.postprocess_masks(low_res, state.input_size, state.original_size)
         if not return_logits:
             masks = masks > model.mask_threshold
