@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import zlib
+from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,11 +119,11 @@ class EvalDataset(Sequence[Sample]):
     kind = "dataset"
     source = ""
 
-    def __len__(self) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def __len__(self) -> int: ...
 
-    def _read(self, index: int) -> Sample:
-        raise NotImplementedError
+    @abstractmethod
+    def _read(self, index: int) -> Sample: ...
 
     def __getitem__(self, index):  # type: ignore[override]
         if isinstance(index, slice):

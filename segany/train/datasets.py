@@ -8,6 +8,7 @@ its masks in the same padded frame, so one encoder pass serves several masks.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def prepare(
     return Sample(out, mt, (h, w))
 
 
-class MaskDataset:
+class MaskDataset(ABC):
     """Base: subclasses list ``items`` and implement ``load(i) -> (image, masks)``."""
 
     def __init__(
@@ -82,8 +83,9 @@ class MaskDataset:
     def __len__(self) -> int:
         return len(self.items)
 
+    @abstractmethod
     def load(self, index: int) -> tuple[np.ndarray, list[np.ndarray]]:
-        raise NotImplementedError
+        """Image ``index`` as H×W×3 uint8 RGB and its masks (each H×W bool)."""
 
     def get(self, index: int, rng: np.random.Generator | None = None) -> Sample:
         """Sample ``index``; ``rng`` picks which masks and whether to flip (None: first ones)."""
