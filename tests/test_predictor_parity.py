@@ -161,3 +161,36 @@ def test_vit_b_full_size():
             a, _ = compare(ours, ref, multimask, **cases[name])
     prev = a.logits[np.argmax(a.scores)][None]
     compare(ours, ref, True, mask_input=prev, **cases["mixed_points"])
+
+
+def test_batched_forward_matches_reference():
+    """``Sam.forward``, the official list-of-dicts call for several images at once."""
+    model = seeded_model(SMALL)
+    ref = reference_model(SMALL, model.state_dict())
+    gen = torch.Generator().manual_seed(4)
+    batch = [
+        {  # already resized so the long side is 256, as the official call expects
+            "image": torch.randint(0, 256, (3, 256, 192), generator=gen).float(),
+            "original_size": (400, 300),
+            "point_coords": torch.tensor([[[50.0, 60.0], [120.0, 30.0]]] * 2),
+            "point_labels": torch.tensor([[1, 0], [1, 1]]),
+            "boxes": torch.tensor([[10.0, 20.0, 150.0, 200.0], [0.0, 0.0, 100.0, 100.0]]),
+        },
+        {
+            "image": torch.randint(0, 256, (3, 170, 256), generator=gen).float(),
+            "original_size": (170, 256),
+            "mask_inputs": torch.randn(1, 1, 64, 64, generator=gen),
+        },
+    ]
+    with torch.inference_mode():
+        ours, theirs = model(batch, multimask_output=True), ref(batch, multimask_output=True)
+    for a, b, record in zip(ours, theirs, batch, strict=True):
+        assert a["masks"].shape == b["masks"].shape
+        assert max_rel_err(a["low_res_logits"], b["low_res_logits"]) < TOL
+        assert max_rel_err(a["iou_predictions"], b["iou_predictions"]) < TOL
+        ref_full = ref.postprocess_masks(
+            b["low_res_logits"], record["image"].shape[-2:], record["original_size"]
+        ).numpy()
+        assert_same_masks(
+            a["masks"].numpy(), b["masks"].numpy(), ref_full, 0.0, np.abs(ref_full).max()
+        )
