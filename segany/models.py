@@ -9,9 +9,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from segany.errors import InputError
+
+if TYPE_CHECKING:
+    from segany.modeling import Sam
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
@@ -40,6 +43,7 @@ class SamConfig:
     pixel_mean: tuple[float, float, float] = PIXEL_MEAN
     pixel_std: tuple[float, float, float] = PIXEL_STD
     mask_threshold: float = 0.0
+    # Free-form notes carried in saved files (the bundled weights have it); never read by code.
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -137,8 +141,10 @@ def get_config(name: str) -> SamConfig:
         ) from None
 
 
-def build_sam(config: SamConfig | str):  # -> modeling.Sam (import kept lazy-free below)
-    """Build an untrained ``Sam`` for ``config`` (a ``SamConfig`` or a registered name)."""
+def build_sam(config: SamConfig | str) -> Sam:
+    """Build an untrained ``Sam`` for ``config`` (a ``SamConfig`` or a registered name).
+
+    modeling is imported here, not at the top, so reading configs does not import torch."""
     from segany.modeling import build_sam_from_sizes
 
     cfg = get_config(config) if isinstance(config, str) else config
