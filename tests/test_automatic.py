@@ -16,9 +16,9 @@ from skimage import data
 
 from segany import masks as M
 from segany.automatic import PRESETS, MaskGenerator, MaskRecord
+from segany.automatic.point_decoder import PointDecoder
 from segany.errors import InputError
 from segany.models import build_sam
-from segany.point_decoder import PointDecoder
 from segany.predictor import Predictor
 
 TOL = 1e-4

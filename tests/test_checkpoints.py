@@ -16,7 +16,6 @@ from helpers import SMALL, perturb_, reference_model, seeded_model
 
 import segany
 from segany import checkpoints
-from segany.checkpoint_shapes import check_state_dict, infer_config
 from segany.checkpoints import (
     cached_models,
     convert,
@@ -26,8 +25,9 @@ from segany.checkpoints import (
     save_model,
     save_state_dict,
 )
+from segany.checkpoints.hf import official_to_hf
+from segany.checkpoints.shapes import check_state_dict, infer_config
 from segany.errors import CheckpointError, InputError
-from segany.hf_convert import official_to_hf
 from segany.models import VARIANTS, build_sam
 
 
@@ -315,7 +315,7 @@ def test_code_running_pickle_is_refused_and_nothing_runs(tmp_path, writer):
 
 
 def test_no_default_model_names_what_to_pass(monkeypatch, tmp_path):
-    monkeypatch.setattr(checkpoints, "DEFAULT_MODEL", tmp_path / "segany_tiny.safetensors")
+    monkeypatch.setattr(checkpoints.loading, "DEFAULT_MODEL", tmp_path / "segany_tiny.safetensors")
     with pytest.raises(CheckpointError, match="pass a variant name.*vit_b.*or the path"):
         load_model()
 

@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from segany import checkpoints, download, models
-from segany.download import cache_dir, download_base, ensure_checkpoint
+from segany import checkpoints
+from segany.checkpoints import CheckpointInfo, download
+from segany.checkpoints.download import cache_dir, download_base, ensure_checkpoint
 from segany.errors import DownloadError
-from segany.models import CheckpointInfo, SamConfig, build_sam
+from segany.models import SamConfig, build_sam
 
 PAYLOAD = bytes(range(256)) * 1500 + b"tail"  # ~384 KB, a few read chunks
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -197,7 +198,7 @@ def test_cache_dir_and_base_from_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("SEGANY_DOWNLOAD_BASE", "http://mirror.example/sam")
     assert download_base() == "http://mirror.example/sam/"
     monkeypatch.delenv("SEGANY_DOWNLOAD_BASE")
-    assert download_base() == models.CHECKPOINT_BASE_URL
+    assert download_base() == download.CHECKPOINT_BASE_URL
 
 
 def test_load_model_by_name_downloads_into_cache(server, tmp_path, monkeypatch):
@@ -211,7 +212,7 @@ def test_load_model_by_name_downloads_into_cache(server, tmp_path, monkeypatch):
     data = path.read_bytes()
     b.files["small.safetensors"] = data
     info = CheckpointInfo("vit_b", "small.safetensors", len(data), hashlib.sha256(data).hexdigest())
-    monkeypatch.setitem(models.CHECKPOINTS, "vit_b", info)
+    monkeypatch.setitem(download.CHECKPOINTS, "vit_b", info)
     monkeypatch.setenv("SEGANY_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("SEGANY_DOWNLOAD_BASE", base)
     monkeypatch.chdir(tmp_path)  # so "vit_b" cannot be a file in the working folder

@@ -17,9 +17,9 @@ import pytest
 import torch
 from helpers import SMALL
 
-from segany.checkpoint_shapes import check_state_dict, infer_config
 from segany.checkpoints import convert, load_model, load_state_dict, save_model
-from segany.hf_convert import config_from_hf, hf_to_official, official_to_hf
+from segany.checkpoints.hf import config_from_hf, hf_to_official, official_to_hf
+from segany.checkpoints.shapes import check_state_dict, infer_config
 from segany.models import VARIANTS, SamConfig, build_sam
 
 TIED = "prompt_encoder.shared_embedding.positional_embedding"

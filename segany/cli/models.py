@@ -96,8 +96,7 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from segany.checkpoints import cached_models
-    from segany.download import cache_dir
+    from segany.checkpoints import cache_dir, cached_models
 
     console = Console(args)
     rows = cached_models()
@@ -137,9 +136,7 @@ def run_models(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from segany.checkpoint_files import read_weights
-    from segany.checkpoint_shapes import describe
-    from segany.checkpoints import load_state_dict
+    from segany.checkpoints import describe, load_state_dict, read_weights
 
     console = Console(args)
     path = Path(args.checkpoint)

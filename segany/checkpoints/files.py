@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
+from segany.checkpoints.hf import config_from_hf, config_to_hf, looks_like_hf, preprocessor_to_hf
 from segany.errors import CheckpointError
-from segany.hf_convert import config_from_hf, config_to_hf, looks_like_hf, preprocessor_to_hf
 from segany.models import SamConfig
 
 SEGANY_CONFIG_KEY = "segany.config"
@@ -239,7 +239,7 @@ def write_hf(
     config.json and preprocessor_config.json."""
     from safetensors.torch import save_file
 
-    from segany.hf_convert import official_to_hf
+    from segany.checkpoints.hf import official_to_hf
 
     if folder.exists() and not folder.is_dir():
         raise CheckpointError(f"{folder} exists and is not a folder")

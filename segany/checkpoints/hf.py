@@ -22,7 +22,6 @@ computes as the official code; the config.json written here sets 1e-5 so transfo
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -30,7 +29,7 @@ from typing import Any
 import torch
 
 from segany.errors import CheckpointError
-from segany.models import PIXEL_MEAN, PIXEL_STD, VARIANTS, SamConfig
+from segany.models import PIXEL_MEAN, PIXEL_STD, SamConfig, name_known_variant
 
 # (official prefix, HF prefix); "{n}" / "{m}" stand for a layer number. The first rule whose
 # pattern matches a key's start wins, so the specific rules come before the generic ones.
@@ -285,14 +284,6 @@ def _side(value: Any) -> int:
         _require(len(set(value)) == 1, f"a non-square size {value}")
         return int(value[0])
     return int(value)
-
-
-def name_known_variant(cfg: SamConfig) -> SamConfig:
-    """Return the registered variant when ``cfg`` has its numbers (whatever its name)."""
-    for variant in VARIANTS.values():
-        if dataclasses.replace(cfg, name=variant.name) == variant:
-            return variant
-    return cfg
 
 
 def config_to_hf(cfg: SamConfig) -> dict[str, Any]:

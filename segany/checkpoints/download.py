@@ -12,10 +12,49 @@ import http.client
 import os
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from segany.errors import DownloadError, InputError
-from segany.models import CHECKPOINT_BASE_URL, CHECKPOINTS, CheckpointInfo
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """Where an official checkpoint lives and how to verify it."""
+
+    variant: str
+    filename: str
+    num_bytes: int
+    sha256: str
+
+    @property
+    def url(self) -> str:
+        return CHECKPOINT_BASE_URL + self.filename
+
+
+CHECKPOINT_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+
+CHECKPOINTS: dict[str, CheckpointInfo] = {
+    "vit_h": CheckpointInfo(
+        "vit_h",
+        "sam_vit_h_4b8939.pth",
+        2564550879,
+        "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+    ),
+    "vit_l": CheckpointInfo(
+        "vit_l",
+        "sam_vit_l_0b3195.pth",
+        1249524607,
+        "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+    ),
+    "vit_b": CheckpointInfo(
+        "vit_b",
+        "sam_vit_b_01ec64.pth",
+        375042383,
+        "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+    ),
+}
+
 
 _CHUNK = 1 << 20
 

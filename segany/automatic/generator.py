@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from segany import masks as M
-from segany.automatic_select import (
-    OUTPUT_MODES,
+from segany.automatic.point_decoder import PointDecoder
+from segany.automatic.select import (
     CropMasks,
     MaskCandidates,
     MaskRecord,
@@ -32,10 +32,9 @@ from segany.automatic_select import (
 from segany.errors import InputError
 from segany.images import ImageLike, to_rgb_uint8
 from segany.modeling import Sam
-from segany.point_decoder import PointDecoder
 from segany.predictor import Predictor
 
-__all__ = ["OUTPUT_MODES", "PRESETS", "MaskCandidates", "MaskGenerator", "MaskRecord"]
+__all__ = ["MaskGenerator", "PRESETS"]
 
 # What the paper used to build SA-1B: a 32×32 grid on the image plus 2×2 and 4×4 crops with
 # 16×16 and 8×8 grids, holes and islands under 100 px removed, near-full-image masks dropped.

@@ -1,6 +1,6 @@
 """Load, save and convert SAM weights; get official checkpoints by name.
 
-Three formats are read and written (see ``segany.checkpoint_files``): the official ``.pth``
+Three formats are read and written (see ``segany.checkpoints.files``): the official ``.pth``
 state dicts, transformers' ``SamModel`` weights, and segany's safetensors with the config in its
 metadata. A source's format and variant are read from its content (metadata, key names, tensor
 shapes), never from its file name. Loading is strict: every key must be there with its shape.
@@ -15,22 +15,22 @@ from pathlib import Path
 
 import torch
 
-from segany.checkpoint_files import (
+from segany.checkpoints.download import CHECKPOINTS, cache_dir, ensure_checkpoint
+from segany.checkpoints.files import (
     FORMATS,
     read_weights,
     write_hf,
     write_official,
     write_segany,
 )
-from segany.checkpoint_shapes import check_state_dict, describe, infer_config, with_pixel_stats
-from segany.download import cache_dir, ensure_checkpoint
+from segany.checkpoints.hf import hf_to_official
+from segany.checkpoints.shapes import check_state_dict, describe, infer_config, with_pixel_stats
 from segany.errors import CheckpointError, InputError
-from segany.hf_convert import hf_to_official
-from segany.models import CHECKPOINTS, SamConfig, build_sam
+from segany.models import SamConfig, build_sam
 
 PathLike = str | os.PathLike[str]
 
-DEFAULT_MODEL = Path(__file__).parent / "weights" / "segany_tiny.safetensors"
+DEFAULT_MODEL = Path(__file__).parent.parent / "weights" / "segany_tiny.safetensors"
 
 
 def load_state_dict(path: PathLike) -> tuple[SamConfig, dict[str, torch.Tensor]]:

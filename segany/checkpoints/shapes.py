@@ -22,8 +22,7 @@ from typing import Any
 import torch
 
 from segany.errors import CheckpointError
-from segany.hf_convert import name_known_variant
-from segany.models import VARIANTS, SamConfig
+from segany.models import VARIANTS, SamConfig, name_known_variant
 
 OFFICIAL_DECODER_HEADS = 8
 _LIST_LIMIT = 8
