@@ -196,7 +196,7 @@ class Trainer:
             choice = iou_pred.detach().argmax(1)
             rows = torch.arange(n, device=gt.device)
             mask_input = low.detach()[rows, choice][:, None].float()
-            (logits.detach()[rows, choice] > 0) & valid
+            pred = (logits.detach()[rows, choice] > 0) & valid
         k = len(grad_set)
         return total / k, {key: v / k for key, v in parts.items()}
 
