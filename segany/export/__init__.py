@@ -18,6 +18,7 @@ _EXPORTS = {
     "DECODER_OUTPUTS": "segany.export.decoder",
     "export_decoder": "segany.export.exporters",
     "export_encoder": "segany.export.exporters",
+    "export_pair": "segany.export.exporters",
     "OnnxPredictor": "segany.export.runtime",
 }
 
@@ -28,11 +29,12 @@ __all__ = [
     "SamOnnxDecoder",
     "export_decoder",
     "export_encoder",
+    "export_pair",
 ]
 
 if TYPE_CHECKING:
     from segany.export.decoder import DECODER_INPUTS, DECODER_OUTPUTS, SamOnnxDecoder
-    from segany.export.exporters import export_decoder, export_encoder
+    from segany.export.exporters import export_decoder, export_encoder, export_pair
     from segany.export.runtime import OnnxPredictor
 
 

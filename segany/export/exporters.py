@@ -10,18 +10,37 @@ preprocessing (``segany.export.runtime``) is the single place that knows the pad
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import torch
 
 from segany.export.decoder import DECODER_INPUTS, SamOnnxDecoder
-from segany.export.onnx_files import trace_to_bytes, write_model
+from segany.export.onnx_files import trace_to_bytes, with_metadata, write_model
 from segany.modeling import Sam
 
 ENCODER_INPUT = "image"
 ENCODER_OUTPUT = "image_embeddings"
 DEFAULT_OPSET = 17
+#: File names ``export_pair`` writes (and ``OnnxPredictor.from_dir`` reads).
+ENCODER_FILE = "encoder.onnx"
+DECODER_FILE = "decoder.onnx"
+
+
+def _metadata(model: Sam, kind: str, **extra: object) -> dict[str, str]:
+    """What the numpy runtime needs to preprocess and postprocess without the torch model."""
+    name = getattr(model.config, "name", None)
+    meta = {
+        "segany.kind": kind,
+        "segany.model": str(name) if name else "custom",
+        "segany.image_size": str(int(model.image_encoder.img_size)),
+        "segany.pixel_mean": json.dumps(model.pixel_mean.flatten().tolist()),
+        "segany.pixel_std": json.dumps(model.pixel_std.flatten().tolist()),
+        "segany.mask_threshold": repr(float(model.mask_threshold)),
+    }
+    meta.update({f"segany.{k}": json.dumps(v) for k, v in extra.items()})
+    return meta
 
 
 def decoder_example_inputs(model: Sam, num_points: int = 5) -> tuple[torch.Tensor, ...]:
@@ -69,7 +88,15 @@ def export_decoder(
         dynamic_axes={"point_coords": points_axis, "point_labels": points_axis},
         opset=opset,
     )
-    return write_model(data, path, quantize=quantize)
+    meta = _metadata(
+        model,
+        "decoder",
+        return_single_mask=return_single_mask,
+        use_stability_score=use_stability_score,
+        return_extra_metrics=return_extra_metrics,
+        quantized=quantize,
+    )
+    return write_model(with_metadata(data, meta), path, quantize=quantize)
 
 
 def export_encoder(
@@ -93,4 +120,22 @@ def export_encoder(
         dynamic_axes=None,
         opset=opset,
     )
-    return write_model(data, path, quantize=quantize)
+    meta = _metadata(model, "encoder", quantized=quantize)
+    return write_model(with_metadata(data, meta), path, quantize=quantize)
+
+
+def export_pair(
+    model: Sam,
+    folder: str | os.PathLike[str],
+    *,
+    opset: int = DEFAULT_OPSET,
+    quantize: bool = False,
+) -> tuple[Path, Path]:
+    """Write ``encoder.onnx`` and a multimask ``decoder.onnx`` (all 4 mask tokens, what
+    ``OnnxPredictor`` needs) into ``folder``; returns both paths."""
+    out = Path(folder)
+    encoder = export_encoder(model, out / ENCODER_FILE, opset=opset, quantize=quantize)
+    decoder = export_decoder(
+        model, out / DECODER_FILE, opset=opset, return_single_mask=False, quantize=quantize
+    )
+    return encoder, decoder

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import tempfile
 import warnings
@@ -77,10 +78,23 @@ def trace_to_bytes(
     return buffer.getvalue()
 
 
+def with_metadata(data: bytes, metadata: Mapping[str, str]) -> bytes:
+    """ONNX ``data`` with ``metadata`` added to the model's metadata_props (read back with
+    ``InferenceSession.get_modelmeta().custom_metadata_map``)."""
+    onnx = require_onnx()
+    proto = onnx.load_from_string(data)
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    return bytes(proto.SerializeToString())
+
+
 def write_model(data: bytes, path: str | os.PathLike[str], *, quantize: bool) -> Path:
     """Write ONNX ``data`` to ``path`` atomically; with ``quantize``, int8 dynamic quantisation of
     the weights first (onnxruntime.quantization.quantize_dynamic, QUInt8 as the official export)."""
     target = Path(path)
+    if target.suffix != ".onnx":
+        raise InputError(f"an ONNX file name must end in .onnx, got {target.name!r}")
     if not quantize:
         write_bytes_atomic(target, data)
         return target
@@ -92,13 +106,20 @@ def write_model(data: bytes, path: str | os.PathLike[str], *, quantize: bool) ->
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as tmp:
         fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         fp32.write_bytes(data)
-        with contextlib.redirect_stdout(io.StringIO()):  # it prints progress notes
-            quantize_dynamic(
-                fp32,
-                int8,
-                per_channel=False,
-                reduce_range=False,
-                weight_type=QuantType.QUInt8,
-            )
+        # It prints progress notes and logs a generic pre-processing hint on the root logger.
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                quantize_dynamic(
+                    fp32,
+                    int8,
+                    per_channel=False,
+                    reduce_range=False,
+                    weight_type=QuantType.QUInt8,
+                )
+        finally:
+            root.setLevel(level)
         write_bytes_atomic(target, int8.read_bytes())
     return target
