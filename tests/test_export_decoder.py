@@ -8,6 +8,12 @@ within 0.05, checked separately in ``test_int8_decoder_close_to_fp32``.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -226,3 +232,32 @@ def test_multimask_matches_predictor(model, tmp_path):
     assert max_rel_err(masks[0, 1:], pred.masks) < TOL
     assert max_rel_err(scores[0, 1:], pred.scores) < TOL
     assert max_rel_err(low[0, 1:], pred.logits) < TOL
+
+
+@pytest.mark.slow
+def test_export_needs_no_onnxscript(tmp_path):
+    """torch 2.13's default exporter needs onnxscript; ours must not (it is not in the extra)."""
+    root = Path(__file__).resolve().parents[1]
+    script = textwrap.dedent(
+        """
+        import sys
+        class _Block:
+            def find_spec(self, name, path=None, target=None):
+                if name == "onnxscript" or name.startswith("onnxscript."):
+                    raise ImportError("onnxscript is blocked in this test")
+        sys.meta_path.insert(0, _Block())
+        from helpers import seeded_model
+        from segany.export import export_decoder
+        export_decoder(seeded_model(), sys.argv[1])
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), str(root / "tests")]))
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "d.onnx")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert _session(tmp_path / "d.onnx").get_outputs()[0].name == "masks"
