@@ -59,7 +59,12 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``engine run`` and ``engine round``."""
     p.add_argument("--no-recursive", action="store_true", help="only the top of each folder")
     ex = p.add_argument_group("execution")
-    ex.add_argument("--executor", choices=("local", "ray"), default="local")
+    ex.add_argument(
+        "--executor",
+        choices=("local", "ray", "serial"),
+        default="local",
+        help="local: worker processes (default); ray: Ray actors; serial: this process only",
+    )
     ex.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     ex.add_argument("-w", "--workers", type=positive_int, default=1, help="model copies")
     ex.add_argument(

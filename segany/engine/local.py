@@ -73,8 +73,19 @@ class _Worker:
         self.proc.join(timeout=5)
 
 
+def _context() -> Any:
+    """``forkserver`` with torch and segany preloaded: every worker (a replacement too) starts
+    as a fork of a clean, single-threaded process that already imported them, instead of
+    paying the imports again; ``spawn`` where forkserver does not exist (Windows)."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["torch", "segany.engine.annotate", "segany.automatic"])
+        return ctx
+    return mp.get_context("spawn")
+
+
 class LocalExecutor:
-    """Run tasks on ``workers`` processes (``spawn``: a clean interpreter each)."""
+    """Run tasks on ``workers`` processes (see ``_context`` for how they start)."""
 
     def __init__(self, spec: WorkerSpec, workers: int = 1, factory: Factory = Annotator) -> None:
         self.spec = spec
@@ -82,7 +93,7 @@ class LocalExecutor:
         self.factory = factory
 
     def run(self, tasks: Iterator[Task], on_result: Callable[[dict[str, Any]], None]) -> None:
-        ctx = mp.get_context("spawn")
+        ctx = _context()
         results = ctx.Queue()
         pool = [_Worker(ctx, self.spec, self.factory, results) for _ in range(self.workers)]
         retry: deque[Task] = deque()
@@ -166,3 +177,16 @@ class LocalExecutor:
             if w.task is not None and w.task.index == res["index"]:
                 w.task = None
         on_result(res)
+
+
+class SerialExecutor:
+    """Run tasks one by one in this process (no workers): for debugging and tiny runs."""
+
+    def __init__(self, spec: WorkerSpec, factory: Factory = Annotator) -> None:
+        self.spec = spec
+        self.factory = factory
+
+    def run(self, tasks: Iterator[Task], on_result: Callable[[dict[str, Any]], None]) -> None:
+        annotate = self.factory(self.spec)
+        for task in tasks:
+            on_result(annotate(task))

@@ -131,6 +131,8 @@ class Layout:
                     f"{self.out} holds an engine run with other {', '.join(changed)}; re-run "
                     "the same command to resume it, or choose another output folder"
                 )
+            if before is not None:
+                return
         write_json_atomic(path, record, indent=1)
 
     # ----- resume --------------------------------------------------------------------------

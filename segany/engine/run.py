@@ -15,7 +15,7 @@ from segany.engine.output import MANIFEST, SUMMARY, Layout
 from segany.engine.sources import Item, list_items
 from segany.errors import InputError
 
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local", "ray", "serial")
 MODES = ("auto", "semi")
 
 
@@ -113,7 +113,10 @@ def run_engine(
             if bar is not None:
                 bar.close()
     if not todo and (layout.out / MANIFEST).is_file() and (layout.out / SUMMARY).is_file():
-        return dict(json.loads((layout.out / SUMMARY).read_text(encoding="utf-8")))
+        # Already complete: nothing is rewritten; the stored summary describes the run that
+        # finished it.
+        stored = json.loads((layout.out / SUMMARY).read_text(encoding="utf-8"))
+        return {**stored, "processed_this_run": 0, "already_complete": True}
     seconds = time.perf_counter() - started
     manifest, failed = layout.collect()  # the counts come from the shards
     summary = {
@@ -148,8 +151,10 @@ def _executor(config: EngineConfig) -> Any:
         from segany.engine.ray_executor import RayExecutor
 
         return RayExecutor(config.spec, config.workers, address=config.address)
-    from segany.engine.local import LocalExecutor
+    from segany.engine.local import LocalExecutor, SerialExecutor
 
+    if config.executor == "serial":
+        return SerialExecutor(config.spec)
     return LocalExecutor(config.spec, config.workers)
 
 
