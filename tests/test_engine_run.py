@@ -273,3 +273,118 @@ def test_local_workers_give_the_serial_results(
     assert summary["workers"] == 2 and summary["failed"] == 4
     assert annotations_only(documents(out)) == annotations_only(documents(reference))
     assert verify(out) == []
+
+
+# ----- kill -9 and resume ---------------------------------------------------------------------
+
+
+def _results_on_disk(out: Path) -> int:
+    staged = len(list((out / ".staging").rglob("[0-9]*.json"))) if out.exists() else 0
+    final = 0
+    for index in (out / "shards").glob("*/index.json"):
+        data = json.loads(index.read_text())
+        final += len(data["items"]) + len(data["failed"])
+    return staged + final
+
+
+def _assert_nothing_partial(out: Path) -> None:
+    """Every visible (non-hidden) file under shards/ belongs to a complete shard."""
+    shards = out / "shards"
+    if not shards.exists():
+        return
+    for shard in shards.iterdir():
+        if shard.name.startswith("."):
+            continue  # a temporary name: invisible to readers, removed by the next run
+        index = json.loads((shard / "index.json").read_text())
+        for entry in index["items"]:
+            json.loads((shard / entry["file"]).read_text())
+
+
+@pytest.mark.slow
+def test_sigkill_at_several_points_then_resume_gives_the_complete_set(
+    collection: Path, reference: Path, tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+    from engine_fixtures import MAX_PIXELS
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "segany", "engine", "run", str(collection), "-o", str(out)]
+    cmd += ["--points-per-side", "6", "--pred-iou-thresh", "0.7"]
+    cmd += ["--stability-score-thresh", "0.8", "--max-pixels", str(MAX_PIXELS)]
+    cmd += ["--shard-size", "3", "-w", "1", "--threads-per-worker", "1", "-q"]
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
+    # Kill after 1 result (a shard half staged), after 4 (one shard final), after 8 (two
+    # final, the third in progress); the first kill takes only the driver: its workers must
+    # notice and exit by themselves.
+    for stop_after, whole_group in ((1, False), (4, True), (8, True)):
+        proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+        deadline = time.monotonic() + 600
+        while _results_on_disk(out) < stop_after and proc.poll() is None:
+            assert time.monotonic() < deadline, "the run made no progress"
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        children = psutil.Process(proc.pid).children(recursive=True)
+        if whole_group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+        proc.wait()
+        _, alive = psutil.wait_procs(children, timeout=30)
+        assert not alive, f"worker processes outlived the driver: {alive}"
+        _assert_nothing_partial(out)
+        assert not (out / "manifest.json").exists()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stderr  # 1: finished, some inputs failed
+    assert verify(out) == []
+    assert annotations_only(documents(out)) == annotations_only(documents(reference))
+    assert not (out / ".staging").exists()
+    assert not [p for p in out.rglob(".*") if p.name != ".staging"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["processed_this_run"] < 10  # the last run only did what was left
+
+
+class _InterruptedAfter:
+    """The serial executor, with Ctrl-C arriving after ``n`` results."""
+
+    def __init__(self, n: int) -> None:
+        from segany.engine.local import SerialExecutor
+
+        self.inner, self.n = SerialExecutor(SPEC), n
+
+    def run(self, tasks: Any, on_result: Any) -> None:
+        count = 0
+
+        def counted(result: dict[str, Any]) -> None:
+            nonlocal count
+            on_result(result)
+            count += 1
+            if count == self.n:
+                raise KeyboardInterrupt
+
+        self.inner.run(tasks, counted)
+
+
+def test_ctrl_c_then_resume_cleans_leftovers_and_finishes(
+    collection: Path, reference: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    config = EngineConfig([str(collection)], str(out), spec=SPEC, shard_size=3)
+    with pytest.raises(KeyboardInterrupt):
+        run_engine(config, executor=_InterruptedAfter(5))
+    assert _results_on_disk(out) == 5 and not (out / "manifest.json").exists()
+    # What a kill in the middle of a write leaves: temporary names only.
+    (out / "shards" / ".00002.tmp-12345" / "sub0").mkdir(parents=True)
+    (out / "shards" / ".00003.tar.abcd.tmp").write_bytes(b"half a tar")
+    (out / ".staging" / "00001" / ".6.json.xyz.tmp").write_text('{"ind')
+    summary = run_engine(config)
+    assert summary["processed_this_run"] == 5
+    assert verify(out) == []
+    assert annotations_only(documents(out)) == annotations_only(documents(reference))
+    assert not [p for p in out.rglob(".*")]
