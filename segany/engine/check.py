@@ -156,6 +156,12 @@ def verify(out: str | Path) -> list[str]:
                 problems.append(f"{name}: {n} masks but the manifest says {entry['masks']}")
             masks_total += n
         problems.extend(f"{shard['name']}/{f}: not listed in the shard's index" for f in files)
+    listed = {s["name"] for s in manifest.get("shards", [])}
+    if (out / "shards").is_dir():
+        for p in sorted((out / "shards").iterdir()):
+            name = p.relative_to(out).as_posix()
+            if name not in listed:
+                problems.append(f"{name}: not listed in the manifest")
     images = int(manifest.get("images", -1))
     missing = sorted(set(range(1, images + 1)) - set(seen))
     if missing:
