@@ -87,3 +87,23 @@ def test_cli_run_verify_stats(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "00000.tar" in capsys.readouterr().err
     assert main(["engine", "verify", str(tmp_path / "nothing")]) == 3
     assert main(["engine", "run", str(folder), "-o", str(out), "--preset", "nope"]) == 3
+
+
+def test_with_images_a_shard_is_an_sa1b_folder_and_outputs_inside_inputs_are_skipped(
+    tmp_path: Path,
+) -> None:
+    from segany.engine import run_engine
+    from segany.train.datasets import SA1BDataset
+
+    folder = make_folder(tmp_path, 2)
+    out = folder / "engine_out"  # inside the input folder
+    config = EngineConfig([str(folder)], str(out), spec=SPEC, executor="serial", with_images=True)
+    assert run_engine(config)["images"] == 6
+    shard = out / "shards" / "00000"
+    assert (shard / "sub0" / "sa_0.jpg").read_bytes() == (folder / "sub0" / "sa_0.jpg").read_bytes()
+    again = run_engine(config)  # the copied images are not new inputs
+    assert again["images"] == 6 and again["processed_this_run"] == 0
+    data = SA1BDataset(shard / "sub0", 64)  # what `segany train` reads
+    image, masks = data.load(0)
+    assert masks and masks[0].shape == image.shape[:2]
+    assert verify(out) == []

@@ -61,13 +61,16 @@ def run_engine(
     if config.mode == "auto" and config.existing:
         raise InputError("existing annotations are for the semi-automatic mode (mode 'semi')")
     started = time.perf_counter()
-    items = list_items(config.sources, recursive=config.recursive)
     out = Path(config.out).resolve()
-    inside = [it.key for it in items if out in Path(it.image.path).resolve().parents]
-    if inside:
-        raise InputError(
-            f"the output folder {config.out} holds inputs ({inside[0]}); choose another"
-        )
+    # An output folder inside an input folder: its files (images copied into shards) are
+    # never inputs, so a re-run sees the same items.
+    items = [
+        it
+        for it in list_items(config.sources, recursive=config.recursive)
+        if out not in Path(it.image.path).resolve().parents
+    ]
+    if not items:
+        raise InputError("no images found in " + ", ".join(config.sources))
     layout = Layout(
         config.out,
         items,
