@@ -25,6 +25,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "segany.cli.eval",  # eval: zero-shot protocols (point, clicks, box, auto), compare reports
     "segany.cli.train",  # train, synth, distill: training (issue 6)
     "segany.cli.export",  # export-onnx: decoder (official web-demo interface) and encoder
+    "segany.cli.engine",  # engine run/verify/stats/round: the data engine at scale (issue 13)
 )
 
 
