@@ -146,13 +146,13 @@ class ModelHub:
                 points, labels, box, mask_input, multimask_output=multimask, batched=False
             )
 
-    def prefill(self, emb: Embedding, points_per_side: int | None) -> list[Any]:
-        """Confident automatic masks (``MaskRecord`` with COCO RLE) for the whole image."""
+    def prefill(self, emb: Embedding, **options: Any) -> list[Any]:
+        """Confident automatic masks (``MaskRecord`` with COCO RLE) for the whole image;
+        ``options`` not None go to ``MaskGenerator`` (points_per_side, thresholds)."""
         from segany.automatic import MaskGenerator
 
-        options: dict[str, Any] = {"output_mode": "coco_rle"}
-        if points_per_side is not None:
-            options["points_per_side"] = points_per_side
+        options = {k: v for k, v in options.items() if v is not None}
+        options["output_mode"] = "coco_rle"
         with self.lock:
             generator = MaskGenerator(Predictor(self.model()), **options)
             return generator.generate(

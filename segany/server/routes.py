@@ -136,6 +136,8 @@ def decode(request: Request, image_id: int, body: schemas.DecodeIn) -> schemas.D
     from segany.masks import encode_rles
 
     st = state_of(request)
+    if body.points is None and body.labels is not None:
+        raise InputError("labels given without points")
     if body.points is None and body.box is None and body.mask_input is None:
         raise InputError("give at least one prompt: points, a box or a mask_input")
     points = labels = box = mask = None
@@ -148,8 +150,6 @@ def decode(request: Request, image_id: int, body: schemas.DecodeIn) -> schemas.D
         if body.labels is None or any(v not in (0, 1) for v in body.labels):
             raise InputError("labels must give 1 (positive) or 0 (negative) for each point")
         labels = np.asarray(body.labels)
-    elif body.labels is not None:
-        raise InputError("labels given without points")
     if body.box is not None:
         box = np.asarray(body.box, dtype=np.float64)
     if body.mask_input is not None:
@@ -168,11 +168,16 @@ def decode(request: Request, image_id: int, body: schemas.DecodeIn) -> schemas.D
 
 @router.post("/images/{image_id}/prefill", response_model=schemas.PrefillOut)
 def prefill(request: Request, image_id: int, body: schemas.PrefillIn) -> schemas.PrefillOut:
-    """Segment everything (the semi-automatic stage): confident masks as proposals."""
+    """Segment everything (the semi-automatic stage): confident masks as proposals.
+    Lower the thresholds for a weak model (the bundled tiny one rarely predicts IoU > 0.7)."""
     st = state_of(request)
     emb = _embedding(request, image_id)
-    pps = body.points_per_side or st.settings.prefill_points_per_side
-    records = st.hub.prefill(emb, pps)
+    records = st.hub.prefill(
+        emb,
+        points_per_side=body.points_per_side or st.settings.prefill_points_per_side,
+        pred_iou_thresh=body.pred_iou_thresh,
+        stability_score_thresh=body.stability_score_thresh,
+    )
     proposals = [
         schemas.Proposal(
             rle=schemas.RLE(**r.segmentation),

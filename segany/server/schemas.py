@@ -103,6 +103,12 @@ class Proposal(BaseModel):
 
 class PrefillIn(Strict):
     points_per_side: int | None = Field(None, ge=1, le=64)
+    pred_iou_thresh: float | None = Field(
+        None, ge=0, le=1, description="default: the MaskGenerator's 0.88"
+    )
+    stability_score_thresh: float | None = Field(
+        None, ge=0, le=1, description="default: the MaskGenerator's 0.95"
+    )
     save: bool = Field(False, description="store the proposals as masks (origin 'prefill')")
 
 
