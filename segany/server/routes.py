@@ -115,7 +115,8 @@ def _embedding(request: Request, image_id: int) -> Any:
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
 def embedding(request: Request, image_id: int) -> Response:
-    """Headers: ``X-Shape`` (1,C,h,w), ``X-Original-Size`` (H,W), ``X-Input-Size`` (h',w'),
+    """The bytes are what the ONNX decoder takes as ``image_embeddings``.
+    Headers: ``X-Shape`` (1,C,h,w), ``X-Original-Size`` (H,W), ``X-Input-Size`` (h',w'),
     ``X-Model-Version``. Computed once per image and model encoder, then cached."""
     emb = _embedding(request, image_id)
     headers = {
@@ -229,11 +230,11 @@ def _decoder_available() -> bool:
 
 
 def _export_decoder(model: Any, path: Any) -> None:
-    from segany.export import export_decoder  # type: ignore[attr-defined]
+    from segany.export import export_decoder
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    export_decoder(model, tmp)
-    tmp.replace(path)
+    # All 4 mask tokens: the page cycles the 3 multimask outputs of a first click and uses the
+    # single-mask token once earlier logits are fed back (what the decode endpoint does).
+    export_decoder(model, path, return_single_mask=False)
 
 
 # ----- masks ----------------------------------------------------------------------------------
