@@ -174,8 +174,9 @@ function renderMaskList() {
     name.textContent = `${m.label || "(no label)"} · ${m.origin} · ${m.area}px`;
     name.title = `${m.seconds.toFixed(1)} s · model v${m.model_version ?? "?"} · by ${
       m.author || "?"}`;
-    const hide = button("👁", "hide/show (h)", () => toggleHidden(m.id));
-    const remove = button("✕", "delete (Delete)", () => deleteMask(m.id));
+    const hide = button(state.hidden.has(m.id) ? "show" : "hide", "hide/show (h)", () =>
+      toggleHidden(m.id));
+    const remove = button("×", "delete (Delete)", () => deleteMask(m.id));
     li.append(swatch, name, hide, remove);
     li.onclick = (e) => {
       if (e.target === li || e.target === name || e.target === swatch) selectMask(m.id);
