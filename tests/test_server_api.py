@@ -494,3 +494,13 @@ def test_openapi_documents_every_endpoint(client):
         assert path in paths, path
     assert client.get("/docs").status_code == 200
     assert client.get("/api/project").json()["model_version"] == 0
+
+
+def test_serve_command_refuses_a_public_host_without_token(tmp_path, monkeypatch, capsys):
+    from segany.cli import main
+
+    monkeypatch.delenv("SEGANY_TOKEN", raising=False)
+    code = main(["serve", str(tmp_path / "p"), "--host", "0.0.0.0"])
+    assert code == 3
+    assert "token" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()  # refused before creating anything

@@ -160,7 +160,9 @@ def test_annotate_in_the_browser(page, server, tmp_path):
     grown = page.evaluate("window.segany.state.current.reduce((a, b) => a + b, 0)")
     assert grown > area
 
-    # Accept with a label.
+    # Accept with a label (and the annotator's name).
+    page.fill("#author", "tester")
+    page.keyboard.press("Escape")  # leave the field: keys are shortcuts again
     page.keyboard.press("l")
     page.keyboard.type("coin")
     page.keyboard.press("Enter")
@@ -171,6 +173,7 @@ def test_annotate_in_the_browser(page, server, tmp_path):
     saved = masks[0]
     assert saved["label"] == "coin" and saved["origin"] == "edited" and saved["seconds"] > 0
     assert saved["area"] == grown and saved["model_version"] == 0
+    assert saved["author"] == "tester"
 
     # Help overlay.
     page.keyboard.press("v")
@@ -193,6 +196,18 @@ def test_annotate_in_the_browser(page, server, tmp_path):
     assert len(doc.annotations) == len(masks)
     coin = next(a for a in doc.annotations if a["label"] == "coin")
     np.testing.assert_array_equal(decode_rle(coin["segmentation"]), decode_rle(saved["rle"]))
+
+    # Select a pre-filled mask, hide it, show it, delete it.
+    count = len(masks)
+    page.click("#mask-list li:nth-child(2) .name")
+    assert page.evaluate("window.segany.state.selected") == masks[1]["id"]
+    page.keyboard.press("h")
+    assert "hidden-mask" in page.get_attribute("#mask-list li:nth-child(2)", "class")
+    page.keyboard.press("h")
+    page.keyboard.press("Delete")
+    page.wait_for_function(f"document.querySelectorAll('#mask-list li').length === {count - 1}")
+    left = page.evaluate(f"fetch('/api/images/{image_id}/masks').then(r => r.json())")
+    assert masks[1]["id"] not in {m["id"] for m in left}
 
     # Done: the image is annotated and the progress says so.
     page.keyboard.press("d")

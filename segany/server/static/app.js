@@ -260,7 +260,10 @@ async function accept() {
       const e = state.editing;
       await api(`/masks/${e.id}`, {
         method: "PATCH",
-        json: { version: e.version, rle, label, origin: "edited", seconds: e.seconds + seconds },
+        json: {
+          version: e.version, rle, label, origin: "edited", seconds: e.seconds + seconds,
+          author: $("author").value.trim() || undefined,
+        },
       });
     } else {
       const output = state.outputs[state.choice];
@@ -268,6 +271,7 @@ async function accept() {
         json: {
           rle,
           label,
+          author: $("author").value.trim(),
           origin: origin(),
           prompts: { points: state.prompt.points, labels: state.prompt.labels,
             box: state.prompt.box },
@@ -649,6 +653,8 @@ $("export").onclick = exportProject;
 $("retrain").onclick = retrain;
 $("help-button").onclick = () => toggleHelp();
 $("help").onclick = () => toggleHelp(false);
+$("author").value = localStorage.getItem("segany-author") || "";
+$("author").onchange = () => localStorage.setItem("segany-author", $("author").value.trim());
 
 // For scripts and end-to-end tests: the state and both decoders on the same prompt.
 window.segany = {
