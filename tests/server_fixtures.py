@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -81,3 +82,58 @@ def reset_postgres(url: str) -> None:
         conn.execute(text("DROP SCHEMA public CASCADE"))
         conn.execute(text("CREATE SCHEMA public"))
     engine.dispose()
+
+
+# ----- the app through FastAPI's test client -------------------------------------------------
+LIMITS = {"max_upload_bytes": 400_000, "max_pixels": 1_000_000}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """The bundled model, loaded once per test module."""
+    from segany import load_model
+
+    return load_model()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request) -> str | None:
+    if request.param == "sqlite":
+        return None
+    url = request.getfixturevalue("postgres_url")
+    reset_postgres(url)
+    return url
+
+
+def make_client(folder: Path, model: Any, db: str | None = None, **kw: Any) -> Any:
+    from fastapi.testclient import TestClient
+
+    from segany.server import ServerSettings, create_app
+
+    settings = ServerSettings(project_dir=folder, db_url=db, **{**LIMITS, **kw})
+    return TestClient(create_app(settings, model=model))
+
+
+@pytest.fixture
+def client(tmp_path, tiny) -> Any:
+    return make_client(tmp_path / "project", tiny)
+
+
+def upload(client: Any, data: bytes | None = None, name: str = "coins.png") -> dict:
+    r = client.post("/api/images", files={"file": (name, data or coins_png(), "image/png")})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def click(client: Any, image_id: int, **body: Any) -> dict:
+    body = body or {"points": [[150, 100]], "labels": [1]}
+    r = client.post(f"/api/images/{image_id}/decode", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def add_mask(client: Any, image_id: int, rle: dict, **fields: Any) -> dict:
+    body = {"rle": rle, "origin": "clicks", **fields}
+    r = client.post(f"/api/images/{image_id}/masks", json=body)
+    assert r.status_code == 201, r.text
+    return r.json()
