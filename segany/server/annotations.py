@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import sessionmaker
 
 from segany.errors import InputError
 from segany.masks import decode_rle, encode_rle
@@ -82,9 +82,9 @@ class Annotations:
             s.flush()
             return row, True
 
-    def image(self, image_id: int, session: Session | None = None) -> ImageRow:
+    def image(self, image_id: int) -> ImageRow:
         with self.sessions() as s:
-            row = (session or s).get(ImageRow, image_id)
+            row = s.get(ImageRow, image_id)
         if row is None:
             raise NotFound(f"no image with id {image_id}")
         return row
