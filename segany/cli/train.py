@@ -237,8 +237,10 @@ def _resumed_config(out: str) -> str:
     if not path.exists():
         raise InputError(f"nothing to resume in {out}")
     cfg, _ = load_state_dict(path)
+    from segany.atomic import write_text_atomic
+
     tmp = Path(out) / "model_config.json"
-    tmp.write_text(cfg.to_json())
+    write_text_atomic(tmp, cfg.to_json())
     return str(tmp)
 
 

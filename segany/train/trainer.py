@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,12 @@ import torch.nn.functional as F
 
 from segany.errors import InputError
 from segany.train import prompts
-from segany.train.checkpointing import load_weights, save_weights
+from segany.train.checkpointing import (
+    load_train_state,
+    load_weights,
+    save_train_state,
+    save_weights,
+)
 from segany.train.datasets import MaskDataset, collate
 from segany.train.losses import LossWeights, sam_loss
 from segany.train.optim import build_optimizer, lr_lambda, set_drop_path
@@ -264,7 +268,7 @@ class Trainer:
         return prompt_miou(self.model, self.val_set, self.cfg.val_images, self._autocast)
 
     def save(self, name: str = "checkpoint") -> Path:
-        """Weights (segany safetensors) + training state, written atomically."""
+        """Weights (segany safetensors) + training state (tensors + JSON), written atomically."""
         self.out.mkdir(parents=True, exist_ok=True)
         save_weights(self.model, self.out / f"{name}.safetensors")
         state = {
@@ -274,21 +278,17 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "history": self.history,
             "best_score": self.best_score,
-            "rng": {"python": random.getstate(), "torch": torch.get_rng_state()},
         }
-        tmp = self.out / f"{name}.state.pt.tmp"
-        torch.save(state, tmp)
-        tmp.replace(self.out / f"{name}.state.pt")
+        save_train_state(self.out / name, state)
         return self.out / f"{name}.safetensors"
 
     def resume(self, name: str = "checkpoint") -> None:
         """Restore weights, optimizer, schedule and history saved by ``save``."""
         weights = self.out / f"{name}.safetensors"
-        state_path = self.out / f"{name}.state.pt"
-        if not weights.exists() or not state_path.exists():
+        if not weights.exists():
             raise InputError(f"nothing to resume in {self.out} (need {weights.name} + state)")
+        state = load_train_state(self.out / name)
         load_weights(self.model, weights)
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
