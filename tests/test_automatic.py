@@ -18,7 +18,7 @@ from segany import masks as M
 from segany.automatic import PRESETS, MaskGenerator, MaskRecord
 from segany.automatic.point_decoder import PointDecoder
 from segany.errors import InputError
-from segany.models import build_sam
+from segany.models import SamConfig, build_sam
 from segany.predictor import Predictor
 
 TOL = 1e-4
@@ -351,3 +351,24 @@ def test_point_decoder_matches_mask_decoder(seed):
     scale = want_masks.abs().max()
     assert (iou - want_iou).abs().max() <= 1e-5 * want_iou.abs().max()
     assert (masks - want_masks[rows, 1:]).abs().max() <= 1e-5 * scale
+
+
+def test_point_decoder_with_a_depth_0_decoder():
+    # No two-way layers: the final attention alone reads the prompt-independent image.
+    cfg = SamConfig(**{**SMALL.__dict__, "name": "depth0", "decoder_depth": 0})
+    model = perturb_(build_sam(cfg), 3, scale=1.0).eval()
+    gen = torch.Generator().manual_seed(3)
+    emb = torch.randn(1, 256, 16, 16, generator=gen)
+    coords = torch.rand(5, 1, 2, generator=gen, dtype=torch.float64) * 256
+    labels = torch.ones(5, 1, dtype=torch.int)
+    with torch.inference_mode():
+        sparse, dense = model.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+        pe = model.prompt_encoder.get_dense_pe()
+        want_masks, want_iou = model.mask_decoder.predict_masks(emb, pe, sparse, dense)
+        dec = PointDecoder(model, emb)
+        tokens, keys = dec.transformer(sparse)
+        iou = dec.iou_predictions(tokens)
+        masks = dec.mask_logits(tokens, keys, range(4))
+    assert len(model.mask_decoder.transformer.layers) == 0
+    assert (iou - want_iou).abs().max() <= 1e-5 * want_iou.abs().max()
+    assert (masks - want_masks).abs().max() <= 1e-5 * want_masks.abs().max()
