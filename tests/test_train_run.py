@@ -175,7 +175,7 @@ def test_layer_decay_groups():
     assert layer_id("image_encoder.blocks.1.attn.qkv.weight", 2) == 2
     assert layer_id("mask_decoder.iou_token.weight", 2) == 3
     model = build_sam(SMALL)
-    opt = build_optimizer(model, TrainConfig(lr=1.0, layer_decay=0.5))
+    opt = build_optimizer(model, lr=1.0, weight_decay=0.1, layer_decay=0.5)
     scales = sorted({g["lr_scale"] for g in opt.param_groups})
     assert scales == [0.125, 0.25, 0.5, 1.0]
     assert {g["weight_decay"] for g in opt.param_groups} == {0.0, 0.1}

@@ -1,15 +1,14 @@
-"""Evaluation datasets: COCO instances JSON, SA-1B-style folders, image + label-map PNG folders.
+"""Annotated image collections: COCO instances JSON, SA-1B folders, image + label-map folders.
 
-Every reader is a sequence of `Sample`s: an image path and its object masks held as compressed
-COCO RLEs, decoded only when a protocol asks for them. Reading a sample touches only that
-sample's files (the COCO JSON is the exception: it is one file, read once).
+The one reader of each dataset format, used by evaluation (``segany.evaluate``) and training
+(``segany.train.datasets``) alike. Every reader is a sequence of `Sample`s: an image path and
+its object masks held as compressed COCO RLEs, decoded only when asked for. Reading a sample
+touches only that sample's files (the COCO JSON is the exception: it is one file, read once).
+Files are parsed by ``formats.coco.read_coco`` and ``formats.sa1b.read_sa1b``.
 """
 
 from __future__ import annotations
 
-import json
-import sys
-import zlib
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,14 +20,16 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from segany.errors import InputError
+from segany.formats.coco import read_coco
+from segany.formats.images import IMAGE_SUFFIXES
+from segany.formats.sa1b import read_sa1b
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 LABEL_DIR_NAMES = ("labels", "masks", "annotations")
 
 
 @dataclass(frozen=True)
 class EvalObject:
-    """One ground-truth object: its id in the source and its mask as a compressed COCO RLE."""
+    """One annotated object: its id in the source and its mask as a compressed COCO RLE."""
 
     object_id: int | str
     rle: dict[str, Any]  # {"size": [H, W], "counts": bytes | str}
@@ -65,7 +66,7 @@ class Sample:
         cls, image: np.ndarray, masks: Sequence[np.ndarray], image_id: int | str = 0
     ) -> Sample:
         """An in-memory sample: image H×W×3 uint8 RGB and object masks H×W bool (object ids
-        are their indices), e.g. for validation during training."""
+        are their indices), e.g. for validation during training or generated scenes."""
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise InputError(f"expected an H×W×3 uint8 image, got {image.dtype} {image.shape}")
@@ -114,7 +115,7 @@ def segmentation_to_rle(seg: Any, height: int, width: int) -> dict[str, Any]:
 
 
 class EvalDataset(Sequence[Sample]):
-    """Base of the readers: `kind` and `source` describe it in reports."""
+    """Base of the readers (a sequence of `Sample`s): `kind` and `source` describe it."""
 
     kind = "dataset"
     source = ""
@@ -149,11 +150,9 @@ class CocoDataset(EvalDataset):
         path = Path(annotations)
         self.source = str(path)
         try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
+            data = read_coco(path)
+        except OSError as exc:
             raise InputError(f"cannot read COCO annotations {path}: {exc}") from exc
-        if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
-            raise InputError(f"{path} is not a COCO instances file (no images/annotations)")
         self._images = sorted(data["images"], key=lambda im: im["id"])
         self._anns: dict[Any, list[dict]] = {}
         for ann in data["annotations"]:
@@ -173,6 +172,12 @@ class CocoDataset(EvalDataset):
 
     def __len__(self) -> int:
         return len(self._images)
+
+    def object_count(self, index: int, crowd: bool = False) -> int:
+        """How many objects image ``index`` has (crowd regions counted only if ``crowd``),
+        without decoding any mask."""
+        anns = self._anns.get(self._images[index]["id"], [])
+        return sum(1 for a in anns if crowd or not a.get("iscrowd", 0))
 
     def _read(self, index: int) -> Sample:
         info = self._images[index]
@@ -202,6 +207,8 @@ class Sa1bDataset(EvalDataset):
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         self.source = str(self.folder)
+        if not self.folder.is_dir():
+            raise InputError(f"{self.folder} is not a folder (SA-1B layout: image + JSON pairs)")
         images = _images_by_stem(self.folder)
         self._pairs = [
             (j, images[j.stem]) for j in sorted(self.folder.glob("*.json")) if j.stem in images
@@ -215,15 +222,15 @@ class Sa1bDataset(EvalDataset):
     def _read(self, index: int) -> Sample:
         json_path, image_path = self._pairs[index]
         try:
-            data = json.loads(json_path.read_text())
-            info = data["image"]
-            h, w = int(info["height"]), int(info["width"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            doc = read_sa1b(json_path)
+            info = doc.image
+            h, w = doc.size
+        except (OSError, ValueError, TypeError) as exc:  # InputError is a ValueError
             raise InputError(f"{json_path} is not an SA-1B annotation file: {exc}") from exc
         named = self.folder / str(info.get("file_name", ""))
         path = named if info.get("file_name") and named.is_file() else image_path
         objects = []
-        for i, ann in enumerate(data.get("annotations", [])):
+        for i, ann in enumerate(doc.annotations):
             rle = segmentation_to_rle(ann["segmentation"], h, w)
             objects.append(EvalObject(ann.get("id", i), rle, int(mask_utils.area(rle))))
         return Sample(info.get("image_id", json_path.stem), path, h, w, tuple(objects))
@@ -267,7 +274,7 @@ class LabelMapDataset(EvalDataset):
         image_path, label_path = self._pairs[index]
         with Image.open(image_path) as im:
             w, h = im.size
-        labels = read_label_map(label_path)
+        labels = read_instance_map(label_path)
         if labels.shape != (h, w):
             raise InputError(f"label map {label_path} is {labels.shape}, its image is {(h, w)}")
         objects = []
@@ -279,8 +286,10 @@ class LabelMapDataset(EvalDataset):
         return Sample(image_path.stem, image_path, h, w, tuple(objects))
 
 
-def read_label_map(path: Path) -> np.ndarray:
-    """A label-map PNG as H×W int64 (RGB colours packed as 0xRRGGBB)."""
+def read_instance_map(path: Path) -> np.ndarray:
+    """A third-party instance-map image as H×W int64: grey, 16-bit and palette maps as their
+    values (palette indices, not colours), RGB maps as colours packed 0xRRGGBB. (segany's own
+    uint16 label maps are read by ``formats.png.read_label_map``.)"""
     with Image.open(path) as im:
         arr = np.asarray(im)
     if arr.ndim == 3:  # colour-coded instances
@@ -296,52 +305,6 @@ def _find_label_dir(root: Path | None) -> Path | None:
         if (root / name).is_dir():
             return root / name
     return None
-
-
-class Subset(EvalDataset):
-    """A fixed selection of another dataset's samples, in the source's order."""
-
-    def __init__(self, base: EvalDataset, indices: Sequence[int], seed: int | None) -> None:
-        self.base = base
-        self.indices = list(indices)
-        self.kind = base.kind
-        self.source = base.source
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def _read(self, index: int) -> Sample:
-        return self.base[self.indices[index]]
-
-    def describe(self) -> dict[str, Any]:
-        d = self.base.describe()
-        d.update(num_images=len(self), subset_of=len(self.base), subset_seed=self.seed)
-        return d
-
-
-def subset(dataset: EvalDataset, limit: int | None, seed: int = 0) -> EvalDataset:
-    """At most `limit` images, drawn without replacement by a seeded generator (order kept)."""
-    if limit is None or limit >= len(dataset):
-        return dataset
-    if limit < 1:
-        raise InputError(f"limit must be at least 1, got {limit}")
-    chosen = np.random.default_rng(seed).choice(len(dataset), size=limit, replace=False)
-    return Subset(dataset, sorted(int(i) for i in chosen), seed)
-
-
-def iterate(dataset: Sequence[Sample], progress: bool = False) -> Iterator[Sample]:
-    """The samples in order, with a progress bar on stderr when asked."""
-    if not progress:
-        return iter(dataset)
-    from tqdm import tqdm
-
-    return iter(tqdm(dataset, total=len(dataset), desc="eval", unit="img", file=sys.stderr))
-
-
-def stable_seed(seed: int, *keys: Any) -> list[int]:
-    """A generator seed for one image/object that does not depend on iteration order."""
-    return [seed] + [zlib.crc32(str(k).encode()) for k in keys]
 
 
 def open_dataset(

@@ -29,7 +29,7 @@ from segany.train.checkpointing import (
 )
 from segany.train.datasets import MaskDataset, collate
 from segany.train.losses import LossWeights, sam_loss
-from segany.train.optim import build_optimizer, lr_lambda, set_drop_path
+from segany.train.optim import build_optimizer, set_drop_path, warmup_cosine
 
 if TYPE_CHECKING:
     from segany.modeling import Sam
@@ -105,9 +105,20 @@ class Trainer:
         self.train_set, self.val_set = train_set, val_set
         self.image_size = int(model.image_encoder.img_size)
         self._freeze()
-        self.optimizer = build_optimizer(self.model, config)
+        self.optimizer = build_optimizer(
+            self.model,
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            layer_decay=config.layer_decay,
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_lambda(s, config)
+            self.optimizer,
+            lambda s: warmup_cosine(
+                s,
+                total_steps=config.steps,
+                warmup_steps=config.warmup_steps,
+                min_ratio=config.min_lr_ratio,
+            ),
         )
         set_drop_path(self.model, config.drop_path)
         self.step = 0
@@ -265,7 +276,9 @@ class Trainer:
 
         if self.val_set is None:
             return {}
-        return prompt_miou(self.model, self.val_set, self.cfg.val_images, self._autocast)
+        bf16 = self.cfg.amp and (self.device.type == "cpu" or torch.cuda.is_bf16_supported())
+        precision = "bf16" if bf16 else "fp32"  # what training's autocast uses
+        return prompt_miou(self.model, self.val_set, self.cfg.val_images, precision)
 
     def save(self, name: str = "checkpoint") -> Path:
         """Weights (segany safetensors) + training state (tensors + JSON), written atomically."""
