@@ -199,7 +199,9 @@ def run_train(args: argparse.Namespace) -> int:
         if not args.config and not args.resume:
             raise InputError("give --model (fine-tune), --config (from scratch) or --resume")
         model = build_sam(_model_config(args.config or _resumed_config(args.out)))
-    msc = model.config
+    from segany.models import config_of
+
+    msc = config_of(model)
     kw = {"pixel_mean": msc.pixel_mean, "pixel_std": msc.pixel_std}
     train = open_dataset(
         args.data, msc.image_size, masks_per_image=cfg.masks_per_image, flip=True, **kw

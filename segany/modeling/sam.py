@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -11,6 +11,9 @@ from torch.nn import functional as F
 from segany.modeling.image_encoder import ImageEncoderViT
 from segany.modeling.mask_decoder import MaskDecoder
 from segany.modeling.prompt_encoder import PromptEncoder
+
+if TYPE_CHECKING:
+    from segany.config import SamConfig
 
 
 class Sam(nn.Module):
@@ -51,9 +54,9 @@ class Sam(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
         self.pixel_mean: torch.Tensor
         self.pixel_std: torch.Tensor
-        # The segany.models.SamConfig it was built from, set by segany.models.build_sam (not
-        # typed as such: modeling/ stays free of segany's upper layers so it can be copied).
-        self.config: Any = None
+        # The config it was built from, set by segany.models.build_sam (the import of SamConfig
+        # is for type checkers only: modeling/ still runs without the rest of segany).
+        self.config: SamConfig | None = None
 
     @property
     def device(self) -> torch.device:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from segany.errors import InputError
 from segany.formats.datasets import load_rgb
 from segany.formats.images import IMAGE_SUFFIXES
+from segany.models import config_of
 from segany.train.datasets import prepare
 from segany.train.optim import warmup_cosine
 
@@ -56,7 +57,7 @@ def _load(path: Path | np.ndarray) -> np.ndarray:
 
 
 def _batch(model: Sam, images: list[np.ndarray]) -> torch.Tensor:
-    cfg = model.config
+    cfg = config_of(model)
     return torch.stack(
         [
             prepare(im, [], cfg.image_size, False, cfg.pixel_mean, cfg.pixel_std).image
@@ -66,7 +67,7 @@ def _batch(model: Sam, images: list[np.ndarray]) -> torch.Tensor:
 
 
 def _check(teacher: Sam, student: Sam) -> None:
-    t, s = teacher.config, student.config
+    t, s = config_of(teacher), config_of(student)
     if (t.prompt_embed_dim, t.embedding_size) != (s.prompt_embed_dim, s.embedding_size):
         raise InputError(
             f"student embeddings {s.prompt_embed_dim}×{s.embedding_size}² must match the "
