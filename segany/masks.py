@@ -224,7 +224,12 @@ def _greedy_nms(
 
 
 def batched_mask_to_box(masks: torch.Tensor) -> torch.Tensor:
-    """``...×H×W`` bool masks -> ``...×4`` XYXY int64 boxes (inclusive max; 0,0,0,0 if empty)."""
+    """The tight box of each mask: ``...×H×W`` bool -> ``...×4`` XYXY int64 (0,0,0,0 if empty).
+
+    The one definition of a tight box in segany (automatic masks, evaluation and training
+    prompts all use it): ``x0, y0`` are the first and ``x1, y1`` the last covered column and
+    row, both inclusive, as the official ``batched_mask_to_box`` writes them.
+    """
     *lead, h, w = masks.shape
     if masks.numel() == 0:
         return torch.zeros(*lead, 4, dtype=torch.int64, device=masks.device)
@@ -240,6 +245,18 @@ def batched_mask_to_box(masks: torch.Tensor) -> torch.Tensor:
     out = torch.stack([left, top, right, bottom], dim=1)
     out[~rows.any(dim=1)] = 0
     return out.reshape(*lead, 4)
+
+
+def mask_iou(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """IoU of bool masks over the last two dims: ``...×H×W`` (torch or numpy) -> ``...`` float32.
+
+    The one mask IoU in segany (training targets, validation, evaluation). Two empty masks
+    count as a perfect match (1.0).
+    """
+    a, b = torch.as_tensor(a, dtype=torch.bool), torch.as_tensor(b, dtype=torch.bool)
+    inter = (a & b).flatten(-2).sum(-1).float()
+    union = (a | b).flatten(-2).sum(-1).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
 # --------------------------------------------------------------------------------------------

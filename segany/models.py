@@ -1,5 +1,7 @@
 """The variant registry: one frozen config per SAM variant and one builder.
 
+``SamConfig`` itself is defined in ``segany.config`` and re-exported here.
+
 The numbers of every variant live here and nowhere else. Custom variants (another input size,
 depth or width, e.g. the bundled ``tiny`` model) are plain ``SamConfig`` values built the same way.
 """
@@ -7,84 +9,27 @@ depth or width, e.g. the bundled ``tiny`` model) are plain ``SamConfig`` values 
 from __future__ import annotations
 
 import dataclasses
-import json
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from segany.config import PIXEL_MEAN, PIXEL_STD, SamConfig
 from segany.errors import InputError
+
+__all__ = [
+    "PIXEL_MEAN",
+    "PIXEL_STD",
+    "VARIANTS",
+    "VIT_B",
+    "VIT_H",
+    "VIT_L",
+    "SamConfig",
+    "build_sam",
+    "config_of",
+    "get_config",
+    "name_known_variant",
+]
 
 if TYPE_CHECKING:
     from segany.modeling import Sam
-
-PIXEL_MEAN = (123.675, 116.28, 103.53)
-PIXEL_STD = (58.395, 57.12, 57.375)
-
-
-@dataclass(frozen=True)
-class SamConfig:
-    """Every size of a SAM model. Defaults are the official decoder/prompt numbers."""
-
-    name: str
-    encoder_embed_dim: int
-    encoder_depth: int
-    encoder_num_heads: int
-    encoder_global_attn_indexes: tuple[int, ...]
-    image_size: int = 1024
-    patch_size: int = 16
-    window_size: int = 14
-    mlp_ratio: float = 4.0
-    prompt_embed_dim: int = 256
-    decoder_depth: int = 2
-    decoder_num_heads: int = 8
-    decoder_mlp_dim: int = 2048
-    num_multimask_outputs: int = 3
-    iou_head_depth: int = 3
-    iou_head_hidden_dim: int = 256
-    pixel_mean: tuple[float, float, float] = PIXEL_MEAN
-    pixel_std: tuple[float, float, float] = PIXEL_STD
-    mask_threshold: float = 0.0
-    # Free-form notes carried in saved files (the bundled weights have it); never read by code.
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-
-    def __post_init__(self) -> None:
-        if self.image_size % self.patch_size:
-            raise InputError(
-                f"image_size ({self.image_size}) must be a multiple of patch_size "
-                f"({self.patch_size})"
-            )
-        if self.encoder_embed_dim % self.encoder_num_heads:
-            raise InputError("encoder_embed_dim must be divisible by encoder_num_heads")
-        bad = [i for i in self.encoder_global_attn_indexes if not 0 <= i < self.encoder_depth]
-        if bad:
-            raise InputError(f"global attention indexes {bad} outside depth {self.encoder_depth}")
-
-    @property
-    def embedding_size(self) -> int:
-        """Side of the square image embedding grid (64 for the official models)."""
-        return self.image_size // self.patch_size
-
-    @property
-    def low_res_mask_size(self) -> int:
-        """Side of the decoder's low-resolution mask logits (256 for the official models)."""
-        return 4 * self.embedding_size
-
-    def to_json(self) -> str:
-        d = dataclasses.asdict(self)
-        d["encoder_global_attn_indexes"] = list(self.encoder_global_attn_indexes)
-        return json.dumps(d, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> SamConfig:
-        d = json.loads(text)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise InputError(f"unknown SamConfig fields {sorted(unknown)}")
-        for key in ("encoder_global_attn_indexes", "pixel_mean", "pixel_std"):
-            if key in d:
-                d[key] = tuple(d[key])
-        return cls(**d)
-
 
 VIT_B = SamConfig("vit_b", 768, 12, 12, (2, 5, 8, 11))
 VIT_L = SamConfig("vit_l", 1024, 24, 16, (5, 11, 17, 23))
@@ -99,6 +44,17 @@ def name_known_variant(cfg: SamConfig) -> SamConfig:
         if dataclasses.replace(cfg, name=variant.name) == variant:
             return variant
     return cfg
+
+
+def config_of(model: Sam) -> SamConfig:
+    """The ``SamConfig`` a model was built from; ``InputError`` for a ``Sam`` assembled from
+    its modules by hand (it carries none)."""
+    if model.config is None:
+        raise InputError(
+            "this Sam carries no SamConfig; build it with segany.build_sam or load it with "
+            "segany.load_model"
+        )
+    return model.config
 
 
 def get_config(name: str) -> SamConfig:

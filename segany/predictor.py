@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from segany.errors import InputError
 from segany.images import ImageLike, to_rgb_uint8
@@ -189,10 +190,10 @@ class Predictor:
     # ----- prompts -----------------------------------------------------------------------
     def predict(
         self,
-        point_coords: Any = None,
-        point_labels: Any = None,
-        box: Any = None,
-        mask_input: Any = None,
+        point_coords: ArrayLike | None = None,
+        point_labels: ArrayLike | None = None,
+        box: ArrayLike | None = None,
+        mask_input: ArrayLike | None = None,
         multimask_output: bool = True,
         return_logits: bool = False,
         *,

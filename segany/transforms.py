@@ -9,7 +9,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PIL import Image
-from torch.nn import functional as F
+
+
+def preprocess_shape(h: int, w: int, long_side: int) -> tuple[int, int]:
+    """(h, w) after scaling the longest side to ``long_side``, rounded half up (the official
+    rounding). The one definition: the predictor, training data and the transforms use it."""
+    scale = long_side * 1.0 / max(h, w)
+    return int(h * scale + 0.5), int(w * scale + 0.5)
 
 
 class ResizeLongestSide:
@@ -20,9 +26,8 @@ class ResizeLongestSide:
 
     @staticmethod
     def get_preprocess_shape(oldh: int, oldw: int, long_side_length: int) -> tuple[int, int]:
-        """(H, W) after scaling the longest side to ``long_side_length``, rounded half up."""
-        scale = long_side_length * 1.0 / max(oldh, oldw)
-        return int(oldh * scale + 0.5), int(oldw * scale + 0.5)
+        """``preprocess_shape`` under the official method name."""
+        return preprocess_shape(oldh, oldw, long_side_length)
 
     def apply_image(self, image: np.ndarray) -> np.ndarray:
         """H×W×3 uint8 -> h×w×3 uint8 (bilinear, through PIL like the official predictor)."""
@@ -41,11 +46,6 @@ class ResizeLongestSide:
     def apply_boxes(self, boxes: np.ndarray, original_size: tuple[int, ...]) -> np.ndarray:
         """B×4 (or 4) XYXY -> B×4 XYXY in the resized image."""
         return self.apply_coords(np.asarray(boxes).reshape(-1, 2, 2), original_size).reshape(-1, 4)
-
-    def apply_image_torch(self, image: torch.Tensor) -> torch.Tensor:
-        """B×C×H×W float -> B×C×h×w (bilinear with antialiasing)."""
-        h, w = self.get_preprocess_shape(image.shape[2], image.shape[3], self.target_length)
-        return F.interpolate(image, (h, w), mode="bilinear", align_corners=False, antialias=True)
 
     def apply_coords_torch(
         self, coords: torch.Tensor, original_size: tuple[int, ...]

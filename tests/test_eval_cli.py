@@ -88,7 +88,6 @@ def test_prompted_protocols_match_the_library(files, capsys):
 
 
 def test_all_protocols_with_json_summary(files, capsys):
-    pytest.importorskip("segany.automatic", reason="MaskGenerator not merged yet")
     out = files["root"] / "all.json"
     argv = _eval(
         files,

@@ -148,9 +148,12 @@ def test_mask_iou():
     b = a.copy()
     a[:2] = True
     b[1:3] = True
-    assert mask_iou(a, b) == pytest.approx(4 / 12)
-    assert mask_iou(a, a) == 1.0
-    assert mask_iou(b & ~b, a & ~a) == 0.0
+    assert float(mask_iou(a, b)) == pytest.approx(4 / 12)
+    assert float(mask_iou(a, a)) == 1.0
+    assert float(mask_iou(a, ~a)) == 0.0
+    assert float(mask_iou(b & ~b, a & ~a)) == 1.0  # both empty: a perfect match
+    # Batched over leading dims, numpy or torch alike.
+    assert mask_iou(np.stack([a, b]), b).tolist() == pytest.approx([4 / 12, 1.0])
 
 
 # --- bootstrap -----------------------------------------------------------------------------
@@ -343,7 +346,8 @@ def _greedy_recall(gts, dets, scores, budget):
     """Independent COCO-style matching: proposals in score order take the best free object."""
     thresholds = np.linspace(0.5, 0.95, 10)
     order = np.argsort(-np.asarray(scores), kind="stable")[:budget]
-    ious = np.array([[mask_iou(dets[d], g) for g in gts] for d in order]).reshape(-1, len(gts))
+    ious = np.array([[float(mask_iou(dets[d], g)) for g in gts] for d in order])
+    ious = ious.reshape(-1, len(gts))
     recall = np.zeros(len(gts))
     for t in thresholds:
         taken = np.zeros(len(gts), bool)

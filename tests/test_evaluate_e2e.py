@@ -168,7 +168,8 @@ def _greedy_recall(gts, dets, scores, budget):
 
 
 def test_auto_protocol_matches_an_independent_matcher(model, data, tmp_path):
-    automatic = pytest.importorskip("segany.automatic", reason="MaskGenerator not merged yet")
+    from segany import automatic
+
     scenes, _, _ = data
     # Filters off: random weights give low scores and image-wide masks that box NMS would merge.
     options = {

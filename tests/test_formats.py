@@ -12,6 +12,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from segany.atomic import atomic_open
 from segany.errors import InputError
 from segany.formats import (
     coco_dataset,
@@ -41,7 +42,6 @@ from segany.formats import (
     write_polygons,
     write_sa1b,
 )
-from segany.formats._atomic import atomic_open
 from segany.formats.metadata import HEADER
 from segany.masks import encode_rle, mask_to_uncompressed_rle
 

@@ -64,7 +64,10 @@ def test_uncompressed_rle_matches_reference(name):
     m = MASK_CASES[name]
     ours = M.mask_to_uncompressed_rle(torch.from_numpy(m)[None])
     assert ours == amg.mask_to_rle_pytorch(torch.from_numpy(m)[None])
-    assert ours[0]["counts"][0] == (0 if m.flat[0] else ours[0]["counts"][0])
+    # Counts run down the columns (Fortran order) and start with the number of leading zeros.
+    column_major = m.flatten(order="F")
+    leading_zeros = int(np.argmax(column_major)) if column_major.any() else column_major.size
+    assert ours[0]["counts"][0] == leading_zeros
     np.testing.assert_array_equal(M.uncompressed_rle_to_mask(ours[0]), m)
     np.testing.assert_array_equal(M.decode_rle(ours[0]), m)
     assert M.rle_area(ours[0]) == amg.area_from_rle(ours[0]) == m.sum()

@@ -111,6 +111,46 @@ def test_batched_boxes_equal_one_by_one():
     tb = ours.transform.apply_boxes_torch(torch.as_tensor(boxes, dtype=torch.float), img.shape[:2])
     masks, iou, low = ours.predict_torch(None, None, boxes=tb, multimask_output=False)
     assert masks.shape == (3, 1, 200, 250) and iou.shape == (3, 1) and low.shape == (3, 1, 64, 64)
+    # ... and its values: the reference's predict_torch takes the same B×4 boxes.
+    rm, ri, rl = ref.predict_torch(None, None, boxes=tb, multimask_output=False)
+    assert max_rel_err(low, rl) < TOL and max_rel_err(iou, ri) < TOL
+    ref_full = ref.predict_torch(None, None, boxes=tb, multimask_output=False, return_logits=True)
+    scale = float(ref_full[0].abs().max())
+    assert_same_masks(masks.numpy(), rm.numpy(), ref_full[0].numpy(), 0.0, scale)
+    # Batched points (B×N×2) with multimask output, against the reference's batched call.
+    tp = ours.transform.apply_coords_torch(torch.as_tensor(pts, dtype=torch.float), img.shape[:2])
+    tl = torch.as_tensor(labels)
+    masks, iou, low = ours.predict_torch(tp, tl, boxes=tb)
+    rm, ri, rl = ref.predict_torch(tp, tl, boxes=tb)
+    assert masks.shape == (3, 3, 200, 250) and max_rel_err(low, rl) < TOL
+    assert max_rel_err(iou, ri) < TOL
+
+
+@pytest.mark.parametrize(
+    "precision,tol",
+    # Measured on this model and image: bf16 1.1e-2 (embedding) / 5.9e-3 (logits),
+    # fp16 1.2e-3 / 8.0e-4, relative to the largest fp32 magnitude.
+    [("bf16", 3e-2), ("fp16", 5e-3)],
+)
+def test_reduced_precision_stays_close_to_fp32(precision, tol):
+    """The encoder under bf16/fp16 autocast: outputs stay fp32 and within ``tol`` of fp32."""
+    model = seeded_model(SMALL)
+    img = _photo(173, 301)
+    full, low = Predictor(model), Predictor(model, precision=precision)
+    full.set_image(img)
+    low.set_image(img)
+    emb_err = max_rel_err(low.get_image_embedding(), full.get_image_embedding())
+    assert low.get_image_embedding().dtype == torch.float32
+    assert 0 < emb_err < tol  # > 0: the reduced precision really ran
+    prompt = dict(
+        point_coords=np.array([[50, 60], [200, 100]]),
+        point_labels=np.array([1, 0]),
+        box=np.array([30, 20, 250, 160]),
+    )
+    a, b = low.predict(**prompt), full.predict(**prompt)
+    assert a.logits.dtype == np.float32
+    assert max_rel_err(a.logits, b.logits) < tol and max_rel_err(a.scores, b.scores) < tol
+    assert (a.masks == b.masks).mean() > 0.99
 
 
 def test_embedding_reuse_skips_encoder():

@@ -11,7 +11,8 @@ import torch
 
 from segany.errors import InputError
 from segany.masks import encode_rle
-from segany.train.datasets import SA1BDataset, open_dataset, prepare, preprocess_shape
+from segany.train.datasets import SA1BDataset, open_dataset, prepare
+from segany.transforms import preprocess_shape
 
 
 def test_preprocess_shape_matches_the_official_rounding():

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from segany.errors import InputError
+from segany.masks import batched_mask_to_box, mask_iou
 from segany.train import prompts
-from segany.train.losses import LossWeights, dice_loss, mask_iou, sam_loss, sigmoid_focal_loss
+from segany.train.losses import LossWeights, dice_loss, sam_loss, sigmoid_focal_loss
 
 
 def _sig(x: float) -> float:
@@ -104,13 +105,14 @@ def test_points_lie_inside_masks():
 
 def test_boxes_contain_mask_up_to_jitter():
     masks = _blobs(n=8)
-    tight = prompts.mask_boxes(masks)
+    tight = batched_mask_to_box(masks).float()
     ys, xs = torch.nonzero(masks[0], as_tuple=True)
-    assert tight[0].tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+    assert tight[0].tolist() == [xs.min(), ys.min(), xs.max(), ys.max()]  # inclusive
     for seed in range(5):
         noisy = prompts.noisy_boxes(masks, 0.1, 3.0, generator=torch.Generator().manual_seed(seed))
         assert ((noisy - tight).abs() <= 3.0 + 1e-5).all()
-        assert (noisy[:, 2] > noisy[:, 0]).all() and (noisy[:, 3] > noisy[:, 1]).all()
+        assert (noisy[:, 2] >= noisy[:, 0]).all() and (noisy[:, 3] >= noisy[:, 1]).all()
+        assert not torch.equal(noisy, tight)
     zero = prompts.noisy_boxes(masks, 0.0, 20.0)
     assert torch.equal(zero, tight)
 
@@ -127,12 +129,6 @@ def test_error_points_in_error_region_with_right_labels():
                 continue
             assert bool(pred[i, y, x] ^ gt[i, y, x])  # inside the error region
             assert lab == float(gt[i, y, x])  # positive where missed, negative where spilled
-
-
-def test_center_point_is_deep_inside():
-    m = torch.zeros(1, 21, 21, dtype=torch.bool)
-    m[0, 5:16, 5:16] = True
-    assert prompts.center_points(m).tolist() == [[10.0, 10.0]]
 
 
 def test_mask_only_rounds_follow_the_paper():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from segany.errors import CheckpointError
 from segany.models import SamConfig, build_sam
 from segany.train.datasets import SA1BDataset
 from segany.train.distill import DistillConfig, distill_encoder, embedding_mse
@@ -121,6 +122,42 @@ def test_resume_reproduces_the_next_step(data, tmp_path):
         assert torch.allclose(a, b, atol=1e-7), name
 
 
+class _Payload:
+    """Unpickling this calls open(marker, "w"), i.e. creates the marker file."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_resume_never_unpickles_a_planted_state_file(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    first = _trainer(data, run, steps=2)
+    first.train_step()
+    first.save()
+    marker = tmp_path / "pwned"
+    state = run / "checkpoint.state.pt"
+    saved = json.loads((run / "checkpoint.state.json").read_text())
+    assert saved["step"] == 1 and saved["format"] == 1
+    # The state file now holds a pickle that creates `marker` when unpickled unsafely.
+    torch.save({"optimizer.0.exp_avg": _Payload(marker)}, state)
+    resumed = _trainer(data, run, steps=2)
+    with pytest.raises(CheckpointError, match="refusing.*nothing from it was executed"):
+        resumed.resume()
+    assert not marker.exists()
+    from segany.cli import main  # the CLI path as well: one clear error, no code run
+
+    args = ["train", str(data / "train"), "-o", str(run), "--resume", "--steps", "2", "-q"]
+    assert main(args) != 0
+    assert "refusing" in capsys.readouterr().err
+    assert not marker.exists()
+    # Control: the payload is live; an unsafe load does create the marker.
+    torch.load(state, weights_only=False)
+    assert marker.exists()
+
+
 def test_freeze_encoder_keeps_it_fixed(data, tmp_path):
     tr = _trainer(data, tmp_path, steps=2, freeze="encoder")
     before = {k: v.clone() for k, v in tr.model.image_encoder.state_dict().items()}
@@ -138,7 +175,7 @@ def test_layer_decay_groups():
     assert layer_id("image_encoder.blocks.1.attn.qkv.weight", 2) == 2
     assert layer_id("mask_decoder.iou_token.weight", 2) == 3
     model = build_sam(SMALL)
-    opt = build_optimizer(model, TrainConfig(lr=1.0, layer_decay=0.5))
+    opt = build_optimizer(model, lr=1.0, weight_decay=0.1, layer_decay=0.5)
     scales = sorted({g["lr_scale"] for g in opt.param_groups})
     assert scales == [0.125, 0.25, 0.5, 1.0]
     assert {g["weight_decay"] for g in opt.param_groups} == {0.0, 0.1}

@@ -134,18 +134,26 @@ class PointDecoder:
         self.keys = src.flatten(2).transpose(1, 2)  # 1×C×h×w -> 1×N×C
         self.key_pe = pe.get_dense_pe().to(no_mask).flatten(2).transpose(1, 2)
         k = self.keys + self.key_pe
-        first = self.layers[0]
-        heads = first.cross_attn_token_to_image.num_heads
+        # The first token-to-image attention sees the image before any prompt has changed it:
+        # the first layer's, or with a depth-0 decoder the final one.
+        if self.layers:
+            t2i = self.layers[0].cross_attn_token_to_image
+        else:
+            t2i = dec.transformer.final_attn_token_to_image
+        heads = t2i.num_heads
 
         def proj(lin: nn.Module, x: torch.Tensor) -> torch.Tensor:
             return _split(lin(x), heads)[0].transpose(0, 1).contiguous()  # H×N×d
 
-        # The first layer's image-side projections, shared by every prompt of this image.
-        t2i = first.cross_attn_token_to_image
+        # Its image-side projections, shared by every prompt of this image.
         self._k0 = proj(t2i.k_proj, k)
         self._v0 = proj(t2i.v_proj, self.keys)
-        # (H·d)×N: the image-to-token queries, transposed for the block-diagonal product
-        self._q0 = first.cross_attn_image_to_token.q_proj(k)[0].T.contiguous()
+        # (H·d)×N: the first image-to-token queries, transposed for the block-diagonal product
+        self._q0 = (
+            self.layers[0].cross_attn_image_to_token.q_proj(k)[0].T.contiguous()
+            if self.layers
+            else None
+        )
 
     @torch.inference_mode()
     def transformer(self, sparse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

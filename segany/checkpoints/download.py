@@ -15,6 +15,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from segany.atomic import publish
 from segany.errors import DownloadError, InputError
 
 
@@ -168,7 +169,7 @@ def download(
             f"{url}: sha256 {digest.hexdigest()} does not match the expected {sha256}; "
             "the corrupt download was deleted"
         )
-    os.replace(part, dest)  # atomic: the final name only ever holds a verified file
+    publish(part, dest)  # atomic: the final name only ever holds a verified file
     return dest
 
 

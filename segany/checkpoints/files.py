@@ -13,16 +13,16 @@ anything while unpickling is refused before any of it runs.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from segany.atomic import atomic_path, write_json_atomic
 from segany.checkpoints.hf import config_from_hf, config_to_hf, looks_like_hf, preprocessor_to_hf
 from segany.errors import CheckpointError
 from segany.models import SamConfig
@@ -202,17 +202,6 @@ def _plain(state: Mapping[str, torch.Tensor], half: bool) -> dict[str, torch.Ten
     return out
 
 
-def _atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through a temporary file in the same folder so ``path`` is never half written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_segany(
     state: Mapping[str, torch.Tensor], cfg: SamConfig, path: Path, *, half: bool = False
 ) -> None:
@@ -224,12 +213,14 @@ def write_segany(
         SEGANY_VERSION_KEY: str(SEGANY_FORMAT_VERSION),
     }
     tensors = _plain(state, half)
-    _atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def write_official(state: Mapping[str, torch.Tensor], path: Path, *, half: bool = False) -> None:
     tensors = _plain(state, half)
-    _atomic(path, lambda tmp: torch.save(tensors, tmp))
+    with atomic_path(path) as tmp:
+        torch.save(tensors, tmp)
 
 
 def write_hf(
@@ -246,10 +237,7 @@ def write_hf(
     config = config_to_hf(cfg)
     config["dtype"] = "float16" if half else "float32"
     tensors = _plain(official_to_hf(state), half)
-    _atomic(folder / "config.json", lambda tmp: tmp.write_text(json.dumps(config, indent=2)))
-    pre = json.dumps(preprocessor_to_hf(cfg), indent=2)
-    _atomic(folder / "preprocessor_config.json", lambda tmp: tmp.write_text(pre))
-    _atomic(
-        folder / "model.safetensors",
-        lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}),
-    )
+    write_json_atomic(folder / "config.json", config, indent=2)
+    write_json_atomic(folder / "preprocessor_config.json", preprocessor_to_hf(cfg), indent=2)
+    with atomic_path(folder / "model.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -27,6 +28,9 @@ from segany.checkpoints.hf import hf_to_official
 from segany.checkpoints.shapes import check_state_dict, describe, infer_config, with_pixel_stats
 from segany.errors import CheckpointError, InputError
 from segany.models import SamConfig, build_sam
+
+if TYPE_CHECKING:
+    from segany.modeling import Sam
 
 PathLike = str | os.PathLike[str]
 
@@ -98,7 +102,7 @@ def load_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     progress: bool = True,
-) -> torch.nn.Module:
+) -> Sam:
     """A ``Sam`` in eval mode with loaded weights.
 
     ``name_or_path``: ``"vit_b"``, ``"vit_l"`` or ``"vit_h"`` (the official weights, downloaded

@@ -241,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
         coco_path = Path(args.coco) if Path(args.coco).is_absolute() else out / args.coco
         write_coco(coco_path, coco_dataset(docs))
 
-    from segany.formats._atomic import write_json_atomic
+    from segany.atomic import write_json_atomic
 
     write_json_atomic(out / RUN_FILE, settings, indent=1)
     seconds = time.perf_counter() - started

@@ -147,8 +147,8 @@ def run(args: argparse.Namespace) -> int:
 def _segment_one(
     predictor: Any, path: Path, stem: str, out: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
+    from segany.atomic import write_json_atomic
     from segany.formats import read_image, write_mask_png, write_overlay
-    from segany.formats._atomic import write_json_atomic
     from segany.masks import encode_rle
 
     image = read_image(path)

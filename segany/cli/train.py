@@ -199,7 +199,9 @@ def run_train(args: argparse.Namespace) -> int:
         if not args.config and not args.resume:
             raise InputError("give --model (fine-tune), --config (from scratch) or --resume")
         model = build_sam(_model_config(args.config or _resumed_config(args.out)))
-    msc = model.config
+    from segany.models import config_of
+
+    msc = config_of(model)
     kw = {"pixel_mean": msc.pixel_mean, "pixel_std": msc.pixel_std}
     train = open_dataset(
         args.data, msc.image_size, masks_per_image=cfg.masks_per_image, flip=True, **kw
@@ -237,8 +239,10 @@ def _resumed_config(out: str) -> str:
     if not path.exists():
         raise InputError(f"nothing to resume in {out}")
     cfg, _ = load_state_dict(path)
+    from segany.atomic import write_text_atomic
+
     tmp = Path(out) / "model_config.json"
-    tmp.write_text(cfg.to_json())
+    write_text_atomic(tmp, cfg.to_json())
     return str(tmp)
 
 

@@ -1,7 +1,9 @@
 """Simulated user prompts: the "center" click, corrective clicks, tight and jittered boxes.
 
-Points are XY pixel coordinates (column, row) of the image; boxes are XYXY pixel coordinates of
-the first and last covered pixel, as the official `batched_mask_to_box` writes them.
+These are the protocol's definitions, and training's validation uses them too: one center
+click (`center_point`), one tight box (`mask_box`, i.e. `segany.masks.batched_mask_to_box`),
+one mask IoU (`segany.masks.mask_iou`). Points are XY pixel coordinates (column, row) of the
+image; boxes are XYXY pixel coordinates of the first and last covered pixel (both inclusive).
 """
 
 from __future__ import annotations
@@ -10,8 +12,12 @@ from typing import Literal
 
 import cv2
 import numpy as np
+import torch
 
 from segany.errors import InputError
+from segany.masks import batched_mask_to_box, mask_iou
+
+__all__ = ["center_point", "interior_distance", "jitter_box", "mask_box", "mask_iou", "next_click"]
 
 ClickRegion = Literal["area", "distance"]
 
@@ -83,11 +89,9 @@ def next_click(
 
 def mask_box(mask: np.ndarray) -> np.ndarray:
     """The tight box of a non-empty H×W mask: float64 [x0, y0, x1, y1] (inclusive pixels)."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        raise InputError("mask_box needs a non-empty mask")
-    return np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float64)
+    if mask.ndim != 2 or not mask.any():
+        raise InputError(f"mask_box needs a non-empty H×W mask, got shape {mask.shape}")
+    return batched_mask_to_box(torch.as_tensor(mask, dtype=torch.bool)).numpy().astype(np.float64)
 
 
 def jitter_box(
@@ -111,9 +115,3 @@ def jitter_box(
     x0, x1 = sorted(out[[0, 2]])
     y0, y1 = sorted(out[[1, 3]])
     return np.array([x0, y0, x1, y1], dtype=np.float64)
-
-
-def mask_iou(pred: np.ndarray, gt: np.ndarray) -> float:
-    """IoU of two H×W bool masks (0 when both are empty)."""
-    union = np.count_nonzero(pred | gt)
-    return float(np.count_nonzero(pred & gt) / union) if union else 0.0

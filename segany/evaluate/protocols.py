@@ -70,7 +70,7 @@ def _point_object(
         point_labels=np.array([1]),
         multimask_output=True,
     )
-    ious = [mask_iou(m, gt) for m in masks]
+    ious = [float(v) for v in mask_iou(masks, gt)]
     top = int(np.argmax(scores))
     return {
         "point": [x, y],
@@ -116,7 +116,7 @@ def _clicks_object(
         )
         best = int(np.argmax(scores))
         pred, mask_input = masks[best], logits[best][None]  # 1×h×w logits for the next round
-        ious.append(mask_iou(pred, gt))
+        ious.append(float(mask_iou(pred, gt)))
     row: dict[str, Any] = {"ious": ious, "clicks": [list(c) for c in clicks]}
     for target in NOC_TARGETS:
         reached = [k + 1 for k, v in enumerate(ious) if v >= target]
@@ -139,7 +139,7 @@ def _box_object(
     top = int(np.argmax(scores))
     return {
         "box": [round(float(v), 3) for v in box],
-        "iou": mask_iou(masks[top], gt),
+        "iou": float(mask_iou(masks[top], gt)),
         "score": float(scores[top]),
     }
 

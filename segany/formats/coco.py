@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from segany.atomic import write_json_atomic
 from segany.errors import InputError
-from segany.formats._atomic import write_json_atomic
 from segany.formats.records import stack_masks
 from segany.formats.sa1b import SA1BImage
 from segany.masks import decode_rle

@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from segany.atomic import write_text_atomic
 from segany.errors import InputError
-from segany.formats._atomic import write_text_atomic
 from segany.formats.records import plain
 
 HEADER = (

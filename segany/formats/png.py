@@ -22,8 +22,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from segany.atomic import write_bytes_atomic
 from segany.errors import InputError
-from segany.formats._atomic import write_bytes_atomic
 from segany.formats.metadata import read_metadata_csv, write_metadata_csv
 from segany.formats.records import records_to_dicts, segmentation_mask, stack_masks
 

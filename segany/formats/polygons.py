@@ -23,8 +23,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from segany.atomic import write_json_atomic
 from segany.errors import InputError
-from segany.formats._atomic import write_json_atomic
 from segany.formats.records import stack_masks
 from segany.formats.sa1b import SA1BImage
 from segany.masks import decode_rle, mask_to_polygons

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from segany.atomic import write_json_atomic
 from segany.errors import InputError
-from segany.formats._atomic import write_json_atomic
 from segany.formats.records import plain, records_to_dicts, segmentation_rle, stack_masks
 from segany.masks import decode_rle
 

@@ -188,6 +188,20 @@ class ImageEncoderViT(nn.Module):
         global_attn_indexes: tuple[int, ...],
         in_chans: int = 3,
     ) -> None:
+        """A ViT backbone (windowed + global attention blocks) with a convolutional neck.
+
+        Args:
+            img_size: side S of the square, padded input (1024 for the official models).
+            patch_size: side p of a patch; the embedding grid is S/p on each side.
+            embed_dim: width of the transformer blocks (768 / 1024 / 1280 for vit_b/l/h).
+            depth: number of transformer blocks.
+            num_heads: attention heads per block.
+            mlp_ratio: hidden width of each block's MLP as a multiple of ``embed_dim``.
+            out_chans: channels of the output embedding (the prompt embedding width, 256).
+            window_size: side of the attention windows in windowed blocks (14 official).
+            global_attn_indexes: indexes of the blocks that attend over the whole grid.
+            in_chans: image channels (3).
+        """
         super().__init__()
         self.img_size = img_size
         grid = img_size // patch_size

@@ -11,6 +11,8 @@ from segany.modeling.transformer import TwoWayTransformer
 
 
 class MaskDecoder(nn.Module):
+    """Image embedding + prompt embeddings -> low-res mask logits and predicted IoUs."""
+
     def __init__(
         self,
         *,
@@ -20,6 +22,16 @@ class MaskDecoder(nn.Module):
         iou_head_depth: int = 3,
         iou_head_hidden_dim: int = 256,
     ) -> None:
+        """Predicts masks and their IoU from an image embedding and prompt embeddings.
+
+        Args:
+            transformer_dim: channel width C of the image and prompt embeddings (256).
+            transformer: the two-way transformer that mixes prompt tokens and image.
+            num_multimask_outputs: masks returned for an ambiguous prompt (3); one more
+                output token serves the single-mask answer.
+            iou_head_depth: layers of the MLP that predicts each mask's IoU (3).
+            iou_head_hidden_dim: hidden width of that MLP (256).
+        """
         super().__init__()
         self.transformer_dim = transformer_dim
         self.transformer = transformer

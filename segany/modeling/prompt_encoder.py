@@ -60,6 +60,16 @@ class PromptEncoder(nn.Module):
         input_image_size: tuple[int, int],
         mask_in_chans: int = 16,
     ) -> None:
+        """Embeds points, boxes (sparse, B×T×C) and a mask (dense, B×C×h×w).
+
+        Args:
+            embed_dim: width C of every prompt embedding (256 official).
+            image_embedding_size: (h, w) of the image embedding grid (64×64 official).
+            input_image_size: (H, W) of the padded model input the coordinates refer to
+                (1024×1024 official); points and boxes are XY pixels of that frame.
+            mask_in_chans: hidden channels of the mask-downscaling convolutions; a mask prompt
+                is B×1×4h×4w low-resolution logits.
+        """
         super().__init__()
         self.embed_dim = embed_dim
         self.input_image_size = input_image_size

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -12,8 +12,15 @@ from segany.modeling.image_encoder import ImageEncoderViT
 from segany.modeling.mask_decoder import MaskDecoder
 from segany.modeling.prompt_encoder import PromptEncoder
 
+if TYPE_CHECKING:
+    from segany.config import SamConfig
+
 
 class Sam(nn.Module):
+    """Segment Anything: ``forward`` takes a batch of images with their prompts;
+    ``image_encoder``, ``prompt_encoder`` and ``mask_decoder`` can be called one by one (as the
+    Predictor does). Attribute names follow the official checkpoint keys."""
+
     mask_threshold: float = 0.0
     image_format: str = "RGB"
 
@@ -27,6 +34,16 @@ class Sam(nn.Module):
         pixel_std: tuple[float, float, float],
         mask_threshold: float = 0.0,
     ) -> None:
+        """The whole model: image encoder, prompt encoder and mask decoder.
+
+        Args:
+            image_encoder: B×3×S×S normalised padded images -> B×C×h×w embeddings.
+            prompt_encoder: points / boxes / mask logits -> sparse B×T×C and dense B×C×h×w.
+            mask_decoder: embeddings + prompts -> low-res mask logits B×M×4h×4w and IoU B×M.
+            pixel_mean: per-channel RGB mean subtracted from 0-255 pixels.
+            pixel_std: per-channel RGB standard deviation the pixels are divided by.
+            mask_threshold: logit above which a pixel belongs to the mask (0.0).
+        """
         super().__init__()
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
@@ -37,7 +54,9 @@ class Sam(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
         self.pixel_mean: torch.Tensor
         self.pixel_std: torch.Tensor
-        self.config: Any = None  # the SamConfig it was built from, set by segany.models
+        # The config it was built from, set by segany.models.build_sam (the import of SamConfig
+        # is for type checkers only: modeling/ still runs without the rest of segany).
+        self.config: SamConfig | None = None
 
     @property
     def device(self) -> torch.device:

@@ -103,6 +103,17 @@ class TwoWayTransformer(nn.Module):
         mlp_dim: int,
         attention_downsample_rate: int = 2,
     ) -> None:
+        """Alternating attention between prompt tokens and the image embedding.
+
+        Args:
+            depth: number of two-way attention blocks (2 official; 0 leaves only the final
+                token-to-image attention).
+            embedding_dim: channel width C of tokens and image (256).
+            num_heads: attention heads (8).
+            mlp_dim: hidden width of each block's token MLP (2048).
+            attention_downsample_rate: the token/image cross-attentions project q/k/v to
+                ``embedding_dim / attention_downsample_rate`` channels (2).
+        """
         super().__init__()
         self.layers = nn.ModuleList(
             TwoWayAttentionBlock(

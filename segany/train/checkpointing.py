@@ -1,9 +1,10 @@
-"""Weights in segany's safetensors format (config in the metadata), for the trainer."""
+"""What the trainer writes: weights in segany's safetensors format (config in the metadata)
+and the resume state as tensors + JSON (nothing else is unpickled)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from segany.errors import CheckpointError
 
@@ -13,16 +14,9 @@ if TYPE_CHECKING:
 
 def save_weights(model: Sam, path: str | Path, half: bool = False) -> None:
     """Write ``model`` (with its ``.config``) atomically, in fp32 or (``half``) fp16."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    _save_model(model, tmp, half=half)
-    tmp.replace(path)
-
-
-def _save_model(model: Sam, path: str | Path, half: bool = False) -> None:
     from segany.checkpoints import save_model
 
-    save_model(model, path, half=half)
+    save_model(model, path, half=half)  # atomic: segany.atomic underneath
 
 
 def load_state_dict(path: str | Path):
@@ -47,9 +41,82 @@ def export(src: str | Path, dst: str | Path, half: bool = False) -> Path:
     config, state = load_state_dict(src)
     model = build_sam(config)
     model.load_state_dict(state, strict=True)
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    _save_model(model, tmp, half=half)
-    tmp.replace(dst)
-    return dst
+    save_weights(model, dst, half=half)
+    return Path(dst)
+
+
+# Training state for ``--resume``: the optimizer's tensors in ``NAME.state.pt`` (a flat
+# name -> tensor dict, read back with ``weights_only=True``) and everything else (step, config,
+# history, schedule, optimizer hyper-parameters) in ``NAME.state.json``. Nothing is unpickled
+# beyond tensors, so a planted or corrupted state file cannot run code.
+STATE_FORMAT = 1
+
+
+def save_train_state(stem: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` (JSON-able values; ``state["optimizer"]`` a torch optimizer state dict)
+    to ``stem.state.pt`` (its tensors) + ``stem.state.json`` (the rest), each atomically."""
+    import torch
+
+    from segany.atomic import atomic_path, write_json_atomic
+
+    optim = state["optimizer"]
+    tensors: dict[str, torch.Tensor] = {}
+    per_param: dict[str, dict[str, Any]] = {}
+    for pid, slots in optim["state"].items():
+        plain = {}
+        for key, value in slots.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{pid}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                plain[key] = value
+        per_param[str(pid)] = plain
+    doc = {k: v for k, v in state.items() if k != "optimizer"}
+    doc["format"] = STATE_FORMAT
+    doc["optimizer"] = {"param_groups": optim["param_groups"], "state": per_param}
+    with atomic_path(stem.with_name(stem.name + ".state.pt")) as tmp:
+        torch.save(tensors, tmp)
+    write_json_atomic(stem.with_name(stem.name + ".state.json"), doc, indent=1)
+
+
+def load_train_state(stem: Path) -> dict[str, Any]:
+    """The state ``save_train_state`` wrote; ``state["optimizer"]`` is ready for
+    ``optimizer.load_state_dict``. Raises ``CheckpointError`` for a missing or bad file."""
+    import json
+    import pickle
+
+    import torch
+
+    tensor_path = stem.with_name(stem.name + ".state.pt")
+    json_path = stem.with_name(stem.name + ".state.json")
+    for p in (tensor_path, json_path):
+        if not p.is_file():
+            raise CheckpointError(f"cannot resume: {p} is missing")
+    try:
+        with tensor_path.open("rb") as f:
+            tensors = torch.load(f, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"refusing to load {tensor_path}: it holds Python objects beyond tensors (loaded "
+            "with weights_only=True; nothing from it was executed)"
+        ) from e
+    except Exception as e:  # truncated zip, not a torch file at all, ...
+        raise CheckpointError(f"{tensor_path} is not a readable training state: {e}") from e
+    if not isinstance(tensors, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in tensors.items()
+    ):
+        raise CheckpointError(f"{tensor_path} must hold a dict of named tensors")
+    try:
+        doc = json.loads(json_path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{json_path} is not valid JSON: {e}") from e
+    if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{json_path}: expected a segany training state (format 1)")
+    optim = doc["optimizer"]
+    state: dict[int, dict[str, Any]] = {}
+    for pid, plain in optim["state"].items():
+        state[int(pid)] = dict(plain)
+    for name, value in tensors.items():
+        _, pid, key = name.split(".", 2)
+        state.setdefault(int(pid), {})[key] = value
+    doc["optimizer"] = {"state": state, "param_groups": optim["param_groups"]}
+    return doc

@@ -1,4 +1,5 @@
-"""Training datasets: SA-1B-style folders and COCO instances JSON.
+"""Training datasets: SA-1B-style folders and COCO instances JSON, read by the same readers as
+evaluation (``segany.formats.datasets``).
 
 Every sample is one image resized so its longest side is the model's input size, normalised and
 zero-padded to a square (what the model's ``preprocess`` does), with up to ``masks_per_image`` of
@@ -7,7 +8,6 @@ its masks in the same padded frame, so one encoder pass serves several masks.
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,23 +17,19 @@ import numpy as np
 import torch
 
 from segany.errors import InputError
+from segany.formats.datasets import CocoDataset, Sa1bDataset, Sample
 from segany.models import PIXEL_MEAN, PIXEL_STD
+from segany.transforms import preprocess_shape
 
 
 @dataclass
-class Sample:
+class TrainSample:
     """One training image: ``image`` 3×S×S normalised + padded, ``masks`` M×S×S bool,
     ``input_size`` (h, w) of the resized image inside the padded square."""
 
     image: torch.Tensor
     masks: torch.Tensor
     input_size: tuple[int, int]
-
-
-def preprocess_shape(h: int, w: int, long_side: int) -> tuple[int, int]:
-    """(h, w) after resizing the longest side to ``long_side`` (the official rounding)."""
-    scale = long_side / max(h, w)
-    return int(h * scale + 0.5), int(w * scale + 0.5)
 
 
 def prepare(
@@ -43,7 +39,7 @@ def prepare(
     flip: bool = False,
     pixel_mean: tuple[float, float, float] = PIXEL_MEAN,
     pixel_std: tuple[float, float, float] = PIXEL_STD,
-) -> Sample:
+) -> TrainSample:
     """Resize ``image`` H×W×3 uint8 and its ``masks`` (each H×W bool) into a padded S×S frame."""
     h, w = preprocess_shape(image.shape[0], image.shape[1], size)
     img = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
@@ -58,7 +54,7 @@ def prepare(
         if flip:
             r = r[:, ::-1]
         mt[i, :h, :w] = torch.from_numpy(np.ascontiguousarray(r))
-    return Sample(out, mt, (h, w))
+    return TrainSample(out, mt, (h, w))
 
 
 class MaskDataset(ABC):
@@ -87,7 +83,7 @@ class MaskDataset(ABC):
     def load(self, index: int) -> tuple[np.ndarray, list[np.ndarray]]:
         """Image ``index`` as H×W×3 uint8 RGB and its masks (each H×W bool)."""
 
-    def get(self, index: int, rng: np.random.Generator | None = None) -> Sample:
+    def get(self, index: int, rng: np.random.Generator | None = None) -> TrainSample:
         """Sample ``index``; ``rng`` picks which masks and whether to flip (None: first ones)."""
         image, masks = self.load(index)
         if rng is not None and len(masks) > self.masks_per_image:
@@ -98,91 +94,57 @@ class MaskDataset(ABC):
         flip = bool(self.flip and rng is not None and rng.random() < 0.5)
         s = prepare(image, masks, self.image_size, flip, self.pixel_mean, self.pixel_std)
         keep_t = s.masks.flatten(1).sum(1) >= self.min_mask_area
-        return Sample(s.image, s.masks[keep_t], s.input_size)
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise InputError(f"cannot read image {path}")
-    return np.ascontiguousarray(bgr[..., ::-1])
+        return TrainSample(s.image, s.masks[keep_t], s.input_size)
 
 
 class SA1BDataset(MaskDataset):
-    """A folder of ``name.jpg`` + ``name.json`` pairs in the SA-1B annotation format."""
+    """A folder of ``name.jpg`` + ``name.json`` pairs in the SA-1B annotation format
+    (read by ``segany.formats.datasets.Sa1bDataset``)."""
 
     def __init__(self, root: str | Path, image_size: int, **kwargs) -> None:
         super().__init__(image_size, **kwargs)
         self.root = Path(root)
-        jsons = sorted(p for p in self.root.glob("*.json") if p.name != "synth.json")
-        self.items = [p for p in jsons if p.with_suffix(".jpg").exists() or _image_of(p)]
-        if not self.items:
-            raise InputError(f"no SA-1B image/JSON pairs found in {self.root}")
+        self.reader = Sa1bDataset(self.root)
+        self.items = list(range(len(self.reader)))
 
     def load(self, index: int) -> tuple[np.ndarray, list[np.ndarray]]:
-        from segany.masks import decode_rle
-
-        rec = json.loads(self.items[index].read_text())
-        image = _read_rgb(self.root / rec["image"]["file_name"])
-        masks = [decode_rle(a["segmentation"]) for a in rec["annotations"]]
-        return image, masks
-
-
-def _image_of(json_path: Path) -> bool:
-    try:
-        name = json.loads(json_path.read_text())["image"]["file_name"]
-    except (KeyError, ValueError):
-        return False
-    return (json_path.parent / name).exists()
+        return _image_and_masks(self.reader[self.items[index]])
 
 
 class COCODataset(MaskDataset):
-    """COCO instances JSON (polygons or RLE); crowd annotations are skipped."""
+    """COCO instances JSON (polygons or RLE; read by ``segany.formats.datasets.CocoDataset``);
+    crowd regions are skipped, and so are images without any other object."""
 
-    def __init__(self, annotations: str | Path, images: str | Path, image_size: int, **kw) -> None:
+    def __init__(
+        self, annotations: str | Path, images: str | Path | None, image_size: int, **kw
+    ) -> None:
         super().__init__(image_size, **kw)
-        data = json.loads(Path(annotations).read_text())
-        self.images_dir = Path(images)
-        by_image: dict[int, list[dict]] = {}
-        for a in data.get("annotations", []):
-            if not a.get("iscrowd", 0):
-                by_image.setdefault(a["image_id"], []).append(a)
-        self.items = [im for im in data.get("images", []) if by_image.get(im["id"])]
-        self._anns = by_image
+        self.reader = CocoDataset(annotations, images)
+        self.items = [i for i in range(len(self.reader)) if self.reader.object_count(i)]
         if not self.items:
             raise InputError(f"no annotated images in {annotations}")
 
     def load(self, index: int) -> tuple[np.ndarray, list[np.ndarray]]:
-        from pycocotools import mask as coco_mask
+        return _image_and_masks(self.reader[self.items[index]])
 
-        im = self.items[index]
-        image = _read_rgb(self.images_dir / im["file_name"])
-        h, w = image.shape[:2]
-        masks = []
-        for a in self._anns[im["id"]]:
-            seg = a["segmentation"]
-            if isinstance(seg, list):  # polygons -> one merged RLE
-                rle = coco_mask.merge(coco_mask.frPyObjects(seg, h, w))
-            elif isinstance(seg.get("counts"), list):  # uncompressed RLE
-                rle = coco_mask.frPyObjects(seg, h, w)
-            else:
-                rle = seg
-            masks.append(coco_mask.decode(rle).astype(bool))
-        return image, masks
+
+def _image_and_masks(sample: Sample) -> tuple[np.ndarray, list[np.ndarray]]:
+    image = sample.load_image()
+    return image, [o.mask() for o in sample.objects if not o.iscrowd]
 
 
 def open_dataset(spec: str | Path, image_size: int, **kwargs) -> MaskDataset:
-    """A dataset from a path: an SA-1B folder, or ``annotations.json:images_dir`` for COCO."""
+    """A dataset from a path: an SA-1B folder, or ``annotations.json[:images_dir]`` for COCO
+    (images found beside the JSON, or in ``images/`` next to it, when no folder is given)."""
     text = str(spec)
     if text.endswith(".json") or ".json:" in text:
         ann, _, images = text.partition(".json")
         ann += ".json"
-        images = images.lstrip(":") or str(Path(ann).parent)
-        return COCODataset(ann, images, image_size, **kwargs)
+        return COCODataset(ann, images.lstrip(":") or None, image_size, **kwargs)
     return SA1BDataset(spec, image_size, **kwargs)
 
 
-def collate(samples: list[Sample]) -> tuple[torch.Tensor, list[torch.Tensor], list]:
+def collate(samples: list[TrainSample]) -> tuple[torch.Tensor, list[torch.Tensor], list]:
     """Images B×3×S×S, per-image masks (M_i×S×S bool) and input sizes."""
     return (
         torch.stack([s.image for s in samples]),

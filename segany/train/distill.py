@@ -9,7 +9,6 @@ student may have another input size, in which case both see the same image resiz
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +19,14 @@ import torch
 import torch.nn.functional as F
 
 from segany.errors import InputError
+from segany.formats.datasets import load_rgb
+from segany.formats.images import IMAGE_SUFFIXES
+from segany.models import config_of
 from segany.train.datasets import prepare
+from segany.train.optim import warmup_cosine
 
 if TYPE_CHECKING:
     from segany.modeling import Sam
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclass(frozen=True)
@@ -52,16 +53,11 @@ def image_folder(root: str | Path) -> list[Path]:
 def _load(path: Path | np.ndarray) -> np.ndarray:
     if isinstance(path, np.ndarray):
         return path
-    import cv2
-
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise InputError(f"cannot read image {path}")
-    return np.ascontiguousarray(bgr[..., ::-1])
+    return load_rgb(path)
 
 
 def _batch(model: Sam, images: list[np.ndarray]) -> torch.Tensor:
-    cfg = model.config
+    cfg = config_of(model)
     return torch.stack(
         [
             prepare(im, [], cfg.image_size, False, cfg.pixel_mean, cfg.pixel_std).image
@@ -71,7 +67,7 @@ def _batch(model: Sam, images: list[np.ndarray]) -> torch.Tensor:
 
 
 def _check(teacher: Sam, student: Sam) -> None:
-    t, s = teacher.config, student.config
+    t, s = config_of(teacher), config_of(student)
     if (t.prompt_embed_dim, t.embedding_size) != (s.prompt_embed_dim, s.embedding_size):
         raise InputError(
             f"student embeddings {s.prompt_embed_dim}×{s.embedding_size}² must match the "
@@ -100,14 +96,9 @@ def distill_encoder(
         student.mask_decoder.load_state_dict(teacher.mask_decoder.state_dict())
     params = list(student.image_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-    def schedule(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: warmup_cosine(s, total_steps=cfg.steps, warmup_steps=cfg.warmup_steps)
+    )
     amp = cfg.amp and (device.type == "cpu" or torch.cuda.is_bf16_supported())
     rng = np.random.default_rng(cfg.seed)
     cache: dict[int, torch.Tensor] = {}  # teacher embeddings are fixed: compute each once

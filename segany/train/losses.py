@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from segany.errors import InputError
+from segany.masks import mask_iou
 
 
 def sigmoid_focal_loss(
@@ -39,13 +40,6 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor, smooth: float = 1.0) 
     p = torch.sigmoid(logits).flatten(-2)
     t = targets.to(p.dtype).flatten(-2)
     return 1 - (2 * (p * t).sum(-1) + smooth) / (p.sum(-1) + t.sum(-1) + smooth)
-
-
-def mask_iou(pred: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """IoU of binary masks over the last two dims: ``...×H×W`` bool -> ``...`` (1 if both empty)."""
-    inter = (pred & targets).flatten(-2).sum(-1).float()
-    union = (pred | targets).flatten(-2).sum(-1).float()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,8 @@
 """Optimizer pieces: AdamW groups with layer-wise lr decay, the lr schedule, drop path.
 
+Everything takes plain numbers, not a ``TrainConfig``, so ``trainer`` imports this module and
+not the other way round.
+
 Layer ids follow the official parameter names: ``image_encoder.patch_embed``/``pos_embed`` are
 layer 0, ``image_encoder.blocks.N`` layer N+1, everything after the blocks (neck, prompt encoder,
 mask decoder) the top layer, which keeps the full learning rate.
@@ -17,7 +20,6 @@ from segany.modeling.image_encoder import Block
 
 if TYPE_CHECKING:
     from segany.modeling import Sam
-    from segany.train.trainer import TrainConfig
 
 _BLOCK = re.compile(r"^image_encoder\.blocks\.(\d+)\.")
 
@@ -37,8 +39,14 @@ def _no_decay(name: str, param: torch.Tensor) -> bool:
     return param.ndim <= 1 or "pos_embed" in name or "rel_pos" in name
 
 
-def build_optimizer(model: Sam, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters, grouped by (layer, weight decay)."""
+def build_optimizer(
+    model: Sam, *, lr: float, weight_decay: float, layer_decay: float = 1.0
+) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters, grouped by (layer, weight decay).
+
+    Layer ``l`` of ``depth + 1`` learns at ``lr × layer_decay ** (depth + 1 - l)`` (its
+    ``lr_scale``); norms, biases and positional tables get no weight decay.
+    """
     depth = len(model.image_encoder.blocks)
     groups: dict[tuple[int, bool], dict] = {}
     for name, p in model.named_parameters():
@@ -48,25 +56,31 @@ def build_optimizer(model: Sam, cfg: TrainConfig) -> torch.optim.AdamW:
         nd = _no_decay(name, p)
         key = (lid, nd)
         if key not in groups:
-            scale = cfg.layer_decay ** (depth + 1 - lid)
+            scale = layer_decay ** (depth + 1 - lid)
             groups[key] = {
                 "params": [],
-                "lr": cfg.lr * scale,
+                "lr": lr * scale,
                 "lr_scale": scale,
-                "weight_decay": 0.0 if nd else cfg.weight_decay,
+                "weight_decay": 0.0 if nd else weight_decay,
             }
         groups[key]["params"].append(p)
     ordered = [groups[k] for k in sorted(groups, key=lambda k: (-k[0], k[1]))]
-    return torch.optim.AdamW(ordered, lr=cfg.lr, betas=(0.9, 0.999))
+    return torch.optim.AdamW(ordered, lr=lr, betas=(0.9, 0.999))
 
 
-def lr_lambda(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up to 1, then cosine decay to ``min_lr_ratio`` at ``steps``."""
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    span = max(1, cfg.steps - cfg.warmup_steps)
-    t = min(1.0, (step - cfg.warmup_steps) / span)
-    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+def warmup_cosine(
+    step: int, *, total_steps: int, warmup_steps: int, min_ratio: float = 0.0
+) -> float:
+    """The lr factor at ``step`` (0-based): linear warm-up to 1 over ``warmup_steps``, then
+    cosine decay to ``min_ratio`` at ``total_steps`` (and ``min_ratio`` after it).
+
+    The one schedule of training and distillation (``LambdaLR(opt, lambda s: ...)``).
+    """
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    t = min(1.0, (step - warmup_steps) / span)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
 
 def set_drop_path(model: Sam, rate: float) -> None:

@@ -8,7 +8,9 @@ logits are fed back as the mask prompt. Some rounds add no point at all, so the 
 refine from its own mask alone.
 
 All coordinates are XY pixels of the model's input frame (resized + padded), as the prompt
-encoder expects. Masks are ``M×H×W`` bool; every function is batched over the M masks.
+encoder expects. Masks are ``M×H×W`` bool; every function is batched over the M masks. The
+tight box is ``segany.masks.batched_mask_to_box``; the center click used to validate is the
+protocol's (``segany.evaluate.prompts.center_point``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from segany.errors import InputError
+from segany.masks import batched_mask_to_box
 
 
 def _uniform_pixel(region: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -38,20 +41,6 @@ def points_in_masks(masks: torch.Tensor, generator: torch.Generator | None = Non
     return _uniform_pixel(masks, generator)
 
 
-def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """Tight XYXY boxes ``M×4`` of ``M×H×W`` masks (x1, y1 exclusive); zeros for empty masks."""
-    m, h, w = masks.shape
-    rows, cols = masks.any(2), masks.any(1)
-    ar_h = torch.arange(h, device=masks.device)
-    ar_w = torch.arange(w, device=masks.device)
-    y0 = torch.where(rows, ar_h, h).min(1).values
-    y1 = torch.where(rows, ar_h + 1, 0).max(1).values
-    x0 = torch.where(cols, ar_w, w).min(1).values
-    x1 = torch.where(cols, ar_w + 1, 0).max(1).values
-    boxes = torch.stack([x0, y0, x1, y1], 1).float()
-    return torch.where(masks.flatten(1).any(1, keepdim=True), boxes, torch.zeros_like(boxes))
-
-
 def noisy_boxes(
     masks: torch.Tensor,
     noise: float = 0.1,
@@ -59,21 +48,23 @@ def noisy_boxes(
     bounds: tuple[int, int] | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Boxes of ``M×H×W`` masks with each coordinate jittered -> ``M×4`` XYXY.
+    """Tight boxes of ``M×H×W`` masks with each coordinate jittered -> ``M×4`` XYXY float.
 
+    The tight box is ``segany.masks.batched_mask_to_box`` (inclusive pixels, the protocol's).
     The jitter of a coordinate has standard deviation ``noise`` × the box side along its axis and
-    is clipped to ``max_noise`` pixels; boxes stay inside ``bounds`` (h, w) and keep x0<x1, y0<y1.
+    is clipped to ``max_noise`` pixels; boxes stay inside ``bounds`` (h, w) and keep x0≤x1, y0≤y1.
     """
-    boxes = mask_boxes(masks)
+    boxes = batched_mask_to_box(masks).float()
     side = torch.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], 1).repeat(1, 2)
     jitter = torch.randn(boxes.shape, generator=generator).to(boxes.device) * side * noise
     boxes = boxes + jitter.clamp(-max_noise, max_noise)
     h, w = bounds if bounds is not None else masks.shape[-2:]
-    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
-    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w - 1)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h - 1)
+    # A jitter larger than the box may cross its sides: keep a proper box.
     x0, x1 = torch.minimum(boxes[:, 0], boxes[:, 2]), torch.maximum(boxes[:, 0], boxes[:, 2])
     y0, y1 = torch.minimum(boxes[:, 1], boxes[:, 3]), torch.maximum(boxes[:, 1], boxes[:, 3])
-    return torch.stack([x0, y0, torch.maximum(x1, x0 + 1), torch.maximum(y1, y0 + 1)], 1)
+    return torch.stack([x0, y0, x1, y1], 1)
 
 
 def error_points(
@@ -94,19 +85,6 @@ def error_points(
     labels = inside.float()
     labels[~error.flatten(1).any(1)] = -1.0
     return pts, labels
-
-
-def center_points(masks: torch.Tensor) -> torch.Tensor:
-    """The point of each mask farthest from its boundary (the evaluation's click) -> ``M×2`` XY."""
-    import cv2
-    import numpy as np
-
-    out = []
-    for m in masks.cpu().numpy().astype(np.uint8):
-        dist = cv2.distanceTransform(np.pad(m, 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
-        y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-        out.append((float(x), float(y)))
-    return torch.tensor(out, dtype=torch.float32).reshape(-1, 2).to(masks.device)
 
 
 def mask_only_rounds(num_rounds: int, generator: torch.Generator | None = None) -> set[int]:

@@ -19,7 +19,7 @@ HELD_OUT_SEED = 20261121  # training data: seed 0; in-training validation: seed 
 
 def synthetic_samples(count: int, seed: int = HELD_OUT_SEED) -> list:
     """``count`` fresh synthetic scenes as in-memory evaluation samples."""
-    from segany.evaluate import Sample
+    from segany.formats.datasets import Sample
     from segany.train.synth import iter_scenes
 
     return [
@@ -31,7 +31,7 @@ def synthetic_samples(count: int, seed: int = HELD_OUT_SEED) -> list:
 
 def coins_samples() -> list:
     """The labelled coins photo as one evaluation sample."""
-    from segany.evaluate import Sample
+    from segany.formats.datasets import Sample
     from segany.train.realdata import coins
 
     image, masks = coins()
@@ -39,13 +39,19 @@ def coins_samples() -> list:
 
 
 @torch.no_grad()
-def measure(model: Sam, samples: list, **options: Any) -> dict[str, float]:
-    """Single-point (centre click, top-scored of 3) and tight-box mIoU of ``model``."""
+def measure(model: Sam, samples: list, precision: str = "fp32", **options: Any) -> dict[str, float]:
+    """Single-point (centre click, top-scored of 3) and tight-box mIoU of ``model`` with the
+    evaluation protocols (``options`` go to ``evaluate_prompts``); the model is left in the
+    train/eval mode it came in."""
     from segany.evaluate import evaluate_prompts
     from segany.predictor import Predictor
 
-    predictor = Predictor(model.eval())
-    res = evaluate_prompts(predictor, samples, ("point", "box"), bootstrap=0, **options)
+    was_training = model.training
+    try:
+        predictor = Predictor(model.eval(), precision=precision)
+        res = evaluate_prompts(predictor, samples, ("point", "box"), bootstrap=0, **options)
+    finally:
+        model.train(was_training)
     return {
         "point_miou": float(res["point"].miou),
         "point_oracle_miou": float(res["point"].metrics["oracle_miou"].value),

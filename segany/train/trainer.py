@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +21,15 @@ import torch.nn.functional as F
 
 from segany.errors import InputError
 from segany.train import prompts
-from segany.train.checkpointing import load_weights, save_weights
+from segany.train.checkpointing import (
+    load_train_state,
+    load_weights,
+    save_train_state,
+    save_weights,
+)
 from segany.train.datasets import MaskDataset, collate
 from segany.train.losses import LossWeights, sam_loss
-from segany.train.optim import build_optimizer, lr_lambda, set_drop_path
+from segany.train.optim import build_optimizer, set_drop_path, warmup_cosine
 
 if TYPE_CHECKING:
     from segany.modeling import Sam
@@ -101,9 +105,20 @@ class Trainer:
         self.train_set, self.val_set = train_set, val_set
         self.image_size = int(model.image_encoder.img_size)
         self._freeze()
-        self.optimizer = build_optimizer(self.model, config)
+        self.optimizer = build_optimizer(
+            self.model,
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            layer_decay=config.layer_decay,
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_lambda(s, config)
+            self.optimizer,
+            lambda s: warmup_cosine(
+                s,
+                total_steps=config.steps,
+                warmup_steps=config.warmup_steps,
+                min_ratio=config.min_lr_ratio,
+            ),
         )
         set_drop_path(self.model, config.drop_path)
         self.step = 0
@@ -261,10 +276,12 @@ class Trainer:
 
         if self.val_set is None:
             return {}
-        return prompt_miou(self.model, self.val_set, self.cfg.val_images, self._autocast)
+        bf16 = self.cfg.amp and (self.device.type == "cpu" or torch.cuda.is_bf16_supported())
+        precision = "bf16" if bf16 else "fp32"  # what training's autocast uses
+        return prompt_miou(self.model, self.val_set, self.cfg.val_images, precision)
 
     def save(self, name: str = "checkpoint") -> Path:
-        """Weights (segany safetensors) + training state, written atomically."""
+        """Weights (segany safetensors) + training state (tensors + JSON), written atomically."""
         self.out.mkdir(parents=True, exist_ok=True)
         save_weights(self.model, self.out / f"{name}.safetensors")
         state = {
@@ -274,21 +291,17 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "history": self.history,
             "best_score": self.best_score,
-            "rng": {"python": random.getstate(), "torch": torch.get_rng_state()},
         }
-        tmp = self.out / f"{name}.state.pt.tmp"
-        torch.save(state, tmp)
-        tmp.replace(self.out / f"{name}.state.pt")
+        save_train_state(self.out / name, state)
         return self.out / f"{name}.safetensors"
 
     def resume(self, name: str = "checkpoint") -> None:
         """Restore weights, optimizer, schedule and history saved by ``save``."""
         weights = self.out / f"{name}.safetensors"
-        state_path = self.out / f"{name}.state.pt"
-        if not weights.exists() or not state_path.exists():
+        if not weights.exists():
             raise InputError(f"nothing to resume in {self.out} (need {weights.name} + state)")
+        state = load_train_state(self.out / name)
         load_weights(self.model, weights)
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])

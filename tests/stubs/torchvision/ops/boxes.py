@@ -1,4 +1,6 @@
-"""Greedy NMS written as a plain loop: an independent check on segany's vectorised version."""
+"""Greedy NMS written as a plain loop, checking segany's vectorised version. Ties in score go
+to the lower index (stable sort), segany's rule; see the package docstring for how this was
+compared with real torchvision."""
 import torch
 
 

@@ -1,0 +1,113 @@
+"""Atomic file writes: a reader never sees a half-written output file.
+
+The one scheme every writer in segany uses (formats, weights files, training checkpoints,
+downloads): write to a temporary name in the destination folder, flush it to disk (``fsync``),
+then rename it over the final name with ``os.replace`` (atomic on POSIX and Windows when both
+names are on the same file system, which a sibling temporary file guarantees). A crash or Ctrl-C
+leaves either the old file or the new one, never a truncated one, so a folder run can trust that
+an existing output is complete.
+
+- ``atomic_open(path, mode)``: a file object to write into.
+- ``atomic_path(path)``: a temporary path, for writers that want a file name
+  (``safetensors.save_file``, ``torch.save``).
+- ``publish(tmp, path)``: the last step alone, for a file written elsewhere (a verified download).
+- ``write_bytes_atomic``, ``write_text_atomic``, ``write_json_atomic``: one-call helpers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temporary sibling of ``path`` for writing; rename it to ``path`` on success.
+
+    ``mode`` is ``"w"`` (text, UTF-8, ``\\n`` newlines) or ``"wb"``. Parent folders are created.
+    On an exception the temporary file is removed and ``path`` is left untouched.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open mode must be 'w' or 'wb', got {mode!r}")
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        kwargs: dict[str, Any] = {"encoding": "utf-8", "newline": "\n"} if mode == "w" else {}
+        with os.fdopen(fd, mode, **kwargs) as f:
+            yield f
+        publish(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary sibling path of ``path`` to write to; published as ``path`` on success.
+
+    For writers that take a file name. Parent folders are created; on an exception the
+    temporary file is removed and ``path`` is left untouched.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        publish(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def publish(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+    """Flush the finished file ``tmp`` to disk and rename it over ``path`` (same folder)."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    # mkstemp creates 0600 files; give outputs the permissions open() would have given.
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+
+
+@functools.cache
+def _umask() -> int:
+    # Reading the umask means setting it; do it once, not on every write.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int | None = None) -> None:
+    """Write ``obj`` as JSON; numpy scalars and arrays are converted to plain Python."""
+    write_text_atomic(path, json.dumps(obj, indent=indent, default=_json_default))
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy values reach us from records built with numpy; json cannot encode them itself.
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, bytes):
+        return obj.decode("ascii")
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
