@@ -20,9 +20,10 @@ class ResizeLongestSide:
 
     @staticmethod
     def get_preprocess_shape(oldh: int, oldw: int, long_side_length: int) -> tuple[int, int]:
-        """(H, W) after scaling the longest side to ``long_side_length``, rounded half up."""
+        """(H, W) after scaling the longest side to ``long_side_length``, rounded half up; at
+        least 1 pixel, so very thin images (aspect ratio above ~2·long_side : 1) still work."""
         scale = long_side_length * 1.0 / max(oldh, oldw)
-        return int(oldh * scale + 0.5), int(oldw * scale + 0.5)
+        return max(1, int(oldh * scale + 0.5)), max(1, int(oldw * scale + 0.5))
 
     def apply_image(self, image: np.ndarray) -> np.ndarray:
         """H×W×3 uint8 -> h×w×3 uint8 (bilinear, through PIL like the official predictor)."""

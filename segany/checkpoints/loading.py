@@ -24,7 +24,13 @@ from segany.checkpoints.files import (
     write_segany,
 )
 from segany.checkpoints.hf import hf_to_official
-from segany.checkpoints.shapes import check_state_dict, describe, infer_config, with_pixel_stats
+from segany.checkpoints.shapes import (
+    check_config_limits,
+    check_state_dict,
+    describe,
+    infer_config,
+    with_pixel_stats,
+)
 from segany.errors import CheckpointError, InputError
 from segany.models import SamConfig, build_sam
 
@@ -57,6 +63,7 @@ def _read(
     else:
         cfg = detected = infer_config(state)
     cfg = with_pixel_stats(cfg, state)
+    check_config_limits(cfg, source=f"the {raw.kind} weights in {path}")
 
     def check(expected: dict[str, tuple[int, ...]] | None) -> None:
         source = f"the {raw.kind} weights in {path}"
@@ -107,8 +114,10 @@ def load_model(
     ``dtype`` converts the floating-point weights (default: keep float32)."""
     path = resolve(name_or_path, progress=progress)
     cfg, state, check = _read(path)
+    # The file's tensors must fit the config before a model of that config is allocated: a
+    # small file claiming a huge config is refused here, not after building gigabytes.
+    check(None)
     model = build_sam(cfg)
-    check({k: tuple(v.shape) for k, v in model.state_dict().items()})
     model.load_state_dict(state, strict=True)
     del state
     model.to(device=device, dtype=dtype)
