@@ -31,6 +31,7 @@ from segany.checkpoints.shapes import (
     infer_config,
     with_pixel_stats,
 )
+from segany.devices import check_device
 from segany.errors import CheckpointError, InputError
 from segany.models import SamConfig, build_sam
 
@@ -112,6 +113,11 @@ def load_model(
     into the cache on first use: ``$SEGANY_HOME``, else the user cache folder), a weights file or
     transformers folder in any supported format, or ``None`` for the bundled default model.
     ``dtype`` converts the floating-point weights (default: keep float32)."""
+    device = check_device(device)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise InputError(
+            f"dtype must be a floating torch dtype (torch.float16, ...), got {dtype!r}"
+        )
     path = resolve(name_or_path, progress=progress)
     cfg, state, check = _read(path)
     # The file's tensors must fit the config before a model of that config is allocated: a

@@ -259,26 +259,13 @@ def load_model_from_args(args: argparse.Namespace, console: Console) -> Any:
 
 
 def check_device(name: str) -> str:
-    """``name`` if torch can use that device here, else a ValueError saying why not."""
-    import torch
+    """``name`` if torch can use that device here, else an InputError saying why not."""
+    from segany.devices import check_device as check
 
     try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ValueError(f"--device {name!r} is not a torch device ({one_line(e)})") from None
-    available = {
-        "cpu": True,
-        "cuda": torch.cuda.is_available(),
-        "mps": getattr(torch.backends, "mps", None) is not None
-        and torch.backends.mps.is_available(),
-    }.get(device.type, True)
-    if not available:
-        raise ValueError(f"--device {name!r}: no {device.type} device is available here")
-    if device.type == "cuda" and device.index is not None:
-        if device.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"--device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here"
-            )
+        check(name)
+    except InputError as e:
+        raise InputError(f"--{e}") from None
     return name
 
 
