@@ -60,6 +60,7 @@ def exit_code_for(error: BaseException) -> int:
     """The exit code for an exception that reached the top of a subcommand."""
     # Order matters: DownloadError is an OSError, CheckpointError and InputError ValueErrors.
     for kind, code in (
+        (UsageError, EXIT_USAGE),
         (DownloadError, EXIT_DOWNLOAD),
         (CheckpointError, EXIT_CHECKPOINT),
         (MissingExtraError, EXIT_MISSING_EXTRA),
@@ -78,6 +79,16 @@ def one_line(error: BaseException) -> str:
     if isinstance(error, OSError) and error.filename and str(error.filename) not in text:
         text = f"{error.filename}: {text}"
     return text
+
+
+def failure_line(path: object, error: BaseException) -> str:
+    """``PATH: message`` for an input that failed, without naming the path twice."""
+    text = one_line(error)
+    return text if str(path) in text else f"{path}: {text}"
+
+
+class UsageError(InputError):
+    """A command line that cannot work as given (missing prompt, conflicting options): exit 2."""
 
 
 class SeganyArgumentParser(argparse.ArgumentParser):
