@@ -49,7 +49,9 @@ def check_image_path(path: str | os.PathLike[str]) -> Path:
     if p.is_dir():
         raise InputError(f"{p} is a folder, not an image file; give an image file")
     if p.is_symlink():
-        raise InputError(f"{p} is a broken symbolic link (its target does not exist)")
+        raise InputError(
+            f"{p} is a broken symbolic link (its target is missing, or the links loop)"
+        )
     if p.exists():
         raise InputError(f"{p} is not a regular file (a device, pipe or socket); give an image")
     raise InputError(f"image file not found: {p}")

@@ -55,6 +55,10 @@ def read_weights(path: Path) -> RawWeights:
     if path.is_dir():
         return _read_hf_folder(path)
     if not path.is_file():
+        if path.is_symlink():
+            raise CheckpointError(f"{path} is a broken symbolic link, not a weights file")
+        if path.exists():
+            raise CheckpointError(f"{path} is a device, pipe or socket: it {_NOT_A_CHECKPOINT}")
         raise CheckpointError(f"no weights file at {path}")
     if _is_safetensors(path):
         state, meta = _read_safetensors(path)

@@ -235,12 +235,18 @@ def run(args: argparse.Namespace) -> int:
 
             model = load_model_from_args(args, console)
             # coco_rle: the SA-1B JSON stores RLE; the other outputs decode it when needed.
-            if args.preset is None:
-                made = MaskGenerator(model, output_mode="coco_rle", **options)
-            else:
-                made = MaskGenerator.from_preset(
-                    args.preset, model, output_mode="coco_rle", **options
-                )
+            try:
+                if args.preset is None:
+                    made = MaskGenerator(model, output_mode="coco_rle", **options)
+                else:
+                    made = MaskGenerator.from_preset(
+                        args.preset, model, output_mode="coco_rle", **options
+                    )
+            except InputError as e:  # the library's check, in the command line's words
+                name = str(e).split(" ", 1)[0]
+                if name not in GENERATOR_OPTIONS:
+                    raise
+                raise InputError(f"--{name.replace('_', '-')}: {e}") from None
             state["generator"] = made
         return state["generator"]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -294,6 +295,14 @@ def set_threads(threads: int | None) -> None:
 # inputs and output names
 
 
+def resolve_path(path: Path) -> Path:
+    """``path`` with links resolved; a looping link stays as given (reading it reports it)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # "Symlink loop" on Python < 3.13
+        return Path(os.path.abspath(path))
+
+
 def collect_images(
     inputs: Iterable[str], *, recursive: bool = False, exclude: str | Path | None = None
 ) -> list[tuple[Path, str]]:
@@ -309,23 +318,23 @@ def collect_images(
     """
     from segany.formats import find_images
 
-    skip = Path(exclude).resolve() if exclude is not None else None
+    skip = resolve_path(Path(exclude)) if exclude is not None else None
     found: dict[Path, tuple[Path, PurePosixPath]] = {}  # keyed by resolved path: no repeats
     for text in inputs:
         root = Path(text)
         if root.is_dir():
-            if skip is not None and skip == root.resolve():
+            if skip is not None and skip == resolve_path(root):
                 raise InputError(
                     f"the output folder is the input folder {root}; choose another --output "
                     "(outputs there would be read as images on the next run)"
                 )
             pairs = [(p, p.relative_to(root)) for p in find_images([root], recursive=recursive)]
-            if skip is not None and root.resolve() in skip.parents:
-                pairs = [(p, rel) for p, rel in pairs if skip not in p.resolve().parents]
+            if skip is not None and resolve_path(root) in skip.parents:
+                pairs = [(p, rel) for p, rel in pairs if skip not in resolve_path(p).parents]
         else:
             pairs = [(p, Path(p.name)) for p in find_images([root])]
         for path, rel in pairs:
-            found.setdefault(path.resolve(), (path, PurePosixPath(rel.as_posix())))
+            found.setdefault(resolve_path(path), (path, PurePosixPath(rel.as_posix())))
     entries = list(found.values())
     bare = [rel.with_suffix("").as_posix() for _, rel in entries]
     stems = [

@@ -34,7 +34,9 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         if path.is_dir():
             raise InputError(f"{path}: is a folder, not an image")
         if path.is_symlink():
-            raise InputError(f"{path}: a broken symbolic link (its target does not exist)")
+            raise InputError(
+                f"{path}: a broken symbolic link (its target is missing, or the links loop)"
+            )
         if path.exists():
             raise InputError(f"{path}: not a regular file (a device, pipe or socket)")
         raise InputError(f"{path}: no such file")
