@@ -141,7 +141,7 @@ def resolve(name_or_path: PathLike | None, *, progress: bool = True) -> Path:
             )
         return DEFAULT_MODEL
     path = Path(name_or_path)
-    if path.exists():
+    if path.exists() or path.is_symlink():  # a broken link: read_weights says so
         return path
     if isinstance(name_or_path, str) and name_or_path in CHECKPOINTS:
         return ensure_checkpoint(name_or_path, progress=progress)
