@@ -16,6 +16,7 @@ import json
 import os
 import pickle
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,7 +111,9 @@ def _torch_load(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} {_NOT_A_CHECKPOINT}; it looks like {kind}")
     try:
         # A file object, not the path: torch.load picks a reader by suffix for some names.
-        with path.open("rb") as f:
+        with path.open("rb") as f, warnings.catch_warnings():
+            # torch warns about pickle protocols it did not write; the refusal below says more.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             obj = torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # torch's message is long; its "Unsupported global: GLOBAL x.y" part names the culprit.
