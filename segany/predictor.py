@@ -141,6 +141,8 @@ class Predictor:
                 f"the longest side must be {self.model.image_encoder.img_size}, got "
                 f"{tuple(transformed_image.shape[2:])}; resize with predictor.transform first"
             )
+        if transformed_image.is_complex() or not torch.isfinite(transformed_image).all():
+            raise InputError("the image tensor must hold finite real values (no NaN/inf)")
         self.reset_image()
         input_size = (int(transformed_image.shape[2]), int(transformed_image.shape[3]))
         x = self.model.preprocess(transformed_image.to(self.device, torch.float32))

@@ -220,6 +220,7 @@ CASES: list[tuple[str, str, Any, Any]] = [
     ("device cuda:99", "silent", lambda c: load_model(device="cuda:99"), (InputError, "CUDA")),
     ("dangling link in folder", "silent", _dangling_listed, (InputError, "broken symbolic link")),
     # --- clear typed errors naming what was expected
+    ("torch image nan", "silent", lambda c: Predictor(c["model"]).set_torch_image(torch.full((1, 3, 256, 256), float("nan")), (256, 256)), (InputError, "finite")),
     ("torch coords N×2", "clear", lambda c: _torch(c, torch.zeros(2, 2), torch.zeros(2)), (InputError, "B×N×2")),
     ("torch labels mismatch", "clear", lambda c: _torch(c, torch.zeros(1, 2, 2), torch.ones(1, 3)), (InputError, "one label per point")),
     ("torch boxes 4", "clear", lambda c: _torch(c, None, None, torch.zeros(4)), (InputError, "B×4")),

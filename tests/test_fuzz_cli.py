@@ -42,6 +42,10 @@ def files(tmp_path_factory) -> dict[str, Path]:
     (folder / "config.json").write_text("{}")
     os.mkfifo(folder / "pipe.png")
     os.symlink("loop.png", folder / "loop.png")
+    # A grid file claiming 2**21 + 1 points (sparse on disk): refused from its header.
+    np.lib.format.open_memmap(
+        folder / "huge.npy", mode="w+", dtype=np.float32, shape=(2**21 + 1, 2)
+    )
     return {"dir": folder, "model": model, "img": img / "a.png", "evil": _evil(folder)}
 
 
@@ -100,6 +104,7 @@ CASES = [
     ("--crop-n-layers 40", "bound", [*AUTO, "--crop-n-layers", "40"], 3, "[0, 6]"),
     ("--points-per-batch 10**9", "bound", [*AUTO, "--points-per-batch", "1000000000"], 3, "65536"),
     ("--crop-n-layers 6", "bound", [*AUTO, "--crop-n-layers", "6"], 3, "1048576"),
+    ("--point-grids 2**21 points", "bound", [*AUTO, "--point-grids", "{dir}/huge.npy"], 3, "1048576 prompts"),
     ("--point 1e39", "silent", [*SEG, "-p", "1e39,1"], 3, "outside the 32×24 image"),
     ("--device cpu:1", "silent", [*SEG, "-p", "1,1", "--device", "cpu:1"], 3, "one CPU device"),
     ("--device meta", "silent", [*SEG, "-p", "1,1", "--device", "meta"], 3, "holds no data"),

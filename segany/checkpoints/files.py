@@ -254,9 +254,15 @@ def _plain(state: Mapping[str, torch.Tensor], half: bool) -> dict[str, torch.Ten
 def _atomic(path: Path, write: Callable[[Path], object]) -> None:
     """Write through a temporary file in the same folder so ``path`` is never half written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name[:200]}.tmp-{os.getpid()}")
     try:
-        write(tmp)
+        tmp.touch()  # a read-only folder or a bad name: an OSError here, not from a library
+        try:
+            write(tmp)
+        except Exception as e:
+            if isinstance(e, OSError) or type(e).__name__ != "SafetensorError":
+                raise
+            raise OSError(f"cannot write {path}: {e}") from e  # disk full, ...
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

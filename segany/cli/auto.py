@@ -51,6 +51,7 @@ from segany.cli.common import (
 )
 from segany.errors import InputError
 from segany.formats import output_set
+from segany.limits import MAX_PROMPTS_PER_IMAGE
 
 #: MaskGenerator keyword -> (type, help). Every option of the generator except ``output_mode``
 #: (the CLI picks its own) and ``point_grids`` (``--point-grids FILE``). Defaults: the library's.
@@ -133,9 +134,16 @@ def _load_point_grids(path: Path) -> list[Any]:
     import numpy as np
 
     try:
-        data = np.load(path, allow_pickle=False)
+        # mmap: a .npy header claiming a huge array is checked before anything is read.
+        data = np.load(path, allow_pickle=False, mmap_mode="r")
     except (OSError, ValueError) as e:
         raise InputError(f"--point-grids {path}: cannot read a .npy/.npz array ({e})") from None
+    sizes = [data[k].size for k in data.files] if hasattr(data, "files") else [data.size]
+    if sum(sizes) > 2 * MAX_PROMPTS_PER_IMAGE:
+        raise InputError(
+            f"--point-grids {path} holds {sum(sizes) // 2} points, more than the "
+            f"{MAX_PROMPTS_PER_IMAGE} prompts per image allowed"
+        )
     arrays = (
         [data[k] for k in data.files]
         if hasattr(data, "files")
