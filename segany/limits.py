@@ -23,8 +23,12 @@ MAX_COORDINATE = 2.0**20
 MAX_POINTS_PER_SIDE = 1024
 MAX_CROP_LAYERS = 6
 MAX_PROMPTS_PER_IMAGE = 2**20
-#: Prompts decoded together by the generator.
-MAX_POINTS_PER_BATCH = 2**16
+#: Prompts the generator decodes together (each holds a few MB of decoder activations).
+MAX_POINTS_PER_BATCH = 1024
+#: Points in one prompt of ``Predictor.predict`` (each is a token the decoder attends over).
+MAX_POINTS_PER_PROMPT = 4096
+#: Mask pixels one ``Predictor.predict`` call upscales (prompts × masks × H × W; float logits).
+MAX_MASK_PIXELS_PER_CALL = 2**31
 
 
 def check_image_size(
@@ -61,6 +65,17 @@ def _whole(value: Any) -> int:
             raise ValueError
         return int(as_float)
     return int(value.__index__())
+
+
+def check_mask_volume(prompts: int, masks: int, height: int, width: int) -> None:
+    """Refuse a predict call whose full-size masks would exceed ``MAX_MASK_PIXELS_PER_CALL``."""
+    volume = prompts * masks * height * width
+    if volume > MAX_MASK_PIXELS_PER_CALL:
+        raise InputError(
+            f"{prompts} prompts × {masks} masks of {height}×{width} pixels is {volume} mask "
+            f"pixels, more than the {MAX_MASK_PIXELS_PER_CALL} one call may produce: pass the "
+            "prompts in smaller batches"
+        )
 
 
 def check_size_pair(value: Any, *, what: str) -> tuple[int, int]:

@@ -18,7 +18,7 @@ import torch
 
 from segany.errors import InputError
 from segany.images import ImageLike, to_rgb_uint8
-from segany.limits import check_size_pair
+from segany.limits import check_mask_volume, check_size_pair
 from segany.modeling import Sam
 from segany.prompts import (
     PromptBatch,
@@ -284,6 +284,8 @@ class Predictor:
             mask_input,
             low_res_size=self.model.prompt_encoder.mask_input_size,
         )
+        batch = max((len(t) for t in (point_coords, boxes, mask_input) if t is not None), default=1)
+        check_mask_volume(batch, 3 if multimask_output else 1, *state.original_size)
         b = (
             max(t.shape[0] for t in (point_coords, boxes, mask_input) if t is not None)
             if any(t is not None for t in (point_coords, boxes, mask_input))

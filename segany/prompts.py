@@ -14,7 +14,7 @@ import torch
 
 from segany.errors import InputError
 from segany.images import tensor_to_numpy
-from segany.limits import MAX_COORDINATE, check_size_pair
+from segany.limits import MAX_COORDINATE, MAX_POINTS_PER_PROMPT, check_size_pair
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,11 @@ def _points(coords: Any, labels: Any) -> tuple[np.ndarray, np.ndarray, bool]:
         raise InputError(f"point_coords must be N×2 or B×N×2 (XY), got shape {c.shape}")
     if c.shape[-2] == 0:
         raise InputError("point_coords holds no points; pass None for no points")
+    if c.shape[-2] > MAX_POINTS_PER_PROMPT:
+        raise InputError(
+            f"point_coords has {c.shape[-2]} points per prompt, more than the "
+            f"{MAX_POINTS_PER_PROMPT} allowed"
+        )
     lab = _labels(labels)
     if lab.shape != c.shape[:-1]:
         raise InputError(
@@ -232,6 +237,8 @@ def check_torch_prompts(
             raise InputError(f"{name} must be {shape}, got shape {tuple(t.shape)}")
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise InputError(f"{name} contains NaN or infinite values")
+    if point_coords is not None and point_coords.shape[1] > MAX_POINTS_PER_PROMPT:
+        raise InputError(f"point_coords has more than {MAX_POINTS_PER_PROMPT} points per prompt")
     if point_coords is not None and point_labels.shape != point_coords.shape[:2]:
         raise InputError(
             f"point_labels shape {tuple(point_labels.shape)} does not match point_coords "
