@@ -25,6 +25,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+#: Every temporary file ends with this, so a later run can find and remove those a kill left.
+TEMP_SUFFIX = ".segany.tmp"
+
+
+def _temp_prefix(name: str) -> str:
+    """``.NAME.`` (so a stray temporary file says what it was for), or just ``.`` when that
+    would make the temporary name longer than the 255 bytes a file name may have."""
+    prefix = f".{name}."
+    if len(prefix.encode("utf-8", "surrogateescape")) + 8 + len(TEMP_SUFFIX) > 255:
+        return "."
+    return prefix
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
@@ -37,7 +49,9 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
         raise ValueError(f"atomic_open mode must be 'w' or 'wb', got {mode!r}")
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=_temp_prefix(target.name), suffix=TEMP_SUFFIX, dir=target.parent
+    )
     try:
         kwargs: dict[str, Any] = {"encoding": "utf-8", "newline": "\n"} if mode == "w" else {}
         with os.fdopen(fd, mode, **kwargs) as f:
@@ -58,7 +72,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, name = tempfile.mkstemp(
+        prefix=_temp_prefix(target.name), suffix=TEMP_SUFFIX, dir=target.parent
+    )
     os.close(fd)
     tmp = Path(name)
     try:

@@ -18,23 +18,43 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from segany.errors import InputError
+from segany.limits import check_image_size
 
 ImageLike = Any  # np.ndarray | PIL.Image.Image | str | os.PathLike
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image file into H×W×3 uint8 RGB, with EXIF orientation applied."""
+    """Read an image file into H×W×3 uint8 RGB, with EXIF orientation applied.
+
+    The header's size is checked against ``segany.limits`` before any pixel is decoded, so a
+    decompression bomb is an ``InputError`` like any other bad file."""
     from PIL import ImageOps
 
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"image file not found: {p}")
+    p = check_image_path(path)
     try:
         with Image.open(p) as raw:
+            check_image_size(raw.height, raw.width, what=f"image {p}")
             raw.load()
             return pil_to_array(ImageOps.exif_transpose(raw))
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise InputError(f"cannot read image {p}: {exc}") from None
+
+
+def check_image_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` if it is a regular file (or a link to one); else an ``InputError`` that tells
+    a missing file from a folder, a broken link and a device or pipe."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        raise InputError(f"{p} is a folder, not an image file; give an image file")
+    if p.is_symlink():
+        raise InputError(
+            f"{p} is a broken symbolic link (its target is missing, or the links loop)"
+        )
+    if p.exists():
+        raise InputError(f"{p} is not a regular file (a device, pipe or socket); give an image")
+    raise InputError(f"image file not found: {p}")
 
 
 def pil_to_array(im: Image.Image) -> np.ndarray:
@@ -59,12 +79,14 @@ def to_rgb_uint8(image: ImageLike, image_format: str = "RGB") -> np.ndarray:
         arr = pil_to_array(image)
     else:
         if hasattr(image, "detach"):  # a torch tensor: H×W×C on any device
-            image = image.detach().cpu().numpy()
+            image = tensor_to_numpy(image)
         if not isinstance(image, np.ndarray):
             raise TypeError(
                 "image must be a numpy array, a PIL image or a file path, "
                 f"got {type(image).__name__}"
             )
+        if image.ndim in (2, 3) and image.size:
+            check_image_size(image.shape[0], image.shape[1])
         arr = _to_uint8(image)
         if arr.ndim == 2:
             arr = arr[:, :, None]
@@ -86,6 +108,8 @@ def to_rgb_uint8(image: ImageLike, image_format: str = "RGB") -> np.ndarray:
 def _to_uint8(image: np.ndarray) -> np.ndarray:
     if image.size == 0:
         raise InputError(f"image is empty: shape {tuple(image.shape)}")
+    if not image.dtype.isnative:  # big-endian 16-bit TIFF/FITS data, say: same values
+        image = image.astype(image.dtype.newbyteorder("="))
     if image.dtype == np.uint8:
         return image
     if image.dtype == np.uint16:
@@ -103,3 +127,14 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
         scaled = image * 255.0 if hi <= 1.0 else image
         return np.round(scaled).astype(np.uint8)
     raise TypeError(f"unsupported image dtype {image.dtype}: expected uint8, uint16, bool or float")
+
+
+def tensor_to_numpy(t: Any) -> np.ndarray:
+    """A torch tensor on any device as numpy; bfloat16/float16 widened to float32 (numpy has
+    no bfloat16)."""
+    import torch  # a tensor was given, so torch is loaded already
+
+    t = t.detach().cpu()
+    if t.dtype in (torch.bfloat16, torch.float16):
+        t = t.float()
+    return np.asarray(t.numpy())

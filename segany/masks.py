@@ -21,6 +21,7 @@ import torch
 from pycocotools import mask as _coco
 
 from segany.errors import InputError
+from segany.limits import check_image_size
 
 RLE = dict[str, Any]
 
@@ -62,7 +63,8 @@ def _rle_size(rle: RLE) -> tuple[int, int]:
         raise InputError(f"an RLE needs 'size': [H, W] and 'counts'; got {rle!r:.200}") from None
     if "counts" not in rle:
         raise InputError("an RLE needs 'counts' (str, bytes or a list of run lengths)")
-    return h, w
+    # A file's claim, checked before a mask of that size is allocated.
+    return check_image_size(h, w, what="RLE size", allow_empty=True)
 
 
 def _as_coco(rle: RLE) -> dict[str, Any]:

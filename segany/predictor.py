@@ -19,9 +19,16 @@ from numpy.typing import ArrayLike
 
 from segany.errors import InputError
 from segany.images import ImageLike, to_rgb_uint8
+from segany.limits import check_mask_volume, check_size_pair
 from segany.modeling import Sam
 from segany.prediction import Prediction
-from segany.prompts import PromptBatch, check_prompts
+from segany.prompts import (
+    PromptBatch,
+    check_embedding,
+    check_input_size,
+    check_prompts,
+    check_torch_prompts,
+)
 from segany.transforms import ResizeLongestSide
 
 if TYPE_CHECKING:
@@ -124,6 +131,8 @@ class Predictor:
                 f"the longest side must be {self.model.image_encoder.img_size}, got "
                 f"{tuple(transformed_image.shape[2:])}; resize with predictor.transform first"
             )
+        if transformed_image.is_complex() or not torch.isfinite(transformed_image).all():
+            raise InputError("the image tensor must hold finite real values (no NaN/inf)")
         self.reset_image()
         input_size = (int(transformed_image.shape[2]), int(transformed_image.shape[3]))
         x = self.model.preprocess(transformed_image.to(self.device, torch.float32))
@@ -160,22 +169,14 @@ class Predictor:
         input_size: tuple[int, int] | None = None,
     ) -> None:
         """Reuse a stored embedding (1×C×h×w or C×h×w) for an image of ``original_size``."""
-        emb = torch.as_tensor(embedding)
-        if emb.ndim == 3:
-            emb = emb[None]
         pe = self.model.prompt_encoder
-        expected = (1, pe.embed_dim, *pe.image_embedding_size)
-        if tuple(emb.shape) != expected:
-            raise InputError(
-                f"embedding must have shape {'×'.join(map(str, expected))} for this model, "
-                f"got {tuple(emb.shape)}"
-            )
-        if len(original_size) != 2 or min(original_size) <= 0:
-            raise InputError(f"original_size must be (H, W) > 0, got {original_size}")
+        emb = check_embedding(embedding, (1, pe.embed_dim, *pe.image_embedding_size))
+        original_size = check_size_pair(original_size, what="original_size")
         if input_size is None:
             input_size = self.transform.get_preprocess_shape(
                 original_size[0], original_size[1], self.transform.target_length
             )
+        input_size = check_input_size(input_size, self.transform.target_length)
         self.reset_image()
         self._image = _ImageState(emb.to(self.device, torch.float32), original_size, input_size)
 
@@ -266,8 +267,15 @@ class Predictor:
         Returns masks B×C×H×W (bool, or logits with ``return_logits``), IoU predictions B×C
         and low-res logits B×C×s×s, with C = 3 when ``multimask_output`` else 1."""
         state = self._require_image()
-        if (point_coords is None) != (point_labels is None):
-            raise InputError("point_coords and point_labels must be given together")
+        check_torch_prompts(
+            point_coords,
+            point_labels,
+            boxes,
+            mask_input,
+            low_res_size=self.model.prompt_encoder.mask_input_size,
+        )
+        batch = max((len(t) for t in (point_coords, boxes, mask_input) if t is not None), default=1)
+        check_mask_volume(batch, 3 if multimask_output else 1, *state.original_size)
         b = (
             max(t.shape[0] for t in (point_coords, boxes, mask_input) if t is not None)
             if any(t is not None for t in (point_coords, boxes, mask_input))

@@ -13,9 +13,10 @@ from PIL import Image
 
 def preprocess_shape(h: int, w: int, long_side: int) -> tuple[int, int]:
     """(h, w) after scaling the longest side to ``long_side``, rounded half up (the official
-    rounding). The one definition: the predictor, training data and the transforms use it."""
+    rounding). The one definition: the predictor, training data and the transforms use it.
+    At least 1 pixel per side, so very thin images (aspect ratio above ~2·long_side : 1) work."""
     scale = long_side * 1.0 / max(h, w)
-    return int(h * scale + 0.5), int(w * scale + 0.5)
+    return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
 
 
 class ResizeLongestSide:

@@ -173,8 +173,9 @@ def test_errors_are_one_line_with_their_exit_code(tmp_path, model_path, images):
         (["segment", "{img}/notes.txt", "-p", "1,1"], 3, "not an image"),
         (["segment", "{img}/a.png", "-p", "100,10"], 3, "outside the 64×48 image"),
         (["segment", "{img}/a.png", "-b", "70,50,90,60"], 3, "outside"),
-        (["segment", "{img}/a.png"], 3, "at least one --point or --box"),
-        (["segment", "{img}/a.png", "-b", "1,1,5,5", "-b", "2,2,6,6", "-p", "3,3"], 3, "one --box"),
+        # A missing prompt or conflicting prompts: a bad command line, 2 as the README says.
+        (["segment", "{img}/a.png"], 2, "at least one --point"),
+        (["segment", "{img}/a.png", "-b", "1,1,5,5", "-b", "2,2,6,6", "-p", "3,3"], 2, "one --box"),
         (["segment", "{img}/a.png", "-p", "1,1,2"], 2, "LABEL"),
         (["segment", "{img}/a.png", "-b", "5,5,1,1"], 2, "X1 > X0"),
         (["segment", "{img}/a.png", "-p", "nan,1"], 2, "finite"),
@@ -367,7 +368,7 @@ def test_auto_single_image_errors_and_outputs(tmp_path, model_path, images, caps
         capsys, "auto", images / "a.png", "-o", out, "-m", model_path, "--json", *AUTO_FLAGS
     )
     assert code == 0 and json.loads(out_text)["written"] == 1
-    assert sorted(p.name for p in out.iterdir()) == ["a.json", "segany_auto_run.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".segany", "a.json"]  # run files reserved
     # Other settings on a re-run: the done image is kept, and the user is told.
     code, out_text, err = run_main(
         capsys, "auto", images / "a.png", "-o", out, "-m", model_path, "--json"
@@ -390,7 +391,7 @@ def test_auto_preset(tmp_path, model_path, images, capsys):
     code, text, _ = run_main(capsys, *argv, *flags)
     assert code == 0
     assert json.loads(text)["options"] == {"points_per_side": 4, "crop_n_layers": 1}
-    assert json.loads((out / "segany_auto_run.json").read_text())["preset"] == "sa1b"
+    assert json.loads((out / ".segany" / "run.json").read_text())["preset"] == "sa1b"
     assert json.loads((out / "a.json").read_text())["image"]["width"] == 64
 
 

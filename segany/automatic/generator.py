@@ -25,12 +25,20 @@ from segany.automatic.select import (
     MaskRecord,
     Selection,
     check_int,
+    check_point_grids,
     check_range,
     check_selection,
     select,
 )
 from segany.errors import InputError
 from segany.images import ImageLike, to_rgb_uint8
+from segany.limits import (
+    MAX_CROP_LAYERS,
+    MAX_POINTS_PER_BATCH,
+    MAX_POINTS_PER_SIDE,
+    MAX_PROMPTS_PER_IMAGE,
+    check_size_pair,
+)
 from segany.modeling import Sam
 from segany.predictor import Predictor
 
@@ -87,30 +95,34 @@ class MaskGenerator:
     ) -> None:
         self.predictor = model if isinstance(model, Predictor) else Predictor(model)
         self.model: Sam = self.predictor.model
-        check_int("crop_n_layers", crop_n_layers, 0)
-        check_int("crop_n_points_downscale_factor", crop_n_points_downscale_factor, 1)
-        check_int("points_per_batch", points_per_batch, 1)
+        # Bounds first: the grids and crops below are sized by these numbers.
+        check_int("crop_n_layers", crop_n_layers, 0, MAX_CROP_LAYERS)
+        check_int(
+            "crop_n_points_downscale_factor", crop_n_points_downscale_factor, 1, MAX_POINTS_PER_SIDE
+        )
+        check_int("points_per_batch", points_per_batch, 1, MAX_POINTS_PER_BATCH)
         check_range("stability_score_offset", stability_score_offset, 0, float("inf"))
         check_range("crop_overlap_ratio", crop_overlap_ratio, 0, 1)
         if (points_per_side is None) == (point_grids is None):
             raise InputError("give exactly one of points_per_side and point_grids")
         if points_per_side is not None:
-            check_int("points_per_side", points_per_side, 1)
+            check_int("points_per_side", points_per_side, 1, MAX_POINTS_PER_SIDE)
             grids = M.build_all_layer_point_grids(
-                points_per_side, crop_n_layers, crop_n_points_downscale_factor
+                int(points_per_side), int(crop_n_layers), int(crop_n_points_downscale_factor)
             )
         else:
-            grids = [np.asarray(g, dtype=np.float64) for g in point_grids or []]
-            if len(grids) < crop_n_layers + 1:
-                raise InputError(
-                    f"point_grids needs one grid per crop layer ({crop_n_layers + 1}), "
-                    f"got {len(grids)}"
-                )
-            for g in grids:
-                if g.ndim != 2 or g.shape[1] != 2 or not np.all((g >= 0) & (g <= 1)):
-                    raise InputError("each point grid must be N×2 with coordinates in [0, 1]")
+            grids = check_point_grids(point_grids, int(crop_n_layers))
         if any(len(g) == 0 for g in grids[: crop_n_layers + 1]):
             raise InputError("a point grid is empty (points_per_side too small for the layers)")
+        # Layer i has (2**i)² crops, each prompted with that layer's grid.
+        prompts = sum(len(g) * 4**i for i, g in enumerate(grids[: crop_n_layers + 1]))
+        if prompts > MAX_PROMPTS_PER_IMAGE:
+            raise InputError(
+                f"these options prompt the model {prompts} times per image (grid points × "
+                f"crops over {crop_n_layers} crop layers), more than the {MAX_PROMPTS_PER_IMAGE} "
+                "allowed: lower points_per_side or crop_n_layers, or raise "
+                "crop_n_points_downscale_factor"
+            )
         self.point_grids = grids
         self.points_per_side = points_per_side
         self.points_per_batch = int(points_per_batch)
@@ -239,7 +251,7 @@ class MaskGenerator:
             original_size = rgb.shape[:2]
         if original_size is None:
             raise InputError("original_size (H, W) is needed with an embedding and no image")
-        h, w = int(original_size[0]), int(original_size[1])
+        h, w = check_size_pair(original_size, what="original_size")
         crop_boxes, layers = M.generate_crop_boxes(
             (h, w), self.crop_n_layers, self.crop_overlap_ratio
         )

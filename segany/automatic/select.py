@@ -8,6 +8,7 @@ in the requested output mode. ``MaskGenerator.refilter`` re-runs only this stage
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,16 +102,53 @@ class Selection:
 
 
 def check_range(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    # numbers.Real: Python and numpy ints and floats (np.float32(0.5) included), not bool.
+    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
     if ok and np.isfinite(value) and (value > lo if lo_open else value >= lo) and value <= hi:
         return
     left = "(" if lo_open else "["
     raise InputError(f"{name} must be a number in {left}{lo:g}, {hi:g}], got {value!r}")
 
 
-def check_int(name: str, value: Any, lo: int) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < lo:
-        raise InputError(f"{name} must be an integer >= {lo}, got {value!r}")
+def check_int(name: str, value: Any, lo: int, hi: int | None = None) -> None:
+    """``value`` is a whole number (Python or numpy int) in [lo, hi] (no upper bound: None)."""
+    is_int = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if is_int and value >= lo and (hi is None or value <= hi):
+        return
+    bound = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+    raise InputError(f"{name} must be an integer {bound}, got {value!r}")
+
+
+def check_point_grids(point_grids: Any, crop_n_layers: int) -> list[np.ndarray]:
+    """``point_grids`` (one N×2 array of [0, 1] XY per crop layer) as float64 arrays, or an
+    ``InputError`` saying which grid is wrong and why."""
+    try:
+        grids = list(point_grids)
+    except TypeError:
+        raise InputError(
+            f"point_grids must be a list of N×2 arrays, got {type(point_grids).__name__}"
+        ) from None
+    if len(grids) < crop_n_layers + 1:
+        raise InputError(
+            f"point_grids needs one grid per crop layer ({crop_n_layers + 1}), got {len(grids)}"
+        )
+    out = []
+    for i, g in enumerate(grids):
+        if hasattr(g, "detach"):
+            g = g.detach().cpu().float().numpy()
+        try:
+            raw = np.asarray(g)
+            if raw.dtype.kind not in "iuf":
+                raise TypeError(f"dtype {raw.dtype}")
+            arr = raw.astype(np.float64)
+        except (TypeError, ValueError) as e:
+            raise InputError(f"point grid {i} must be a numeric N×2 array ({e})") from None
+        if arr.ndim != 2 or arr.shape[1] != 2:
+            raise InputError(f"point grid {i} must be N×2 (XY in [0, 1]), got shape {arr.shape}")
+        if not np.all((arr >= 0) & (arr <= 1)):
+            raise InputError(f"point grid {i} has coordinates outside [0, 1] (or NaN)")
+        out.append(arr)
+    return out
 
 
 def check_selection(s: Selection) -> None:

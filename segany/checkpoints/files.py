@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,10 @@ def read_weights(path: Path) -> RawWeights:
     if path.is_dir():
         return _read_hf_folder(path)
     if not path.is_file():
+        if path.is_symlink():
+            raise CheckpointError(f"{path} is a broken symbolic link, not a weights file")
+        if path.exists():
+            raise CheckpointError(f"{path} is a device, pipe or socket: it {_NOT_A_CHECKPOINT}")
         raise CheckpointError(f"no weights file at {path}")
     if _is_safetensors(path):
         state, meta = _read_safetensors(path)
@@ -88,17 +93,42 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     return state, meta
 
 
+#: What a file's first bytes must be for torch.load: a zip (torch >= 1.6) or a pickle's
+#: protocol opcode (older torch.save files).
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTO = 0x80
+_NOT_A_CHECKPOINT = (
+    "is not a checkpoint (expected an official .pth, a .safetensors file or a Hugging Face "
+    "model folder)"
+)
+
+
 def _torch_load(path: Path) -> dict[str, torch.Tensor]:
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not (head.startswith(_ZIP_MAGIC) or head[:1] == bytes([_PICKLE_PROTO])):
+        kind = _what_it_is(head)
+        raise CheckpointError(f"{path} {_NOT_A_CHECKPOINT}; it looks like {kind}")
     try:
         # A file object, not the path: torch.load picks a reader by suffix for some names.
-        with path.open("rb") as f:
+        with path.open("rb") as f, warnings.catch_warnings():
+            # torch warns about pickle protocols it did not write; the refusal below says more.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             obj = torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # torch's message is long; its "Unsupported global: GLOBAL x.y" part names the culprit.
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e)) or re.search(
-            r"WeightsUnpickler error:\s*(.+)", str(e)
+        # Any other unpickling error is a damaged or foreign file, not a refused object.
+        # The file has a pickle's or torch zip's header (checked above), so it is a Python
+        # pickle that the safe loader refused, whatever the exact reason.
+        found = re.search(r"(?i)unsupported global:? (?:GLOBAL )?([\w.]+)", str(e))
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
+        culprit = (
+            found.group(1)
+            if found
+            else f"pickle instructions the safe loader does not run ({detail.group(1).strip()})"
+            if detail
+            else "objects other than tensors"
         )
-        culprit = found.group(1).strip() if found else "objects other than tensors"
         raise CheckpointError(
             f"refusing to load {path}: it holds Python objects beyond tensors, and unpickling "
             "them could run code (loaded with weights_only=True; nothing from it was executed). "
@@ -107,9 +137,28 @@ def _torch_load(path: Path) -> dict[str, torch.Tensor]:
         ) from e
     except Exception as e:  # truncated zip, not a checkpoint at all, ...
         raise CheckpointError(
-            f"{path} is neither a safetensors file nor a readable PyTorch checkpoint: {e}"
+            f"{path} is neither a safetensors file nor a readable PyTorch checkpoint: "
+            f"{_first_line(e)}"
         ) from e
     return _as_state_dict(obj, path)
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
+def _what_it_is(head: bytes) -> str:
+    for magic, kind in (
+        (b"\x89PNG", "a PNG image"),
+        (b"\xff\xd8", "a JPEG image"),
+        (b"{", "a JSON file"),
+        (b"[", "a JSON file"),
+        (b"GIF8", "a GIF image"),
+        (b"\x1f\x8b", "a gzip archive"),
+    ):
+        if head.startswith(magic):
+            return kind
+    return "something else" if head else "an empty file"
 
 
 def _as_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:

@@ -25,7 +25,14 @@ from segany.checkpoints.files import (
     write_segany,
 )
 from segany.checkpoints.hf import hf_to_official
-from segany.checkpoints.shapes import check_state_dict, describe, infer_config, with_pixel_stats
+from segany.checkpoints.shapes import (
+    check_config_limits,
+    check_state_dict,
+    describe,
+    infer_config,
+    with_pixel_stats,
+)
+from segany.devices import check_device
 from segany.errors import CheckpointError, InputError
 from segany.models import SamConfig, build_sam
 
@@ -61,6 +68,7 @@ def _read(
     else:
         cfg = detected = infer_config(state)
     cfg = with_pixel_stats(cfg, state)
+    check_config_limits(cfg, source=f"the {raw.kind} weights in {path}")
 
     def check(expected: dict[str, tuple[int, ...]] | None) -> None:
         source = f"the {raw.kind} weights in {path}"
@@ -109,10 +117,17 @@ def load_model(
     into the cache on first use: ``$SEGANY_HOME``, else the user cache folder), a weights file or
     transformers folder in any supported format, or ``None`` for the bundled default model.
     ``dtype`` converts the floating-point weights (default: keep float32)."""
+    device = check_device(device)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise InputError(
+            f"dtype must be a floating torch dtype (torch.float16, ...), got {dtype!r}"
+        )
     path = resolve(name_or_path, progress=progress)
     cfg, state, check = _read(path)
+    # The file's tensors must fit the config before a model of that config is allocated: a
+    # small file claiming a huge config is refused here, not after building gigabytes.
+    check(None)
     model = build_sam(cfg)
-    check({k: tuple(v.shape) for k, v in model.state_dict().items()})
     model.load_state_dict(state, strict=True)
     del state
     model.to(device=device, dtype=dtype)
@@ -130,7 +145,7 @@ def resolve(name_or_path: PathLike | None, *, progress: bool = True) -> Path:
             )
         return DEFAULT_MODEL
     path = Path(name_or_path)
-    if path.exists():
+    if path.exists() or path.is_symlink():  # a broken link: read_weights says so
         return path
     if isinstance(name_or_path, str) and name_or_path in CHECKPOINTS:
         return ensure_checkpoint(name_or_path, progress=progress)

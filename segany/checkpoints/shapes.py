@@ -88,6 +88,39 @@ def infer_config(state: Mapping[str, Any]) -> SamConfig:
     return name_known_variant(cfg)
 
 
+#: The largest value of each config field a weights file may claim (vit_h, the largest official
+#: model, is 1280 wide and 32 deep): checked before a model of that config is built.
+CONFIG_LIMITS = {
+    "encoder_embed_dim": 8192,
+    "encoder_depth": 256,
+    "encoder_num_heads": 256,
+    "image_size": 8192,
+    "patch_size": 256,
+    "window_size": 512,
+    "mlp_ratio": 64,
+    "prompt_embed_dim": 8192,
+    "decoder_depth": 64,
+    "decoder_num_heads": 256,
+    "decoder_mlp_dim": 65536,
+    "num_multimask_outputs": 64,
+    "iou_head_depth": 64,
+    "iou_head_hidden_dim": 65536,
+}
+
+
+def check_config_limits(cfg: SamConfig, *, source: str = "the weights") -> None:
+    """Raise ``CheckpointError`` when a config (read from a file's metadata or shapes) has a
+    size outside ``CONFIG_LIMITS`` or below 1, before anything of that size is built."""
+    for name, hi in CONFIG_LIMITS.items():
+        value = getattr(cfg, name)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok or not value >= 1 or value > hi:
+            raise CheckpointError(
+                f"{source} claim {name}={value!r}; a SAM config needs 1 <= {name} <= {hi}. "
+                "The file is damaged or not a SAM checkpoint"
+            )
+
+
 def expected_shapes(cfg: SamConfig) -> dict[str, tuple[int, ...]]:
     """Key -> shape of the state dict a ``Sam`` built from ``cfg`` has (built on the meta
     device, so even vit_h costs no memory; the first call pays ~2 s of torch imports)."""

@@ -12,6 +12,11 @@ Per image ``STEM`` (the image's path relative to the folder given, without suffi
 - ``STEM_overlay.png``: the image with the masks drawn (``--overlay``);
 and for the run ``coco_instances.json`` (``--coco [FILE]``), a COCO instances file.
 
+An image's files are written as one set (staged in ``--output``/.segany/, then moved in place),
+so a killed run leaves each image's old or new set, never a mix; the next run finishes or drops
+what was interrupted. Stems too long for a file name are shortened (``~`` and a hash). A file
+that fails is reported and counted, and the run goes on (exit code 1).
+
 Re-running skips images whose outputs all exist (write them again with ``--overwrite``); an
 extra output asked for later is derived from the existing ``STEM.json`` without the model.
 Generator options left out keep the library's defaults (``segany.MaskGenerator``).
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +35,12 @@ from segany.cli.common import (
     EXIT_OK,
     EXIT_PARTIAL,
     Console,
+    UsageError,
     add_model_options,
     add_output_options,
     collect_images,
     exit_code_for,
+    failure_line,
     finite_float,
     fraction,
     load_model_from_args,
@@ -42,6 +50,8 @@ from segany.cli.common import (
     positive_int,
 )
 from segany.errors import InputError
+from segany.formats import output_set
+from segany.limits import MAX_PROMPTS_PER_IMAGE
 
 #: MaskGenerator keyword -> (type, help). Every option of the generator except ``output_mode``
 #: (the CLI picks its own) and ``point_grids`` (``--point-grids FILE``). Defaults: the library's.
@@ -114,7 +124,7 @@ def generator_options(args: argparse.Namespace) -> dict[str, Any]:
     opts = {k: getattr(args, k) for k in GENERATOR_OPTIONS if getattr(args, k) is not None}
     if args.point_grids is not None:
         if "points_per_side" in opts:
-            raise InputError("give --points-per-side or --point-grids, not both")
+            raise UsageError("give --points-per-side or --point-grids, not both")
         opts["points_per_side"] = None  # the generator wants exactly one of the two
         opts["point_grids"] = _load_point_grids(Path(args.point_grids))
     return opts
@@ -124,9 +134,16 @@ def _load_point_grids(path: Path) -> list[Any]:
     import numpy as np
 
     try:
-        data = np.load(path, allow_pickle=False)
+        # mmap: a .npy header claiming a huge array is checked before anything is read.
+        data = np.load(path, allow_pickle=False, mmap_mode="r")
     except (OSError, ValueError) as e:
         raise InputError(f"--point-grids {path}: cannot read a .npy/.npz array ({e})") from None
+    sizes = [data[k].size for k in data.files] if hasattr(data, "files") else [data.size]
+    if sum(sizes) > 2 * MAX_PROMPTS_PER_IMAGE:
+        raise InputError(
+            f"--point-grids {path} holds {sum(sizes) // 2} points, more than the "
+            f"{MAX_PROMPTS_PER_IMAGE} prompts per image allowed"
+        )
     arrays = (
         [data[k] for k in data.files]
         if hasattr(data, "files")
@@ -138,8 +155,9 @@ def _load_point_grids(path: Path) -> list[Any]:
     return [np.asarray(a, dtype=np.float64) for a in arrays]
 
 
-#: The settings of the last run in an output folder, to warn when a re-run changes them.
-RUN_FILE = "segany_auto_run.json"
+#: The settings of the last run in an output folder (to warn when a re-run changes them) live
+#: in the reserved .segany/ folder, where no image's outputs can go.
+RUN_FILE = output_set.RUN_FILE
 
 
 def _compare_settings(
@@ -180,6 +198,17 @@ class _Outputs:
     def missing_extras(self) -> list[str]:
         return [k for k, p in self.extras.items() if not p.exists()]
 
+    def paths(self) -> list[Path]:
+        return [self.sa1b, *self.extras.values()]
+
+    def stale_masks(self, count: int) -> list[Path]:
+        """Mask PNGs of an older, larger set in the mask folder (``{i}.png`` with i >= count)."""
+        folder = self.extras["masks"].parent
+        if not folder.is_dir():
+            return []
+        names = (p for p in folder.iterdir() if p.suffix == ".png" and p.stem.isdigit())
+        return [p for p in names if int(p.stem) >= count]
+
 
 def run(args: argparse.Namespace) -> int:
     console = Console(args)
@@ -187,6 +216,17 @@ def run(args: argparse.Namespace) -> int:
     images = collect_images(args.inputs, recursive=args.recursive, exclude=out)
     if not images:
         raise InputError("no images found in " + ", ".join(args.inputs))
+    images = [(path, output_set.output_stem(stem)) for path, stem in images]
+    coco_path = None
+    if args.coco:
+        coco_path = Path(args.coco) if Path(args.coco).is_absolute() else out / args.coco
+    output_set.check_collisions(
+        {str(path): _Outputs(out, stem, args).paths() for path, stem in images},
+        [] if coco_path is None else [coco_path],
+    )
+    cleaned = output_set.recover(out)
+    if any(cleaned.values()):
+        console.detail(f"{out}: finished or dropped interrupted writes ({cleaned})")
     options = generator_options(args)
     settings = {
         "model": None if args.model is None else str(args.model),
@@ -203,12 +243,18 @@ def run(args: argparse.Namespace) -> int:
 
             model = load_model_from_args(args, console)
             # coco_rle: the SA-1B JSON stores RLE; the other outputs decode it when needed.
-            if args.preset is None:
-                made = MaskGenerator(model, output_mode="coco_rle", **options)
-            else:
-                made = MaskGenerator.from_preset(
-                    args.preset, model, output_mode="coco_rle", **options
-                )
+            try:
+                if args.preset is None:
+                    made = MaskGenerator(model, output_mode="coco_rle", **options)
+                else:
+                    made = MaskGenerator.from_preset(
+                        args.preset, model, output_mode="coco_rle", **options
+                    )
+            except InputError as e:  # the library's check, in the command line's words
+                name = str(e).split(" ", 1)[0]
+                if name not in GENERATOR_OPTIONS:
+                    raise
+                raise InputError(f"--{name.replace('_', '-')}: {e}") from None
             state["generator"] = made
         return state["generator"]
 
@@ -223,10 +269,10 @@ def run(args: argparse.Namespace) -> int:
     ):
         try:
             doc, how = _process(path, stem, index, out, args, generator, console)
-        except ValueError as e:  # InputError included: report, skip, carry on
+        except Exception as e:  # noqa: BLE001 - one image's failure never stops the run
             if len(images) == 1:
                 raise
-            console.failure(f"{path}: {one_line(e)}")
+            console.failure(failure_line(path, e))
             failures.append({"file": str(path), "error": one_line(e), "code": exit_code_for(e)})
             continue
         counts[how] += 1
@@ -234,11 +280,9 @@ def run(args: argparse.Namespace) -> int:
         if args.coco:
             docs.append(doc)
 
-    coco_path = None
-    if args.coco:
+    if coco_path is not None:
         from segany.formats import coco_dataset, write_coco
 
-        coco_path = Path(args.coco) if Path(args.coco).is_absolute() else out / args.coco
         write_coco(coco_path, coco_dataset(docs))
 
     from segany.atomic import write_json_atomic
@@ -307,15 +351,26 @@ def _process(
         console.detail(f"{path}: {len(records)} masks in {time.perf_counter() - t0:.2f}s")
     if "overlay" in todo and image is None:
         image = read_image(path)
-    _write_extras(doc, image, files, todo)
-    if how == "written":
-        from segany.formats import write_sa1b
+    # Every file of the image goes to a staging folder first, then all are moved in place.
+    unit = output_set.OutputSet(out, stem)
+    unit.begin()
+    try:
+        _write_extras(doc, image, files, todo, unit.staged)
+        if how == "written":
+            from segany.formats import write_sa1b
 
-        write_sa1b(files.sa1b, doc)  # last: its presence marks the image complete
+            write_sa1b(unit.staged(files.sa1b), doc)
+        stale = files.stale_masks(len(doc.annotations)) if "masks" in todo else []
+        unit.commit(last=files.sa1b, remove=stale)  # the JSON last: it marks the image done
+    except BaseException:
+        unit.abandon()
+        raise
     return doc, how
 
 
-def _write_extras(doc: Any, image: Any, files: _Outputs, todo: list[str]) -> None:
+def _write_extras(
+    doc: Any, image: Any, files: _Outputs, todo: list[str], where: Callable[[Path], Path]
+) -> None:
     from segany.formats import (
         label_map,
         write_label_map,
@@ -326,10 +381,10 @@ def _write_extras(doc: Any, image: Any, files: _Outputs, todo: list[str]) -> Non
 
     masks = doc.masks()
     if "masks" in todo:
-        write_mask_folder(files.extras["masks"].parent, doc.annotations)
+        write_mask_folder(where(files.extras["masks"]).parent, doc.annotations)
     if "label_map" in todo:
-        write_label_map(files.extras["label_map"], label_map(masks))
+        write_label_map(where(files.extras["label_map"]), label_map(masks))
     if "polygons" in todo:
-        write_polygons(files.extras["polygons"], doc)
+        write_polygons(where(files.extras["polygons"]), doc)
     if "overlay" in todo:
-        write_overlay(files.extras["overlay"], image, masks)
+        write_overlay(where(files.extras["overlay"]), image, masks)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -60,6 +61,7 @@ def exit_code_for(error: BaseException) -> int:
     """The exit code for an exception that reached the top of a subcommand."""
     # Order matters: DownloadError is an OSError, CheckpointError and InputError ValueErrors.
     for kind, code in (
+        (UsageError, EXIT_USAGE),
         (DownloadError, EXIT_DOWNLOAD),
         (CheckpointError, EXIT_CHECKPOINT),
         (MissingExtraError, EXIT_MISSING_EXTRA),
@@ -78,6 +80,16 @@ def one_line(error: BaseException) -> str:
     if isinstance(error, OSError) and error.filename and str(error.filename) not in text:
         text = f"{error.filename}: {text}"
     return text
+
+
+def failure_line(path: object, error: BaseException) -> str:
+    """``PATH: message`` for an input that failed, without naming the path twice."""
+    text = one_line(error)
+    return text if str(path) in text else f"{path}: {text}"
+
+
+class UsageError(InputError):
+    """A command line that cannot work as given (missing prompt, conflicting options): exit 2."""
 
 
 class SeganyArgumentParser(argparse.ArgumentParser):
@@ -259,26 +271,13 @@ def load_model_from_args(args: argparse.Namespace, console: Console) -> Any:
 
 
 def check_device(name: str) -> str:
-    """``name`` if torch can use that device here, else a ValueError saying why not."""
-    import torch
+    """``name`` if torch can use that device here, else an InputError saying why not."""
+    from segany.devices import check_device as check
 
     try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ValueError(f"--device {name!r} is not a torch device ({one_line(e)})") from None
-    available = {
-        "cpu": True,
-        "cuda": torch.cuda.is_available(),
-        "mps": getattr(torch.backends, "mps", None) is not None
-        and torch.backends.mps.is_available(),
-    }.get(device.type, True)
-    if not available:
-        raise ValueError(f"--device {name!r}: no {device.type} device is available here")
-    if device.type == "cuda" and device.index is not None:
-        if device.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"--device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here"
-            )
+        check(name)
+    except InputError as e:
+        raise InputError(f"--{e}") from None
     return name
 
 
@@ -296,6 +295,14 @@ def set_threads(threads: int | None) -> None:
 # inputs and output names
 
 
+def resolve_path(path: Path) -> Path:
+    """``path`` with links resolved; a looping link stays as given (reading it reports it)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # "Symlink loop" on Python < 3.13
+        return Path(os.path.abspath(path))
+
+
 def collect_images(
     inputs: Iterable[str], *, recursive: bool = False, exclude: str | Path | None = None
 ) -> list[tuple[Path, str]]:
@@ -311,23 +318,23 @@ def collect_images(
     """
     from segany.formats import find_images
 
-    skip = Path(exclude).resolve() if exclude is not None else None
+    skip = resolve_path(Path(exclude)) if exclude is not None else None
     found: dict[Path, tuple[Path, PurePosixPath]] = {}  # keyed by resolved path: no repeats
     for text in inputs:
         root = Path(text)
         if root.is_dir():
-            if skip is not None and skip == root.resolve():
+            if skip is not None and skip == resolve_path(root):
                 raise InputError(
                     f"the output folder is the input folder {root}; choose another --output "
                     "(outputs there would be read as images on the next run)"
                 )
             pairs = [(p, p.relative_to(root)) for p in find_images([root], recursive=recursive)]
-            if skip is not None and root.resolve() in skip.parents:
-                pairs = [(p, rel) for p, rel in pairs if skip not in p.resolve().parents]
+            if skip is not None and resolve_path(root) in skip.parents:
+                pairs = [(p, rel) for p, rel in pairs if skip not in resolve_path(p).parents]
         else:
             pairs = [(p, Path(p.name)) for p in find_images([root])]
         for path, rel in pairs:
-            found.setdefault(path.resolve(), (path, PurePosixPath(rel.as_posix())))
+            found.setdefault(resolve_path(path), (path, PurePosixPath(rel.as_posix())))
     entries = list(found.values())
     bare = [rel.with_suffix("").as_posix() for _, rel in entries]
     stems = [

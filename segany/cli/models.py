@@ -15,6 +15,7 @@ from segany.cli.common import (
     EXIT_OK,
     Console,
     add_output_options,
+    resolve_path,
 )
 from segany.errors import InputError
 
@@ -194,7 +195,7 @@ def run_convert(args: argparse.Namespace) -> int:
     fmt = args.fmt or destination_format(dst)
     if dst.exists() and not args.overwrite:
         raise InputError(f"{dst} exists; pass --overwrite to replace it")
-    if dst.resolve() == src.resolve():
+    if resolve_path(dst) == resolve_path(src):
         raise InputError("IN and OUT are the same path")
     config, written = convert(src, dst, fmt, half=args.half)
     console.info(f"wrote {config.name} weights as {fmt} to {written}")

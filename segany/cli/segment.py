@@ -23,16 +23,19 @@ from segany.cli.common import (
     EXIT_OK,
     EXIT_PARTIAL,
     Console,
+    UsageError,
     add_model_options,
     add_output_options,
     collect_images,
     exit_code_for,
+    failure_line,
     finite_float,
     one_line,
     plain_doc,
 )
 from segany.cli.export import add_backend_options, onnx_predictor_from_args
 from segany.errors import InputError
+from segany.formats import output_set
 
 _LABELS = {"1": 1, "fg": 1, "pos": 1, "+": 1, "0": 0, "bg": 0, "neg": 0, "-": 0}
 
@@ -100,13 +103,19 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     console = Console(args)
     if not args.point and not args.box:
-        raise InputError("give at least one --point or --box")
+        raise UsageError("give at least one --point X,Y or --box X0,Y0,X1,Y1")
     if len(args.box) > 1 and args.point:
-        raise InputError("--point can be combined with one --box only (several boxes: no points)")
+        raise UsageError("--point can be combined with one --box only (several boxes: no points)")
     out = Path(args.output)
     images = collect_images(args.images, exclude=out)
     if not images:
         raise InputError("no images found in " + ", ".join(args.images))
+    images = [(path, output_set.output_stem(stem)) for path, stem in images]
+    per_image = max(1, len(args.box)) * (3 if args.multimask else 1)
+    output_set.check_collisions(
+        {str(path): _output_paths(out, stem, per_image, args) for path, stem in images}, []
+    )
+    output_set.recover(out)
 
     from segany.cli.common import load_model_from_args
     from segany.predictor import Predictor
@@ -119,10 +128,10 @@ def run(args: argparse.Namespace) -> int:
     for path, stem in console.progress(images, total=len(images), desc="segment"):
         try:
             results.append(_segment_one(predictor, path, stem, out, args))
-        except ValueError as e:  # InputError included: report, skip, carry on
+        except Exception as e:  # noqa: BLE001 - one image's failure never stops the run
             if len(images) == 1:
                 raise
-            console.failure(f"{path}: {one_line(e)}")
+            console.failure(failure_line(path, e))
             failures.append({"file": str(path), "error": one_line(e), "code": exit_code_for(e)})
     for r in results:
         best = max(r["masks"], key=lambda m: m["score"])
@@ -147,9 +156,7 @@ def run(args: argparse.Namespace) -> int:
 def _segment_one(
     predictor: Any, path: Path, stem: str, out: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
-    from segany.atomic import write_json_atomic
-    from segany.formats import read_image, write_mask_png, write_overlay
-    from segany.masks import encode_rle
+    from segany.formats import read_image
 
     image = read_image(path)
     height, width = image.shape[:2]
@@ -177,7 +184,45 @@ def _segment_one(
         }
         for b in range(masks.shape[0])
     ]
-    records: list[dict[str, Any]] = []
+    result: dict[str, Any] = {
+        "image": {"file_name": str(path), "width": width, "height": height},
+        "multimask": bool(args.multimask),
+        "prompts": prompts,
+        "masks": [],
+        "json": f"{stem}.json",
+        "overlay": None if args.no_overlay else f"{stem}_overlay.png",
+    }
+    # All files of the image are staged, then moved in place together (see output_set).
+    unit = output_set.OutputSet(out, stem)
+    unit.begin()
+    try:
+        _write_set(unit, result, masks, scores, image, points, labels, boxes)
+        stale = _stale_masks(out, stem, len(result["masks"]))
+        unit.commit(last=out / f"{stem}.json", remove=stale)
+    except BaseException:
+        unit.abandon()
+        raise
+    return result
+
+
+def _write_set(
+    unit: Any,
+    result: dict[str, Any],
+    masks: np.ndarray,
+    scores: np.ndarray,
+    image: np.ndarray,
+    points: np.ndarray,
+    labels: np.ndarray,
+    boxes: np.ndarray,
+) -> None:
+    """Write an image's mask PNGs, overlay and JSON into ``unit``'s staging folder; fills
+    ``result["masks"]``."""
+    from segany.atomic import write_json_atomic
+    from segany.formats import write_mask_png, write_overlay
+    from segany.masks import encode_rle
+
+    out, stem = unit.out, result["json"][: -len(".json")]
+    records: list[dict[str, Any]] = result["masks"]
     best: list[np.ndarray] = []
     for b in range(masks.shape[0]):
         best.append(masks[b, int(np.argmax(scores[b]))])
@@ -185,7 +230,7 @@ def _segment_one(
             i = len(records)
             mask = masks[b, c]
             name = f"{stem}_mask{i}.png"
-            write_mask_png(out / name, mask)
+            write_mask_png(unit.staged(out / name), mask)
             records.append(
                 {
                     "id": i,
@@ -198,25 +243,37 @@ def _segment_one(
                     "segmentation": encode_rle(mask),
                 }
             )
-    if not args.no_overlay:
+    if result["overlay"] is not None:
         write_overlay(
-            out / f"{stem}_overlay.png",
+            unit.staged(out / result["overlay"]),
             image,
             np.stack(best),
             points=points,
             labels=labels,
             boxes=boxes,
         )
-    result = {
-        "image": {"file_name": str(path), "width": width, "height": height},
-        "multimask": bool(args.multimask),
-        "prompts": prompts,
-        "masks": records,
-        "json": f"{stem}.json",
-        "overlay": None if args.no_overlay else f"{stem}_overlay.png",
-    }
-    write_json_atomic(out / f"{stem}.json", result, indent=1)
-    return result
+    write_json_atomic(unit.staged(out / result["json"]), result, indent=1)
+
+
+def _output_paths(out: Path, stem: str, count: int, args: argparse.Namespace) -> list[Path]:
+    """The files ``segment`` writes for one image (``count`` masks)."""
+    paths = [out / f"{stem}.json"] + [out / f"{stem}_mask{i}.png" for i in range(count)]
+    return paths if args.no_overlay else [*paths, out / f"{stem}_overlay.png"]
+
+
+def _stale_masks(out: Path, stem: str, count: int) -> list[Path]:
+    """``STEM_mask{i}.png`` files of an earlier run with more masks (i >= count)."""
+    folder = (out / stem).parent
+    prefix = Path(stem).name + "_mask"
+    if not folder.is_dir():
+        return []
+    stale = []
+    for p in folder.iterdir():
+        number = p.name[len(prefix) : -len(".png")]
+        if p.name.startswith(prefix) and p.name.endswith(".png") and number.isdigit():
+            if int(number) >= count:
+                stale.append(p)
+    return stale
 
 
 def _brief(result: dict[str, Any]) -> dict[str, Any]:

@@ -31,9 +31,9 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from segany.atomic import atomic_open, write_json_atomic, write_text_atomic
 from segany.engine.sources import Item
 from segany.errors import InputError
-from segany.formats._atomic import atomic_open, write_json_atomic, write_text_atomic
 
 RUN_FILE = "engine_run.json"
 MANIFEST = "manifest.json"

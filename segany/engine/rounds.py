@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from segany.atomic import write_json_atomic
 from segany.engine.annotate import decode_image
 from segany.engine.check import iter_documents
 from segany.engine.run import EngineConfig, run_engine
 from segany.engine.sources import list_items
 from segany.errors import InputError
-from segany.formats._atomic import write_json_atomic
 from segany.train.datasets import MaskDataset
 
 if TYPE_CHECKING:
@@ -128,11 +128,12 @@ def _fine_tune(
     config: RoundConfig, model_name: str | None, engine: EngineConfig, folder: Path, dest: Path
 ) -> None:
     from segany.checkpoints import load_model, save_model
+    from segany.models import config_of
     from segany.train.trainer import TrainConfig, Trainer
 
-    model = cast("Sam", load_model(model_name, progress=False))
+    model = load_model(model_name, progress=False)
     train_cfg = TrainConfig(**{"progress": False, **config.train, "out_dir": str(folder / "train")})
-    msc = model.config
+    msc = config_of(model)
     data = EngineTrainSet(
         engine.out,
         engine.sources,

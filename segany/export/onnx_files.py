@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from segany.atomic import write_bytes_atomic
 from segany.errors import InputError, MissingExtraError
-from segany.formats._atomic import write_bytes_atomic
 
 #: Protobuf's limit: larger models (vit_h's encoder, 2.5 GB in fp32) would need external data.
 _PROTO_LIMIT = 2**31 - 1

@@ -25,6 +25,7 @@ from segany.atomic import write_json_atomic
 from segany.errors import InputError
 from segany.formats.records import stack_masks
 from segany.formats.sa1b import SA1BImage
+from segany.limits import check_image_size
 from segany.masks import decode_rle
 
 CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
@@ -105,6 +106,12 @@ def read_coco(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise InputError(f"{path}: not a JSON file ({e})") from None
     if not isinstance(data, dict) or not {"images", "annotations"} <= data.keys():
         raise InputError(f"{path}: not a COCO instances file (needs 'images' and 'annotations')")
+    if not isinstance(data["images"], list) or not isinstance(data["annotations"], list):
+        raise InputError(f"{path}: 'images' and 'annotations' must be lists")
+    for i, im in enumerate(data["images"]):
+        if not isinstance(im, dict) or not {"id", "height", "width"} <= im.keys():
+            raise InputError(f"{path}: image {i} needs 'id', 'height' and 'width'")
+        check_image_size(im["height"], im["width"], what=f"{path}: image {im['id']!r:.40}")
     return data
 
 

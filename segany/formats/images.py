@@ -30,10 +30,16 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     from segany.images import read_image as decode
 
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
+        if path.is_dir():
+            raise InputError(f"{path}: is a folder, not an image")
+        if path.is_symlink():
+            raise InputError(
+                f"{path}: a broken symbolic link (its target is missing, or the links loop)"
+            )
+        if path.exists():
+            raise InputError(f"{path}: not a regular file (a device, pipe or socket)")
         raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder, not an image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL warns on odd EXIF; the pixels are fine
@@ -71,5 +77,9 @@ def find_images(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = Fa
 def _scan(folder: Path, recursive: bool) -> Iterator[Path]:
     pattern = "**/*" if recursive else "*"
     for f in sorted(folder.glob(pattern)):
-        if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."):
+        if f.suffix.lower() not in IMAGE_SUFFIXES or f.name.startswith("."):
+            continue
+        # A broken link, a pipe or a device named like an image is yielded too, so that reading
+        # it reports the problem and the run counts it, instead of skipping it silently.
+        if f.is_file() or not f.is_dir():
             yield f

@@ -115,7 +115,7 @@ def label_map(masks: np.ndarray) -> np.ndarray:
     if masks.shape[0] > MAX_LABELS:
         raise InputError(f"a 16-bit label map holds at most {MAX_LABELS} masks, got {len(masks)}")
     out = np.zeros(masks.shape[1:], dtype=np.uint16)
-    areas = masks.reshape(len(masks), -1).sum(axis=1)
+    areas = masks.sum(axis=(1, 2))  # (reshape(0, -1) fails for zero masks)
     # Stable sort on -area: largest first, equal areas in record order (later on top).
     for i in np.argsort(-areas, kind="stable"):
         out[masks[i]] = i + 1

@@ -26,6 +26,7 @@ import numpy as np
 from segany.atomic import write_json_atomic
 from segany.errors import InputError
 from segany.formats.records import plain, records_to_dicts, segmentation_rle, stack_masks
+from segany.limits import check_image_size
 from segany.masks import decode_rle
 
 ANNOTATION_FIELDS = (
@@ -113,10 +114,17 @@ def parse_sa1b(data: Any, *, source: str = "SA-1B document") -> SA1BImage:
     missing = [k for k in ("width", "height") if k not in image]
     if missing:
         raise InputError(f"{source}: image info lacks {missing}")
+    size = check_image_size(image["height"], image["width"], what=f"{source}: image")
     annotations = data.get("annotations", [])
     if not isinstance(annotations, list):
         raise InputError(f"{source}: 'annotations' must be a list")
     for i, ann in enumerate(annotations):
         if not isinstance(ann, dict) or not isinstance(ann.get("segmentation"), dict):
             raise InputError(f"{source}: annotation {i} has no RLE 'segmentation'")
+        rle_size = ann["segmentation"].get("size")
+        if not isinstance(rle_size, list) or tuple(rle_size) != size:
+            raise InputError(
+                f"{source}: annotation {i} has RLE size {rle_size!r:.40}, expected the image "
+                f"size [{size[0]}, {size[1]}]"
+            )
     return SA1BImage(image, annotations)

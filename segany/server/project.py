@@ -19,8 +19,8 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image, UnidentifiedImageError
 
+from segany.atomic import write_bytes_atomic
 from segany.errors import InputError
-from segany.formats._atomic import write_bytes_atomic
 from segany.formats.images import IMAGE_SUFFIXES
 
 

@@ -1,0 +1,286 @@
+# ruff: noqa: E501 - one table row per line reads best
+"""Hostile and careless inputs through the Python API, table-driven.
+
+Each row: an id, its category, a call, and what must happen: an exception type with a fragment
+of its message (the error names what was expected), or ``OK`` (a valid input that must work).
+Categories follow the hardening issue: ``bound`` (would allocate or run without limit),
+``silent`` (was accepted silently and gave garbage), ``clear`` (needs a clear typed error) and
+``valid`` (was refused although valid). ``test_category_counts`` keeps the table's size honest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from helpers import SMALL, seeded_model
+
+from segany.automatic import MaskGenerator
+from segany.checkpoints import load_model, save_model
+from segany.errors import CheckpointError, InputError
+from segany.formats import label_map, read_coco
+from segany.formats.images import find_images
+from segany.formats.sa1b import parse_sa1b
+from segany.images import read_image, to_rgb_uint8
+from segany.masks import decode_rle
+from segany.predictor import Predictor
+
+OK = "ok"
+EMB = (1, SMALL.prompt_embed_dim, SMALL.embedding_size, SMALL.embedding_size)
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory) -> dict[str, Any]:
+    model = seeded_model()
+    predictor = Predictor(model)
+    rng = np.random.default_rng(0)
+    predictor.set_image(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8))
+    folder = tmp_path_factory.mktemp("fuzz")
+    files = _hostile_files(folder, model)
+    return {"model": model, "p": predictor, "dir": folder, **files}
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width``×``height`` (pixel data absent): a bomb's header."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def _hostile_files(folder: Path, model: Any) -> dict[str, Path]:
+    from safetensors.torch import save_file
+
+    out = {}
+    out["random"] = folder / "random.pth"
+    out["random"].write_bytes(np.random.default_rng(1).bytes(4096))
+    out["png"] = folder / "image.pth"
+    out["png"].write_bytes(_png_header(4, 4))
+    out["json"] = folder / "config.pth"
+    out["json"].write_text('{"model_type": "sam"}')
+    out["empty"] = folder / "empty.pth"
+    out["empty"].write_bytes(b"")
+    out["bomb_side"] = folder / "wide.png"
+    out["bomb_side"].write_bytes(_png_header(40000, 10))
+    out["bomb_pixels"] = folder / "bomb.png"
+    out["bomb_pixels"].write_bytes(_png_header(20000, 20000))
+    out["fifo"] = folder / "pipe.png"
+    os.mkfifo(out["fifo"])
+    out["dangling"] = folder / "gone.png"
+    os.symlink(folder / "nowhere.png", out["dangling"])
+    out["loop"] = folder / "loop.png"
+    os.symlink("loop.png", out["loop"])
+    # A 1-block file whose metadata claims a 64-block encoder, and one claiming 32768 wide.
+    save_model(model, folder / "small.safetensors")
+    cfg = json.loads(_metadata(folder / "small.safetensors")["segany.config"])
+    tensors = {"image_encoder.pos_embed": torch.zeros(1, 2, 2, 8)}
+    for name, claim in (("deep", {"encoder_depth": 64}), ("wide", {"encoder_embed_dim": 32768})):
+        meta = {"segany.config": json.dumps({**cfg, **claim}), "segany.format_version": "1"}
+        out[name] = folder / f"{name}.safetensors"
+        save_file(tensors, str(out[name]), metadata=meta)
+    big = {"image": {"height": 10, "width": 10}, "annotations": []}
+    out["coco_big"] = folder / "big_coco.json"
+    out["coco_big"].write_text(
+        json.dumps({"images": [{"id": 1, "height": 10**6, "width": 10}], "annotations": []})
+    )
+    out["sa1b_doc"] = folder / "doc.json"
+    out["sa1b_doc"].write_text(json.dumps(big))
+    return out
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata())
+
+
+def _gen(ctx: dict[str, Any], **kw: Any) -> MaskGenerator:
+    return MaskGenerator(ctx["model"], **kw)
+
+
+def _emb(value: float = 0.0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.full(EMB, value, dtype=dtype)
+
+
+def _sa1b(size: list[int], image: tuple[int, int] = (10, 10)) -> dict[str, Any]:
+    seg = {"size": size, "counts": "0"}
+    return {
+        "image": {"height": image[0], "width": image[1]},
+        "annotations": [{"segmentation": seg}],
+    }
+
+
+def _thin(ctx: dict[str, Any]) -> Any:
+    p = Predictor(ctx["model"])
+    p.set_image(np.full((1, 1000, 3), 128, np.uint8))  # 1000:1, resized side < 0.5 px
+    masks, _, _ = p.predict(point_coords=[[500, 0]], point_labels=[1])
+    assert masks.shape == (3, 1, 1000)
+
+
+def _predict(ctx: dict[str, Any], **kw: Any) -> Any:
+    return ctx["p"].predict(**kw)
+
+
+def _torch(ctx: dict[str, Any], *args: Any) -> Any:
+    return ctx["p"].predict_torch(*args)
+
+
+def _set_emb(ctx: dict[str, Any], emb: Any, size: Any, input_size: Any = None) -> Any:
+    p = Predictor(ctx["model"])
+    p.set_image_embedding(emb, size, input_size)
+    return p
+
+
+def _big_endian(ctx: dict[str, Any]) -> None:
+    image = (np.arange(20 * 30 * 3).reshape(20, 30, 3) * 50).astype(">u2")
+    native = image.astype("<u2")
+    assert np.array_equal(to_rgb_uint8(image), to_rgb_uint8(native))
+    ctx["p"].set_image(image)
+
+
+def _bf16(ctx: dict[str, Any]) -> None:
+    p = Predictor(ctx["model"])
+    p.set_image(torch.rand(20, 30, 3).to(torch.bfloat16))
+    p.set_image_embedding(_emb(0.5, torch.bfloat16), (20, 30))
+    p.predict(point_coords=torch.tensor([[3.0, 4.0]], dtype=torch.bfloat16), point_labels=[1])
+
+
+def _numpy_scalars(ctx: dict[str, Any]) -> None:
+    g = _gen(
+        ctx,
+        points_per_side=np.int64(2),
+        pred_iou_thresh=np.float32(0.5),
+        stability_score_thresh=np.float32(0.5),
+        box_nms_thresh=np.float64(0.7),
+    )
+    g.generate(np.zeros((20, 30, 3), np.uint8))
+
+
+def _dangling_listed(ctx: dict[str, Any]) -> None:
+    found = find_images([ctx["dir"]])
+    assert ctx["dangling"] in found and ctx["fifo"] in found  # listed, so a run reports them
+    read_image(ctx["dangling"])
+
+
+# (id, category, call, expected): expected is OK or (exception type, message fragment).
+CASES: list[tuple[str, str, Any, Any]] = [
+    # --- bounds checked before allocation, the bound in the message
+    ("points_per_side=3000", "bound", lambda c: _gen(c, points_per_side=3000), (InputError, "[1, 1024]")),
+    ("points_per_side=10**6", "bound", lambda c: _gen(c, points_per_side=10**6), (InputError, "1024")),
+    ("crop_n_layers=30", "bound", lambda c: _gen(c, crop_n_layers=30), (InputError, "[0, 6]")),
+    ("crop_n_layers=6 prompts", "bound", lambda c: _gen(c, crop_n_layers=6), (InputError, "1048576")),
+    ("points_per_batch=10**9", "bound", lambda c: _gen(c, points_per_batch=10**9), (InputError, "[1, 1024]")),
+    ("downscale=10**9", "bound", lambda c: _gen(c, crop_n_points_downscale_factor=10**9), (InputError, "1024")),
+    ("predict 3000 boxes on 30000×4000", "bound", lambda c: _set_emb(c, _emb(), (30000, 4000)).predict(box=np.tile([0, 0, 5, 5], (3000, 1))), (InputError, "smaller batches")),
+    ("predict 5000 points per prompt", "bound", lambda c: _predict(c, point_coords=np.ones((5000, 2)), point_labels=np.ones(5000)), (InputError, "4096")),
+    ("embedding 100000²", "bound", lambda c: _set_emb(c, _emb(), (100000, 100000)), (InputError, "32768")),
+    ("embedding 30000² pixels", "bound", lambda c: _set_emb(c, _emb(), (30000, 30000)), (InputError, "134217728")),
+    ("image 1×40000", "bound", lambda c: c["p"].set_image(np.zeros((1, 40000), np.uint8)), (InputError, "32768")),
+    ("rle 100000²", "bound", lambda c: decode_rle({"size": [100000, 100000], "counts": "0"}), (InputError, "RLE size")),
+    ("rle list 100000²", "bound", lambda c: decode_rle({"size": [10**5, 10**5], "counts": [10**10]}), (InputError, "32768")),
+    ("sa1b rle 100000²", "bound", lambda c: parse_sa1b(_sa1b([100000, 100000])), (InputError, "RLE size")),
+    ("sa1b rle ≠ image", "bound", lambda c: parse_sa1b(_sa1b([20, 20])), (InputError, "expected the image size")),
+    ("sa1b image 10**6", "bound", lambda c: parse_sa1b(_sa1b([10**6, 10], (10**6, 10))), (InputError, "32768")),
+    ("coco image 10**6", "bound", lambda c: read_coco(c["coco_big"]), (InputError, "32768")),
+    ("metadata 32768 wide", "bound", lambda c: load_model(c["wide"]), (CheckpointError, "encoder_embed_dim=32768")),
+    ("metadata 64 blocks", "bound", lambda c: load_model(c["deep"]), (CheckpointError, "do not fit")),
+    ("png header 40000 wide", "bound", lambda c: read_image(c["bomb_side"]), (InputError, "32768")),
+    ("png bomb 20000²", "bound", lambda c: read_image(c["bomb_pixels"]), (InputError, "bomb.png")),
+    ("original_size 1e300", "bound", lambda c: _set_emb(c, _emb(), (1e300, 5)), (InputError, "original_size")),
+    # --- silently accepted before
+    ("coords 1e39", "silent", lambda c: _predict(c, point_coords=[[1e39, 1]], point_labels=[1]), (InputError, "±1048576")),
+    ("coords 1e300", "silent", lambda c: _predict(c, point_coords=[[1e300, 1]], point_labels=[1]), (InputError, "±1048576")),
+    ("box 1e39", "silent", lambda c: _predict(c, box=[0, 0, 1e39, 1e39]), (InputError, "±1048576")),
+    ("label uint64 max", "silent", lambda c: _predict(c, point_coords=[[1, 1]], point_labels=np.array([2**64 - 1], np.uint64)), (InputError, "small integers")),
+    ("label 1e30", "silent", lambda c: _predict(c, point_coords=[[1, 1]], point_labels=[1e30]), (InputError, "small integers")),
+    ("label nan", "silent", lambda c: _predict(c, point_coords=[[1, 1]], point_labels=[float("nan")]), (InputError, "integers")),
+    ("complex coords", "silent", lambda c: _predict(c, point_coords=np.array([[1 + 2j, 1]]), point_labels=[1]), (InputError, "real numeric")),
+    ("complex box", "silent", lambda c: _predict(c, box=np.array([0, 0, 5, 5j])), (InputError, "real numeric")),
+    ("complex mask_input", "silent", lambda c: _predict(c, mask_input=np.zeros((1, 64, 64), complex)), (InputError, "real numeric")),
+    ("nan mask_input", "silent", lambda c: _predict(c, mask_input=np.full((1, 64, 64), np.nan)), (InputError, "NaN")),
+    ("mask_input 1e39", "silent", lambda c: _predict(c, mask_input=np.full((1, 64, 64), 1e39)), (InputError, "infinite")),
+    ("nan embedding", "silent", lambda c: _set_emb(c, _emb(float("nan")), (10, 10)), (InputError, "NaN")),
+    ("inf embedding", "silent", lambda c: _set_emb(c, _emb(float("inf")), (10, 10)), (InputError, "infinite")),
+    ("complex embedding", "silent", lambda c: _set_emb(c, torch.zeros(EMB, dtype=torch.complex64), (10, 10)), (InputError, "real")),
+    ("torch coords nan", "silent", lambda c: _torch(c, torch.full((1, 1, 2), float("nan")), torch.ones(1, 1)), (InputError, "NaN")),
+    ("torch coords 1e30", "silent", lambda c: _torch(c, torch.full((1, 1, 2), 1e30), torch.ones(1, 1)), (InputError, "±1048576")),
+    ("device cpu:1", "silent", lambda c: load_model(device="cpu:1"), (InputError, "one CPU device")),
+    ("device meta", "silent", lambda c: load_model(device="meta"), (InputError, "holds no data")),
+    ("device cuda:99", "silent", lambda c: load_model(device="cuda:99"), (InputError, "CUDA")),
+    ("dangling link in folder", "silent", _dangling_listed, (InputError, "broken symbolic link")),
+    # --- clear typed errors naming what was expected
+    ("torch image nan", "silent", lambda c: Predictor(c["model"]).set_torch_image(torch.full((1, 3, 256, 256), float("nan")), (256, 256)), (InputError, "finite")),
+    ("torch coords N×2", "clear", lambda c: _torch(c, torch.zeros(2, 2), torch.zeros(2)), (InputError, "B×N×2")),
+    ("torch labels mismatch", "clear", lambda c: _torch(c, torch.zeros(1, 2, 2), torch.ones(1, 3)), (InputError, "one label per point")),
+    ("torch boxes 4", "clear", lambda c: _torch(c, None, None, torch.zeros(4)), (InputError, "B×4")),
+    ("torch mask wrong", "clear", lambda c: _torch(c, None, None, None, torch.zeros(1, 1, 8, 8)), (InputError, "B×1×64×64")),
+    ("torch coords a list", "clear", lambda c: _torch(c, [[[1, 2]]], torch.ones(1, 1)), (InputError, "torch tensor")),
+    ("torch labels alone", "clear", lambda c: _torch(c, None, torch.ones(1, 1)), (InputError, "together")),
+    ("torch batch mismatch", "clear", lambda c: _torch(c, torch.zeros(2, 1, 2), torch.ones(2, 1), torch.zeros(3, 4)), (InputError, "batch sizes differ")),
+    ("embedding a string", "clear", lambda c: _set_emb(c, "abc", (10, 10)), (InputError, "embedding must be")),
+    ("embedding object array", "clear", lambda c: _set_emb(c, np.array([None, 1], dtype=object), (10, 10)), (InputError, "embedding must be")),
+    ("embedding wrong shape", "clear", lambda c: _set_emb(c, torch.zeros(1, 256, 64, 64), (10, 10)), (InputError, "1×256×16×16")),
+    ("embedding int", "clear", lambda c: _set_emb(c, torch.zeros(EMB, dtype=torch.int64), (10, 10)), (InputError, "float")),
+    ("original_size (10,)", "clear", lambda c: _set_emb(c, _emb(), (10,)), (InputError, "pair (H, W)")),
+    ("original_size strings", "clear", lambda c: _set_emb(c, _emb(), ("a", "b")), (InputError, "whole numbers")),
+    ("original_size 10.5", "clear", lambda c: _set_emb(c, _emb(), (10.5, 4)), (InputError, "whole numbers")),
+    ("input_size too big", "clear", lambda c: _set_emb(c, _emb(), (10, 10), (999, 999)), (InputError, "exceeds")),
+    ("point_grids ragged", "clear", lambda c: _gen(c, points_per_side=None, point_grids=[[[0.1, 0.2], [0.3]]]), (InputError, "point grid 0")),
+    ("point_grids outside", "clear", lambda c: _gen(c, points_per_side=None, point_grids=[[[0.5, 2.0]]]), (InputError, "outside [0, 1]")),
+    ("point_grids strings", "clear", lambda c: _gen(c, points_per_side=None, point_grids=["abc"]), (InputError, "numeric")),
+    ("point_grids an int", "clear", lambda c: _gen(c, points_per_side=None, point_grids=5), (InputError, "list of N×2")),
+    ("point_grids complex", "clear", lambda c: _gen(c, points_per_side=None, point_grids=[np.full((2, 2), 0.5j)]), (InputError, "numeric")),
+    ("threshold a string", "clear", lambda c: _gen(c, pred_iou_thresh="0.5"), (InputError, "pred_iou_thresh")),
+    ("threshold True", "clear", lambda c: _gen(c, box_nms_thresh=True), (InputError, "box_nms_thresh")),
+    ("image a folder", "clear", lambda c: read_image(c["dir"]), (InputError, "is a folder")),
+    ("image a fifo", "clear", lambda c: read_image(c["fifo"]), (InputError, "not a regular file")),
+    ("image /dev/zero", "clear", lambda c: read_image("/dev/zero"), (InputError, "not a regular file")),
+    ("image missing", "clear", lambda c: read_image(c["dir"] / "nope.png"), (InputError, "not found")),
+    ("image symlink loop", "clear", lambda c: read_image(c["loop"]), (InputError, "broken symbolic link")),
+    ("weights random bytes", "clear", lambda c: load_model(c["random"]), (CheckpointError, "not a checkpoint")),
+    ("weights a PNG", "clear", lambda c: load_model(c["png"]), (CheckpointError, "PNG image")),
+    ("weights a JSON", "clear", lambda c: load_model(c["json"]), (CheckpointError, "JSON file")),
+    ("weights empty", "clear", lambda c: load_model(c["empty"]), (CheckpointError, "empty file")),
+    ("weights a fifo", "clear", lambda c: load_model(c["fifo"]), (CheckpointError, "not a checkpoint")),
+    ("weights a dangling link", "clear", lambda c: load_model(c["dangling"]), (CheckpointError, "broken symbolic link")),
+    ("weights folder no config", "clear", lambda c: load_model(c["dir"]), (CheckpointError, "config.json")),
+    ("dtype a string", "clear", lambda c: load_model(dtype="float16"), (InputError, "floating torch dtype")),
+    ("device nonsense", "clear", lambda c: load_model(device="gpu0"), (InputError, "not a torch device")),
+    # --- valid inputs that must work
+    ("big-endian uint16", "valid", _big_endian, OK),
+    ("bf16 tensors", "valid", _bf16, OK),
+    ("numpy scalar options", "valid", _numpy_scalars, OK),
+    ("aspect 1000:1", "valid", _thin, OK),
+    ("label_map of 0 masks", "valid", lambda c: label_map(np.zeros((0, 5, 6), bool)), OK),
+    ("rle of an empty image", "valid", lambda c: decode_rle({"size": [0, 0], "counts": []}), OK),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name, category, call, expected", CASES, ids=[c[0] for c in CASES])
+def test_fuzz_api(ctx, name, category, call, expected):
+    if expected == OK:
+        call(ctx)
+        return
+    error, fragment = expected
+    with pytest.raises(error) as info:
+        call(ctx)
+    assert fragment in str(info.value), f"{name}: {info.value}"
+
+
+def test_category_counts():
+    counts = Counter(c[1] for c in CASES)
+    assert set(counts) == {"bound", "silent", "clear", "valid"}
+    assert sum(counts.values()) == len({c[0] for c in CASES})  # ids are unique
