@@ -55,16 +55,19 @@ def _points(coords: Any, labels: Any) -> tuple[np.ndarray, np.ndarray, bool]:
         raise InputError("point_coords holds no points; pass None for no points")
     raw = np.asarray(labels.detach().cpu().numpy() if hasattr(labels, "detach") else labels)
     if raw.dtype.kind == "f" and not np.array_equal(raw, np.round(raw)):
-        raise InputError("point_labels must be integers (1 fg, 0 bg, -1 padding)")
+        raise InputError("point_labels must be integers (1 fg, 0 bg, -1 padding, 2/3 box corners)")
     lab = _array("point_labels", raw, np.int64)
     if lab.shape != c.shape[:-1]:
         raise InputError(
             f"point_labels shape {lab.shape} does not match point_coords shape {c.shape}: "
             f"expected {c.shape[:-1]} (one label per point)"
         )
-    bad = np.setdiff1d(np.unique(lab), [-1, 0, 1])
+    bad = np.setdiff1d(np.unique(lab), [-1, 0, 1, 2, 3])
     if bad.size:
-        raise InputError(f"point_labels must be 1 (fg), 0 (bg) or -1 (padding), got {bad}")
+        raise InputError(
+            "point_labels must be 1 (fg), 0 (bg), -1 (padding) or 2/3 (a box's top-left and "
+            f"bottom-right corner), got {bad}"
+        )
     batched = c.ndim == 3
     if not batched:
         c, lab = c[None], lab[None]
