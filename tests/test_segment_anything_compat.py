@@ -300,3 +300,121 @@ def test_modeling_names_and_constructor():
     assert enc(torch.zeros(1, 3, 64, 64)).shape == (1, 256, 4, 4)
     with pytest.raises(InputError, match="use_rel_pos"):
         compat.modeling.ImageEncoderViT(img_size=64, embed_dim=32, depth=1, num_heads=2)
+
+
+# --------------------------------------------------------------------------------------------
+# utils.amg: the same calls on the same inputs give the same values
+
+
+def _random_masks(b=4, h=13, w=17, seed=0):
+    rng = np.random.default_rng(seed)
+    masks = torch.from_numpy(rng.random((b, h, w)) > 0.6)
+    masks[0] = False  # an empty mask
+    masks[1, :, :] = True  # a full one (RLE starting with a run of ones)
+    return masks
+
+
+def test_amg_rle_helpers_match_reference():
+    from segment_anything.utils import amg as ref
+
+    amg = compat.utils.amg
+    masks = _random_masks()
+    ours, theirs = amg.mask_to_rle_pytorch(masks), ref.mask_to_rle_pytorch(masks)
+    assert ours == theirs
+    for rle in theirs:
+        np.testing.assert_array_equal(amg.rle_to_mask(rle), ref.rle_to_mask(rle))
+        assert amg.area_from_rle(rle) == ref.area_from_rle(rle)
+        assert amg.coco_encode_rle(rle) == ref.coco_encode_rle(rle)
+    logits = torch.from_numpy(np.random.default_rng(1).normal(0, 2, (3, 20, 30))).float()
+    torch.testing.assert_close(
+        amg.calculate_stability_score(logits, 0.0, 1.0),
+        ref.calculate_stability_score(logits, 0.0, 1.0),
+    )
+    torch.testing.assert_close(amg.batched_mask_to_box(masks), ref.batched_mask_to_box(masks))
+
+
+def test_amg_grid_crop_box_helpers_match_reference():
+    from segment_anything.utils import amg as ref
+
+    amg = compat.utils.amg
+    for args in [(16, 0, 1), (32, 2, 2), (5, 1, 3)]:
+        ours, theirs = (
+            amg.build_all_layer_point_grids(*args),
+            ref.build_all_layer_point_grids(*args),
+        )
+        for a, b in zip(ours, theirs, strict=True):
+            np.testing.assert_allclose(a, b)
+    for size, layers, ratio in [((120, 160), 1, 512 / 1500), ((1000, 700), 2, 0.25)]:
+        assert amg.generate_crop_boxes(size, layers, ratio) == ref.generate_crop_boxes(
+            size, layers, ratio
+        )
+    boxes = torch.tensor([[0, 0, 10, 10], [5, 3, 20, 40], [60, 60, 79, 99]])
+    crop = [20, 30, 80, 100]
+    torch.testing.assert_close(
+        amg.uncrop_boxes_xyxy(boxes, crop), ref.uncrop_boxes_xyxy(boxes, crop)
+    )
+    for box in boxes:  # the official one takes a single box
+        torch.testing.assert_close(amg.box_xyxy_to_xywh(box), ref.box_xyxy_to_xywh(box))
+    torch.testing.assert_close(
+        amg.uncrop_points(boxes[:, :2], crop), ref.uncrop_points(boxes[:, :2], crop)
+    )
+    torch.testing.assert_close(
+        amg.is_box_near_crop_edge(boxes, crop, [0, 0, 200, 150]),
+        ref.is_box_near_crop_edge(boxes, crop, [0, 0, 200, 150]),
+    )
+    m = _random_masks(2, 70, 60)
+    torch.testing.assert_close(
+        amg.uncrop_masks(m, crop, 150, 200), ref.uncrop_masks(m, crop, 150, 200)
+    )
+    mask = _random_masks(3, 40, 40, seed=3)[2].numpy() | np.eye(40, dtype=bool)
+    for mode in ("holes", "islands"):
+        a, changed_a = amg.remove_small_regions(mask, 5, mode)
+        b, changed_b = ref.remove_small_regions(mask, 5, mode)
+        assert changed_a == changed_b
+        np.testing.assert_array_equal(a, b)
+
+
+def test_amg_batch_iterator_and_mask_data_match_reference():
+    from segment_anything.utils import amg as ref
+
+    amg = compat.utils.amg
+    xs, ys = list(range(10)), np.arange(10) * 2
+    for a, b in zip(amg.batch_iterator(4, xs, ys), ref.batch_iterator(4, xs, ys), strict=True):
+        assert a[0] == b[0] and np.array_equal(a[1], b[1])
+    with pytest.raises(InputError, match="same length"):
+        list(amg.batch_iterator(2, [1, 2], [1]))
+
+    def filled(cls):
+        d = cls(t=torch.arange(5.0), n=np.arange(5), items=list("abcde"))
+        d.filter(torch.tensor([True, False, True, True, False]))
+        d.cat(cls(t=torch.tensor([9.0]), n=np.array([9]), items=["z"]))
+        d["new"] = torch.zeros(1)
+        del d["new"]
+        d.filter(torch.tensor([0, 3]))  # indices
+        d.to_numpy()
+        return dict(d.items())
+
+    ours, theirs = filled(amg.MaskData), filled(ref.MaskData)
+    assert ours.keys() == theirs.keys()
+    for key in theirs:
+        a, b = ours[key], theirs[key]
+        assert type(a) is type(b)
+        assert (a == b) if not isinstance(b, np.ndarray) else np.array_equal(a, b)
+    with pytest.raises(InputError, match="list, numpy array or tensor"):
+        amg.MaskData(x=3)
+
+
+def test_transforms_match_reference():
+    from segment_anything.utils.transforms import ResizeLongestSide as Ref
+
+    ours, ref = compat.utils.transforms.ResizeLongestSide(1024), Ref(1024)
+    image = _photo(97, 300)
+    np.testing.assert_array_equal(ours.apply_image(image), ref.apply_image(image))
+    pts = np.array([[3.0, 4.0], [299.0, 96.0]])
+    np.testing.assert_allclose(ours.apply_coords(pts, (97, 300)), ref.apply_coords(pts, (97, 300)))
+    box = np.array([[1.0, 2.0, 30.0, 40.0]])
+    np.testing.assert_allclose(ours.apply_boxes(box, (97, 300)), ref.apply_boxes(box, (97, 300)))
+    # The official apply_image_torch sizes by B×C instead of H×W (a bug): ours resizes H×W.
+    t = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float()
+    assert ours.apply_image_torch(t).shape[-2:] == ref.get_preprocess_shape(97, 300, 1024)
+    assert ours.get_preprocess_shape(97, 300, 1024) == ref.get_preprocess_shape(97, 300, 1024)
