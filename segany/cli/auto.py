@@ -12,6 +12,9 @@ Per image ``STEM`` (the image's path relative to the folder given, without suffi
 - ``STEM_overlay.png``: the image with the masks drawn (``--overlay``);
 and for the run ``coco_instances.json`` (``--coco [FILE]``), a COCO instances file.
 
+The official ``scripts/amg.py`` flags (``--input``, ``--model-type``, ``--checkpoint``,
+``--convert-to-rle``) select amg.py's own output layout instead (``segany.cli.amg_compat``).
+
 Re-running skips images whose outputs all exist (write them again with ``--overwrite``); an
 extra output asked for later is derived from the existing ``STEM.json`` without the model.
 Generator options left out keep the library's defaults (``segany.MaskGenerator``).
@@ -24,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from segany.cli import amg_compat
 from segany.cli.common import (
     EXIT_CODES_HELP,
     EXIT_OK,
@@ -72,7 +76,7 @@ def register(subparsers: Any) -> None:
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_FOLDER")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     p.add_argument("-r", "--recursive", action="store_true", help="look in sub-folders too")
     p.add_argument("--overwrite", action="store_true", help="redo images already done")
@@ -105,6 +109,7 @@ def register(subparsers: Any) -> None:
         "grid points in [0, 1]; replaces --points-per-side",
     )
     add_model_options(p)
+    amg_compat.add_options(p)
     add_output_options(p)
     p.set_defaults(run=run)
 
@@ -182,6 +187,10 @@ class _Outputs:
 
 
 def run(args: argparse.Namespace) -> int:
+    if amg_compat.requested(args):  # the official scripts/amg.py flags and output layout
+        return amg_compat.run(args)
+    if not args.inputs:
+        raise InputError("no input: give images or folders (or --input PATH)")
     console = Console(args)
     out = Path(args.output)
     images = collect_images(args.inputs, recursive=args.recursive, exclude=out)

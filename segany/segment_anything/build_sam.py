@@ -32,14 +32,28 @@ def _build(variant: str, checkpoint: str | os.PathLike[str] | None) -> Sam:
         return _build_variant(VARIANTS[variant]).eval()
     # Built from the file's own config, so a vit_h is not allocated only to be overwritten.
     model = cast(Sam, load_model(checkpoint, progress=False))
-    held = name_known_variant(model.config).name
-    if held != variant:
-        raise CheckpointError(
-            f"{os.fspath(checkpoint)} holds {held!r} weights, not {variant!r}: use "
-            f"sam_model_registry[{held!r}]"
-            + ("" if held in VARIANTS else " or segany.load_model for custom variants")
-        )
+    check_variant(model, variant, os.fspath(checkpoint))
     return model
+
+
+def held_variant(model: Sam) -> str:
+    """The registered variant name of ``model`` ("vit_b", ...), or its custom config's name."""
+    return str(name_known_variant(model.config).name)
+
+
+def check_variant(model: Sam, variant: str, source: str) -> None:
+    """Raise ``CheckpointError`` unless the weights from ``source`` are ``variant``'s."""
+    held = held_variant(model)
+    if held == variant:
+        return
+    if held in VARIANTS:
+        raise CheckpointError(
+            f"{source} holds {held!r} weights, not {variant!r}: use sam_model_registry[{held!r}]"
+        )
+    raise CheckpointError(
+        f"{source} holds the custom variant {held!r}, not {variant!r}: load it with "
+        "segany.load_model"
+    )
 
 
 def build_sam_vit_h(checkpoint: str | os.PathLike[str] | None = None) -> Sam:
