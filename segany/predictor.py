@@ -8,10 +8,10 @@ given; it lets point sets of different lengths share one batch).
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,8 +19,12 @@ import torch
 from segany.errors import InputError
 from segany.images import ImageLike, to_rgb_uint8
 from segany.modeling import Sam
+from segany.prediction import Prediction
 from segany.prompts import PromptBatch, check_prompts
 from segany.transforms import ResizeLongestSide
+
+if TYPE_CHECKING:
+    from segany.export.runtime import OnnxPredictor
 
 _AUTOCAST: dict[str, torch.dtype | None] = {
     "fp32": None,
@@ -51,44 +55,6 @@ class _ImageParts:
     input_size: tuple[int, int] | None = None
 
 
-@dataclass(frozen=True)
-class Prediction:
-    """Masks at the original image size, IoU scores and low-resolution logits.
-
-    Unbatched: masks C×H×W, scores C, logits C×s×s. Batched: a leading B axis on each.
-    Unpacks, indexes and has ``len`` like the official tuple:
-    ``masks, scores, logits = predictor.predict(...)``, ``predictor.predict(...)[0]``.
-    """
-
-    masks: np.ndarray
-    scores: np.ndarray
-    logits: np.ndarray
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        return iter((self.masks, self.scores, self.logits))
-
-    def __getitem__(self, index: Any) -> Any:
-        return (self.masks, self.scores, self.logits)[index]
-
-    def __len__(self) -> int:
-        return 3
-
-    @property
-    def iou_predictions(self) -> np.ndarray:
-        return self.scores
-
-    @property
-    def low_res_logits(self) -> np.ndarray:
-        return self.logits
-
-    def best(self) -> tuple[np.ndarray, float]:
-        """The highest-scoring mask (unbatched results only) and its score."""
-        if self.scores.ndim != 1:
-            raise InputError("best() is for unbatched predictions; index the batch first")
-        i = int(np.argmax(self.scores))
-        return self.masks[i], float(self.scores[i])
-
-
 class Predictor:
     """Official ``SamPredictor`` semantics, plus batched prompts and an embedding cache.
 
@@ -112,6 +78,22 @@ class Predictor:
         self._cache = OrderedDict()
         self._image: _ImageState | None = None
         self._parts = _ImageParts()  # official-style attributes assigned one at a time
+
+    @classmethod
+    def from_onnx(
+        cls,
+        encoder: str | os.PathLike[str],
+        decoder: str | os.PathLike[str] | None = None,
+        **kw: Any,
+    ) -> OnnxPredictor:
+        """The onnxruntime backend (``segany.export.OnnxPredictor``, the ``onnx`` extra): the same
+        ``set_image``/``predict`` semantics with numpy and onnxruntime only. ``encoder``: a folder
+        written by ``segany.export.export_pair``, or the encoder file with ``decoder``'s."""
+        from segany.export.runtime import OnnxPredictor
+
+        if decoder is None:
+            return OnnxPredictor.from_dir(encoder, **kw)
+        return OnnxPredictor(encoder, decoder, **kw)
 
     @property
     def device(self) -> torch.device:

@@ -24,6 +24,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "segany.cli.models",  # download, models, info, convert
     "segany.cli.eval",  # eval: zero-shot protocols (point, clicks, box, auto), compare reports
     "segany.cli.train",  # train, synth, distill: training (issue 6)
+    "segany.cli.export",  # export-onnx: decoder (official web-demo interface) and encoder
 )
 
 
