@@ -418,3 +418,13 @@ def test_transforms_match_reference():
     t = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float()
     assert ours.apply_image_torch(t).shape[-2:] == ref.get_preprocess_shape(97, 300, 1024)
     assert ours.get_preprocess_shape(97, 300, 1024) == ref.get_preprocess_shape(97, 300, 1024)
+
+
+@pytest.mark.slow  # two vit_b models (90 M parameters each) initialised on the CPU
+def test_vit_b_builder_takes_the_official_state_dict_strictly():
+    import segment_anything as official
+
+    ours, theirs = compat.build_sam_vit_b(), official.build_sam_vit_b()
+    assert ours.config.name == "vit_b" and not ours.training
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    assert type(ours.image_encoder).__name__ == type(theirs.image_encoder).__name__
