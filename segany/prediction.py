@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,8 @@ class Prediction:
     """Masks at the original image size, IoU scores and low-resolution logits.
 
     Unbatched: masks C×H×W, scores C, logits C×s×s. Batched: a leading B axis on each.
-    Unpacks like the official tuple: ``masks, scores, logits = predictor.predict(...)``.
+    Unpacks, indexes and has ``len`` like the official tuple:
+    ``masks, scores, logits = predictor.predict(...)``, ``predictor.predict(...)[0]``.
     """
 
     masks: np.ndarray
@@ -27,6 +29,12 @@ class Prediction:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return iter((self.masks, self.scores, self.logits))
+
+    def __getitem__(self, index: Any) -> Any:
+        return (self.masks, self.scores, self.logits)[index]
+
+    def __len__(self) -> int:
+        return 3
 
     @property
     def iou_predictions(self) -> np.ndarray:

@@ -54,6 +54,15 @@ class _ImageState:
         object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
 
 
+@dataclass
+class _ImageParts:
+    """The pieces of an image state assigned attribute by attribute, until it is complete."""
+
+    features: torch.Tensor | None = None
+    original_size: tuple[int, int] | None = None
+    input_size: tuple[int, int] | None = None
+
+
 class Predictor:
     """Official ``SamPredictor`` semantics, plus batched prompts and an embedding cache.
 
@@ -76,6 +85,7 @@ class Predictor:
         self._cache: OrderedDict[str, _ImageState]
         self._cache = OrderedDict()
         self._image: _ImageState | None = None
+        self._parts = _ImageParts()  # official-style attributes assigned one at a time
 
     @classmethod
     def from_onnx(
@@ -142,21 +152,80 @@ class Predictor:
         original = (int(original_image_size[0]), int(original_image_size[1]))
         self._image = _ImageState(features.float(), original, input_size)
 
+    # The official predictor's public attributes. Tools that cache embeddings assign them one by
+    # one (``features``, ``original_size``, ``input_size``, then ``is_image_set = True``); the
+    # image counts as set once ``features`` and ``original_size`` are there (``input_size``
+    # defaults to the resized original) and every assignment is checked like
+    # ``set_image_embedding``.
     @property
     def is_image_set(self) -> bool:
         return self._image is not None
 
+    @is_image_set.setter
+    def is_image_set(self, value: bool) -> None:
+        if not value:
+            self.reset_image()
+        elif self._image is None:
+            missing = [k for k in ("features", "original_size") if getattr(self._parts, k) is None]
+            raise InputError(
+                f"is_image_set = True needs {' and '.join(missing)} set first "
+                "(or call set_image / set_image_embedding)"
+            )
+
     @property
     def features(self) -> torch.Tensor | None:
-        return None if self._image is None else self._image.features
+        return self._state_part("features")
+
+    @features.setter
+    def features(self, value: torch.Tensor | None) -> None:
+        self._set_state_part("features", value)
 
     @property
     def original_size(self) -> tuple[int, int] | None:
-        return None if self._image is None else self._image.original_size
+        return self._state_part("original_size")
+
+    @original_size.setter
+    def original_size(self, value: tuple[int, int] | None) -> None:
+        self._set_state_part("original_size", value)
 
     @property
     def input_size(self) -> tuple[int, int] | None:
-        return None if self._image is None else self._image.input_size
+        return self._state_part("input_size")
+
+    @input_size.setter
+    def input_size(self, value: tuple[int, int] | None) -> None:
+        self._set_state_part("input_size", value)
+
+    @property
+    def orig_h(self) -> int | None:
+        return None if self.original_size is None else self.original_size[0]
+
+    @property
+    def orig_w(self) -> int | None:
+        return None if self.original_size is None else self.original_size[1]
+
+    @property
+    def input_h(self) -> int | None:
+        return None if self.input_size is None else self.input_size[0]
+
+    @property
+    def input_w(self) -> int | None:
+        return None if self.input_size is None else self.input_size[1]
+
+    def _state_part(self, name: str) -> Any:
+        return getattr(self._image if self._image is not None else self._parts, name)
+
+    def _set_state_part(self, name: str, value: Any) -> None:
+        if self._image is not None:
+            img = self._image
+            self._parts = _ImageParts(img.features, img.original_size, img.input_size)
+            self._image = None
+        if value is not None and name != "features":
+            value = tuple(int(v) for v in value)  # a torch.Size or list is fine
+        setattr(self._parts, name, value)
+        parts = self._parts
+        if parts.features is not None and parts.original_size is not None:
+            self.set_image_embedding(parts.features, parts.original_size, parts.input_size)
 
     def get_image_embedding(self) -> torch.Tensor:
         """The current image embedding: 1×C×h×w (1×256×64×64 for the official models)."""
@@ -182,6 +251,7 @@ class Predictor:
 
     def reset_image(self) -> None:
         self._image = None
+        self._parts = _ImageParts()
 
     def _require_image(self) -> _ImageState:
         if self._image is None:

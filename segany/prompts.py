@@ -73,14 +73,19 @@ def _labels(raw: Any) -> np.ndarray:
         raw = tensor_to_numpy(raw)
     arr = np.asarray(raw)
     if arr.dtype.kind not in "biuf":
-        raise InputError(f"point_labels must be integers (1 fg, 0 bg, -1 padding), got {arr.dtype}")
+        raise InputError(
+            "point_labels must be integers (1 fg, 0 bg, -1 padding, 2/3 box corners), "
+            f"got {arr.dtype}"
+        )
     if arr.dtype.kind == "f":
         if not np.isfinite(arr).all() or not np.array_equal(arr, np.round(arr)):
-            raise InputError("point_labels must be integers (1 fg, 0 bg, -1 padding)")
+            raise InputError(
+                "point_labels must be integers (1 fg, 0 bg, -1 padding, 2/3 box corners)"
+            )
     if arr.size and (arr.min() < -(2**31) or arr.max() > 2**31 - 1):
         raise InputError(
-            f"point_labels must be small integers (1 fg, 0 bg, -1 padding), got values "
-            f"from {arr.min()} to {arr.max()}"
+            "point_labels must be small integers (1 fg, 0 bg, -1 padding, 2/3 box corners), "
+            f"got values from {arr.min()} to {arr.max()}"
         )
     return arr.astype(np.int64)
 
@@ -104,9 +109,12 @@ def _points(coords: Any, labels: Any) -> tuple[np.ndarray, np.ndarray, bool]:
             f"point_labels shape {lab.shape} does not match point_coords shape {c.shape}: "
             f"expected {c.shape[:-1]} (one label per point)"
         )
-    bad = np.setdiff1d(np.unique(lab), [-1, 0, 1])
+    bad = np.setdiff1d(np.unique(lab), [-1, 0, 1, 2, 3])
     if bad.size:
-        raise InputError(f"point_labels must be 1 (fg), 0 (bg) or -1 (padding), got {bad}")
+        raise InputError(
+            "point_labels must be 1 (fg), 0 (bg), -1 (padding) or 2/3 (a box's top-left and "
+            f"bottom-right corner), got {bad}"
+        )
     batched = c.ndim == 3
     if not batched:
         c, lab = c[None], lab[None]

@@ -283,7 +283,8 @@ def test_tiny_image_and_everything_filtered(models):
 @pytest.mark.parametrize(
     "opts",
     [
-        dict(pred_iou_thresh=-0.1),
+        dict(pred_iou_thresh=float("nan")),
+        dict(pred_iou_thresh=float("inf")),
         dict(stability_score_thresh=-1),
         dict(stability_score_thresh=1.5),
         dict(stability_score_offset=-1.0),

@@ -37,7 +37,7 @@ def test_predict_before_set_image():
         (dict(point_coords=[[1, 2, 3]], point_labels=[1]), "N×2 or B×N×2"),
         (dict(point_coords=[[np.nan, 2]], point_labels=[1]), "NaN or infinite"),
         (dict(point_coords=[[np.inf, 2]], point_labels=[1]), "NaN or infinite"),
-        (dict(point_coords=[[1, 2]], point_labels=[2]), "1 \\(fg\\), 0 \\(bg\\)"),
+        (dict(point_coords=[[1, 2]], point_labels=[4]), "1 \\(fg\\), 0 \\(bg\\)"),
         (dict(point_coords=[[1, 2]], point_labels=[0.5]), "integers"),
         (dict(point_coords=np.zeros((0, 2)), point_labels=np.zeros(0)), "no points"),
         (dict(box=[10, 10, 5, 20]), "x1 >= x0"),

@@ -9,7 +9,8 @@ in the requested output mode. ``MaskGenerator.refilter`` re-runs only this stage
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -21,13 +22,17 @@ from segany.errors import InputError
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 
 
-@dataclass
-class MaskRecord:
+@dataclass(eq=False)
+class MaskRecord(Mapping[str, Any]):
     """One mask, with the official record's fields and meaning.
 
     segmentation: H×W bool (``binary_mask``) or an RLE dict; bbox and crop_box: XYWH pixels
     (bbox width/height are max - min of the mask's pixel indices, as officially); point_coords:
     ``[[x, y]]``, the grid point that produced the mask, in image pixels.
+
+    Also a read-only mapping with the official keys, so code written for the official dicts
+    (``ann["area"]``, ``ann.keys()``, ``sorted(anns, key=lambda a: a["area"])``) runs as is;
+    ``to_dict()`` gives the plain dict (e.g. for ``json.dumps`` in ``coco_rle`` mode).
     """
 
     segmentation: np.ndarray | dict[str, Any]
@@ -50,11 +55,26 @@ class MaskRecord:
             "crop_box": self.crop_box,
         }
 
+    # Mapping: the official keys, in the official order.
+    def __getitem__(self, key: str) -> Any:
+        if key not in _RECORD_KEYS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_RECORD_KEYS)
+
+    def __len__(self) -> int:
+        return len(_RECORD_KEYS)
+
     def mask(self) -> np.ndarray:
         """The mask as H×W bool, whatever the output mode."""
         if isinstance(self.segmentation, np.ndarray):
             return self.segmentation
         return M.decode_rle(self.segmentation)
+
+
+_RECORD_KEYS = tuple(f.name for f in fields(MaskRecord))
 
 
 @dataclass
@@ -152,7 +172,11 @@ def check_point_grids(point_grids: Any, crop_n_layers: int) -> list[np.ndarray]:
 
 
 def check_selection(s: Selection) -> None:
-    check_range("pred_iou_thresh", s.pred_iou_thresh, 0, 1)
+    # Predicted IoUs are unbounded regressions: any finite threshold is meaningful (<= 0 keeps
+    # every mask, as officially).
+    t = s.pred_iou_thresh
+    if isinstance(t, (bool, np.bool_)) or not isinstance(t, numbers.Real) or not np.isfinite(t):
+        raise InputError(f"pred_iou_thresh must be a finite number, got {t!r}")
     check_range("stability_score_thresh", s.stability_score_thresh, 0, 1)
     check_range("box_nms_thresh", s.box_nms_thresh, 0, 1)
     check_range("crop_nms_thresh", s.crop_nms_thresh, 0, 1)

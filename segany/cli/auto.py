@@ -17,6 +17,9 @@ so a killed run leaves each image's old or new set, never a mix; the next run fi
 what was interrupted. Stems too long for a file name are shortened (``~`` and a hash). A file
 that fails is reported and counted, and the run goes on (exit code 1).
 
+The official ``scripts/amg.py`` flags (``--input``, ``--model-type``, ``--checkpoint``,
+``--convert-to-rle``) select amg.py's own output layout instead (``segany.cli.amg_compat``).
+
 Re-running skips images whose outputs all exist (write them again with ``--overwrite``); an
 extra output asked for later is derived from the existing ``STEM.json`` without the model.
 Generator options left out keep the library's defaults (``segany.MaskGenerator``).
@@ -30,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from segany.cli import amg_compat
 from segany.cli.common import (
     EXIT_CODES_HELP,
     EXIT_OK,
@@ -82,7 +86,7 @@ def register(subparsers: Any) -> None:
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_FOLDER")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     p.add_argument("-r", "--recursive", action="store_true", help="look in sub-folders too")
     p.add_argument("--overwrite", action="store_true", help="redo images already done")
@@ -115,6 +119,7 @@ def register(subparsers: Any) -> None:
         "grid points in [0, 1]; replaces --points-per-side",
     )
     add_model_options(p)
+    amg_compat.add_options(p)
     add_output_options(p)
     p.set_defaults(run=run)
 
@@ -211,6 +216,10 @@ class _Outputs:
 
 
 def run(args: argparse.Namespace) -> int:
+    if amg_compat.requested(args):  # the official scripts/amg.py flags and output layout
+        return amg_compat.run(args)
+    if not args.inputs:
+        raise InputError("no input: give images or folders (or --input PATH)")
     console = Console(args)
     out = Path(args.output)
     images = collect_images(args.inputs, recursive=args.recursive, exclude=out)

@@ -50,7 +50,8 @@ class PositionEmbeddingRandom(nn.Module):
 
 
 class PromptEncoder(nn.Module):
-    """Points (label 1 foreground, 0 background, -1 padding), boxes and masks to embeddings."""
+    """Points (label 1 foreground, 0 background, -1 padding, 2/3 box corners), boxes and masks
+    to embeddings."""
 
     def __init__(
         self,
@@ -109,6 +110,9 @@ class PromptEncoder(nn.Module):
         emb = torch.where(labels == -1, self.not_a_point_embed.weight, emb)
         emb = emb + torch.where(labels == 0, self._token(0), 0.0)
         emb = emb + torch.where(labels == 1, self._token(1), 0.0)
+        # 2/3: a box's corners given as points (the official ONNX decoder's encoding).
+        emb = emb + torch.where(labels == 2, self._token(2), 0.0)
+        emb = emb + torch.where(labels == 3, self._token(3), 0.0)
         return emb
 
     def _embed_boxes(self, boxes: torch.Tensor) -> torch.Tensor:

@@ -88,6 +88,7 @@ class Sam(nn.Module):
             align_corners=False,
         )
 
+    @torch.no_grad()
     def forward(
         self, batched_input: list[dict[str, Any]], multimask_output: bool
     ) -> list[dict[str, torch.Tensor]]:
@@ -95,7 +96,8 @@ class Sam(nn.Module):
         ``original_size`` and optional ``point_coords`` (B×N×2), ``point_labels`` (B×N),
         ``boxes`` (B×4), ``mask_inputs`` (B×1×256×256), all in the input frame.
         Returns per image ``masks`` (B×M×H×W bool), ``iou_predictions`` (B×M),
-        ``low_res_logits`` (B×M×256×256)."""
+        ``low_res_logits`` (B×M×256×256). Runs without autograd, as the official one does
+        (training code calls the submodules)."""
         images = torch.stack([self.preprocess(x["image"][None])[0] for x in batched_input])
         embeddings = self.image_encoder(images)
         outputs = []
