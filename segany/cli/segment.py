@@ -106,10 +106,9 @@ def run(args: argparse.Namespace) -> int:
     if not images:
         raise InputError("no images found in " + ", ".join(args.images))
 
-    from segany.cli.common import load_model_from_args
-    from segany.predictor import Predictor
+    from segany.cli.common import predictor_from_args
 
-    predictor = Predictor(load_model_from_args(args, console))
+    predictor = predictor_from_args(args, console)
     results, failures = [], []
     for path, stem in console.progress(images, total=len(images), desc="segment"):
         try:
