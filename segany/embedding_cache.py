@@ -41,7 +41,7 @@ _STALE_TEMP_S = 3600.0  # temporary files older than this belong to a writer tha
 
 
 @dataclass(frozen=True)
-class CachedEmbedding:
+class ImageEmbedding:
     """features 1×C×h×w fp32; original_size (H, W); input_size (h, w) inside the padded square."""
 
     features: torch.Tensor
@@ -104,7 +104,7 @@ class EmbeddingCache:
     def path(self, key: str) -> Path:
         return self.directory / f"{key}{_SUFFIX}"
 
-    def get(self, key: str) -> CachedEmbedding | None:
+    def get(self, key: str) -> ImageEmbedding | None:
         """The entry, or None when absent, unreadable or corrupt (a corrupt file is deleted)."""
         path = self.path(key)
         try:
@@ -120,7 +120,7 @@ class EmbeddingCache:
             os.utime(path)  # most recently used
         return entry
 
-    def put(self, key: str, entry: CachedEmbedding) -> None:
+    def put(self, key: str, entry: ImageEmbedding) -> None:
         """Store ``entry`` atomically, then trim the folder to ``max_bytes``."""
         from segany.formats._atomic import write_bytes_atomic
 
@@ -155,7 +155,7 @@ class EmbeddingCache:
                 item.unlink()
 
 
-def _encode(key: str, entry: CachedEmbedding) -> bytes:
+def _encode(key: str, entry: ImageEmbedding) -> bytes:
     from safetensors.torch import save
 
     features = entry.features.detach().to("cpu", torch.float32).contiguous()
@@ -169,7 +169,7 @@ def _encode(key: str, entry: CachedEmbedding) -> bytes:
     return save({"features": features}, metadata=meta)
 
 
-def _decode(data: bytes, key: str) -> CachedEmbedding | None:
+def _decode(data: bytes, key: str) -> ImageEmbedding | None:
     from safetensors.torch import load
 
     try:
@@ -186,7 +186,7 @@ def _decode(data: bytes, key: str) -> CachedEmbedding | None:
         return None
     if features.ndim != 4 or len(original) != 2 or len(inp) != 2:
         return None
-    return CachedEmbedding(features.float(), (original[0], original[1]), (inp[0], inp[1]))
+    return ImageEmbedding(features.float(), (original[0], original[1]), (inp[0], inp[1]))
 
 
 def _metadata(data: bytes) -> dict[str, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from segany.decoding import PointDecoder
-from segany.embedding_cache import CachedEmbedding, EmbeddingCache, resolve_cache
+from segany.embedding_cache import EmbeddingCache, ImageEmbedding, resolve_cache
 from segany.errors import InputError
 from segany.images import ImageLike, to_rgb_uint8
 from segany.modeling import Sam
@@ -130,7 +130,7 @@ class Predictor:
             self.set_torch_image(tensor[None], rgb.shape[:2])
             if disk_key is not None and self.disk_cache is not None:
                 state = self._require_image()
-                entry = CachedEmbedding(state.features, state.original_size, state.input_size)
+                entry = ImageEmbedding(state.features, state.original_size, state.input_size)
                 self.disk_cache.put(disk_key, entry)
         if key is not None:
             self._cache[key] = self._require_image()
@@ -215,6 +215,29 @@ class Predictor:
             )
         self.reset_image()
         self._image = _ImageState(emb.to(self.device, torch.float32), original_size, input_size)
+
+    def embed_images(
+        self, images: Sequence[ImageLike], *, batch_size: int = 2, image_format: str = "RGB"
+    ) -> list[ImageEmbedding]:
+        """Embeddings of several images, encoded ``batch_size`` at a time (the disk cache is
+        used and filled); the current image is left alone. Each result can be made current
+        with ``set_embedding``."""
+        from segany.batching import embed_images
+
+        return embed_images(self, images, batch_size=batch_size, image_format=image_format)
+
+    def set_images(
+        self, images: Sequence[ImageLike], *, batch_size: int = 2, image_format: str = "RGB"
+    ) -> list[ImageEmbedding]:
+        """``embed_images``, then make the first image current; returns all the embeddings."""
+        embeddings = self.embed_images(images, batch_size=batch_size, image_format=image_format)
+        if embeddings:
+            self.set_embedding(embeddings[0])
+        return embeddings
+
+    def set_embedding(self, embedding: ImageEmbedding) -> None:
+        """Make an ``ImageEmbedding`` (from ``embed_images``) the current image."""
+        self.set_image_embedding(embedding.features, embedding.original_size, embedding.input_size)
 
     def reset_image(self) -> None:
         self._image = None

@@ -17,7 +17,7 @@ from helpers import SMALL, seeded_model
 from test_predictor_parity import _photo
 
 from segany.automatic import MaskGenerator
-from segany.embedding_cache import CachedEmbedding, EmbeddingCache
+from segany.embedding_cache import EmbeddingCache, ImageEmbedding
 from segany.predictor import Predictor
 
 
@@ -106,7 +106,7 @@ def test_bounded_size_evicts_least_recently_used(tmp_path):
     feats = torch.zeros(1, 256, 16, 16)
     one = 256 * 16 * 16 * 4
     cache = EmbeddingCache(tmp_path, max_bytes=int(2.5 * one))
-    entry = CachedEmbedding(feats, (10, 10), (256, 256))
+    entry = ImageEmbedding(feats, (10, 10), (256, 256))
     keys = [EmbeddingCache.key(_photo(20 + i, 20), model, "fp32") for i in range(3)]
     cache.put(keys[0], entry)
     cache.put(keys[1], entry)
@@ -144,10 +144,10 @@ def test_mask_generator_uses_the_same_cache(tmp_path):
 _WRITER = textwrap.dedent(
     """
     import sys, torch
-    from segany.embedding_cache import CachedEmbedding, EmbeddingCache
+    from segany.embedding_cache import ImageEmbedding, EmbeddingCache
     folder, key, value = sys.argv[1], sys.argv[2], float(sys.argv[3])
     cache = EmbeddingCache(folder)
-    entry = CachedEmbedding(torch.full((1, 256, 64, 64), value), (5, 5), (1024, 1024))
+    entry = ImageEmbedding(torch.full((1, 256, 64, 64), value), (5, 5), (1024, 1024))
     for _ in range(15):
         cache.put(key, entry)
     """
