@@ -105,7 +105,7 @@ def _mask_iou(exact: Predictor, fast: Predictor, image: np.ndarray) -> float:
     return float(np.mean(ious))
 
 
-def bench_model(name: str, args: argparse.Namespace) -> list[str]:
+def bench_model(name: str, args: argparse.Namespace) -> list[str]:  # noqa: PLR0915
     from segment_anything import SamAutomaticMaskGenerator, SamPredictor
     from skimage import data
 
@@ -123,7 +123,10 @@ def bench_model(name: str, args: argparse.Namespace) -> list[str]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", P.PerformanceWarning)
             modes["bf16"] = Predictor(model, precision="bf16", cache=False)
-    rows = []
+    rows = _Rows(
+        f"{name} ({model.config.name}), image 480×512, {args.threads} threads, "
+        f"{args.clock} clock, best of {args.repeats}"
+    )
 
     calls = [lambda: ref.set_image(image), lambda: exact.set_image(image)]
     calls += [lambda p=p: p.set_image(image) for p in modes.values()]
@@ -178,19 +181,25 @@ def bench_model(name: str, args: argparse.Namespace) -> list[str]:
             matched = _matched_iou(outs[2], outs[1])
             rows.append((f"automatic, {fast}", t_r, m_r, t, m, matched))
 
-    title = (
-        f"{name} ({model.config.name}), image 480×512, {args.threads} threads, "
-        f"{args.clock} clock, best of {args.repeats}"
-    )
-    lines = [title, _header()]
-    for step, tr, mr, to, mo, note in rows:
+    return rows.lines
+
+
+class _Rows:
+    """The table, printed row by row as the measurements come in."""
+
+    def __init__(self, title: str) -> None:
+        self.lines = [title, _header()]
+        print("\n".join(self.lines), flush=True)
+
+    def append(self, row: tuple) -> None:
+        step, tr, mr, to, mo, note = row
         if to is None:
-            lines.append(f"| {step} | {tr:.3f} | {mr:.0f} | — | — | — | {note} |")
+            line = f"| {step} | {tr:.3f} | {mr:.0f} | — | — | — | {note} |"
         else:
-            lines.append(
-                f"| {step} | {tr:.3f} | {mr:.0f} | {to:.3f} | {mo:.0f} | {tr / to:.2f}x | {note} |"
-            )  # noqa: E501
-    return lines
+            ratio = f"{tr / to:.2f}x"
+            line = f"| {step} | {tr:.3f} | {mr:.0f} | {to:.3f} | {mo:.0f} | {ratio} | {note} |"
+        self.lines.append(line)
+        print(line, flush=True)
 
 
 def _matched_iou(ours: list, base: list) -> str:
@@ -237,7 +246,7 @@ def main() -> None:
     names = ["vit_b", "bundled"] if args.model == "both" else [args.model]
     started = time.perf_counter()
     for name in names:
-        print("\n".join(bench_model(name, args)), flush=True)
+        bench_model(name, args)
         print()
     print(f"benchmark ran {time.perf_counter() - started:.0f} s")
 
