@@ -21,7 +21,7 @@ _EXPORTS = {
     "build_sam": "segany.models",
     "load_model": "segany.checkpoints",
     "save_model": "segany.checkpoints",
-    "Prediction": "segany.predictor",
+    "Prediction": "segany.prediction",
     "Predictor": "segany.predictor",
     "MaskGenerator": "segany.automatic",
     "MaskRecord": "segany.automatic",
@@ -48,7 +48,8 @@ if TYPE_CHECKING:
     from segany.checkpoints import load_model, save_model
     from segany.errors import CheckpointError, DownloadError, InputError, SeganyError
     from segany.models import VARIANTS, SamConfig, build_sam
-    from segany.predictor import Prediction, Predictor
+    from segany.prediction import Prediction
+    from segany.predictor import Predictor
 
 
 def __getattr__(name: str) -> Any:

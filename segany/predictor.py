@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,8 +24,12 @@ from segany.images import ImageLike, to_rgb_uint8
 from segany.modeling import Sam
 from segany.postprocess import upscale_logits
 from segany.precision import encode, resolve_precision
+from segany.prediction import Prediction
 from segany.prompts import PromptBatch, check_prompts
 from segany.transforms import ResizeLongestSide
+
+if TYPE_CHECKING:
+    from segany.export.runtime import OnnxPredictor
 
 
 @dataclass(frozen=True)
@@ -39,37 +43,6 @@ class _ImageState:
     def __post_init__(self) -> None:
         object.__setattr__(self, "original_size", tuple(int(v) for v in self.original_size))
         object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """Masks at the original image size, IoU scores and low-resolution logits.
-
-    Unbatched: masks C×H×W, scores C, logits C×s×s. Batched: a leading B axis on each.
-    Unpacks like the official tuple: ``masks, scores, logits = predictor.predict(...)``.
-    """
-
-    masks: np.ndarray
-    scores: np.ndarray
-    logits: np.ndarray
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        return iter((self.masks, self.scores, self.logits))
-
-    @property
-    def iou_predictions(self) -> np.ndarray:
-        return self.scores
-
-    @property
-    def low_res_logits(self) -> np.ndarray:
-        return self.logits
-
-    def best(self) -> tuple[np.ndarray, float]:
-        """The highest-scoring mask (unbatched results only) and its score."""
-        if self.scores.ndim != 1:
-            raise InputError("best() is for unbatched predictions; index the batch first")
-        i = int(np.argmax(self.scores))
-        return self.masks[i], float(self.scores[i])
 
 
 class Predictor:
@@ -106,6 +79,22 @@ class Predictor:
         self._cache = OrderedDict()
         self._image: _ImageState | None = None
         self._decoder: tuple[_ImageState, PointDecoder] | None = None
+
+    @classmethod
+    def from_onnx(
+        cls,
+        encoder: str | os.PathLike[str],
+        decoder: str | os.PathLike[str] | None = None,
+        **kw: Any,
+    ) -> OnnxPredictor:
+        """The onnxruntime backend (``segany.export.OnnxPredictor``, the ``onnx`` extra): the same
+        ``set_image``/``predict`` semantics with numpy and onnxruntime only. ``encoder``: a folder
+        written by ``segany.export.export_pair``, or the encoder file with ``decoder``'s."""
+        from segany.export.runtime import OnnxPredictor
+
+        if decoder is None:
+            return OnnxPredictor.from_dir(encoder, **kw)
+        return OnnxPredictor(encoder, decoder, **kw)
 
     @property
     def device(self) -> torch.device:

@@ -24,6 +24,9 @@ SUBCOMMANDS: tuple[str, ...] = (
     "segany.cli.models",  # download, models, info, convert
     "segany.cli.eval",  # eval: zero-shot protocols (point, clicks, box, auto), compare reports
     "segany.cli.train",  # train, synth, distill: training (issue 6)
+    "segany.cli.export",  # export-onnx: decoder (official web-demo interface) and encoder
+    "segany.cli.engine",  # engine run/verify/stats/round: the data engine at scale (issue 13)
+    "segany.cli.serve",  # serve: the annotation app (issue 12)
 )
 
 

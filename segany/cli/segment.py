@@ -31,6 +31,7 @@ from segany.cli.common import (
     one_line,
     plain_doc,
 )
+from segany.cli.export import add_backend_options, onnx_predictor_from_args
 from segany.errors import InputError
 
 _LABELS = {"1": 1, "fg": 1, "pos": 1, "+": 1, "0": 0, "bg": 0, "neg": 0, "-": 0}
@@ -91,6 +92,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--no-overlay", action="store_true", help="do not write STEM_overlay.png")
     add_model_options(p)
+    add_backend_options(p)
     add_output_options(p)
     p.set_defaults(run=run)
 
@@ -108,7 +110,10 @@ def run(args: argparse.Namespace) -> int:
 
     from segany.cli.common import predictor_from_args
 
-    predictor = predictor_from_args(args, console)
+    if args.backend == "onnx" or args.onnx_dir is not None:
+        predictor: Any = onnx_predictor_from_args(args, console)
+    else:
+        predictor = predictor_from_args(args, console)  # --precision, --cache
     results, failures = [], []
     for path, stem in console.progress(images, total=len(images), desc="segment"):
         try:

@@ -1,0 +1,122 @@
+"""Throughput of ``segany engine`` (images/hour): bundled model and seeded vit_b, 1 and 2
+workers, local processes and Ray.
+
+    python benchmarks/bench_engine.py [--images 8] [--vit-b-images 4] [--size 256]
+        [--points-per-side 16] [--models tiny,vit_b] [--executors local,ray] [--workers 1,2]
+
+Each configuration annotates the same generated collection (synthetic scenes, ``--size`` px on
+the long side) into a fresh output folder. Two figures per run:
+- ``run img/h``: images / whole run time, worker start-up (imports, model load) included;
+- ``steady img/h``: images after the first / time from the first to the last result, the
+  rate a long run settles at.
+Ray is started once (``num_cpus`` = the machine's cores) before its runs; its start is in
+neither figure. The vit_b weights are random (seeded) and saved to a temporary file: the
+throughput does not depend on the values, and no download is needed. Speeds on a shared
+machine vary with the other load: the load average is printed with the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from helpers import perturb_  # noqa: E402
+
+from segany.engine import EngineConfig, WorkerSpec, run_engine  # noqa: E402
+
+
+def make_collection(folder: Path, count: int, size: int) -> None:
+    import cv2
+    import numpy as np
+
+    from segany.train.synth import SynthConfig, iter_scenes
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = SynthConfig(long_side=size, min_short_side=size * 3 // 4)
+    for i, (image, _) in enumerate(iter_scenes(5, count, cfg)):
+        cv2.imwrite(str(folder / f"img_{i:04d}.jpg"), np.ascontiguousarray(image[..., ::-1]))
+
+
+def seeded_vit_b(path: Path) -> str:
+    import torch
+
+    from segany.checkpoints import save_model
+    from segany.models import build_sam, get_config
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build_sam(get_config("vit_b"))
+    save_model(perturb_(model, 0).eval(), path)
+    return str(path)
+
+
+def run_one(sources: Path, out: Path, model: str | None, executor: str, workers: int, pps: int):
+    stamps: list[float] = []
+    spec = WorkerSpec(
+        model=model,
+        options={"points_per_side": pps},
+        threads=max(1, (os.cpu_count() or 1) // workers),
+    )
+    config = EngineConfig(
+        [str(sources)], str(out), spec=spec, workers=workers, executor=executor, shard_size=100
+    )
+    summary = run_engine(config, on_progress=lambda n: stamps.append(time.perf_counter()))
+    n = summary["processed_this_run"]
+    steady = 3600 * (n - 1) / (stamps[-1] - stamps[0]) if n > 1 else float("nan")
+    return summary, steady
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--images", type=int, default=8, help="images for the bundled model")
+    ap.add_argument("--vit-b-images", type=int, default=4, help="images for vit_b")
+    ap.add_argument("--size", type=int, default=256, help="long side of the images")
+    ap.add_argument("--points-per-side", type=int, default=16)
+    ap.add_argument("--models", default="tiny,vit_b")
+    ap.add_argument("--executors", default="local,ray")
+    ap.add_argument("--workers", default="1,2")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench_engine_"))
+    rows = []
+    started = time.perf_counter()
+    executors = args.executors.split(",")
+    if "ray" in executors:
+        import ray
+
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+    for name in args.models.split(","):
+        count = args.images if name == "tiny" else args.vit_b_images
+        sources = tmp / f"images_{name}"
+        make_collection(sources, count, args.size)
+        model = None if name == "tiny" else seeded_vit_b(tmp / "vit_b_seeded.safetensors")
+        for executor in executors:
+            for workers in (int(w) for w in args.workers.split(",")):
+                out = tmp / f"out_{name}_{executor}_{workers}"
+                summary, steady = run_one(
+                    sources, out, model, executor, workers, args.points_per_side
+                )
+                rows.append((name, executor, workers, summary, steady))
+                per_run = summary["images_per_hour"]
+                print(
+                    f"{name:6s} {executor:5s} workers={workers} threads/worker="
+                    f"{summary['threads_per_worker']}: {per_run:8.0f} img/h run, "
+                    f"{steady:8.0f} img/h steady ({summary['processed_this_run']} images, "
+                    f"{summary['seconds']:.1f} s, {summary['masks_per_image']} masks/image)",
+                    flush=True,
+                )
+    print(
+        f"\nmachine: {os.cpu_count()} cores, load average {os.getloadavg()}, "
+        f"bench {time.perf_counter() - started:.0f} s; images {args.size} px, "
+        f"{args.points_per_side}x{args.points_per_side} grid; outputs in {tmp}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""``segany engine``: annotate whole collections (run), check (verify) and describe (stats)
+the output, and improve the model on it (round).
+
+``segany engine run SOURCE... -o OUT`` annotates every image of folders, globs, manifests
+(.txt/.csv of paths) and SA-1B tar shards into sharded SA-1B JSON with a manifest, an errors
+file and a run summary. Re-running the same command resumes an interrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from segany.cli.auto import GENERATOR_OPTIONS, generator_options
+from segany.cli.common import (
+    EXIT_CODES_HELP,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    Console,
+    add_output_options,
+    finite_float,
+    fraction,
+    non_negative_int,
+    plain_doc,
+    positive_int,
+)
+from segany.errors import InputError
+
+
+def register(subparsers: Any) -> None:
+    from segany.cli.common import SeganyArgumentParser
+
+    top = subparsers.add_parser(
+        "engine",
+        help="the data engine: annotate collections at scale (local or Ray), verify, stats",
+        description=plain_doc(__doc__),
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = top.add_subparsers(
+        title="engine commands",
+        metavar="COMMAND",
+        dest="engine_command",
+        parser_class=SeganyArgumentParser,
+    )
+    sub.required = True
+    _register_run(sub)
+    p = sub.add_parser("verify", help="check an output: files parse, RLEs decode, ids, manifest")
+    p.add_argument("out", metavar="OUT")
+    add_output_options(p)
+    p.set_defaults(run=run_verify)
+    p = sub.add_parser("stats", help="masks per image and mask sizes of an output")
+    p.add_argument("out", metavar="OUT")
+    add_output_options(p)
+    p.set_defaults(run=run_stats)
+    _register_round(sub)
+
+
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``engine run`` and ``engine round``."""
+    p.add_argument("--no-recursive", action="store_true", help="only the top of each folder")
+    ex = p.add_argument_group("execution")
+    ex.add_argument(
+        "--executor",
+        choices=("local", "ray", "serial"),
+        default="local",
+        help="local: worker processes (default); ray: Ray actors; serial: this process only",
+    )
+    ex.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    ex.add_argument("-w", "--workers", type=positive_int, default=1, help="model copies")
+    ex.add_argument(
+        "--threads-per-worker",
+        type=positive_int,
+        metavar="N",
+        help="torch threads in each worker (default: cores / workers)",
+    )
+    ex.add_argument("--max-pixels", type=positive_int, metavar="N", help="larger images fail")
+    sh = p.add_argument_group("output shards")
+    sh.add_argument("--shard-size", type=positive_int, default=1000, help="images per shard")
+    sh.add_argument("--shard-format", choices=("folder", "tar"), default="folder")
+    sh.add_argument(
+        "--with-images", action="store_true", help="copy each image into its shard (SA-1B style)"
+    )
+    md = p.add_argument_group("mode")
+    md.add_argument("--mode", choices=("auto", "semi"), default="auto")
+    md.add_argument(
+        "--existing",
+        metavar="PATH",
+        help="semi: existing annotations, a folder of SA-1B JSON named like the images or a "
+        "COCO JSON (default: NAME.json beside each image, as in SA-1B folders and tars)",
+    )
+    md.add_argument(
+        "--semi-max-overlap",
+        type=fraction,
+        metavar="X",
+        help="semi: drop new masks with more than this fraction inside existing ones (0.5)",
+    )
+    gen = p.add_argument_group("generator options (default: the library's)")
+    for name, (kind, text) in GENERATOR_OPTIONS.items():
+        metavar = "N" if kind in (positive_int, non_negative_int) else "X"
+        gen.add_argument("--" + name.replace("_", "-"), type=kind, metavar=metavar, help=text)
+    gen.add_argument("--preset", metavar="NAME", help="e.g. sa1b: the paper's SA-1B settings")
+    gen.add_argument("--point-grids", metavar="FILE", help="grid points .npy/.npz in [0, 1]")
+    g = p.add_argument_group("model")
+    g.add_argument("-m", "--model", metavar="NAME_OR_PATH", help="default: the bundled model")
+    g.add_argument("--device", default="cpu", help="torch device of each worker")
+
+
+def _register_run(sub: Any) -> None:
+    p = sub.add_parser(
+        "run",
+        help="annotate a collection (folders, globs, manifests, tar shards)",
+        description=plain_doc(__doc__),
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("sources", nargs="+", metavar="SOURCE")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
+    add_engine_options(p)
+    add_output_options(p)
+    p.set_defaults(run=run_engine_command)
+
+
+def _register_round(sub: Any) -> None:
+    p = sub.add_parser(
+        "round",
+        help="model in the loop: annotate, fine-tune on the result, annotate again",
+        description=plain_doc(
+            "Round r annotates SOURCES with model r into OUT/round_r/annotations and measures "
+            "it on the held-out set (single-point mIoU, automatic AR@100); before the last "
+            "round the model is fine-tuned on that output (segany train's recipe) into "
+            "OUT/round_r/model.safetensors. OUT/rounds.json holds the table. Resumable."
+        ),
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("sources", nargs="+", metavar="SOURCE")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
+    p.add_argument(
+        "--heldout", required=True, metavar="DATA", help="SA-1B folder or COCO JSON to score"
+    )
+    p.add_argument("--heldout-limit", type=positive_int, metavar="N", help="at most N images")
+    p.add_argument("--rounds", type=non_negative_int, default=1, help="fine-tunings (default 1)")
+    t = p.add_argument_group("fine-tuning (TrainConfig; default: the library's)")
+    t.add_argument("--train-steps", type=positive_int, metavar="N")
+    t.add_argument("--train-batch-size", type=positive_int, metavar="N")
+    t.add_argument("--train-lr", type=finite_float, metavar="X")
+    t.add_argument("--train-masks-per-image", type=positive_int, metavar="N")
+    t.add_argument("--train-freeze", choices=("none", "encoder", "decoder-only"))
+    t.add_argument("--no-amp", action="store_true", help="train in fp32 (default: bf16)")
+    add_engine_options(p)
+    add_output_options(p)
+    p.set_defaults(run=run_round)
+
+
+def run_round(args: argparse.Namespace) -> int:
+    from segany.engine.rounds import RoundConfig, run_rounds
+
+    console = Console(args)
+    train: dict[str, Any] = {"amp": not args.no_amp}
+    for opt, name in (
+        ("train_steps", "steps"),
+        ("train_batch_size", "batch_size"),
+        ("train_lr", "lr"),
+        ("train_masks_per_image", "masks_per_image"),
+        ("train_freeze", "freeze"),
+    ):
+        if getattr(args, opt) is not None:
+            train[name] = getattr(args, opt)
+    config = RoundConfig(
+        engine=engine_config(args, args.sources, args.output, console),
+        out=args.output,
+        heldout=args.heldout,
+        rounds=args.rounds,
+        train=train,
+        heldout_limit=args.heldout_limit,
+    )
+    rows = run_rounds(config)
+    for row in rows:
+        console.info(
+            f"round {row['round']}: {row['masks_per_image']} masks/image, held-out point mIoU "
+            f"{row['point_miou']}, AR@100 {row['ar@100']}"
+        )
+    console.summary({"command": "engine round", "output": args.output, "rounds": rows})
+    return EXIT_OK
+
+
+def engine_config(args: argparse.Namespace, sources: list[str], out: str, console: Console) -> Any:
+    from segany.engine import EngineConfig, WorkerSpec, default_threads
+
+    if args.preset is not None:
+        from segany.automatic import PRESETS
+
+        if args.preset not in PRESETS:
+            raise InputError(f"unknown preset {args.preset!r}; known: {', '.join(PRESETS)}")
+    spec_kw: dict[str, Any] = {
+        "model": args.model,
+        "device": args.device,
+        "preset": args.preset,
+        "options": generator_options(args),
+        "threads": args.threads_per_worker or default_threads(args.workers),
+    }
+    if args.max_pixels is not None:
+        spec_kw["max_pixels"] = args.max_pixels
+    if args.semi_max_overlap is not None:
+        spec_kw["semi_max_overlap"] = args.semi_max_overlap
+    return EngineConfig(
+        sources=sources,
+        out=out,
+        spec=WorkerSpec(**spec_kw),
+        workers=args.workers,
+        executor=args.executor,
+        address=args.address,
+        shard_size=args.shard_size,
+        shard_kind=args.shard_format,
+        with_images=args.with_images,
+        mode=args.mode,
+        existing=args.existing,
+        recursive=not args.no_recursive,
+        progress=not console.quiet,
+    )
+
+
+def run_engine_command(args: argparse.Namespace) -> int:
+    from segany.engine import run_engine
+
+    console = Console(args)
+    config = engine_config(args, args.sources, args.output, console)
+    summary = run_engine(config)
+    console.info(
+        f"{summary['images']} image(s): {summary['annotated']} annotated, {summary['failed']} "
+        f"failed (see errors.csv); {summary['masks']} masks, {summary['masks_per_image']} per "
+        f"image; {summary['images_per_hour']} images/hour this run -> {args.output}"
+    )
+    console.summary({"command": "engine run", "output": args.output, **summary})
+    return EXIT_PARTIAL if summary["failed"] else EXIT_OK
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from segany.engine.check import verify
+
+    console = Console(args)
+    problems = verify(args.out)
+    for p in problems:
+        console.failure(p)
+    if not problems:
+        console.info(f"{args.out}: complete and sound")
+    console.summary({"command": "engine verify", "output": args.out, "problems": problems})
+    return EXIT_OK if not problems else 3
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from segany.engine.check import stats
+    from segany.engine.output import MANIFEST
+
+    console = Console(args)
+    try:
+        result = stats(args.out)
+    except FileNotFoundError:
+        raise InputError(f"{args.out}: no {MANIFEST}; finish the run first") from None
+    if console.json:
+        console.summary({"command": "engine stats", "output": args.out, **result})
+    elif not console.quiet:
+        print(json.dumps(result, indent=1))
+    return EXIT_OK

@@ -1,0 +1,110 @@
+"""``segany serve``: the annotation app for a project folder (needs the ``server`` extra).
+
+Opens or creates PROJECT_DIR (images, annotations database, embeddings, exports, model
+versions) and serves the page and its JSON API (OpenAPI at /docs). Binds 127.0.0.1 unless
+told otherwise; any other address needs a token (--token or SEGANY_TOKEN), checked on every
+request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from segany.cli.common import (
+    Console,
+    add_output_options,
+    check_device,
+    plain_doc,
+    positive_int,
+    set_threads,
+)
+from segany.errors import MissingExtraError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="the annotation app: annotate a project's images in the browser",
+        description=plain_doc(__doc__),
+    )
+    p.add_argument("project", metavar="PROJECT_DIR", help="project folder (created if missing)")
+    p.add_argument("--images", metavar="DIR", help="copy this folder's images into the project")
+    p.add_argument(
+        "-m",
+        "--model",
+        metavar="NAME_OR_PATH",
+        help="the project's starting model (variant name or weights file; default: bundled)",
+    )
+    p.add_argument("--device", help="torch device for the model (default: cpu)")
+    p.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads for torch")
+    p.add_argument(
+        "--db", metavar="URL", help="SQLAlchemy database URL (default: SQLite in the project)"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    p.add_argument("--port", type=positive_int, default=8000, help="port (default: 8000)")
+    p.add_argument(
+        "--token",
+        help="require this token on every request (default: $SEGANY_TOKEN; required for a "
+        "non-loopback --host)",
+    )
+    p.add_argument(
+        "--max-upload-mb", type=positive_int, metavar="MB", help="upload size limit (default 32)"
+    )
+    p.add_argument(
+        "--max-pixels", type=positive_int, metavar="N", help="pixel limit per image (default 40M)"
+    )
+    add_output_options(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console(args)
+    try:
+        import uvicorn
+    except ImportError:
+        raise MissingExtraError("segany serve", "server", "uvicorn") from None
+    from segany.server import create_app
+    from segany.server.settings import ServerSettings, is_loopback
+
+    set_threads(args.threads)
+    options = {}
+    if args.max_upload_mb is not None:
+        options["max_upload_bytes"] = args.max_upload_mb * 2**20
+    if args.max_pixels is not None:
+        options["max_pixels"] = args.max_pixels
+    settings = ServerSettings(
+        project_dir=args.project,
+        db_url=args.db,
+        model=args.model,
+        device=check_device(args.device) if args.device else "cpu",
+        host=args.host,
+        port=args.port,
+        token=args.token or os.environ.get("SEGANY_TOKEN") or None,
+        **options,
+    )
+    app = create_app(settings)
+    state = app.state.segany
+    if args.images:
+        from pathlib import Path
+
+        copied = state.project.copy_in(Path(args.images))
+        found = state.project.scan("images")
+        for path, info in found:
+            state.notes.add_image(path, info)
+        console.info(f"copied {len(copied)} images from {args.images} into the project")
+    rows, counts = state.notes.images()
+    console.info(
+        f"project {settings.project_dir}: {len(rows)} images "
+        f"({counts['annotated']} annotated, {counts['skipped']} skipped, {counts['todo']} to do)"
+    )
+    url = f"http://{args.host}:{args.port}/"
+    if settings.token:
+        where = "on this machine only" if is_loopback(args.host) else f"on {args.host}"
+        console.info(f"serving {where}; every request needs the token: open {url}?token=...")
+    else:
+        console.info(f"serving on this machine only: open {url} (API docs at {url}docs)")
+    sys.stderr.flush()
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0

@@ -1,0 +1,224 @@
+"""The work a worker does for one image: decode it, run the MaskGenerator, build the SA-1B doc.
+
+Workers (local processes or Ray actors) build one ``Annotator`` from a ``WorkerSpec`` (the model
+is loaded once) and call it per ``Task``. A task carries the image's bytes, read by the driver,
+so workers need no access to the inputs and a cluster needs no shared file system.
+
+Fully automatic mode: the generator's grid over the whole image (and its crops).
+Semi-automatic mode (a task with ``existing`` annotations): grid points inside existing masks
+are dropped before decoding (the image-level grid) and new masks whose prompt point lies inside
+an existing mask, or that lie mostly inside them, are dropped after (this also covers crop
+grids, which are shared by every crop of a layer). Existing annotations are copied unchanged;
+new ones get ids after the largest existing id and ``"origin": "automatic"``.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+
+from segany.errors import InputError
+
+if TYPE_CHECKING:
+    from segany.modeling import Sam
+
+#: Default largest image, in pixels, a worker decodes (bigger ones go to the errors file).
+MAX_PIXELS = 100_000_000
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs to build its model and generator (picklable)."""
+
+    model: str | None = None  # name or path for segany.checkpoints.load_model; None: bundled
+    device: str = "cpu"
+    preset: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # MaskGenerator keywords
+    threads: int = 1  # torch/OpenCV threads in each worker
+    max_pixels: int = MAX_PIXELS
+    semi_max_overlap: float = 0.5  # semi: drop new masks this much inside existing ones
+
+    def settings(self) -> dict[str, Any]:
+        """What decides the annotations (threads and device do not)."""
+        opts = {k: v for k, v in self.options.items() if k != "point_grids"}
+        if "point_grids" in self.options:
+            opts["point_grids"] = [np.asarray(g).tolist() for g in self.options["point_grids"]]
+        return {
+            "model": self.model,
+            "preset": self.preset,
+            "options": opts,
+            "max_pixels": self.max_pixels,
+            "semi_max_overlap": self.semi_max_overlap,
+        }
+
+
+@dataclass
+class Task:
+    """One image for a worker. ``existing``: SA-1B-style dict of annotations to keep (semi)."""
+
+    index: int  # 1-based position in the run: the SA-1B image_id
+    key: str
+    file_name: str
+    data: bytes
+    existing: dict[str, Any] | None = None
+
+
+def failure(index: int, key: str, reason: str) -> dict[str, Any]:
+    return {"index": index, "key": key, "ok": False, "reason": reason}
+
+
+def decode_image(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Image bytes -> H×W×3 uint8 RGB (EXIF orientation applied), or ``InputError`` saying why.
+
+    The size is checked from the header before the pixels are decoded."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from segany.images import pil_to_array
+
+    if not data:
+        raise InputError(f"{name}: empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # odd EXIF warnings; DecompressionBomb is ours
+            with Image.open(io.BytesIO(data)) as raw:
+                w, h = raw.size
+                if w * h > max_pixels:
+                    raise InputError(
+                        f"{name}: too large ({w}×{h} = {w * h} pixels; the limit is {max_pixels})"
+                    )
+                raw.load()
+                return np.ascontiguousarray(pil_to_array(ImageOps.exif_transpose(raw)))
+    except UnidentifiedImageError:
+        raise InputError(f"{name}: not an image file or an unsupported format") from None
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError, TypeError) as e:
+        if isinstance(e, InputError):
+            raise
+        raise InputError(f"{name}: cannot decode image ({e})") from None
+
+
+class Annotator:
+    """A loaded model and generator; ``__call__(task)`` returns a result dict (never raises for
+    a bad image: the reason goes into the result)."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        import cv2
+        import torch
+
+        from segany.automatic import MaskGenerator
+        from segany.checkpoints import load_model
+        from segany.predictor import Predictor
+
+        torch.set_num_threads(spec.threads)
+        cv2.setNumThreads(spec.threads)
+        self.spec = spec
+        model = cast("Sam", load_model(spec.model, device=spec.device, progress=False))
+        self.predictor = Predictor(model)
+        self.options = dict(spec.options, output_mode="coco_rle")
+        if spec.preset is not None:
+            self.generator = MaskGenerator.from_preset(spec.preset, self.predictor, **self.options)
+            from segany.automatic import PRESETS
+
+            self.options = {**PRESETS[spec.preset], **self.options}
+        else:
+            self.generator = MaskGenerator(self.predictor, **self.options)
+
+    def __call__(self, task: Task) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        try:
+            image = decode_image(task.data, task.key, self.spec.max_pixels)
+            if task.existing is None:
+                doc = self._automatic(image, task)
+            else:
+                doc = self._semi(image, task)
+        except (InputError, ValueError) as e:
+            return failure(task.index, task.key, str(e).splitlines()[0])
+        return {
+            "index": task.index,
+            "key": task.key,
+            "ok": True,
+            "doc": doc,
+            "seconds": round(time.perf_counter() - t0, 4),
+        }
+
+    def _image_info(self, image: np.ndarray, task: Task) -> dict[str, Any]:
+        h, w = image.shape[:2]
+        return {"image_id": task.index, "width": w, "height": h, "file_name": task.file_name}
+
+    def _automatic(self, image: np.ndarray, task: Task) -> dict[str, Any]:
+        from segany.formats import sa1b_document
+
+        records = self.generator.generate(image)
+        info = self._image_info(image, task)
+        doc = sa1b_document(
+            records,
+            file_name=info["file_name"],
+            width=info["width"],
+            height=info["height"],
+            image_id=info["image_id"],
+        )
+        return doc.to_dict()
+
+    def _semi(self, image: np.ndarray, task: Task) -> dict[str, Any]:
+        from segany.automatic import MaskGenerator
+        from segany.formats.records import (
+            plain,
+            records_to_dicts,
+            segmentation_mask,
+            segmentation_rle,
+        )
+        from segany.formats.sa1b import ANNOTATION_FIELDS
+
+        existing = task.existing or {}
+        h, w = image.shape[:2]
+        info = existing.get("image") or self._image_info(image, task)
+        old = list(existing.get("annotations", []))
+        union = np.zeros((h, w), dtype=bool)
+        for i, ann in enumerate(old):
+            m = segmentation_mask(ann["segmentation"])
+            if m.shape != (h, w):
+                raise InputError(
+                    f"{task.key}: existing annotation {i} is {m.shape[0]}×{m.shape[1]} but the "
+                    f"image is {h}×{w}"
+                )
+            union |= m
+        grids = [np.asarray(g, dtype=np.float64) for g in self.generator.point_grids]
+        # Layer 0 covers the whole image: its points map straight to image pixels.
+        xy = np.minimum((grids[0] * [w, h]).astype(int), [w - 1, h - 1])
+        free = ~union[xy[:, 1], xy[:, 0]]
+        crops = int(self.options.get("crop_n_layers", 0))
+        records: list[dict[str, Any]] = []
+        if free.any() or crops > 0:
+            # The generator needs a non-empty grid per layer; one kept point is dropped below.
+            grids[0] = grids[0][free] if free.any() else grids[0][:1]
+            opts = {k: v for k, v in self.options.items() if k != "points_per_side"}
+            opts["point_grids"] = grids
+            gen = MaskGenerator(self.predictor, points_per_side=None, **opts)
+            records = records_to_dicts(gen.generate(image))
+        new = []
+        for rec in records:
+            x, y = (int(v) for v in np.asarray(rec["point_coords"]).reshape(-1, 2)[0])
+            if union[min(max(y, 0), h - 1), min(max(x, 0), w - 1)]:
+                continue
+            m = segmentation_mask(rec["segmentation"])
+            area = int(m.sum())
+            if area == 0 or (m & union).sum() > self.spec.semi_max_overlap * area:
+                continue
+            new.append(rec)
+        next_id = 1 + max((int(a.get("id", -1)) for a in old), default=-1)
+        annotations = list(old)
+        for j, rec in enumerate(new):
+            added: dict[str, Any] = {
+                "id": next_id + j,
+                "segmentation": segmentation_rle(rec["segmentation"]),
+            }
+            for k in ANNOTATION_FIELDS[2:]:
+                if k in rec:
+                    added[k] = plain(rec[k])
+            added["origin"] = "automatic"
+            annotations.append(added)
+        return {"image": info, "annotations": annotations}

@@ -1,0 +1,269 @@
+"""Run the engine over a collection: list, resume, feed an executor, stage, shard, summarise."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from segany.engine.annotate import Task, WorkerSpec, failure
+from segany.engine.output import MANIFEST, SUMMARY, Layout
+from segany.engine.sources import Item, list_items
+from segany.errors import InputError
+
+EXECUTORS = ("local", "ray", "serial")
+MODES = ("auto", "semi")
+
+
+@dataclass
+class EngineConfig:
+    """One engine run. ``sources``: folders, globs, manifests, tar shards (see ``sources``).
+
+    mode "semi" keeps each image's existing annotations (from ``existing``: a folder of SA-1B
+    JSON named like the images, or a COCO instances JSON; else an SA-1B JSON beside the image
+    in its folder or tar) and adds automatic masks only where nothing is annotated.
+    """
+
+    sources: list[str]
+    out: str
+    spec: WorkerSpec = field(default_factory=WorkerSpec)
+    workers: int = 1
+    executor: str = "local"
+    address: str | None = None  # Ray cluster address; None starts a local Ray for the run
+    shard_size: int = 1000
+    shard_kind: str = "folder"
+    with_images: bool = False
+    mode: str = "auto"
+    existing: str | None = None
+    recursive: bool = True
+    progress: bool = False
+
+
+def default_threads(workers: int) -> int:
+    """Torch threads per worker so that the workers together use each core once."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def run_engine(
+    config: EngineConfig, *, executor: Any = None, on_progress: Callable[[int], None] | None = None
+) -> dict[str, Any]:
+    """Annotate every image of ``config.sources`` not yet done in ``config.out``; return the
+    run summary (also written to ``OUT/summary.json``). ``executor``: anything with
+    ``run(tasks, on_result)`` (default: the one ``config.executor`` names)."""
+    if config.executor not in EXECUTORS:
+        raise InputError(f"executor must be one of {EXECUTORS}, got {config.executor!r}")
+    if config.mode not in MODES:
+        raise InputError(f"mode must be one of {MODES}, got {config.mode!r}")
+    if config.mode == "auto" and config.existing:
+        raise InputError("existing annotations are for the semi-automatic mode (mode 'semi')")
+    started = time.perf_counter()
+    out = Path(config.out).resolve()
+    # An output folder inside an input folder: its files (images copied into shards) are
+    # never inputs, so a re-run sees the same items.
+    items = [
+        it
+        for it in list_items(config.sources, recursive=config.recursive)
+        if out not in Path(it.image.path).resolve().parents
+    ]
+    if not items:
+        raise InputError("no images found in " + ", ".join(config.sources))
+    layout = Layout(
+        config.out,
+        items,
+        shard_size=config.shard_size,
+        shard_kind=config.shard_kind,
+        with_images=config.with_images,
+    )
+    settings = {"mode": config.mode, "existing": config.existing, **config.spec.settings()}
+    layout.check_settings(settings)
+    layout.clean_leftovers()
+    done = layout.done()
+    for shard in range(layout.num_shards):  # killed after staging a shard's last image
+        if not layout.is_final(shard) and layout.shard_complete(shard):
+            layout.finalise(shard)
+    todo = [it_index for it_index in range(1, len(items) + 1) if it_index not in done]
+    processed = 0
+    if todo:
+        existing = _existing_index(config.existing) if config.mode == "semi" else None
+        bar = _progress_bar(len(todo), config.progress)
+        finished: set[int] = set()
+
+        def on_result(result: dict[str, Any]) -> None:
+            nonlocal processed
+            index = int(result["index"])
+            if index in finished:  # a late duplicate (a retried image): already staged
+                return
+            finished.add(index)
+            layout.stage(result)
+            shard = layout.shard_of(index)
+            if layout.shard_complete(shard):
+                layout.finalise(shard)
+            processed += 1
+            if bar is not None:
+                bar.update(1)
+            if on_progress is not None:
+                on_progress(processed)
+
+        tasks = _tasks(items, todo, config.mode, existing, on_result)
+        runner = executor if executor is not None else _executor(config)
+        try:
+            runner.run(tasks, on_result)
+        finally:
+            if bar is not None:
+                bar.close()
+    if not todo and (layout.out / MANIFEST).is_file() and (layout.out / SUMMARY).is_file():
+        # Already complete: nothing is rewritten; the stored summary describes the run that
+        # finished it.
+        stored = json.loads((layout.out / SUMMARY).read_text(encoding="utf-8"))
+        return {**stored, "processed_this_run": 0, "already_complete": True}
+    seconds = time.perf_counter() - started
+    manifest, failed = layout.collect()  # the counts come from the shards
+    summary = {
+        "images": manifest["images"],
+        "annotated": manifest["annotated"],
+        "failed": manifest["failed"],
+        "masks": manifest["masks"],
+        "masks_per_image": round(manifest["masks"] / max(1, manifest["annotated"]), 3),
+        "processed_this_run": processed,
+        "seconds": round(seconds, 3),
+        "images_per_hour": round(3600 * processed / seconds, 1) if processed else 0.0,
+        "executor": config.executor,
+        "workers": config.workers,
+        "threads_per_worker": config.spec.threads,
+        "shards": layout.num_shards,
+    }
+    layout.write_final(manifest, failed, summary)
+    return summary
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    # tqdm shows the rate (img/s) and the ETA from the images done so far.
+    return tqdm(total=total, desc="engine", unit="img", dynamic_ncols=True)
+
+
+def _executor(config: EngineConfig) -> Any:
+    if config.executor == "ray":
+        from segany.engine.ray_executor import RayExecutor
+
+        return RayExecutor(config.spec, config.workers, address=config.address)
+    from segany.engine.local import LocalExecutor, SerialExecutor
+
+    if config.executor == "serial":
+        return SerialExecutor(config.spec)
+    return LocalExecutor(config.spec, config.workers)
+
+
+def _tasks(
+    items: list[Item],
+    todo: list[int],
+    mode: str,
+    existing: Callable[[Item], dict[str, Any] | None] | None,
+    on_result: Callable[[dict[str, Any]], None],
+) -> Iterator[Task]:
+    """Read each image's bytes just before a worker needs them; unreadable inputs become
+    error results here and never reach a worker."""
+    for index in todo:
+        item = items[index - 1]
+        try:
+            data = item.image.read()
+        except FileNotFoundError:
+            on_result(failure(index, item.key, f"{item.source}: no such file"))
+            continue
+        except (OSError, InputError) as e:
+            on_result(failure(index, item.key, f"{item.source}: cannot read ({e})"))
+            continue
+        given = None
+        if mode == "semi":
+            try:
+                given = existing(item) if existing is not None else None
+                if given is None and item.annotations is not None:
+                    given = _parse_sa1b_bytes(item.annotations.read(), item.source)
+            except (OSError, InputError) as e:
+                on_result(failure(index, item.key, f"existing annotations: {e}"))
+                continue
+            given = given if given is not None else {"annotations": []}
+        yield Task(index, item.key, item.file_name, data, given)
+
+
+def _parse_sa1b_bytes(data: bytes, source: str) -> dict[str, Any]:
+    from segany.formats.sa1b import parse_sa1b
+
+    try:
+        loaded = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise InputError(f"{source}: annotations are not JSON ({e})") from None
+    return parse_sa1b(loaded, source=source).to_dict()
+
+
+def _existing_index(spec: str | None) -> Callable[[Item], dict[str, Any] | None] | None:
+    """A lookup item -> its existing annotations (SA-1B dict), from a folder or COCO file."""
+    if spec is None:
+        return None
+    path = Path(spec)
+    if path.is_dir():
+
+        def from_folder(item: Item) -> dict[str, Any] | None:
+            rel = PurePosixPath(item.key)
+            for cand in (path / rel.with_suffix(".json"), path / (item.key + ".json")):
+                if cand.is_file():
+                    return _parse_sa1b_bytes(cand.read_bytes(), str(cand))
+            return None
+
+        return from_folder
+    if path.is_file():
+        return _coco_lookup(path)
+    raise InputError(f"existing annotations {spec}: no such file or folder")
+
+
+def _coco_lookup(path: Path) -> Callable[[Item], dict[str, Any] | None]:
+    from segany.formats import read_coco
+    from segany.formats.records import segmentation_rle
+
+    data = read_coco(path)
+    by_id: dict[Any, list[dict[str, Any]]] = {}
+    for ann in data["annotations"]:
+        by_id.setdefault(ann.get("image_id"), []).append(ann)
+    images: dict[str, dict[str, Any]] = {}
+    for im in data["images"]:
+        name = str(im.get("file_name", ""))
+        images.setdefault(name, im)
+        images.setdefault(PurePosixPath(name).name, im)
+
+    def lookup(item: Item) -> dict[str, Any] | None:
+        im = images.get(item.key) or images.get(item.file_name)
+        if im is None:
+            return None
+        h, w = int(im["height"]), int(im["width"])
+        anns = []
+        for ann in by_id.get(im["id"], []):
+            seg = ann.get("segmentation")
+            if not (isinstance(seg, dict) and isinstance(seg.get("counts"), str)):
+                # Polygons and uncompressed RLE become compressed RLE (SA-1B stores RLE).
+                ann = dict(ann, segmentation=_coco_rle(seg, h, w, segmentation_rle))
+            anns.append(ann)
+        info = {"image_id": im["id"], "width": w, "height": h, "file_name": item.file_name}
+        return {"image": info, "annotations": anns}
+
+    return lookup
+
+
+def _coco_rle(seg: Any, h: int, w: int, to_rle: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    from pycocotools import mask as mask_utils
+
+    if isinstance(seg, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
+    elif isinstance(seg, dict) and isinstance(seg.get("counts"), list):
+        rle = mask_utils.frPyObjects(seg, h, w)
+    elif isinstance(seg, dict):
+        rle = seg
+    else:
+        raise InputError(f"a COCO segmentation must be polygons or RLE, got {type(seg).__name__}")
+    return to_rle(rle)

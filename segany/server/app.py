@@ -1,0 +1,183 @@
+"""The FastAPI application: state, token check, error mapping, the page.
+
+Every error becomes a JSON ``{"detail": ...}`` with a 4xx status: 400 bad input, 401 missing
+token, 404 unknown id, 409 stale edit (with ``current``), 413 oversized upload, 422 a body that
+does not match the schema. An unexpected exception is a 500 with a JSON body (and a bug).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from segany.errors import InputError, MissingExtraError
+from segany.server.settings import ServerSettings
+
+STATIC = Path(__file__).parent / "static"
+TOKEN_COOKIE = "segany_token"
+log = logging.getLogger("segany.server")
+
+
+@dataclass
+class AppState:
+    settings: ServerSettings
+    project: Any  # ProjectFolder
+    notes: Any  # Annotations
+    hub: Any  # ModelHub
+    retrainer: Any  # Retrainer
+    sessions: Any
+    engine: Any
+
+
+def build_state(settings: ServerSettings, model: Any = None) -> AppState:
+    """Open (or create) the project: folder, database (migrated), model versions."""
+    from sqlalchemy import select, update
+
+    from segany.checkpoints import load_model
+    from segany.server import exporting
+    from segany.server.annotations import Annotations
+    from segany.server.db import ModelVersion, TrainJob, now, open_database
+    from segany.server.modelhub import ModelHub
+    from segany.server.project import ProjectFolder
+    from segany.server.training import Retrainer
+
+    project = ProjectFolder(
+        settings.project_dir,
+        max_pixels=settings.max_pixels,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
+    engine, sessions = open_database(settings.database_url)
+
+    def loader(source: str | None) -> Any:
+        if source is not None and not Path(source).is_absolute() and source.startswith("models/"):
+            source = str(project.root / source)
+        return load_model(source, device=settings.device, progress=False)
+
+    hub = ModelHub(project.root / "embeddings", loader, cache_size=settings.embedding_cache)
+    with sessions.begin() as s:
+        versions = list(s.scalars(select(ModelVersion).order_by(ModelVersion.version)))
+        if not versions:
+            v0 = ModelVersion(version=0, source=settings.model or "", note="the starting model")
+            s.add(v0)
+            versions = [v0]
+        elif settings.model is not None and versions[0].source != settings.model:
+            log.warning("this project started with model %r", versions[0].source or "(default)")
+        # Jobs a previous run left unfinished cannot resume: say so instead of "running".
+        s.execute(
+            update(TrainJob)
+            .where(TrainJob.status.in_(("queued", "running")))
+            .values(status="failed", message="interrupted by a server restart", finished_at=now())
+        )
+    for v in versions:
+        hub.register(v.version, v.source or None, (v.metrics or {}).get("encoder_version"))
+    hub.current = versions[-1].version
+    if model is not None and hub.current == 0:
+        hub.add_loaded(0, model)
+    notes = Annotations(sessions)
+
+    def export_sa1b(folder: Path) -> int:
+        docs = exporting.documents(project, notes)
+        exporting.write_sa1b_folder(folder, docs)
+        return sum(len(d.annotations) for _, d in docs)
+
+    retrainer = Retrainer(project.root, sessions, export_sa1b, hub)
+    return AppState(settings, project, notes, hub, retrainer, sessions, engine)
+
+
+def create_app(settings: ServerSettings, *, model: Any = None) -> Any:
+    """The app for ``settings``; ``model`` (a loaded ``Sam``) skips loading version 0."""
+    try:
+        from fastapi import FastAPI, Request
+        from fastapi.exceptions import RequestValidationError
+        from fastapi.responses import FileResponse, JSONResponse
+        from fastapi.staticfiles import StaticFiles
+    except ImportError as e:
+        raise MissingExtraError("segany serve", "server", e.name or "fastapi") from None
+    from segany import __version__
+    from segany.server.project import Conflict, NotFound, TooLarge
+    from segany.server.routes import router
+
+    state = build_state(settings, model)
+    app = FastAPI(
+        title="segany annotation app",
+        version=__version__,
+        description="Annotate images with Segment Anything: prompts, pre-fill, masks, "
+        "export, retraining. Coordinates are XY pixels of the original image; masks are "
+        "COCO RLE.",
+    )
+    app.state.segany = state
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Any:
+        token = settings.token
+        cookie = None
+        if token:
+            given = (
+                request.headers.get("x-segany-token")
+                or _bearer(request.headers.get("authorization"))
+                or request.query_params.get("token")
+                or request.cookies.get(TOKEN_COOKIE)
+            )
+            if not given or not hmac.compare_digest(given.encode(), token.encode()):
+                return JSONResponse(
+                    {"detail": "this server needs its token (header X-Segany-Token)"}, 401
+                )
+            cookie = request.query_params.get("token")
+        length = request.headers.get("content-length")
+        limit = settings.max_upload_bytes + 64 * 1024  # multipart framing
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return JSONResponse(
+                {"detail": f"request body over the limit of {settings.max_upload_bytes} bytes"},
+                413,
+            )
+        response = await call_next(request)
+        if cookie:  # the page was opened with ?token=...: its scripts and calls carry a cookie
+            response.set_cookie(TOKEN_COOKIE, cookie, httponly=True, samesite="strict")
+        return response
+
+    @app.exception_handler(Conflict)
+    async def conflict(_request: Request, e: Conflict) -> JSONResponse:
+        return JSONResponse({"detail": str(e), "current": e.current}, 409)
+
+    @app.exception_handler(InputError)
+    async def bad_input(_request: Request, e: InputError) -> JSONResponse:
+        status = 404 if isinstance(e, NotFound) else 413 if isinstance(e, TooLarge) else 400
+        return JSONResponse({"detail": str(e)}, status)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_body(_request: Request, e: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", ""))} for err in e.errors()
+        ]
+        detail = "the request does not match the schema"
+        return JSONResponse({"detail": detail, "errors": errors}, 422)
+
+    @app.exception_handler(Exception)
+    async def internal(_request: Request, e: Exception) -> JSONResponse:
+        log.exception("internal error")
+        return JSONResponse({"detail": f"internal error: {type(e).__name__}"}, 500)
+
+    app.include_router(router, prefix="/api")
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    return app
+
+
+def _bearer(value: str | None) -> str | None:
+    if value and value.lower().startswith("bearer "):
+        return value[7:].strip()
+    return None
+
+
+def state_of(request: Any) -> AppState:
+    return request.app.state.segany  # type: ignore[no-any-return]
+
+
+__all__ = ["AppState", "create_app", "state_of", "InputError"]

@@ -1,0 +1,160 @@
+"""Model versions, image embeddings and the two model calls the app makes (decode, pre-fill).
+
+Embeddings are computed once per (image content, encoder version): kept as ``.npy`` files in
+the project's ``embeddings/`` folder and in a bounded in-memory LRU. A retrained version whose
+encoder was frozen shares its parent's embeddings. Model calls are serialised by one lock:
+the CPU threads of one call are faster than two calls fighting over them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from segany.errors import InputError
+from segany.predictor import Prediction, Predictor
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """features 1×C×h×w float32; original (H, W); input (h', w') after resize-longest-side."""
+
+    features: np.ndarray
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+    encoder_version: int
+
+
+class ModelHub:
+    def __init__(
+        self,
+        folder: Path,
+        loader: Callable[[str | None], Any],
+        *,
+        cache_size: int,
+    ) -> None:
+        self.folder = Path(folder)
+        self._loader = loader
+        self._models: dict[int, Any] = {}
+        self._sources: dict[int, str | None] = {}
+        self._encoder_of: dict[int, int] = {}
+        self.current = 0
+        self.lock = threading.RLock()
+        self._cache: OrderedDict[tuple[str, int], Embedding] = OrderedDict()
+        self.cache_size = cache_size
+        self.encoder_runs = 0  # how many embeddings were computed (tests and the load run)
+
+    # ----- versions -----------------------------------------------------------------------
+    def register(self, version: int, source: str | None, encoder_version: int | None = None):
+        self._sources[version] = source
+        self._encoder_of[version] = version if encoder_version is None else encoder_version
+
+    def add_loaded(self, version: int, model: Any) -> None:
+        with self.lock:
+            self._models[version] = model.eval()
+
+    def model(self, version: int | None = None) -> Any:
+        v = self.current if version is None else version
+        if v not in self._sources:
+            raise InputError(f"unknown model version {v}")
+        with self.lock:
+            if v not in self._models:
+                # Keep the current version and the one asked for; drop others to bound memory.
+                for old in [k for k in self._models if k not in (self.current, v)]:
+                    del self._models[old]
+                self._models[v] = self._loader(self._sources[v]).eval()
+            return self._models[v]
+
+    def encoder_version(self, version: int | None = None) -> int:
+        return self._encoder_of[self.current if version is None else version]
+
+    # ----- embeddings ---------------------------------------------------------------------
+    def embedding(self, sha256: str, read_rgb: Callable[[], np.ndarray]) -> Embedding:
+        """The current model's embedding of an image (``read_rgb`` is called only on a miss)."""
+        enc = self.encoder_version()
+        key = (sha256, enc)
+        with self.lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+            path = self.folder / f"{sha256}-e{enc}.npz"
+            emb = self._read(path, enc) if path.is_file() else None
+            if emb is None:
+                predictor = Predictor(self.model(enc))
+                predictor.set_image(read_rgb())
+                emb = Embedding(
+                    predictor.get_image_embedding().cpu().numpy().astype(np.float32),
+                    predictor.original_size or (0, 0),
+                    predictor.input_size or (0, 0),
+                    enc,
+                )
+                self.encoder_runs += 1
+                self._write(path, emb)
+            self._cache[key] = emb
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+            return emb
+
+    def _read(self, path: Path, enc: int) -> Embedding | None:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return Embedding(
+                    z["features"].astype(np.float32),
+                    (int(z["original"][0]), int(z["original"][1])),
+                    (int(z["input"][0]), int(z["input"][1])),
+                    enc,
+                )
+        except (OSError, KeyError, ValueError):
+            return None  # a damaged cache file is recomputed
+
+    def _write(self, path: Path, emb: Embedding) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(
+                f,
+                features=emb.features,
+                original=np.asarray(emb.original_size),
+                input=np.asarray(emb.input_size),
+            )
+        tmp.replace(path)
+
+    # ----- model calls --------------------------------------------------------------------
+    def decode(
+        self,
+        emb: Embedding,
+        *,
+        points: np.ndarray | None,
+        labels: np.ndarray | None,
+        box: np.ndarray | None,
+        mask_input: np.ndarray | None,
+        multimask: bool,
+    ) -> Prediction:
+        """Masks C×H×W, scores C, low-res logits C×s×s for one prompt set."""
+        with self.lock:
+            predictor = Predictor(self.model())
+            predictor.set_image_embedding(
+                torch.from_numpy(emb.features), emb.original_size, emb.input_size
+            )
+            return predictor.predict(
+                points, labels, box, mask_input, multimask_output=multimask, batched=False
+            )
+
+    def prefill(self, emb: Embedding, **options: Any) -> list[Any]:
+        """Confident automatic masks (``MaskRecord`` with COCO RLE) for the whole image;
+        ``options`` not None go to ``MaskGenerator`` (points_per_side, thresholds)."""
+        from segany.automatic import MaskGenerator
+
+        options = {k: v for k, v in options.items() if v is not None}
+        options["output_mode"] = "coco_rle"
+        with self.lock:
+            generator = MaskGenerator(Predictor(self.model()), **options)
+            return generator.generate(
+                embedding=torch.from_numpy(emb.features), original_size=emb.original_size
+            )

@@ -1,0 +1,161 @@
+"""The project folder and its rules: where files live, what an acceptable image is.
+
+Layout: ``images/`` (uploads and copied images), ``embeddings/`` (cached ``.npy``),
+``models/`` (retrained versions), ``exports/``, ``train/``, and ``annotations.db`` (SQLite
+default). Every path that comes from a request goes through ``inside``: it is resolved and
+refused unless it stays in the project folder, so ``..``, absolute paths and symlinks out of
+the folder are all turned away.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from PIL import Image, UnidentifiedImageError
+
+from segany.errors import InputError
+from segany.formats._atomic import write_bytes_atomic
+from segany.formats.images import IMAGE_SUFFIXES
+
+
+class NotFound(InputError):
+    """An id or path that does not exist (HTTP 404)."""
+
+
+class TooLarge(InputError):
+    """An upload over the size limit (HTTP 413)."""
+
+
+class Conflict(InputError):
+    """A stale edit (HTTP 409); ``current`` is the state the client should merge with."""
+
+    def __init__(self, message: str, current: object) -> None:
+        super().__init__(message)
+        self.current = current
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    width: int
+    height: int
+    sha256: str
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class ProjectFolder:
+    def __init__(self, root: Path, *, max_pixels: int, max_upload_bytes: int) -> None:
+        self.root = Path(root).resolve()
+        self.max_pixels = max_pixels
+        self.max_upload_bytes = max_upload_bytes
+        for sub in ("images", "embeddings", "models", "exports", "train"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    def inside(self, relative: str) -> Path:
+        """``relative`` (POSIX, from a request) resolved in the project, or an InputError."""
+        if not relative or "\x00" in relative or "\\" in relative:
+            raise InputError(f"not a usable relative path: {relative!r}")
+        rel = PurePosixPath(relative)
+        if rel.is_absolute() or ".." in rel.parts:
+            raise InputError(f"paths must stay inside the project folder, got {relative!r}")
+        path = (self.root / rel).resolve()
+        if path != self.root and self.root not in path.parents:
+            raise InputError(f"{relative!r} leads outside the project folder")
+        return path
+
+    def relative(self, path: Path) -> str:
+        return path.resolve().relative_to(self.root).as_posix()
+
+    # ----- images -------------------------------------------------------------------------
+    def check_image(self, data: bytes, name: str) -> ImageInfo:
+        """Size and hash of an encoded image, or an InputError saying what is wrong with it.
+
+        The pixel limit is checked from the header, before any pixel is decoded."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(data)) as im:
+                    width, height = im.size
+                    if width * height > self.max_pixels:
+                        raise InputError(
+                            f"{name}: {width}×{height} = {width * height} pixels is over the "
+                            f"limit of {self.max_pixels} (a decompression bomb or a huge scan)"
+                        )
+                    im.load()
+        except InputError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise InputError(f"{name}: refused as a decompression bomb ({e})") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise InputError(f"{name}: not an image file or a broken one ({e})") from None
+        if width < 1 or height < 1:
+            raise InputError(f"{name}: the image is empty")
+        return ImageInfo(width, height, hashlib.sha256(data).hexdigest())
+
+    def safe_name(self, name: str) -> str:
+        """A file name for an upload: the base name, safe characters, an image suffix."""
+        base = PurePosixPath(name.replace("\\", "/")).name
+        stem, dot, suffix = base.rpartition(".")
+        if not dot or f".{suffix.lower()}" not in IMAGE_SUFFIXES:
+            raise InputError(
+                f"{name!r}: the file name must end in one of {', '.join(IMAGE_SUFFIXES)}"
+            )
+        stem = _UNSAFE.sub("_", stem).strip("._-")[:100] or "image"
+        return f"{stem}.{suffix.lower()}"
+
+    def store_upload(self, data: bytes, name: str) -> tuple[str, ImageInfo]:
+        """Check and write an uploaded image under ``images/``; returns its relative path."""
+        if len(data) > self.max_upload_bytes:
+            raise TooLarge(f"{name}: {len(data)} bytes is over the {self.max_upload_bytes} limit")
+        safe = self.safe_name(name)
+        info = self.check_image(data, safe)
+        target = self.images / safe
+        stem, suffix = target.stem, target.suffix
+        n = 1
+        while target.exists():
+            if hashlib.sha256(target.read_bytes()).hexdigest() == info.sha256:
+                return self.relative(target), info  # the same file again
+            target = self.images / f"{stem}-{n}{suffix}"
+            n += 1
+        write_bytes_atomic(target, data)
+        return self.relative(target), info
+
+    def scan(self, folder: str) -> list[tuple[str, ImageInfo]]:
+        """Images found in a project sub-folder (not recursive); bad files are skipped."""
+        root = self.inside(folder)
+        if not root.is_dir():
+            raise NotFound(f"{folder!r} is not a folder in the project")
+        found = []
+        for path in sorted(root.iterdir()):
+            if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
+                continue
+            if not path.is_file() or self.root not in path.resolve().parents:
+                continue  # a symlink out of the project
+            try:
+                info = self.check_image(path.read_bytes(), path.name)
+            except InputError:
+                continue
+            found.append((self.relative(path), info))
+        return found
+
+    def copy_in(self, folder: Path) -> list[Path]:
+        """Copy the images of an outside folder (given on the command line) into ``images/``."""
+        copied = []
+        for path in sorted(Path(folder).iterdir()):
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                target = self.images / self.safe_name(path.name)
+                if not target.exists():
+                    shutil.copyfile(path, target)
+                copied.append(target)
+        return copied

@@ -1,0 +1,60 @@
+"""The settings of one ``segany serve`` run, checked once at start."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from segany.errors import InputError
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """project_dir: the project folder (created if missing); db_url: any SQLAlchemy URL
+    (default: SQLite ``annotations.db`` in the project); model: what ``load_model`` takes
+    (None: the bundled model); token: required on every request when set (and whenever
+    ``host`` is not a loopback address).
+
+    Limits: ``max_upload_bytes`` per uploaded file, ``max_pixels`` per image (decompression
+    bombs), ``embedding_cache`` embeddings kept in memory (each is C×h×w float32)."""
+
+    project_dir: Path
+    db_url: str | None = None
+    model: str | None = None
+    device: str = "cpu"
+    host: str = LOOPBACK
+    port: int = 8000
+    token: str | None = None
+    max_upload_bytes: int = 32 * 2**20
+    max_pixels: int = 40_000_000
+    embedding_cache: int = 16
+    prefill_points_per_side: int | None = 16  # a 16×16 grid: 4× faster than 32×32 on CPU
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "project_dir", Path(self.project_dir).resolve())
+        if self.max_upload_bytes < 1 or self.max_pixels < 1 or self.embedding_cache < 1:
+            raise InputError("max_upload_bytes, max_pixels and embedding_cache must be ≥ 1")
+        if self.token is not None and len(self.token) < 8:
+            raise InputError("the token must be at least 8 characters long")
+        if not is_loopback(self.host) and not self.token:
+            raise InputError(
+                f"--host {self.host} exposes the server beyond this machine: give a token "
+                "(--token or the SEGANY_TOKEN environment variable)"
+            )
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.project_dir / 'annotations.db'}"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

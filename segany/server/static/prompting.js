@@ -1,0 +1,201 @@
+// Prompts: clicks, boxes and hover decoded in the page (or by the server as a fallback), the
+// previous low-res mask fed back, the 3 outputs of a first click, undo, brush and eraser.
+
+import { rleDecode } from "./rle.js";
+import { $, api, overlay, redraw, state, status, view } from "./state.js";
+
+// ----- prompts and decoding -------------------------------------------------------------------
+export function resetPrompt() {
+  state.prompt = { points: [], labels: [], box: null };
+  state.previous = null;
+  state.outputs = [];
+  state.choice = 0;
+  state.current = null;
+  state.brushed = false;
+  state.editing = null;
+  state.history = [];
+  state.started = performance.now();
+  $("mask-info").textContent = "";
+}
+
+export function snapshot() {
+  state.history.push({
+    prompt: structuredClone(state.prompt),
+    previous: state.previous,
+    outputs: state.outputs,
+    choice: state.choice,
+    current: state.current && state.current.slice(),
+    brushed: state.brushed,
+  });
+}
+
+export function undo() {
+  const last = state.history.pop();
+  if (!last) return;
+  Object.assign(state, last);
+  showChoice(false);
+}
+
+export async function decodeWith(prompt, multimask, where) {
+  const useBrowser = where === "browser" || (where === undefined && state.decoder);
+  if (useBrowser) return state.decoder.run(state.embedding, prompt, multimask);
+  const body = { multimask };
+  if (prompt.points.length) {
+    body.points = prompt.points;
+    body.labels = prompt.labels;
+  }
+  if (prompt.box) body.box = prompt.box;
+  if (prompt.maskInput) {
+    const s = Math.round(Math.sqrt(prompt.maskInput.length));
+    const bytes = new Uint8Array(prompt.maskInput.buffer.slice(0));
+    let binary = "";
+    for (let i = 0; i < bytes.length; i++) binary += String.fromCharCode(bytes[i]);
+    body.mask_input = { shape: [1, s, s], data: btoa(binary) };
+  }
+  const { body: out } = await api(`/images/${state.image.id}/decode`, { json: body });
+  const low = Uint8Array.from(atob(out.low_res_logits.data), (c) => c.charCodeAt(0));
+  const logits = new Float32Array(low.buffer);
+  const s = out.low_res_logits.shape[1] * out.low_res_logits.shape[2];
+  return out.masks.map((rle, k) => ({
+    mask: rleDecode(rle),
+    score: out.scores[k],
+    lowRes: logits.slice(k * s, (k + 1) * s),
+  }));
+}
+
+async function decodePrompt() {
+  if (!state.embedding) return;
+  const prompt = { ...state.prompt, maskInput: state.previous };
+  // The paper's loop: the first click gives 3 candidates; later clicks refine the chosen one.
+  const multimask = !state.previous && !prompt.box && prompt.points.length === 1;
+  const outputs = await decodeWith(prompt, multimask);
+  state.decodes++;
+  state.outputs = outputs;
+  let best = 0;
+  outputs.forEach((o, k) => {
+    if (o.score > outputs[best].score) best = k;
+  });
+  state.choice = best;
+  showChoice(true);
+}
+
+function showChoice(feed) {
+  const output = state.outputs[state.choice];
+  if (output) {
+    if (feed) state.previous = output.lowRes;
+    state.current = output.mask.slice();
+    $("mask-info").textContent =
+      `output ${state.choice + 1}/${state.outputs.length} · IoU ${output.score.toFixed(3)}`;
+  } else if (!state.editing && !state.brushed) {
+    state.current = null;
+  }
+  redraw();
+}
+
+export function cycle() {
+  if (state.outputs.length < 2) return;
+  snapshot();
+  state.choice = (state.choice + 1) % state.outputs.length;
+  state.previous = state.outputs[state.choice].lowRes;
+  showChoice(false);
+}
+
+let hoverTimer = null;
+function scheduleHover(x, y) {
+  clearTimeout(hoverTimer);
+  if (state.tool !== "point" || state.current || state.prompt.points.length || !state.embedding) {
+    return;
+  }
+  hoverTimer = setTimeout(async () => {
+    if (x < 0 || y < 0 || x >= state.image.width || y >= state.image.height) return;
+    const outputs = await decodeWith({ points: [[x, y]], labels: [1], box: null }, true);
+    let best = outputs[0];
+    for (const o of outputs) if (o.score > best.score) best = o;
+    if (!state.current && !state.prompt.points.length) {
+      state.hover = best.mask;
+      redraw();
+    }
+  }, state.decoder ? 40 : 250);
+}
+
+// ----- brush ----------------------------------------------------------------------------------
+function paint(x, y, erase) {
+  const { width: w, height: h } = state.image;
+  if (!state.current) state.current = new Uint8Array(w * h);
+  const r = state.brushRadius;
+  for (let yy = Math.max(0, Math.floor(y - r)); yy <= Math.min(h - 1, y + r); yy++) {
+    for (let xx = Math.max(0, Math.floor(x - r)); xx <= Math.min(w - 1, x + r); xx++) {
+      if ((xx - x) ** 2 + (yy - y) ** 2 <= r * r) state.current[yy * w + xx] = erase ? 0 : 1;
+    }
+  }
+  state.brushed = true;
+}
+
+// ----- canvas events --------------------------------------------------------------------------
+let down = null;
+
+const canvas = $("canvas");
+canvas.addEventListener("contextmenu", (e) => e.preventDefault());
+canvas.addEventListener("mousedown", (e) => {
+  if (!state.image) return;
+  const [x, y] = view.toImage(e);
+  down = { x, y, button: e.button, shift: e.shiftKey };
+  if (state.tool !== "point") {
+    snapshot();
+    paint(x, y, state.tool === "erase");
+    redraw();
+  }
+});
+canvas.addEventListener("mousemove", (e) => {
+  if (!state.image) return;
+  const [x, y] = view.toImage(e);
+  if (state.tool !== "point") {
+    overlay.brushAt = { x, y, radius: state.brushRadius, erase: state.tool === "erase" };
+    if (down) paint(x, y, state.tool === "erase");
+    redraw();
+    return;
+  }
+  if (down && Math.hypot((x - down.x) * view.scale, (y - down.y) * view.scale) > 6) {
+    overlay.drag = [
+      Math.min(down.x, x), Math.min(down.y, y), Math.max(down.x, x), Math.max(down.y, y),
+    ];
+    redraw();
+    return;
+  }
+  scheduleHover(x, y);
+});
+canvas.addEventListener("mouseleave", () => {
+  overlay.brushAt = null;
+  clearTimeout(hoverTimer);
+  state.hover = null;
+  redraw();
+});
+window.addEventListener("mouseup", async (e) => {
+  if (!down || !state.image) return;
+  const start = down;
+  down = null;
+  if (state.tool !== "point") return;
+  const clip = (v, hi) => Math.min(Math.max(v, 0), hi - 1);
+  snapshot();
+  if (overlay.drag) {
+    const [x0, y0, x1, y1] = overlay.drag;
+    const { width: w, height: h } = state.image;
+    state.prompt.box = [clip(x0, w), clip(y0, h), clip(x1, w), clip(y1, h)];
+    overlay.drag = null;
+  } else {
+    const [x, y] = view.toImage(e);
+    if (x < 0 || y < 0 || x >= state.image.width || y >= state.image.height) {
+      state.history.pop();
+      return;
+    }
+    const negative = start.button === 2 || start.shift;
+    state.prompt.points.push([Math.round(x * 10) / 10, Math.round(y * 10) / 10]);
+    state.prompt.labels.push(negative ? 0 : 1);
+  }
+  state.hover = null;
+  try {
+    await decodePrompt();
+  } catch (error) {
+    status(error.message);
+  }
+});

@@ -1,0 +1,65 @@
+// Shared by the page's modules: the state, the element lookup, the API call, the view.
+
+import { View } from "./view.js";
+
+export const $ = (id) => document.getElementById(id);
+export const view = new View($("canvas"));
+export const overlay = { drag: null, brushAt: null }; // what the canvas draws above the masks
+
+export const state = {
+  images: [],
+  image: null, // {id, width, height, status, ...}
+  element: null, // the HTMLImageElement
+  embedding: null, // {data, shape, inputSize, originalSize}
+  decoder: null, // BrowserDecoder or null (then the server decodes)
+  modelVersion: 0,
+  prompt: { points: [], labels: [], box: null },
+  previous: null, // low-res logits of the chosen output, fed back on the next click
+  outputs: [],
+  choice: 0,
+  current: null, // the mask being made: Uint8Array(H*W)
+  hover: null,
+  brushed: false,
+  editing: null, // a saved mask being edited: {id, version, seconds}
+  masks: [],
+  hidden: new Set(),
+  selected: null,
+  tool: "point",
+  brushRadius: 8,
+  history: [],
+  started: performance.now(),
+  decodes: 0,
+};
+
+export function status(text) {
+  $("status").textContent = text;
+}
+
+export async function api(path, options = {}) {
+  const init = { credentials: "same-origin", ...options };
+  if (options.json !== undefined) {
+    init.method = init.method || "POST";
+    init.headers = { "content-type": "application/json" };
+    init.body = JSON.stringify(options.json);
+  }
+  const response = await fetch(`/api${path}`, init);
+  if (response.status === 204) return null;
+  const body = response.headers.get("content-type")?.includes("json")
+    ? await response.json()
+    : await response.arrayBuffer();
+  if (!response.ok) {
+    const error = new Error(body.detail || `HTTP ${response.status}`);
+    error.status = response.status;
+    error.body = body;
+    throw error;
+  }
+  return { body, headers: response.headers };
+}
+
+
+export function redraw() {
+  if (state.image) {
+    view.paintLive(state.hover, state.current, state.image.width, state.image.height);
+  }
+  view.draw(state.element, state.prompt, overlay.drag, overlay.brushAt);
+}

@@ -1,0 +1,377 @@
+"""The annotation app's JSON API, through FastAPI's test client on the bundled tiny model."""
+
+# ruff: noqa: F811 - pytest fixtures imported from tests.server_fixtures are test arguments
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="the server extra is part of the dev extra")
+
+from segany.masks import decode_rle  # noqa: E402
+from segany.server import ServerSettings  # noqa: E402
+from tests.server_fixtures import (  # noqa: E402, F401
+    add_mask,
+    click,
+    client,
+    coins_png,
+    db_url,
+    make_client,
+    png_bytes,
+    postgres_url,
+    reset_postgres,
+    tiny,
+    upload,
+)
+
+
+# ----- images -----------------------------------------------------------------------------------
+def test_upload_list_file_status(client):
+    image = upload(client, name="../../evil name!.png")
+    assert image["path"] == "images/evil_name.png"  # base name only, safe characters
+    assert (image["width"], image["height"]) == (384, 303)
+    listing = client.get("/api/images").json()
+    assert listing["counts"] == {"todo": 1, "annotated": 0, "skipped": 0}
+    assert listing["next_id"] == image["id"]
+    assert client.get(image["url"]).content == coins_png()
+    assert client.get(f"/api/images/{image['id']}").json() == image
+    r = client.put(f"/api/images/{image['id']}/status", json={"status": "skipped"})
+    assert r.json()["status"] == "skipped"
+    listing = client.get("/api/images").json()
+    assert listing["counts"]["skipped"] == 1 and listing["next_id"] is None
+    assert client.put(f"/api/images/{image['id']}/status", json={"status": "x"}).status_code == 422
+    # The same file again is the same image, not a copy.
+    assert upload(client, name="evil name!.png")["id"] == image["id"]
+
+
+def test_import_folder_inside_the_project_only(client, tmp_path):
+    folder = tmp_path / "project" / "batch"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(png_bytes(np.full((20, 30, 3), 9, np.uint8)))
+    (folder / "broken.png").write_bytes(b"not a png")
+    r = client.post("/api/images/import", json={"folder": "batch"})
+    assert [im["path"] for im in r.json()["images"]] == ["batch/a.png"]
+    assert client.post("/api/images/import", json={"folder": "batch"}).json()["images"] == []
+    for trick in ("..", "../..", "/etc", "batch/../../x", "a\\..\\b"):
+        r = client.post("/api/images/import", json={"folder": trick})
+        assert r.status_code == 400, trick
+        assert "project" in r.json()["detail"] or "path" in r.json()["detail"]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "project" / "link").symlink_to(outside)
+    assert client.post("/api/images/import", json={"folder": "link"}).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "status", "words"),
+    [
+        ("big.png", b"x" * 500_000, 413, "limit"),
+        ("text.png", b"hello, not an image", 400, "not an image"),
+        ("script.sh", b"#!/bin/sh", 400, "must end in"),
+        ("noext", b"abc", 400, "must end in"),
+    ],
+)
+def test_upload_errors(client, name, data, status, words):
+    r = client.post("/api/images", files={"file": (name, data, "application/octet-stream")})
+    assert r.status_code == status, r.text
+    assert words in r.json()["detail"]
+    assert not any((client.app.state.segany.project.images).iterdir())
+
+
+def test_decompression_bomb_refused_from_header(client):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("1", (2000, 2000)).save(buf, "PNG")  # 4 M pixels in a few hundred bytes
+    assert len(buf.getvalue()) < 10_000
+    r = client.post("/api/images", files={"file": ("bomb.png", buf.getvalue(), "image/png")})
+    assert r.status_code == 400
+    assert "4000000 pixels is over the limit" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/api/images/999"),
+        ("get", "/api/images/999/file"),
+        ("get", "/api/images/999/embedding"),
+        ("get", "/api/images/999/masks"),
+        ("get", "/api/masks/999"),
+        ("get", "/api/train/999"),
+        ("get", "/api/exports/nothing.json"),
+        ("delete", "/api/masks/999?version=1"),
+    ],
+)
+def test_unknown_ids_are_404_json(client, method, path):
+    r = getattr(client, method)(path)
+    assert r.status_code == 404 and "detail" in r.json()
+
+
+def test_export_paths_cannot_leave_the_exports_folder(client):
+    for trick in ("../annotations.db", "..%2Fannotations.db", "%2e%2e/annotations.db"):
+        r = client.get(f"/api/exports/{trick}")
+        assert r.status_code in (400, 404), trick
+        assert r.headers["content-type"].startswith("application/json")
+
+
+# ----- embedding and decode ---------------------------------------------------------------------
+def test_embedding_computed_once_and_cached_on_disk(client, tiny, tmp_path):
+    image = upload(client)
+    hub = client.app.state.segany.hub
+    first = client.get(f"/api/images/{image['id']}/embedding")
+    again = client.get(f"/api/images/{image['id']}/embedding")
+    assert hub.encoder_runs == 1
+    assert first.content == again.content
+    assert first.headers["x-shape"] == "1,128,24,24"
+    assert first.headers["x-original-size"] == "303,384"
+    assert first.headers["x-input-size"] == "152,192"
+    emb = np.frombuffer(first.content, "<f4").reshape(1, 128, 24, 24)
+    from segany import Predictor
+    from segany.formats import read_image
+
+    predictor = Predictor(tiny)
+    predictor.set_image(read_image(tmp_path / "project" / image["path"]))
+    np.testing.assert_allclose(emb, predictor.get_image_embedding().numpy(), atol=1e-5)
+    assert len(list((tmp_path / "project" / "embeddings").glob("*.npz"))) == 1
+    # A restarted server reads it from disk: no encoder run.
+    other = make_client(tmp_path / "project", tiny)
+    assert other.get(f"/api/images/{image['id']}/embedding").content == first.content
+    assert other.app.state.segany.hub.encoder_runs == 0
+
+
+def test_embedding_memory_is_bounded(tmp_path, tiny):
+    client = make_client(tmp_path / "p", tiny, embedding_cache=2)
+    for v in range(3):
+        image = upload(client, png_bytes(np.full((16, 16, 3), v * 50, np.uint8)), f"{v}.png")
+        client.get(f"/api/images/{image['id']}/embedding")
+    assert len(client.app.state.segany.hub._cache) == 2
+
+
+def test_decode_matches_the_predictor_and_feeds_logits_back(client, tiny, tmp_path):
+    from segany import Predictor
+    from segany.formats import read_image
+
+    image = upload(client)
+    out = click(client, image["id"], points=[[150, 100], [300, 250]], labels=[1, 0])
+    assert len(out["masks"]) == 3 and len(out["scores"]) == 3
+    assert out["masks"][0]["size"] == [303, 384] and out["model_version"] == 0
+    predictor = Predictor(tiny)
+    predictor.set_image(read_image(tmp_path / "project" / image["path"]))
+    ref = predictor.predict(np.array([[150, 100], [300, 250]]), np.array([1, 0]))
+    for rle, mask in zip(out["masks"], ref.masks, strict=True):
+        assert (decode_rle(rle) != mask).sum() <= 2  # float noise at the 0 threshold only
+    np.testing.assert_allclose(out["scores"], ref.scores, atol=1e-4)
+    logits = out["low_res_logits"]
+    assert logits["shape"] == [3, 96, 96]
+    best = np.frombuffer(base64.b64decode(logits["data"]), "<f4").reshape(3, 96, 96)
+    feed = {"shape": [1, 96, 96], "data": base64.b64encode(best[:1].tobytes()).decode()}
+    again = click(
+        client, image["id"], points=[[150, 100]], labels=[1], mask_input=feed, multimask=False
+    )
+    assert len(again["masks"]) == 1
+    box = click(client, image["id"], box=[100, 50, 250, 200], multimask=False)
+    assert len(box["masks"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        ({}, 400, "at least one prompt"),
+        ({"points": [[1, 2]]}, 400, "labels"),
+        ({"points": [[1, 2]], "labels": [2]}, 400, "labels"),
+        ({"points": [[1, 2]], "labels": [1, 0]}, 400, "point_labels shape"),
+        ({"points": [[1, 2, 3]], "labels": [1]}, 400, "N×2"),
+        ({"points": [[1, 2]] * 65, "labels": [1] * 65}, 400, "1 to 64 points"),
+        ({"labels": [1]}, 400, "without points"),
+        ({"box": [10, 10, 5, 5]}, 400, "XYXY"),
+        ({"box": [1, 2, 3]}, 400, "box"),
+        ({"points": "here", "labels": [1]}, 422, "schema"),
+        ({"points": [[1, 2]], "labels": [1], "color": "red"}, 422, "schema"),
+        ({"mask_input": {"shape": [1, 8, 8], "data": "AAAA"}}, 400, "bytes"),
+        ({"mask_input": {"shape": [1, 96, 96], "data": "@@@"}}, 400, "base64"),
+        ({"mask_input": {"shape": [1, 2, 2], "data": "A" * 22 + "=="}}, 400, "mask_input"),
+    ],
+)
+def test_malformed_prompts_are_4xx(client, body, status, words):
+    image = upload(client)
+    r = client.post(f"/api/images/{image['id']}/decode", json=body)
+    assert r.status_code == status, r.text
+    assert words in r.text
+
+
+def test_malformed_json_is_422(client):
+    image = upload(client)
+    r = client.post(
+        f"/api/images/{image['id']}/decode",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 422
+
+
+# ----- masks: CRUD, concurrency, persistence (SQLite and PostgreSQL) ----------------------------
+def test_masks_crud_and_stale_edit_conflict(tmp_path, tiny, db_url):
+    client = make_client(tmp_path / "project", tiny, db_url)
+    image = upload(client)
+    out = click(client, image["id"])
+    mask = add_mask(
+        client,
+        image["id"],
+        out["masks"][2],
+        label="coin",
+        author="ann",
+        prompts={"points": [[150, 100]], "labels": [1]},
+        model_version=0,
+        predicted_iou=out["scores"][2],
+        seconds=4.5,
+    )
+    truth = decode_rle(out["masks"][2])
+    assert mask["area"] == int(truth.sum()) and mask["version"] == 1
+    ys, xs = np.nonzero(truth)
+    assert mask["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min(), ys.max() - ys.min()]
+    assert client.get(f"/api/masks/{mask['id']}").json() == mask
+    assert client.get(f"/api/images/{image['id']}/masks").json() == [mask]
+    # Two annotators read version 1; the first edit wins, the second gets 409 + current state.
+    first = client.patch(f"/api/masks/{mask['id']}", json={"version": 1, "label": "penny"})
+    assert first.status_code == 200 and first.json()["version"] == 2
+    second = client.patch(f"/api/masks/{mask['id']}", json={"version": 1, "label": "dime"})
+    assert second.status_code == 409
+    assert second.json()["current"]["label"] == "penny"
+    assert second.json()["current"]["version"] == 2
+    stale_delete = client.delete(f"/api/masks/{mask['id']}?version=1")
+    assert stale_delete.status_code == 409
+    edited = client.patch(
+        f"/api/masks/{mask['id']}",
+        json={"version": 2, "rle": out["masks"][0], "origin": "edited", "seconds": 9.0},
+    ).json()
+    assert edited["area"] == int(decode_rle(out["masks"][0]).sum())
+    assert edited["origin"] == "edited" and edited["label"] == "penny"
+    assert client.delete(f"/api/masks/{mask['id']}?version=3").status_code == 204
+    assert client.get(f"/api/masks/{mask['id']}").status_code == 404
+    gone = client.patch(f"/api/masks/{mask['id']}", json={"version": 3, "label": "x"})
+    assert gone.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("rle", "words"),
+    [
+        ({"size": [10, 10], "counts": "PP"}, "but image"),
+        ({"size": [303, 384], "counts": "!!!!"}, "counts"),
+        ("empty", "empty"),
+    ],
+)
+def test_bad_masks_are_400(client, rle, words):
+    from segany.masks import encode_rle
+
+    image = upload(client)
+    if rle == "empty":
+        rle = encode_rle(np.zeros((303, 384), bool))
+    r = client.post(f"/api/images/{image['id']}/masks", json={"rle": rle, "origin": "brush"})
+    assert r.status_code == 400 and words in r.json()["detail"]
+    r = client.post(f"/api/images/{image['id']}/masks", json={"rle": rle, "origin": "magic"})
+    assert r.status_code == 422
+
+
+def test_restart_keeps_everything(tmp_path, tiny, db_url):
+    from segany.server.db import SCHEMA_VERSION, schema_version
+
+    client = make_client(tmp_path / "project", tiny, db_url)
+    image = upload(client)
+    out = click(client, image["id"])
+    mask = add_mask(client, image["id"], out["masks"][1], label="kept", seconds=2.0)
+    client.put(f"/api/images/{image['id']}/status", json={"status": "annotated"})
+    client.app.state.segany.engine.dispose()  # the process is gone
+    del client
+    again = make_client(tmp_path / "project", tiny, db_url)
+    assert again.get(f"/api/masks/{mask['id']}").json() == mask
+    assert again.get("/api/images").json()["counts"]["annotated"] == 1
+    engine = again.app.state.segany.engine
+    assert schema_version(engine) == SCHEMA_VERSION
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT version FROM schema_migrations")).scalars().all()
+    assert sorted(rows) == list(range(1, SCHEMA_VERSION + 1))  # each applied once
+
+
+def test_migrations_upgrade_an_older_database(tmp_path):
+    from sqlalchemy import create_engine, inspect
+
+    from segany.server import db
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    first = db.MIGRATIONS[:1]
+    original = db.MIGRATIONS[:]
+    db.MIGRATIONS[:] = first
+    try:
+        assert db.migrate(engine) == [1]
+    finally:
+        db.MIGRATIONS[:] = original
+    assert not inspect(engine).has_table("train_jobs")
+    assert db.migrate(engine) == [2]
+    assert inspect(engine).has_table("train_jobs")
+    assert db.migrate(engine) == []
+
+
+# ----- access --------------------------------------------------------------------------------
+def test_token_checked_on_every_request(tmp_path, tiny):
+    client = make_client(tmp_path / "p", tiny, token="s3cret-token")
+    for path in ("/api/images", "/", "/openapi.json", "/static/app.js"):
+        r = client.get(path)
+        assert r.status_code == 401 and "token" in r.json()["detail"], path
+    assert client.get("/api/images", headers={"X-Segany-Token": "wrong-token"}).status_code == 401
+    assert client.get("/api/images", headers={"X-Segany-Token": "s3cret-token"}).status_code == 200
+    bearer = {"Authorization": "Bearer s3cret-token"}
+    assert client.get("/api/images", headers=bearer).status_code == 200
+    # Opening the page with ?token= leaves a cookie that the page's own requests carry.
+    assert client.get("/?token=s3cret-token").status_code == 200
+    assert client.get("/api/images").status_code == 200
+
+
+def test_public_host_needs_a_token(tmp_path):
+    from segany.errors import InputError
+
+    with pytest.raises(InputError, match="token"):
+        ServerSettings(project_dir=tmp_path, host="0.0.0.0")
+    assert ServerSettings(project_dir=tmp_path, host="0.0.0.0", token="long-enough").token
+
+
+def test_openapi_documents_every_endpoint(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in (
+        "/api/images",
+        "/api/images/import",
+        "/api/images/{image_id}",
+        "/api/images/{image_id}/file",
+        "/api/images/{image_id}/status",
+        "/api/images/{image_id}/embedding",
+        "/api/images/{image_id}/decode",
+        "/api/images/{image_id}/prefill",
+        "/api/images/{image_id}/masks",
+        "/api/masks/{mask_id}",
+        "/api/export",
+        "/api/exports/{path}",
+        "/api/train",
+        "/api/train/{job_id}",
+        "/api/models",
+        "/api/project",
+        "/api/decoder.onnx",
+    ):
+        assert path in paths, path
+    assert client.get("/docs").status_code == 200
+    assert client.get("/api/project").json()["model_version"] == 0
+
+
+def test_serve_command_refuses_a_public_host_without_token(tmp_path, monkeypatch, capsys):
+    from segany.cli import main
+
+    monkeypatch.delenv("SEGANY_TOKEN", raising=False)
+    code = main(["serve", str(tmp_path / "p"), "--host", "0.0.0.0"])
+    assert code == 3
+    assert "token" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()  # refused before creating anything

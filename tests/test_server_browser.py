@@ -1,0 +1,215 @@
+"""End to end: `segany serve` in a subprocess, the page in headless Chromium (Playwright).
+
+The decoder runs in the page (onnxruntime-web on the server's embedding); the test checks its
+masks against the server's decode endpoint for the same prompts, then drives the tools the way
+an annotator does and reads the export back with segany.formats.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.server_fixtures import coins_png, free_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
+pytest.importorskip("fastapi", reason="the server extra is part of the dev extra")
+pytest.importorskip("onnx", reason="the in-browser decoder needs the onnx export (dev extra)")
+if not CHROMIUM.is_file():
+    pytest.skip("no /usr/bin/chromium (CI installs Debian's chromium)", allow_module_level=True)
+
+pytestmark = pytest.mark.slow
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("app")
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    log = open(root / "server.log", "w")  # noqa: SIM115 - closed at teardown
+    cmd = [sys.executable, "-m", "segany", "serve", str(root / "project"), "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/api/project", timeout=5)
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise RuntimeError((root / "server.log").read_text()) from None
+            time.sleep(0.5)
+    try:
+        yield url, root / "project"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page(server, tmp_path_factory):
+    url, _ = server
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url)
+        page.wait_for_selector("body[data-ready='1']", timeout=180_000)
+        yield page
+        browser.close()
+        assert not errors, errors
+
+
+def canvas_point(page, x: float, y: float) -> tuple[float, float]:
+    """Screen position of image pixel (x, y)."""
+    box = page.locator("#canvas").bounding_box()
+    scale, dx, dy = page.evaluate(
+        "(() => { const s = window.segany.state; const c = document.getElementById('canvas');"
+        " const r = c.getBoundingClientRect();"
+        " const k = Math.min(r.width / s.image.width, r.height / s.image.height);"
+        " return [k, (r.width - s.image.width * k) / 2, (r.height - s.image.height * k) / 2]; })()"
+    )
+    return box["x"] + dx + x * scale, box["y"] + dy + y * scale
+
+
+def pixel(page, sx: float, sy: float) -> list[int]:
+    box = page.locator("#canvas").bounding_box()
+    return page.evaluate(
+        f"Array.from(document.getElementById('canvas').getContext('2d')"
+        f".getImageData({round(sx - box['x'])}, {round(sy - box['y'])}, 1, 1).data)"
+    )
+
+
+PARITY = """async ([prompt, multimask]) => {
+  const a = await window.segany.decode(prompt, multimask, 'browser');
+  const b = await window.segany.decode(prompt, multimask, 'server');
+  return a.map((o, k) => {
+    let inter = 0, union = 0;
+    for (let i = 0; i < o.mask.length; i++) {
+      inter += o.mask[i] & b[k].mask[i]; union += o.mask[i] | b[k].mask[i];
+    }
+    return [union ? inter / union : 1, o.score, b[k].score, union];
+  });
+}"""
+
+COIN = (157, 103)  # a coin in the second row of the coins photo (image pixels)
+
+
+def test_annotate_in_the_browser(page, server, tmp_path):
+    from segany.formats import read_sa1b
+    from segany.masks import decode_rle
+
+    url, project = server
+    assert page.get_attribute("body", "data-decoder") == "browser"
+    image_file = tmp_path / "coins.png"
+    image_file.write_bytes(coins_png())
+    page.set_input_files("#upload", str(image_file))
+    page.wait_for_function("window.segany.state.embedding !== null", timeout=120_000)
+    assert page.locator("#image-list li").count() == 1
+
+    # Hover: the mask under the cursor, from the decoder in the page.
+    sx, sy = canvas_point(page, *COIN)
+    page.mouse.move(sx, sy)
+    page.wait_for_function("window.segany.state.hover !== null", timeout=30_000)
+    before = pixel(page, sx, sy)
+
+    # The in-browser decoder equals the server's decoder on the same prompts.
+    prompts = [
+        ({"points": [list(COIN)], "labels": [1], "box": None}, True),
+        ({"points": [list(COIN), [300, 250]], "labels": [1, 0], "box": None}, False),
+        ({"points": [], "labels": [], "box": [120, 60, 200, 150]}, False),
+    ]
+    for prompt, multimask in prompts:
+        for iou, score_browser, score_server, union in page.evaluate(PARITY, [prompt, multimask]):
+            assert union > 0 and iou >= 0.99, (prompt, iou)
+            assert abs(score_browser - score_server) < 1e-3
+
+    # Click: a mask is drawn (the blue overlay tints the coin's gray pixels).
+    page.mouse.click(sx, sy)
+    page.wait_for_function("window.segany.state.current !== null", timeout=30_000)
+    after = pixel(page, sx, sy)
+    assert after[2] > after[0] + 30 and after != before, (before, after)
+    page.screenshot(path=str(tmp_path / "page-with-mask.png"))
+    assert page.evaluate("window.segany.state.outputs.length") == 3
+    page.keyboard.press("c")  # cycle the multimask outputs
+    assert page.evaluate("window.segany.state.choice") in (0, 1, 2)
+    page.keyboard.press("z")  # undo the cycle
+    area = page.evaluate("window.segany.state.current.reduce((a, b) => a + b, 0)")
+
+    # Brush: paint a stroke next to the coin; the mask grows.
+    page.keyboard.press("b")
+    x0, y0 = canvas_point(page, COIN[0] + 40, COIN[1] + 40)
+    x1, y1 = canvas_point(page, COIN[0] + 60, COIN[1] + 40)
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x1, y1, steps=5)
+    page.mouse.up()
+    grown = page.evaluate("window.segany.state.current.reduce((a, b) => a + b, 0)")
+    assert grown > area
+
+    # Accept with a label (and the annotator's name).
+    page.fill("#author", "tester")
+    page.keyboard.press("Escape")  # leave the field: keys are shortcuts again
+    page.keyboard.press("l")
+    page.keyboard.type("coin")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelectorAll('#mask-list li').length === 1")
+    image_id = page.evaluate("window.segany.state.image.id")
+    masks = page.evaluate(f"fetch('/api/images/{image_id}/masks').then(r => r.json())")
+    assert len(masks) == 1
+    saved = masks[0]
+    assert saved["label"] == "coin" and saved["origin"] == "edited" and saved["seconds"] > 0
+    assert saved["area"] == grown and saved["model_version"] == 0
+    assert saved["author"] == "tester"
+
+    # Help overlay.
+    page.keyboard.press("v")
+    page.keyboard.press("?")
+    assert page.is_visible("#help")
+    page.keyboard.press("Escape")
+    assert not page.is_visible("#help")
+
+    # Pre-fill (thresholds low enough for the tiny model), then export SA-1B and read it back.
+    page.fill("#prefill-iou", "0.5")
+    page.click("#prefill")
+    page.wait_for_function("document.querySelectorAll('#mask-list li').length > 1", timeout=180_000)
+    masks = page.evaluate(f"fetch('/api/images/{image_id}/masks').then(r => r.json())")
+    assert {m["origin"] for m in masks} == {"edited", "prefill"}
+    page.select_option("#export-format", "sa1b")
+    page.click("#export")
+    page.wait_for_selector("body[data-export]")
+    folder = project / page.get_attribute("body", "data-export")
+    doc = read_sa1b(next(folder.glob("*.json")))
+    assert len(doc.annotations) == len(masks)
+    coin = next(a for a in doc.annotations if a["label"] == "coin")
+    np.testing.assert_array_equal(decode_rle(coin["segmentation"]), decode_rle(saved["rle"]))
+
+    # Select a pre-filled mask, hide it, show it, delete it.
+    count = len(masks)
+    page.click("#mask-list li:nth-child(2) .name")
+    assert page.evaluate("window.segany.state.selected") == masks[1]["id"]
+    page.keyboard.press("h")
+    assert "hidden-mask" in page.get_attribute("#mask-list li:nth-child(2)", "class")
+    page.keyboard.press("h")
+    page.keyboard.press("Delete")
+    page.wait_for_function(f"document.querySelectorAll('#mask-list li').length === {count - 1}")
+    left = page.evaluate(f"fetch('/api/images/{image_id}/masks').then(r => r.json())")
+    assert masks[1]["id"] not in {m["id"] for m in left}
+
+    # Done: the image is annotated and the progress says so.
+    page.keyboard.press("d")
+    page.wait_for_function("document.getElementById('progress-text').textContent"
+                           ".startsWith('1 annotated')")  # fmt: skip
