@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,10 +18,14 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
+from segany.decoding import PointDecoder
+from segany.embedding_cache import EmbeddingCache, ImageEmbedding, resolve_cache
 from segany.errors import InputError
 from segany.images import ImageLike, to_rgb_uint8
 from segany.limits import check_mask_volume, check_size_pair
 from segany.modeling import Sam
+from segany.postprocess import upscale_logits
+from segany.precision import encode, resolve_precision
 from segany.prediction import Prediction
 from segany.prompts import (
     PromptBatch,
@@ -33,12 +38,6 @@ from segany.transforms import ResizeLongestSide
 
 if TYPE_CHECKING:
     from segany.export.runtime import OnnxPredictor
-
-_AUTOCAST: dict[str, torch.dtype | None] = {
-    "fp32": None,
-    "bf16": torch.bfloat16,
-    "fp16": torch.float16,
-}
 
 
 @dataclass(frozen=True)
@@ -66,26 +65,38 @@ class _ImageParts:
 class Predictor:
     """Official ``SamPredictor`` semantics, plus batched prompts and an embedding cache.
 
-    ``cache_size`` > 0 keeps that many image embeddings keyed by the image's content, so setting
-    an image seen before skips the encoder.
-    ``precision``: "fp32" (default; matches the official model to ~1e-6) or "bf16"/"fp16", which
-    run the image encoder under autocast: several times faster on CPUs with bf16 matrix units and
-    on GPUs, at about 1e-2 relative error in the embedding. The decoder always runs in fp32.
+    ``cache_size`` > 0 keeps that many image embeddings in memory keyed by the image's content,
+    so setting an image seen before skips the encoder. ``cache``: an on-disk embedding cache
+    shared across processes and runs (``segany.embedding_cache``): a folder or an
+    ``EmbeddingCache``; None (default) uses ``$SEGANY_CACHE`` when set; False turns it off.
+    ``precision``: "fp32" (default; matches the official model to ~1e-6), "bf16"/"fp16" (encoder
+    under autocast: several times faster on CPUs with bf16 matrix units and on GPUs; warns once
+    where only emulated), "int8" (encoder Linear layers dynamically quantised; CPU), or "auto"
+    (the fastest of these this machine runs natively). ``self.precision`` is the resolved mode.
+    Measured deviations from fp32 are in the README; see ``segany.precision``. The decoder
+    always runs in fp32.
     """
 
     decode_chunk = 4  # prompts per decoder call on CPU (see predict_torch)
 
-    def __init__(self, model: Sam, *, cache_size: int = 0, precision: str = "fp32") -> None:
-        if precision not in _AUTOCAST:
-            raise InputError(f"precision must be one of {sorted(_AUTOCAST)}, got {precision!r}")
+    def __init__(
+        self,
+        model: Sam,
+        *,
+        cache_size: int = 0,
+        precision: str = "fp32",
+        cache: EmbeddingCache | str | os.PathLike[str] | bool | None = None,
+    ) -> None:
         self.model = model
-        self.precision = precision
+        self.disk_cache = resolve_cache(cache)
+        self.precision = resolve_precision(precision, model.device)
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
         self.cache_size = cache_size
         self._cache: OrderedDict[str, _ImageState]
         self._cache = OrderedDict()
         self._image: _ImageState | None = None
         self._parts = _ImageParts()  # official-style attributes assigned one at a time
+        self._decoder: tuple[_ImageState, PointDecoder] | None = None
 
     @classmethod
     def from_onnx(
@@ -118,14 +129,32 @@ class Predictor:
                 self._cache.move_to_end(key)
                 self._image = self._cache[key]
                 return
-        resized = self.transform.apply_image(rgb)
-        # h×w×3 uint8 -> 1×3×h×w
-        tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()
-        self.set_torch_image(tensor[None], rgb.shape[:2])
+        disk_key = None if self.disk_cache is None else self._from_disk(rgb)
+        if disk_key != "hit":
+            resized = self.transform.apply_image(rgb)
+            # h×w×3 uint8 -> 1×3×h×w
+            tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()
+            self.set_torch_image(tensor[None], rgb.shape[:2])
+            if disk_key is not None and self.disk_cache is not None:
+                state = self._require_image()
+                entry = ImageEmbedding(state.features, state.original_size, state.input_size)
+                self.disk_cache.put(disk_key, entry)
         if key is not None:
             self._cache[key] = self._require_image()
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
+
+    def _from_disk(self, rgb: np.ndarray) -> str:
+        """Set the image from the disk cache and return "hit", or return the key to store."""
+        assert self.disk_cache is not None
+        key = self.disk_cache.key(rgb, self.model, self.precision)
+        hit = self.disk_cache.get(key)
+        pe = self.model.prompt_encoder
+        if hit is None or tuple(hit.features.shape) != (1, pe.embed_dim, *pe.image_embedding_size):
+            return key
+        self.reset_image()
+        self._image = _ImageState(hit.features.to(self.device), hit.original_size, hit.input_size)
+        return "hit"
 
     @torch.inference_mode()
     def set_torch_image(
@@ -146,9 +175,7 @@ class Predictor:
         self.reset_image()
         input_size = (int(transformed_image.shape[2]), int(transformed_image.shape[3]))
         x = self.model.preprocess(transformed_image.to(self.device, torch.float32))
-        dtype = _AUTOCAST[self.precision]
-        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=bool(dtype)):
-            features = self.model.image_encoder(x)
+        features = encode(self.model, x, self.precision)
         original = (int(original_image_size[0]), int(original_image_size[1]))
         self._image = _ImageState(features.float(), original, input_size)
 
@@ -249,9 +276,33 @@ class Predictor:
         self.reset_image()
         self._image = _ImageState(emb.to(self.device, torch.float32), original_size, input_size)
 
+    def embed_images(
+        self, images: Sequence[ImageLike], *, batch_size: int = 2, image_format: str = "RGB"
+    ) -> list[ImageEmbedding]:
+        """Embeddings of several images, encoded ``batch_size`` at a time (the disk cache is
+        used and filled); the current image is left alone. Each result can be made current
+        with ``set_embedding``."""
+        from segany.batching import embed_images
+
+        return embed_images(self, images, batch_size=batch_size, image_format=image_format)
+
+    def set_images(
+        self, images: Sequence[ImageLike], *, batch_size: int = 2, image_format: str = "RGB"
+    ) -> list[ImageEmbedding]:
+        """``embed_images``, then make the first image current; returns all the embeddings."""
+        embeddings = self.embed_images(images, batch_size=batch_size, image_format=image_format)
+        if embeddings:
+            self.set_embedding(embeddings[0])
+        return embeddings
+
+    def set_embedding(self, embedding: ImageEmbedding) -> None:
+        """Make an ``ImageEmbedding`` (from ``embed_images``) the current image."""
+        self.set_image_embedding(embedding.features, embedding.original_size, embedding.input_size)
+
     def reset_image(self) -> None:
         self._image = None
         self._parts = _ImageParts()
+        self._decoder = None
 
     def _require_image(self) -> _ImageState:
         if self._image is None:
@@ -363,6 +414,9 @@ class Predictor:
         boxes, mask_input = grow(boxes), grow(mask_input)
         model = self.model
         image_pe = model.prompt_encoder.get_dense_pe()
+        # Without a mask input, decode with the image-side work shared by every prompt and
+        # call on this image, and only the requested mask outputs upscaled (same values).
+        shared = None if mask_input is not None else self._shared_decoder(state)
         low_parts, iou_parts = [], []
         # Decode a few prompts at a time: each prompt's B×4096×C working set then stays in the
         # CPU cache, which makes 16 prompts ~1.5x faster than one 16-wide batch (same results).
@@ -378,17 +432,32 @@ class Predictor:
                 boxes=None if boxes is None else boxes[rows],
                 masks=None if mask_input is None else mask_input[rows],
             )
-            low, iou = model.mask_decoder(
-                image_embeddings=state.features,
-                image_pe=image_pe,
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=multimask_output,
-            )
+            if shared is not None:
+                low, iou = shared.decode(sparse, multimask_output)
+            else:
+                low, iou = model.mask_decoder(
+                    image_embeddings=state.features,
+                    image_pe=image_pe,
+                    sparse_prompt_embeddings=sparse,
+                    dense_prompt_embeddings=dense,
+                    multimask_output=multimask_output,
+                )
             low_parts.append(low)
             iou_parts.append(iou)
         low_res, iou = torch.cat(low_parts), torch.cat(iou_parts)
-        masks = model.postprocess_masks(low_res, state.input_size, state.original_size)
-        if not return_logits:
-            masks = masks > model.mask_threshold
+        # One banded operator per axis, the official two resizes' values (segany.postprocess);
+        # binary masks are thresholded block by block, without full-size float logits.
+        masks = upscale_logits(
+            low_res,
+            state.input_size,
+            state.original_size,
+            model.image_encoder.img_size,
+            threshold=None if return_logits else model.mask_threshold,
+        )
         return masks, iou, low_res
+
+    def _shared_decoder(self, state: _ImageState) -> PointDecoder:
+        """The decoder with this image's prompt-independent work done (made once per image)."""
+        if self._decoder is None or self._decoder[0] is not state:
+            self._decoder = (state, PointDecoder(self.model, state.features))
+        return self._decoder[1]

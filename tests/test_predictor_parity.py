@@ -1,7 +1,9 @@
 """segany's Predictor against the reference SamPredictor on the same seeded weights.
 
-Tolerance (fp32): embeddings, logits and IoU scores within 1e-4 of the reference's largest
-magnitude; binary masks equal except where the reference logit lies that close to the threshold.
+Tolerance (fp32): embeddings and logits within 1e-4 of the reference's largest magnitude;
+IoU scores within 1e-4 of max(1, largest reference score) (they estimate an IoU in [0, 1]: the
+relative error of a lone near-zero score, e.g. -0.0016 off by 2e-7, measures float noise only);
+binary masks equal except where the reference logit lies that close to the threshold.
 """
 
 from __future__ import annotations
@@ -46,6 +48,12 @@ def _cases(h: int, w: int):
     }
 
 
+def score_err(scores, ref_scores) -> float:
+    ref_scores = np.asarray(ref_scores, dtype=np.float64)
+    scale = max(1.0, float(np.abs(ref_scores).max(initial=0.0)))
+    return float(np.abs(np.asarray(scores, dtype=np.float64) - ref_scores).max() / scale)
+
+
 def assert_same_masks(masks, ref_masks, ref_logits, thr, scale):
     near = np.abs(ref_logits - thr) <= TOL * scale
     differ = masks != ref_masks
@@ -57,7 +65,7 @@ def compare(ours, ref, multimask, **prompt):
     am, ai, al = ref.predict(multimask_output=multimask, **prompt)
     assert a.masks.shape == am.shape and a.scores.shape == ai.shape
     assert max_rel_err(a.logits, al) < TOL
-    assert max_rel_err(a.scores, ai) < TOL
+    assert score_err(a.scores, ai) < TOL
     full = ours.predict(multimask_output=multimask, return_logits=True, **prompt).masks
     ref_full = ref.predict(multimask_output=multimask, return_logits=True, **prompt)[0]
     assert max_rel_err(full, ref_full) < TOL
@@ -106,7 +114,7 @@ def test_batched_boxes_equal_one_by_one():
     for i in range(3):
         am, ai, al = ref.predict(box=boxes[i], point_coords=pts[i], point_labels=labels[i])
         assert max_rel_err(res.logits[i], al) < TOL
-        assert max_rel_err(res.scores[i], ai) < TOL
+        assert score_err(res.scores[i], ai) < TOL
     # the torch-level entry point with the same prompts
     tb = ours.transform.apply_boxes_torch(torch.as_tensor(boxes, dtype=torch.float), img.shape[:2])
     masks, iou, low = ours.predict_torch(None, None, boxes=tb, multimask_output=False)

@@ -40,6 +40,7 @@ from segany.limits import (
     check_size_pair,
 )
 from segany.modeling import Sam
+from segany.postprocess import upscale_logits
 from segany.predictor import Predictor
 
 __all__ = ["MaskGenerator", "PRESETS"]
@@ -72,6 +73,9 @@ class MaskGenerator:
     min_mask_region_area: remove holes and islands smaller than this (0: off).
     max_area_fraction: drop masks covering at least this fraction of the image (None: off).
     output_mode: "binary_mask", "uncompressed_rle" or "coco_rle".
+    precision: the image encoder's mode (``Predictor``'s: fp32 default, bf16, fp16, int8, auto).
+    cache: the on-disk embedding cache (``Predictor``'s: a folder, None for ``$SEGANY_CACHE``,
+    False for none); with a Predictor given, its own settings apply.
     """
 
     def __init__(
@@ -92,8 +96,18 @@ class MaskGenerator:
         output_mode: str = "binary_mask",
         *,
         max_area_fraction: float | None = None,
+        precision: str | None = None,
+        cache: Any = None,
     ) -> None:
-        self.predictor = model if isinstance(model, Predictor) else Predictor(model)
+        if isinstance(model, Predictor):
+            if precision is not None and precision not in ("auto", model.precision):
+                raise InputError(
+                    f"precision={precision!r} differs from the given Predictor's "
+                    f"{model.precision!r}; set it on the Predictor"
+                )
+            self.predictor = model
+        else:
+            self.predictor = Predictor(model, precision=precision or "fp32", cache=cache)
         self.model: Sam = self.predictor.model
         # Bounds first: the grids and crops below are sized by these numbers.
         check_int("crop_n_layers", crop_n_layers, 0, MAX_CROP_LAYERS)
@@ -257,8 +271,12 @@ class MaskGenerator:
         )
         if rgb is None and len(crop_boxes) > 1:
             raise InputError("crop layers need the image itself, not only its embedding")
-        # A private predictor (same precision): the caller's keeps its image.
-        encoder = Predictor(self.model, precision=getattr(self.predictor, "precision", "fp32"))
+        # A private predictor (same precision and disk cache): the caller's keeps its image.
+        encoder = Predictor(
+            self.model,
+            precision=getattr(self.predictor, "precision", "fp32"),
+            cache=getattr(self.predictor, "disk_cache", None) or False,
+        )
         crops = []
         for box, layer in zip(crop_boxes, layers, strict=True):
             x0, y0, x1, y1 = box
@@ -319,9 +337,9 @@ class MaskGenerator:
                 keep[rows].sum(1), dim=0
             )
             for c in range(0, len(low), chunk):
-                logits = model.postprocess_masks(
-                    low[c : c + chunk, None], input_size, (crop_h, crop_w)
-                )[:, 0]
+                logits = upscale_logits(  # the official two resizes' values, in one step
+                    low[c : c + chunk], input_size, (crop_h, crop_w), side
+                )
                 stab = M.stability_score(logits, model.mask_threshold, self.stability_score_offset)
                 ok = (
                     stab >= cut.stability_score_thresh

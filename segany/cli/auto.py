@@ -47,11 +47,11 @@ from segany.cli.common import (
     failure_line,
     finite_float,
     fraction,
-    load_model_from_args,
     non_negative_int,
     one_line,
     plain_doc,
     positive_int,
+    predictor_from_args,
 )
 from segany.errors import InputError
 from segany.formats import output_set
@@ -250,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
         if "generator" not in state:
             from segany.automatic import MaskGenerator
 
-            model = load_model_from_args(args, console)
+            model = predictor_from_args(args, console)  # --precision, --cache
             # coco_rle: the SA-1B JSON stores RLE; the other outputs decode it when needed.
             try:
                 if args.preset is None:

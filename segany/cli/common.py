@@ -151,6 +151,22 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--threads", type=positive_int, metavar="N", help="CPU threads for torch and OpenCV"
     )
+    group.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16", "int8", "auto"),
+        help="image encoder precision: fp32 (default, exact), bf16/fp16 (fast with hardware "
+        "support), int8 (CPU), auto (the fastest this machine runs natively)",
+    )
+    cache = group.add_mutually_exclusive_group()
+    cache.add_argument(
+        "--cache",
+        metavar="DIR",
+        help="keep image embeddings in DIR so a later run skips the encoder (default: "
+        "$SEGANY_CACHE if set)",
+    )
+    cache.add_argument(
+        "--no-cache", action="store_true", help="no embedding cache, even if $SEGANY_CACHE is set"
+    )
 
 
 def plain_doc(doc: str | None) -> str:
@@ -268,6 +284,23 @@ def load_model_from_args(args: argparse.Namespace, console: Console) -> Any:
             raise
         # Name the file: the library's message may only describe the tensors it found.
         raise CheckpointError(f"--model {args.model}: {one_line(e)}") from e
+
+
+def predictor_from_args(args: argparse.Namespace, console: Console) -> Any:
+    """A Predictor over the --model, with --precision and --cache/--no-cache applied."""
+    from segany.predictor import Predictor
+
+    model = load_model_from_args(args, console)
+    kwargs: dict[str, Any] = {}
+    if getattr(args, "precision", None) is not None:
+        kwargs["precision"] = args.precision
+    if getattr(args, "no_cache", False):
+        kwargs["cache"] = False
+    elif getattr(args, "cache", None) is not None:
+        kwargs["cache"] = args.cache
+    predictor = Predictor(model, **kwargs)
+    console.detail(f"encoder precision {predictor.precision}, cache {predictor.disk_cache}")
+    return predictor
 
 
 def check_device(name: str) -> str:

@@ -121,9 +121,10 @@ def run(args: argparse.Namespace) -> int:
     described = dataset.describe() | {"path": str(args.dataset)}
     console.info(f"{described['kind']} dataset {args.dataset}: {len(dataset)} image(s)")
 
-    from segany.cli.common import load_model_from_args
+    from segany.cli.common import predictor_from_args
 
-    model = load_model_from_args(args, console)
+    predictor = predictor_from_args(args, console)  # --precision, --cache
+    model = predictor.model
     progress = not console.quiet and sys.stderr.isatty()
     common = _given(args, ("seed", "bootstrap"))
     protocols = PROTOCOLS[:-1] if args.protocol == "all" else (args.protocol,)
@@ -131,21 +132,18 @@ def run(args: argparse.Namespace) -> int:
     prompted = tuple(p for p in protocols if p in PROMPTED)
     if prompted:
         from segany.evaluate import evaluate_prompts
-        from segany.predictor import Predictor
 
         options = common | _given(
             args,
             ("max_clicks", "click_region", "box_noise", "box_noise_max_px", "objects_per_image"),
         )
         console.info(f"running {', '.join(prompted)}")
-        results |= evaluate_prompts(
-            Predictor(model), dataset, prompted, progress=progress, **options
-        )
+        results |= evaluate_prompts(predictor, dataset, prompted, progress=progress, **options)
     if "auto" in protocols:
         from segany.automatic import MaskGenerator
         from segany.evaluate import evaluate_auto
 
-        generator = MaskGenerator(model, **_given(args, _GENERATOR_OPTIONS))
+        generator = MaskGenerator(predictor, **_given(args, _GENERATOR_OPTIONS))
         console.info("running auto (automatic masks)")
         results["auto"] = evaluate_auto(
             generator, dataset, progress=progress, **common | _given(args, ("max_dets",))

@@ -117,13 +117,12 @@ def run(args: argparse.Namespace) -> int:
     )
     output_set.recover(out)
 
-    from segany.cli.common import load_model_from_args
-    from segany.predictor import Predictor
+    from segany.cli.common import predictor_from_args
 
     if args.backend == "onnx" or args.onnx_dir is not None:
         predictor: Any = onnx_predictor_from_args(args, console)
     else:
-        predictor = Predictor(load_model_from_args(args, console))
+        predictor = predictor_from_args(args, console)  # --precision, --cache
     results, failures = [], []
     for path, stem in console.progress(images, total=len(images), desc="segment"):
         try:

@@ -1,0 +1,62 @@
+"""Several images through the image encoder in batches (``Predictor.embed_images``).
+
+Each image is resized and padded as ``set_image`` does, up to ``batch_size`` of them are encoded
+in one call, and each result equals that image's ``set_image`` embedding (to float rounding of
+a batched matmul, ~1e-6). Images found in the Predictor's disk cache are not encoded; new ones
+are stored there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from segany.embedding_cache import ImageEmbedding
+from segany.errors import InputError
+from segany.images import ImageLike, to_rgb_uint8
+from segany.precision import encode
+
+if TYPE_CHECKING:
+    from segany.predictor import Predictor
+
+
+@torch.inference_mode()
+def embed_images(
+    predictor: Predictor,
+    images: Sequence[ImageLike],
+    *,
+    batch_size: int = 2,
+    image_format: str = "RGB",
+) -> list[ImageEmbedding]:
+    """One ``ImageEmbedding`` (features 1×C×h×w, original and input sizes) per image, in order."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    model, cache = predictor.model, predictor.disk_cache
+    out: list[ImageEmbedding | None] = [None] * len(images)
+    todo = []  # (index, rgb, cache key)
+    for i, image in enumerate(images):
+        rgb = to_rgb_uint8(image, image_format)
+        key = None
+        if cache is not None:
+            key = cache.key(rgb, model, predictor.precision)
+            out[i] = cache.get(key)
+        if out[i] is None:
+            todo.append((i, rgb, key))
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start : start + batch_size]
+        tensors, sizes = [], []
+        for _, rgb, _ in batch:
+            resized = predictor.transform.apply_image(rgb)
+            # h×w×3 uint8 -> 3×h×w float, normalised and padded to 3×S×S
+            x = torch.as_tensor(resized, device=predictor.device).permute(2, 0, 1)
+            tensors.append(model.preprocess(x[None].float())[0])
+            sizes.append((int(resized.shape[0]), int(resized.shape[1])))
+        features = encode(model, torch.stack(tensors), predictor.precision).float()
+        for (i, rgb, key), feats, size in zip(batch, features, sizes, strict=True):
+            entry = ImageEmbedding(feats[None].clone(), (rgb.shape[0], rgb.shape[1]), size)
+            if cache is not None and key is not None:
+                cache.put(key, entry)
+            out[i] = entry
+    return [e for e in out if e is not None]

@@ -1,0 +1,245 @@
+"""Fast decoding of prompts (without a mask input) against one image embedding.
+
+The automatic generator decodes ~1000 one-point prompts per image; the Predictor decodes a few
+prompts per call, many calls per image. ``MaskDecoder`` treats each
+prompt as if it had its own image: every image-token projection runs once per prompt. This
+module computes the same function with the same weights, reorganised:
+
+- the first layer's image side does not depend on the prompt, so its projections run once per
+  image (``PointDecoder.__init__``), not once per prompt;
+- in later layers only the few prompt tokens (7 for a point) meet the 4096 image tokens, so
+  their projections are folded into the small side: ``softmax(q·W_k·x) · (x·W_vᵀ)`` becomes
+  ``softmax((W_kᵀq)·x) · x`` then ``W_v``; and ``out_proj(attn · V)`` becomes ``attn · (V·W_oᵀ)``;
+  this more than halves the per-prompt multiply-adds;
+- mask upscaling, the other big per-prompt cost, runs only for the prompts and mask outputs a
+  caller asks for (e.g. those whose predicted IoU passes a threshold, or the three multimask
+  outputs and not the single one).
+
+Results equal ``MaskDecoder`` up to float rounding (~1e-6 relative). Reads the decoder's
+submodules by their official names, so any ``segany.modeling`` decoder works.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import cast
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from segany.modeling import LayerNorm2d, MaskDecoder, Sam
+from segany.modeling.transformer import Attention, TwoWayAttentionBlock
+
+
+def _split(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """B×N×(H·d) -> B×N×H×d (a view)."""
+    b, n, c = x.shape
+    return x.view(b, n, heads, c // heads)
+
+
+def _token_to_image_shared(
+    attn: Attention, q_tok: torch.Tensor, k_heads: torch.Tensor, v_heads: torch.Tensor
+) -> torch.Tensor:
+    """Tokens B×T×C attend to one image whose projections are given: k, v H×N×d."""
+    heads = attn.num_heads
+    b, t, _ = q_tok.shape
+    # Head-major rows (H×(B·T)×d) so the shared image projections are never copied per prompt.
+    q = _split(attn.q_proj(q_tok), heads).permute(2, 0, 1, 3).reshape(heads, b * t, -1)
+    logits = torch.bmm(q * (1.0 / math.sqrt(q.shape[-1])), k_heads.transpose(1, 2))
+    out = torch.bmm(torch.softmax(logits, dim=-1), v_heads)  # H×(B·T)×d
+    return attn.out_proj(out.view(heads, b, t, -1).permute(1, 2, 0, 3).reshape(b, t, -1))
+
+
+def _token_to_image_folded(
+    attn: Attention, q_tok: torch.Tensor, k_img: torch.Tensor, v_img: torch.Tensor
+) -> torch.Tensor:
+    """Tokens B×T×C attend to per-prompt images k, v B×N×C, projecting only the tokens."""
+    heads = attn.num_heads
+    b, t, c = q_tok.shape
+    q = _split(attn.q_proj(q_tok), heads)  # B×T×H×d
+    d = q.shape[-1]
+    w_k = attn.k_proj.weight.view(heads, d, c)
+    # q·(W_k x + b_k) = (W_kᵀq)·x + const per query; the constant cancels in the softmax.
+    qk = torch.einsum("bthd,hdc->bhtc", q, w_k).reshape(b, heads * t, c)
+    logits = torch.bmm(qk * (1.0 / math.sqrt(d)), k_img.transpose(1, 2))  # B×(H·T)×N
+    ctx = torch.bmm(torch.softmax(logits, dim=-1), v_img)  # B×(H·T)×C, rows of a sum to 1
+    w_v = attn.v_proj.weight.view(heads, d, c)
+    out = torch.einsum("bhtc,hdc->bthd", ctx.view(b, heads, t, c), w_v)
+    out = out + attn.v_proj.bias.view(heads, d)
+    return attn.out_proj(out.reshape(b, t, heads * d))
+
+
+def _image_to_token_residual(
+    attn: Attention,
+    keys: torch.Tensor,
+    q_img: torch.Tensor | None,
+    q_heads: torch.Tensor | None,
+    k_tok: torch.Tensor,
+    v_tok: torch.Tensor,
+) -> torch.Tensor:
+    """``keys + attn(image tokens -> prompt tokens k, v B×T×C)`` -> B×N×C.
+
+    The image queries come either projected and shared by the batch (``q_heads`` (H·d)×N) or
+    per prompt (``q_img`` B×N×C, whose projection is folded into the tokens). ``keys`` (the
+    residual) is 1×N×C or B×N×C.
+    """
+    heads = attn.num_heads
+    b, t, c = k_tok.shape
+    k = _split(attn.k_proj(k_tok), heads)  # B×T×H×d
+    v = _split(attn.v_proj(v_tok), heads)
+    d = k.shape[-1]
+    scale = 1.0 / math.sqrt(d)
+    # Logits laid out B×H×T×N: the softmax over the T tokens then runs along a long inner axis.
+    if q_heads is not None:
+        # Block-diagonal keys (B×(H·T)×(H·d)) against the shared H·d-wide queries: one plain
+        # matmul yields the B×(H·T)×N layout without copying the image queries per prompt.
+        blocks = torch.zeros(b, heads, t, heads, d, dtype=k.dtype, device=k.device)
+        idx = torch.arange(heads, device=k.device)
+        blocks[:, idx, :, idx, :] = k.permute(2, 0, 1, 3) * scale
+        logits = torch.matmul(blocks.view(b * heads * t, heads * d), q_heads)
+        logits = logits.view(b, heads * t, -1)
+    else:
+        assert q_img is not None
+        w_q = attn.q_proj.weight.view(heads, d, c)
+        qk = torch.einsum("bthd,hdc->bhtc", k * scale, w_q).reshape(b, heads * t, c)
+        bias = torch.einsum("bthd,hd->bht", k * scale, attn.q_proj.bias.view(heads, d))
+        logits = torch.baddbmm(bias.reshape(b, heads * t, 1), qk, q_img.transpose(1, 2))
+    n = logits.shape[-1]
+    probs = torch.softmax(logits.view(b, heads, t, n), dim=2).view(b, heads * t, n)
+    # out_proj(Σ_t p·v) = Σ_{h,t} p·(W_o[:, h] v_{h,t}) + b_o: project the T values, not the
+    # N outputs; each head's weights sum to 1, so b_o/H on every row adds b_o once.
+    w_o = attn.out_proj.weight.view(c, heads, d)
+    vo = torch.einsum("bthd,chd->bhtc", v, w_o).reshape(b, heads * t, c)
+    vo = vo + attn.out_proj.bias / heads
+    return torch.baddbmm(keys, probs.transpose(1, 2), vo)
+
+
+class PointDecoder:
+    """``MaskDecoder`` for a batch of prompts that share one image embedding.
+
+    embedding 1×C×h×w (from ``Predictor.get_image_embedding``). Prompts come as the prompt
+    encoder's sparse embeddings B×T×C, with no mask input (the dense embedding is the learned
+    "no mask" one).
+    """
+
+    @torch.inference_mode()
+    def __init__(self, model: Sam, embedding: torch.Tensor) -> None:
+        self.model = model
+        dec: MaskDecoder = model.mask_decoder
+        self.decoder = dec
+        self.layers = cast(list[TwoWayAttentionBlock], list(dec.transformer.layers))
+        pe = model.prompt_encoder
+        no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        src = embedding.to(no_mask) + no_mask  # 1×C×h×w
+        _, c, self.h, self.w = src.shape
+        self.keys = src.flatten(2).transpose(1, 2)  # 1×C×h×w -> 1×N×C
+        self.key_pe = pe.get_dense_pe().to(no_mask).flatten(2).transpose(1, 2)
+        k = self.keys + self.key_pe
+        # The first token-to-image attention sees the image before any prompt has changed it:
+        # the first layer's, or with a depth-0 decoder the final one.
+        if self.layers:
+            t2i = self.layers[0].cross_attn_token_to_image
+        else:
+            t2i = dec.transformer.final_attn_token_to_image
+        heads = t2i.num_heads
+
+        def proj(lin: nn.Module, x: torch.Tensor) -> torch.Tensor:
+            return _split(lin(x), heads)[0].transpose(0, 1).contiguous()  # H×N×d
+
+        # Its image-side projections, shared by every prompt of this image.
+        self._k0 = proj(t2i.k_proj, k)
+        self._v0 = proj(t2i.v_proj, self.keys)
+        # (H·d)×N: the first image-to-token queries, transposed for the block-diagonal product
+        self._q0 = (
+            self.layers[0].cross_attn_image_to_token.q_proj(k)[0].T.contiguous()
+            if self.layers
+            else None
+        )
+
+    @torch.inference_mode()
+    def transformer(self, sparse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """sparse B×T×C -> (tokens B×(1+M+1+T)×C, image tokens B×N×C), as TwoWayTransformer."""
+        dec = self.decoder
+        b = sparse.shape[0]
+        output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight])
+        tokens = torch.cat([output_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
+        queries, query_pe = tokens, tokens
+        keys = self.keys
+        shared = True  # keys are still the prompt-independent 1×N×C image
+        for layer in self.layers:
+            if layer.skip_first_layer_pe:
+                queries = layer.self_attn(queries, queries, queries)
+            else:
+                q = queries + query_pe
+                queries = queries + layer.self_attn(q, q, queries)
+            queries = layer.norm1(queries)
+            q = queries + query_pe
+            if shared:
+                attn_out = _token_to_image_shared(
+                    layer.cross_attn_token_to_image, q, self._k0, self._v0
+                )
+            else:
+                k = keys + self.key_pe
+                attn_out = _token_to_image_folded(layer.cross_attn_token_to_image, q, k, keys)
+            queries = layer.norm2(queries + attn_out)
+            queries = layer.norm3(queries + layer.mlp(queries))
+            q = queries + query_pe
+            i2t = layer.cross_attn_image_to_token
+            if shared:
+                keys = _image_to_token_residual(i2t, keys, None, self._q0, q, queries)
+            else:
+                keys = _image_to_token_residual(i2t, keys, k, None, q, queries)
+            keys = layer.norm4(keys)
+            shared = False
+        final = dec.transformer.final_attn_token_to_image
+        q = queries + query_pe
+        if shared:  # a decoder of depth 0
+            attn_out = _token_to_image_shared(final, q, self._k0, self._v0)
+            keys = keys.expand(b, -1, -1)
+        else:
+            attn_out = _token_to_image_folded(final, q, keys + self.key_pe, keys)
+        queries = dec.transformer.norm_final_attn(queries + attn_out)
+        return queries, keys
+
+    @torch.inference_mode()
+    def iou_predictions(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens B×T'×C -> IoU predictions B×(M+1) (column 0: the single-mask output)."""
+        return self.decoder.iou_prediction_head(tokens[:, 0, :])
+
+    @torch.inference_mode()
+    def mask_logits(
+        self, tokens: torch.Tensor, keys: torch.Tensor, outputs: range | list[int]
+    ) -> torch.Tensor:
+        """Low-res mask logits B×len(outputs)×4h×4w of the given mask outputs (0 = single)."""
+        dec = self.decoder
+        b, _, c = keys.shape
+        # B×N×C is B×C×h×w in channels-last memory: a view, no copy; the upscaling convolutions
+        # and the channel LayerNorm then all run channels-last.
+        x = keys.reshape(b, self.h, self.w, c).permute(0, 3, 1, 2)
+        for layer in dec.output_upscaling:
+            if isinstance(layer, LayerNorm2d):
+                x = x.permute(0, 2, 3, 1)  # B×h×w×C view of channels-last memory
+                x = F.layer_norm(x, (x.shape[-1],), layer.weight, layer.bias, layer.eps)
+                x = x.permute(0, 3, 1, 2)
+            else:
+                x = layer(x.contiguous(memory_format=torch.channels_last))
+        hyper = torch.stack(
+            [dec.output_hypernetworks_mlps[i](tokens[:, 1 + i, :]) for i in outputs], dim=1
+        )  # B×K×C/8
+        _, c8, uh, uw = x.shape
+        pixels = x.permute(0, 2, 3, 1).reshape(b, uh * uw, c8)  # a view when channels-last
+        return torch.bmm(pixels, hyper.transpose(1, 2)).transpose(1, 2).reshape(b, -1, uh, uw)
+
+    @torch.inference_mode()
+    def decode(
+        self, sparse: torch.Tensor, multimask_output: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``MaskDecoder.forward`` for sparse B×T×C with no mask input: low-res logits
+        B×M×4h×4w and IoU predictions B×M (M = 3 multimask outputs, or the single one)."""
+        tokens, keys = self.transformer(sparse)
+        iou = self.iou_predictions(tokens)
+        n = iou.shape[1]
+        outputs = range(1, n) if multimask_output else range(0, 1)
+        low = self.mask_logits(tokens, keys, outputs)
+        return low, iou[:, outputs.start : outputs.stop]

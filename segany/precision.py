@@ -1,0 +1,196 @@
+"""Execution precision of the image encoder: fp32, bf16, fp16, int8, or auto.
+
+- ``fp32``: the official numbers (parity with the reference to ~1e-6).
+- ``bf16`` / ``fp16``: the encoder under ``torch.autocast``. Fast only where the hardware has the
+  matrix units (CPUs with AVX512-BF16/AMX, GPUs); elsewhere torch emulates them, several times
+  slower than fp32, so asking for one there warns once with the measured alternative.
+- ``int8``: dynamic quantisation of the encoder's Linear layers (weights int8, activations
+  quantised per call; ``torch.ao.quantization.quantize_dynamic``); attention, norms and the neck
+  stay fp32. Serves CPUs without bf16 units.
+- ``auto``: the fastest of these that this machine really runs fast, detected once per process
+  (CPU flags, then a timed probe), never assumed.
+
+The decoder always runs in fp32: it is cheap, and mask logits near the threshold are sensitive.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+import weakref
+from functools import cache, lru_cache
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from segany.errors import InputError
+
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
+
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# CPU flags (from /proc/cpuinfo) that mean native matrix units for the type.
+_CPU_FLAGS = {"bf16": ("avx512_bf16", "amx_bf16"), "fp16": ("avx512_fp16", "amx_fp16")}
+
+
+class PerformanceWarning(UserWarning):
+    """A requested mode runs, but much slower than another one this machine offers."""
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    return precision
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str] | None:
+    """The CPU's feature flags, or None where /proc/cpuinfo is not readable (not Linux)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):  # x86, ARM
+            return frozenset(line.split(":", 1)[1].split())
+    return None
+
+
+def _best_time(fn, repeats: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+@lru_cache(maxsize=8)
+def matmul_speedup(precision: str) -> float:
+    """Measured speed of a 512² matmul in ``precision`` ("bf16"/"fp16") relative to fp32 on
+    this CPU (> 1: faster). Runs once per process (~0.1 s)."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(512, 512, generator=gen)
+    b = torch.randn(512, 512, generator=gen)
+    ah, bh = a.to(_AUTOCAST[precision]), b.to(_AUTOCAST[precision])
+    torch.mm(a, b), torch.mm(ah, bh)  # warm-up
+    return _best_time(lambda: torch.mm(a, b)) / _best_time(lambda: torch.mm(ah, bh))
+
+
+@lru_cache(maxsize=1)
+def int8_speedup() -> float:
+    """Measured speed of an int8 dynamically quantised Linear (vit_b's MLP shape, 1024 rows)
+    relative to fp32 on this CPU (> 1: faster). Runs once per process."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        lin = nn.Sequential(nn.Linear(768, 3072)).eval()
+    quant = quantize_linear_layers(lin)
+    x = torch.randn(1024, 768)
+    with torch.inference_mode():
+        lin(x), quant(x)  # warm-up
+        return _best_time(lambda: lin(x)) / _best_time(lambda: quant(x))
+
+
+def runs_fast(precision: str, device: torch.device) -> bool:
+    """Whether ``device`` has native units for "bf16"/"fp16" (not emulation)."""
+    if device.type == "cuda":
+        return precision == "fp16" or torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return precision == "fp16"
+    flags = cpu_flags()
+    if flags is not None and any(f in flags for f in _CPU_FLAGS[precision]):
+        return True
+    # No flag (or no flag list): believe a measurement, not the name of the CPU.
+    return matmul_speedup(precision) > 1.5
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The concrete mode for ``precision`` on ``device``: "auto" becomes the fastest mode that
+    runs natively here; a concrete mode stays as asked (warning once if it is emulated)."""
+    check_precision(precision)
+    if precision == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if runs_fast("bf16", device):
+            return "bf16"
+        if device.type == "cpu" and int8_available() and int8_speedup() > 1.1:
+            return "int8"
+        return "fp32"
+    if precision in _AUTOCAST and not runs_fast(precision, device):
+        _warn_emulated(precision, device.type)
+    if precision == "int8" and device.type != "cpu":
+        raise InputError(f"precision='int8' runs on the CPU only; this model is on {device}")
+    return precision
+
+
+@cache
+def _warn_emulated(precision: str, device_type: str) -> None:
+    """Warn once per process and mode (lru_cache remembers it was said)."""
+    if device_type == "cpu":
+        ratio = matmul_speedup(precision)
+        alt = "int8" if int8_available() and int8_speedup() > 1.1 else "fp32"
+        warnings.warn(
+            f"precision={precision!r}: this CPU has no {precision} matrix units "
+            f"({' / '.join(_CPU_FLAGS[precision])} absent), so torch emulates it; measured here "
+            f"a matmul runs {1 / ratio:.1f}x slower than in fp32. Use precision={alt!r} "
+            "(or 'auto', which picks the fastest mode this machine runs natively).",
+            PerformanceWarning,
+            stacklevel=4,
+        )
+    else:
+        warnings.warn(
+            f"precision={precision!r} is not native on this {device_type} device; "
+            "precision='auto' picks one that is",
+            PerformanceWarning,
+            stacklevel=4,
+        )
+
+
+def int8_available() -> bool:
+    return hasattr(torch.ao, "quantization") and hasattr(torch.ao.quantization, "quantize_dynamic")
+
+
+def quantize_linear_layers(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` with every nn.Linear dynamically quantised to int8 (CPU only)."""
+    if not int8_available():
+        raise InputError("precision='int8' needs torch.ao.quantization, absent from this torch")
+    with warnings.catch_warnings():
+        # torch marks eager-mode quantisation deprecated; it is still the one CPU int8 path
+        # that needs no calibration data.
+        warnings.filterwarnings("ignore", message=".*deprecated.*")
+        return torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(module), {nn.Linear}, dtype=torch.qint8
+        )
+
+
+# model -> (version of its encoder weights, quantised encoder); dropped with the model.
+_INT8: weakref.WeakKeyDictionary[nn.Module, tuple[int, nn.Module]] = weakref.WeakKeyDictionary()
+
+
+def _weights_version(module: nn.Module) -> int:
+    """Changes whenever a parameter is modified in place (torch's per-tensor version counter)."""
+    return sum(p._version for p in module.parameters()) + id(next(module.parameters(), None))
+
+
+def int8_encoder(model: nn.Module) -> nn.Module:
+    """The int8 copy of ``model.image_encoder``, made once and remade if its weights change."""
+    encoder: nn.Module = model.image_encoder  # type: ignore[assignment]
+    version = _weights_version(encoder)
+    cached = _INT8.get(model)
+    if cached is None or cached[0] != version:
+        cached = (version, quantize_linear_layers(encoder).eval())
+        _INT8[model] = cached
+    return cached[1]
+
+
+def encode(model: nn.Module, images: torch.Tensor, precision: str) -> torch.Tensor:
+    """B×3×S×S preprocessed images -> B×C×h×w fp32 embeddings, in a resolved ``precision``."""
+    if precision == "int8":
+        return int8_encoder(model)(images).float()
+    encoder: nn.Module = model.image_encoder  # type: ignore[assignment]
+    dtype = _AUTOCAST.get(precision)
+    if dtype is None:
+        return encoder(images)
+    with torch.autocast(images.device.type, dtype=dtype):
+        return encoder(images).float()

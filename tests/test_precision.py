@@ -1,0 +1,102 @@
+"""Execution precisions: resolution of "auto", the emulation warning, and each fast mode's
+deviation from fp32 on a small seeded model.
+
+Stated tolerances (small seeded model, the parity prompts): int8 and bf16 embeddings have a
+cosine similarity >= 0.999 with fp32's, and their masks an IoU >= 0.98 with fp32's (mean over
+the prompts' masks; the worst single mask >= 0.9).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from helpers import SMALL, seeded_model
+from test_predictor_parity import _cases, _photo
+
+from segany import precision as P
+from segany.automatic import MaskGenerator
+from segany.errors import InputError
+from segany.predictor import Predictor
+
+
+def test_unknown_precision_is_rejected():
+    with pytest.raises(InputError, match="fp32, bf16, fp16, int8, auto"):
+        Predictor(seeded_model(SMALL), precision="fp64")
+
+
+def test_auto_resolves_to_a_concrete_mode_this_machine_runs_natively():
+    mode = P.resolve_precision("auto", torch.device("cpu"))
+    assert mode in ("fp32", "bf16", "int8")
+    if mode == "bf16":
+        assert P.runs_fast("bf16", torch.device("cpu"))
+    assert Predictor(seeded_model(SMALL), precision="auto").precision == mode
+
+
+def test_emulated_bf16_warns_once_with_the_measured_alternative(monkeypatch):
+    monkeypatch.setattr(P, "cpu_flags", lambda: frozenset({"avx2"}))
+    monkeypatch.setattr(P, "matmul_speedup", lambda precision: 0.125)
+    P._warn_emulated.cache_clear()
+    model = seeded_model(SMALL)
+    try:
+        with pytest.warns(P.PerformanceWarning, match=r"8\.0x slower.*precision='(int8|fp32)'"):
+            Predictor(model, precision="bf16")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            Predictor(model, precision="bf16")  # said once per process
+    finally:
+        P._warn_emulated.cache_clear()
+
+
+def test_native_bf16_is_detected_from_the_cpu_flags(monkeypatch):
+    monkeypatch.setattr(P, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    assert P.runs_fast("bf16", torch.device("cpu"))
+    assert P.resolve_precision("auto", torch.device("cpu")) == "bf16"
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = (a | b).sum()
+    return 1.0 if union == 0 else float((a & b).sum() / union)
+
+
+@pytest.mark.parametrize("mode", ["int8", "bf16"])
+def test_fast_mode_deviation_from_fp32(mode):
+    model = seeded_model(SMALL)
+    image = _photo(173, 301)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", P.PerformanceWarning)  # bf16 may be emulated here
+        fast = Predictor(model, precision=mode)
+    exact = Predictor(model)
+    exact.set_image(image)
+    fast.set_image(image)
+    a = exact.get_image_embedding().double().flatten()
+    b = fast.get_image_embedding().double().flatten()
+    cosine = float(torch.nn.functional.cosine_similarity(a, b, dim=0))
+    assert cosine >= 0.999
+    assert not torch.equal(a, b)  # the mode really ran
+    ious = []
+    for prompt in _cases(173, 301).values():
+        m_exact = exact.predict(**prompt).masks
+        m_fast = fast.predict(**prompt).masks
+        ious += [_iou(x, y) for x, y in zip(m_exact, m_fast, strict=True)]
+    assert np.mean(ious) >= 0.98 and min(ious) >= 0.9
+
+
+def test_int8_encoder_is_remade_when_weights_change():
+    model = seeded_model(SMALL)
+    first = P.int8_encoder(model)
+    assert P.int8_encoder(model) is first
+    with torch.no_grad():
+        model.image_encoder.blocks[0].mlp.lin1.weight.mul_(2)
+    assert P.int8_encoder(model) is not first
+
+
+def test_mask_generator_precision():
+    model = seeded_model(SMALL)
+    gen = MaskGenerator(model, points_per_side=4, precision="int8")
+    assert gen.predictor.precision == "int8"
+    gen.generate(_photo(64, 80))
+    with pytest.raises(InputError, match="differs"):
+        MaskGenerator(Predictor(model), precision="int8")
