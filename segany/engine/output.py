@@ -146,8 +146,12 @@ class Layout:
             if not root.is_dir():
                 continue
             for p in root.rglob(".*"):
-                if p.name.endswith(".tmp") or ".tmp-" in p.name:
-                    shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+                if not (p.name.endswith(".tmp") or ".tmp-" in p.name):
+                    continue
+                if p.is_dir():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink(missing_ok=True)
         if self.staging.is_dir():
             for d in self.staging.iterdir():
                 if d.is_dir() and d.name.isdigit() and self.is_final(int(d.name)):
