@@ -7,8 +7,9 @@ workers, local processes and Ray.
 Each configuration annotates the same generated collection (synthetic scenes, ``--size`` px on
 the long side) into a fresh output folder. Two figures per run:
 - ``run img/h``: images / whole run time, worker start-up (imports, model load) included;
-- ``steady img/h``: images after the first / time from the first to the last result, the
-  rate a long run settles at.
+- ``steady img/h``: the images after each worker's first / the time from the moment every
+  worker has delivered once to the last result: the rate a long run settles at (needs more
+  images than workers; nan otherwise).
 Ray is started once (``num_cpus`` = the machine's cores) before its runs; its start is in
 neither figure. The vit_b weights are random (seeded) and saved to a temporary file: the
 throughput does not depend on the values, and no download is needed. Speeds on a shared
@@ -68,8 +69,11 @@ def run_one(sources: Path, out: Path, model: str | None, executor: str, workers:
         [str(sources)], str(out), spec=spec, workers=workers, executor=executor, shard_size=100
     )
     summary = run_engine(config, on_progress=lambda n: stamps.append(time.perf_counter()))
+    # From the moment every worker has delivered once (start-up over) to the last result.
     n = summary["processed_this_run"]
-    steady = 3600 * (n - 1) / (stamps[-1] - stamps[0]) if n > 1 else float("nan")
+    steady = (
+        3600 * (n - workers) / (stamps[-1] - stamps[workers - 1]) if n > workers else float("nan")
+    )
     return summary, steady
 
 

@@ -138,3 +138,16 @@ def test_mask_only_rounds_follow_the_paper():
         assert 10 in quiet and len(quiet) == 2 and 0 not in quiet
     with pytest.raises(InputError):
         prompts.mask_only_rounds(0)
+
+
+def test_warmup_cosine_schedule_by_hand():
+    from segany.train.optim import warmup_cosine
+
+    f = [warmup_cosine(s, total_steps=14, warmup_steps=4, min_ratio=0.2) for s in range(16)]
+    assert f[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])  # linear warm-up, reaching 1
+    assert f[9] == pytest.approx(0.2 + 0.8 * 0.5)  # half-way through the cosine
+    assert f[14] == f[15] == pytest.approx(0.2)  # the floor at and after the end
+    assert all(a >= b for a, b in zip(f[4:], f[5:], strict=False))
+    # Distillation's form: no floor, no warm-up.
+    assert warmup_cosine(0, total_steps=10, warmup_steps=0) == pytest.approx(1.0)
+    assert warmup_cosine(10, total_steps=10, warmup_steps=0) == pytest.approx(0.0)

@@ -10,7 +10,6 @@ driver leaves no process behind.
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import queue
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ POLL_S = 0.5
 Factory = Callable[[WorkerSpec], Callable[[Task], dict[str, Any]]]
 
 
-def _worker_main(spec: WorkerSpec, factory: Factory, tasks: Any, results: Any) -> None:
+def _worker_main(spec: WorkerSpec, factory: Factory, tasks: Any, results: Any, ready: Any) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C and stops us
@@ -36,7 +35,9 @@ def _worker_main(spec: WorkerSpec, factory: Factory, tasks: Any, results: Any) -
     except Exception as e:  # noqa: BLE001 - reported to the driver, which raises it
         results.put({"fatal": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
         return
-    results.put({"ready": os.getpid()})
+    # An Event, not a queue message: a queue's feeder thread may not have sent a message yet
+    # when the process dies, and a lost "ready" would blame the image's death on start-up.
+    ready.set()
     while True:
         try:
             task = tasks.get(timeout=POLL_S)
@@ -52,12 +53,14 @@ def _worker_main(spec: WorkerSpec, factory: Factory, tasks: Any, results: Any) -
 class _Worker:
     def __init__(self, ctx: Any, spec: WorkerSpec, factory: Factory, results: Any) -> None:
         self.tasks = ctx.Queue()
+        self.started = ctx.Event()
         self.proc = ctx.Process(
-            target=_worker_main, args=(spec, factory, self.tasks, results), daemon=True
+            target=_worker_main,
+            args=(spec, factory, self.tasks, results, self.started),
+            daemon=True,
         )
         self.proc.start()
         self.task: Task | None = None
-        self.ready = False
 
     def give(self, task: Task) -> None:
         self.task = task
@@ -123,7 +126,7 @@ class LocalExecutor:
                     if w.proc.is_alive():
                         continue
                     self._drain(results, pool, on_result)
-                    held, code, ready = w.task, w.proc.exitcode, w.ready
+                    held, code, ready = w.task, w.proc.exitcode, w.started.is_set()
                     w.kill()
                     pool[i] = _Worker(ctx, self.spec, self.factory, results)
                     if not ready:  # died while loading the model: not the image's fault
@@ -168,11 +171,6 @@ class LocalExecutor:
     def _take(res: dict[str, Any], pool: list[_Worker], on_result: Callable) -> None:
         if "fatal" in res:
             raise CheckpointError(f"a worker could not start: {res['fatal']}")
-        if "ready" in res:
-            for w in pool:
-                if w.proc.pid == res["ready"]:
-                    w.ready = True
-            return
         for w in pool:
             if w.task is not None and w.task.index == res["index"]:
                 w.task = None

@@ -221,10 +221,11 @@ def decoder_onnx(request: Request) -> FileResponse:
 
 
 def _decoder_available() -> bool:
+    """segany.export is there and so is ``onnx``, which writing the file needs."""
     import importlib.util
 
     try:
-        return importlib.util.find_spec("segany.export") is not None
+        return all(importlib.util.find_spec(m) is not None for m in ("segany.export", "onnx"))
     except (ImportError, ValueError):
         return False
 
