@@ -46,7 +46,12 @@ class RayExecutor:
     def run(self, tasks: Iterator[Task], on_result: Callable[[dict[str, Any]], None]) -> None:
         try:
             import ray
-            from ray.exceptions import RayActorError, RayTaskError
+            from ray.exceptions import (
+                OutOfMemoryError,
+                RayActorError,
+                RayTaskError,
+                WorkerCrashedError,
+            )
         except ImportError as err:
             raise MissingExtraError("the Ray executor", "ray", "ray") from err
         started = False
@@ -90,7 +95,9 @@ class RayExecutor:
                 slot, task = running.pop(ref)
                 try:
                     result = ray.get(ref)
-                except RayActorError as e:
+                except (RayActorError, OutOfMemoryError, WorkerCrashedError) as e:
+                    # The actor's process is gone (lost node, killed, Ray's out-of-memory
+                    # monitor): a new actor, and the image tried once more.
                     if getattr(e, "actor_init_failed", False) or "creation task" in str(e):
                         raise CheckpointError(
                             f"a Ray worker could not start: {_brief(e)}"
