@@ -50,6 +50,7 @@ def test_flood_region_matches_an_independent_fill():
     img, gt_a, gt_c = _scene()
     rng = np.random.default_rng(0)
     noisy = np.clip(img + rng.integers(-15, 16, img.shape), 0, 255).astype(np.uint8)
+    noisy.setflags(write=False)  # images read from files may be read-only
     for x, y in [(22, 25), (40, 20), (66, 50), (2, 2)]:
         for tol in (8, FLOOD_TOLERANCE):
             assert np.array_equal(flood_region(noisy, x, y, tol), _reachable(noisy, x, y, tol))

@@ -54,7 +54,9 @@ def flood_region(image: np.ndarray, x: int, y: int, tolerance: int = FLOOD_TOLER
     canvas = np.zeros((h + 2, w + 2), np.uint8)  # OpenCV's fill mask has a 1-px frame
     flags = 8 | cv2.FLOODFILL_FIXED_RANGE | cv2.FLOODFILL_MASK_ONLY | (1 << 8)
     diff = (tolerance,) * 3
-    cv2.floodFill(np.ascontiguousarray(image), canvas, (x, y), (0, 0, 0), diff, diff, flags)
+    # MASK_ONLY leaves the image as it is, but OpenCV still wants a writable array.
+    src = np.ascontiguousarray(image) if image.flags.writeable else image.copy()
+    cv2.floodFill(src, canvas, (x, y), (0, 0, 0), diff, diff, flags)
     return canvas[1:-1, 1:-1].astype(bool)
 
 
@@ -82,7 +84,7 @@ class _Baseline:
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise InputError(f"expected an H×W×3 uint8 image, got {image.dtype} {image.shape}")
-        self.image = np.ascontiguousarray(image)
+        self.image = np.array(image, order="C")  # a writable copy: OpenCV needs one
 
     def _image(self) -> np.ndarray:
         if self.image is None:
