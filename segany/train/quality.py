@@ -48,8 +48,8 @@ def measure(model: Sam, samples: list, max_clicks: int = 0, **options: Any) -> d
 
     predictor = Predictor(model.eval())
     protocols = ("point", "box", "clicks") if max_clicks >= 3 else ("point", "box")
-    clicks = {"max_clicks": max_clicks} if max_clicks >= 3 else {}
-    res = evaluate_prompts(predictor, samples, protocols, bootstrap=0, **clicks, **options)
+    options.setdefault("max_clicks", max(max_clicks, 1))
+    res = evaluate_prompts(predictor, samples, protocols, bootstrap=0, **options)
     out = {
         "point_miou": float(res["point"].miou),
         "point_oracle_miou": float(res["point"].metrics["oracle_miou"].value),
