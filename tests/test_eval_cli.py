@@ -165,3 +165,21 @@ def test_usage_errors(capsys):
     with pytest.raises(SystemExit):
         main(["eval", "--box-noise", "3", "x.json"])  # a fraction
     assert "fraction" in capsys.readouterr().err
+
+
+def test_baselines_run_beside_the_model_on_the_same_objects(files, capsys):
+    out = files["root"] / "base" / "report.json"
+    argv = _eval(files, files["sa1b"], "--protocol", "box", "--bootstrap", "0")
+    argv += ["--baseline", "all", "--objects-per-image", "2", "-o", str(out)]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "grabcut:box" in table and "model wins" in table
+    report = json.loads(out.read_text())
+    protos = report["protocols"]
+    assert set(protos) == {"box", "grabcut:box"}  # the flood fill has no box prompt
+    model_ids = [(r["image_id"], r["object_id"]) for r in protos["box"]["per_object"]]
+    base_ids = [(r["image_id"], r["object_id"]) for r in protos["grabcut:box"]["per_object"]]
+    assert model_ids == base_ids and len(model_ids) > 0
+    assert [r["box"] for r in protos["box"]["per_object"]] == [
+        r["box"] for r in protos["grabcut:box"]["per_object"]
+    ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from segany.checkpoints import DEFAULT_MODEL
 
 CARD = Path(__file__).resolve().parents[1] / "MODEL_CARD.md"
@@ -43,3 +45,33 @@ def test_bundled_model_reaches_its_stated_quality_on_fresh_scenes():
     # A small set scatters around the card's figure: allow a margin of 0.06.
     assert result["point_miou"] >= stated["synthetic_point_miou"] - 0.06
     assert result["box_miou"] >= stated["synthetic_box_miou"] - 0.06
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap (MODEL_CARD.md): the shipped v2 decoder saw only 50 steps of the "
+    "interactive loop and its 3-click mIoU is still below its 1-click mIoU",
+)
+def test_bundled_model_clicks_improve_on_held_out_scenes():
+    """The paper's interactive protocol (previous logits fed back): 3 clicks beat 1."""
+    import torch
+
+    from segany.checkpoints import load_model
+    from segany.train.quality import measure, synthetic_samples
+
+    torch.manual_seed(0)
+    result = measure(load_model(), synthetic_samples(20, seed=778), max_clicks=3)
+    assert result["clicks3_miou"] > result["clicks1_miou"] + 0.05
+
+
+def test_bundled_model_keeps_its_figures_on_the_real_evaluation_set():
+    """examples/eval (coins, china, flower; never trained on): the card's real-set figures."""
+    from segany.checkpoints import load_model
+    from segany.evaluate import open_dataset
+    from segany.train.quality import measure
+
+    stated = _stated()
+    samples = list(open_dataset(str(CARD.parent / "examples" / "eval")))
+    result = measure(load_model(), samples, max_clicks=3)
+    for key in ("point_miou", "box_miou", "clicks3_miou"):  # same data: only float noise
+        assert abs(result[key] - stated[f"real_{key}"]) < 0.02, key

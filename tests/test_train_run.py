@@ -39,6 +39,12 @@ SYNTH = SynthConfig(
     min_area=40,
     min_diameter=0.3,
     max_diameter=0.7,
+    # Plain shapes only: these tests check the training loop, not the scene variety.
+    stroke_prob=0.0,
+    small_prob=0.0,
+    hole_prob=0.0,
+    part_prob=0.0,
+    split_prob=0.0,
 )
 
 

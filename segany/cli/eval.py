@@ -15,6 +15,12 @@ Protocols:
   AR@1000, by object size), computed with pycocotools.
 - all: every protocol; point, clicks and box share each image's embedding.
 
+Baselines (``--baseline floodfill``, ``--baseline grabcut``, or ``all``): the classical tools a
+user already has, run on the same objects and prompts (``segany.evaluate.baselines``): an
+OpenCV flood fill from each click (±24 per channel; point and clicks) and GrabCut on a local crop
+(box, and clicks re-running it with the clicks as sure labels). Their rows appear as
+``floodfill:point`` etc., followed by a table of the model beside them.
+
 Every figure comes with a 95 % bootstrap interval over objects; the report (``-o``) also holds
 per-image and per-object rows and the seconds spent. ``--compare A.json B.json`` prints two
 reports side by side; ``--plot`` draws mIoU against clicks (needs matplotlib: segany[eval]).
@@ -82,6 +88,12 @@ def register(subparsers: Any) -> None:
     )
     prompts.add_argument("--box-noise-max-px", type=finite_float, metavar="PX", help="default 20")
     prompts.add_argument("--bootstrap", type=non_negative_int, metavar="N", help="resamples")
+    prompts.add_argument(
+        "--baseline",
+        action="append",
+        choices=("floodfill", "grabcut", "all"),
+        help="also run a classical baseline on the same prompts (repeatable)",
+    )
     auto = p.add_argument_group("auto protocol (mask generator options)")
     auto.add_argument("--max-dets", type=_budgets, metavar="100,1000", help="AR budgets")
     auto.add_argument("--points-per-side", type=positive_int, metavar="N")
@@ -139,6 +151,12 @@ def run(args: argparse.Namespace) -> int:
         )
         console.info(f"running {', '.join(prompted)}")
         results |= evaluate_prompts(predictor, dataset, prompted, progress=progress, **options)
+        if args.baseline:
+            from segany.evaluate.baselines import BASELINES, evaluate_baselines
+
+            names = BASELINES if "all" in args.baseline else tuple(dict.fromkeys(args.baseline))
+            console.info(f"running baselines {', '.join(names)}")
+            results |= evaluate_baselines(dataset, prompted, names, progress=progress, **options)
     if "auto" in protocols:
         from segany.automatic import MaskGenerator
         from segany.evaluate import evaluate_auto
@@ -160,7 +178,12 @@ def run(args: argparse.Namespace) -> int:
         options={k: v for k, v in vars(args).items() if v is not None and not callable(v)},
     )
     label = Path(args.model).stem if args.model else "default model"
-    return _finish(args, console, report, format_table(report), [(label, report)])
+    table = format_table(report)
+    if args.baseline and prompted:
+        from segany.evaluate.baselines import format_against_baselines
+
+        table += "\n\n" + format_against_baselines(report)
+    return _finish(args, console, report, table, [(label, report)])
 
 
 _GENERATOR_OPTIONS = (

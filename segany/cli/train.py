@@ -125,8 +125,10 @@ def _register_synth(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "synth",
         help="generate a synthetic SA-1B-style dataset (textured overlapping shapes)",
-        description="Scenes of overlapping polygons, ellipses and blobs filled with textures "
-        "from scikit-image's photos, written as SA-1B image/JSON pairs.",
+        description="Scenes of overlapping polygons, ellipses, blobs and thin strokes (with "
+        "holes, nested parts and touching pieces) in flat, gradient or photo-texture fills "
+        "(scikit-image's and matplotlib's photos), with soft edges, lighting, noise and JPEG "
+        "artefacts, written as SA-1B image/JSON pairs.",
     )
     p.add_argument("out", help="output folder")
     p.add_argument("-n", "--count", type=positive_int, default=1000, help="number of images")

@@ -39,22 +39,35 @@ def coins_samples() -> list:
 
 
 @torch.no_grad()
-def measure(model: Sam, samples: list, precision: str = "fp32", **options: Any) -> dict[str, float]:
+def measure(
+    model: Sam, samples: list, precision: str = "fp32", max_clicks: int = 0, **options: Any
+) -> dict[str, float]:
     """Single-point (centre click, top-scored of 3) and tight-box mIoU of ``model`` with the
-    evaluation protocols (``options`` go to ``evaluate_prompts``); the model is left in the
-    train/eval mode it came in."""
+    evaluation protocols (``options`` go to ``evaluate_prompts``); with ``max_clicks`` >= 3 also
+    the clicks protocol (previous logits fed back): mIoU after 1 and 3 clicks and NoC@85
+    (capped at max_clicks). The model is left in the train/eval mode it came in."""
     from segany.evaluate import evaluate_prompts
     from segany.predictor import Predictor
 
+    protocols = ("point", "box", "clicks") if max_clicks >= 3 else ("point", "box")
+    options.setdefault("max_clicks", max(max_clicks, 1))
     was_training = model.training
     try:
         predictor = Predictor(model.eval(), precision=precision)
-        res = evaluate_prompts(predictor, samples, ("point", "box"), bootstrap=0, **options)
+        res = evaluate_prompts(predictor, samples, protocols, bootstrap=0, **options)
     finally:
         model.train(was_training)
-    return {
+    out = {
         "point_miou": float(res["point"].miou),
         "point_oracle_miou": float(res["point"].metrics["oracle_miou"].value),
         "box_miou": float(res["box"].miou),
         "objects": len(res["box"].per_object),
     }
+    if "clicks" in res:
+        metrics = res["clicks"].metrics
+        out |= {
+            "clicks1_miou": float(metrics["miou@1"].value),
+            "clicks3_miou": float(metrics["miou@3"].value),
+            "noc85": float(metrics["noc@85"].value),
+        }
+    return out

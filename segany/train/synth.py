@@ -6,7 +6,14 @@ are crops of the photographs scikit-image ships, recoloured, rescaled and shaded
 found from texture and colour rather than from flat fills. Scenes are written in SA-1B form
 (``name.jpg`` + ``name.json`` with COCO RLE masks) so the trainer reads them like any dataset.
 
-``skimage.data.coins`` is never used as a texture: it is kept for the real-photo evaluation.
+Besides textured fills there are flat and gradient ones, thin strokes, small objects, holes,
+parts nested in wholes (both are masks), objects cut in two that touch, soft edges, spotlights,
+gamma, noise and JPEG re-encoding (`synth_parts`). Textures also come from matplotlib's two
+sample photos.
+
+``skimage.data.coins`` is never used as a texture: it is kept for the real-photo evaluation, as
+are scikit-learn's two sample photos (china, flower: `segany.evaluate.realset`) and every other
+scikit-image photo not listed in ``TEXTURE_SOURCES`` (reserved for an independent check).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import cv2
 import numpy as np
 
 from segany.errors import InputError, MissingExtraError
+from segany.train import synth_parts as sp
 
 # Photos (and a few textures) used as fills. Held out for evaluation: coins.
 TEXTURE_SOURCES = (
@@ -42,6 +50,7 @@ TEXTURE_SOURCES = (
     "clock",
     "page",
 )
+MATPLOTLIB_TEXTURES = ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png")
 HELD_OUT_SOURCES = ("coins",)
 
 
@@ -55,8 +64,16 @@ class SynthConfig:
     max_objects: int = 10
     min_diameter: float = 0.1  # fraction of the short side
     max_diameter: float = 0.6
-    min_area: int = 120  # visible pixels a mask needs to be kept
+    min_area: int = 40  # visible pixels a mask needs to be kept
     jpeg_quality: int = 92
+    # Share of each fill kind (the rest: photo textures) and of each extra shape kind.
+    flat_prob: float = 0.25
+    gradient_prob: float = 0.2
+    stroke_prob: float = 0.12
+    small_prob: float = 0.15
+    hole_prob: float = 0.12
+    part_prob: float = 0.15
+    split_prob: float = 0.1
 
 
 @lru_cache(maxsize=1)
@@ -71,7 +88,31 @@ def _textures() -> tuple[np.ndarray, ...]:
         if img.ndim == 2:
             img = np.repeat(img[..., None], 3, axis=2)
         out.append(np.ascontiguousarray(img[..., :3]).astype(np.uint8))
+    out.extend(_matplotlib_photos())
     return tuple(out)
+
+
+def _matplotlib_photos() -> list[np.ndarray]:
+    try:
+        import matplotlib.cbook as cbook
+        from PIL import Image
+    except ImportError as err:  # pragma: no cover - matplotlib is in the dev extra
+        raise MissingExtraError("the synthetic data generator", "dev", "matplotlib") from err
+    photos = []
+    for name in MATPLOTLIB_TEXTURES:
+        with Image.open(cbook.get_sample_data(name, asfileobj=False)) as im:
+            photos.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+    return photos
+
+
+def _fill(rng: np.random.Generator, h: int, w: int, cfg: SynthConfig) -> np.ndarray:
+    """A flat, gradient or photo-texture fill, ``h×w×3`` float32."""
+    u = rng.random()
+    if u < cfg.flat_prob:
+        return sp.flat_fill(rng, h, w)
+    if u < cfg.flat_prob + cfg.gradient_prob:
+        return sp.gradient_fill(rng, h, w)
+    return _texture_patch(rng, h, w)
 
 
 def _texture_patch(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -101,7 +142,10 @@ def _texture_patch(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 def _shape_mask(rng: np.random.Generator, h: int, w: int, cfg: SynthConfig) -> np.ndarray:
     """One random polygon, ellipse or smooth blob as an ``h×w`` bool mask (may cross borders)."""
     short = min(h, w)
-    diameter = short * math.exp(rng.uniform(math.log(cfg.min_diameter), math.log(cfg.max_diameter)))
+    low, high = cfg.min_diameter, cfg.max_diameter
+    if rng.random() < cfg.small_prob:  # a small object: 3-8 % of the short side
+        low, high = 0.03, 0.08
+    diameter = short * math.exp(rng.uniform(math.log(low), math.log(high)))
     r = diameter / 2
     cx, cy = rng.uniform(-0.1 * w, 1.1 * w), rng.uniform(-0.1 * h, 1.1 * h)
     canvas = np.zeros((h, w), np.uint8)
@@ -138,14 +182,34 @@ def _lighting(rng: np.random.Generator, h: int, w: int, strength: float) -> np.n
 def make_scene(
     rng: np.random.Generator, cfg: SynthConfig | None = None
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """One scene: image ``H×W×3`` uint8 and its visible-object masks (each ``H×W`` bool)."""
+    """One scene: image ``H×W×3`` uint8 and its visible-object masks (each ``H×W`` bool).
+
+    Shapes are painted back to front; a later shape hides what it covers of earlier ones,
+    except a nested part, which leaves its whole intact (the whole and the part are both masks).
+    """
     cfg = cfg or SynthConfig()
     long, short = cfg.long_side, int(rng.integers(cfg.min_short_side, cfg.long_side + 1))
     h, w = (long, short) if rng.random() < 0.5 else (short, long)
-    image = _texture_patch(rng, h, w) * _lighting(rng, h, w, rng.uniform(0, 0.6))
+    image = _fill(rng, h, w, cfg) * _lighting(rng, h, w, rng.uniform(0, 0.6))
     visible: list[np.ndarray] = []
+
+    def paint(m: np.ndarray, carve: bool = True) -> None:
+        nonlocal image
+        fill = _fill(rng, h, w, cfg) * _lighting(rng, h, w, rng.uniform(0, 0.8))
+        alpha = sp.soft_alpha(rng, m)
+        image = image * (1 - alpha) + fill * alpha
+        if carve:
+            for v in visible:
+                v &= ~m
+        visible.append(m.copy())
+
     for _ in range(int(rng.integers(cfg.min_objects, cfg.max_objects + 1))):
-        m = _shape_mask(rng, h, w, cfg)
+        if rng.random() < cfg.stroke_prob:
+            m = sp.stroke_mask(rng, h, w)
+        else:
+            m = _shape_mask(rng, h, w, cfg)
+            if rng.random() < cfg.hole_prob:
+                m = sp.punch_hole(rng, m)
         if not m.any():
             continue
         if rng.random() < 0.3:  # a soft drop shadow under the new shape
@@ -153,16 +217,23 @@ def make_scene(
             rolled = np.roll(np.roll(m, dy, 0), dx, 1).astype(np.float32)
             shadow = cv2.GaussianBlur(rolled, (0, 0), 2.0)[..., None]
             image = image * (1 - 0.45 * shadow)
-        fill = _texture_patch(rng, h, w) * _lighting(rng, h, w, rng.uniform(0, 0.8))
-        image = np.where(m[..., None], fill, image)
-        for v in visible:
-            v &= ~m
-        visible.append(m.copy())
-    image = image * rng.uniform(0.7, 1.25) + rng.normal(0, rng.uniform(0, 6), image.shape)
-    if rng.random() < 0.5:
-        image = cv2.GaussianBlur(image.astype(np.float32), (0, 0), rng.uniform(0.3, 0.9))
+        if rng.random() < cfg.split_prob and m.sum() > 200:
+            a, b = sp.split_mask(rng, m)
+            paint(a)
+            paint(b)
+            continue
+        paint(m)
+        if rng.random() < cfg.part_prob:
+            part = sp.inner_part(rng, m)
+            if part is not None:
+                for v in visible[:-1]:  # the whole (last entry) keeps the part
+                    v &= ~part
+                paint(part, carve=False)
+    if rng.random() < 0.3:
+        image = image * sp.spotlight(rng, h, w)
+    out = sp.camera(rng, image)
     masks = [v for v in visible if int(v.sum()) >= cfg.min_area]
-    return np.clip(image, 0, 255).astype(np.uint8), masks
+    return out, masks
 
 
 def iter_scenes(

@@ -337,7 +337,7 @@ class Trainer:
             ):
                 val = self.validate()
                 self._log({"step": self.step, **val, "time": time.time() - t_start})
-                score = val.get("point_miou", 0.0) + val.get("box_miou", 0.0)
+                score = sum(val.get(k, 0.0) for k in ("point_miou", "clicks3_miou", "box_miou"))
                 if bar is not None:
                     bar.write(
                         f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in val.items())
