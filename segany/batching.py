@@ -1,4 +1,5 @@
-"""Several images through the image encoder in batches (``Predictor.embed_images``).
+"""Several images through the image encoder in batches (``Predictor.embed_images`` calls it
+with its model, transform, precision and disk cache).
 
 Each image is resized and padded as ``set_image`` does, up to ``batch_size`` of them are encoded
 in one call, and each result equals that image's ``set_image`` embedding (to float rounding of
@@ -9,38 +10,39 @@ are stored there.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 
-from segany.embedding_cache import ImageEmbedding
+from segany.embedding_cache import EmbeddingCache, ImageEmbedding
 from segany.errors import InputError
 from segany.images import ImageLike, to_rgb_uint8
+from segany.modeling import Sam
 from segany.precision import encode
-
-if TYPE_CHECKING:
-    from segany.predictor import Predictor
+from segany.transforms import ResizeLongestSide
 
 
 @torch.inference_mode()
 def embed_images(
-    predictor: Predictor,
+    model: Sam,
     images: Sequence[ImageLike],
     *,
+    transform: ResizeLongestSide,
+    precision: str,
+    cache: EmbeddingCache | None,
     batch_size: int = 2,
     image_format: str = "RGB",
 ) -> list[ImageEmbedding]:
     """One ``ImageEmbedding`` (features 1×C×h×w, original and input sizes) per image, in order."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    model, cache = predictor.model, predictor.disk_cache
+    device = model.device
     out: list[ImageEmbedding | None] = [None] * len(images)
     todo = []  # (index, rgb, cache key)
     for i, image in enumerate(images):
         rgb = to_rgb_uint8(image, image_format)
         key = None
         if cache is not None:
-            key = cache.key(rgb, model, predictor.precision)
+            key = cache.key(rgb, model, precision)
             out[i] = cache.get(key)
         if out[i] is None:
             todo.append((i, rgb, key))
@@ -48,12 +50,12 @@ def embed_images(
         batch = todo[start : start + batch_size]
         tensors, sizes = [], []
         for _, rgb, _ in batch:
-            resized = predictor.transform.apply_image(rgb)
+            resized = transform.apply_image(rgb)
             # h×w×3 uint8 -> 3×h×w float, normalised and padded to 3×S×S
-            x = torch.as_tensor(resized, device=predictor.device).permute(2, 0, 1)
+            x = torch.as_tensor(resized, device=device).permute(2, 0, 1)
             tensors.append(model.preprocess(x[None].float())[0])
             sizes.append((int(resized.shape[0]), int(resized.shape[1])))
-        features = encode(model, torch.stack(tensors), predictor.precision).float()
+        features = encode(model, torch.stack(tensors), precision).float()
         for (i, rgb, key), feats, size in zip(batch, features, sizes, strict=True):
             entry = ImageEmbedding(feats[None].clone(), (rgb.shape[0], rgb.shape[1]), size)
             if cache is not None and key is not None:

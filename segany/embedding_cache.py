@@ -122,7 +122,7 @@ class EmbeddingCache:
 
     def put(self, key: str, entry: ImageEmbedding) -> None:
         """Store ``entry`` atomically, then trim the folder to ``max_bytes``."""
-        from segany.formats._atomic import write_bytes_atomic
+        from segany.atomic import write_bytes_atomic
 
         write_bytes_atomic(self.path(key), _encode(key, entry))
         self.trim()

@@ -284,7 +284,15 @@ class Predictor:
         with ``set_embedding``."""
         from segany.batching import embed_images
 
-        return embed_images(self, images, batch_size=batch_size, image_format=image_format)
+        return embed_images(
+            self.model,
+            images,
+            transform=self.transform,
+            precision=self.precision,
+            cache=self.disk_cache,
+            batch_size=batch_size,
+            image_format=image_format,
+        )
 
     def set_images(
         self, images: Sequence[ImageLike], *, batch_size: int = 2, image_format: str = "RGB"

@@ -1,20 +1,23 @@
 """Validate user prompts at the public boundary and bring them to one batched layout.
 
 Everything here is numpy, except the checks of an embedding and of ``predict_torch``'s tensors;
-the predictor moves the result to the model's frame and device.
+the predictor moves the result to the model's frame and device. torch is imported only by
+those two checks, so the onnxruntime backend validates prompts without it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from segany.errors import InputError
 from segany.images import tensor_to_numpy
 from segany.limits import MAX_COORDINATE, MAX_POINTS_PER_PROMPT, check_size_pair
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,8 @@ def check_prompts(
 def check_embedding(embedding: Any, expected: tuple[int, ...]) -> torch.Tensor:
     """An image embedding (1×C×h×w, or C×h×w) as a finite float32 tensor of shape ``expected``;
     any other value gets an ``InputError`` naming the shape wanted."""
+    import torch
+
     want = "×".join(map(str, expected))
     try:
         emb = torch.as_tensor(embedding)
@@ -219,6 +224,8 @@ def check_torch_prompts(
 ) -> None:
     """``Predictor.predict_torch``'s inputs (model-frame tensors): point_coords B×N×2 float,
     point_labels B×N int, boxes B×4, mask_input B×1×s×s, batch sizes equal or 1."""
+    import torch
+
     if (point_coords is None) != (point_labels is None):
         raise InputError("point_coords and point_labels must be given together")
     s = tuple(low_res_size)

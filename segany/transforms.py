@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PIL import Image
+from torch.nn import functional as F
 
 
 def preprocess_shape(h: int, w: int, long_side: int) -> tuple[int, int]:
@@ -47,6 +48,12 @@ class ResizeLongestSide:
     def apply_boxes(self, boxes: np.ndarray, original_size: tuple[int, ...]) -> np.ndarray:
         """B×4 (or 4) XYXY -> B×4 XYXY in the resized image."""
         return self.apply_coords(np.asarray(boxes).reshape(-1, 2, 2), original_size).reshape(-1, 4)
+
+    def apply_image_torch(self, image: torch.Tensor) -> torch.Tensor:
+        """B×C×H×W float -> B×C×h×w (bilinear with antialiasing); the official method name, for
+        code written against ``segment_anything`` (sizes from H×W, see the README)."""
+        h, w = self.get_preprocess_shape(image.shape[2], image.shape[3], self.target_length)
+        return F.interpolate(image, (h, w), mode="bilinear", align_corners=False, antialias=True)
 
     def apply_coords_torch(
         self, coords: torch.Tensor, original_size: tuple[int, ...]

@@ -279,7 +279,7 @@ def test_every_generator_option_has_a_flag():
 
     from segany.automatic import MaskGenerator
     from segany.cli import build_parser
-    from segany.cli.auto import GENERATOR_OPTIONS, generator_options
+    from segany.cli.generator_flags import GENERATOR_OPTIONS, generator_options
 
     params = inspect.signature(MaskGenerator.__init__).parameters
     keywords = {

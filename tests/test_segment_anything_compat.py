@@ -45,7 +45,7 @@ GEN = {
     "seeded": dict(
         points_per_side=8, pred_iou_thresh=0.7, stability_score_thresh=0.7, box_nms_thresh=1.0
     ),
-    "bundled": dict(points_per_side=8, pred_iou_thresh=0.5, stability_score_thresh=0.5),
+    "bundled": dict(points_per_side=12, pred_iou_thresh=0.5, stability_score_thresh=0.5),
 }
 
 

@@ -106,7 +106,7 @@ def _load(args: argparse.Namespace, console: Console) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """``segany auto`` in amg.py's layout (called by ``segany.cli.auto.run``)."""
-    from segany.cli.auto import generator_options
+    from segany.cli.generator_flags import generator_options
     from segany.formats import read_image
 
     console = Console(args)
@@ -187,8 +187,8 @@ def _process(path: Path, image: Any, out: Path, rle: bool, generator: Any, conso
     """Segment one image and write its amg.py output; returns the number of masks."""
     import json
 
+    from segany.atomic import write_text_atomic
     from segany.formats import write_mask_folder
-    from segany.formats._atomic import write_text_atomic
 
     t0 = time.perf_counter()
     records = generator.generate(image)

@@ -12,7 +12,6 @@ import argparse
 import json
 from typing import Any
 
-from segany.cli.auto import GENERATOR_OPTIONS, generator_options
 from segany.cli.common import (
     EXIT_CODES_HELP,
     EXIT_OK,
@@ -25,6 +24,7 @@ from segany.cli.common import (
     plain_doc,
     positive_int,
 )
+from segany.cli.generator_flags import GENERATOR_OPTIONS, generator_options
 from segany.errors import InputError
 
 

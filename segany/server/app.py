@@ -9,27 +9,16 @@ from __future__ import annotations
 
 import hmac
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from segany.errors import InputError, MissingExtraError
 from segany.server.settings import ServerSettings
+from segany.server.state import AppState, state_of
 
 STATIC = Path(__file__).parent / "static"
 TOKEN_COOKIE = "segany_token"
 log = logging.getLogger("segany.server")
-
-
-@dataclass
-class AppState:
-    settings: ServerSettings
-    project: Any  # ProjectFolder
-    notes: Any  # Annotations
-    hub: Any  # ModelHub
-    retrainer: Any  # Retrainer
-    sessions: Any
-    engine: Any
 
 
 def build_state(settings: ServerSettings, model: Any = None) -> AppState:
@@ -174,10 +163,6 @@ def _bearer(value: str | None) -> str | None:
     if value and value.lower().startswith("bearer "):
         return value[7:].strip()
     return None
-
-
-def state_of(request: Any) -> AppState:
-    return request.app.state.segany  # type: ignore[no-any-return]
 
 
 __all__ = ["AppState", "create_app", "state_of", "InputError"]

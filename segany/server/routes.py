@@ -10,8 +10,8 @@ from fastapi.responses import FileResponse
 
 from segany.errors import InputError
 from segany.server import exporting, schemas
-from segany.server.app import state_of
 from segany.server.project import NotFound
+from segany.server.state import state_of
 
 router = APIRouter()
 UPLOAD = File(..., description="an image file (JPEG, PNG, BMP, TIFF, WebP)")
