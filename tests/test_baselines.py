@@ -63,7 +63,7 @@ def test_flood_fill_protocol_figures_are_the_independent_ones():
     # A's center click (22, 24) spills into B: IoU = |A| / |A ∪ B|.
     spill = _reachable(img, 22, 24, FLOOD_TOLERANCE)
     assert spill.sum() == 30 * 40
-    expected_a = mask_iou(spill, gt_a)
+    expected_a = float(mask_iou(spill, gt_a))
     assert expected_a == pytest.approx(750 / 1200)
     rows = res["point"].per_object
     assert rows[0]["iou"] == pytest.approx(expected_a)
