@@ -14,7 +14,7 @@ from segany.engine import WorkerSpec
 from segany.train.synth import SynthConfig, iter_scenes
 
 #: Small generator settings: a 6×6 grid and thresholds the bundled model passes on the scenes.
-OPTIONS = {"points_per_side": 6, "pred_iou_thresh": 0.7, "stability_score_thresh": 0.8}
+OPTIONS = {"points_per_side": 6, "pred_iou_thresh": 0.5, "stability_score_thresh": 0.7}
 MAX_PIXELS = 150 * 150  # big.png (160×160) is over it, the scenes (≤ 96×96) are not
 SPEC = WorkerSpec(options=OPTIONS, threads=1, max_pixels=MAX_PIXELS)
 

@@ -63,7 +63,7 @@ def test_engine_output_is_training_data(tmp_path: Path) -> None:
 def _run_args(folder: Path, out: Path) -> list[str]:
     return [
         "engine", "run", str(folder), "-o", str(out), "--executor", "serial", "-q",
-        "--points-per-side", "6", "--pred-iou-thresh", "0.7", "--stability-score-thresh", "0.8",
+        "--points-per-side", "6", "--pred-iou-thresh", "0.5", "--stability-score-thresh", "0.7",
         "--max-pixels", str(SPEC.max_pixels), "--threads-per-worker", "1",
     ]  # fmt: skip
 

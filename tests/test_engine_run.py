@@ -314,8 +314,8 @@ def test_sigkill_at_several_points_then_resume_gives_the_complete_set(
 
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "segany", "engine", "run", str(collection), "-o", str(out)]
-    cmd += ["--points-per-side", "6", "--pred-iou-thresh", "0.7"]
-    cmd += ["--stability-score-thresh", "0.8", "--max-pixels", str(MAX_PIXELS)]
+    cmd += ["--points-per-side", "6", "--pred-iou-thresh", "0.5"]
+    cmd += ["--stability-score-thresh", "0.7", "--max-pixels", str(MAX_PIXELS)]
     cmd += ["--shard-size", "3", "-w", "1", "--threads-per-worker", "1", "-q"]
     root = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")

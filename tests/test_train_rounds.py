@@ -4,7 +4,6 @@ the prediction spilled over."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -30,8 +29,9 @@ TINY = SamConfig(
 SYNTH = SynthConfig(long_side=64, min_short_side=56, min_objects=2, max_objects=4, min_area=40)
 
 
-@pytest.mark.parametrize("box_prob", [0.0, 1.0])
-def test_corrective_clicks_come_from_the_previous_prediction(tmp_path, monkeypatch, box_prob):
+def _follow_clicks(tmp_path, monkeypatch, box_prob: float) -> tuple[int, int]:
+    """Train one step with ``box_prob`` for the first prompt, check every corrective click
+    against the previous prediction; return (negative, positive) click counts."""
     write_sa1b(tmp_path / "d", 3, seed=0, cfg=SYNTH)
     torch.manual_seed(0)
     model = build_sam(TINY)
@@ -98,6 +98,17 @@ def test_corrective_clicks_come_from_the_previous_prediction(tmp_path, monkeypat
             assert lbl[i] == (1.0 if gt[i, y[i], x[i]] else 0.0), "wrong click label"
         negatives += int((lbl == 0).sum())
         positives += int((lbl == 1).sum())
-    # Two images, three click rounds each, and both kinds of corrective click occur.
+    # Two images, three click rounds each.
     assert len(clicks) == 2 * 3
+    return negatives, positives
+
+
+def test_corrective_clicks_come_from_the_previous_prediction(tmp_path, monkeypatch):
+    negatives = positives = 0
+    for box_prob in (0.0, 1.0):  # a point first, then a box first
+        with monkeypatch.context() as mp:
+            n, p = _follow_clicks(tmp_path / f"box{box_prob}", mp, box_prob)
+        assert n + p > 0
+        negatives, positives = negatives + n, positives + p
+    # Both kinds of corrective click occur (an untrained model's box masks may only spill).
     assert negatives > 0 and positives > 0
