@@ -98,7 +98,7 @@ def test_short_run_lowers_loss_and_raises_miou(data, tmp_path):
     # Box prompts on four scenes, validated on those scenes: this checks that the loop learns,
     # not how well a 60-second model generalises.
     loss = LossWeights(focal=1.0, dice=1.0, focal_alpha=-1)  # dice-led: learns in few steps
-    tr = _trainer(data, tmp_path, steps=120, lr=1e-3, box_prob=1.0, rounds=1, loss=loss)
+    tr = _trainer(data, tmp_path, steps=240, lr=1e-3, box_prob=1.0, rounds=1, loss=loss)
     tr.train_set.items = tr.train_set.items[:4]
     tr.val_set = SA1BDataset(data / "train", SMALL.image_size, masks_per_image=4)
     tr.val_set.items = tr.train_set.items
