@@ -20,6 +20,8 @@ from segany.cli.common import (
 
 if TYPE_CHECKING:
     from segany.modeling import Sam
+    from segany.train.datasets import MaskDataset
+    from segany.train.embeddings import EmbeddingCache
 
 # CLI option -> TrainConfig field (options left out keep the TrainConfig default).
 _TRAIN_FIELDS = {
@@ -39,6 +41,7 @@ _TRAIN_FIELDS = {
     "box_prob": "box_prob",
     "box_noise": "box_noise",
     "box_max_noise": "box_max_noise",
+    "click_mode": "click_mode",
     "freeze": "freeze",
     "device": "device",
     "seed": "seed",
@@ -69,7 +72,9 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
         description="Train from scratch (--config) or fine-tune (--model) on an SA-1B folder "
         "or a COCO instances JSON (ANNOTATIONS.json[:IMAGES_DIR]).",
     )
-    p.add_argument("data", help="training data: SA-1B folder or COCO JSON[:images dir]")
+    p.add_argument(
+        "data", nargs="+", help="training data: SA-1B folder(s) or COCO JSON[:images dir]"
+    )
     p.add_argument("--val", metavar="DATA", help="validation data (same forms)")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="run folder")
     start = p.add_mutually_exclusive_group()
@@ -110,10 +115,22 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--box-prob", type=fraction, help="share of first prompts that are boxes")
     g.add_argument("--box-noise", type=fraction, help="box jitter std, fraction of the side")
     g.add_argument("--box-max-noise", type=finite_float, help="box jitter cap in pixels")
+    g.add_argument(
+        "--click-mode",
+        choices=("uniform", "center", "mixed"),
+        help="corrective clicks: uniform in the error region (paper), the center of the largest "
+        "error region (segany eval's), or either per mask",
+    )
     for name in ("focal-weight", "dice-weight", "iou-weight", "focal-alpha", "focal-gamma"):
         g.add_argument(f"--{name}", type=finite_float)
     g = p.add_argument_group("hardware")
     g.add_argument("--freeze", choices=("none", "encoder", "decoder-only"))
+    g.add_argument(
+        "--cache-embeddings",
+        metavar="FILE",
+        help="with --freeze: encode the training images once (and flipped) into FILE, built "
+        "when missing, and train the decoder from it",
+    )
     g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when present)")
     g.add_argument("--no-amp", action="store_true", help="train in fp32 (default: bf16 autocast)")
     g.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads for torch")
@@ -175,7 +192,7 @@ def run_train(args: argparse.Namespace) -> int:
     import torch
 
     from segany.errors import InputError
-    from segany.train.datasets import open_dataset
+    from segany.train.datasets import open_dataset, open_datasets
     from segany.train.losses import LossWeights
     from segany.train.trainer import TrainConfig, Trainer
 
@@ -205,11 +222,19 @@ def run_train(args: argparse.Namespace) -> int:
 
     msc = config_of(model)
     kw = {"pixel_mean": msc.pixel_mean, "pixel_std": msc.pixel_std}
-    train = open_dataset(
+    train = open_datasets(
         args.data, msc.image_size, masks_per_image=cfg.masks_per_image, flip=True, **kw
     )
     val = open_dataset(args.val, msc.image_size, masks_per_image=64, **kw) if args.val else None
-    trainer = Trainer(model, cfg, train, val)
+    source: MaskDataset | EmbeddingCache = train
+    if args.cache_embeddings:
+        from segany.train.embeddings import open_cache
+
+        if cfg.freeze == "none":
+            raise InputError("--cache-embeddings needs --freeze encoder or decoder-only")
+        console.info(f"embedding cache: {args.cache_embeddings}")
+        source = open_cache(model, train, args.cache_embeddings, progress=not args.quiet)
+    trainer = Trainer(model, cfg, source, val)
     if args.resume:
         trainer.resume()
         console.info(f"resumed at step {trainer.step}")

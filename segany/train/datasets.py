@@ -133,6 +133,29 @@ def _image_and_masks(sample: Sample) -> tuple[np.ndarray, list[np.ndarray]]:
     return image, [o.mask() for o in sample.objects if not o.iscrowd]
 
 
+class ConcatDataset(MaskDataset):
+    """Several datasets read as one, in order (e.g. two synthetic scene styles)."""
+
+    def __init__(self, parts: list[MaskDataset], image_size: int, **kwargs) -> None:
+        super().__init__(image_size, **kwargs)
+        if not parts:
+            raise InputError("ConcatDataset needs at least one dataset")
+        self.parts = parts
+        self.items = [(k, j) for k, part in enumerate(parts) for j in range(len(part))]
+
+    def load(self, index: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        k, j = self.items[index]
+        return self.parts[k].load(j)
+
+
+def open_datasets(specs: list[str], image_size: int, **kwargs) -> MaskDataset:
+    """One dataset from one or more ``open_dataset`` paths (concatenated in order)."""
+    if len(specs) == 1:
+        return open_dataset(specs[0], image_size, **kwargs)
+    parts = [open_dataset(s, image_size, **kwargs) for s in specs]
+    return ConcatDataset(parts, image_size, **kwargs)
+
+
 def open_dataset(spec: str | Path, image_size: int, **kwargs) -> MaskDataset:
     """A dataset from a path: an SA-1B folder, or ``annotations.json[:images_dir]`` for COCO
     (images found beside the JSON, or in ``images/`` next to it, when no folder is given)."""

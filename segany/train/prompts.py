@@ -87,6 +87,27 @@ def error_points(
     return pts, labels
 
 
+def center_error_points(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The evaluation's corrective click per mask (``segany.evaluate.prompts.next_click``: the
+    center of the largest error region), for ``pred`` vs ``gt`` (both M×H×W bool).
+
+    Returns points ``M×2`` XY and labels ``M`` as ``error_points`` does (-1: no error, a padding
+    point at the origin).
+    """
+    from segany.evaluate.prompts import next_click
+
+    if pred.shape != gt.shape:
+        raise InputError(f"pred {tuple(pred.shape)} and gt {tuple(gt.shape)} differ in shape")
+    pts = torch.zeros(gt.shape[0], 2)
+    labels = torch.full((gt.shape[0],), -1.0)
+    p_np, g_np = pred.cpu().numpy(), gt.cpu().numpy()
+    for i in range(gt.shape[0]):
+        click = next_click(g_np[i], p_np[i], "area")
+        if click is not None:
+            pts[i, 0], pts[i, 1], labels[i] = float(click[0]), float(click[1]), float(click[2])
+    return pts, labels
+
+
 def mask_only_rounds(num_rounds: int, generator: torch.Generator | None = None) -> set[int]:
     """Rounds (0-based) that add no new point: the last one and one random middle round.
 

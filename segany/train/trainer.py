@@ -13,7 +13,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -33,8 +33,10 @@ from segany.train.optim import build_optimizer, set_drop_path, warmup_cosine
 
 if TYPE_CHECKING:
     from segany.modeling import Sam
+    from segany.train.embeddings import EmbeddingCache
 
 FREEZE_OPTIONS = ("none", "encoder", "decoder-only")
+CLICK_MODES = ("uniform", "center", "mixed")
 
 
 @dataclass
@@ -58,6 +60,9 @@ class TrainConfig:
     box_prob: float = 0.5
     box_noise: float = 0.1
     box_max_noise: float = 20.0
+    # Corrective clicks: "uniform" in the error region (the paper), "center" of the largest
+    # error region (what `segany eval` does), "mixed": each round draws one of the two per mask.
+    click_mode: str = "uniform"
     loss: LossWeights = field(default_factory=LossWeights)
     freeze: str = "none"
     amp: bool = True  # bf16 autocast
@@ -86,17 +91,30 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Trainer:
-    """Trains ``model`` (a segany ``Sam``) on ``train_set``; validates on ``val_set``."""
+    """Trains ``model`` (a segany ``Sam``) on ``train_set``; validates on ``val_set``.
+
+    ``train_set`` may be an ``EmbeddingCache`` (``segany.train.embeddings``) when the image
+    encoder is frozen: steps then skip the encoder and read its cached output.
+    """
 
     def __init__(
         self,
         model: Sam,
         config: TrainConfig,
-        train_set: MaskDataset,
+        train_set: MaskDataset | EmbeddingCache,
         val_set: MaskDataset | None = None,
     ) -> None:
+        from segany.train.embeddings import EmbeddingCache
+
         if config.freeze not in FREEZE_OPTIONS:
             raise InputError(f"freeze must be one of {FREEZE_OPTIONS}, got {config.freeze!r}")
+        if config.click_mode not in CLICK_MODES:
+            raise InputError(f"click_mode must be one of {CLICK_MODES}, got {config.click_mode!r}")
+        self.cached = isinstance(train_set, EmbeddingCache)
+        if self.cached:
+            if config.freeze == "none":
+                raise InputError("cached embeddings need a frozen image encoder (--freeze)")
+            cast("EmbeddingCache", train_set).check(model)
         if config.rounds < 1 or config.batch_size < 1 or config.accumulate < 1:
             raise InputError("rounds, batch_size and accumulate must be at least 1")
         self.cfg = config
@@ -143,8 +161,31 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def _batch(self, rng: np.random.Generator):
+        """Images B×3×S×S (or, from a cache, embeddings B×C×h×w), masks and input sizes."""
         idx = rng.integers(len(self.train_set), size=self.cfg.batch_size)
-        return collate([self.train_set.get(int(i), rng) for i in idx])
+        if self.cached:
+            found = [self.train_set.get(int(i), rng) for i in idx]
+            return (
+                torch.stack([c.embedding for c in found]),  # type: ignore[union-attr]
+                [c.masks for c in found],
+                [c.input_size for c in found],
+            )
+        return collate([self.train_set.get(int(i), rng) for i in idx])  # type: ignore[misc]
+
+    def _clicks(
+        self, pred: torch.Tensor, gt: torch.Tensor, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Corrective clicks ``M×2`` XY and labels ``M`` for predictions vs ``gt`` (M×S×S)."""
+        mode = self.cfg.click_mode
+        pts, lbl = prompts.error_points(pred, gt, gen)  # drawn in every mode: same randomness
+        if mode == "uniform":
+            return pts, lbl
+        take = torch.ones(gt.shape[0], dtype=torch.bool)
+        if mode == "mixed":
+            take = torch.rand(gt.shape[0], generator=gen) < 0.5
+        cpts, clbl = prompts.center_error_points(pred[take], gt[take])
+        pts[take], lbl[take] = cpts, clbl
+        return pts, lbl
 
     # ---------------------------------------------------------------------------------------
     def _rounds_loss(
@@ -184,7 +225,7 @@ class Trainer:
         parts = {"focal": 0.0, "dice": 0.0, "iou_mse": 0.0}
         for r in range(last + 1):
             if r > 0 and r not in quiet:
-                new_pt, new_lbl = prompts.error_points(pred.cpu(), gt.cpu(), gen)
+                new_pt, new_lbl = self._clicks(pred.cpu(), gt.cpu(), gen)
                 pts = torch.cat([pts, new_pt.to(gt.device)[:, None]], 1)
                 lbl = torch.cat([lbl, new_lbl.to(gt.device)[:, None]], 1)
             multimask = r == 0 and not use_box
@@ -218,11 +259,15 @@ class Trainer:
     def compute_loss(
         self, images: torch.Tensor, masks: list[torch.Tensor], sizes: list, gen: torch.Generator
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Loss of one micro-batch: images B×3×S×S, masks per image M_i×S×S."""
-        images = images.to(self.device)
-        with torch.set_grad_enabled(not self._encoder_frozen and torch.is_grad_enabled()):
-            with self._autocast():
-                emb = self.model.image_encoder(images)
+        """Loss of one micro-batch: images B×3×S×S (or cached embeddings B×C×h×w), masks per
+        image M_i×S×S."""
+        if self.cached:
+            emb = images.to(self.device)
+        else:
+            images = images.to(self.device)
+            with torch.set_grad_enabled(not self._encoder_frozen and torch.is_grad_enabled()):
+                with self._autocast():
+                    emb = self.model.image_encoder(images)
         count = sum(int(mk.shape[0]) for mk in masks)
         total = emb.new_zeros(()).float()
         parts = {"focal": 0.0, "dice": 0.0, "iou_mse": 0.0}
