@@ -47,21 +47,31 @@ def test_bundled_model_reaches_its_stated_quality_on_fresh_scenes():
     assert result["box_miou"] >= stated["synthetic_box_miou"] - 0.06
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (MODEL_CARD.md): the shipped v2 decoder saw only 50 steps of the "
-    "interactive loop and its 3-click mIoU is still below its 1-click mIoU",
-)
-def test_bundled_model_clicks_improve_on_held_out_scenes():
-    """The paper's interactive protocol (previous logits fed back): 3 clicks beat 1."""
+@pytest.fixture(scope="module")
+def held_out_clicks() -> dict:
+    """The clicks protocol (previous logits fed back) on 20 held-out scenes, 124 objects."""
     import torch
 
     from segany.checkpoints import load_model
     from segany.train.quality import measure, synthetic_samples
 
     torch.manual_seed(0)
-    result = measure(load_model(), synthetic_samples(20, seed=778), max_clicks=3)
-    assert result["clicks3_miou"] > result["clicks1_miou"] + 0.05
+    return measure(load_model(), synthetic_samples(20, seed=778), max_clicks=3)
+
+
+def test_bundled_model_clicks_improve_on_held_out_scenes(held_out_clicks):
+    """The paper's interactive protocol: 3 clicks beat 1 (v3: 0.668 vs 0.629, +0.039; v2 lost
+    0.040 here). The margin is well above float noise on a deterministic measurement."""
+    assert held_out_clicks["clicks3_miou"] > held_out_clicks["clicks1_miou"] + 0.02
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap (MODEL_CARD.md): v3's corrective clicks help, but 2 of them add 0.039 "
+    "mIoU on these scenes, less than 0.05 (and 0.054 on the real set, where issue 9 asks 0.10)",
+)
+def test_bundled_model_clicks_improve_by_a_margin(held_out_clicks):
+    assert held_out_clicks["clicks3_miou"] > held_out_clicks["clicks1_miou"] + 0.05
 
 
 def test_bundled_model_keeps_its_figures_on_the_real_evaluation_set():
