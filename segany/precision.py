@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from segany.encoding import encode_image
 from segany.errors import InputError
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
@@ -189,10 +190,10 @@ def int8_encoder(model: nn.Module) -> nn.Module:
 def encode(model: nn.Module, images: torch.Tensor, precision: str) -> torch.Tensor:
     """B×3×S×S preprocessed images -> B×C×h×w fp32 embeddings, in a resolved ``precision``."""
     if precision == "int8":
-        return int8_encoder(model)(images).float()
-    encoder: nn.Module = model.image_encoder  # type: ignore[assignment]
+        return encode_image(int8_encoder(model), images).float()  # type: ignore[arg-type]
+    encoder = model.image_encoder
     dtype = _AUTOCAST.get(precision)
     if dtype is None:
-        return encoder(images)
+        return encode_image(encoder, images)  # type: ignore[arg-type]
     with torch.autocast(images.device.type, dtype=dtype):
-        return encoder(images).float()
+        return encode_image(encoder, images).float()  # type: ignore[arg-type]

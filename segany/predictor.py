@@ -421,7 +421,6 @@ class Predictor:
         coords, labels = grow(point_coords), grow(point_labels)
         boxes, mask_input = grow(boxes), grow(mask_input)
         model = self.model
-        image_pe = model.prompt_encoder.get_dense_pe()
         # Without a mask input, decode with the image-side work shared by every prompt and
         # call on this image, and only the requested mask outputs upscaled (same values).
         shared = None if mask_input is not None else self._shared_decoder(state)
@@ -445,7 +444,7 @@ class Predictor:
             else:
                 low, iou = model.mask_decoder(
                     image_embeddings=state.features,
-                    image_pe=image_pe,
+                    image_pe=model.prompt_encoder.get_dense_pe(),
                     sparse_prompt_embeddings=sparse,
                     dense_prompt_embeddings=dense,
                     multimask_output=multimask_output,

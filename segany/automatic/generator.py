@@ -78,6 +78,8 @@ class MaskGenerator:
     False for none); with a Predictor given, its own settings apply.
     """
 
+    decode_chunk = 2  # prompts per decoder pass on the CPU (see _decode_points)
+
     def __init__(
         self,
         model: Sam | Predictor,
@@ -297,6 +299,31 @@ class MaskGenerator:
             crops=crops,
         )
 
+    def _decode_points(
+        self, decoder: PointDecoder, sparse: torch.Tensor, pred_iou_thresh: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sparse prompts B×T×C -> (IoU predictions B×3 of the multimask outputs, the kept ones
+        B×3 bool, their low-res logits K×s×s in point-major order like the official flattening).
+
+        On the CPU a few prompts go through the decoder at a time: each prompt's image tokens
+        (4096×256 floats at 1024 px) then stay in the cache instead of a 64-prompt batch's
+        256 MB (the same values).
+        """
+        step = self.decode_chunk if sparse.device.type == "cpu" else len(sparse)
+        ious, keeps, lows = [], [], []
+        for s in range(0, len(sparse), step):
+            tokens, keys = decoder.transformer(sparse[s : s + step])
+            iou = decoder.iou_predictions(tokens)[:, 1:]  # b×3: the multimask outputs
+            keep = iou > pred_iou_thresh if pred_iou_thresh > 0 else torch.ones_like(iou).bool()
+            rows = keep.any(dim=1).nonzero()[:, 0]
+            if len(rows):
+                outputs = range(1, 1 + iou.shape[1])
+                lows.append(decoder.mask_logits(tokens[rows], keys[rows], outputs)[keep[rows]])
+            ious.append(iou)
+            keeps.append(keep)
+        low = torch.cat(lows) if lows else sparse.new_zeros(0, 1, 1)
+        return torch.cat(ious), torch.cat(keeps), low
+
     def _decode_crop(
         self, enc: Predictor, box: list[int], layer: int, image_hw: tuple[int, int], cut: Selection
     ) -> CropMasks:
@@ -319,19 +346,10 @@ class MaskGenerator:
             sparse, _ = model.prompt_encoder(
                 points=(coords[:, None], labels), boxes=None, masks=None
             )
-            tokens, keys = decoder.transformer(sparse)
-            iou = decoder.iou_predictions(tokens)[:, 1:]  # B×3: the multimask outputs
-            keep = (
-                iou > cut.pred_iou_thresh
-                if cut.pred_iou_thresh > 0
-                else torch.ones_like(iou, dtype=torch.bool)
-            )
+            iou, keep, low = self._decode_points(decoder, sparse, cut.pred_iou_thresh)
             rows = keep.any(dim=1).nonzero()[:, 0]
             if len(rows) == 0:
                 continue
-            n_out = iou.shape[1]
-            low = decoder.mask_logits(tokens[rows], keys[rows], range(1, 1 + n_out))
-            low = low[keep[rows]]  # K×s×s, point-major like the official flattening
             kept_iou = iou[rows][keep[rows]]
             kept_pts = torch.as_tensor(pts, device=dev)[rows].repeat_interleave(
                 keep[rows].sum(1), dim=0
