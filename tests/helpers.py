@@ -20,6 +20,22 @@ SMALL = SamConfig(
     decoder_mlp_dim=256,
 )
 
+# The training tests' model: 64 px input, 8×8 embedding, every width small enough that a few
+# optimiser steps take a second.
+TRAIN_SMALL = SamConfig(
+    "test-train",
+    encoder_embed_dim=32,
+    encoder_depth=2,
+    encoder_num_heads=2,
+    encoder_global_attn_indexes=(1,),
+    image_size=64,
+    patch_size=8,
+    window_size=4,
+    prompt_embed_dim=32,
+    decoder_mlp_dim=64,
+    iou_head_hidden_dim=32,
+)
+
 
 def perturb_(model: torch.nn.Module, seed: int = 0, scale: float = 0.5) -> torch.nn.Module:
     """Add seeded noise to every parameter and buffer (zero-initialised ones included), so a

@@ -6,36 +6,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import perturb_
+from helpers import TRAIN_SMALL, perturb_
 
 from segany.errors import InputError
-from segany.models import SamConfig, build_sam
+from segany.models import build_sam
 from segany.train import prompts
 from segany.train.datasets import SA1BDataset, open_datasets
 from segany.train.embeddings import EmbeddingCache, build_cache, open_cache
 from segany.train.synth import SynthConfig, write_sa1b
 from segany.train.trainer import TrainConfig, Trainer
 
-SMALL = SamConfig(
-    "test-cache",
-    encoder_embed_dim=32,
-    encoder_depth=2,
-    encoder_num_heads=2,
-    encoder_global_attn_indexes=(1,),
-    image_size=64,
-    patch_size=8,
-    window_size=4,
-    prompt_embed_dim=32,
-    decoder_mlp_dim=64,
-    iou_head_hidden_dim=32,
-)
 SYNTH = SynthConfig(long_side=64, min_short_side=48, min_objects=3, max_objects=6, min_area=30)
 
 
 def _model(seed: int = 0):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_sam(SMALL)
+        model = build_sam(TRAIN_SMALL)
     return perturb_(model, seed, scale=0.2)
 
 
@@ -70,7 +57,7 @@ def test_cached_embeddings_train_exactly_like_the_images(tmp_path, scenes, click
     """Same seeded model, same data: three steps on the cache give the losses, gradients and
     weights of three steps on the images (fp32 cache; the masks and flips drawn alike)."""
     data = open_datasets(
-        [str(scenes / "a"), str(scenes / "b")], SMALL.image_size, masks_per_image=3, flip=True
+        [str(scenes / "a"), str(scenes / "b")], TRAIN_SMALL.image_size, masks_per_image=3, flip=True
     )
     assert len(data) == 5
     cache = open_cache(_model(), data, tmp_path / "cache.safetensors")
@@ -89,7 +76,7 @@ def test_cached_embeddings_train_exactly_like_the_images(tmp_path, scenes, click
 
 
 def test_fp16_cache_is_close_and_holds_every_mask(tmp_path, scenes):
-    data = SA1BDataset(scenes / "a", SMALL.image_size, masks_per_image=3, flip=True)
+    data = SA1BDataset(scenes / "a", TRAIN_SMALL.image_size, masks_per_image=3, flip=True)
     model = _model()
     cache = open_cache(model, data, tmp_path / "c.safetensors")
     assert len(cache) == 3 and cache.flips == (False, True)
@@ -107,7 +94,7 @@ def test_fp16_cache_is_close_and_holds_every_mask(tmp_path, scenes):
 
 
 def test_cache_refuses_other_weights_and_other_data(tmp_path, scenes):
-    data = SA1BDataset(scenes / "a", SMALL.image_size, masks_per_image=3, flip=True)
+    data = SA1BDataset(scenes / "a", TRAIN_SMALL.image_size, masks_per_image=3, flip=True)
     path = tmp_path / "c.safetensors"
     open_cache(_model(0), data, path)
     with pytest.raises(InputError, match="another image encoder"):
@@ -139,7 +126,7 @@ def test_center_error_points_follow_the_evaluation_protocol():
 
 
 def test_click_mode_is_checked(tmp_path, scenes):
-    data = SA1BDataset(scenes / "a", SMALL.image_size)
+    data = SA1BDataset(scenes / "a", TRAIN_SMALL.image_size)
     with pytest.raises(InputError, match="click_mode"):
         Trainer(_model(), _config(tmp_path, "x", click_mode="random"), data)
 

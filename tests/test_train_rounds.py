@@ -6,26 +6,14 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from helpers import TRAIN_SMALL
 
-from segany.models import SamConfig, build_sam
+from segany.models import build_sam
 from segany.train import prompts
 from segany.train.datasets import SA1BDataset
 from segany.train.synth import SynthConfig, write_sa1b
 from segany.train.trainer import TrainConfig, Trainer
 
-TINY = SamConfig(
-    "test-rounds",
-    encoder_embed_dim=32,
-    encoder_depth=2,
-    encoder_num_heads=2,
-    encoder_global_attn_indexes=(1,),
-    image_size=64,
-    patch_size=8,
-    window_size=4,
-    prompt_embed_dim=32,
-    decoder_mlp_dim=64,
-    iou_head_hidden_dim=32,
-)
 SYNTH = SynthConfig(long_side=64, min_short_side=56, min_objects=2, max_objects=4, min_area=40)
 
 
@@ -34,7 +22,7 @@ def _follow_clicks(tmp_path, monkeypatch, box_prob: float) -> tuple[int, int]:
     against the previous prediction; return (negative, positive) click counts."""
     write_sa1b(tmp_path / "d", 3, seed=0, cfg=SYNTH)
     torch.manual_seed(0)
-    model = build_sam(TINY)
+    model = build_sam(TRAIN_SMALL)
     cfg = TrainConfig(
         out_dir=str(tmp_path / "run"),
         steps=2,
@@ -46,7 +34,7 @@ def _follow_clicks(tmp_path, monkeypatch, box_prob: float) -> tuple[int, int]:
         device="cpu",
         amp=False,
     )
-    data = SA1BDataset(tmp_path / "d", TINY.image_size, masks_per_image=4)
+    data = SA1BDataset(tmp_path / "d", TRAIN_SMALL.image_size, masks_per_image=4)
     trainer = Trainer(model, cfg, data)
 
     # What the decoder returned each time, the image being trained, and every corrective click
@@ -77,7 +65,7 @@ def _follow_clicks(tmp_path, monkeypatch, box_prob: float) -> tuple[int, int]:
     monkeypatch.setattr(trainer, "_rounds_loss", rounds_loss)
     trainer.train_step()
 
-    s = TINY.image_size
+    s = TRAIN_SMALL.image_size
     negatives = positives = 0
     for pred, gt, pts, lbl, n_decoded, (h, w) in clicks:
         # The prediction handed to error_points is the previous decoder output: the mask the

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import TRAIN_SMALL
 
 from segany.errors import CheckpointError
 from segany.models import SamConfig, build_sam
@@ -18,19 +19,6 @@ from segany.train.synth import SynthConfig, iter_scenes, write_sa1b
 from segany.train.trainer import TrainConfig, Trainer
 from segany.train.validation import prompt_miou
 
-SMALL = SamConfig(
-    "test-train",
-    encoder_embed_dim=32,
-    encoder_depth=2,
-    encoder_num_heads=2,
-    encoder_global_attn_indexes=(1,),
-    image_size=64,
-    patch_size=8,
-    window_size=4,
-    prompt_embed_dim=32,
-    decoder_mlp_dim=64,
-    iou_head_hidden_dim=32,
-)
 SYNTH = SynthConfig(
     long_side=64,
     min_short_side=56,
@@ -58,7 +46,7 @@ def data(tmp_path_factory):
 
 def _trainer(data, out, steps=60, **kw):
     torch.manual_seed(0)
-    model = build_sam(SMALL)
+    model = build_sam(TRAIN_SMALL)
     kw = {"lr": 3e-3, "rounds": 3, **kw}
     cfg = TrainConfig(
         out_dir=str(out),
@@ -73,8 +61,8 @@ def _trainer(data, out, steps=60, **kw):
         device="cpu",
         **kw,
     )
-    train = SA1BDataset(data / "train", SMALL.image_size, masks_per_image=4, flip=True)
-    val = SA1BDataset(data / "val", SMALL.image_size, masks_per_image=8)
+    train = SA1BDataset(data / "train", TRAIN_SMALL.image_size, masks_per_image=4, flip=True)
+    val = SA1BDataset(data / "val", TRAIN_SMALL.image_size, masks_per_image=8)
     return Trainer(model, cfg, train, val)
 
 
@@ -100,7 +88,7 @@ def test_short_run_lowers_loss_and_raises_miou(data, tmp_path):
     loss = LossWeights(focal=1.0, dice=1.0, focal_alpha=-1)  # dice-led: learns in few steps
     tr = _trainer(data, tmp_path, steps=240, lr=1e-3, box_prob=1.0, rounds=1, loss=loss)
     tr.train_set.items = tr.train_set.items[:4]
-    tr.val_set = SA1BDataset(data / "train", SMALL.image_size, masks_per_image=4)
+    tr.val_set = SA1BDataset(data / "train", TRAIN_SMALL.image_size, masks_per_image=4)
     tr.val_set.items = tr.train_set.items
     before = prompt_miou(tr.model, tr.val_set, 4)
     hist = tr.fit()
@@ -180,7 +168,7 @@ def test_layer_decay_groups():
     assert layer_id("image_encoder.patch_embed.proj.weight", 2) == 0
     assert layer_id("image_encoder.blocks.1.attn.qkv.weight", 2) == 2
     assert layer_id("mask_decoder.iou_token.weight", 2) == 3
-    model = build_sam(SMALL)
+    model = build_sam(TRAIN_SMALL)
     opt = build_optimizer(model, lr=1.0, weight_decay=0.1, layer_decay=0.5)
     scales = sorted({g["lr_scale"] for g in opt.param_groups})
     assert scales == [0.125, 0.25, 0.5, 1.0]
@@ -189,10 +177,10 @@ def test_layer_decay_groups():
 
 def test_distillation_lowers_embedding_error():
     torch.manual_seed(0)
-    teacher = build_sam(SMALL).eval()
+    teacher = build_sam(TRAIN_SMALL).eval()
     student_cfg = SamConfig(
         **{
-            **SMALL.__dict__,
+            **TRAIN_SMALL.__dict__,
             "name": "student",
             "encoder_embed_dim": 16,
             "encoder_depth": 1,
@@ -220,7 +208,7 @@ def test_cli_synth_and_train(tmp_path):
 
     assert main(["synth", str(tmp_path / "d"), "-n", "3", "--size", "64", "-q"]) == 0
     cfg = tmp_path / "cfg.json"
-    cfg.write_text(SMALL.to_json())
+    cfg.write_text(TRAIN_SMALL.to_json())
     args = [
         str(tmp_path / "d"),
         "--val",
@@ -265,10 +253,10 @@ def test_cli_distill(tmp_path):
 
     write_sa1b(tmp_path / "imgs", 3, seed=5, cfg=SYNTH)
     torch.manual_seed(0)
-    save_model(build_sam(SMALL), tmp_path / "teacher.safetensors")
+    save_model(build_sam(TRAIN_SMALL), tmp_path / "teacher.safetensors")
     student = SamConfig(
         **{
-            **SMALL.__dict__,
+            **TRAIN_SMALL.__dict__,
             "name": "student",
             "encoder_depth": 1,
             "encoder_global_attn_indexes": (0,),
