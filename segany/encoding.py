@@ -58,7 +58,7 @@ def _global_attention_(block: Block, x: torch.Tensor) -> None:
     heads = x.new_empty(3, b, n, length, c // n)
     for s in range(0, length, ROWS):
         qkv = attn.qkv(block.norm1(flat[:, s : s + ROWS]))  # B×R×3C
-        heads[:, :, :, s : s + ROWS] = qkv.view(b, -1, 3, n, c // n).permute(2, 0, 3, 1, 4)
+        heads[:, :, :, s : s + ROWS] = attn.split_heads(qkv)
     out = attn.attend_heads(heads[0], heads[1], heads[2], (h, w)).transpose(1, 2)  # B×L×n×D
     for s in range(0, length, ROWS):
         flat[:, s : s + ROWS] += attn.proj(out[:, s : s + ROWS].reshape(b, -1, c))

@@ -21,12 +21,14 @@ import warnings
 import weakref
 from functools import cache, lru_cache
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
 
 from segany.encoding import encode_image
 from segany.errors import InputError
+from segany.modeling.image_encoder import ImageEncoderViT
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
 
@@ -190,10 +192,10 @@ def int8_encoder(model: nn.Module) -> nn.Module:
 def encode(model: nn.Module, images: torch.Tensor, precision: str) -> torch.Tensor:
     """B×3×S×S preprocessed images -> B×C×h×w fp32 embeddings, in a resolved ``precision``."""
     if precision == "int8":
-        return encode_image(int8_encoder(model), images).float()  # type: ignore[arg-type]
-    encoder = model.image_encoder
+        return encode_image(cast(ImageEncoderViT, int8_encoder(model)), images).float()
+    encoder = cast(ImageEncoderViT, model.image_encoder)
     dtype = _AUTOCAST.get(precision)
     if dtype is None:
-        return encode_image(encoder, images)  # type: ignore[arg-type]
+        return encode_image(encoder, images)
     with torch.autocast(images.device.type, dtype=dtype):
-        return encode_image(encoder, images).float()  # type: ignore[arg-type]
+        return encode_image(encoder, images).float()

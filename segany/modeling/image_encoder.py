@@ -75,17 +75,16 @@ class Attention(nn.Module):
         """B×H×W×C -> B×H×W×C."""
         b, h, w, _ = x.shape
         # B×H×W×3C -> 3×B×heads×(H·W)×head_dim, one copy
-        q, k, v = self.split_heads(self.qkv(x).view(b, h * w, -1))
+        q, k, v = self.split_heads(self.qkv(x).view(b, h * w, -1)).contiguous()
         out = self.attend_heads(q, k, v, (h, w))
         # B×heads×(H·W)×D -> B×H×W×C
         return self.proj(out.transpose(1, 2).reshape(b, h, w, -1))
 
     def split_heads(self, qkv: torch.Tensor) -> torch.Tensor:
-        """B×L×3C (q, k, v side by side) -> 3×B×heads×L×head_dim, contiguous."""
+        """B×L×3C (q, k, v side by side) -> 3×B×heads×L×head_dim (a view)."""
         b, length, c3 = qkv.shape
         n = self.num_heads
-        qkv = qkv.view(b, length, 3, n, c3 // (3 * n))
-        return qkv.permute(2, 0, 3, 1, 4).contiguous()
+        return qkv.view(b, length, 3, n, c3 // (3 * n)).permute(2, 0, 3, 1, 4)
 
     def attend_heads(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: tuple[int, int]
