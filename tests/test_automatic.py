@@ -14,6 +14,7 @@ from helpers import SMALL, perturb_, reference_model
 from PIL import Image
 from skimage import data
 
+from segany import decoding
 from segany import masks as M
 from segany.automatic import PRESETS, MaskGenerator, MaskRecord
 from segany.automatic.point_decoder import PointDecoder
@@ -352,6 +353,36 @@ def test_point_decoder_matches_mask_decoder(seed):
     scale = want_masks.abs().max()
     assert (iou - want_iou).abs().max() <= 1e-5 * want_iou.abs().max()
     assert (masks - want_masks[rows, 1:]).abs().max() <= 1e-5 * scale
+
+
+def test_point_decoder_calls_in_chunks_keep_their_results(monkeypatch):
+    # The decoder reuses a work buffer between calls and norms the image tokens a few rows at a
+    # time: results handed out earlier stay intact, and chunked calls equal one wide call.
+    monkeypatch.setattr(decoding, "ROWS", 100)  # 256 tokens: three chunks, the last partial
+    model = perturb_(build_sam(SMALL), 5, scale=1.0).eval()
+    gen = torch.Generator().manual_seed(5)
+    emb = torch.randn(1, 256, 16, 16, generator=gen)
+    coords = torch.rand(7, 1, 2, generator=gen, dtype=torch.float64) * 256
+    labels = torch.ones(7, 1, dtype=torch.int)
+    with torch.inference_mode():
+        sparse, dense = model.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+        pe = model.prompt_encoder.get_dense_pe()
+        want_masks, want_iou = model.mask_decoder.predict_masks(emb, pe, sparse, dense)
+        dec = PointDecoder(model, emb)
+        whole_tokens, whole_keys = dec.transformer(sparse)
+        parts = [dec.transformer(sparse[s : s + 3]) for s in (0, 3, 6)]  # sizes 3, 3, 1
+        tokens = torch.cat([t for t, _ in parts])
+        keys = torch.cat([k for _, k in parts])
+        again_tokens, again_keys = dec.transformer(sparse)
+    scale = whole_keys.abs().max()
+    assert (keys - whole_keys).abs().max() <= 1e-5 * scale
+    assert (tokens - whole_tokens).abs().max() <= 1e-5 * whole_tokens.abs().max()
+    assert torch.equal(again_keys, whole_keys) and torch.equal(again_tokens, whole_tokens)
+    iou = dec.iou_predictions(whole_tokens)
+    assert (iou - want_iou).abs().max() <= 1e-5 * want_iou.abs().max()
+    with torch.inference_mode():
+        masks = dec.mask_logits(tokens, keys, range(4))
+    assert (masks - want_masks).abs().max() <= 1e-5 * want_masks.abs().max()
 
 
 def test_point_decoder_with_a_depth_0_decoder():
