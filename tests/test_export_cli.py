@@ -57,8 +57,8 @@ def test_export_onnx_writes_both_files(tmp_path):
     assert meta["segany.return_single_mask"] == "true" and meta["segany.kind"] == "decoder"
     assert [o.name for o in session.get_outputs()] == ["masks", "iou_predictions", "low_res_masks"]
     enc_session = ort.InferenceSession(str(enc), providers=["CPUExecutionProvider"])
-    assert enc_session.get_inputs()[0].shape == [1, 3, 192, 192]
-    assert enc_session.get_outputs()[0].shape == [1, 128, 24, 24]
+    assert enc_session.get_inputs()[0].shape == [1, 3, 384, 384]
+    assert enc_session.get_outputs()[0].shape == [1, 128, 48, 48]
     assert not list((tmp_path / "out").glob(".*"))  # no temporary files left behind
 
 

@@ -127,10 +127,10 @@ def test_embedding_computed_once_and_cached_on_disk(client, tiny, tmp_path):
     again = client.get(f"/api/images/{image['id']}/embedding")
     assert hub.encoder_runs == 1
     assert first.content == again.content
-    assert first.headers["x-shape"] == "1,128,24,24"
+    assert first.headers["x-shape"] == "1,128,48,48"
     assert first.headers["x-original-size"] == "303,384"
-    assert first.headers["x-input-size"] == "152,192"
-    emb = np.frombuffer(first.content, "<f4").reshape(1, 128, 24, 24)
+    assert first.headers["x-input-size"] == "303,384"
+    emb = np.frombuffer(first.content, "<f4").reshape(1, 128, 48, 48)
     from segany import Predictor
     from segany.formats import read_image
 
@@ -167,9 +167,9 @@ def test_decode_matches_the_predictor_and_feeds_logits_back(client, tiny, tmp_pa
         assert (decode_rle(rle) != mask).sum() <= 2  # float noise at the 0 threshold only
     np.testing.assert_allclose(out["scores"], ref.scores, atol=1e-4)
     logits = out["low_res_logits"]
-    assert logits["shape"] == [3, 96, 96]
-    best = np.frombuffer(base64.b64decode(logits["data"]), "<f4").reshape(3, 96, 96)
-    feed = {"shape": [1, 96, 96], "data": base64.b64encode(best[:1].tobytes()).decode()}
+    assert logits["shape"] == [3, 192, 192]
+    best = np.frombuffer(base64.b64decode(logits["data"]), "<f4").reshape(3, 192, 192)
+    feed = {"shape": [1, 192, 192], "data": base64.b64encode(best[:1].tobytes()).decode()}
     again = click(
         client, image["id"], points=[[150, 100]], labels=[1], mask_input=feed, multimask=False
     )
