@@ -91,7 +91,7 @@ def test_numpy_resize_rules_equal_the_torch_transforms(hw, model):
 def test_preprocess_equals_the_torch_model(onnx_dir, model):
     ours = OnnxPredictor.from_dir(onnx_dir)
     x, input_size = ours.preprocess(IMAGE)
-    resized = ResizeLongestSide(192).apply_image(IMAGE)
+    resized = ResizeLongestSide(model.image_encoder.img_size).apply_image(IMAGE)
     ref = model.preprocess(torch.as_tensor(resized).permute(2, 0, 1)[None].float())
     assert input_size == resized.shape[:2]
     np.testing.assert_array_equal(x, ref.numpy())  # same float32 operations: bit-identical
