@@ -24,15 +24,21 @@ class PatchEmbed(nn.Module):
         return self.proj(x).permute(0, 2, 3, 1)  # to channels-last
 
 
+def resample_offsets(rel_pos: torch.Tensor, span: int) -> torch.Tensor:
+    """A relative-position table L×D resampled linearly to span×D (as the official code does
+    to a table trained for another grid size)."""
+    if rel_pos.shape[0] == span:
+        return rel_pos
+    # L×D -> 1×D×L -> 1×D×span, then back to span×D
+    return F.interpolate(rel_pos.t().unsqueeze(0), size=span, mode="linear")[0].t()
+
+
 def relative_position_table(size: int, rel_pos: torch.Tensor) -> torch.Tensor:
     """Table T (size×size×D) with T[i, j] = embedding of the offset i - j.
 
     ``rel_pos`` holds 2·size-1 offsets; a table trained for another size is resampled linearly.
     """
-    span = 2 * size - 1
-    if rel_pos.shape[0] != span:
-        # 1×D×L -> 1×D×span, then back to span×D
-        rel_pos = F.interpolate(rel_pos.t().unsqueeze(0), size=span, mode="linear")[0].t()
+    rel_pos = resample_offsets(rel_pos, 2 * size - 1)
     offsets = torch.arange(size, device=rel_pos.device)
     index = offsets[:, None] - offsets[None, :] + (size - 1)
     return rel_pos[index]

@@ -3,9 +3,9 @@
 A ViT encoder's only size-bound weights are its absolute position embedding (one vector per
 patch of the input grid) and the relative-position tables of its global-attention blocks
 (2·grid - 1 offsets); windowed blocks' tables depend on the window, not the input. The official
-code already resamples a relative-position table of another length linearly at run time; here
-both are resampled once, so that the result is an ordinary model of the new size, stored with
-its own config, loading strictly into the official modules.
+code already resamples a relative-position table of another length linearly at run time
+(``resample_offsets``); here both are resampled once, so that the result is an ordinary model
+of the new size, stored with its own config, loading strictly into the official modules.
 
 Used for segany-tiny v4: v3's weights, trained at 192 px, at 384 px (MODEL_CARD.md).
 """
@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from segany.errors import InputError
 from segany.modeling import Sam
+from segany.modeling.image_encoder import resample_offsets
 from segany.models import build_sam
 
 
@@ -47,9 +48,7 @@ def resize_input(model: Sam, image_size: int) -> Sam:
             grid = F.interpolate(grid, size=tuple(shape[1:3]), mode="bicubic", align_corners=False)
             state[key] = grid.permute(0, 2, 3, 1).to(value.dtype)
         elif key.endswith((".rel_pos_h", ".rel_pos_w")):
-            table = value.t().unsqueeze(0).float()  # L×D -> 1×D×L
-            table = F.interpolate(table, size=shape[0], mode="linear", align_corners=False)
-            state[key] = table[0].t().to(value.dtype)
+            state[key] = resample_offsets(value.float(), shape[0]).to(value.dtype)
         else:  # pragma: no cover - build_sam changes no other shape with the input size
             raise AssertionError(f"{key}: {tuple(value.shape)} -> {tuple(shape)}")
     with torch.no_grad():
