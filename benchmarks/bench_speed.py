@@ -9,7 +9,7 @@ against fp32 on the parity prompts), one point prompt end to end (masks at full 
 (reference vs segany fp32, and segany with the fastest native mode). Each timed pair alternates
 and keeps the fastest of ``--repeats`` (load on a shared machine only adds time); the
 set_image calls each run once untimed first (int8 quantises its copy of the encoder then,
-~1 s, once per model and process). "peak MB" is the largest resident memory above the
+~2 s for vit_b, once per model and process). "peak MB" is the largest resident memory above the
 process's level before the call, sampled every 5 ms.
 vit_b is the official architecture with seeded weights (the speed does not depend on the
 values); "bundled" is segany's tiny model, run by the reference code with the same weights.

@@ -223,7 +223,7 @@ class PointDecoder:
         q = queries + query_pe
         if shared:  # a decoder of depth 0
             attn_out = _token_to_image_shared(final, q, self._k0, self._v0)
-            keys = out.copy_(keys.expand(b, -1, -1))
+            keys = keys.expand(b, -1, -1)  # never changed: a view of the shared image
         else:
             k = torch.add(keys, self.key_pe, out=pe_buf)
             attn_out = _token_to_image_folded(final, q, k, keys)
