@@ -334,17 +334,25 @@ BASE_THRESH = dict(pred_iou_thresh=0.7, stability_score_thresh=0.7)
 # the fast decoder
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_point_decoder_matches_mask_decoder(seed):
-    model = perturb_(build_sam(SMALL), seed, scale=1.0).eval()
+def _decoder_case(cfg: SamConfig, seed: int, prompts: int):
+    """A perturbed model, an image embedding and one-point prompts: (model, embedding, sparse
+    B×T×C, the official MaskDecoder's masks B×4×s×s and IoU B×4)."""
+    model = perturb_(build_sam(cfg), seed, scale=1.0).eval()
     gen = torch.Generator().manual_seed(seed)
     emb = torch.randn(1, 256, 16, 16, generator=gen)
-    coords = torch.rand(9, 1, 2, generator=gen, dtype=torch.float64) * 256
-    labels = torch.ones(9, 1, dtype=torch.int)
+    coords = torch.rand(prompts, 1, 2, generator=gen, dtype=torch.float64) * 256
+    labels = torch.ones(prompts, 1, dtype=torch.int)
     with torch.inference_mode():
         sparse, dense = model.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
         pe = model.prompt_encoder.get_dense_pe()
         want_masks, want_iou = model.mask_decoder.predict_masks(emb, pe, sparse, dense)
+    return model, emb, sparse, want_masks, want_iou
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_point_decoder_matches_mask_decoder(seed):
+    model, emb, sparse, want_masks, want_iou = _decoder_case(SMALL, seed, 9)
+    with torch.inference_mode():
         dec = PointDecoder(model, emb)
         tokens, keys = dec.transformer(sparse)
         iou = dec.iou_predictions(tokens)
@@ -359,15 +367,8 @@ def test_point_decoder_calls_in_chunks_keep_their_results(monkeypatch):
     # The decoder reuses a work buffer between calls and norms the image tokens a few rows at a
     # time: results handed out earlier stay intact, and chunked calls equal one wide call.
     monkeypatch.setattr(decoding, "ROWS", 100)  # 256 tokens: three chunks, the last partial
-    model = perturb_(build_sam(SMALL), 5, scale=1.0).eval()
-    gen = torch.Generator().manual_seed(5)
-    emb = torch.randn(1, 256, 16, 16, generator=gen)
-    coords = torch.rand(7, 1, 2, generator=gen, dtype=torch.float64) * 256
-    labels = torch.ones(7, 1, dtype=torch.int)
+    model, emb, sparse, want_masks, want_iou = _decoder_case(SMALL, 5, 7)
     with torch.inference_mode():
-        sparse, dense = model.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
-        pe = model.prompt_encoder.get_dense_pe()
-        want_masks, want_iou = model.mask_decoder.predict_masks(emb, pe, sparse, dense)
         dec = PointDecoder(model, emb)
         whole_tokens, whole_keys = dec.transformer(sparse)
         parts = [dec.transformer(sparse[s : s + 3]) for s in (0, 3, 6)]  # sizes 3, 3, 1
@@ -388,15 +389,8 @@ def test_point_decoder_calls_in_chunks_keep_their_results(monkeypatch):
 def test_point_decoder_with_a_depth_0_decoder():
     # No two-way layers: the final attention alone reads the prompt-independent image.
     cfg = SamConfig(**{**SMALL.__dict__, "name": "depth0", "decoder_depth": 0})
-    model = perturb_(build_sam(cfg), 3, scale=1.0).eval()
-    gen = torch.Generator().manual_seed(3)
-    emb = torch.randn(1, 256, 16, 16, generator=gen)
-    coords = torch.rand(5, 1, 2, generator=gen, dtype=torch.float64) * 256
-    labels = torch.ones(5, 1, dtype=torch.int)
+    model, emb, sparse, want_masks, want_iou = _decoder_case(cfg, 3, 5)
     with torch.inference_mode():
-        sparse, dense = model.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
-        pe = model.prompt_encoder.get_dense_pe()
-        want_masks, want_iou = model.mask_decoder.predict_masks(emb, pe, sparse, dense)
         dec = PointDecoder(model, emb)
         tokens, keys = dec.transformer(sparse)
         iou = dec.iou_predictions(tokens)
