@@ -22,6 +22,7 @@ submodules by their official names, so any ``segany.modeling`` decoder works.
 from __future__ import annotations
 
 import math
+import threading
 from typing import cast
 
 import torch
@@ -134,7 +135,8 @@ class PointDecoder:
 
     embedding 1×C×h×w (from ``Predictor.get_image_embedding``). Prompts come as the prompt
     encoder's sparse embeddings B×T×C, with no mask input (the dense embedding is the learned
-    "no mask" one). One instance keeps a work buffer between calls: use it from one thread.
+    "no mask" one). Each thread that calls an instance gets its own work buffer, kept between
+    its calls, so chunks of prompts may be decoded side by side (``segany.side_by_side``).
     """
 
     @torch.inference_mode()
@@ -149,7 +151,7 @@ class PointDecoder:
         _, c, self.h, self.w = src.shape
         self.keys = src.flatten(2).transpose(1, 2).contiguous()  # 1×C×h×w -> 1×N×C
         self.key_pe = pe.get_dense_pe().to(no_mask).flatten(2).transpose(1, 2).contiguous()
-        self._pe_buf: torch.Tensor | None = None
+        self._local = threading.local()  # .buf: this thread's work buffer
         k = self.keys + self.key_pe
         # The first token-to-image attention sees the image before any prompt has changed it:
         # the first layer's, or with a depth-0 decoder the final one.
@@ -173,10 +175,11 @@ class PointDecoder:
         )
 
     def _scratch(self, shape: torch.Size) -> torch.Tensor:
-        """A reusable B×N×C work buffer (contents undefined), kept for the last batch size."""
-        if self._pe_buf is None or self._pe_buf.shape != shape:
-            self._pe_buf = self.keys.new_empty(shape)
-        return self._pe_buf
+        """This thread's reusable B×N×C work buffer (contents undefined), for the last size."""
+        buf: torch.Tensor | None = getattr(self._local, "buf", None)
+        if buf is None or buf.shape != shape:
+            buf = self._local.buf = self.keys.new_empty(shape)
+        return buf
 
     @torch.inference_mode()
     def transformer(self, sparse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,6 +7,8 @@ crop box. Bad inputs: a clear InputError (a ValueError) at construction, or a co
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -384,6 +386,31 @@ def test_point_decoder_calls_in_chunks_keep_their_results(monkeypatch):
     with torch.inference_mode():
         masks = dec.mask_logits(tokens, keys, range(4))
     assert (masks - want_masks).abs().max() <= 1e-5 * want_masks.abs().max()
+
+
+def test_point_decoder_from_two_threads_at_once():
+    # Each thread has its own work buffer: chunks decoded side by side equal a serial decode.
+    model, emb, sparse, _, _ = _decoder_case(SMALL, 6, 8)
+    with torch.inference_mode():
+        dec = PointDecoder(model, emb)
+        want = [dec.transformer(sparse[s : s + 2]) for s in range(0, 8, 2)]
+    both = threading.Barrier(2, timeout=30)
+    got: dict[int, list] = {}
+
+    def run(first: int) -> None:
+        both.wait()
+        with torch.inference_mode():
+            got[first] = [dec.transformer(sparse[s : s + 2]) for s in (first, first + 4)] * 50
+
+    threads = [threading.Thread(target=run, args=(first,)) for first in (0, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for first in (0, 2):
+        for i, (tokens, keys) in enumerate(got[first]):
+            want_tokens, want_keys = want[(first + 4 * (i % 2)) // 2]
+            assert torch.equal(tokens, want_tokens) and torch.equal(keys, want_keys)
 
 
 def test_point_decoder_with_a_depth_0_decoder():
