@@ -87,3 +87,119 @@ def test_a_dead_ray_actor_is_replaced_and_its_image_retried_once(local_ray, tmp_
     assert summary["annotated"] == 3 and summary["failed"] == 1
     rows = (out / "errors.csv").read_text().splitlines()
     assert len(rows) == 2 and "die_always.png" in rows[1] and "died twice" in rows[1]
+
+
+def test_an_address_nobody_answers_is_refused_at_once() -> None:
+    import socket
+    import time
+
+    from segany.engine.ray_executor import check_reachable
+    from segany.errors import InputError
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(InputError, match=f"no Ray cluster answers at 127.0.0.1:{port}"):
+        check_reachable(f"127.0.0.1:{port}")
+    with pytest.raises(InputError, match="no Ray cluster answers"):
+        check_reachable(f"ray://127.0.0.1:{port}")
+    assert time.monotonic() - start < 5
+    for bad in ("127.0.0.1", "host:port", ":6379"):
+        with pytest.raises(InputError, match="expected host:port"):
+            check_reachable(bad)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        check_reachable(f"127.0.0.1:{s.getsockname()[1]}")
+    check_reachable("auto")  # Ray's own word: left to Ray
+
+
+def test_a_refused_connection_says_how_to_switch_on_token_auth(monkeypatch, tmp_path) -> None:
+    # What Ray >= 2.5x says when a cluster with token authentication meets a driver without it.
+    import socket
+
+    from segany.engine.ray_executor import RayExecutor
+
+    asked: list[str] = []
+
+    def refuse(**kwargs):
+        asked.append(kwargs["address"])
+        raise ConnectionError("Failed to connect to Ray cluster at 127.0.0.1:1")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        executor = RayExecutor(SPEC, 1, address=f"127.0.0.1:{s.getsockname()[1]}")
+        with pytest.raises(ConnectionError, match="RAY_AUTH_MODE=token"):
+            executor.run(iter([]), lambda _: None)
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # already set: Ray's message alone
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        executor = RayExecutor(SPEC, 1, address=f"127.0.0.1:{s.getsockname()[1]}")
+        with pytest.raises(ConnectionError) as err:
+            executor.run(iter([]), lambda _: None)
+    assert "RAY_AUTH_MODE" not in str(err.value)
+    assert len(asked) == 2 and all(a.startswith("127.0.0.1:") for a in asked)
+
+
+@pytest.mark.slow
+def test_the_command_joins_a_running_cluster_by_its_address(tmp_path: Path) -> None:
+    """``ray start --head`` in its own session, then ``segany engine run --address``."""
+    import json
+    import os
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from engine_fixtures import OPTIONS, scene_files
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, data, _ in scene_files(2):
+        (src / name).write_bytes(data)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray_cli = shutil.which("ray", path=os.path.dirname(sys.executable)) or "ray"
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONWARNINGS="ignore", RAY_AUTH_MODE="token")
+    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
+    head = subprocess.Popen(
+        [ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2"]
+        + ["--include-dashboard=false", "--disable-usage-stats", "--block"],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # the head's GCS port opens when the cluster is up
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert head.poll() is None, "ray start --head exited"
+                assert time.monotonic() < deadline, "the Ray head did not come up"
+                time.sleep(0.5)
+        out = tmp_path / "out"
+        cmd = [sys.executable, "-m", "segany", "engine", "run", str(src), "-o", str(out)]
+        cmd += ["--executor", "ray", "--address", f"127.0.0.1:{port}", "-q"]
+        for key, value in OPTIONS.items():
+            cmd += [f"--{key.replace('_', '-')}", str(value)]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["executor"] == "ray" and summary["annotated"] == 2
+        assert verify(out) == []
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # --block stops the head's processes on SIGTERM
+        head.wait(timeout=60)

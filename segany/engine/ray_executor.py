@@ -2,8 +2,11 @@
 
 ``address`` joins an existing cluster (``ray://...`` or ``host:port``); without it a local Ray
 is started for the run and shut down after it (unless Ray was already initialised in this
-process, which is then used as is). The driver reads the images and writes the outputs, so
-the cluster's nodes need neither the inputs nor the output folder.
+process, which is then used as is). A host:port that accepts no connection is refused at once
+(Ray itself retries for minutes); a cluster that refuses this driver's credentials gets an
+error that says how Ray's token authentication is switched on for a driver. The driver reads
+the images and writes the outputs, so the cluster's nodes need neither the inputs nor the
+output folder.
 
 Each actor holds one task at a time; an actor that dies (its node lost, killed) is replaced
 and its image retried once, as in the local executor.
@@ -11,12 +14,34 @@ and its image retried once, as in the local executor.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from segany.engine.annotate import Annotator, Task, WorkerSpec, failure
-from segany.errors import CheckpointError, MissingExtraError
+from segany.errors import CheckpointError, InputError, MissingExtraError
+
+CONNECT_TIMEOUT_S = 10.0  # for the TCP check of a cluster address
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise InputError unless ``host:port`` (or ``ray://host:port``) accepts a TCP connection.
+    ``auto`` and ``local`` are Ray's own words and are left to it."""
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise InputError(f"Ray address {address!r}: expected host:port, ray://host:port or auto")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        raise InputError(
+            f"no Ray cluster answers at {address} ({e.strerror or e}): start one with "
+            "`ray start --head`, or leave out the address to start a local Ray for the run"
+        ) from None
 
 
 class _AnnotatorActor:
@@ -57,7 +82,17 @@ class RayExecutor:
         started = False
         if not ray.is_initialized():
             if self.address is not None:
-                ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+                check_reachable(self.address)
+                try:
+                    ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+                except ConnectionError as e:
+                    hint = ""
+                    if "RAY_AUTH_MODE" not in os.environ:
+                        hint = (
+                            " (a cluster that uses Ray's token authentication also needs "
+                            "RAY_AUTH_MODE=token, and its token, set for this command)"
+                        )
+                    raise ConnectionError(f"{e}{hint}") from None
             else:
                 ray.init(
                     num_cpus=self.workers * self.spec.threads,
