@@ -34,7 +34,6 @@ from segany.prompts import (
     check_prompts,
     check_torch_prompts,
 )
-from segany.side_by_side import map_ordered
 from segany.transforms import ResizeLongestSide
 
 if TYPE_CHECKING:
@@ -425,13 +424,12 @@ class Predictor:
         # Without a mask input, decode with the image-side work shared by every prompt and
         # call on this image, and only the requested mask outputs upscaled (same values).
         shared = None if mask_input is not None else self._shared_decoder(state)
+        low_parts, iou_parts = [], []
         # Decode a few prompts at a time: each prompt's B×4096×C working set then stays in the
-        # CPU cache, which makes 16 prompts ~1.5x faster than one 16-wide batch (same results);
-        # with several torch threads the chunks run side by side (``map_ordered``).
+        # CPU cache, which makes 16 prompts ~1.5x faster than one 16-wide batch (same results).
         # On GPUs one wide batch is what is fast.
         chunk = self.decode_chunk if self.device.type == "cpu" else b
-
-        def decode(start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        for start in range(0, b, chunk):
             rows = slice(start, start + chunk)
             points = None
             if coords is not None and labels is not None:
@@ -442,18 +440,18 @@ class Predictor:
                 masks=None if mask_input is None else mask_input[rows],
             )
             if shared is not None:
-                return shared.decode(sparse, multimask_output)
-            return model.mask_decoder(
-                image_embeddings=state.features,
-                image_pe=model.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=multimask_output,
-            )
-
-        parts = map_ordered(decode, range(0, b, chunk))
-        low_res = torch.cat([low for low, _ in parts])
-        iou = torch.cat([iou for _, iou in parts])
+                low, iou = shared.decode(sparse, multimask_output)
+            else:
+                low, iou = model.mask_decoder(
+                    image_embeddings=state.features,
+                    image_pe=model.prompt_encoder.get_dense_pe(),
+                    sparse_prompt_embeddings=sparse,
+                    dense_prompt_embeddings=dense,
+                    multimask_output=multimask_output,
+                )
+            low_parts.append(low)
+            iou_parts.append(iou)
+        low_res, iou = torch.cat(low_parts), torch.cat(iou_parts)
         # One banded operator per axis, the official two resizes' values (segany.postprocess);
         # binary masks are thresholded block by block, without full-size float logits.
         masks = upscale_logits(
