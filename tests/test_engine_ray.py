@@ -15,7 +15,7 @@ ray = pytest.importorskip("ray", reason="Ray is the optional extra segany[ray] (
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -157,6 +157,7 @@ def test_the_command_joins_a_running_cluster_by_its_address(tmp_path: Path) -> N
     import socket
     import subprocess
     import sys
+    import tempfile
     import time
 
     from engine_fixtures import OPTIONS, scene_files
@@ -169,12 +170,16 @@ def test_the_command_joins_a_running_cluster_by_its_address(tmp_path: Path) -> N
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ray_cli = shutil.which("ray", path=os.path.dirname(sys.executable)) or "ray"
+    # Its own temporary folder (short: Ray's socket paths must fit), so the host's
+    # /tmp/ray/ray_current_cluster, which a bare ray.init() follows, never names this head.
+    ray_tmp = tempfile.mkdtemp(prefix="segray")
     root = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ, PYTHONWARNINGS="ignore", RAY_AUTH_MODE="token")
     env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
     head = subprocess.Popen(
         [ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2"]
-        + ["--include-dashboard=false", "--disable-usage-stats", "--block"],
+        + ["--include-dashboard=false", "--disable-usage-stats", "--block"]
+        + [f"--temp-dir={ray_tmp}"],
         env=env,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
@@ -203,3 +208,22 @@ def test_the_command_joins_a_running_cluster_by_its_address(tmp_path: Path) -> N
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # --block stops the head's processes on SIGTERM
         head.wait(timeout=60)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_without_an_address_a_new_local_ray_is_started(monkeypatch) -> None:
+    # Not a bare ray.init(): that joins whatever `ray start` last left on this host (or fails
+    # on its stale address file) instead of starting the run's own Ray.
+    from segany.engine.ray_executor import RayExecutor
+
+    asked: list[dict] = []
+
+    def stop_here(**kwargs):
+        asked.append(kwargs)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", stop_here)
+    with pytest.raises(RuntimeError, match="stop here"):
+        RayExecutor(SPEC, 2).run(iter([]), lambda _: None)
+    assert asked[0]["address"] == "local" and asked[0]["num_cpus"] == 2 * SPEC.threads

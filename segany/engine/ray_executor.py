@@ -94,7 +94,8 @@ class RayExecutor:
                         )
                     raise ConnectionError(f"{e}{hint}") from None
             else:
-                ray.init(
+                ray.init(  # "local": a new instance, never a `ray start` one found on this host
+                    address="local",
                     num_cpus=self.workers * self.spec.threads,
                     include_dashboard=False,
                     log_to_driver=False,
