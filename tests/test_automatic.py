@@ -126,6 +126,29 @@ def test_default_options_match_reference(models, photo):
 
 
 @pytest.mark.slow
+def test_chunks_decoded_side_by_side_match_reference(models, photo, monkeypatch):
+    # With 2 torch threads the generator's decoder chunks run on 2 worker threads.
+    from segany.automatic import generator
+
+    workers: set[int] = set()
+    real = generator.map_ordered
+
+    def spy(fn, items):
+        def piece(x):
+            workers.add(threading.get_ident())
+            return fn(x)
+
+        return real(piece, items)
+
+    monkeypatch.setattr(generator, "map_ordered", spy)
+    torch.set_num_threads(2)
+    ours, theirs = _both(models, photo, **BASE)
+    assert len(workers) == 2 and threading.get_ident() not in workers
+    assert len(theirs) >= 24
+    assert_same_records(ours, theirs)
+
+
+@pytest.mark.slow
 def test_one_crop_layer_matches_reference(models, photo):
     opts = dict(points_per_side=12, crop_n_layers=1, crop_n_points_downscale_factor=2)
     opts.update(pred_iou_thresh=0.0, stability_score_thresh=0.0)  # the crops' masks are weak
