@@ -3,9 +3,10 @@
 A decoder pass over a few prompts is made of skinny matrix products (a few dozen rows against
 4096 image tokens). torch's own threads split each product, and with so little work per
 product a second core adds little. Measured on a 2-core host, vit_b, the automatic generator
-on a 16×16 grid, 10 alternating rounds in one process: 24.6 → 21.1 ms per prompt (median) when
-the chunks of prompts go to two Python threads that each run torch with one thread instead of
-one thread running torch with two. torch releases the GIL inside its operations.
+on a 16×16 grid (``benchmarks/bench_side_by_side.py``): 24.6–27.4 → 18.5–23.0 ms per prompt
+(medians of three runs) when the chunks of prompts go to two Python threads that each run
+torch with one thread instead of one thread running torch with two. torch releases the GIL
+inside its operations.
 
 ``map_ordered`` does that when torch uses more than one thread in the calling thread and there is
 more than one piece; otherwise it is a plain loop in the calling thread. Workers are started once
