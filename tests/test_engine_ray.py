@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -89,16 +91,33 @@ def test_a_dead_ray_actor_is_replaced_and_its_image_retried_once(local_ray, tmp_
     assert len(rows) == 2 and "die_always.png" in rows[1] and "died twice" in rows[1]
 
 
-def test_an_address_nobody_answers_is_refused_at_once() -> None:
+def _free_port() -> int:
+    """A port that was free a moment ago: nothing listens there."""
     import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def _listening() -> Iterator[str]:
+    """host:port of a socket that accepts connections (and is no Ray cluster)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_an_address_nobody_answers_is_refused_at_once() -> None:
     import time
 
     from segany.engine.ray_executor import check_reachable
     from segany.errors import InputError
 
-    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     start = time.monotonic()
     with pytest.raises(InputError, match=f"no Ray cluster answers at 127.0.0.1:{port}"):
         check_reachable(f"127.0.0.1:{port}")
@@ -108,16 +127,13 @@ def test_an_address_nobody_answers_is_refused_at_once() -> None:
     for bad in ("127.0.0.1", "host:port", ":6379"):
         with pytest.raises(InputError, match="expected host:port"):
             check_reachable(bad)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        check_reachable(f"127.0.0.1:{s.getsockname()[1]}")
+    with _listening() as address:
+        check_reachable(address)
     check_reachable("auto")  # Ray's own word: left to Ray
 
 
 def test_a_refused_connection_says_how_to_switch_on_token_auth(monkeypatch, tmp_path) -> None:
     # What Ray >= 2.5x says when a cluster with token authentication meets a driver without it.
-    import socket
 
     from segany.engine.ray_executor import RayExecutor
 
@@ -130,17 +146,13 @@ def test_a_refused_connection_says_how_to_switch_on_token_auth(monkeypatch, tmp_
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", refuse)
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        executor = RayExecutor(SPEC, 1, address=f"127.0.0.1:{s.getsockname()[1]}")
+    with _listening() as address:
+        executor = RayExecutor(SPEC, 1, address=address)
         with pytest.raises(ConnectionError, match="RAY_AUTH_MODE=token"):
             executor.run(iter([]), lambda _: None)
     monkeypatch.setenv("RAY_AUTH_MODE", "token")  # already set: Ray's message alone
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        executor = RayExecutor(SPEC, 1, address=f"127.0.0.1:{s.getsockname()[1]}")
+    with _listening() as address:
+        executor = RayExecutor(SPEC, 1, address=address)
         with pytest.raises(ConnectionError) as err:
             executor.run(iter([]), lambda _: None)
     assert "RAY_AUTH_MODE" not in str(err.value)
@@ -166,9 +178,7 @@ def test_the_command_joins_a_running_cluster_by_its_address(tmp_path: Path) -> N
     src.mkdir()
     for name, data, _ in scene_files(2):
         (src / name).write_bytes(data)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     ray_cli = shutil.which("ray", path=os.path.dirname(sys.executable)) or "ray"
     # Its own temporary folder (short: Ray's socket paths must fit), so the host's
     # /tmp/ray/ray_current_cluster, which a bare ray.init() follows, never names this head.
