@@ -242,8 +242,8 @@ class Trainer:
                         multimask_output=multimask,
                     )
                 logits = F.interpolate(low.float(), (s, s), mode="bilinear", align_corners=False)
-                out = sam_loss(logits, gt, iou_pred, cfg.loss)
-                if r in grad_set:
+                if r in grad_set:  # a round without gradients only feeds the next one
+                    out = sam_loss(logits, gt, iou_pred, cfg.loss)
                     total = total + out.total
                     parts["focal"] += out.focal
                     parts["dice"] += out.dice
