@@ -15,6 +15,8 @@ from segany.errors import InputError
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
+# The MaskGenerator options a model may carry its own defaults for (its quality filters).
+GENERATOR_DEFAULT_KEYS = ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset")
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,10 @@ class SamConfig:
     pixel_mean: tuple[float, float, float] = PIXEL_MEAN
     pixel_std: tuple[float, float, float] = PIXEL_STD
     mask_threshold: float = 0.0
+    # The automatic mask generator's options for this model where they differ from the official
+    # defaults (``MaskGenerator.for_model``): a small model's masks and scores are less certain
+    # than the official models', and the official thresholds drop nearly all of them.
+    generator_defaults: dict[str, float] = field(default_factory=dict, compare=False, hash=False)
     # Free-form notes carried in saved files (the bundled weights have it); never read by code.
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -54,6 +60,14 @@ class SamConfig:
         bad = [i for i in self.encoder_global_attn_indexes if not 0 <= i < self.encoder_depth]
         if bad:
             raise InputError(f"global attention indexes {bad} outside depth {self.encoder_depth}")
+        odd = set(self.generator_defaults) - set(GENERATOR_DEFAULT_KEYS)
+        if odd:
+            raise InputError(
+                f"generator_defaults may set {', '.join(GENERATOR_DEFAULT_KEYS)}; got {sorted(odd)}"
+            )
+        for key, value in self.generator_defaults.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise InputError(f"generator_defaults[{key!r}] must be a number, got {value!r}")
 
     @property
     def embedding_size(self) -> int:

@@ -180,6 +180,24 @@ class MaskGenerator:
             raise InputError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
         return cls(model, **{**PRESETS[preset], **overrides})
 
+    @classmethod
+    def for_model(
+        cls, model: Sam | Predictor, preset: str | None = None, **overrides: Any
+    ) -> MaskGenerator:
+        """A generator with the model's own defaults (``SamConfig.generator_defaults``: the
+        bundled segany-tiny has its own quality thresholds; the official weights have none, so
+        this is the official generator), then ``preset``'s options, then ``overrides``.
+
+        What the CLI, the server and the engine build; ``MaskGenerator(model)`` always starts
+        from the official defaults.
+        """
+        sam = model.model if isinstance(model, Predictor) else model
+        config = getattr(sam, "config", None)
+        own = dict(config.generator_defaults) if config is not None else {}
+        if preset is None:
+            return cls(model, **{**own, **overrides})
+        return cls.from_preset(preset, model, **{**own, **overrides})
+
     # ----- public calls -------------------------------------------------------------------
     def generate(
         self,

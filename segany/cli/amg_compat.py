@@ -128,12 +128,9 @@ def run(args: argparse.Namespace) -> int:
 
             model = _load(args, console)
             mode = "coco_rle"  # PNGs are decoded from the RLE: no full-size masks held
-            if args.preset is None:
-                state["generator"] = MaskGenerator(model, output_mode=mode, **options)
-            else:
-                state["generator"] = MaskGenerator.from_preset(
-                    args.preset, model, output_mode=mode, **options
-                )
+            state["generator"] = MaskGenerator.for_model(
+                model, args.preset, output_mode=mode, **options
+            )
         return state["generator"]
 
     def done(stem: str) -> Path:

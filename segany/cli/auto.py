@@ -79,7 +79,10 @@ def register(subparsers: Any) -> None:
         metavar="FILE",
         help="COCO instances JSON of the run (default name coco_instances.json, in --output)",
     )
-    gen = p.add_argument_group("generator options (default: the library's)")
+    gen = p.add_argument_group(
+        "generator options (default: the model's own, MaskGenerator.for_model; the official "
+        "values for the official weights)"
+    )
     for name, (kind, text) in GENERATOR_OPTIONS.items():
         metavar = "N" if kind in (positive_int, non_negative_int) else "X"
         gen.add_argument("--" + name.replace("_", "-"), type=kind, metavar=metavar, help=text)
@@ -194,12 +197,9 @@ def run(args: argparse.Namespace) -> int:
             model = predictor_from_args(args, console)  # --precision, --cache
             # coco_rle: the SA-1B JSON stores RLE; the other outputs decode it when needed.
             try:
-                if args.preset is None:
-                    made = MaskGenerator(model, output_mode="coco_rle", **options)
-                else:
-                    made = MaskGenerator.from_preset(
-                        args.preset, model, output_mode="coco_rle", **options
-                    )
+                made = MaskGenerator.for_model(
+                    model, args.preset, output_mode="coco_rle", **options
+                )
             except InputError as e:  # the library's check, in the command line's words
                 name = str(e).split(" ", 1)[0]
                 if name not in GENERATOR_OPTIONS:

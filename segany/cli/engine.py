@@ -96,7 +96,10 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
         metavar="X",
         help="semi: drop new masks with more than this fraction inside existing ones (0.5)",
     )
-    gen = p.add_argument_group("generator options (default: the library's)")
+    gen = p.add_argument_group(
+        "generator options (default: the model's own, MaskGenerator.for_model; the official "
+        "values for the official weights)"
+    )
     for name, (kind, text) in GENERATOR_OPTIONS.items():
         metavar = "N" if kind in (positive_int, non_negative_int) else "X"
         gen.add_argument("--" + name.replace("_", "-"), type=kind, metavar=metavar, help=text)

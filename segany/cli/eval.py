@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         from segany.automatic import MaskGenerator
         from segany.evaluate import evaluate_auto
 
-        generator = MaskGenerator(predictor, **_given(args, _GENERATOR_OPTIONS))
+        generator = MaskGenerator.for_model(predictor, **_given(args, _GENERATOR_OPTIONS))
         console.info("running auto (automatic masks)")
         results["auto"] = evaluate_auto(
             generator, dataset, progress=progress, **common | _given(args, ("max_dets",))

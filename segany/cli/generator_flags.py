@@ -19,7 +19,8 @@ from segany.errors import InputError
 from segany.limits import MAX_PROMPTS_PER_IMAGE
 
 #: MaskGenerator keyword -> (type, help). Every option of the generator except ``output_mode``
-#: (the CLI picks its own) and ``point_grids`` (``--point-grids FILE``). Defaults: the library's.
+#: (the CLI picks its own) and ``point_grids`` (``--point-grids FILE``). Defaults: the model's
+#: (``MaskGenerator.for_model``).
 GENERATOR_OPTIONS: dict[str, tuple[Any, str]] = {
     "points_per_side": (positive_int, "grid points along each image side"),
     "points_per_batch": (positive_int, "points decoded together (memory vs speed)"),

@@ -119,13 +119,8 @@ class Annotator:
         model = cast("Sam", load_model(spec.model, device=spec.device, progress=False))
         self.predictor = Predictor(model)
         self.options = dict(spec.options, output_mode="coco_rle")
-        if spec.preset is not None:
-            self.generator = MaskGenerator.from_preset(spec.preset, self.predictor, **self.options)
-            from segany.automatic import PRESETS
-
-            self.options = {**PRESETS[spec.preset], **self.options}
-        else:
-            self.generator = MaskGenerator(self.predictor, **self.options)
+        # The model's own defaults, then the preset's options, then the run's.
+        self.generator = MaskGenerator.for_model(self.predictor, spec.preset, **self.options)
 
     def __call__(self, task: Task) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -190,14 +185,16 @@ class Annotator:
         # Layer 0 covers the whole image: its points map straight to image pixels.
         xy = np.minimum((grids[0] * [w, h]).astype(int), [w - 1, h - 1])
         free = ~union[xy[:, 1], xy[:, 0]]
-        crops = int(self.options.get("crop_n_layers", 0))
+        crops = self.generator.crop_n_layers
         records: list[dict[str, Any]] = []
         if free.any() or crops > 0:
             # The generator needs a non-empty grid per layer; one kept point is dropped below.
             grids[0] = grids[0][free] if free.any() else grids[0][:1]
             opts = {k: v for k, v in self.options.items() if k != "points_per_side"}
             opts["point_grids"] = grids
-            gen = MaskGenerator(self.predictor, points_per_side=None, **opts)
+            gen = MaskGenerator.for_model(
+                self.predictor, self.spec.preset, points_per_side=None, **opts
+            )
             records = records_to_dicts(gen.generate(image))
         new = []
         for rec in records:

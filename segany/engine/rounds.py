@@ -112,10 +112,7 @@ def _heldout_quality(config: RoundConfig, spec: Any) -> dict[str, Any]:
     data = subset(open_dataset(config.heldout), config.heldout_limit)
     points = evaluate_points(Predictor(model), data, bootstrap=0)
     options = dict(spec.options)
-    if spec.preset is not None:
-        generator = MaskGenerator.from_preset(spec.preset, model, **options)
-    else:
-        generator = MaskGenerator(model, **options)
+    generator = MaskGenerator.for_model(model, spec.preset, **options)
     auto = evaluate_auto(generator, data, max_dets=[AR_BUDGET], bootstrap=0)
     return {
         "heldout_images": len(data),

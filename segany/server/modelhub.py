@@ -154,7 +154,7 @@ class ModelHub:
         options = {k: v for k, v in options.items() if v is not None}
         options["output_mode"] = "coco_rle"
         with self.lock:
-            generator = MaskGenerator(Predictor(self.model()), **options)
+            generator = MaskGenerator.for_model(Predictor(self.model()), **options)
             return generator.generate(
                 embedding=torch.from_numpy(emb.features), original_size=emb.original_size
             )
