@@ -417,3 +417,19 @@ def test_collect_images_names_and_output_folder(tmp_path):
     (other / "y.png").write_bytes(b"")
     with pytest.raises(InputError, match="same outputs"):
         collect_images([str(photos), str(other)])
+
+
+def test_auto_says_when_the_models_own_thresholds_apply(tmp_path, images, capsys):
+    import dataclasses
+
+    from segany.models import build_sam
+
+    torch.manual_seed(0)
+    own = {"pred_iou_thresh": 0.6, "stability_score_thresh": 0.8}
+    path = save_model(build_sam(dataclasses.replace(TINY, generator_defaults=own)), tmp_path / "m")
+    argv = ["auto", images / "a.png", "-m", path, "--points-per-side", "4"]
+    code, _, err = run_main(capsys, *argv, "-o", tmp_path / "one")
+    assert code == 0
+    assert "own thresholds apply: --pred-iou-thresh 0.6, --stability-score-thresh 0.8" in err
+    code, _, err = run_main(capsys, *argv, "-o", tmp_path / "two", "--pred-iou-thresh", "0.5")
+    assert code == 0 and "own thresholds apply: --stability-score-thresh 0.8\n" in err

@@ -205,6 +205,12 @@ def run(args: argparse.Namespace) -> int:
                 if name not in GENERATOR_OPTIONS:
                     raise
                 raise InputError(f"--{name.replace('_', '-')}: {e}") from None
+            own = {
+                k: v for k, v in model.model.config.generator_defaults.items() if k not in options
+            }
+            if own:  # not the official value: say so, once
+                said = ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in own.items())
+                console.info(f"the model's own thresholds apply: {said}")
             state["generator"] = made
         return state["generator"]
 
