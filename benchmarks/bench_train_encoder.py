@@ -10,7 +10,7 @@ alternating, e.g. for the autograd attention fix (da55e87) against the commit be
     done
 
 On the 2-core AVX2 host (2 threads, one 1024-px image): before 37-41 s forward and 86-102 s
-backward, after 25.5-25.9 s and 29.2-29.4 s.
+backward, after 24.7-25.9 s and 29.2-31.0 s.
 """
 
 from __future__ import annotations

@@ -51,6 +51,7 @@ def fit_logit_scale(
     found by a golden-section search on log k to a relative precision of 1e-3.
     """
     from segany.evaluate.prompts import center_point, mask_box
+    from segany.masks import mask_iou
     from segany.predictor import Predictor
 
     if not samples:
@@ -71,9 +72,7 @@ def fit_logit_scale(
                 np.array([[x, y]], dtype=np.float32), np.array([1]), return_logits=True
             )
             masks = torch.as_tensor(point.masks)  # 3×H×W logits
-            inter = ((masks > 0) & (target > 0)).flatten(1).sum(1)
-            union = ((masks > 0) | (target > 0)).flatten(1).sum(1)
-            best = int(torch.argmax(inter / union.clamp(min=1)))
+            best = int(torch.argmax(mask_iou(masks > 0, gt)))
             box = predictor.predict(
                 box=np.asarray(mask_box(gt), dtype=np.float32),
                 multimask_output=False,
