@@ -9,6 +9,7 @@ torch fp32's ≥ 0.9 and scores within 0.05.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -65,8 +66,10 @@ def pair(model, onnx_dir):
     return ours, torch_predictor
 
 
-def test_encoder_matches_torch_seeded(tmp_path):
-    model = seeded_model(SMALL, seed=5)
+# window 4 tiles the 16×16 grid; window 6 pads it to 18×18 (as vit_b's 14 pads 64 to 70)
+@pytest.mark.parametrize("window", [4, 6])
+def test_encoder_matches_torch_seeded(tmp_path, window):
+    model = seeded_model(dataclasses.replace(SMALL, window_size=window), seed=5)
     path = export_encoder(model, tmp_path / "enc.onnx")
     ort = pytest.importorskip("onnxruntime")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

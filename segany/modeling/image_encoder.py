@@ -146,7 +146,9 @@ def windowed_attention(attn: Attention, x: torch.Tensor, window: int) -> torch.T
     (64 → 70 tokens a side).
     """
     b, h, w, c = x.shape
-    nh, nw = -(-h // window), -(-w // window)  # windows per column / row
+    # windows per column / row; written with positive operands because an ONNX export traces
+    # // as integer division, which truncates (-(-16 // 6) would give 2, not 3)
+    nh, nw = (h + window - 1) // window, (w + window - 1) // window
     hp, wp = nh * window, nw * window
     qkv = attn.qkv(x)  # B×H×W×3C
     if (hp, wp) != (h, w):
