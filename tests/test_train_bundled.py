@@ -102,15 +102,19 @@ def test_bundled_model_segments_everything_with_its_own_thresholds():
     own = MaskGenerator.for_model(model)
     assert (own.pred_iou_thresh, own.stability_score_thresh) != (0.88, 0.95)
     scenes = synthetic_samples(6, seed=779)
-    # One decode, both sets of thresholds: the model's own first, then the official ones
-    # (its offset is the official 1, so the official thresholds mean what they say).
-    assert own.stability_score_offset == 1.0
-    mine, official = sweep_generator_thresholds(
-        model,
-        scenes,
-        offsets=(1.0,),
-        pred_iou=(own.pred_iou_thresh, 0.88),
-        stability=(own.stability_score_thresh, 0.95),
-    )[::3]
+    # One decode per offset, both sets of thresholds: the model's own and the official ones.
+    mine_key = (own.stability_score_offset, own.pred_iou_thresh, own.stability_score_thresh)
+    official_key = (1.0, 0.88, 0.95)
+    rows = {
+        (r.stability_score_offset, r.pred_iou_thresh, r.stability_score_thresh): r
+        for r in sweep_generator_thresholds(
+            model,
+            scenes,
+            offsets=tuple(sorted({mine_key[0], official_key[0]})),
+            pred_iou=tuple(sorted({mine_key[1], official_key[1]})),
+            stability=tuple(sorted({mine_key[2], official_key[2]})),
+        )
+    }
+    mine, official = rows[mine_key], rows[official_key]
     assert mine.ar100 >= stated["synthetic_auto_ar100"] - 0.08
     assert official.masks_per_image < 1  # nearly nothing
