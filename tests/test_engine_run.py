@@ -66,7 +66,10 @@ def test_documents_are_what_the_generator_gives(reference: Path, collection: Pat
 
     torch.set_num_threads(SPEC.threads)  # as in the workers: the last digits depend on it
     docs = documents(reference)
-    gen = segany.MaskGenerator(segany.load_model(), output_mode="coco_rle", **SPEC.options)
+    # as the workers build it: the model's own defaults (its stability offset), then the options
+    gen = segany.MaskGenerator.for_model(
+        segany.load_model(), SPEC.preset, output_mode="coco_rle", **SPEC.options
+    )
     image = read_image(collection / "sub1" / "sa_3.jpg")
     h, w = image.shape[:2]
     expected = sa1b_document(gen.generate(image), file_name="sa_3.jpg", width=w, height=h)
