@@ -57,3 +57,10 @@ def test_models_of_different_sizes_are_refused():
     )
     with pytest.raises(InputError, match="differ"):
         interpolate_weights(start, other, 0.5)
+
+
+def test_the_start_models_generator_thresholds_are_not_carried_over():
+    own = {"pred_iou_thresh": 0.6, "stability_score_thresh": 0.8}
+    start = seeded_model(dataclasses.replace(SMALL, generator_defaults=own), seed=9)
+    merged = interpolate_weights(start, seeded_model(SMALL, seed=10), 0.5)
+    assert start.config.generator_defaults == own and merged.config.generator_defaults == {}

@@ -3,9 +3,9 @@
 Averaging the weights before and after fine-tuning, ``(1 - alpha)·start + alpha·tuned``, keeps
 most of the fine-tuning's gain on the data it was tuned on and is often more robust away from
 it than either end (Wortsman et al., "Robust fine-tuning of zero-shot models", CVPR 2022,
-WiSE-FT; it holds when both come from one run, so their weights lie in one basin). segany-tiny
-v6 is v4 and v5 (v4 fine-tuned on synthetic scenes at 384 px) at ``alpha = 0.5``, the paper's
-default, fixed before measuring (MODEL_CARD.md).
+WiSE-FT; it relies on the two being one model before and after fine-tuning). segany-tiny
+v6 is v4 and v5 (v4 fine-tuned on synthetic scenes at 384 px) at ``alpha = 0.5``, the midpoint,
+fixed before measuring (MODEL_CARD.md).
 """
 
 from __future__ import annotations
@@ -23,7 +23,11 @@ from segany.models import build_sam
 def interpolate_weights(start: Sam, tuned: Sam, alpha: float) -> Sam:
     """A new model (eval mode, fp32, on the CPU) with ``(1 - alpha)·start + alpha·tuned`` for
     every floating-point tensor; the two must share a config (same sizes, same keys). Integer
-    buffers, if any, must be equal and are copied. ``alpha`` 0 gives ``start``, 1 ``tuned``."""
+    buffers, if any, must be equal and are copied. ``alpha`` 0 gives ``start``, 1 ``tuned``.
+
+    Thresholds a model carries for the automatic generator (``SamConfig.generator_defaults``)
+    are not carried over: they were chosen for other weights. Choose them again for the result
+    (``segany.train.calibrate``) or leave the official ones."""
     if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and 0.0 <= alpha <= 1.0):
         raise InputError(f"alpha must be a number in [0, 1], got {alpha!r}")
     cfg = start.config
@@ -45,7 +49,7 @@ def interpolate_weights(start: Sam, tuned: Sam, alpha: float) -> Sam:
             state[key] = x.detach().clone().cpu()
         else:
             raise InputError(f"{key}: integer tensors differ between the two models")
-    merged = build_sam(cfg)
+    merged = build_sam(dataclasses.replace(cfg, generator_defaults={}))
     with torch.no_grad():
         merged.load_state_dict(state, strict=True)
     return merged.eval()
