@@ -52,6 +52,18 @@ def test_for_model_layers_the_models_defaults_the_preset_and_the_callers():
     assert MaskGenerator(own).pred_iou_thresh == 0.88  # the constructor stays official
 
 
+def test_a_preset_that_sets_a_threshold_beats_the_models_own(monkeypatch):
+    import segany.automatic.generator as generator_module
+
+    strict = {"pred_iou_thresh": 0.95, "points_per_side": 4}
+    monkeypatch.setitem(generator_module.PRESETS, "strict", strict)
+    own = build_sam(dataclasses.replace(SMALL, generator_defaults=OWN)).eval()
+    gen = MaskGenerator.for_model(own, "strict")
+    assert gen.pred_iou_thresh == 0.95  # the preset's, not the model's 0.7
+    assert (gen.stability_score_thresh, gen.stability_score_offset) == (0.9, 0.5)  # the model's
+    assert MaskGenerator.for_model(own, "strict", pred_iou_thresh=0.6).pred_iou_thresh == 0.6
+
+
 def test_pick_thresholds_takes_the_best_recall_above_the_precision_floor():
     rows = [
         ThresholdRow(1.0, 0.5, 0.8, ar100=0.55, precision50=0.60, masks_per_image=30),

@@ -196,6 +196,9 @@ class MaskGenerator:
         own = dict(config.generator_defaults) if config is not None else {}
         if preset is None:
             return cls(model, **{**own, **overrides})
+        # from_preset lets its keywords win over the preset: pass only what the preset leaves
+        # unset, so the preset still beats the model's own defaults.
+        own = {k: v for k, v in own.items() if k not in PRESETS.get(preset, {})}
         return cls.from_preset(preset, model, **{**own, **overrides})
 
     # ----- public calls -------------------------------------------------------------------
