@@ -96,13 +96,13 @@ def _image_to_token_residual(
     scale = 1.0 / math.sqrt(d)
     # Logits laid out B×H×T×N: the softmax over the T tokens then runs along a long inner axis.
     if q_heads is not None:
-        # Block-diagonal keys (B×(H·T)×(H·d)) against the shared H·d-wide queries: one plain
-        # matmul yields the B×(H·T)×N layout without copying the image queries per prompt.
-        blocks = torch.zeros(b, heads, t, heads, d, dtype=k.dtype, device=k.device)
-        idx = torch.arange(heads, device=k.device)
-        blocks[:, idx, :, idx, :] = k.permute(2, 0, 1, 3) * scale
-        logits = torch.matmul(blocks.view(b * heads * t, heads * d), q_heads)
-        logits = logits.view(b, heads * t, -1)
+        # Per prompt, one H-batched product of its keys H×T×d with the shared queries H×d×N,
+        # written straight into the B×H×T×N layout (the image queries are never copied).
+        q_h = q_heads.view(heads, d, -1)
+        k_h = (k * scale).permute(0, 2, 1, 3)  # B×H×T×d
+        logits = k.new_empty(b, heads * t, q_h.shape[-1])
+        for i in range(b):
+            torch.bmm(k_h[i], q_h, out=logits[i].view(heads, t, -1))
     else:
         assert q_img is not None
         w_q = attn.q_proj.weight.view(heads, d, c)
@@ -183,7 +183,8 @@ class PointDecoder:
 
     @torch.inference_mode()
     def transformer(self, sparse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """sparse B×T×C -> (tokens B×(1+M+1+T)×C, image tokens B×N×C), as TwoWayTransformer."""
+        """sparse B×T×C -> (tokens B×(1+K)×C, image tokens B×N×C): TwoWayTransformer's outputs
+        for the IoU token and the K mask tokens (the prompt tokens' are left out)."""
         dec = self.decoder
         b = sparse.shape[0]
         output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight])
@@ -223,6 +224,9 @@ class PointDecoder:
             keys = _layer_norm_(layer.norm4, keys)
             shared = False
         final = dec.transformer.final_attn_token_to_image
+        # Only the output tokens go on: the heads read them alone, so the prompt tokens' final
+        # attention (2 of 7 rows for a point) is never computed.
+        queries, query_pe = queries[:, : len(output_tokens)], query_pe[:, : len(output_tokens)]
         q = queries + query_pe
         if shared:  # a decoder of depth 0
             attn_out = _token_to_image_shared(final, q, self._k0, self._v0)
