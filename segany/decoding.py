@@ -11,6 +11,8 @@ module computes the same function with the same weights, reorganised:
   their projections are folded into the small side: ``softmax(q·W_k·x) · (x·W_vᵀ)`` becomes
   ``softmax((W_kᵀq)·x) · x`` then ``W_v``; and ``out_proj(attn · V)`` becomes ``attn · (V·W_oᵀ)``;
   this more than halves the per-prompt multiply-adds;
+- the final attention runs for the IoU and mask tokens only: nothing reads the prompt tokens'
+  outputs;
 - mask upscaling, the other big per-prompt cost, runs only for the prompts and mask outputs a
   caller asks for (e.g. those whose predicted IoU passes a threshold, or the three multimask
   outputs and not the single one).
