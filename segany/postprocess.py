@@ -16,6 +16,7 @@ the largest logit).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -68,14 +69,24 @@ def axis_operator(low: int, padded: int, valid: int, out: int) -> AxisOperator:
     return AxisOperator(low, out, tuple(blocks))
 
 
-def _rows(x: torch.Tensor, op: AxisOperator, out: torch.Tensor, threshold: float | None) -> None:
-    """out (N×n_out×W) = op applied along the rows of x (N×n_in×W), thresholded if asked."""
+def _rows(
+    x: torch.Tensor,
+    op: AxisOperator,
+    out: torch.Tensor,
+    threshold: float | None,
+    counts: Sequence[tuple[float, torch.Tensor]] = (),
+) -> None:
+    """out (N×n_out×W) = op applied along the rows of x (N×n_in×W), thresholded if asked;
+    with ``counts`` [(t, c)], each c (N int32) also gains the number of values above t."""
     for r0, r1, lo, hi, block in op.blocks:
         block = block.to(x.device)
         if threshold is None:
             torch.matmul(block, x[:, lo:hi, :], out=out[:, r0:r1])
-        else:  # N×(r1-r0)×W, small enough to stay in cache until thresholded
-            torch.gt(torch.matmul(block, x[:, lo:hi, :]), threshold, out=out[:, r0:r1])
+            continue
+        part = torch.matmul(block, x[:, lo:hi, :])  # N×(r1-r0)×W, used while in the cache
+        torch.gt(part, threshold, out=out[:, r0:r1])
+        for t, c in counts:
+            c += (part > t).flatten(1).sum(1, dtype=torch.int32)
 
 
 def _cols(x: torch.Tensor, op: AxisOperator) -> torch.Tensor:
@@ -109,3 +120,34 @@ def upscale_logits(
     out = torch.empty(x.shape[0], big_h, big_w, dtype=dtype, device=x.device)
     _rows(_cols(x, cols), rows, out, threshold)
     return out.reshape(*lead, big_h, big_w)
+
+
+def upscale_with_stability(
+    low_res: torch.Tensor,
+    input_size: tuple[int, int],
+    original_size: tuple[int, int],
+    padded_size: int,
+    threshold: float,
+    offset: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """N×s×s low-res logits -> (masks N×H×W bool, stability scores N): the values of
+    ``upscale_logits(...) > threshold`` and ``masks.stability_score(upscale_logits(...),
+    threshold, offset)``, in one pass over blocks of rows: the N×H×W float logits are never
+    built, and each block is counted while it is in the cache (what the automatic generator
+    needs for every mask whose predicted IoU passes)."""
+    s_h, s_w = int(low_res.shape[-2]), int(low_res.shape[-1])
+    big_h, big_w = int(original_size[0]), int(original_size[1])
+    rows = axis_operator(s_h, padded_size, int(input_size[0]), big_h)
+    cols = axis_operator(s_w, padded_size, int(input_size[1]), big_w)
+    x = low_res.float().reshape(-1, s_h, s_w)
+    n = x.shape[0]
+    masks = torch.empty(n, big_h, big_w, dtype=torch.bool, device=x.device)
+    high, low = (torch.zeros(n, dtype=torch.int32, device=x.device) for _ in range(2))
+    _rows(
+        _cols(x, cols),
+        rows,
+        masks,
+        threshold,
+        [(threshold + offset, high), (threshold - offset, low)],
+    )
+    return masks, high / low  # the high mask lies inside the low one; 0/0 is NaN

@@ -10,7 +10,8 @@ import pytest
 import torch
 from helpers import SMALL, seeded_model
 
-from segany.postprocess import axis_operator, upscale_logits
+from segany.masks import stability_score
+from segany.postprocess import axis_operator, upscale_logits, upscale_with_stability
 
 TOL = 1e-6
 
@@ -63,3 +64,20 @@ def test_operator_is_banded_and_rows_sum_to_one():
 def test_bad_sizes_are_rejected():
     with pytest.raises(ValueError, match="bad sizes"):
         axis_operator(256, 1024, 2000, 480)
+
+
+@pytest.mark.parametrize("orig,inp,size", CASES[:3] + CASES[-2:])
+def test_upscale_with_stability_equals_logits_then_score(orig, inp, size):
+    # Bit for bit what the generator computed before from full-size float logits.
+    gen = torch.Generator().manual_seed(1)
+    s = size // 4
+    low = torch.randn(5, s, s, generator=gen) * 4
+    low[3] = -50.0  # nothing above either threshold: 0/0, NaN, as stability_score gives
+    logits = upscale_logits(low, inp, orig, size)
+    masks, stab = upscale_with_stability(low, inp, orig, size, 0.25, 1.5)
+    assert masks.dtype == torch.bool and masks.shape == (5, *orig)
+    assert torch.equal(masks, logits > 0.25)
+    want = stability_score(logits, 0.25, 1.5)
+    assert torch.isnan(stab[3]) and torch.isnan(want[3])
+    keep = ~torch.isnan(want)
+    assert torch.equal(stab[keep], want[keep])

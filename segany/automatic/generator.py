@@ -40,7 +40,7 @@ from segany.limits import (
     check_size_pair,
 )
 from segany.modeling import Sam
-from segany.postprocess import upscale_logits
+from segany.postprocess import upscale_with_stability
 from segany.predictor import Predictor
 from segany.side_by_side import map_ordered
 
@@ -58,7 +58,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-_UPSCALE_BYTES = 256 * 2**20  # float logits upscaled at once (bounds peak memory)
+_UPSCALE_BYTES = 256 * 2**20  # masks upscaled at once, sized as float logits (bounds peak memory)
 
 
 class MaskGenerator:
@@ -361,7 +361,8 @@ class MaskGenerator:
         dev = enc.device
         points = self.point_grids[layer] * np.array([[crop_w, crop_h]])  # N×2 XY, crop pixels
         decoder = PointDecoder(model, enc.get_image_embedding())
-        # Bounds the upscaled logits held at once: the 1024² intermediate or the crop itself.
+        # Masks per upscaling chunk, as if each held the 1024² intermediate or the crop in floats:
+        # more than its boolean mask and its share of the column pass need.
         side = model.image_encoder.img_size
         chunk = max(1, _UPSCALE_BYTES // (4 * max(side * side, crop_h * crop_w)))
         parts: dict[str, list] = {k: [] for k in ("iou", "stab", "boxes", "points", "rles")}
@@ -382,17 +383,22 @@ class MaskGenerator:
                 keep[rows].sum(1), dim=0
             )
             for c in range(0, len(low), chunk):
-                logits = upscale_logits(  # the official two resizes' values, in one step
-                    low[c : c + chunk], input_size, (crop_h, crop_w), side
+                # The official two resizes' values in one step, thresholded and scored block by
+                # block (no full-size float logits).
+                binary, stab = upscale_with_stability(
+                    low[c : c + chunk],
+                    input_size,
+                    (crop_h, crop_w),
+                    side,
+                    model.mask_threshold,
+                    self.stability_score_offset,
                 )
-                stab = M.stability_score(logits, model.mask_threshold, self.stability_score_offset)
                 ok = (
                     stab >= cut.stability_score_thresh
                     if cut.stability_score_thresh > 0
                     else torch.ones_like(stab, dtype=torch.bool)
                 )
-                binary = logits[ok] > model.mask_threshold
-                del logits
+                binary = binary[ok]
                 boxes = M.batched_mask_to_box(binary)
                 # Masks cut by a crop edge that is not an image edge are never kept.
                 inner = ~M.is_box_near_crop_edge(boxes, box, image_box)
