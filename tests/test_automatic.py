@@ -382,9 +382,13 @@ def test_point_decoder_matches_mask_decoder(seed):
         tokens, keys = dec.transformer(sparse)
         iou = dec.iou_predictions(tokens)
         rows = torch.tensor([0, 4, 8])
+        before = keys.clone()
         masks = dec.mask_logits(tokens[rows], keys[rows], range(1, 4))
+        all_masks = dec.mask_logits(tokens, keys, range(4))  # norm and GELU work in place
     # The IoU token and the mask tokens come back; the prompt tokens' final attention is skipped.
     assert tokens.shape[:2] == (9, 1 + model.mask_decoder.num_mask_tokens)
+    assert torch.equal(keys, before)  # never the caller's image tokens
+    assert (all_masks - want_masks).abs().max() <= 1e-5 * want_masks.abs().max()
     scale = want_masks.abs().max()
     assert (iou - want_iou).abs().max() <= 1e-5 * want_iou.abs().max()
     assert (masks - want_masks[rows, 1:]).abs().max() <= 1e-5 * scale
