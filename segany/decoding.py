@@ -123,7 +123,7 @@ def _image_to_token_residual(
     return torch.baddbmm(keys, probs.transpose(1, 2), vo, out=out)
 
 
-def _layer_norm_(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _layer_norm_(norm: nn.LayerNorm | LayerNorm2d, x: torch.Tensor) -> torch.Tensor:
     """``x`` layer-normed over its last axis with ``norm``'s weight, bias and eps (an
     ``nn.LayerNorm`` or a ``LayerNorm2d``), in place, ROWS×256 floats at a time (no x-sized
     temporary); x contiguous."""

@@ -132,9 +132,9 @@ def upscale_with_stability(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """N×s×s low-res logits -> (masks N×H×W bool, stability scores N): the values of
     ``upscale_logits(...) > threshold`` and ``masks.stability_score(upscale_logits(...),
-    threshold, offset)``, in one pass over blocks of rows: the N×H×W float logits are never
-    built, and each block is counted while it is in the cache (what the automatic generator
-    needs for every mask whose predicted IoU passes)."""
+    threshold, offset)``, in one pass over blocks of rows: each block is thresholded and
+    counted as soon as it is computed, and the N×H×W float logits are never built (what the
+    automatic generator needs for every mask whose predicted IoU passes)."""
     s_h, s_w = int(low_res.shape[-2]), int(low_res.shape[-1])
     big_h, big_w = int(original_size[0]), int(original_size[1])
     rows = axis_operator(s_h, padded_size, int(input_size[0]), big_h)
