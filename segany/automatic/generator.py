@@ -393,12 +393,11 @@ class MaskGenerator:
                     model.mask_threshold,
                     self.stability_score_offset,
                 )
-                ok = (
-                    stab >= cut.stability_score_thresh
-                    if cut.stability_score_thresh > 0
-                    else torch.ones_like(stab, dtype=torch.bool)
-                )
-                binary = binary[ok]
+                if cut.stability_score_thresh > 0:
+                    ok = stab >= cut.stability_score_thresh
+                    binary = binary[ok]
+                else:  # every mask kept: no copy of the chunk's masks
+                    ok = torch.ones_like(stab, dtype=torch.bool)
                 boxes = M.batched_mask_to_box(binary)
                 # Masks cut by a crop edge that is not an image edge are never kept.
                 inner = ~M.is_box_near_crop_edge(boxes, box, image_box)
