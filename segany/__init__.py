@@ -25,6 +25,7 @@ _EXPORTS = {
     "Predictor": "segany.predictor",
     "MaskGenerator": "segany.automatic",
     "MaskRecord": "segany.automatic",
+    "ZoomPredictor": "segany.zoom",
 }
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "Predictor",
     "SamConfig",
     "SeganyError",
+    "ZoomPredictor",
     "build_sam",
     "load_model",
     "save_model",
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
     from segany.models import VARIANTS, SamConfig, build_sam
     from segany.prediction import Prediction
     from segany.predictor import Predictor
+    from segany.zoom import ZoomPredictor
 
 
 def __getattr__(name: str) -> Any:
