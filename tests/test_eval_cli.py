@@ -16,6 +16,7 @@ from segany.checkpoints import load_model, save_model
 from segany.cli import main
 from segany.evaluate import evaluate_prompts, open_dataset, subset
 from segany.predictor import Predictor
+from segany.zoom import ZoomPredictor
 
 
 @pytest.fixture(autouse=True)
@@ -183,3 +184,23 @@ def test_baselines_run_beside_the_model_on_the_same_objects(files, capsys):
     assert [r["box"] for r in protos["box"]["per_object"]] == [
         r["box"] for r in protos["grabcut:box"]["per_object"]
     ]
+
+
+def test_zoom_answers_boxes_on_crops_like_the_library(files, tmp_path):
+    out = tmp_path / "zoom.json"
+    argv = _eval(files, files["coco"], "--protocol", "box", "--zoom", "1.5", "-o", out)
+    assert main([*argv, "--bootstrap", "0"]) == 0
+    report = json.loads(out.read_text())
+    assert report["options"]["zoom"] == 1.5
+    lib = evaluate_prompts(
+        ZoomPredictor(Predictor(load_model(files["model"])), 1.5),
+        open_dataset(files["coco"]),
+        ("box",),
+        bootstrap=0,
+    )["box"]
+    got = [r["iou"] for r in report["protocols"]["box"]["per_object"]]
+    assert got == pytest.approx([r["iou"] for r in lib.per_object], abs=1e-6)
+    plain = evaluate_prompts(
+        Predictor(load_model(files["model"])), open_dataset(files["coco"]), ("box",), bootstrap=0
+    )["box"]
+    assert got != pytest.approx([r["iou"] for r in plain.per_object], abs=1e-6)  # it zoomed

@@ -10,7 +10,8 @@ Protocols:
 - clicks: then a click at the center of the largest error region (positive in a missed
   region, negative in a false one), previous mask logits fed back; mIoU after 1, 2, 3, 5 and
   9 clicks, NoC@85 and NoC@90 (capped at --max-clicks, default 20).
-- box: the tight ground-truth box, optionally jittered (--box-noise); mIoU.
+- box: the tight ground-truth box, optionally jittered (--box-noise); mIoU. With ``--zoom``
+  each box is answered on a crop around it that the model sees at its input size.
 - auto: generated masks scored by predicted IoU; average recall over IoU 0.50:0.95 (AR@100,
   AR@1000, by object size), computed with pycocotools.
 - all: every protocol; point, clicks and box share each image's embedding.
@@ -44,6 +45,8 @@ from segany.cli.common import (
     positive_int,
 )
 from segany.errors import InputError
+
+ZOOM_MARGIN = 2.0  # segany.zoom.DEFAULT_MARGIN (not imported here: it would import torch)
 
 PROTOCOLS = ("point", "clicks", "box", "auto", "all")
 PROMPTED = ("point", "clicks", "box")
@@ -94,6 +97,15 @@ def register(subparsers: Any) -> None:
         choices=("floodfill", "grabcut", "all"),
         help="also run a classical baseline on the same prompts (repeatable)",
     )
+    prompts.add_argument(
+        "--zoom",
+        type=finite_float,
+        nargs="?",
+        const=ZOOM_MARGIN,
+        metavar="MARGIN",
+        help="answer box prompts on a crop around the box (segany.zoom), MARGIN times the box's "
+        f"side on each side (default {ZOOM_MARGIN})",
+    )
     auto = p.add_argument_group("auto protocol (mask generator options)")
     auto.add_argument("--max-dets", type=_budgets, metavar="100,1000", help="AR budgets")
     auto.add_argument("--points-per-side", type=positive_int, metavar="N")
@@ -137,6 +149,11 @@ def run(args: argparse.Namespace) -> int:
 
     predictor = predictor_from_args(args, console)  # --precision, --cache
     model = predictor.model
+    prompted_with: Any = predictor
+    if args.zoom is not None:
+        from segany.zoom import ZoomPredictor
+
+        prompted_with = ZoomPredictor(predictor, args.zoom)
     progress = not console.quiet and sys.stderr.isatty()
     common = _given(args, ("seed", "bootstrap"))
     protocols = PROTOCOLS[:-1] if args.protocol == "all" else (args.protocol,)
@@ -150,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
             ("max_clicks", "click_region", "box_noise", "box_noise_max_px", "objects_per_image"),
         )
         console.info(f"running {', '.join(prompted)}")
-        results |= evaluate_prompts(predictor, dataset, prompted, progress=progress, **options)
+        results |= evaluate_prompts(prompted_with, dataset, prompted, progress=progress, **options)
         if args.baseline:
             from segany.evaluate.baselines import BASELINES, evaluate_baselines
 
