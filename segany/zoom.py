@@ -28,6 +28,7 @@ from segany.prompts import check_prompts
 __all__ = ["DEFAULT_MARGIN", "ZoomPredictor", "zoom_crop"]
 
 DEFAULT_MARGIN = 2.0
+CROPS_KEPT = 8  # crop embeddings kept in memory (an annotator returning to an object)
 
 
 def zoom_crop(box: np.ndarray, margin: float, size: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -61,14 +62,17 @@ class ZoomPredictor:
         self.predictor = predictor
         self.margin = float(margin)
         self.model = predictor.model
-        # Crops are encoded by a second predictor, so the full image's embedding stays set.
+        # Crops are encoded by a second predictor, so the full image's embedding stays set; its
+        # in-memory cache (keyed by content) answers a crop seen again without the encoder.
         self._crops = Predictor(
             predictor.model,
             precision=predictor.precision,
             cache=predictor.disk_cache or False,
+            cache_size=CROPS_KEPT,
         )
         self._image: np.ndarray | None = None
-        self.crop: tuple[int, int, int, int] | None = None  # the last zoomed call's
+        # The last call's crop (x0, y0, x1, y1), None when it was answered on the whole image.
+        self.crop: tuple[int, int, int, int] | None = None
 
     def set_image(self, image: ImageLike, image_format: str = "RGB") -> None:
         rgb = to_rgb_uint8(image, image_format)
@@ -88,6 +92,7 @@ class ZoomPredictor:
     ) -> Prediction:
         if self._image is None:
             raise InputError("call set_image before predict")
+        self.crop = None
         full = dict(multimask_output=multimask_output, return_logits=return_logits)
         if box is None:
             return self.predictor.predict(point_coords, point_labels, None, mask_input, **full)
@@ -117,9 +122,8 @@ class ZoomPredictor:
         x0, y0, x1, y1 = zoom_crop(region, self.margin, (h, w))
         if (x0, y0, x1, y1) == (0, 0, w, h) or x1 <= x0 or y1 <= y0:  # nothing to gain
             return self.predictor.predict(point_coords, point_labels, box, None, **full)
-        if self.crop != (x0, y0, x1, y1):
-            self._crops.set_image(np.ascontiguousarray(self._image[y0:y1, x0:x1]))
-            self.crop = (x0, y0, x1, y1)
+        self._crops.set_image(np.ascontiguousarray(self._image[y0:y1, x0:x1]))
+        self.crop = (x0, y0, x1, y1)
         shift = np.array([x0, y0], dtype=np.float64)
         local = self._crops.predict(
             None if points is None else points - shift,

@@ -71,6 +71,8 @@ def test_a_zoomed_box_is_the_crops_answer_put_back(model, image, return_logits):
 def test_prompts_without_zoom_to_gain_go_to_the_full_image(model, image):
     zoom = ZoomPredictor(Predictor(model, cache=False))
     zoom.set_image(image)
+    zoom.predict(box=np.array([60.0, 40.0, 80.0, 52.0]))  # zoomed: crop is set
+    assert zoom.crop is not None
     plain = Predictor(model, cache=False)
     plain.set_image(image)
     pts, labels = np.array([[50.0, 60.0]]), np.array([1])
@@ -79,7 +81,7 @@ def test_prompts_without_zoom_to_gain_go_to_the_full_image(model, image):
         dict(box=np.array([10.0, 10.0, 190.0, 140.0])),  # its crop would be the whole image
     ):
         got, want = zoom.predict(**prompt), plain.predict(**prompt)
-        assert zoom.crop is None
+        assert zoom.crop is None  # the logits are the whole image's
         assert np.array_equal(got.masks, want.masks) and np.array_equal(got.scores, want.scores)
 
 
@@ -111,3 +113,19 @@ def test_zoom_improves_the_bundled_models_boxes_on_held_out_scenes():
     zoomed = evaluate_box(ZoomPredictor(Predictor(bundled, cache=False)), scenes, bootstrap=0)
     # Measured: 0.749 -> 0.795 over 70 objects (better on 41).
     assert zoomed.miou >= plain.miou + 0.02
+
+
+def test_a_crop_seen_again_is_not_encoded_again(model, image):
+    zoom = ZoomPredictor(Predictor(model, cache=False))
+    zoom.set_image(image)
+    calls = []
+    hook = model.image_encoder.patch_embed.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        a, b = np.array([60.0, 40.0, 80.0, 52.0]), np.array([20.0, 20.0, 30.0, 30.0])
+        first = zoom.predict(box=a)
+        zoom.predict(box=b)
+        again = zoom.predict(box=a)
+    finally:
+        hook.remove()
+    assert len(calls) == 2  # two crops, each encoded once
+    assert np.array_equal(first.masks, again.masks)
