@@ -84,13 +84,26 @@ def test_fast_mode_deviation_from_fp32(mode):
     assert np.mean(ious) >= 0.98 and min(ious) >= 0.9
 
 
-def test_int8_encoder_is_remade_when_weights_change():
+@pytest.mark.parametrize("make", [P.int8_encoder, P.bf16_encoder])
+def test_encoder_copy_is_remade_when_weights_change(make):
     model = seeded_model(SMALL)
-    first = P.int8_encoder(model)
-    assert P.int8_encoder(model) is first
+    first = make(model)
+    assert make(model) is first
+    assert first is not model.image_encoder
     with torch.no_grad():
         model.image_encoder.blocks[0].mlp.lin1.weight.mul_(2)
-    assert P.int8_encoder(model) is not first
+    assert make(model) is not first
+
+
+def test_bf16_mode_runs_a_bf16_copy_and_leaves_the_model_fp32():
+    model = seeded_model(SMALL)
+    copy = P.bf16_encoder(model)
+    assert {p.dtype for p in copy.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    images = torch.randn(1, 3, SMALL.image_size, SMALL.image_size)
+    with torch.inference_mode():
+        out = P.encode(model, images, "bf16")
+    assert out.dtype == torch.float32
 
 
 def test_mask_generator_precision():
