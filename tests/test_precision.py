@@ -50,6 +50,19 @@ def test_emulated_bf16_warns_once_with_the_measured_alternative(monkeypatch):
         P._warn_emulated.cache_clear()
 
 
+def test_fp16_without_amx_fp16_warns_and_points_to_bf16(monkeypatch):
+    # A Xeon with avx512_fp16 and AMX for bf16 only: fp16 matmuls run at fp32's speed there.
+    monkeypatch.setattr(P, "cpu_flags", lambda: frozenset({"avx512_fp16", "amx_bf16"}))
+    monkeypatch.setattr(P, "matmul_speedup", lambda precision: 0.97)
+    P._warn_emulated.cache_clear()
+    try:
+        assert not P.runs_fast("fp16", torch.device("cpu"))
+        with pytest.warns(P.PerformanceWarning, match=r"1\.0x slower.*precision='bf16'"):
+            P.resolve_precision("fp16", torch.device("cpu"))
+    finally:
+        P._warn_emulated.cache_clear()
+
+
 def test_native_bf16_is_detected_from_the_cpu_flags(monkeypatch):
     monkeypatch.setattr(P, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
     assert P.runs_fast("bf16", torch.device("cpu"))
