@@ -1,7 +1,7 @@
 """The speed table of issue 10: reference vs segany on the same weights, in one run.
 
     python benchmarks/bench_speed.py [--model vit_b|bundled|both] [--repeats 2] [--threads 2]
-        [--no-auto] [--bf16 always|native]
+        [--no-auto] [--bf16 always|native] [--quantized-engine onednn]
 
 Rows: set_image in fp32 / bf16 / int8 (with each fast mode's embedding cosine and mask IoU
 against fp32 on the parity prompts), one point prompt end to end (masks at full resolution),
@@ -252,7 +252,15 @@ def main() -> None:
         help="cpu: CPU seconds of this process (use with --threads 1 on a machine shared with "
         "other jobs: waiting for a core is then not counted)",
     )
+    ap.add_argument(
+        "--quantized-engine",
+        choices=torch.backends.quantized.supported_engines,
+        help="torch's int8 engine (default: torch's; 'onednn' obeys ONEDNN_MAX_CPU_ISA, so an "
+        "AVX2-only CPU can be imitated on a newer one; fbgemm picks its ISA itself)",
+    )
     args = ap.parse_args()
+    if args.quantized_engine:
+        torch.backends.quantized.engine = args.quantized_engine
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
