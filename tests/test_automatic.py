@@ -1,8 +1,9 @@
 """MaskGenerator against the reference SamAutomaticMaskGenerator on the same seeded weights.
 
 Tolerances (fp32): the same number of masks; each of ours matched one-to-one to a reference mask
-at mask IoU >= 0.99, with predicted IoU and stability score within 1e-4 and the same point and
-crop box. Bad inputs: a clear InputError (a ValueError) at construction, or a correct list.
+at mask IoU >= 0.99, with predicted IoU and stability score within 1e-4 (stability: or one
+pixel's worth, see ``_same_stability``) and the same point and crop box. Bad inputs: a clear
+InputError (a ValueError) at construction, or a correct list.
 """
 
 from __future__ import annotations
@@ -77,6 +78,17 @@ def _close(a: float, b: float) -> bool:
     return (np.isnan(a) and np.isnan(b)) or abs(a - b) <= TOL
 
 
+def _same_stability(rec: MaskRecord, theirs: float) -> bool:
+    """Stability is a ratio of pixel counts (logits above +offset / above -offset): a pixel
+    whose logit lies within float rounding of ±offset may count on either side (the official
+    resize and segany's composed one differ by ~1e-7; seen on an AVX-512 CPU: 1.01e-4 for one
+    pixel of 9.9k). So: within 1e-4, or one pixel's worth (1/area; the denominator counts at
+    least the mask's pixels)."""
+    return _close(rec.stability_score, theirs) or abs(rec.stability_score - theirs) <= 1 / max(
+        rec.area, 1
+    )
+
+
 def assert_same_records(ours: list[MaskRecord], ref: list[dict]) -> None:
     """Same count; a one-to-one matching at mask IoU >= 0.99 with equal scores and point."""
     assert len(ours) == len(ref)
@@ -91,7 +103,7 @@ def assert_same_records(ours: list[MaskRecord], ref: list[dict]) -> None:
             if j not in taken
             and _iou(mine, m) >= 0.99
             and _close(rec.predicted_iou, ref[j]["predicted_iou"])
-            and _close(rec.stability_score, ref[j]["stability_score"])
+            and _same_stability(rec, ref[j]["stability_score"])
             and np.allclose(rec.point_coords, ref[j]["point_coords"], atol=1e-9)
         ]
         assert matches, f"no reference mask matches {rec.bbox} {rec.predicted_iou}"
