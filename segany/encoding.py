@@ -21,6 +21,12 @@ import torch
 from segany.modeling.image_encoder import Attention, Block, ImageEncoderViT, windowed_attention
 
 ROWS = 512  # tokens per chunk through the linear layers: 512×3072 floats = 6 MB
+# Below this size of the largest activation (the MLP's hidden layer over all tokens) every
+# tensor is reused by the allocator anyway and chunking only adds calls: the bundled model
+# (2304 tokens × 640, 5.9 MB in fp32) encodes faster through ``forward`` (2 threads, AMX Xeon:
+# fp32 0.146 vs 0.155 s, bf16 0.079 vs 0.094 s); vit_b at 1024 px (50 MB) faster chunked
+# (fp32 4.0 vs 4.9 s, bf16 1.5 vs 1.8 s).
+CHUNK_ABOVE_BYTES = 16 << 20
 
 
 def encode_image(encoder: ImageEncoderViT, images: torch.Tensor) -> torch.Tensor:
@@ -28,6 +34,8 @@ def encode_image(encoder: ImageEncoderViT, images: torch.Tensor) -> torch.Tensor
     hooked = bool(encoder._forward_hooks or encoder._forward_pre_hooks)
     if hooked or (torch.is_grad_enabled() and any(p.requires_grad for p in encoder.parameters())):
         return encoder(images)  # hooks see their call; autograd gets the plain forward
+    if _largest_activation_bytes(encoder, images) < CHUNK_ABOVE_BYTES:
+        return encoder(images)
     # B×3×S×S -> B×H×W×C, contiguous (the chunks below are views of its rows)
     x = (encoder.patch_embed(images) + encoder.pos_embed).contiguous()
     for block in encoder.blocks:
@@ -71,3 +79,12 @@ def _windowed_attention_(block: Block, x: torch.Tensor) -> None:
     for y in range(0, x.shape[1], win):
         band = x[:, y : y + win]  # B×hb×W×C view, hb <= window
         band += windowed_attention(block.attn, block.norm1(band), win)
+
+
+def _largest_activation_bytes(encoder: ImageEncoderViT, images: torch.Tensor) -> int:
+    """Bytes of the widest per-token activation (the MLP's hidden layer) over all tokens."""
+    _, h, w, c = encoder.pos_embed.shape
+    block = encoder.blocks[0]
+    assert isinstance(block, Block)
+    hidden = getattr(block.mlp.lin1, "out_features", 4 * c)
+    return images.shape[0] * h * w * hidden * encoder.pos_embed.element_size()

@@ -25,6 +25,7 @@ def small_chunks(monkeypatch):
     # 48 tokens a chunk (does not divide 256) and 4 KB bias blocks (16 query rows of 64 keys)
     monkeypatch.setattr(encoding, "ROWS", 48)
     monkeypatch.setattr(Attention, "bias_block_bytes", 4096)
+    monkeypatch.setattr(encoding, "CHUNK_ABOVE_BYTES", 0)  # chunked even at this small size
 
 
 @pytest.mark.parametrize("config", [SMALL, PADDED], ids=["unpadded", "padded"])
@@ -106,3 +107,18 @@ def test_training_gradients_match_reference(small_chunks, monkeypatch):
     mine = dict(model.image_encoder.named_parameters())
     for name, p in ref.named_parameters():
         assert max_rel_err(mine[name].grad, p.grad) < 1e-4, name
+
+
+@pytest.mark.parametrize("limit, chunked", [(0, True), (1 << 40, False)])
+def test_chunking_only_above_the_activation_size(monkeypatch, limit, chunked):
+    model = seeded_model(SMALL, seed=6)
+    images = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(4))
+    calls = []
+    mlp = encoding._mlp_
+    monkeypatch.setattr(encoding, "_mlp_", lambda block, x: calls.append(1) or mlp(block, x))
+    monkeypatch.setattr(encoding, "CHUNK_ABOVE_BYTES", limit)
+    with torch.inference_mode():
+        got = encoding.encode_image(model.image_encoder, images)
+        plain = model.image_encoder(images)
+    assert bool(calls) == chunked
+    assert max_rel_err(got, plain) < 1e-5
