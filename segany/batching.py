@@ -30,6 +30,7 @@ def embed_images(
     precision: str,
     cache: EmbeddingCache | None,
     batch_size: int = 2,
+    compiled: bool = False,
     image_format: str = "RGB",
 ) -> list[ImageEmbedding]:
     """One ``ImageEmbedding`` (features 1×C×h×w, original and input sizes) per image, in order."""
@@ -55,7 +56,7 @@ def embed_images(
             x = torch.as_tensor(resized, device=device).permute(2, 0, 1)
             tensors.append(model.preprocess(x[None].float())[0])
             sizes.append((int(resized.shape[0]), int(resized.shape[1])))
-        features = encode(model, torch.stack(tensors), precision).float()
+        features = encode(model, torch.stack(tensors), precision, compiled).float()
         for (i, rgb, key), feats, size in zip(batch, features, sizes, strict=True):
             entry = ImageEmbedding(feats[None].clone(), (rgb.shape[0], rgb.shape[1]), size)
             if cache is not None and key is not None:

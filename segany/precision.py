@@ -217,16 +217,37 @@ def bf16_encoder(model: nn.Module) -> nn.Module:
     return _encoder_copy(model, "bf16")
 
 
-def encode(model: nn.Module, images: torch.Tensor, precision: str) -> torch.Tensor:
-    """B×3×S×S preprocessed images -> B×C×h×w fp32 embeddings, in a resolved ``precision``."""
+# encoder module (the model's, or its bf16/int8 copy) -> its torch.compile'd wrapper
+_COMPILED: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
+
+
+def _compiled(encoder: nn.Module) -> nn.Module:
+    """``torch.compile(encoder)`` (the plain forward, static shapes), made once per module."""
+    compiled = _COMPILED.get(encoder)
+    if compiled is None:
+        compiled = _COMPILED[encoder] = cast(nn.Module, torch.compile(encoder, dynamic=False))
+    return compiled
+
+
+def encode(
+    model: nn.Module, images: torch.Tensor, precision: str, compiled: bool = False
+) -> torch.Tensor:
+    """B×3×S×S preprocessed images -> B×C×h×w fp32 embeddings, in a resolved ``precision``.
+    ``compiled``: run the encoder's forward through ``torch.compile`` (compiled on the first
+    call, minutes for vit_b on a small CPU; then reused) instead of the eager chunked path."""
+
+    def run(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if compiled:
+            return _compiled(encoder)(x)
+        return encode_image(cast(ImageEncoderViT, encoder), x)
+
     if precision == "int8":
-        return encode_image(cast(ImageEncoderViT, int8_encoder(model)), images).float()
+        return run(int8_encoder(model), images).float()
     if precision == "bf16":
-        bf16 = cast(ImageEncoderViT, bf16_encoder(model))
-        return encode_image(bf16, images.to(torch.bfloat16)).float()
-    encoder = cast(ImageEncoderViT, model.image_encoder)
+        return run(bf16_encoder(model), images.to(torch.bfloat16)).float()
+    encoder = cast(nn.Module, model.image_encoder)
     dtype = _AUTOCAST.get(precision)
     if dtype is None:
-        return encode_image(encoder, images)
+        return run(encoder, images)
     with torch.autocast(images.device.type, dtype=dtype):
-        return encode_image(encoder, images).float()
+        return run(encoder, images).float()

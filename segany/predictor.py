@@ -69,12 +69,14 @@ class Predictor:
     so setting an image seen before skips the encoder. ``cache``: an on-disk embedding cache
     shared across processes and runs (``segany.embedding_cache``): a folder or an
     ``EmbeddingCache``; None (default) uses ``$SEGANY_CACHE`` when set; False turns it off.
-    ``precision``: "fp32" (default; matches the official model to ~1e-6), "bf16"/"fp16" (encoder
-    under autocast: several times faster on CPUs with bf16 matrix units and on GPUs; warns once
-    where only emulated), "int8" (encoder Linear layers dynamically quantised; CPU), or "auto"
-    (the fastest of these this machine runs natively). ``self.precision`` is the resolved mode.
-    Measured deviations from fp32 are in the README; see ``segany.precision``. The decoder
-    always runs in fp32.
+    ``precision``: "fp32" (default; matches the official model to ~1e-6), "bf16" (a bf16 copy
+    of the encoder) or "fp16" (encoder under autocast): several times faster on CPUs with the
+    matrix units and on GPUs, warning once where only emulated; "int8" (encoder Linear layers
+    dynamically quantised; CPU), or "auto" (the fastest of these this machine runs natively).
+    ``self.precision`` is the resolved mode. Measured deviations from fp32 are in the README;
+    see ``segany.precision``. The decoder always runs in fp32. ``compile``: run the encoder
+    through ``torch.compile`` (off by default: on the CPUs measured it was no faster than the
+    eager path and took ~1 minute to compile the bundled model; it may help on a GPU).
     """
 
     decode_chunk = 4  # prompts per decoder call on CPU (see predict_torch)
@@ -86,8 +88,10 @@ class Predictor:
         cache_size: int = 0,
         precision: str = "fp32",
         cache: EmbeddingCache | str | os.PathLike[str] | bool | None = None,
+        compile: bool = False,
     ) -> None:
         self.model = model
+        self.compile = bool(compile)
         self.disk_cache = resolve_cache(cache)
         self.precision = resolve_precision(precision, model.device)
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
@@ -175,7 +179,7 @@ class Predictor:
         self.reset_image()
         input_size = (int(transformed_image.shape[2]), int(transformed_image.shape[3]))
         x = self.model.preprocess(transformed_image.to(self.device, torch.float32))
-        features = encode(self.model, x, self.precision)
+        features = encode(self.model, x, self.precision, self.compile)
         original = (int(original_image_size[0]), int(original_image_size[1]))
         self._image = _ImageState(features.float(), original, input_size)
 
@@ -292,6 +296,7 @@ class Predictor:
             cache=self.disk_cache,
             batch_size=batch_size,
             image_format=image_format,
+            compiled=self.compile,
         )
 
     def set_images(

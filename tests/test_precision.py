@@ -126,3 +126,24 @@ def test_mask_generator_precision():
     gen.generate(_photo(64, 80))
     with pytest.raises(InputError, match="differs"):
         MaskGenerator(Predictor(model), precision="int8")
+
+
+@pytest.mark.slow
+def test_compiled_encoder_gives_the_eager_embedding():
+    model = seeded_model(SMALL)
+    image = _photo(120, 160)
+    eager = Predictor(model)
+    compiled = Predictor(model, compile=True)
+    eager.set_image(image)
+    compiled.set_image(image)
+    a, b = eager.get_image_embedding(), compiled.get_image_embedding()
+    assert (a - b).abs().max() <= 1e-4 * a.abs().max()
+    assert list(P._COMPILED) == [model.image_encoder]  # compiled once, kept for the model
+    compiled.set_image(image[::-1].copy())
+    assert len(P._COMPILED) == 1
+
+
+def test_cli_precision_choices_are_the_library_modes():
+    from segany.cli.common import PRECISION_CHOICES
+
+    assert PRECISION_CHOICES == P.PRECISIONS

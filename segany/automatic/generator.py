@@ -77,6 +77,7 @@ class MaskGenerator:
     precision: the image encoder's mode (``Predictor``'s: fp32 default, bf16, fp16, int8, auto).
     cache: the on-disk embedding cache (``Predictor``'s: a folder, None for ``$SEGANY_CACHE``,
     False for none); with a Predictor given, its own settings apply.
+    compile: run the image encoder through ``torch.compile`` (``Predictor``'s; off by default).
     """
 
     decode_chunk = 2  # prompts per decoder pass on the CPU (see _decode_points)
@@ -101,6 +102,7 @@ class MaskGenerator:
         max_area_fraction: float | None = None,
         precision: str | None = None,
         cache: Any = None,
+        compile: bool = False,
     ) -> None:
         if isinstance(model, Predictor):
             if precision is not None and precision not in ("auto", model.precision):
@@ -110,7 +112,9 @@ class MaskGenerator:
                 )
             self.predictor = model
         else:
-            self.predictor = Predictor(model, precision=precision or "fp32", cache=cache)
+            self.predictor = Predictor(
+                model, precision=precision or "fp32", cache=cache, compile=compile
+            )
         self.model: Sam = self.predictor.model
         # Bounds first: the grids and crops below are sized by these numbers.
         check_int("crop_n_layers", crop_n_layers, 0, MAX_CROP_LAYERS)
@@ -300,6 +304,7 @@ class MaskGenerator:
             self.model,
             precision=getattr(self.predictor, "precision", "fp32"),
             cache=getattr(self.predictor, "disk_cache", None) or False,
+            compile=getattr(self.predictor, "compile", False),
         )
         crops = []
         for box, layer in zip(crop_boxes, layers, strict=True):

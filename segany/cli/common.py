@@ -137,6 +137,21 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# segany.precision.PRECISIONS, spelled out so that --help does not import torch (tested equal)
+PRECISION_CHOICES = ("fp32", "bf16", "fp16", "int8", "auto")
+
+
+def add_precision_option(parser: Any, default: str | None = None) -> None:
+    """--precision on a parser or argument group."""
+    parser.add_argument(
+        "--precision",
+        choices=PRECISION_CHOICES,
+        default=default,
+        help="image encoder precision: fp32 (default, exact), bf16/fp16 (fast with hardware "
+        "support), int8 (CPU), auto (the fastest this machine runs natively)",
+    )
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """--model/--device/--threads, on subcommands that run the model."""
     group = parser.add_argument_group("model")
@@ -151,11 +166,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--threads", type=positive_int, metavar="N", help="CPU threads for torch and OpenCV"
     )
+    add_precision_option(group)
     group.add_argument(
-        "--precision",
-        choices=("fp32", "bf16", "fp16", "int8", "auto"),
-        help="image encoder precision: fp32 (default, exact), bf16/fp16 (fast with hardware "
-        "support), int8 (CPU), auto (the fastest this machine runs natively)",
+        "--compile",
+        action="store_true",
+        help="run the image encoder through torch.compile (compiled on the first image, "
+        "minutes on a small CPU; measured no faster on CPUs, may help on a GPU)",
     )
     cache = group.add_mutually_exclusive_group()
     cache.add_argument(
@@ -294,12 +310,17 @@ def predictor_from_args(args: argparse.Namespace, console: Console) -> Any:
     kwargs: dict[str, Any] = {}
     if getattr(args, "precision", None) is not None:
         kwargs["precision"] = args.precision
+    if getattr(args, "compile", False):
+        kwargs["compile"] = True
     if getattr(args, "no_cache", False):
         kwargs["cache"] = False
     elif getattr(args, "cache", None) is not None:
         kwargs["cache"] = args.cache
     predictor = Predictor(model, **kwargs)
-    console.detail(f"encoder precision {predictor.precision}, cache {predictor.disk_cache}")
+    compiled = ", torch.compile" if predictor.compile else ""
+    console.detail(
+        f"encoder precision {predictor.precision}{compiled}, cache {predictor.disk_cache}"
+    )
     return predictor
 
 
