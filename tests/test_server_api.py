@@ -144,6 +144,28 @@ def test_embedding_computed_once_and_cached_on_disk(client, tiny, tmp_path):
     assert other.app.state.segany.hub.encoder_runs == 0
 
 
+def test_precision_embeds_in_that_mode_and_keeps_it_apart_on_disk(tmp_path, tiny):
+    from segany import Predictor
+    from segany.formats import read_image
+
+    exact = make_client(tmp_path / "project", tiny)
+    image = upload(exact)
+    fp32 = exact.get(f"/api/images/{image['id']}/embedding").content
+    fast = make_client(tmp_path / "project", tiny, precision="int8")
+    assert fast.app.state.segany.hub.precision == "int8"
+    got = fast.get(f"/api/images/{image['id']}/embedding").content
+    assert fast.app.state.segany.hub.encoder_runs == 1  # fp32's file is not int8's
+    assert got != fp32
+    want = Predictor(tiny, precision="int8")
+    want.set_image(read_image(tmp_path / "project" / image["path"]))
+    emb = np.frombuffer(got, "<f4").reshape(want.get_image_embedding().shape)
+    np.testing.assert_allclose(emb, want.get_image_embedding().numpy(), atol=1e-5)
+    names = [f.name for f in (tmp_path / "project" / "embeddings").glob("*.npz")]
+    assert sorted(n.endswith("-e0-int8.npz") for n in names) == [False, True]
+    with pytest.raises(ValueError, match="precision must be one of"):
+        ServerSettings(project_dir=tmp_path / "x", precision="fp64")
+
+
 def test_embedding_memory_is_bounded(tmp_path, tiny):
     client = make_client(tmp_path / "p", tiny, embedding_cache=2)
     for v in range(3):

@@ -15,6 +15,7 @@ import sys
 from segany.cli.common import (
     Console,
     add_output_options,
+    add_precision_option,
     check_device,
     plain_doc,
     positive_int,
@@ -39,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", help="torch device for the model (default: cpu)")
     p.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads for torch")
+    add_precision_option(p, default="fp32")
     p.add_argument(
         "--db", metavar="URL", help="SQLAlchemy database URL (default: SQLite in the project)"
     )
@@ -79,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         db_url=args.db,
         model=args.model,
         device=check_device(args.device) if args.device else "cpu",
+        precision=args.precision,
         host=args.host,
         port=args.port,
         token=args.token or os.environ.get("SEGANY_TOKEN") or None,

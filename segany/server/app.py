@@ -23,9 +23,11 @@ log = logging.getLogger("segany.server")
 
 def build_state(settings: ServerSettings, model: Any = None) -> AppState:
     """Open (or create) the project: folder, database (migrated), model versions."""
+    import torch
     from sqlalchemy import select, update
 
     from segany.checkpoints import load_model
+    from segany.precision import resolve_precision
     from segany.server import exporting
     from segany.server.annotations import Annotations
     from segany.server.db import ModelVersion, TrainJob, now, open_database
@@ -45,7 +47,13 @@ def build_state(settings: ServerSettings, model: Any = None) -> AppState:
             source = str(project.root / source)
         return load_model(source, device=settings.device, progress=False)
 
-    hub = ModelHub(project.root / "embeddings", loader, cache_size=settings.embedding_cache)
+    precision = resolve_precision(settings.precision, torch.device(settings.device))
+    hub = ModelHub(
+        project.root / "embeddings",
+        loader,
+        cache_size=settings.embedding_cache,
+        precision=precision,
+    )
     with sessions.begin() as s:
         versions = list(s.scalars(select(ModelVersion).order_by(ModelVersion.version)))
         if not versions:

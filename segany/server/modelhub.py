@@ -39,8 +39,12 @@ class ModelHub:
         loader: Callable[[str | None], Any],
         *,
         cache_size: int,
+        precision: str = "fp32",
     ) -> None:
+        """``precision``: the encoder's mode, resolved (not "auto"): embeddings of other modes
+        are stored under other names, fp32's under the names from before modes existed."""
         self.folder = Path(folder)
+        self.precision = precision
         self._loader = loader
         self._models: dict[int, Any] = {}
         self._sources: dict[int, str | None] = {}
@@ -84,10 +88,11 @@ class ModelHub:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-            path = self.folder / f"{sha256}-e{enc}.npz"
+            mode = "" if self.precision == "fp32" else f"-{self.precision}"
+            path = self.folder / f"{sha256}-e{enc}{mode}.npz"
             emb = self._read(path, enc) if path.is_file() else None
             if emb is None:
-                predictor = Predictor(self.model(enc))
+                predictor = Predictor(self.model(enc), precision=self.precision)
                 predictor.set_image(read_rgb())
                 emb = Embedding(
                     predictor.get_image_embedding().cpu().numpy().astype(np.float32),

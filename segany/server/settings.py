@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from segany.errors import InputError
+from segany.precision import check_precision
 
 LOOPBACK = "127.0.0.1"
 
@@ -19,7 +20,8 @@ class ServerSettings:
     ``host`` is not a loopback address).
 
     Limits: ``max_upload_bytes`` per uploaded file, ``max_pixels`` per image (decompression
-    bombs), ``embedding_cache`` embeddings kept in memory (each is C×h×w float32)."""
+    bombs), ``embedding_cache`` embeddings kept in memory (each is C×h×w float32).
+    ``precision``: the image encoder's mode (``segany.precision``; the decoder is fp32)."""
 
     project_dir: Path
     db_url: str | None = None
@@ -32,12 +34,14 @@ class ServerSettings:
     max_pixels: int = 40_000_000
     embedding_cache: int = 16
     prefill_points_per_side: int | None = 16  # a 16×16 grid: 4× faster than 32×32 on CPU
+    precision: str = "fp32"
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "project_dir", Path(self.project_dir).resolve())
         if self.max_upload_bytes < 1 or self.max_pixels < 1 or self.embedding_cache < 1:
             raise InputError("max_upload_bytes, max_pixels and embedding_cache must be ≥ 1")
+        check_precision(self.precision)
         if self.token is not None and len(self.token) < 8:
             raise InputError("the token must be at least 8 characters long")
         if not is_loopback(self.host) and not self.token:
