@@ -166,6 +166,26 @@ def test_precision_embeds_in_that_mode_and_keeps_it_apart_on_disk(tmp_path, tiny
         ServerSettings(project_dir=tmp_path / "x", precision="fp64")
 
 
+def test_shared_embedding_cache(tmp_path, tiny, monkeypatch):
+    monkeypatch.setenv("SEGANY_CACHE", str(tmp_path / "env"))
+    client = make_client(tmp_path / "a", tiny, cache=str(tmp_path / "shared"))
+    client.get(f"/api/images/{upload(client)['id']}/embedding")
+    assert len(list((tmp_path / "shared").glob("*.safetensors"))) == 1
+    # another project on the same image skips the encoder: the shared cache has it
+    from segany import predictor
+
+    runs = []
+    encode = predictor.encode
+    monkeypatch.setattr(predictor, "encode", lambda *a: runs.append(1) or encode(*a))
+    other = make_client(tmp_path / "b", tiny, cache=str(tmp_path / "shared"))
+    emb = other.get(f"/api/images/{upload(other)['id']}/embedding")
+    assert emb.status_code == 200 and not runs
+    off = make_client(tmp_path / "d", tiny, cache=False)
+    off.get(f"/api/images/{upload(off)['id']}/embedding")
+    assert runs == [1]
+    assert not (tmp_path / "env").exists()  # False is off, even with $SEGANY_CACHE set
+
+
 def test_embedding_memory_is_bounded(tmp_path, tiny):
     client = make_client(tmp_path / "p", tiny, embedding_cache=2)
     for v in range(3):

@@ -173,7 +173,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help="run the image encoder through torch.compile (compiled on the first image, "
         "minutes on a small CPU; measured no faster on CPUs, may help on a GPU)",
     )
-    cache = group.add_mutually_exclusive_group()
+    add_cache_options(group)
+
+
+def add_cache_options(parser: Any) -> None:
+    """--cache DIR | --no-cache (the shared on-disk embedding cache)."""
+    cache = parser.add_mutually_exclusive_group()
     cache.add_argument(
         "--cache",
         metavar="DIR",
@@ -183,6 +188,13 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     cache.add_argument(
         "--no-cache", action="store_true", help="no embedding cache, even if $SEGANY_CACHE is set"
     )
+
+
+def cache_from_args(args: argparse.Namespace) -> str | bool | None:
+    """What ``Predictor(cache=...)`` takes for --cache/--no-cache (None: $SEGANY_CACHE)."""
+    if getattr(args, "no_cache", False):
+        return False
+    return getattr(args, "cache", None)
 
 
 def plain_doc(doc: str | None) -> str:
@@ -312,10 +324,8 @@ def predictor_from_args(args: argparse.Namespace, console: Console) -> Any:
         kwargs["precision"] = args.precision
     if getattr(args, "compile", False):
         kwargs["compile"] = True
-    if getattr(args, "no_cache", False):
-        kwargs["cache"] = False
-    elif getattr(args, "cache", None) is not None:
-        kwargs["cache"] = args.cache
+    if cache_from_args(args) is not None:
+        kwargs["cache"] = cache_from_args(args)
     predictor = Predictor(model, **kwargs)
     compiled = ", torch.compile" if predictor.compile else ""
     console.detail(

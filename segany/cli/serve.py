@@ -14,8 +14,10 @@ import sys
 
 from segany.cli.common import (
     Console,
+    add_cache_options,
     add_output_options,
     add_precision_option,
+    cache_from_args,
     check_device,
     plain_doc,
     positive_int,
@@ -41,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="torch device for the model (default: cpu)")
     p.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads for torch")
     add_precision_option(p, default="fp32")
+    add_cache_options(p)
     p.add_argument(
         "--db", metavar="URL", help="SQLAlchemy database URL (default: SQLite in the project)"
     )
@@ -82,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model,
         device=check_device(args.device) if args.device else "cpu",
         precision=args.precision,
+        cache=cache_from_args(args),
         host=args.host,
         port=args.port,
         token=args.token or os.environ.get("SEGANY_TOKEN") or None,

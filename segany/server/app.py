@@ -27,6 +27,7 @@ def build_state(settings: ServerSettings, model: Any = None) -> AppState:
     from sqlalchemy import select, update
 
     from segany.checkpoints import load_model
+    from segany.embedding_cache import resolve_cache
     from segany.precision import resolve_precision
     from segany.server import exporting
     from segany.server.annotations import Annotations
@@ -53,6 +54,7 @@ def build_state(settings: ServerSettings, model: Any = None) -> AppState:
         loader,
         cache_size=settings.embedding_cache,
         precision=precision,
+        disk_cache=resolve_cache(settings.cache),
     )
     with sessions.begin() as s:
         versions = list(s.scalars(select(ModelVersion).order_by(ModelVersion.version)))

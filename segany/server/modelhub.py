@@ -40,11 +40,13 @@ class ModelHub:
         *,
         cache_size: int,
         precision: str = "fp32",
+        disk_cache: Any = None,
     ) -> None:
         """``precision``: the encoder's mode, resolved (not "auto"): embeddings of other modes
         are stored under other names, fp32's under the names from before modes existed."""
         self.folder = Path(folder)
         self.precision = precision
+        self.disk_cache = disk_cache  # Predictor's ``cache``: shared embedding cache or None
         self._loader = loader
         self._models: dict[int, Any] = {}
         self._sources: dict[int, str | None] = {}
@@ -92,7 +94,9 @@ class ModelHub:
             path = self.folder / f"{sha256}-e{enc}{mode}.npz"
             emb = self._read(path, enc) if path.is_file() else None
             if emb is None:
-                predictor = Predictor(self.model(enc), precision=self.precision)
+                predictor = Predictor(
+                    self.model(enc), precision=self.precision, cache=self.disk_cache or False
+                )
                 predictor.set_image(read_rgb())
                 emb = Embedding(
                     predictor.get_image_embedding().cpu().numpy().astype(np.float32),

@@ -21,7 +21,9 @@ class ServerSettings:
 
     Limits: ``max_upload_bytes`` per uploaded file, ``max_pixels`` per image (decompression
     bombs), ``embedding_cache`` embeddings kept in memory (each is C×h×w float32).
-    ``precision``: the image encoder's mode (``segany.precision``; the decoder is fp32)."""
+    ``precision``: the image encoder's mode (``segany.precision``; the decoder is fp32).
+    ``cache``: the shared on-disk embedding cache the encoder also reads and fills (a folder;
+    None: ``$SEGANY_CACHE`` when set; False: none), besides the project's own embeddings."""
 
     project_dir: Path
     db_url: str | None = None
@@ -35,6 +37,7 @@ class ServerSettings:
     embedding_cache: int = 16
     prefill_points_per_side: int | None = 16  # a 16×16 grid: 4× faster than 32×32 on CPU
     precision: str = "fp32"
+    cache: str | Path | bool | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
