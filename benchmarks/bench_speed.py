@@ -1,10 +1,11 @@
 """The speed table of issue 10: reference vs segany on the same weights, in one run.
 
     python benchmarks/bench_speed.py [--model vit_b|bundled|both] [--repeats 2] [--threads 2]
-        [--no-auto] [--bf16 always|native] [--quantized-engine onednn]
+        [--no-auto] [--no-onnx] [--bf16 always|native] [--quantized-engine onednn]
 
 Rows: set_image in fp32 / bf16 / int8 (with each fast mode's embedding cosine and mask IoU
 against fp32 on the parity prompts), one point prompt end to end (masks at full resolution),
+the onnxruntime backend's set_image and one point (fp32 and int8; skipped with --no-onnx),
 16 boxes in one call (the reference: a loop), and the automatic generator with default options
 (reference vs segany fp32, and segany with the fastest native mode). Each timed pair alternates
 and keeps the fastest of ``--repeats`` (load on a shared machine only adds time); the
@@ -168,6 +169,9 @@ def bench_model(name: str, args: argparse.Namespace) -> list[str]:  # noqa: PLR0
     err = max(max_rel_err(ours_b[i], ref.predict(box=b)[2]) for i, b in enumerate(boxes))
     rows.append(("16 boxes, one call", t_r, m_r, t_o, m_o, f"max rel err {err:.1e}"))
 
+    if args.onnx:
+        _onnx_rows(rows, model, ref, exact, image, point, args)
+
     if args.auto:
         from bench_automatic import compare
 
@@ -199,6 +203,43 @@ def bench_model(name: str, args: argparse.Namespace) -> list[str]:  # noqa: PLR0
             rows.append((f"automatic, {fast}", t_r, m_r, t, m, matched))
 
     return rows.lines
+
+
+def _onnx_rows(rows, model, ref, exact, image, point, args) -> None:
+    """set_image and one point on onnxruntime (fp32, int8), the whole pipeline exported."""
+    import tempfile
+
+    try:
+        from segany.export import OnnxPredictor, export_pair
+    except ImportError as e:  # the onnx extra is missing
+        rows.append(("onnxruntime", 0.0, 0.0, None, None, f"not run: {e}"))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode, quantize in (("fp32", False), ("int8", True)):
+            folder = Path(tmp) / mode
+            export_pair(model, folder, quantize=quantize)
+            onnx = OnnxPredictor.from_dir(folder, threads=args.threads)
+            (t_r, m_r), (t_o, m_o) = race(
+                [lambda: ref.set_image(image), lambda o=onnx: o.set_image(image)],
+                args.repeats,
+                warm_up=True,
+            )
+            emb = torch.as_tensor(np.asarray(onnx.get_image_embedding()))
+            cos = _cosine(emb, exact.get_image_embedding())
+            rows.append((f"set_image onnxruntime {mode}", t_r, m_r, t_o, m_o, f"cos {cos:.5f}"))
+            onnx.predict(**point)
+            (t_r, m_r), (t_o, m_o) = race(
+                [lambda: ref.predict(**point), lambda o=onnx: o.predict(**point)],
+                args.repeats * 5,
+            )
+            ours, theirs = exact.predict(**point), onnx.predict(**point)
+            best = int(np.argmax(ours.scores))
+            a, b = ours.masks[best], theirs.masks[best]
+            iou = (a & b).sum() / max((a | b).sum(), 1)
+            note = f"best mask IoU {iou:.4f} vs torch fp32"
+            rows.append((f"one point onnxruntime {mode}", t_r, m_r, t_o, m_o, note))
+        # the reference's current image is the astronaut again for the rows that follow
+        ref.set_image(image)
 
 
 class _Rows:
@@ -244,6 +285,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-auto", dest="auto", action="store_false")
+    ap.add_argument("--no-onnx", dest="onnx", action="store_false")
     ap.add_argument("--bf16", choices=("native", "always"), default="native")
     ap.add_argument(
         "--clock",
