@@ -3,8 +3,8 @@ through ``segany.segment_anything``, on the same weights (seeded small and bundl
 
 Tolerances (fp32): IoU scores and logits within 1e-4 of the reference's largest magnitude;
 binary masks equal except where the reference logit lies that close to the threshold; the
-generator's records equal in count, order, masks, boxes, areas, points and crop boxes, with
-scores within 1e-4.
+generator's records equal in count, order, masks (the same exception), boxes, areas (but for
+those pixels), points and crop boxes, with scores within 1e-4.
 """
 
 from __future__ import annotations
@@ -221,28 +221,65 @@ def _generator_pair(models, **opts):
     return ours, theirs
 
 
-def _same_records(ours, theirs):
+def _only_near_threshold(ref_model, record: dict, differ: np.ndarray) -> bool:
+    """Whether every pixel where the two masks of ``record`` differ has a reference logit
+    within TOL of the largest magnitude from the threshold 0 (float rounding may put such a
+    pixel either side: seen on an AVX-512 CPU, one pixel at logit 4e-6 of ~20). The logits
+    are recomputed for the record's point with the reference predictor; whole-image records
+    only (a crop's would need the crop's embedding)."""
+    import segment_anything as official
+
+    h, w = differ.shape
+    if record["crop_box"] != [0, 0, w, h]:
+        return False
+    predictor = official.SamPredictor(ref_model)
+    predictor.set_image(_photo(h, w))
+    logits, scores, _ = predictor.predict(
+        point_coords=np.asarray(record["point_coords"], float),
+        point_labels=np.array([1]),
+        multimask_output=True,
+        return_logits=True,
+    )
+    out = logits[int(np.argmin(np.abs(scores - record["predicted_iou"])))]
+    return bool((np.abs(out[differ]) <= TOL * np.abs(out).max()).all())
+
+
+def _same_records(ours, theirs, ref_model=None):
+    """Equal records; with ``ref_model``, masks may differ at pixels whose reference logit
+    is within rounding of the threshold (and areas by as many pixels)."""
     assert len(ours) == len(theirs)
     for a, b in zip(ours, theirs, strict=True):
         assert type(a) is dict and list(a) == KEYS
         sa, sb = a["segmentation"], b["segmentation"]
         assert type(sa) is type(sb)
         if isinstance(sb, np.ndarray):
-            assert sa.dtype == sb.dtype and np.array_equal(sa, sb)
+            assert sa.dtype == sb.dtype
         else:
             assert sa["size"] == sb["size"]
-            assert np.array_equal(decode_rle(sa), decode_rle(sb))
-        for key in ("area", "bbox", "crop_box"):
+            sa, sb = decode_rle(sa), decode_rle(sb)
+        differ = sa != sb
+        if differ.any():
+            assert ref_model is not None and _only_near_threshold(ref_model, b, differ)
+        assert abs(a["area"] - b["area"]) <= differ.sum()
+        for key in ("bbox", "crop_box"):
             assert a[key] == b[key], key
         assert np.allclose(a["point_coords"], b["point_coords"], atol=1e-9)
         assert abs(a["predicted_iou"] - b["predicted_iou"]) <= TOL
         assert abs(a["stability_score"] - b["stability_score"]) <= TOL
 
 
+def test_the_near_threshold_exception_is_narrow(models, kind):
+    _, theirs = _generator_pair(models, **GEN[kind])
+    record = theirs[0]
+    assert isinstance(record["segmentation"], np.ndarray)  # the default output mode
+    everywhere = np.ones(record["segmentation"].shape, bool)
+    assert not _only_near_threshold(models[1], record, everywhere)
+
+
 def test_generator_records_are_the_official_dicts(models, kind):
     ours, theirs = _generator_pair(models, **GEN[kind])
     assert len(theirs) >= 10
-    _same_records(ours, theirs)
+    _same_records(ours, theirs, models[1])
     # the notebook's show_anns and the usual post-processing of the plain dicts
     ordered = sorted(ours, key=lambda x: x["area"], reverse=True)
     assert [r["area"] for r in ordered] == sorted((r["area"] for r in theirs), reverse=True)
@@ -264,7 +301,7 @@ def test_generator_options_match_reference(models, kind, extra):
     opts = {**GEN[kind], **extra}
     ours, theirs = _generator_pair(models, **opts)
     assert len(theirs) > 0  # the comparison means something
-    _same_records(ours, theirs)
+    _same_records(ours, theirs, models[1])
     if opts.get("output_mode") == "coco_rle":
         assert json.loads(json.dumps(ours))[0]["segmentation"] == theirs[0]["segmentation"]
 
