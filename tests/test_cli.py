@@ -285,8 +285,12 @@ def test_every_generator_option_has_a_flag():
     keywords = {
         n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
     } - {"self", "model", "model_or_predictor", "predictor", "output_mode", "point_grids"}
-    # --precision and --cache are model options (cli/common.py), applied through the Predictor
-    keywords -= {"precision", "cache"}
+    # --precision, --cache and --compile are model options (cli/common.py), applied through
+    # the Predictor
+    keywords -= {"precision", "cache", "compile"}
+    assert {"--precision", "--cache", "--compile"} <= set(
+        build_parser()._subparsers._group_actions[0].choices["auto"]._option_string_actions  # type: ignore[union-attr]
+    )
     assert keywords <= set(GENERATOR_OPTIONS), keywords - set(GENERATOR_OPTIONS)
     parser = build_parser()
     args = parser.parse_args(["auto", "x", "-o", "y"])
