@@ -217,15 +217,20 @@ def bf16_encoder(model: nn.Module) -> nn.Module:
     return _encoder_copy(model, "bf16")
 
 
-# encoder module (the model's, or its bf16/int8 copy) -> its torch.compile'd wrapper
-_COMPILED: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
+# model -> {id of an encoder module (its own, or a bf16/int8 copy): that module compiled}. Keyed
+# by the model, not the encoder: the compiled wrapper holds its module, so a weak key on the
+# module itself would never be dropped.
+_COMPILED: weakref.WeakKeyDictionary[nn.Module, dict[int, nn.Module]] = weakref.WeakKeyDictionary()
 
 
-def _compiled(encoder: nn.Module) -> nn.Module:
+def _compiled(model: nn.Module, encoder: nn.Module) -> nn.Module:
     """``torch.compile(encoder)`` (the plain forward, static shapes), made once per module."""
-    compiled = _COMPILED.get(encoder)
-    if compiled is None:
-        compiled = _COMPILED[encoder] = cast(nn.Module, torch.compile(encoder, dynamic=False))
+    per_model = _COMPILED.setdefault(model, {})
+    compiled = per_model.get(id(encoder))
+    if compiled is None or getattr(compiled, "_orig_mod", compiled) is not encoder:
+        per_model.clear()  # a remade copy replaces the old one
+        made = torch.compile(encoder, dynamic=False)
+        compiled = per_model[id(encoder)] = cast(nn.Module, made)
     return compiled
 
 
@@ -238,7 +243,7 @@ def encode(
 
     def run(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if compiled:
-            return _compiled(encoder)(x)
+            return _compiled(model, encoder)(x)
         return encode_image(cast(ImageEncoderViT, encoder), x)
 
     if precision == "int8":

@@ -8,7 +8,9 @@ the prompts' masks; the worst single mask >= 0.9).
 
 from __future__ import annotations
 
+import gc
 import warnings
+import weakref
 
 import numpy as np
 import pytest
@@ -138,9 +140,13 @@ def test_compiled_encoder_gives_the_eager_embedding():
     compiled.set_image(image)
     a, b = eager.get_image_embedding(), compiled.get_image_embedding()
     assert (a - b).abs().max() <= 1e-4 * a.abs().max()
-    kept = P._COMPILED[model.image_encoder]  # compiled once, kept for the model
+    kept = P._COMPILED[model][id(model.image_encoder)]  # compiled once, kept for the model
     compiled.set_image(image[::-1].copy())
-    assert P._COMPILED[model.image_encoder] is kept
+    assert P._COMPILED[model][id(model.image_encoder)] is kept
+    ref = weakref.ref(model.image_encoder)
+    del model, eager, compiled, kept
+    gc.collect()
+    assert ref() is None  # dropped with its model, compiled wrapper and all
 
 
 def test_cli_precision_choices_are_the_library_modes():
