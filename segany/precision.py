@@ -217,20 +217,20 @@ def bf16_encoder(model: nn.Module) -> nn.Module:
     return _encoder_copy(model, "bf16")
 
 
-# model -> {id of an encoder module (its own, or a bf16/int8 copy): that module compiled}. Keyed
-# by the model, not the encoder: the compiled wrapper holds its module, so a weak key on the
-# module itself would never be dropped.
-_COMPILED: weakref.WeakKeyDictionary[nn.Module, dict[int, nn.Module]] = weakref.WeakKeyDictionary()
+# model -> {precision: its encoder module (the model's own, or the bf16/int8 copy) compiled}.
+# Keyed by the model, not the module: the compiled wrapper holds its module, so a weak key on
+# the module itself would never be dropped.
+_COMPILED: weakref.WeakKeyDictionary[nn.Module, dict[str, nn.Module]] = weakref.WeakKeyDictionary()
 
 
-def _compiled(model: nn.Module, encoder: nn.Module) -> nn.Module:
-    """``torch.compile(encoder)`` (the plain forward, static shapes), made once per module."""
+def _compiled(model: nn.Module, precision: str, encoder: nn.Module) -> nn.Module:
+    """``torch.compile(encoder)`` (the plain forward, static shapes), made once per model and
+    precision, and again when that precision's copy of the encoder was remade."""
     per_model = _COMPILED.setdefault(model, {})
-    compiled = per_model.get(id(encoder))
+    compiled = per_model.get(precision)
     if compiled is None or getattr(compiled, "_orig_mod", compiled) is not encoder:
-        per_model.clear()  # a remade copy replaces the old one
         made = torch.compile(encoder, dynamic=False)
-        compiled = per_model[id(encoder)] = cast(nn.Module, made)
+        compiled = per_model[precision] = cast(nn.Module, made)
     return compiled
 
 
@@ -243,7 +243,7 @@ def encode(
 
     def run(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if compiled:
-            return _compiled(model, encoder)(x)
+            return _compiled(model, precision, encoder)(x)
         return encode_image(cast(ImageEncoderViT, encoder), x)
 
     if precision == "int8":

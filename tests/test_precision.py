@@ -140,9 +140,9 @@ def test_compiled_encoder_gives_the_eager_embedding():
     compiled.set_image(image)
     a, b = eager.get_image_embedding(), compiled.get_image_embedding()
     assert (a - b).abs().max() <= 1e-4 * a.abs().max()
-    kept = P._COMPILED[model][id(model.image_encoder)]  # compiled once, kept for the model
+    kept = P._COMPILED[model]["fp32"]  # compiled once, kept for the model
     compiled.set_image(image[::-1].copy())
-    assert P._COMPILED[model][id(model.image_encoder)] is kept
+    assert P._COMPILED[model]["fp32"] is kept
     ref = weakref.ref(model.image_encoder)
     del model, eager, compiled, kept
     gc.collect()
@@ -153,3 +153,22 @@ def test_cli_precision_choices_are_the_library_modes():
     from segany.cli.common import PRECISION_CHOICES
 
     assert PRECISION_CHOICES == P.PRECISIONS
+
+
+def test_compiled_encoders_are_kept_per_precision(monkeypatch):
+    made = []
+
+    def fake_compile(module, **kw):  # records what would be compiled; runs it eagerly
+        made.append(module)
+        return module
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    model = seeded_model(SMALL)
+    images = torch.randn(1, 3, SMALL.image_size, SMALL.image_size)
+    with torch.inference_mode():
+        for _ in range(2):  # alternating modes compile each once, not once per switch
+            P.encode(model, images, "fp32", compiled=True)
+            P.encode(model, images, "bf16", compiled=True)
+    assert made == [model.image_encoder, P.bf16_encoder(model)]
+    with pytest.raises(InputError, match="compile=True differs"):
+        MaskGenerator(Predictor(model), compile=True)

@@ -110,6 +110,8 @@ class MaskGenerator:
                     f"precision={precision!r} differs from the given Predictor's "
                     f"{model.precision!r}; set it on the Predictor"
                 )
+            if compile and not model.compile:
+                raise InputError("compile=True differs from the given Predictor's; set it there")
             self.predictor = model
         else:
             self.predictor = Predictor(
