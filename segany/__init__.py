@@ -25,6 +25,7 @@ _EXPORTS = {
     "Predictor": "segany.predictor",
     "MaskGenerator": "segany.automatic",
     "MaskRecord": "segany.automatic",
+    "RefinedPredictor": "segany.refine",
     "ZoomPredictor": "segany.zoom",
 }
 
@@ -37,6 +38,7 @@ __all__ = [
     "MaskRecord",
     "Prediction",
     "Predictor",
+    "RefinedPredictor",
     "SamConfig",
     "SeganyError",
     "ZoomPredictor",
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
     from segany.models import VARIANTS, SamConfig, build_sam
     from segany.prediction import Prediction
     from segany.predictor import Predictor
+    from segany.refine import RefinedPredictor
     from segany.zoom import ZoomPredictor
 
 
