@@ -140,6 +140,21 @@ def test_segment_boxes_one_prompt_each(tmp_path, model_path, images):
     ]  # fmt: skip
 
 
+def test_segment_refine_writes_the_refined_masks(tmp_path, model_path, images):
+    from segany.checkpoints import load_model
+    from segany.formats import read_image, read_mask_png
+    from segany.predictor import Predictor
+    from segany.refine import RefinedPredictor
+
+    out = tmp_path / "seg"
+    argv = ["segment", str(images / "b.png"), "--box", "5,5,30,30", "--refine", "2"]
+    assert main([*argv, "-o", str(out), "--model", str(model_path), "-q"]) == 0
+    refined = RefinedPredictor(Predictor(load_model(model_path)), radius=2)
+    refined.set_image(read_image(images / "b.png"))
+    want = refined.predict(box=np.array([5.0, 5.0, 30.0, 30.0]), multimask_output=False)
+    np.testing.assert_array_equal(read_mask_png(out / "b_mask0.png"), want.masks[0])
+
+
 def test_segment_folder_skips_a_corrupt_image(tmp_path, model_path, images, capsys):
     code, text, err = run_main(
         capsys, "segment", images, "-p", "5,5", "-o", tmp_path, "-m", model_path, "--json"

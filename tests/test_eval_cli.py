@@ -204,3 +204,37 @@ def test_zoom_answers_boxes_on_crops_like_the_library(files, tmp_path):
         Predictor(load_model(files["model"])), open_dataset(files["coco"]), ("box",), bootstrap=0
     )["box"]
     assert got != pytest.approx([r["iou"] for r in plain.per_object], abs=1e-6)  # it zoomed
+
+
+@pytest.mark.parametrize("given, radius", [(["--refine"], None), (["--refine", "3"], 3)])
+def test_refine_measures_the_refined_masks_like_the_library(files, tmp_path, given, radius):
+    from segany.refine import RefinedPredictor
+
+    out = tmp_path / "refine.json"
+    argv = _eval(files, files["coco"], "--protocol", "clicks", "--max-clicks", "3", *given)
+    assert main([*argv, "--bootstrap", "0", "-o", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["options"]["refine"] == (radius or "auto")
+    lib = evaluate_prompts(
+        RefinedPredictor(Predictor(load_model(files["model"])), radius),
+        open_dataset(files["coco"]),
+        ("clicks",),
+        max_clicks=3,
+        bootstrap=0,
+    )["clicks"]
+    got = [v for r in report["protocols"]["clicks"]["per_object"] for v in r["ious"]]
+    assert got == pytest.approx([v for r in lib.per_object for v in r["ious"]], abs=1e-6)
+    plain = evaluate_prompts(
+        Predictor(load_model(files["model"])),
+        open_dataset(files["coco"]),
+        ("clicks",),
+        max_clicks=3,
+        bootstrap=0,
+    )["clicks"]
+    assert got != pytest.approx([v for r in plain.per_object for v in r["ious"]], abs=1e-6)
+
+
+def test_refine_refuses_a_radius_that_is_not_a_whole_number(files, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(_eval(files, files["coco"], "--refine", "2.5"))
+    assert stop.value.code == 2 and "2.5" in capsys.readouterr().err

@@ -197,6 +197,33 @@ def cache_from_args(args: argparse.Namespace) -> str | bool | None:
     return getattr(args, "cache", None)
 
 
+def _refine_radius(text: str) -> int | str:
+    return "auto" if text == "auto" else positive_int(text)
+
+
+def add_refine_option(parser: Any) -> None:
+    """--refine [RADIUS|auto]: masks snapped to the image's edges (segany.refine)."""
+    parser.add_argument(
+        "--refine",
+        type=_refine_radius,
+        nargs="?",
+        const="auto",
+        metavar="RADIUS",
+        help="refine each mask with the image as guide (a colour guided filter of RADIUS px; "
+        "default auto: 1/16 of the image's longer side), so that its edges follow the image's",
+    )
+
+
+def refined_from_args(predictor: Any, args: argparse.Namespace) -> Any:
+    """``predictor`` wrapped in a RefinedPredictor when --refine was given."""
+    if getattr(args, "refine", None) is None:
+        return predictor
+    from segany.refine import RefinedPredictor
+
+    radius = None if args.refine == "auto" else args.refine
+    return RefinedPredictor(predictor, radius=radius)
+
+
 def plain_doc(doc: str | None) -> str:
     """A module docstring as --help text (reST double backticks dropped)."""
     return (doc or "").replace("``", "")

@@ -12,6 +12,7 @@ Protocols:
   9 clicks, NoC@85 and NoC@90 (capped at --max-clicks, default 20).
 - box: the tight ground-truth box, optionally jittered (--box-noise); mIoU. With ``--zoom``
   each box is answered on a crop around it that the model sees at its input size.
+  ``--refine`` snaps every prompted mask to the image's edges (``segany.refine``).
 - auto: generated masks scored by predicted IoU; average recall over IoU 0.50:0.95 (AR@100,
   AR@1000, by object size), computed with pycocotools.
 - all: every protocol; point, clicks and box share each image's embedding.
@@ -39,6 +40,7 @@ from segany.cli.common import (
     Console,
     add_model_options,
     add_output_options,
+    add_refine_option,
     finite_float,
     fraction,
     non_negative_int,
@@ -106,6 +108,7 @@ def register(subparsers: Any) -> None:
         help="answer box prompts on a crop around the box (segany.zoom), MARGIN times the box's "
         f"side on each side (default {ZOOM_MARGIN})",
     )
+    add_refine_option(prompts)
     auto = p.add_argument_group("auto protocol (mask generator options)")
     auto.add_argument("--max-dets", type=_budgets, metavar="100,1000", help="AR budgets")
     auto.add_argument("--points-per-side", type=positive_int, metavar="N")
@@ -145,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     described = dataset.describe() | {"path": str(args.dataset)}
     console.info(f"{described['kind']} dataset {args.dataset}: {len(dataset)} image(s)")
 
-    from segany.cli.common import predictor_from_args
+    from segany.cli.common import predictor_from_args, refined_from_args
 
     predictor = predictor_from_args(args, console)  # --precision, --cache
     model = predictor.model
@@ -154,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
         from segany.zoom import ZoomPredictor
 
         prompted_with = ZoomPredictor(predictor, args.zoom)
+    prompted_with = refined_from_args(prompted_with, args)  # --refine, after any zoom
     progress = not console.quiet and sys.stderr.isatty()
     common = _given(args, ("seed", "bootstrap"))
     protocols = PROTOCOLS[:-1] if args.protocol == "all" else (args.protocol,)

@@ -26,6 +26,7 @@ from segany.cli.common import (
     UsageError,
     add_model_options,
     add_output_options,
+    add_refine_option,
     collect_images,
     exit_code_for,
     failure_line,
@@ -93,6 +94,7 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="write the model's 3 candidate masks per prompt instead of its single mask",
     )
+    add_refine_option(prompts)
     p.add_argument("--no-overlay", action="store_true", help="do not write STEM_overlay.png")
     add_model_options(p)
     add_backend_options(p)
@@ -117,12 +119,13 @@ def run(args: argparse.Namespace) -> int:
     )
     output_set.recover(out)
 
-    from segany.cli.common import predictor_from_args
+    from segany.cli.common import predictor_from_args, refined_from_args
 
     if args.backend == "onnx" or args.onnx_dir is not None:
         predictor: Any = onnx_predictor_from_args(args, console)
     else:
         predictor = predictor_from_args(args, console)  # --precision, --cache
+    predictor = refined_from_args(predictor, args)  # --refine
     results, failures = [], []
     for path, stem in console.progress(images, total=len(images), desc="segment"):
         try:
