@@ -220,6 +220,34 @@ def test_decode_matches_the_predictor_and_feeds_logits_back(client, tiny, tmp_pa
     assert len(box["masks"]) == 1
 
 
+def test_decode_refines_masks_when_asked_or_set_to(client, tiny, tmp_path):
+    from segany import Predictor
+    from segany.formats import read_image
+    from segany.refine import RefinedPredictor
+
+    image = upload(client)
+    prompt = {"points": [[150, 100]], "labels": [1], "box": [100, 50, 250, 200]}
+    refined = RefinedPredictor(Predictor(tiny))
+    refined.set_image(read_image(tmp_path / "project" / image["path"]))
+    want = refined.predict(np.array([[150, 100]]), np.array([1]), np.array([100, 50, 250, 200]))
+    plain = click(client, image["id"], **prompt)
+    asked = click(client, image["id"], **prompt, refine=True)
+    for rle, mask in zip(asked["masks"], want.masks, strict=True):
+        assert (decode_rle(rle) != mask).sum() <= 2  # float noise at the threshold only
+    assert asked["scores"] == plain["scores"]
+    assert asked["low_res_logits"] == plain["low_res_logits"]  # the model's, to feed back
+    assert any(a != b for a, b in zip(asked["masks"], plain["masks"], strict=True))
+    # A server started with refine=True refines unless the request says no.
+    server = make_client(tmp_path / "other", tiny, refine=True)
+    other = upload(server)
+    assert click(server, other["id"], **prompt)["masks"] == asked["masks"]
+    assert click(server, other["id"], **prompt, refine=False)["masks"] == plain["masks"]
+    # The page then decodes on the server (the in-browser decoder cannot refine).
+    summary = server.get("/api/project").json()
+    assert summary["refine"] is True and summary["decoder_onnx"] is False
+    assert client.get("/api/project").json()["refine"] is False
+
+
 @pytest.mark.parametrize(
     ("body", "status", "words"),
     [

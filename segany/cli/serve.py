@@ -45,6 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_precision_option(p, default="fp32")
     add_cache_options(p)
     p.add_argument(
+        "--refine",
+        action="store_true",
+        help="snap every decoded mask to the image's edges (segany.refine); a request can "
+        "still ask for either",
+    )
+    p.add_argument(
         "--db", metavar="URL", help="SQLAlchemy database URL (default: SQLite in the project)"
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
@@ -86,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         device=check_device(args.device) if args.device else "cpu",
         precision=args.precision,
         cache=cache_from_args(args),
+        refine=args.refine,
         host=args.host,
         port=args.port,
         token=args.token or os.environ.get("SEGANY_TOKEN") or None,

@@ -56,6 +56,7 @@ class ModelHub:
         self._cache: OrderedDict[tuple[str, int], Embedding] = OrderedDict()
         self.cache_size = cache_size
         self.encoder_runs = 0  # how many embeddings were computed (tests and the load run)
+        self._pixels: tuple[str, np.ndarray] | None = None  # the last image read for refining
 
     # ----- versions -----------------------------------------------------------------------
     def register(self, version: int, source: str | None, encoder_version: int | None = None):
@@ -144,16 +145,39 @@ class ModelHub:
         box: np.ndarray | None,
         mask_input: np.ndarray | None,
         multimask: bool,
+        image: np.ndarray | None = None,
     ) -> Prediction:
-        """Masks C×H×W, scores C, low-res logits C×s×s for one prompt set."""
+        """Masks C×H×W, scores C, low-res logits C×s×s for one prompt set; with the
+        ``image`` (H×W×3 uint8) the masks are refined with it as guide (``segany.refine``)."""
         with self.lock:
             predictor = Predictor(self.model())
             predictor.set_image_embedding(
                 torch.from_numpy(emb.features), emb.original_size, emb.input_size
             )
-            return predictor.predict(
-                points, labels, box, mask_input, multimask_output=multimask, batched=False
+            pred = predictor.predict(
+                points,
+                labels,
+                box,
+                mask_input,
+                multimask_output=multimask,
+                return_logits=image is not None,
+                batched=False,
             )
+        if image is None:
+            return pred
+        from segany.refine import refine_logits
+
+        if image.shape[:2] != tuple(emb.original_size):
+            raise InputError(f"image {image.shape[:2]} is not the embedding's {emb.original_size}")
+        masks = refine_logits(image, pred.masks) > 0
+        return Prediction(masks=masks, scores=pred.scores, logits=pred.logits)
+
+    def pixels(self, sha256: str, read: Callable[[], np.ndarray]) -> np.ndarray:
+        """An image's pixels, by content hash; the last one read is kept."""
+        with self.lock:
+            if self._pixels is None or self._pixels[0] != sha256:
+                self._pixels = (sha256, read())
+            return self._pixels[1]
 
     def prefill(self, emb: Embedding, **options: Any) -> list[Any]:
         """Confident automatic masks (``MaskRecord`` with COCO RLE) for the whole image;

@@ -40,7 +40,9 @@ def project(request: Request) -> dict[str, Any]:
         "model_version": st.hub.current,
         "max_upload_bytes": st.settings.max_upload_bytes,
         "max_pixels": st.settings.max_pixels,
-        "decoder_onnx": _decoder_available(),
+        # Refined masks need the image's pixels: with --refine the page decodes on the server.
+        "decoder_onnx": _decoder_available() and not st.settings.refine,
+        "refine": st.settings.refine,
     }
 
 
@@ -108,6 +110,16 @@ def _embedding(request: Request, image_id: int) -> Any:
     return st.hub.embedding(row.sha256, lambda: read_image(path))
 
 
+def _image(request: Request, image_id: int) -> np.ndarray:
+    """The image's pixels H×W×3 uint8 (the last one read is kept: an annotator clicks on one
+    image many times)."""
+    from segany.formats import read_image
+
+    st = state_of(request)
+    row = st.notes.image(image_id)
+    return st.hub.pixels(row.sha256, lambda: read_image(st.project.inside(row.path)))
+
+
 @router.get(
     "/images/{image_id}/embedding",
     summary="The image embedding (float32 bytes, C order)",
@@ -156,8 +168,15 @@ def decode(request: Request, image_id: int, body: schemas.DecodeIn) -> schemas.D
     if body.mask_input is not None:
         mask = body.mask_input.array()
     emb = _embedding(request, image_id)
+    refine = st.settings.refine if body.refine is None else body.refine
     pred = st.hub.decode(
-        emb, points=points, labels=labels, box=box, mask_input=mask, multimask=body.multimask
+        emb,
+        points=points,
+        labels=labels,
+        box=box,
+        mask_input=mask,
+        multimask=body.multimask,
+        image=_image(request, image_id) if refine else None,
     )
     return schemas.DecodeOut(
         masks=[schemas.RLE(**r) for r in encode_rles(pred.masks)],

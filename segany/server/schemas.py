@@ -83,6 +83,9 @@ class DecodeIn(Strict):
     box: list[float] | None = Field(None, description="XYXY pixels")
     mask_input: Tensor | None = Field(None, description="1×s×s low-res logits of a call")
     multimask: bool = True
+    refine: bool | None = Field(
+        None, description="snap the masks to the image's edges (default: the server's setting)"
+    )
 
 
 class DecodeOut(BaseModel):

@@ -23,7 +23,9 @@ class ServerSettings:
     bombs), ``embedding_cache`` embeddings kept in memory (each is C×h×w float32).
     ``precision``: the image encoder's mode (``segany.precision``; the decoder is fp32).
     ``cache``: the shared on-disk embedding cache the encoder also reads and fills (a folder;
-    None: ``$SEGANY_CACHE`` when set; False: none), besides the project's own embeddings."""
+    None: ``$SEGANY_CACHE`` when set; False: none), besides the project's own embeddings.
+    ``refine``: decoded masks are snapped to the image's edges (``segany.refine``) unless a
+    request says otherwise."""
 
     project_dir: Path
     db_url: str | None = None
@@ -38,6 +40,7 @@ class ServerSettings:
     prefill_points_per_side: int | None = 16  # a 16×16 grid: 4× faster than 32×32 on CPU
     precision: str = "fp32"
     cache: str | Path | bool | None = None
+    refine: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
