@@ -84,6 +84,31 @@ def test_bundled_model_keeps_its_figures_on_the_real_evaluation_set():
         assert abs(result[key] - stated[f"real_{key}"]) < 0.02, key
 
 
+def test_bundled_model_keeps_its_refined_figures_on_the_real_evaluation_set():
+    """The same set with the masks refined (segany.refine), boxes zoomed then refined."""
+    from segany.checkpoints import load_model
+    from segany.evaluate import evaluate_prompts, open_dataset
+    from segany.predictor import Predictor
+    from segany.refine import RefinedPredictor
+    from segany.zoom import ZoomPredictor
+
+    stated = _stated()
+    samples = list(open_dataset(str(CARD.parent / "examples" / "eval")))
+    model = load_model().eval()
+    options = dict(max_clicks=3, bootstrap=0)
+    refined = RefinedPredictor(Predictor(model, cache=False))
+    res = evaluate_prompts(refined, samples, ("point", "clicks"), **options)
+    zoomed = RefinedPredictor(ZoomPredictor(Predictor(model, cache=False)))
+    box = evaluate_prompts(zoomed, samples, ("box",), **options)["box"]
+    got = {
+        "real_refined_point_miou": res["point"].miou,
+        "real_refined_clicks3_miou": res["clicks"].metrics["miou@3"].value,
+        "real_zoom_refined_box_miou": box.miou,
+    }
+    for key, value in got.items():  # same data: only float noise
+        assert abs(value - stated[key]) < 0.02, key
+
+
 def test_bundled_model_segments_everything_with_its_own_thresholds():
     """``segany auto`` with the bundled model: at the official thresholds it keeps under one
     mask per scene; at its own (``SamConfig.generator_defaults``, applied by

@@ -1,7 +1,9 @@
 """Pictures of masks on the real evaluation set: the model beside the classical baselines.
 
 For each chosen object: the image around it with the ground truth outlined (yellow), then the
-model's mask and a baseline's mask (red fill, click or box drawn in cyan) with their IoU.
+model's mask, its mask refined with the image as guide (``segany.refine``; boxes answered on a
+zoomed crop, ``segany.zoom``, then refined) and a baseline's mask (red fill, click or box drawn
+in cyan), each with its IoU.
 Run from the repository root:
 
     python examples/eval/pictures.py OUT.png [MODEL]        # MODEL: default, the bundled one
@@ -20,6 +22,8 @@ from segany.checkpoints import load_model
 from segany.evaluate import center_point, mask_box, mask_iou, open_dataset
 from segany.evaluate.baselines import FloodFill, GrabCut
 from segany.predictor import Predictor
+from segany.refine import RefinedPredictor
+from segany.zoom import ZoomPredictor
 
 HERE = Path(__file__).resolve().parent
 TILE = 150
@@ -61,25 +65,33 @@ def _tile(image: np.ndarray, mask: np.ndarray | None, gt: np.ndarray, prompt, te
 
 def main(out: str, model_name: str | None = None) -> None:
     dataset = {s.image_id: s for s in open_dataset(HERE)}
-    predictor = Predictor(load_model(model_name))
+    model = load_model(model_name)
+    predictor = Predictor(model)
+    refined, zoomed = (
+        RefinedPredictor(Predictor(model)),
+        RefinedPredictor(ZoomPredictor(Predictor(model))),
+    )
     wand, cut = FloodFill(), GrabCut()
     rows = []
     for image_id, object_id, kind in CASES:
         sample = dataset[image_id]
         image = sample.load_image()
         gt = next(o for o in sample.objects if o.object_id == object_id).mask()
-        for p in (predictor, wand, cut):
+        for p in (predictor, refined, zoomed, wand, cut):
             p.set_image(image)
         if kind == "point":
             x, y = center_point(gt)
             prompt = np.array([[x, y]], np.float32)
             masks, scores, _ = predictor.predict(prompt, np.array([1]))
             mine = masks[int(np.argmax(scores))]
+            masks, scores, _ = refined.predict(prompt, np.array([1]))
+            better = masks[int(np.argmax(scores))]
             theirs, name = wand.predict(prompt, np.array([1]))[0][0], "flood fill"
             shown = (x, y)
         else:
             box = mask_box(gt)
             mine = predictor.predict(box=box, multimask_output=False).masks[0]
+            better = zoomed.predict(box=box, multimask_output=False).masks[0]
             theirs, name = cut.predict(box=box)[0][0], "GrabCut"
             shown = box
         label = f"{image_id} #{object_id}"
@@ -88,6 +100,7 @@ def main(out: str, model_name: str | None = None) -> None:
                 [
                     _tile(image, None, gt, shown, f"{label} {kind}"),
                     _tile(image, mine, gt, shown, f"model {mask_iou(mine, gt):.2f}"),
+                    _tile(image, better, gt, shown, f"refined {mask_iou(better, gt):.2f}"),
                     _tile(image, theirs, gt, shown, f"{name} {mask_iou(theirs, gt):.2f}"),
                 ]
             )
