@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 RADIUS_FRACTION = 1 / 16  # the default radius, as a fraction of the image's longer side
+FAST_ABOVE = 48  # px of radius (images over ~770 px with the default): fitted on fewer pixels
 DEFAULT_EPS = 1e-4  # on RGB scaled to [0, 1]: below it, a colour change counts as an edge
 _FLOOR = 1e-3  # probabilities below this are background the filter need not visit
 _LOGIT_CLIP = 20.0  # refined probabilities are returned as logits within ±this
@@ -49,10 +50,10 @@ def _mean(x: np.ndarray, radius: int) -> np.ndarray:
     return cv2.boxFilter(x, -1, (size, size), borderType=cv2.BORDER_REFLECT)
 
 
-def guided_filter(guide: np.ndarray, p: np.ndarray, radius: int, eps: float) -> np.ndarray:
-    """The colour guided filter of ``p`` (H×W float32) with ``guide`` (H×W×3 float32 in
-    [0, 1]): in each window, p ≈ a·I + b by ridge regression (eps on the diagonal), then
-    q = mean(a)·I + mean(b). Returns q, H×W float32 (not clipped: it may leave [0, 1])."""
+def _coefficients(
+    guide: np.ndarray, p: np.ndarray, radius: int, eps: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The window-averaged fit of p ≈ a·I + b: mean(a) H×W×3 and mean(b) H×W."""
     mi = _mean(guide, radius)  # H×W×3
     mp = _mean(p, radius)  # H×W
     cov = _mean(guide * p[..., None], radius) - mi * mp[..., None]  # H×W×3
@@ -80,7 +81,29 @@ def guided_filter(guide: np.ndarray, p: np.ndarray, radius: int, eps: float) -> 
         axis=-1,
     )  # H×W×3
     b = mp - (a * mi).sum(axis=-1)
-    return ((_mean(a, radius) * guide).sum(axis=-1) + _mean(b, radius)).astype(np.float32)
+    return _mean(a, radius), _mean(b, radius)
+
+
+def guided_filter(guide: np.ndarray, p: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """The colour guided filter of ``p`` (H×W float32) with ``guide`` (H×W×3 float32 in
+    [0, 1]): in each window, p ≈ a·I + b by ridge regression (eps on the diagonal), then
+    q = mean(a)·I + mean(b). Returns q, H×W float32 (not clipped: it may leave [0, 1]).
+
+    Above ``FAST_ABOVE`` px of radius, the fast guided filter (He and Sun, 2015): a and b are
+    fitted on the images shrunk by s = radius // 24 (radius / s at that scale) and scaled back
+    up bilinearly; q = a·I + b still uses the full-resolution guide, so edges stay sharp."""
+    if radius <= FAST_ABOVE:
+        ma, mb = _coefficients(guide, p, radius, eps)
+    else:
+        step = radius // 24
+        h, w = p.shape
+        small = (max(1, round(w / step)), max(1, round(h / step)))  # cv2 sizes are (W, H)
+        ga = cv2.resize(guide, small, interpolation=cv2.INTER_AREA)
+        pa = cv2.resize(p, small, interpolation=cv2.INTER_AREA)
+        ma, mb = _coefficients(ga, pa, max(1, round(radius / step)), eps)
+        ma = cv2.resize(ma, (w, h), interpolation=cv2.INTER_LINEAR)
+        mb = cv2.resize(mb, (w, h), interpolation=cv2.INTER_LINEAR)
+    return ((ma * guide).sum(axis=-1) + mb).astype(np.float32)
 
 
 def default_radius(size: tuple[int, int]) -> int:

@@ -190,3 +190,30 @@ def test_refinement_improves_the_bundled_model_on_held_out_scenes():
     assert refined["box"].miou >= plain["box"].miou + 0.02
     three = refined["clicks"].metrics["miou@3"].value
     assert three >= plain["clicks"].metrics["miou@3"].value + 0.02
+
+
+def test_large_radii_take_the_fast_filter_with_the_same_masks(monkeypatch):
+    import cv2
+
+    import segany.refine as refine
+
+    # A disk on a gradient with noise; the model's disk is 6 px off and 4 px too large.
+    h, w = 600, 900
+    rng = np.random.default_rng(6)
+    image = np.zeros((h, w, 3), np.uint8)
+    image[:] = np.linspace(40, 120, w)[None, :, None].astype(np.uint8)
+    cv2.circle(image, (450, 300), 150, (200, 150, 90), -1)
+    image = np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
+    yy, xx = np.mgrid[:h, :w]
+    truth = np.hypot(yy - 300, xx - 450) <= 150
+    logits = np.clip(80 * (1 - np.hypot(yy - 306, xx - 446) / 154), -12, 12)[None]
+    radius = 60  # > FAST_ABOVE: fitted at half the size
+    fast = refine_logits(image, logits.astype(np.float32), radius)[0] > 0
+    monkeypatch.setattr(refine, "FAST_ABOVE", 10**6)
+    exact = refine_logits(image, logits.astype(np.float32), radius)[0] > 0
+
+    def iou(a, b):
+        return (a & b).sum() / (a | b).sum()
+
+    assert iou(fast, exact) > 0.999
+    assert iou(fast, truth) > 0.99 > iou(logits[0] > 0, truth)
