@@ -167,7 +167,7 @@ class RefinedPredictor:
         if not np.isfinite(eps) or eps <= 0:
             raise InputError(f"refinement eps must be a finite number > 0, got {eps}")
         self.predictor = predictor
-        self.model = predictor.model
+        self.model = getattr(predictor, "model", None)  # the onnxruntime backend has none
         # None: default_radius of each image
         self.radius, self.eps = None if radius is None else int(radius), float(eps)
         self._image: np.ndarray | None = None

@@ -217,3 +217,30 @@ def test_large_radii_take_the_fast_filter_with_the_same_masks(monkeypatch):
 
     assert iou(fast, exact) > 0.999
     assert iou(fast, truth) > 0.99 > iou(logits[0] > 0, truth)
+
+
+def test_any_predictor_with_return_logits_can_be_refined():
+    """The onnxruntime backend has no torch ``model``; anything with the predict contract
+    is refined the same way."""
+    from segany.prediction import Prediction
+
+    class Fixed:  # answers every prompt with the same logits
+        def __init__(self, logits):
+            self.logits = logits
+
+        def set_image(self, image):
+            pass
+
+        def predict(self, *prompts, return_logits=False, **options):
+            masks = self.logits if return_logits else self.logits > 0
+            return Prediction(masks=masks, scores=np.ones(1), logits=np.zeros((1, 4, 4)))
+
+    image = np.zeros((20, 30, 3), np.uint8)
+    image[:, 15:] = 220
+    logits = np.where(np.arange(30) >= 14, 3.0, -3.0)[None, None].repeat(20, 1).astype(np.float32)
+    refined = RefinedPredictor(Fixed(logits), radius=3)
+    assert refined.model is None
+    refined.set_image(image)
+    got = refined.predict(point_coords=np.array([[20.0, 10.0]]), point_labels=np.array([1]))
+    assert np.array_equal(got.masks, refine_logits(image, logits, 3) > 0)
+    assert (got.masks[0] == (np.arange(30) >= 15)[None]).all()
