@@ -127,11 +127,14 @@ def refine_logits(
     if radius < 1 or not np.isfinite(eps) or eps <= 0:
         raise InputError(f"refinement needs a radius >= 1 and eps > 0; got {radius}, {eps}")
     logits = np.asarray(logits, dtype=np.float32)
+    image = np.asarray(image)
     if logits.ndim != 3 or image.shape[:2] != logits.shape[1:] or image.shape[2:] != (3,):
         raise InputError(
             f"refine_logits takes an H×W×3 image and C×H×W logits of the same size; "
             f"got {image.shape} and {logits.shape}"
         )
+    if image.dtype != np.uint8:
+        raise InputError(f"refine_logits takes a uint8 RGB image, got {image.dtype}")
     h, w = logits.shape[1:]
     out = logits.copy()
     floor = float(np.log(_FLOOR / (1 - _FLOOR)))

@@ -95,6 +95,8 @@ def test_refine_logits_refuses_bad_input():
         refine_logits(image, np.zeros((1, 8, 8)), eps=float("nan"))
     with pytest.raises(InputError, match="same size"):
         refine_logits(image, np.zeros((1, 8, 9)))
+    with pytest.raises(InputError, match="uint8"):
+        refine_logits(image.astype(np.float32), np.zeros((1, 8, 8)))
 
 
 @pytest.fixture(scope="module")
