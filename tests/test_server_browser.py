@@ -7,11 +7,13 @@ an annotator does and reads the export back with segany.formats.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,14 +33,14 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update"]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("app")
+@contextlib.contextmanager
+def _serve(root: Path, *flags: str) -> Iterator[tuple[str, Path]]:
+    """`segany serve` in a subprocess while the context lasts: (url, project folder)."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     log = open(root / "server.log", "w")  # noqa: SIM115 - closed at teardown
     cmd = [sys.executable, "-m", "segany", "serve", str(root / "project"), "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen([*cmd, *flags], stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
     while True:
@@ -59,18 +61,34 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(server, tmp_path_factory):
-    url, _ = server
+def server(tmp_path_factory):
+    with _serve(tmp_path_factory.mktemp("app")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser():
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(url)
-        page.wait_for_selector("body[data-ready='1']", timeout=180_000)
-        yield page
+        yield browser
         browser.close()
-        assert not errors, errors
+
+
+def open_page(browser, url: str, errors: list[str]):
+    """A new page on ``url``, ready; uncaught page errors go to ``errors``."""
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    page.wait_for_selector("body[data-ready='1']", timeout=180_000)
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(server, browser):
+    url, _ = server
+    errors: list[str] = []
+    yield open_page(browser, url, errors)
+    assert not errors, errors
 
 
 def canvas_point(page, x: float, y: float) -> tuple[float, float]:
@@ -213,3 +231,41 @@ def test_annotate_in_the_browser(page, server, tmp_path):
     page.keyboard.press("d")
     page.wait_for_function("document.getElementById('progress-text').textContent"
                            ".startsWith('1 annotated')")  # fmt: skip
+
+
+def test_a_server_that_refines_decodes_the_pages_clicks(browser, tmp_path_factory, tmp_path):
+    """`segany serve --refine`: the page decodes on the server, whose masks are refined."""
+    from segany.masks import decode_rle
+
+    root = tmp_path_factory.mktemp("refine")
+    errors: list[str] = []
+    with _serve(root, "--refine") as (url, _):
+        page = open_page(browser, url, errors)
+        assert page.get_attribute("body", "data-decoder") == "server"
+        image_file = tmp_path / "coins.png"
+        image_file.write_bytes(coins_png())
+        page.set_input_files("#upload", str(image_file))
+        page.wait_for_function("window.segany.state.embedding !== null", timeout=120_000)
+        sx, sy = canvas_point(page, *COIN)
+        page.mouse.click(sx, sy)
+        page.wait_for_function("window.segany.state.current !== null", timeout=30_000)
+        # What the page decodes is the refined answer, not the model's own.
+        page_areas, refined, plain = page.evaluate(
+            """async (coin) => {
+              const id = window.segany.state.image.id;
+              const ask = (refine) => fetch(`/api/images/${id}/decode`, {method: 'POST',
+                headers: {'Content-Type': 'application/json'},
+                body: JSON.stringify({points: [coin], labels: [1], refine})})
+                .then(r => r.json());
+              const got = await window.segany.decode(
+                {points: [coin], labels: [1], box: null}, true);
+              return [got.map(o => o.mask.reduce((a, b) => a + b, 0)),
+                      (await ask(true)).masks, (await ask(false)).masks];
+            }""",
+            list(COIN),
+        )
+        refined_areas = [int(decode_rle(r).sum()) for r in refined]
+        plain_areas = [int(decode_rle(r).sum()) for r in plain]
+        assert page_areas == refined_areas != plain_areas
+        page.close()
+    assert not errors, errors
