@@ -14,7 +14,8 @@ The low-res logits it returns are the model's own (what the next click feeds bac
 scores are unchanged. Unless given, the radius is ``RADIUS_FRACTION`` of the longer side of
 what the model saw: the image, or the crop when a ``ZoomPredictor`` answered on one. It and eps
 were chosen on held-out synthetic scenes (the model card's "Edge refinement" section). The
-filter runs on the mask's bounding box grown by twice the radius, where it can change anything.
+filter runs on the box of a call's masks grown by twice the radius, where it can change
+anything, and the guide's statistics there are computed once for all of them.
 """
 
 from __future__ import annotations
@@ -50,38 +51,78 @@ def _mean(x: np.ndarray, radius: int) -> np.ndarray:
     return cv2.boxFilter(x, -1, (size, size), borderType=cv2.BORDER_REFLECT)
 
 
-def _coefficients(
-    guide: np.ndarray, p: np.ndarray, radius: int, eps: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """The window-averaged fit of p ≈ a·I + b: mean(a) H×W×3 and mean(b) H×W."""
-    mi = _mean(guide, radius)  # H×W×3
-    mp = _mean(p, radius)  # H×W
-    cov = _mean(guide * p[..., None], radius) - mi * mp[..., None]  # H×W×3
-    # Σ + eps·I per pixel (symmetric 3×3), its entries as H×W planes.
-    s = {}
-    for i, j in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)):
-        s[i, j] = _mean(guide[..., i] * guide[..., j], radius) - mi[..., i] * mi[..., j]
-    for i in range(3):
-        s[i, i] = s[i, i] + eps
-    # a = (Σ + eps·I)⁻¹ · cov by the adjugate: the symmetric inverse in closed form.
-    c00 = s[1, 1] * s[2, 2] - s[1, 2] ** 2
-    c01 = s[0, 2] * s[1, 2] - s[0, 1] * s[2, 2]
-    c02 = s[0, 1] * s[1, 2] - s[0, 2] * s[1, 1]
-    c11 = s[0, 0] * s[2, 2] - s[0, 2] ** 2
-    c12 = s[0, 1] * s[0, 2] - s[0, 0] * s[1, 2]
-    c22 = s[0, 0] * s[1, 1] - s[0, 1] ** 2
-    det = s[0, 0] * c00 + s[0, 1] * c01 + s[0, 2] * c02
-    v0, v1, v2 = cov[..., 0], cov[..., 1], cov[..., 2]
-    a = np.stack(
-        [
-            (c00 * v0 + c01 * v1 + c02 * v2) / det,
-            (c01 * v0 + c11 * v1 + c12 * v2) / det,
-            (c02 * v0 + c12 * v1 + c22 * v2) / det,
-        ],
-        axis=-1,
-    )  # H×W×3
-    b = mp - (a * mi).sum(axis=-1)
-    return _mean(a, radius), _mean(b, radius)
+def _check(radius: Any, eps: Any) -> None:
+    if radius is not None and (int(radius) != radius or radius < 1):
+        raise InputError(f"refinement radius must be a whole number >= 1, got {radius}")
+    if not np.isfinite(eps) or eps <= 0:
+        raise InputError(f"refinement eps must be a finite number > 0, got {eps}")
+
+
+class _Guide:
+    """What the filter needs of the guide alone, computed once for all the masks of a call:
+    the window means of I (H×W×3) and (Σ + eps·I)⁻¹ per pixel, from the symmetric 3×3
+    window covariance by its adjugate (six H×W planes)."""
+
+    def __init__(self, guide: np.ndarray, radius: int, eps: float) -> None:
+        self.guide, self.radius = guide, radius
+        self.mean = mi = _mean(guide, radius)
+        s = {}
+        for i, j in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)):
+            s[i, j] = _mean(guide[..., i] * guide[..., j], radius) - mi[..., i] * mi[..., j]
+        for i in range(3):
+            s[i, i] = s[i, i] + eps
+        adj = {
+            (0, 0): s[1, 1] * s[2, 2] - s[1, 2] ** 2,
+            (0, 1): s[0, 2] * s[1, 2] - s[0, 1] * s[2, 2],
+            (0, 2): s[0, 1] * s[1, 2] - s[0, 2] * s[1, 1],
+            (1, 1): s[0, 0] * s[2, 2] - s[0, 2] ** 2,
+            (1, 2): s[0, 1] * s[0, 2] - s[0, 0] * s[1, 2],
+            (2, 2): s[0, 0] * s[1, 1] - s[0, 1] ** 2,
+        }
+        det = s[0, 0] * adj[0, 0] + s[0, 1] * adj[0, 1] + s[0, 2] * adj[0, 2]
+        self.inverse = {k: v / det for k, v in adj.items()}
+
+    def coefficients(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The window-averaged fit of p ≈ a·I + b: mean(a) H×W×3 and mean(b) H×W."""
+        r, mi, inv = self.radius, self.mean, self.inverse
+        mp = _mean(p, r)
+        cov = _mean(self.guide * p[..., None], r) - mi * mp[..., None]  # H×W×3
+        v0, v1, v2 = cov[..., 0], cov[..., 1], cov[..., 2]
+        a = np.stack(
+            [
+                inv[0, 0] * v0 + inv[0, 1] * v1 + inv[0, 2] * v2,
+                inv[0, 1] * v0 + inv[1, 1] * v1 + inv[1, 2] * v2,
+                inv[0, 2] * v0 + inv[1, 2] * v1 + inv[2, 2] * v2,
+            ],
+            axis=-1,
+        )  # H×W×3
+        b = mp - (a * mi).sum(axis=-1)
+        return _mean(a, r), _mean(b, r)
+
+
+def _filter_all(
+    guide: np.ndarray, probs: list[np.ndarray], radius: int, eps: float
+) -> list[np.ndarray]:
+    """``guided_filter`` of each of ``probs`` with one guide: its statistics computed once."""
+    h, w = guide.shape[:2]
+    if radius <= FAST_ABOVE:
+        fitted = _Guide(guide, radius, eps)
+        shrink = None
+    else:
+        step = radius // 24
+        shrink = (max(1, round(w / step)), max(1, round(h / step)))  # cv2 sizes are (W, H)
+        small = cv2.resize(guide, shrink, interpolation=cv2.INTER_AREA)
+        fitted = _Guide(small, max(1, round(radius / step)), eps)
+    out = []
+    for p in probs:
+        if shrink is None:
+            ma, mb = fitted.coefficients(p)
+        else:
+            ma, mb = fitted.coefficients(cv2.resize(p, shrink, interpolation=cv2.INTER_AREA))
+            ma = cv2.resize(ma, (w, h), interpolation=cv2.INTER_LINEAR)
+            mb = cv2.resize(mb, (w, h), interpolation=cv2.INTER_LINEAR)
+        out.append(((ma * guide).sum(axis=-1) + mb).astype(np.float32))
+    return out
 
 
 def guided_filter(guide: np.ndarray, p: np.ndarray, radius: int, eps: float) -> np.ndarray:
@@ -92,18 +133,7 @@ def guided_filter(guide: np.ndarray, p: np.ndarray, radius: int, eps: float) -> 
     Above ``FAST_ABOVE`` px of radius, the fast guided filter (He and Sun, 2015): a and b are
     fitted on the images shrunk by s = radius // 24 (radius / s at that scale) and scaled back
     up bilinearly; q = a·I + b still uses the full-resolution guide, so edges stay sharp."""
-    if radius <= FAST_ABOVE:
-        ma, mb = _coefficients(guide, p, radius, eps)
-    else:
-        step = radius // 24
-        h, w = p.shape
-        small = (max(1, round(w / step)), max(1, round(h / step)))  # cv2 sizes are (W, H)
-        ga = cv2.resize(guide, small, interpolation=cv2.INTER_AREA)
-        pa = cv2.resize(p, small, interpolation=cv2.INTER_AREA)
-        ma, mb = _coefficients(ga, pa, max(1, round(radius / step)), eps)
-        ma = cv2.resize(ma, (w, h), interpolation=cv2.INTER_LINEAR)
-        mb = cv2.resize(mb, (w, h), interpolation=cv2.INTER_LINEAR)
-    return ((ma * guide).sum(axis=-1) + mb).astype(np.float32)
+    return _filter_all(guide, [p], radius, eps)[0]
 
 
 def default_radius(size: tuple[int, int]) -> int:
@@ -120,12 +150,12 @@ def refine_logits(
 ) -> np.ndarray:
     """Mask logits C×H×W (at the image's size) refined with ``image`` (H×W×3 uint8) as guide:
     the logits of the filtered probabilities, C×H×W float32 within ±20 (a mask is > 0).
-    ``radius`` in pixels (None: ``default_radius``). Far from a mask (probability < 1e-3
-    everywhere within twice the radius) the logits are returned as they came."""
+    ``radius`` in pixels (None: ``default_radius``). Far from every mask (probability < 1e-3
+    everywhere within twice the radius), and on masks with no pixel above it, the logits are
+    returned as they came."""
     if radius is None:
         radius = default_radius(image.shape[:2])
-    if radius < 1 or not np.isfinite(eps) or eps <= 0:
-        raise InputError(f"refinement needs a radius >= 1 and eps > 0; got {radius}, {eps}")
+    _check(radius, eps)
     logits = np.asarray(logits, dtype=np.float32)
     image = np.asarray(image)
     if logits.ndim != 3 or image.shape[:2] != logits.shape[1:] or image.shape[2:] != (3,):
@@ -135,20 +165,23 @@ def refine_logits(
         )
     if image.dtype != np.uint8:
         raise InputError(f"refine_logits takes a uint8 RGB image, got {image.dtype}")
-    h, w = logits.shape[1:]
     out = logits.copy()
     floor = float(np.log(_FLOOR / (1 - _FLOOR)))
-    for k, lg in enumerate(logits):
-        ys, xs = np.nonzero(lg > floor)
-        if ys.size == 0:
-            continue
-        grow = 2 * radius
-        y0, y1 = max(0, ys.min() - grow), min(h, ys.max() + 1 + grow)
-        x0, x1 = max(0, xs.min() - grow), min(w, xs.max() + 1 + grow)
-        guide = image[y0:y1, x0:x1].astype(np.float32) / 255.0
-        prob = 1.0 / (1.0 + np.exp(-np.clip(lg[y0:y1, x0:x1], -_LOGIT_CLIP, _LOGIT_CLIP)))
-        q = np.clip(guided_filter(guide, prob.astype(np.float32), radius, eps), 0.0, 1.0)
-        lo = 1.0 / (1.0 + np.exp(_LOGIT_CLIP))
+    visit = [k for k in range(len(logits)) if (logits[k] > floor).any()]
+    if not visit:
+        return out
+    # One window for all the masks (the multimask outputs of a click overlap): the box of every
+    # pixel above the floor, grown by twice the radius; the guide's statistics are shared.
+    ys, xs = np.nonzero((logits[visit] > floor).any(axis=0))
+    h, w = logits.shape[1:]
+    grow = 2 * int(radius)
+    y0, y1 = max(0, ys.min() - grow), min(h, ys.max() + 1 + grow)
+    x0, x1 = max(0, xs.min() - grow), min(w, xs.max() + 1 + grow)
+    guide = image[y0:y1, x0:x1].astype(np.float32) / 255.0
+    clipped = np.clip(logits[visit, y0:y1, x0:x1], -_LOGIT_CLIP, _LOGIT_CLIP)
+    probs = list(1.0 / (1.0 + np.exp(-clipped)))
+    lo = 1.0 / (1.0 + np.exp(_LOGIT_CLIP))
+    for k, q in zip(visit, _filter_all(guide, probs, int(radius), eps), strict=True):
         q = np.clip(q, lo, 1.0 - lo)
         out[k, y0:y1, x0:x1] = np.log(q / (1.0 - q))
     return out
@@ -165,10 +198,7 @@ class RefinedPredictor:
     """
 
     def __init__(self, predictor: Any, radius: int | None = None, eps: float = DEFAULT_EPS):
-        if radius is not None and (int(radius) != radius or radius < 1):
-            raise InputError(f"refinement radius must be a whole number >= 1, got {radius}")
-        if not np.isfinite(eps) or eps <= 0:
-            raise InputError(f"refinement eps must be a finite number > 0, got {eps}")
+        _check(radius, eps)
         self.predictor = predictor
         self.model = getattr(predictor, "model", None)  # the onnxruntime backend has none
         # None: default_radius of each image

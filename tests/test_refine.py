@@ -69,22 +69,28 @@ def test_a_flat_mask_stays_flat_and_an_edge_of_the_image_is_taken():
         assert ((refined[0] > 0) == (columns >= 20)[None]).all(), start
 
 
-def test_refine_logits_visits_only_the_mask_and_keeps_the_rest():
+def test_refine_logits_visits_only_the_masks_and_keeps_the_rest():
     rng = np.random.default_rng(2)
     image = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
-    logits = np.full((2, 64, 80), -12.0, np.float32)
-    logits[0, 20:30, 30:45] = 5.0  # one blob; the second mask is empty
-    out = refine_logits(image, logits, radius=3, eps=1e-3)
-    # Far from the blob (beyond twice the radius) and on the empty mask: untouched.
-    assert np.array_equal(out[1], logits[1])
+    logits = np.full((3, 64, 80), -12.0, np.float32)
+    logits[0, 20:30, 30:45] = 5.0  # a blob
+    logits[1, 24:28, 36:40] = 5.0  # a smaller one inside it (multimask outputs overlap)
+    out = refine_logits(image, logits, radius=3, eps=1e-3)  # the third mask is empty
+    # Far from the blobs (beyond twice the radius) and on the empty mask: untouched.
+    assert np.array_equal(out[2], logits[2])
     far = np.ones((64, 80), bool)
     far[14:36, 24:51] = False
-    assert np.array_equal(out[0][far], logits[0][far])
-    # Inside the window it is the filter of the whole image's probability, thresholded the same.
-    prob = 1 / (1 + np.exp(-logits[0]))
-    whole = guided_filter(image.astype(np.float32) / 255, prob.astype(np.float32), 3, 1e-3)
-    assert np.array_equal(out[0] > 0, whole > 0.5)
+    for k in (0, 1):
+        assert np.array_equal(out[k][far], logits[k][far])
+        # Inside the window, each is the filter of the whole image's probability (the guide's
+        # statistics are shared between the masks), thresholded the same.
+        prob = (1 / (1 + np.exp(-logits[k]))).astype(np.float32)
+        whole = guided_filter(image.astype(np.float32) / 255, prob, 3, 1e-3)
+        assert np.array_equal(out[k] > 0, whole > 0.5), k
     assert np.abs(out).max() <= 20.0
+    # The same answer mask by mask: sharing the window changes nothing that counts.
+    for k in (0, 1):
+        assert np.array_equal(refine_logits(image, logits[k : k + 1], 3, 1e-3)[0] > 0, out[k] > 0)
 
 
 def test_refine_logits_refuses_bad_input():
