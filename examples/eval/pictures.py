@@ -65,19 +65,17 @@ def _tile(image: np.ndarray, mask: np.ndarray | None, gt: np.ndarray, prompt, te
 
 def main(out: str, model_name: str | None = None) -> None:
     dataset = {s.image_id: s for s in open_dataset(HERE)}
-    model = load_model(model_name)
-    predictor = Predictor(model)
-    refined, zoomed = (
-        RefinedPredictor(Predictor(model)),
-        RefinedPredictor(ZoomPredictor(Predictor(model))),
-    )
+    # One predictor under both wrappers; its in-memory cache answers the second set_image, so
+    # each image is encoded once.
+    predictor = Predictor(load_model(model_name), cache_size=1)
+    refined, zoomed = RefinedPredictor(predictor), RefinedPredictor(ZoomPredictor(predictor))
     wand, cut = FloodFill(), GrabCut()
     rows = []
     for image_id, object_id, kind in CASES:
         sample = dataset[image_id]
         image = sample.load_image()
         gt = next(o for o in sample.objects if o.object_id == object_id).mask()
-        for p in (predictor, refined, zoomed, wand, cut):
+        for p in (zoomed, refined, wand, cut):  # both wrappers set the shared predictor's image
             p.set_image(image)
         if kind == "point":
             x, y = center_point(gt)
