@@ -173,11 +173,14 @@ class ModelHub:
         return Prediction(masks=masks, scores=pred.scores, logits=pred.logits)
 
     def pixels(self, sha256: str, read: Callable[[], np.ndarray]) -> np.ndarray:
-        """An image's pixels, by content hash; the last one read is kept."""
-        with self.lock:
-            if self._pixels is None or self._pixels[0] != sha256:
-                self._pixels = (sha256, read())
-            return self._pixels[1]
+        """An image's pixels, by content hash; the last one read is kept. Read outside the
+        model lock: decoding the file must not hold up other images' model calls."""
+        kept = self._pixels  # one read of the attribute: another request may replace it
+        if kept is not None and kept[0] == sha256:
+            return kept[1]
+        pixels = read()
+        self._pixels = (sha256, pixels)
+        return pixels
 
     def prefill(self, emb: Embedding, **options: Any) -> list[Any]:
         """Confident automatic masks (``MaskRecord`` with COCO RLE) for the whole image;
