@@ -153,6 +153,8 @@ def test_segment_refine_writes_the_refined_masks(tmp_path, model_path, images):
     refined.set_image(read_image(images / "b.png"))
     want = refined.predict(box=np.array([5.0, 5.0, 30.0, 30.0]), multimask_output=False)
     np.testing.assert_array_equal(read_mask_png(out / "b_mask0.png"), want.masks[0])
+    plain = refined.predictor.predict(box=np.array([5.0, 5.0, 30.0, 30.0]), multimask_output=False)
+    assert not np.array_equal(plain.masks[0], want.masks[0])  # the option did something
 
 
 def test_segment_folder_skips_a_corrupt_image(tmp_path, model_path, images, capsys):
