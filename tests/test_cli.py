@@ -454,3 +454,21 @@ def test_auto_says_when_the_models_own_thresholds_apply(tmp_path, images, capsys
     assert "own thresholds apply: --pred-iou-thresh 0.6, --stability-score-thresh 0.8" in err
     code, _, err = run_main(capsys, *argv, "-o", tmp_path / "two", "--pred-iou-thresh", "0.5")
     assert code == 0 and "own thresholds apply: --stability-score-thresh 0.8\n" in err
+
+
+def test_auto_warns_when_no_mask_passes_the_thresholds(tmp_path, images, capsys):
+    """A run that keeps nothing says which thresholds did it and how to keep more."""
+    from segany.models import build_sam
+
+    torch.manual_seed(0)
+    path = save_model(build_sam(TINY), tmp_path / "m")
+    argv = ["auto", images / "a.png", "-m", path, "--points-per-side", "4", "--json"]
+    code, out, err = run_main(capsys, *argv, "-o", tmp_path / "strict")
+    assert code == 0 and json.loads(out)["masks"] == 0
+    assert "warning: no mask passed the quality thresholds (--pred-iou-thresh 0.88," in err
+    loose = ("--pred-iou-thresh", "0", "--stability-score-thresh", "0")
+    code, out, err = run_main(capsys, *argv, *loose, "-o", tmp_path / "loose")
+    assert code == 0 and json.loads(out)["masks"] > 0 and "warning" not in err
+    # Nothing segmented this time (already done): nothing to warn about.
+    code, _, err = run_main(capsys, *argv, "-o", tmp_path / "strict")
+    assert code == 0 and "warning" not in err

@@ -250,6 +250,13 @@ def run(args: argparse.Namespace) -> int:
         + (f", {counts['derived']} completed from their JSON" if counts["derived"] else "")
         + f", {len(failures)} failed; {counts['masks']} masks -> {out}"
     )
+    if counts["written"] and not counts["masks"] and "generator" in state:
+        made = state["generator"]
+        console.warn(
+            f"no mask passed the quality thresholds (--pred-iou-thresh {made.pred_iou_thresh:g},"
+            f" --stability-score-thresh {made.stability_score_thresh:g}); lower them to keep"
+            " more (0 keeps every mask the point grid finds, overlaps still removed)"
+        )
     console.summary(
         {
             "command": "auto",
