@@ -15,7 +15,9 @@ scores are unchanged. Unless given, the radius is ``RADIUS_FRACTION`` of the lon
 what the model saw: the image, or the crop when a ``ZoomPredictor`` answered on one. It and eps
 were chosen on held-out synthetic scenes (the model card's "Edge refinement" section). The
 filter runs on the box of a call's masks grown by twice the radius, where it can change
-anything, and the guide's statistics there are computed once for all of them.
+anything, and the guide's statistics there are computed once for all of them. Parts narrower
+than the window are thinned away; a mask the filter would erase entirely (an object much
+smaller than the window) is returned as the model gave it.
 """
 
 from __future__ import annotations
@@ -152,7 +154,8 @@ def refine_logits(
     the logits of the filtered probabilities, C×H×W float32 within ±20 (a mask is > 0).
     ``radius`` in pixels (None: ``default_radius``). Far from every mask (probability < 1e-3
     everywhere within twice the radius), and on masks with no pixel above it, the logits are
-    returned as they came."""
+    returned as they came; so are those of a mask the filter would erase (an object much
+    smaller than the window: a refinement never turns a found object into nothing)."""
     if radius is None:
         radius = default_radius(image.shape[:2])
     _check(radius, eps)
@@ -183,7 +186,9 @@ def refine_logits(
     lo = 1.0 / (1.0 + np.exp(_LOGIT_CLIP))
     for k, q in zip(visit, _filter_all(guide, probs, int(radius), eps), strict=True):
         q = np.clip(q, lo, 1.0 - lo)
-        out[k, y0:y1, x0:x1] = np.log(q / (1.0 - q))
+        if (q > 0.5).any() or not (logits[k] > 0).any():
+            out[k, y0:y1, x0:x1] = np.log(q / (1.0 - q))
+        # else: an object narrower than the window, averaged away; the model's mask stays
     return out
 
 

@@ -74,7 +74,7 @@ def test_refine_logits_visits_only_the_masks_and_keeps_the_rest():
     image = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
     logits = np.full((3, 64, 80), -12.0, np.float32)
     logits[0, 20:30, 30:45] = 5.0  # a blob
-    logits[1, 24:28, 36:40] = 5.0  # a smaller one inside it (multimask outputs overlap)
+    logits[1, 22:29, 34:42] = 5.0  # a smaller one inside it (multimask outputs overlap)
     out = refine_logits(image, logits, radius=3, eps=1e-3)  # the third mask is empty
     # Far from the blobs (beyond twice the radius) and on the empty mask: untouched.
     assert np.array_equal(out[2], logits[2])
@@ -86,11 +86,27 @@ def test_refine_logits_visits_only_the_masks_and_keeps_the_rest():
         # statistics are shared between the masks), thresholded the same.
         prob = (1 / (1 + np.exp(-logits[k]))).astype(np.float32)
         whole = guided_filter(image.astype(np.float32) / 255, prob, 3, 1e-3)
+        assert (whole > 0.5).any(), k  # (a mask the filter would erase is the next test's)
         assert np.array_equal(out[k] > 0, whole > 0.5), k
     assert np.abs(out).max() <= 20.0
     # The same answer mask by mask: sharing the window changes nothing that counts.
     for k in (0, 1):
         assert np.array_equal(refine_logits(image, logits[k : k + 1], 3, 1e-3)[0] > 0, out[k] > 0)
+
+
+def test_a_mask_the_window_would_erase_is_kept_as_the_model_gave_it():
+    """A 4×4 object on a flat image with a 15-px radius: the window's mean drowns it (the
+    filtered probability stays far below 0.5), so the model's own mask is returned; a larger
+    object in the same call is refined as usual."""
+    image = np.full((80, 80, 3), 120, np.uint8)
+    logits = np.full((2, 80, 80), -8.0, np.float32)
+    logits[0, 40:44, 40:44] = 8.0
+    logits[1, 10:70, 10:70] = 8.0
+    prob = (1 / (1 + np.exp(-logits[0]))).astype(np.float32)
+    assert guided_filter(image.astype(np.float32) / 255, prob, 15, 1e-4).max() < 0.5
+    out = refine_logits(image, logits, radius=15, eps=1e-4)
+    assert np.array_equal(out[0], logits[0])
+    assert not np.array_equal(out[1], logits[1]) and (out[1] > 0).sum() > 3000
 
 
 def test_refine_logits_refuses_bad_input():
