@@ -109,6 +109,49 @@ def test_bundled_model_keeps_its_refined_figures_on_the_real_evaluation_set():
         assert abs(value - stated[key]) < 0.02, key
 
 
+def _independent_set() -> list:
+    """examples/independent: the motorcycle photo's objects, built from colour thresholds."""
+    import importlib.util
+
+    from skimage import data
+
+    from segany.formats.datasets import Sample
+
+    path = CARD.parent / "examples" / "independent" / "make_set.py"
+    spec = importlib.util.spec_from_file_location("make_set", path)
+    assert spec is not None and spec.loader is not None
+    make_set = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_set)
+    image = data.stereo_motorcycle()[0]
+    masks = make_set.objects(image)
+    assert len(masks) == len(make_set.OBJECTS) == 7
+    assert sum(m.astype(int) for m in masks).max() == 1  # disjoint, each non-empty
+    assert min(int(m.sum()) for m in masks) > 300
+    return [Sample.from_arrays(image, masks, image_id="motorcycle")]
+
+
+def test_bundled_model_keeps_its_figures_on_the_independent_check():
+    """The reserved photo, measured once for the card: plain point, box and 3 clicks, and the
+    box zoomed then refined. A change of model must be measured here again, not tuned here."""
+    from segany.checkpoints import load_model
+    from segany.evaluate import evaluate_prompts
+    from segany.predictor import Predictor
+    from segany.refine import RefinedPredictor
+    from segany.train.quality import measure
+    from segany.zoom import ZoomPredictor
+
+    stated = _stated()
+    samples = _independent_set()
+    model = load_model().eval()
+    got = {f"independent_{k}": v for k, v in measure(model, samples, max_clicks=3).items()}
+    zoomed = RefinedPredictor(ZoomPredictor(Predictor(model, cache=False)))
+    box = evaluate_prompts(zoomed, samples, ("box",), bootstrap=0)["box"]
+    got["independent_zoom_refined_box_miou"] = box.miou
+    keys = ("point_miou", "box_miou", "clicks3_miou", "zoom_refined_box_miou")
+    for key in (f"independent_{k}" for k in keys):  # same data: only float noise
+        assert abs(got[key] - stated[key]) < 0.02, key
+
+
 def test_bundled_model_segments_everything_with_its_own_thresholds():
     """``segany auto`` with the bundled model: at the official thresholds it keeps under one
     mask per scene; at its own (``SamConfig.generator_defaults``, applied by
