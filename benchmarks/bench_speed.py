@@ -297,8 +297,10 @@ def main() -> None:
     ap.add_argument(
         "--quantized-engine",
         choices=torch.backends.quantized.supported_engines,
-        help="torch's int8 engine (default: torch's; 'onednn' obeys ONEDNN_MAX_CPU_ISA, so an "
-        "AVX2-only CPU can be imitated on a newer one; fbgemm picks its ISA itself)",
+        help="torch's int8 engine (default: torch's, which runs dynamic int8 through fbgemm). To "
+        "imitate an AVX2-only CPU on a newer one, cap every library's instruction set: "
+        "FBGEMM_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 "
+        "MKL_ENABLE_INSTRUCTIONS=AVX2 (onnxruntime has no such cap: add --no-onnx)",
     )
     args = ap.parse_args()
     if args.quantized_engine:
