@@ -206,6 +206,30 @@ def test_zoom_answers_boxes_on_crops_like_the_library(files, tmp_path):
     assert got != pytest.approx([r["iou"] for r in plain.per_object], abs=1e-6)  # it zoomed
 
 
+def test_zoom_clicks_answers_corrections_on_crops_like_the_library(files, tmp_path):
+    out = tmp_path / "zoomclicks.json"
+    argv = _eval(files, files["coco"], "--protocol", "all", "--zoom-clicks", "-o", out)
+    assert main([*argv, "--max-clicks", "4", "--bootstrap", "0"]) == 0
+    report = json.loads(out.read_text())
+    assert report["options"]["zoom_clicks"] == 1.0 and "zoom" not in report["options"]
+
+    def run(predictor):
+        protos = ("point", "clicks", "box")
+        return evaluate_prompts(
+            predictor, open_dataset(files["coco"]), protos, max_clicks=4, bootstrap=0
+        )
+
+    lib = run(ZoomPredictor(Predictor(load_model(files["model"])), None, click_margin=1.0))
+    plain = run(Predictor(load_model(files["model"])))
+    got = {p: report["protocols"][p]["per_object"] for p in ("point", "clicks", "box")}
+    clicks = np.array([r["ious"] for r in got["clicks"]])
+    assert np.allclose(clicks, [r["ious"] for r in lib["clicks"].per_object], atol=1e-6)
+    assert not np.allclose(clicks, [r["ious"] for r in plain["clicks"].per_object], atol=1e-6)
+    for proto in ("point", "box"):  # the first click and the boxes are the whole image's
+        want = [r["iou"] for r in plain[proto].per_object]
+        assert [r["iou"] for r in got[proto]] == pytest.approx(want, abs=1e-6)
+
+
 @pytest.mark.parametrize("given, radius", [(["--refine"], None), (["--refine", "3"], 3)])
 def test_refine_measures_the_refined_masks_like_the_library(files, tmp_path, given, radius):
     from segany.refine import RefinedPredictor

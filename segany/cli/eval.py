@@ -11,7 +11,8 @@ Protocols:
   region, negative in a false one), previous mask logits fed back; mIoU after 1, 2, 3, 5 and
   9 clicks, NoC@85 and NoC@90 (capped at --max-clicks, default 20).
 - box: the tight ground-truth box, optionally jittered (--box-noise); mIoU. With ``--zoom``
-  each box is answered on a crop around it that the model sees at its input size.
+  each box is answered on a crop around it that the model sees at its input size; with
+  ``--zoom-clicks`` each corrective click is answered on a crop around the mask it corrects.
   ``--refine`` snaps every prompted mask to the image's edges (``segany.refine``).
 - auto: generated masks scored by predicted IoU; average recall over IoU 0.50:0.95 (AR@100,
   AR@1000, by object size), computed with pycocotools.
@@ -49,6 +50,7 @@ from segany.cli.common import (
 from segany.errors import InputError
 
 ZOOM_MARGIN = 2.0  # segany.zoom.DEFAULT_MARGIN (not imported here: it would import torch)
+CLICK_ZOOM_MARGIN = 1.0  # segany.zoom.DEFAULT_CLICK_MARGIN
 
 PROTOCOLS = ("point", "clicks", "box", "auto", "all")
 PROMPTED = ("point", "clicks", "box")
@@ -108,6 +110,15 @@ def register(subparsers: Any) -> None:
         help="answer box prompts on a crop around the box (segany.zoom), MARGIN times the box's "
         f"side on each side (default {ZOOM_MARGIN})",
     )
+    prompts.add_argument(
+        "--zoom-clicks",
+        type=finite_float,
+        nargs="?",
+        const=CLICK_ZOOM_MARGIN,
+        metavar="MARGIN",
+        help="answer each corrective click on a crop around the mask it corrects and the clicks "
+        f"(segany.zoom), MARGIN times their box's side on each side (default {CLICK_ZOOM_MARGIN})",
+    )
     add_refine_option(prompts)
     auto = p.add_argument_group("auto protocol (mask generator options)")
     auto.add_argument("--max-dets", type=_budgets, metavar="100,1000", help="AR budgets")
@@ -153,10 +164,10 @@ def run(args: argparse.Namespace) -> int:
     predictor = predictor_from_args(args, console)  # --precision, --cache
     model = predictor.model
     prompted_with: Any = predictor
-    if args.zoom is not None:
+    if args.zoom is not None or args.zoom_clicks is not None:
         from segany.zoom import ZoomPredictor
 
-        prompted_with = ZoomPredictor(predictor, args.zoom)
+        prompted_with = ZoomPredictor(predictor, args.zoom, click_margin=args.zoom_clicks)
     prompted_with = refined_from_args(prompted_with, args)  # --refine, after any zoom
     progress = not console.quiet and sys.stderr.isatty()
     common = _given(args, ("seed", "bootstrap"))
