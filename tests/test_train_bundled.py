@@ -105,8 +105,25 @@ def test_bundled_model_keeps_its_refined_figures_on_the_real_evaluation_set():
         "real_refined_clicks3_miou": res["clicks"].metrics["miou@3"].value,
         "real_zoom_refined_box_miou": box.miou,
     }
+    got.update(_zoomed_clicks3(model, samples, "real"))
     for key, value in got.items():  # same data: only float noise
         assert abs(value - stated[key]) < 0.02, key
+
+
+def _zoomed_clicks3(model, samples: list, prefix: str) -> dict[str, float]:
+    """mIoU after 3 clicks with corrections answered on crops (``click_margin``), plain and
+    refined."""
+    from segany.evaluate import evaluate_clicks
+    from segany.predictor import Predictor
+    from segany.refine import RefinedPredictor
+    from segany.zoom import DEFAULT_CLICK_MARGIN, ZoomPredictor
+
+    out = {}
+    for name, wrap in (("zoom", lambda p: p), ("zoom_refined", RefinedPredictor)):
+        zoom = ZoomPredictor(Predictor(model, cache=False), None, click_margin=DEFAULT_CLICK_MARGIN)
+        res = evaluate_clicks(wrap(zoom), samples, max_clicks=3, bootstrap=0)
+        out[f"{prefix}_{name}_clicks3_miou"] = res.metrics["miou@3"].value
+    return out
 
 
 def _independent_set() -> list:
@@ -147,7 +164,9 @@ def test_bundled_model_keeps_its_figures_on_the_independent_check():
     zoomed = RefinedPredictor(ZoomPredictor(Predictor(model, cache=False)))
     box = evaluate_prompts(zoomed, samples, ("box",), bootstrap=0)["box"]
     got["independent_zoom_refined_box_miou"] = box.miou
+    got.update(_zoomed_clicks3(model, samples, "independent"))
     keys = ("point_miou", "box_miou", "clicks3_miou", "zoom_refined_box_miou")
+    keys += ("zoom_clicks3_miou", "zoom_refined_clicks3_miou")
     for key in (f"independent_{k}" for k in keys):  # same data: only float noise
         assert abs(got[key] - stated[key]) < 0.02, key
 
