@@ -150,6 +150,24 @@ class ZoomPredictor:
         self.crop = None
         self._returned = None
 
+    def set_image_embedding(
+        self,
+        image: ImageLike,
+        embedding: torch.Tensor | np.ndarray,
+        original_size: tuple[int, int],
+        input_size: tuple[int, int] | None = None,
+    ) -> None:
+        """``set_image`` with the whole image's embedding (1×C×h×w) already computed, as a
+        server that stores embeddings has it; crops are still encoded from ``image`` (H×W×3)."""
+        rgb = to_rgb_uint8(image)
+        if rgb.shape[:2] != tuple(original_size):
+            raise InputError(f"image {rgb.shape[:2]} is not the embedding's {tuple(original_size)}")
+        self.predictor.set_image_embedding(embedding, original_size, input_size)
+        self._image = rgb
+        self._crops.reset_image()
+        self.crop = None
+        self._returned = None
+
     def predict(
         self,
         point_coords: Any = None,
@@ -158,7 +176,12 @@ class ZoomPredictor:
         mask_input: Any = None,
         multimask_output: bool = True,
         return_logits: bool = False,
+        *,
+        mask_input_frame: Any = None,
     ) -> Prediction:
+        """``mask_input_frame``: where ``mask_input``'s logits lie, the ``crop`` (x0, y0, x1,
+        y1) of the call that returned them, for a caller that does not keep this predictor
+        between calls (a server); None: as this predictor returned them, else the image."""
         if self._image is None:
             raise InputError("call set_image before predict")
         self.crop = None
@@ -166,6 +189,10 @@ class ZoomPredictor:
         prompts = check_prompts(
             point_coords, point_labels, box, mask_input, low_res_size=self._low_res
         )  # the Predictor's checks and errors (finite numbers, shapes, labels)
+        if mask_input_frame is not None:
+            if prompts.mask_input is None:
+                raise InputError("mask_input_frame given without a mask_input")
+            self._returned = (self._check_frame(mask_input_frame), prompts.mask_input)
         if box is not None and self.margin is not None:
             out = self._box(prompts, point_coords, point_labels, box, mask_input, full)
         elif (
@@ -264,6 +291,23 @@ class ZoomPredictor:
         masks = np.full((local.masks.shape[0], h, w), fill, dtype=local.masks.dtype)
         masks[:, y0:y1, x0:x1] = local.masks
         return Prediction(masks=masks, scores=local.scores, logits=local.logits)
+
+    def _check_frame(self, frame: Any) -> Frame | None:
+        """A crop (x0, y0, x1, y1) inside the image; None for the whole image."""
+        assert self._image is not None
+        h, w = self._image.shape[:2]
+        try:
+            values = np.asarray(frame, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            values = np.zeros(0)
+        if values.size != 4 or not np.array_equal(values, np.round(values)):
+            raise InputError(f"mask_input_frame must be 4 whole pixels x0, y0, x1, y1; got {frame}")
+        x0, y0, x1, y1 = (int(v) for v in values)
+        if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+            raise InputError(
+                f"mask_input_frame {[x0, y0, x1, y1]} is not a crop of the {w}×{h} image"
+            )
+        return None if (x0, y0, x1, y1) == (0, 0, w, h) else (x0, y0, x1, y1)
 
     def _frame_of(self, mask: np.ndarray) -> Frame | None:
         """The crop a 1×s×s ``mask_input`` was returned for by the last call (None: the image)."""

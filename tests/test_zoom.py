@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 from helpers import SMALL, perturb_
 
+from segany.cli.common import CLICK_ZOOM_MARGIN
 from segany.cli.eval import ZOOM_MARGIN
 from segany.errors import InputError
 from segany.models import build_sam
 from segany.predictor import Predictor
 from segany.zoom import (
+    DEFAULT_CLICK_MARGIN,
     DEFAULT_MARGIN,
     ZoomPredictor,
     logits_to_pixels,
@@ -39,6 +41,7 @@ def test_zoom_crop_is_a_square_around_the_box_cut_to_the_image():
     # Side 9, margin 2: half side 4.5·5 + 4 = 26.5 around 94.5; cut at the right and bottom.
     assert zoom_crop(np.array([90, 90, 99, 99]), 2.0, (100, 120)) == (68, 68, 120, 100)
     assert ZOOM_MARGIN == DEFAULT_MARGIN  # the CLI's default is the module's
+    assert CLICK_ZOOM_MARGIN == DEFAULT_CLICK_MARGIN
 
 
 @pytest.mark.parametrize("return_logits", [False, True])
@@ -269,3 +272,53 @@ def test_zoomed_corrections_help_the_bundled_model_on_held_out_scenes():
     assert got["miou@3"].value >= base["miou@3"].value + 0.03
     assert got["miou@5"].value >= base["miou@5"].value + 0.02
     assert got["noc@85"].value < base["noc@85"].value
+
+
+def test_a_frame_given_with_the_logits_reads_them_as_the_predictor_that_returned_them(model, image):
+    # A server builds a ZoomPredictor from a stored embedding and is told the logits' frame.
+    zoom = ZoomPredictor(Predictor(model, cache=False), None, click_margin=0.5)
+    zoom.set_image(image)
+    pts, labels = np.array([[70.0, 46.0], [90.0, 60.0]]), np.array([1, 0])
+    yy, xx = np.mgrid[0:150, 0:200]
+    disc = np.where((xx - 75) ** 2 + (yy - 50) ** 2 < 12**2, 6.0, -6.0).astype(np.float32)
+    import torch
+
+    side, low = model.image_encoder.img_size, tuple(model.prompt_encoder.mask_input_size)
+    prev = pixels_to_logits(torch.from_numpy(disc), side, low)
+    second = zoom.predict(pts, labels, mask_input=prev, multimask_output=False)
+    second_frame = zoom.crop
+    assert second_frame is not None
+    pts3, labels3 = np.vstack([pts, [[75.0, 50.0]]]), np.array([1, 0, 1])
+    third = zoom.predict(pts3, labels3, mask_input=second.logits, multimask_output=False)
+
+    plain = Predictor(model, cache=False)
+    plain.set_image(image)
+    fresh = ZoomPredictor(Predictor(model, cache=False), None, click_margin=0.5)
+    with pytest.raises(InputError, match="not the embedding's"):
+        fresh.set_image_embedding(image[:100], plain.get_image_embedding(), (150, 200))
+    fresh.set_image_embedding(image, plain.get_image_embedding(), (150, 200))
+    got = fresh.predict(pts3, labels3, mask_input=second.logits, multimask_output=False)
+    assert not np.array_equal(got.masks, third.masks)  # read over the whole image: another mask
+    got = fresh.predict(
+        pts3,
+        labels3,
+        mask_input=second.logits,
+        multimask_output=False,
+        mask_input_frame=second_frame,
+    )
+    assert np.array_equal(got.masks, third.masks) and np.array_equal(got.scores, third.scores)
+    whole = fresh.predict(
+        pts3, labels3, mask_input=prev, multimask_output=False, mask_input_frame=(0, 0, 200, 150)
+    )
+    again = zoom.predict(pts3, labels3, mask_input=prev, multimask_output=False)
+    assert np.array_equal(whole.masks, again.masks)  # the whole image's frame, said outright
+    for bad, words in (
+        ((0, 0, 201, 150), "not a crop"),
+        ((5, 5, 5, 9), "not a crop"),
+        ((0.5, 0, 10, 10), "whole pixels"),
+        (("a", 0, 1, 1), "whole pixels"),
+    ):
+        with pytest.raises(InputError, match=words):
+            fresh.predict(pts, labels, mask_input=prev, mask_input_frame=bad)
+    with pytest.raises(InputError, match="without a mask_input"):
+        fresh.predict(pts, labels, mask_input_frame=(0, 0, 10, 10))

@@ -243,6 +243,9 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+CLICK_ZOOM_MARGIN = 1.0  # segany.zoom.DEFAULT_CLICK_MARGIN (not imported: it would import torch)
+
+
 def finite_float(text: str) -> float:
     return _number(text, float)
 

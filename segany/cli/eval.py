@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from segany.cli.common import (
+    CLICK_ZOOM_MARGIN,
     EXIT_CODES_HELP,
     Console,
     add_model_options,
@@ -50,7 +51,6 @@ from segany.cli.common import (
 from segany.errors import InputError
 
 ZOOM_MARGIN = 2.0  # segany.zoom.DEFAULT_MARGIN (not imported here: it would import torch)
-CLICK_ZOOM_MARGIN = 1.0  # segany.zoom.DEFAULT_CLICK_MARGIN
 
 PROTOCOLS = ("point", "clicks", "box", "auto", "all")
 PROMPTED = ("point", "clicks", "box")
