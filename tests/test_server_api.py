@@ -248,6 +248,96 @@ def test_decode_refines_masks_when_asked_or_set_to(client, tiny, tmp_path):
     assert client.get("/api/project").json()["refine"] is False
 
 
+def _tensor(array: np.ndarray) -> dict:
+    arr = np.ascontiguousarray(array, "<f4")
+    return {"shape": list(arr.shape), "data": base64.b64encode(arr.tobytes()).decode()}
+
+
+def _logits(out: dict) -> np.ndarray:
+    t = out["low_res_logits"]
+    return np.frombuffer(base64.b64decode(t["data"]), "<f4").reshape(t["shape"])
+
+
+def test_a_server_that_zooms_corrections_answers_them_as_the_library(tiny, tmp_path):
+    """`segany serve --zoom-clicks`: a correction is answered on a crop around its mask, the
+    crop comes back as logits_frame and is sent back with the logits, as ZoomPredictor does."""
+    from segany import Predictor
+    from segany.formats import read_image
+    from segany.refine import RefinedPredictor
+    from segany.zoom import ZoomPredictor
+
+    server = make_client(tmp_path / "zoom", tiny, zoom_clicks=1.0)
+    summary = server.get("/api/project").json()
+    assert summary["zoom_clicks"] == 1.0 and summary["decoder_onnx"] is False
+    image = upload(server)
+    rgb = read_image(tmp_path / "zoom" / image["path"])
+    lib = ZoomPredictor(Predictor(tiny, cache=False), None, click_margin=1.0)
+    lib.set_image(rgb)
+
+    def same(out, want):
+        for rle, mask in zip(out["masks"], want.masks, strict=True):
+            assert (decode_rle(rle) != mask).sum() <= 2  # float noise at the 0 threshold only
+        np.testing.assert_allclose(out["scores"], want.scores, atol=1e-4)
+        np.testing.assert_allclose(_logits(out), want.logits, atol=1e-3)
+
+    pts, labels = [[330, 250]], [1]  # a small coin: its crop is not the image
+    first = click(server, image["id"], points=pts, labels=labels)
+    want = lib.predict(np.array(pts), np.array(labels))
+    same(first, want)
+    assert first["logits_frame"] is None  # the first click sees the whole image
+    best = int(np.argmax(first["scores"]))
+    pts, labels = [[330, 250], [342, 260]], [1, 0]
+    body = dict(points=pts, labels=labels, multimask=False)
+    second = click(server, image["id"], **body, mask_input=_tensor(_logits(first)[best : best + 1]))
+    want = lib.predict(
+        np.array(pts),
+        np.array(labels),
+        mask_input=want.logits[best : best + 1],
+        multimask_output=False,
+    )
+    same(second, want)
+    frame = second["logits_frame"]
+    assert frame == list(lib.crop) and frame != [0, 0, 384, 303]
+    pts, labels = [[330, 250], [342, 260], [320, 245]], [1, 0, 1]
+    body = dict(points=pts, labels=labels, multimask=False, mask_input=_tensor(_logits(second)))
+    third = click(server, image["id"], **body, mask_input_frame=frame)
+    want3 = lib.predict(
+        np.array(pts), np.array(labels), mask_input=want.logits, multimask_output=False
+    )
+    same(third, want3)
+    # Without its frame the same logits would be read over the whole image: another answer.
+    unframed = click(server, image["id"], **body)
+    assert unframed["masks"] != third["masks"]
+    # Refined, as RefinedPredictor over ZoomPredictor (the crop's radius).
+    refined = click(server, image["id"], **body, mask_input_frame=frame, refine=True)
+    lib_refined = RefinedPredictor(ZoomPredictor(Predictor(tiny, cache=False), None, 1.0))
+    lib_refined.set_image(rgb)
+    feed = lib_refined.predict(np.array(pts[:1]), np.array(labels[:1])).logits[best : best + 1]
+    feed = lib_refined.predict(
+        np.array(pts[:2]), np.array(labels[:2]), mask_input=feed, multimask_output=False
+    ).logits
+    want_refined = lib_refined.predict(
+        np.array(pts), np.array(labels), mask_input=feed, multimask_output=False
+    )
+    assert lib_refined.predictor.crop is not None
+    assert (decode_rle(refined["masks"][0]) != want_refined.masks[0]).sum() <= 4
+    assert refined["masks"] != third["masks"]
+    # Frames that are not crops of the image, and frames sent to a server that does not zoom.
+    for bad, words in (([0, 0, 500, 10], "not a crop"), ([1, 2, 3], "4 whole pixels")):
+        r = server.post(f"/api/images/{image['id']}/decode", json={**body, "mask_input_frame": bad})
+        assert r.status_code == 400 and words in r.json()["detail"], r.text
+    plain = make_client(tmp_path / "plain", tiny)
+    other = upload(plain)
+    r = plain.post(f"/api/images/{other['id']}/decode", json={**body, "mask_input_frame": frame})
+    assert r.status_code == 400 and "--zoom-clicks" in r.json()["detail"]
+    assert plain.get("/api/project").json()["zoom_clicks"] is None
+    from segany.errors import InputError
+
+    for margin in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(InputError, match="click zoom margin"):
+            ServerSettings(project_dir=tmp_path / "bad", zoom_clicks=margin)
+
+
 @pytest.mark.parametrize(
     ("body", "status", "words"),
     [

@@ -269,3 +269,50 @@ def test_a_server_that_refines_decodes_the_pages_clicks(browser, tmp_path_factor
         assert page_areas == refined_areas != plain_areas
         page.close()
     assert not errors, errors
+
+
+def test_a_server_that_zooms_corrections_gets_their_crop_back_from_the_page(
+    browser, tmp_path_factory, tmp_path
+):
+    """`segany serve --zoom-clicks`: the page decodes on the server and sends each answer's
+    crop (logits_frame) back with its logits, so its masks are ZoomPredictor's."""
+    from segany import Predictor, load_model
+    from segany.formats import read_image
+    from segany.zoom import ZoomPredictor
+
+    root = tmp_path_factory.mktemp("zoom")
+    errors: list[str] = []
+    clicks = [((330, 250), "left"), ((342, 260), "right"), ((320, 245), "left")]  # a small coin
+    with _serve(root, "--zoom-clicks") as (url, _):
+        page = open_page(browser, url, errors)
+        assert page.get_attribute("body", "data-decoder") == "server"
+        image_file = tmp_path / "coins.png"
+        image_file.write_bytes(coins_png())
+        page.set_input_files("#upload", str(image_file))
+        page.wait_for_function("window.segany.state.embedding !== null", timeout=120_000)
+        frames = []
+        for k, ((x, y), button) in enumerate(clicks):
+            page.mouse.click(*canvas_point(page, x, y), button=button)
+            page.wait_for_function(f"window.segany.state.decodes >= {k + 1}", timeout=30_000)
+            frames.append(page.evaluate("window.segany.state.previousFrame"))
+        points, labels, mask = page.evaluate(
+            "(() => { const s = window.segany.state;"
+            " return [s.prompt.points, s.prompt.labels, Array.from(s.current)]; })()"
+        )
+        page.close()
+    assert not errors, errors
+    assert labels == [1, 0, 1]
+    assert frames[0] is None and frames[1] is not None  # corrections came back with a crop
+    zoom = ZoomPredictor(Predictor(load_model(), cache=False), None, click_margin=1.0)
+    image = read_image(image_file)
+    zoom.set_image(image)
+    first = zoom.predict(np.array(points[:1]), np.array(labels[:1]))
+    feed = first.logits[int(np.argmax(first.scores))][None]
+    for n in (2, 3):
+        pts, lab = np.array(points[:n]), np.array(labels[:n])
+        out = zoom.predict(pts, lab, mask_input=feed, multimask_output=False)
+        feed = out.logits
+        assert frames[n - 1] == list(zoom.crop)
+    want = out.masks[0]
+    got = np.array(mask, dtype=bool).reshape(want.shape)
+    assert want.sum() > 100 and (got != want).sum() <= 4  # float noise at the threshold only

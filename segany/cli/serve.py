@@ -13,12 +13,14 @@ import os
 import sys
 
 from segany.cli.common import (
+    CLICK_ZOOM_MARGIN,
     Console,
     add_cache_options,
     add_output_options,
     add_precision_option,
     cache_from_args,
     check_device,
+    finite_float,
     plain_doc,
     positive_int,
     set_threads,
@@ -49,6 +51,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="snap every decoded mask to the image's edges (segany.refine); a request can "
         "still ask for either",
+    )
+    p.add_argument(
+        "--zoom-clicks",
+        type=finite_float,
+        nargs="?",
+        const=CLICK_ZOOM_MARGIN,
+        metavar="MARGIN",
+        help="answer each corrective click on a crop around the mask it corrects (segany.zoom), "
+        f"MARGIN times its side on each side (default {CLICK_ZOOM_MARGIN}); crops are encoded "
+        "on the server as they are needed",
     )
     p.add_argument(
         "--db", metavar="URL", help="SQLAlchemy database URL (default: SQLite in the project)"
@@ -93,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         cache=cache_from_args(args),
         refine=args.refine,
+        zoom_clicks=args.zoom_clicks,
         host=args.host,
         port=args.port,
         token=args.token or os.environ.get("SEGANY_TOKEN") or None,

@@ -21,6 +21,8 @@ import torch
 from segany.errors import InputError
 from segany.predictor import Prediction, Predictor
 
+ZOOMS_KEPT = 2  # images whose crop embeddings are kept for zoomed corrections
+
 
 @dataclass(frozen=True)
 class Embedding:
@@ -57,6 +59,7 @@ class ModelHub:
         self.cache_size = cache_size
         self.encoder_runs = 0  # how many embeddings were computed (tests and the load run)
         self._pixels: tuple[str, np.ndarray] | None = None  # the last image read for refining
+        self._zooms: OrderedDict[tuple, Any] = OrderedDict()  # ZoomPredictors, by image
 
     # ----- versions -----------------------------------------------------------------------
     def register(self, version: int, source: str | None, encoder_version: int | None = None):
@@ -165,12 +168,61 @@ class ModelHub:
             )
         if image is None:
             return pred
-        from segany.refine import refine_logits
+        if image.shape[:2] != tuple(emb.original_size):
+            raise InputError(f"image {image.shape[:2]} is not the embedding's {emb.original_size}")
+        return _refined(image, pred, None)
+
+    def decode_zoomed(
+        self,
+        emb: Embedding,
+        sha256: str,
+        image: np.ndarray,
+        *,
+        click_margin: float,
+        points: np.ndarray | None,
+        labels: np.ndarray | None,
+        box: np.ndarray | None,
+        mask_input: np.ndarray | None,
+        mask_input_frame: list[int] | None,
+        multimask: bool,
+        refine: bool,
+    ) -> tuple[Prediction, tuple[int, int, int, int] | None]:
+        """``decode`` with each corrective click answered on a crop around the mask it corrects
+        (``segany.zoom``, ``click_margin``); ``image`` H×W×3 uint8 is the embedding's. Returns
+        the prediction and the crop (x0, y0, x1, y1) its low-res logits lie in (None: the
+        image); that frame comes back as ``mask_input_frame`` with them. Crop embeddings are
+        kept per image (``CROPS_KEPT``) for the last ``ZOOMS_KEPT`` images."""
+        from segany.zoom import ZoomPredictor
 
         if image.shape[:2] != tuple(emb.original_size):
             raise InputError(f"image {image.shape[:2]} is not the embedding's {emb.original_size}")
-        masks = refine_logits(image, pred.masks) > 0
-        return Prediction(masks=masks, scores=pred.scores, logits=pred.logits)
+        h, w = emb.original_size
+        frame = None if mask_input is None else (mask_input_frame or [0, 0, w, h])
+        with self.lock:
+            key = (sha256, emb.encoder_version, self.current, float(click_margin))
+            zoom = self._zooms.pop(key, None)
+            if zoom is None:
+                base = Predictor(
+                    self.model(), precision=self.precision, cache=self.disk_cache or False
+                )
+                zoom = ZoomPredictor(base, None, click_margin=click_margin)
+                zoom.set_image_embedding(
+                    image, torch.from_numpy(emb.features), emb.original_size, emb.input_size
+                )
+            self._zooms[key] = zoom
+            while len(self._zooms) > ZOOMS_KEPT:
+                self._zooms.popitem(last=False)
+            pred = zoom.predict(
+                points,
+                labels,
+                box,
+                mask_input,
+                multimask_output=multimask,
+                return_logits=refine,
+                mask_input_frame=frame,
+            )
+            crop = zoom.crop
+        return (_refined(image, pred, crop) if refine else pred), crop
 
     def pixels(self, sha256: str, read: Callable[[], np.ndarray]) -> np.ndarray:
         """An image's pixels, by content hash; the last one read is kept. Read outside the
@@ -194,3 +246,15 @@ class ModelHub:
             return generator.generate(
                 embedding=torch.from_numpy(emb.features), original_size=emb.original_size
             )
+
+
+def _refined(
+    image: np.ndarray, pred: Prediction, crop: tuple[int, int, int, int] | None
+) -> Prediction:
+    """``pred`` (masks as logits) snapped to the image's edges (``segany.refine``), with the
+    radius of the crop the model saw when it zoomed."""
+    from segany.refine import default_radius, refine_logits
+
+    radius = None if crop is None else default_radius((crop[3] - crop[1], crop[2] - crop[0]))
+    masks = refine_logits(image, pred.masks, radius) > 0
+    return Prediction(masks=masks, scores=pred.scores, logits=pred.logits)

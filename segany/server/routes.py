@@ -40,9 +40,13 @@ def project(request: Request) -> dict[str, Any]:
         "model_version": st.hub.current,
         "max_upload_bytes": st.settings.max_upload_bytes,
         "max_pixels": st.settings.max_pixels,
-        # Refined masks need the image's pixels: with --refine the page decodes on the server.
-        "decoder_onnx": _decoder_available() and not st.settings.refine,
+        # Refined masks and zoomed corrections need the image's pixels: the page then decodes
+        # on the server.
+        "decoder_onnx": _decoder_available()
+        and not st.settings.refine
+        and st.settings.zoom_clicks is None,
         "refine": st.settings.refine,
+        "zoom_clicks": st.settings.zoom_clicks,
     }
 
 
@@ -169,19 +173,38 @@ def decode(request: Request, image_id: int, body: schemas.DecodeIn) -> schemas.D
         mask = body.mask_input.array()
     emb = _embedding(request, image_id)
     refine = st.settings.refine if body.refine is None else body.refine
-    pred = st.hub.decode(
-        emb,
-        points=points,
-        labels=labels,
-        box=box,
-        mask_input=mask,
-        multimask=body.multimask,
-        image=_image(request, image_id) if refine else None,
-    )
+    frame = None
+    if st.settings.zoom_clicks is not None:
+        pred, frame = st.hub.decode_zoomed(
+            emb,
+            st.notes.image(image_id).sha256,
+            _image(request, image_id),
+            click_margin=st.settings.zoom_clicks,
+            points=points,
+            labels=labels,
+            box=box,
+            mask_input=mask,
+            mask_input_frame=body.mask_input_frame,
+            multimask=body.multimask,
+            refine=refine,
+        )
+    elif body.mask_input_frame is not None:
+        raise InputError("mask_input_frame is for a server that zooms corrections (--zoom-clicks)")
+    else:
+        pred = st.hub.decode(
+            emb,
+            points=points,
+            labels=labels,
+            box=box,
+            mask_input=mask,
+            multimask=body.multimask,
+            image=_image(request, image_id) if refine else None,
+        )
     return schemas.DecodeOut(
         masks=[schemas.RLE(**r) for r in encode_rles(pred.masks)],
         scores=[float(s) for s in pred.scores],
         low_res_logits=schemas.Tensor.of(pred.logits),
+        logits_frame=None if frame is None else list(frame),
         model_version=st.hub.current,
     )
 

@@ -82,6 +82,10 @@ class DecodeIn(Strict):
     labels: list[int] | None = Field(None, description="N: 1 positive, 0 negative")
     box: list[float] | None = Field(None, description="XYXY pixels")
     mask_input: Tensor | None = Field(None, description="1×s×s low-res logits of a call")
+    mask_input_frame: list[int] | None = Field(
+        None,
+        description="the logits_frame that came with mask_input (a server zooming corrections)",
+    )
     multimask: bool = True
     refine: bool | None = Field(
         None, description="snap the masks to the image's edges (default: the server's setting)"
@@ -92,6 +96,10 @@ class DecodeOut(BaseModel):
     masks: list[RLE]
     scores: list[float]
     low_res_logits: Tensor
+    logits_frame: list[int] | None = Field(
+        None,
+        description="x0, y0, x1, y1: the crop the low-res logits lie in (None: the whole image)",
+    )
     model_version: int
 
 

@@ -25,7 +25,9 @@ class ServerSettings:
     ``cache``: the shared on-disk embedding cache the encoder also reads and fills (a folder;
     None: ``$SEGANY_CACHE`` when set; False: none), besides the project's own embeddings.
     ``refine``: decoded masks are snapped to the image's edges (``segany.refine``) unless a
-    request says otherwise."""
+    request says otherwise. ``zoom_clicks``: each corrective click is answered on a crop
+    around the mask it corrects, this margin times its side on each side (``segany.zoom``;
+    None: off)."""
 
     project_dir: Path
     db_url: str | None = None
@@ -41,6 +43,7 @@ class ServerSettings:
     precision: str = "fp32"
     cache: str | Path | bool | None = None
     refine: bool = False
+    zoom_clicks: float | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -48,6 +51,8 @@ class ServerSettings:
         if self.max_upload_bytes < 1 or self.max_pixels < 1 or self.embedding_cache < 1:
             raise InputError("max_upload_bytes, max_pixels and embedding_cache must be ≥ 1")
         check_precision(self.precision)
+        if self.zoom_clicks is not None and not 0 <= self.zoom_clicks < float("inf"):
+            raise InputError(f"the click zoom margin must be a number ≥ 0, got {self.zoom_clicks}")
         if self.token is not None and len(self.token) < 8:
             raise InputError("the token must be at least 8 characters long")
         if not is_loopback(self.host) and not self.token:

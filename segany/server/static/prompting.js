@@ -8,6 +8,7 @@ import { $, api, overlay, redraw, state, status, view } from "./state.js";
 export function resetPrompt() {
   state.prompt = { points: [], labels: [], box: null };
   state.previous = null;
+  state.previousFrame = null;
   state.outputs = [];
   state.choice = 0;
   state.current = null;
@@ -22,6 +23,7 @@ export function snapshot() {
   state.history.push({
     prompt: structuredClone(state.prompt),
     previous: state.previous,
+    previousFrame: state.previousFrame,
     outputs: state.outputs,
     choice: state.choice,
     current: state.current && state.current.slice(),
@@ -51,6 +53,8 @@ export async function decodeWith(prompt, multimask, where) {
     let binary = "";
     for (let i = 0; i < bytes.length; i++) binary += String.fromCharCode(bytes[i]);
     body.mask_input = { shape: [1, s, s], data: btoa(binary) };
+    // A server that zooms corrections returns logits of a crop and needs to know which.
+    if (prompt.maskFrame) body.mask_input_frame = prompt.maskFrame;
   }
   const { body: out } = await api(`/images/${state.image.id}/decode`, { json: body });
   const low = Uint8Array.from(atob(out.low_res_logits.data), (c) => c.charCodeAt(0));
@@ -60,12 +64,13 @@ export async function decodeWith(prompt, multimask, where) {
     mask: rleDecode(rle),
     score: out.scores[k],
     lowRes: logits.slice(k * s, (k + 1) * s),
+    frame: out.logits_frame || null,
   }));
 }
 
 async function decodePrompt() {
   if (!state.embedding) return;
-  const prompt = { ...state.prompt, maskInput: state.previous };
+  const prompt = { ...state.prompt, maskInput: state.previous, maskFrame: state.previousFrame };
   // The paper's loop: the first click gives 3 candidates; later clicks refine the chosen one.
   const multimask = !state.previous && !prompt.box && prompt.points.length === 1;
   const outputs = await decodeWith(prompt, multimask);
@@ -82,7 +87,10 @@ async function decodePrompt() {
 function showChoice(feed) {
   const output = state.outputs[state.choice];
   if (output) {
-    if (feed) state.previous = output.lowRes;
+    if (feed) {
+      state.previous = output.lowRes;
+      state.previousFrame = output.frame || null;
+    }
     state.current = output.mask.slice();
     $("mask-info").textContent =
       `output ${state.choice + 1}/${state.outputs.length} · IoU ${output.score.toFixed(3)}`;
@@ -97,6 +105,7 @@ export function cycle() {
   snapshot();
   state.choice = (state.choice + 1) % state.outputs.length;
   state.previous = state.outputs[state.choice].lowRes;
+  state.previousFrame = state.outputs[state.choice].frame || null;
   showChoice(false);
 }
 

@@ -15,6 +15,7 @@ export const state = {
   modelVersion: 0,
   prompt: { points: [], labels: [], box: null },
   previous: null, // low-res logits of the chosen output, fed back on the next click
+  previousFrame: null, // the crop those logits lie in, when the server zoomed (else null)
   outputs: [],
   choice: 0,
   current: null, // the mask being made: Uint8Array(H*W)
