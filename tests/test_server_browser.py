@@ -233,6 +233,18 @@ def test_annotate_in_the_browser(page, server, tmp_path):
                            ".startsWith('1 annotated')")  # fmt: skip
 
 
+def _coins_decoded_on_the_server(browser, url: str, errors: list[str], folder: Path):
+    """A page on a server that decodes (the in-browser decoder off), the coins uploaded and
+    embedded: (page, the uploaded file)."""
+    page = open_page(browser, url, errors)
+    assert page.get_attribute("body", "data-decoder") == "server"
+    image_file = folder / "coins.png"
+    image_file.write_bytes(coins_png())
+    page.set_input_files("#upload", str(image_file))
+    page.wait_for_function("window.segany.state.embedding !== null", timeout=120_000)
+    return page, image_file
+
+
 def test_a_server_that_refines_decodes_the_pages_clicks(browser, tmp_path_factory, tmp_path):
     """`segany serve --refine`: the page decodes on the server, whose masks are refined."""
     from segany.masks import decode_rle
@@ -240,12 +252,7 @@ def test_a_server_that_refines_decodes_the_pages_clicks(browser, tmp_path_factor
     root = tmp_path_factory.mktemp("refine")
     errors: list[str] = []
     with _serve(root, "--refine") as (url, _):
-        page = open_page(browser, url, errors)
-        assert page.get_attribute("body", "data-decoder") == "server"
-        image_file = tmp_path / "coins.png"
-        image_file.write_bytes(coins_png())
-        page.set_input_files("#upload", str(image_file))
-        page.wait_for_function("window.segany.state.embedding !== null", timeout=120_000)
+        page, _ = _coins_decoded_on_the_server(browser, url, errors, tmp_path)
         sx, sy = canvas_point(page, *COIN)
         page.mouse.click(sx, sy)
         page.wait_for_function("window.segany.state.current !== null", timeout=30_000)
@@ -284,12 +291,7 @@ def test_a_server_that_zooms_corrections_gets_their_crop_back_from_the_page(
     errors: list[str] = []
     clicks = [((330, 250), "left"), ((342, 260), "right"), ((320, 245), "left")]  # a small coin
     with _serve(root, "--zoom-clicks") as (url, _):
-        page = open_page(browser, url, errors)
-        assert page.get_attribute("body", "data-decoder") == "server"
-        image_file = tmp_path / "coins.png"
-        image_file.write_bytes(coins_png())
-        page.set_input_files("#upload", str(image_file))
-        page.wait_for_function("window.segany.state.embedding !== null", timeout=120_000)
+        page, image_file = _coins_decoded_on_the_server(browser, url, errors, tmp_path)
         frames = []
         for k, ((x, y), button) in enumerate(clicks):
             page.mouse.click(*canvas_point(page, x, y), button=button)
