@@ -65,8 +65,10 @@ def _handler(b: Behaviour) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if b.cut_after is not None:
                 body = body[: b.cut_after]
-            self.wfile.write(body)
+            # Counted before the write: the client can finish reading (and the test assert)
+            # before this thread runs another line after it.
             b.bytes_sent += len(body)
+            self.wfile.write(body)
             self.close_connection = True
 
     return Handler
