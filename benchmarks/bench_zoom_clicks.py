@@ -38,7 +38,11 @@ class Timed:
             "correction, nothing encoded": [],
         }
         self._encoded = 0
-        encoder.register_forward_hook(lambda *_: self._count())
+        self._hook = encoder.register_forward_hook(lambda *_: self._count())
+
+    def close(self) -> None:
+        """Stop counting the encoder's calls (the model is shared between runs)."""
+        self._hook.remove()
 
     def _count(self) -> None:
         self._encoded += 1
@@ -74,7 +78,10 @@ def main() -> None:
         if args.refine:
             pred = RefinedPredictor(pred)
         timed = Timed(pred, model.image_encoder)
-        evaluate_clicks(timed, samples, max_clicks=args.clicks, bootstrap=0)
+        try:
+            evaluate_clicks(timed, samples, max_clicks=args.clicks, bootstrap=0)
+        finally:
+            timed.close()
         name = "whole image" if margin is None else f"zoomed (click margin {margin})"
         parts = [
             f"{kind} {statistics.median(ts):.1f} ms (max {max(ts):.1f}, n={len(ts)})"
