@@ -6,6 +6,7 @@ Options mirror ``segany.train.TrainConfig``; those not given keep the library's 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from typing import TYPE_CHECKING, cast
 
@@ -151,6 +152,9 @@ def _register_synth(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-n", "--count", type=positive_int, default=1000, help="number of images")
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--size", type=positive_int, help="longest image side in pixels")
+    p.add_argument(
+        "--gray", type=fraction, default=0.0, metavar="SHARE", help="share of grey scenes (0)"
+    )
     add_output_options(p)
     p.set_defaults(run=run_synth)
 
@@ -280,6 +284,7 @@ def run_synth(args: argparse.Namespace) -> int:
     cfg = SynthConfig()
     if args.size:  # keep the default aspect range (short side at least 3/4 of the long one)
         cfg = SynthConfig(long_side=args.size, min_short_side=max(1, args.size * 3 // 4))
+    cfg = dataclasses.replace(cfg, gray_prob=args.gray)
     out = write_sa1b(args.out, args.count, args.seed, cfg, progress=not args.quiet)
     console.summary({"out": str(out), "count": args.count, "seed": args.seed})
     console.info(f"wrote {args.count} images to {out}")

@@ -74,6 +74,9 @@ class SynthConfig:
     hole_prob: float = 0.12
     part_prob: float = 0.15
     split_prob: float = 0.1
+    # Share of scenes turned to grey (scans, microscopy, old photos). 0 by default: a scene then
+    # draws no extra random number, so the scenes of every earlier seed stay what they were.
+    gray_prob: float = 0.0
 
 
 @lru_cache(maxsize=1)
@@ -232,6 +235,8 @@ def make_scene(
     if rng.random() < 0.3:
         image = image * sp.spotlight(rng, h, w)
     out = sp.camera(rng, image)
+    if cfg.gray_prob > 0 and rng.random() < cfg.gray_prob:
+        out = sp.to_gray(out)
     masks = [v for v in visible if int(v.sum()) >= cfg.min_area]
     return out, masks
 

@@ -132,3 +132,9 @@ def camera(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
         if decoded is not None:
             out = np.ascontiguousarray(decoded[..., ::-1])
     return out
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """The luminance of an ``H×W×3`` uint8 image, repeated in three channels (uint8)."""
+    gray = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+    return np.repeat(gray[..., None], 3, axis=2)
