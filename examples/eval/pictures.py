@@ -6,7 +6,8 @@ zoomed crop, ``segany.zoom``, then refined) and a baseline's mask (red fill, cli
 in cyan), each with its IoU.
 Run from the repository root:
 
-    python examples/eval/pictures.py OUT.png [MODEL]        # MODEL: default, the bundled one
+    python examples/eval/pictures.py OUT.png [MODEL] [CASES]  # MODEL: default, the bundled one
+    # CASES: IMAGE:OBJECT:point|box,... (default: CASES below); "" for the bundled model
 """
 
 from __future__ import annotations
@@ -63,15 +64,27 @@ def _tile(image: np.ndarray, mask: np.ndarray | None, gt: np.ndarray, prompt, te
     return tile
 
 
-def main(out: str, model_name: str | None = None) -> None:
+def _cases(text: str | None) -> list[tuple[str, int, str]]:
+    if not text:
+        return CASES
+    out = []
+    for item in text.split(","):
+        image_id, object_id, kind = item.split(":")
+        if kind not in ("point", "box"):
+            raise SystemExit(f"a case's prompt is 'point' or 'box', got {kind!r} in {item!r}")
+        out.append((image_id, int(object_id), kind))
+    return out
+
+
+def main(out: str, model_name: str | None = None, cases: str | None = None) -> None:
     dataset = {s.image_id: s for s in open_dataset(HERE)}
     # One predictor under both wrappers; its in-memory cache answers the second set_image, so
     # each image is encoded once.
-    predictor = Predictor(load_model(model_name), cache_size=1)
+    predictor = Predictor(load_model(model_name or None), cache_size=1)
     refined, zoomed = RefinedPredictor(predictor), RefinedPredictor(ZoomPredictor(predictor))
     wand, cut = FloodFill(), GrabCut()
     rows = []
-    for image_id, object_id, kind in CASES:
+    for image_id, object_id, kind in _cases(cases):
         sample = dataset[image_id]
         image = sample.load_image()
         gt = next(o for o in sample.objects if o.object_id == object_id).mask()
