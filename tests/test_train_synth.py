@@ -17,14 +17,19 @@ def _scene(cfg: SynthConfig, i: int) -> tuple[np.ndarray, list[np.ndarray]]:
     return make_scene(np.random.default_rng([5, i]), cfg)
 
 
-def test_gray_prob_off_by_default_leaves_scenes_unchanged():
+def test_gray_prob_zero_draws_nothing_extra_so_earlier_seeds_are_unchanged():
+    """At 0 the scene consumes exactly the random numbers it did before the grey share existed:
+    a share too small ever to fire gives the same image but costs one more draw, and only one."""
     assert SynthConfig().gray_prob == 0.0
     for i in range(3):
-        a_img, a_masks = _scene(SMALL, i)
-        b_img, b_masks = _scene(dataclasses.replace(SMALL, gray_prob=0.0), i)
+        off, never = np.random.default_rng([5, i]), np.random.default_rng([5, i])
+        a_img, a_masks = make_scene(off, SMALL)
+        b_img, b_masks = make_scene(never, dataclasses.replace(SMALL, gray_prob=1e-300))
         np.testing.assert_array_equal(a_img, b_img)
         assert len(a_masks) == len(b_masks)
         assert not np.array_equal(a_img[..., 0], a_img[..., 1])  # colour scenes stay colour
+        off.random()  # the one draw the share makes when it is not 0
+        np.testing.assert_array_equal(off.random(4), never.random(4))
 
 
 def test_gray_scene_is_the_luminance_of_the_colour_scene():
