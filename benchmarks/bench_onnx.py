@@ -29,8 +29,8 @@ from helpers import reference_model, seeded_model  # noqa: E402
 
 from segany.checkpoints import load_model  # noqa: E402
 from segany.export import OnnxPredictor, export_pair  # noqa: E402
+from segany.inference.predictor import Predictor  # noqa: E402
 from segany.models import get_config  # noqa: E402
-from segany.predictor import Predictor  # noqa: E402
 
 
 def fastest(fn, repeats: int) -> float:

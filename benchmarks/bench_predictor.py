@@ -22,8 +22,8 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "stubs")]
 
 from helpers import max_rel_err, reference_model, seeded_model  # noqa: E402
 
+from segany.inference.predictor import Predictor  # noqa: E402
 from segany.models import get_config  # noqa: E402
-from segany.predictor import Predictor  # noqa: E402
 
 
 def race(ref_fn, our_fn, repeats: int) -> tuple[float, float]:

@@ -36,9 +36,9 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "stubs")]
 
 from helpers import max_rel_err, reference_model, seeded_model  # noqa: E402
 
-from segany import precision as P  # noqa: E402
+from segany.inference import precision as P  # noqa: E402
+from segany.inference.predictor import Predictor  # noqa: E402
 from segany.models import get_config  # noqa: E402
-from segany.predictor import Predictor  # noqa: E402
 
 
 def _rss() -> int:

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-import segany.modeling.image_encoder as ie
+import segany.modeling.vit.encoder as ie
 from segany.models import build_sam
 
 

@@ -21,7 +21,7 @@ import torch
 
 from segany.checkpoints import load_model
 from segany.evaluate import evaluate_clicks
-from segany.predictor import Predictor
+from segany.inference.predictor import Predictor
 from segany.refine import RefinedPredictor
 from segany.train.quality import coins_samples
 from segany.zoom import DEFAULT_CLICK_MARGIN, ZoomPredictor

@@ -21,8 +21,8 @@ _EXPORTS = {
     "build_sam": "segany.models",
     "load_model": "segany.checkpoints",
     "save_model": "segany.checkpoints",
-    "Prediction": "segany.prediction",
-    "Predictor": "segany.predictor",
+    "Prediction": "segany.inference.prediction",
+    "Predictor": "segany.inference.predictor",
     "MaskGenerator": "segany.automatic",
     "MaskRecord": "segany.automatic",
     "RefinedPredictor": "segany.refine",
@@ -51,9 +51,9 @@ if TYPE_CHECKING:
     from segany.automatic import MaskGenerator, MaskRecord
     from segany.checkpoints import load_model, save_model
     from segany.errors import CheckpointError, DownloadError, InputError, SeganyError
+    from segany.inference.prediction import Prediction
+    from segany.inference.predictor import Predictor
     from segany.models import VARIANTS, SamConfig, build_sam
-    from segany.prediction import Prediction
-    from segany.predictor import Predictor
     from segany.refine import RefinedPredictor
     from segany.zoom import ZoomPredictor
 

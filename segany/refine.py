@@ -29,7 +29,7 @@ import numpy as np
 
 from segany.errors import InputError
 from segany.images import ImageLike, to_rgb_uint8
-from segany.prediction import Prediction
+from segany.inference.prediction import Prediction
 
 __all__ = [
     "DEFAULT_EPS",

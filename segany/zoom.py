@@ -31,9 +31,9 @@ from torch.nn import functional as F
 
 from segany.errors import InputError
 from segany.images import ImageLike, to_rgb_uint8
-from segany.postprocess import upscale_logits
-from segany.prediction import Prediction
-from segany.predictor import Predictor
+from segany.inference.prediction import Prediction
+from segany.inference.predictor import Predictor
+from segany.modeling.sam_upscale import upscale_logits
 from segany.prompts import check_prompts
 from segany.transforms import preprocess_shape
 
@@ -72,7 +72,7 @@ Frame = tuple[int, int, int, int]  # x0, y0, x1, y1: end-exclusive pixels of the
 
 def logits_to_pixels(low_res: np.ndarray, size: tuple[int, int], long_side: int) -> torch.Tensor:
     """s×s low-res logits of an image (or crop) of ``size`` (h, w), seen at ``long_side``, as
-    h×w logits: the model's own postprocessing (``segany.postprocess.upscale_logits``)."""
+    h×w logits: the model's own postprocessing (``segany.modeling.sam_upscale.upscale_logits``)."""
     ih, iw = preprocess_shape(size[0], size[1], long_side)
     x = torch.from_numpy(np.ascontiguousarray(low_res, dtype=np.float32))
     return upscale_logits(x, (ih, iw), size, long_side)

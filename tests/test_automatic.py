@@ -17,13 +17,13 @@ from helpers import SMALL, perturb_, reference_model
 from PIL import Image
 from skimage import data
 
-from segany import decoding
 from segany import masks as M
 from segany.automatic import PRESETS, MaskGenerator, MaskRecord
-from segany.automatic.point_decoder import PointDecoder
 from segany.errors import InputError
+from segany.inference.predictor import Predictor
+from segany.modeling import mask_decoder_shared as decoding
+from segany.modeling.mask_decoder_shared import PointDecoder
 from segany.models import SamConfig, build_sam
-from segany.predictor import Predictor
 
 TOL = 1e-4
 KEYS = ["segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score"]

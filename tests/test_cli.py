@@ -96,8 +96,8 @@ def error_line(proc) -> str:
 def test_segment_points_writes_masks_overlay_and_json(tmp_path, model_path, images):
     from segany.checkpoints import load_model
     from segany.formats import read_image, read_mask_png
+    from segany.inference.predictor import Predictor
     from segany.masks import decode_rle
-    from segany.predictor import Predictor
 
     out = tmp_path / "seg"
     proc = segany(
@@ -143,7 +143,7 @@ def test_segment_boxes_one_prompt_each(tmp_path, model_path, images):
 def test_segment_refine_writes_the_refined_masks(tmp_path, model_path, images):
     from segany.checkpoints import load_model
     from segany.formats import read_image, read_mask_png
-    from segany.predictor import Predictor
+    from segany.inference.predictor import Predictor
     from segany.refine import RefinedPredictor
 
     out = tmp_path / "seg"

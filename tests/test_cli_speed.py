@@ -39,7 +39,9 @@ def test_compile_option_runs_the_encoder_through_torch_compile(
 ):
     compiled = []
 
-    def fake_compile(module, **kw):  # the real one takes ~15 s here (tests/test_precision.py)
+    def fake_compile(
+        module, **kw
+    ):  # the real one takes ~15 s here (tests/test_inference_precision.py)
         compiled.append(module)
         return module
 

@@ -15,7 +15,7 @@ from eval_fixtures import make_scenes, tiny_model, write_coco, write_sa1b
 from segany.checkpoints import load_model, save_model
 from segany.cli import main
 from segany.evaluate import evaluate_prompts, open_dataset, subset
-from segany.predictor import Predictor
+from segany.inference.predictor import Predictor
 from segany.zoom import ZoomPredictor
 
 

@@ -11,7 +11,7 @@ from eval_fixtures import make_scenes, tiny_model, write_coco, write_sa1b
 from scipy import ndimage
 
 from segany.evaluate import CocoDataset, Sa1bDataset, evaluate_auto, evaluate_prompts
-from segany.predictor import Predictor
+from segany.inference.predictor import Predictor
 
 EIGHT = np.ones((3, 3), bool)  # 8-connectivity
 

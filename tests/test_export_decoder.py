@@ -111,7 +111,7 @@ def test_int8_decoder_close_to_fp32(tmp_path):
     from skimage import data
 
     from segany.checkpoints import load_model
-    from segany.predictor import Predictor
+    from segany.inference.predictor import Predictor
 
     model = load_model()
     fp32_path = export_decoder(model, tmp_path / "f.onnx", return_single_mask=False)
@@ -211,7 +211,7 @@ def test_official_notebook_usage_matches_reference_export(model, tmp_path):
 
 def test_multimask_matches_predictor(model, tmp_path):
     """A point plus the padding point the demo adds = segany.Predictor with one point."""
-    from segany.predictor import Predictor
+    from segany.inference.predictor import Predictor
 
     session = _session(export_decoder(model, tmp_path / "m.onnx", return_single_mask=False))
     predictor = Predictor(model)

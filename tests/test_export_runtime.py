@@ -26,7 +26,7 @@ from segany.checkpoints import load_model
 from segany.errors import InputError
 from segany.export.exporters import export_decoder, export_encoder, export_pair
 from segany.export.runtime import OnnxPredictor, preprocess_shape, to_input_frame
-from segany.predictor import Prediction, Predictor
+from segany.inference.predictor import Prediction, Predictor
 from segany.transforms import ResizeLongestSide
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is part of .[dev]")

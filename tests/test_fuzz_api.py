@@ -30,8 +30,8 @@ from segany.formats import label_map, read_coco
 from segany.formats.images import find_images
 from segany.formats.sa1b import parse_sa1b
 from segany.images import read_image, to_rgb_uint8
+from segany.inference.predictor import Predictor
 from segany.masks import decode_rle
-from segany.predictor import Predictor
 
 OK = "ok"
 EMB = (1, SMALL.prompt_embed_dim, SMALL.embedding_size, SMALL.embedding_size)

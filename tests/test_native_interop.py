@@ -12,7 +12,7 @@ from helpers import SMALL, seeded_model
 
 from segany.automatic import MaskGenerator, MaskRecord
 from segany.errors import InputError
-from segany.predictor import Predictor
+from segany.inference.predictor import Predictor
 
 KEYS = ["segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score"]
 KEYS.append("crop_box")

@@ -9,7 +9,7 @@ from PIL import Image
 
 from segany.errors import InputError
 from segany.images import to_rgb_uint8
-from segany.predictor import Prediction, Predictor
+from segany.inference.predictor import Prediction, Predictor
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import torch
 from helpers import SMALL, max_rel_err, reference_model, seeded_model
 from skimage import data
 
+from segany.inference.predictor import Predictor
 from segany.models import VIT_B
-from segany.predictor import Predictor
 
 TOL = 1e-4
 

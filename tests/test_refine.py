@@ -7,8 +7,8 @@ import pytest
 from helpers import SMALL, perturb_
 
 from segany.errors import InputError
+from segany.inference.predictor import Predictor
 from segany.models import build_sam
-from segany.predictor import Predictor
 from segany.refine import RefinedPredictor, default_radius, guided_filter, refine_logits
 from segany.zoom import ZoomPredictor
 
@@ -246,7 +246,7 @@ def test_large_radii_take_the_fast_filter_with_the_same_masks(monkeypatch):
 def test_any_predictor_with_return_logits_can_be_refined():
     """The onnxruntime backend has no torch ``model``; anything with the predict contract
     is refined the same way."""
-    from segany.prediction import Prediction
+    from segany.inference.prediction import Prediction
 
     class Fixed:  # answers every prompt with the same logits
         def __init__(self, logits):

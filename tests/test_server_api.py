@@ -172,7 +172,7 @@ def test_shared_embedding_cache(tmp_path, tiny, monkeypatch):
     client.get(f"/api/images/{upload(client)['id']}/embedding")
     assert len(list((tmp_path / "shared").glob("*.safetensors"))) == 1
     # another project on the same image skips the encoder: the shared cache has it
-    from segany import predictor
+    from segany.inference import predictor
 
     runs = []
     encode = predictor.encode

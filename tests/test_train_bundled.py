@@ -88,7 +88,7 @@ def test_bundled_model_keeps_its_refined_figures_on_the_real_evaluation_set():
     """The same set with the masks refined (segany.refine), boxes zoomed then refined."""
     from segany.checkpoints import load_model
     from segany.evaluate import evaluate_prompts, open_dataset
-    from segany.predictor import Predictor
+    from segany.inference.predictor import Predictor
     from segany.refine import RefinedPredictor
     from segany.zoom import ZoomPredictor
 
@@ -114,7 +114,7 @@ def _zoomed_clicks3(model, samples: list, prefix: str) -> dict[str, float]:
     """mIoU after 3 clicks with corrections answered on crops (``click_margin``), plain and
     refined."""
     from segany.evaluate import evaluate_clicks
-    from segany.predictor import Predictor
+    from segany.inference.predictor import Predictor
     from segany.refine import RefinedPredictor
     from segany.zoom import DEFAULT_CLICK_MARGIN, ZoomPredictor
 
@@ -152,7 +152,7 @@ def test_bundled_model_keeps_its_figures_on_the_independent_check():
     box zoomed then refined. A change of model must be measured here again, not tuned here."""
     from segany.checkpoints import load_model
     from segany.evaluate import evaluate_prompts
-    from segany.predictor import Predictor
+    from segany.inference.predictor import Predictor
     from segany.refine import RefinedPredictor
     from segany.train.quality import measure
     from segany.zoom import ZoomPredictor

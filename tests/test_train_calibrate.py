@@ -14,8 +14,8 @@ from segany.automatic import PRESETS, MaskGenerator
 from segany.checkpoints import load_model, save_model
 from segany.config import SamConfig
 from segany.errors import InputError
+from segany.inference.predictor import Predictor
 from segany.models import build_sam
-from segany.predictor import Predictor
 from segany.train.calibrate import (
     ThresholdRow,
     fit_logit_scale,

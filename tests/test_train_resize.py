@@ -9,7 +9,7 @@ import torch
 from helpers import SMALL, reference_model, seeded_model
 
 from segany.errors import InputError
-from segany.modeling.image_encoder import relative_position_table
+from segany.modeling.vit.encoder import relative_position_table
 from segany.train.resize import resize_input
 
 

@@ -10,8 +10,8 @@ from helpers import SMALL, perturb_
 from segany.cli.common import CLICK_ZOOM_MARGIN
 from segany.cli.eval import ZOOM_MARGIN
 from segany.errors import InputError
+from segany.inference.predictor import Predictor
 from segany.models import build_sam
-from segany.predictor import Predictor
 from segany.zoom import (
     DEFAULT_CLICK_MARGIN,
     DEFAULT_MARGIN,

@@ -22,7 +22,7 @@ from PIL import Image
 from segany.checkpoints import load_model
 from segany.evaluate import center_point, mask_box, mask_iou, open_dataset
 from segany.evaluate.baselines import FloodFill, GrabCut
-from segany.predictor import Predictor
+from segany.inference.predictor import Predictor
 from segany.refine import RefinedPredictor
 from segany.zoom import ZoomPredictor
 

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from segany import masks as M
-from segany.automatic.point_decoder import PointDecoder
 from segany.automatic.select import (
     CropMasks,
     MaskCandidates,
@@ -32,6 +31,8 @@ from segany.automatic.select import (
 )
 from segany.errors import InputError
 from segany.images import ImageLike, to_rgb_uint8
+from segany.inference.predictor import Predictor
+from segany.inference.thread_pool import map_ordered
 from segany.limits import (
     MAX_CROP_LAYERS,
     MAX_POINTS_PER_BATCH,
@@ -40,9 +41,8 @@ from segany.limits import (
     check_size_pair,
 )
 from segany.modeling import Sam
-from segany.postprocess import upscale_with_stability
-from segany.predictor import Predictor
-from segany.side_by_side import map_ordered
+from segany.modeling.mask_decoder_shared import PointDecoder
+from segany.modeling.sam_upscale import upscale_with_stability
 
 __all__ = ["MaskGenerator", "PRESETS"]
 

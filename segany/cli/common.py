@@ -137,7 +137,8 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-# segany.precision.PRECISIONS, spelled out so that --help does not import torch (tested equal)
+# segany.inference.precision.PRECISIONS, spelled out so that --help does not import torch
+# (tested equal)
 PRECISION_CHOICES = ("fp32", "bf16", "fp16", "int8", "auto")
 
 
@@ -346,7 +347,7 @@ def load_model_from_args(args: argparse.Namespace, console: Console) -> Any:
 
 def predictor_from_args(args: argparse.Namespace, console: Console) -> Any:
     """A Predictor over the --model, with --precision and --cache/--no-cache applied."""
-    from segany.predictor import Predictor
+    from segany.inference.predictor import Predictor
 
     model = load_model_from_args(args, console)
     kwargs: dict[str, Any] = {}

@@ -111,7 +111,7 @@ class Annotator:
 
         from segany.automatic import MaskGenerator
         from segany.checkpoints import load_model
-        from segany.predictor import Predictor
+        from segany.inference.predictor import Predictor
 
         torch.set_num_threads(spec.threads)
         cv2.setNumThreads(spec.threads)

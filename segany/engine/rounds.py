@@ -105,7 +105,7 @@ def _heldout_quality(config: RoundConfig, spec: Any) -> dict[str, Any]:
     from segany.automatic import MaskGenerator
     from segany.checkpoints import load_model
     from segany.evaluate import evaluate_auto, evaluate_points, open_dataset, subset
-    from segany.predictor import Predictor
+    from segany.inference.predictor import Predictor
 
     torch.set_num_threads(spec.threads)
     model = cast("Sam", load_model(spec.model, progress=False))

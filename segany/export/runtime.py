@@ -22,7 +22,7 @@ from PIL import Image
 
 from segany.errors import InputError, MissingExtraError
 from segany.images import ImageLike, to_rgb_uint8
-from segany.prediction import Prediction
+from segany.inference.prediction import Prediction
 from segany.prompts import PromptBatch, check_prompts
 
 _OFFICIAL_MEAN = (123.675, 116.28, 103.53)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from segany.modeling.common import MLP, LayerNorm2d, MLPBlock
-from segany.modeling.image_encoder import ImageEncoderViT
 from segany.modeling.mask_decoder import MaskDecoder
 from segany.modeling.prompt_encoder import PromptEncoder
 from segany.modeling.sam import Sam
 from segany.modeling.transformer import TwoWayTransformer
+from segany.modeling.vit import ImageEncoderViT
 
 
 def build_sam_from_sizes(

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from segany.modeling.image_encoder import ImageEncoderViT
 from segany.modeling.mask_decoder import MaskDecoder
 from segany.modeling.prompt_encoder import PromptEncoder
+from segany.modeling.vit import ImageEncoderViT
 
 if TYPE_CHECKING:
     from segany.config import SamConfig

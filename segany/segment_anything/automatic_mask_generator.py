@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 
 from segany.automatic import MaskGenerator
+from segany.inference.predictor import Predictor
 from segany.modeling import Sam
-from segany.predictor import Predictor
 from segany.segment_anything.predictor import SamPredictor
 
 __all__ = ["SamAutomaticMaskGenerator"]

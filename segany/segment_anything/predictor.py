@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from segany.inference.predictor import Predictor
 from segany.modeling import Sam
-from segany.predictor import Predictor
 
 __all__ = ["SamPredictor"]
 

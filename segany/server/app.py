@@ -27,8 +27,8 @@ def build_state(settings: ServerSettings, model: Any = None) -> AppState:
     from sqlalchemy import select, update
 
     from segany.checkpoints import load_model
-    from segany.embedding_cache import resolve_cache
-    from segany.precision import resolve_precision
+    from segany.inference.embedding_cache import resolve_cache
+    from segany.inference.precision import resolve_precision
     from segany.server import exporting
     from segany.server.annotations import Annotations
     from segany.server.db import ModelVersion, TrainJob, now, open_database

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from segany.errors import InputError
-from segany.predictor import Prediction, Predictor
+from segany.inference.predictor import Prediction, Predictor
 
 ZOOMS_KEPT = 2  # images whose crop embeddings are kept for zoomed corrections
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from segany.errors import InputError
-from segany.precision import check_precision
+from segany.inference.precision import check_precision
 
 LOOPBACK = "127.0.0.1"
 
@@ -21,7 +21,7 @@ class ServerSettings:
 
     Limits: ``max_upload_bytes`` per uploaded file, ``max_pixels`` per image (decompression
     bombs), ``embedding_cache`` embeddings kept in memory (each is C×h×w float32).
-    ``precision``: the image encoder's mode (``segany.precision``; the decoder is fp32).
+    ``precision``: the image encoder's mode (``segany.inference.precision``; the decoder is fp32).
     ``cache``: the shared on-disk embedding cache the encoder also reads and fills (a folder;
     None: ``$SEGANY_CACHE`` when set; False: none), besides the project's own embeddings.
     ``refine``: decoded masks are snapped to the image's edges (``segany.refine``) unless a

@@ -51,8 +51,8 @@ def fit_logit_scale(
     found by a golden-section search on log k to a relative precision of 1e-3.
     """
     from segany.evaluate.prompts import center_point, mask_box
+    from segany.inference.predictor import Predictor
     from segany.masks import mask_iou
-    from segany.predictor import Predictor
 
     if not samples:
         raise InputError("fit_logit_scale needs at least one sample")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, cast
 
 import torch
 
-from segany.modeling.image_encoder import Block
+from segany.modeling.vit.encoder import Block
 
 if TYPE_CHECKING:
     from segany.modeling import Sam

@@ -47,7 +47,7 @@ def measure(
     the clicks protocol (previous logits fed back): mIoU after 1 and 3 clicks and NoC@85
     (capped at max_clicks). The model is left in the train/eval mode it came in."""
     from segany.evaluate import evaluate_prompts
-    from segany.predictor import Predictor
+    from segany.inference.predictor import Predictor
 
     protocols = ("point", "box", "clicks") if max_clicks >= 3 else ("point", "box")
     options.setdefault("max_clicks", max(max_clicks, 1))

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from segany.errors import InputError
 from segany.modeling import Sam
-from segany.modeling.image_encoder import resample_offsets
+from segany.modeling.vit.encoder import resample_offsets
 from segany.models import build_sam
 
 

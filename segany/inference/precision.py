@@ -33,9 +33,9 @@ from typing import cast
 import torch
 from torch import nn
 
-from segany.encoding import encode_image
 from segany.errors import InputError
-from segany.modeling.image_encoder import ImageEncoderViT
+from segany.modeling.vit.chunked import encode_image
+from segany.modeling.vit.encoder import ImageEncoderViT
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
 

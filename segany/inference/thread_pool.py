@@ -3,7 +3,7 @@
 A decoder pass over a few prompts is made of skinny matrix products (a few dozen rows against
 4096 image tokens). torch's own threads split each product, and with so little work per
 product a second core adds little. Measured on a 2-core host, vit_b, the automatic generator
-on a 16×16 grid (``benchmarks/bench_side_by_side.py``): 24.6–27.4 → 18.5–23.0 ms per prompt
+on a 16×16 grid (``benchmarks/bench_thread_pool.py``): 24.6–27.4 → 18.5–23.0 ms per prompt
 (medians of three runs) when the chunks of prompts go to two Python threads that each run
 torch with one thread instead of one thread running torch with two. torch releases the GIL
 inside its operations.

@@ -18,10 +18,10 @@ import torch
 from helpers import SMALL, seeded_model
 from test_predictor_parity import _cases, _photo
 
-from segany import precision as P
 from segany.automatic import MaskGenerator
 from segany.errors import InputError
-from segany.predictor import Predictor
+from segany.inference import precision as P
+from segany.inference.predictor import Predictor
 
 
 def test_unknown_precision_is_rejected():

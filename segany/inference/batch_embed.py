@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 import torch
 
-from segany.embedding_cache import EmbeddingCache, ImageEmbedding
 from segany.errors import InputError
 from segany.images import ImageLike, to_rgb_uint8
+from segany.inference.embedding_cache import EmbeddingCache, ImageEmbedding
+from segany.inference.precision import encode
 from segany.modeling import Sam
-from segany.precision import encode
 from segany.transforms import ResizeLongestSide
 
 

@@ -18,15 +18,15 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-from segany.decoding import PointDecoder
-from segany.embedding_cache import EmbeddingCache, ImageEmbedding, resolve_cache
 from segany.errors import InputError
 from segany.images import ImageLike, to_rgb_uint8
+from segany.inference.embedding_cache import EmbeddingCache, ImageEmbedding, resolve_cache
+from segany.inference.precision import encode, resolve_precision
+from segany.inference.prediction import Prediction
 from segany.limits import check_mask_volume, check_size_pair
 from segany.modeling import Sam
-from segany.postprocess import upscale_logits
-from segany.precision import encode, resolve_precision
-from segany.prediction import Prediction
+from segany.modeling.mask_decoder_shared import PointDecoder
+from segany.modeling.sam_upscale import upscale_logits
 from segany.prompts import (
     PromptBatch,
     check_embedding,
@@ -67,16 +67,16 @@ class Predictor:
 
     ``cache_size`` > 0 keeps that many image embeddings in memory keyed by the image's content,
     so setting an image seen before skips the encoder. ``cache``: an on-disk embedding cache
-    shared across processes and runs (``segany.embedding_cache``): a folder or an
+    shared across processes and runs (``segany.inference.embedding_cache``): a folder or an
     ``EmbeddingCache``; None (default) uses ``$SEGANY_CACHE`` when set; False turns it off.
     ``precision``: "fp32" (default; matches the official model to ~1e-6), "bf16" (a bf16 copy
     of the encoder) or "fp16" (encoder under autocast): several times faster on CPUs with the
     matrix units and on GPUs, warning once where only emulated; "int8" (encoder Linear layers
     dynamically quantised; CPU), or "auto" (the fastest of these this machine runs natively).
     ``self.precision`` is the resolved mode. Measured deviations from fp32 are in the README;
-    see ``segany.precision``. The decoder always runs in fp32. ``compile``: run the encoder
-    through ``torch.compile`` (off by default: on the CPUs measured it was no faster than the
-    eager path and took ~1 minute to compile the bundled model; it may help on a GPU).
+    see ``segany.inference.precision``. The decoder always runs in fp32. ``compile``: run the
+    encoder through ``torch.compile`` (off by default: on the CPUs measured it was no faster
+    than the eager path and took ~1 minute to compile the bundled model; it may help on a GPU).
     """
 
     decode_chunk = 4  # prompts per decoder call on CPU (see predict_torch)
@@ -286,7 +286,7 @@ class Predictor:
         """Embeddings of several images, encoded ``batch_size`` at a time (the disk cache is
         used and filled); the current image is left alone. Each result can be made current
         with ``set_embedding``."""
-        from segany.batching import embed_images
+        from segany.inference.batch_embed import embed_images
 
         return embed_images(
             self.model,
@@ -457,8 +457,9 @@ class Predictor:
             low_parts.append(low)
             iou_parts.append(iou)
         low_res, iou = torch.cat(low_parts), torch.cat(iou_parts)
-        # One banded operator per axis, the official two resizes' values (segany.postprocess);
-        # binary masks are thresholded block by block, without full-size float logits.
+        # One banded operator per axis, the official two resizes' values
+        # (segany.modeling.sam_upscale); binary masks are thresholded block by block, without
+        # full-size float logits.
         masks = upscale_logits(
             low_res,
             state.input_size,

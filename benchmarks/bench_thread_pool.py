@@ -1,4 +1,4 @@
-"""A/B of side-by-side decoding (``segany.side_by_side``): the same call with the decoder
+"""A/B of side-by-side decoding (``segany.inference.thread_pool``): the same call with the decoder
 chunks on worker threads (one torch thread each) and in one loop on the calling thread.
 
 The two variants alternate in one process, so the host's drift hits both alike; the medians
@@ -6,7 +6,7 @@ and minima of the rounds are printed. Case: the automatic generator (vit_b, seed
 random embedding, default thresholds). (The Predictor keeps the plain loop: at 365d411 it ran
 its chunks side by side, and 16 boxes with three masks each measured no faster.)
 
-    python benchmarks/bench_side_by_side.py --threads 2 --rounds 10
+    python benchmarks/bench_thread_pool.py --threads 2 --rounds 10
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from helpers import seeded_model  # noqa: E402
 
 import segany.automatic.generator as G  # noqa: E402
 from segany.automatic import MaskGenerator  # noqa: E402
+from segany.inference.predictor import Predictor  # noqa: E402
+from segany.inference.thread_pool import map_ordered  # noqa: E402
 from segany.models import get_config  # noqa: E402
-from segany.predictor import Predictor  # noqa: E402
-from segany.side_by_side import map_ordered  # noqa: E402
 
 
 def plain(fn: Callable[[Any], Any], items: Any) -> list[Any]:

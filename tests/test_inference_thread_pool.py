@@ -5,7 +5,7 @@ import threading
 import pytest
 import torch
 
-from segany.side_by_side import map_ordered
+from segany.inference.thread_pool import map_ordered
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""segany.postprocess: one banded operator per axis equals the official two bilinear resizes.
+"""segany.modeling.sam_upscale: one banded operator per axis equals the official two bilinear
+resizes.
 
 Tolerance: 1e-6 of the largest logit (float32 rounding of a different summation order);
 thresholded masks equal except where the official logit lies within that of the threshold.
@@ -11,7 +12,7 @@ import torch
 from helpers import SMALL, seeded_model
 
 from segany.masks import stability_score
-from segany.postprocess import axis_operator, upscale_logits, upscale_with_stability
+from segany.modeling.sam_upscale import axis_operator, upscale_logits, upscale_with_stability
 
 TOL = 1e-6
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from segany.modeling.image_encoder import Attention, Block, ImageEncoderViT, windowed_attention
+from segany.modeling.vit.encoder import Attention, Block, ImageEncoderViT, windowed_attention
 
 ROWS = 512  # tokens per chunk through the linear layers: 512×3072 floats = 6 MB
 # Below this size of the largest activation (the MLP's hidden layer over all tokens) every

@@ -142,7 +142,7 @@ class PointDecoder:
     embedding 1×C×h×w (from ``Predictor.get_image_embedding``). Prompts come as the prompt
     encoder's sparse embeddings B×T×C, with no mask input (the dense embedding is the learned
     "no mask" one). Each thread that calls an instance gets its own work buffer, kept between
-    its calls, so chunks of prompts may be decoded side by side (``segany.side_by_side``).
+    its calls, so chunks of prompts may be decoded side by side (``segany.inference.thread_pool``).
     """
 
     @torch.inference_mode()

@@ -17,8 +17,8 @@ from helpers import SMALL, seeded_model
 from test_predictor_parity import _photo
 
 from segany.automatic import MaskGenerator
-from segany.embedding_cache import EmbeddingCache, ImageEmbedding
-from segany.predictor import Predictor
+from segany.inference.embedding_cache import EmbeddingCache, ImageEmbedding
+from segany.inference.predictor import Predictor
 
 
 class EncoderCalls:
@@ -144,7 +144,7 @@ def test_mask_generator_uses_the_same_cache(tmp_path):
 _WRITER = textwrap.dedent(
     """
     import sys, torch
-    from segany.embedding_cache import ImageEmbedding, EmbeddingCache
+    from segany.inference.embedding_cache import ImageEmbedding, EmbeddingCache
     folder, key, value = sys.argv[1], sys.argv[2], float(sys.argv[3])
     cache = EmbeddingCache(folder)
     entry = ImageEmbedding(torch.full((1, 256, 64, 64), value), (5, 5), (1024, 1024))

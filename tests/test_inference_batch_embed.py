@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import SMALL, max_rel_err, seeded_model
-from test_embedding_cache import EncoderCalls
+from test_inference_embedding_cache import EncoderCalls
 from test_predictor_parity import _photo
 
 from segany.errors import InputError
-from segany.predictor import Predictor
+from segany.inference.predictor import Predictor
 
 
 def test_batched_embeddings_equal_single_ones():

@@ -1,6 +1,6 @@
-"""The encoder's chunked inference path (segany.encoding) against the reference encoder and
-against ``ImageEncoderViT.forward``, with chunks small enough that every loop runs several
-times and the windows need padding."""
+"""The encoder's chunked inference path (segany.modeling.vit.chunked) against the reference
+encoder and against ``ImageEncoderViT.forward``, with chunks small enough that every loop runs
+several times and the windows need padding."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 from helpers import SMALL, max_rel_err, reference_model, seeded_model
 
-from segany import encoding
-from segany import precision as P
-from segany.modeling.image_encoder import Attention
+from segany.inference import precision as P
+from segany.modeling.vit import chunked as encoding
+from segany.modeling.vit.encoder import Attention
 
 # window 5 on the 16×16 grid pads it to 20×20: the padding path of every windowed block
 PADDED = dataclasses.replace(
