@@ -1,6 +1,7 @@
 """The variant registry: one frozen config per SAM variant and one builder.
 
-``SamConfig`` itself is defined in ``segany.config`` and re-exported here.
+``SamConfig`` itself is defined in ``segany.config`` and re-exported here. A variant's encoder is
+a family's config (``ViTConfig`` for SAM 1); a new family registers its variants here.
 
 The numbers of every variant live here and nowhere else. Custom variants (another input size,
 depth or width, e.g. the bundled ``tiny`` model) are plain ``SamConfig`` values built the same way.
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from segany.config import PIXEL_MEAN, PIXEL_STD, SamConfig
 from segany.errors import InputError
+from segany.modeling.vit.config import ViTConfig
 
 __all__ = [
     "PIXEL_MEAN",
@@ -31,9 +33,9 @@ __all__ = [
 if TYPE_CHECKING:
     from segany.modeling import Sam
 
-VIT_B = SamConfig("vit_b", 768, 12, 12, (2, 5, 8, 11))
-VIT_L = SamConfig("vit_l", 1024, 24, 16, (5, 11, 17, 23))
-VIT_H = SamConfig("vit_h", 1280, 32, 16, (7, 15, 23, 31))
+VIT_B = SamConfig("vit_b", ViTConfig(768, 12, 12, (2, 5, 8, 11)))
+VIT_L = SamConfig("vit_l", ViTConfig(1024, 24, 16, (5, 11, 17, 23)))
+VIT_H = SamConfig("vit_h", ViTConfig(1280, 32, 16, (7, 15, 23, 31)))
 
 VARIANTS: dict[str, SamConfig] = {c.name: c for c in (VIT_B, VIT_L, VIT_H)}
 
@@ -68,28 +70,15 @@ def get_config(name: str) -> SamConfig:
 
 
 def build_sam(config: SamConfig | str) -> Sam:
-    """Build an untrained ``Sam`` for ``config`` (a ``SamConfig`` or a registered name).
-
-    modeling is imported here, not at the top, so reading configs does not import torch."""
-    from segany.modeling import build_sam_from_sizes
+    """Build an untrained ``Sam`` for ``config`` (a ``SamConfig`` or a registered name); its
+    encoder is built by the family the encoder config names."""
+    from segany.modeling import build_sam_from_parts
 
     cfg = get_config(config) if isinstance(config, str) else config
-    model = build_sam_from_sizes(
-        image_size=cfg.image_size,
-        patch_size=cfg.patch_size,
-        window_size=cfg.window_size,
-        mlp_ratio=cfg.mlp_ratio,
-        encoder_embed_dim=cfg.encoder_embed_dim,
-        encoder_depth=cfg.encoder_depth,
-        encoder_num_heads=cfg.encoder_num_heads,
-        encoder_global_attn_indexes=cfg.encoder_global_attn_indexes,
-        prompt_embed_dim=cfg.prompt_embed_dim,
-        decoder_depth=cfg.decoder_depth,
-        decoder_num_heads=cfg.decoder_num_heads,
-        decoder_mlp_dim=cfg.decoder_mlp_dim,
-        num_multimask_outputs=cfg.num_multimask_outputs,
-        iou_head_depth=cfg.iou_head_depth,
-        iou_head_hidden_dim=cfg.iou_head_hidden_dim,
+    model = build_sam_from_parts(
+        cfg.encoder,
+        prompt=cfg.prompt,
+        decoder=cfg.decoder,
         pixel_mean=cfg.pixel_mean,
         pixel_std=cfg.pixel_std,
         mask_threshold=cfg.mask_threshold,

@@ -16,23 +16,17 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from segany.config import DecoderConfig, PromptConfig
+from segany.modeling.vit import ViTConfig
 from segany.models import SamConfig, build_sam
 
 # Narrower than helpers.SMALL (prompt width 32 instead of 256): the protocols make hundreds of
 # decoder calls, and nothing in them may assume the official 256-wide, 256×256-logit sizes.
 TINY = SamConfig(
     "eval-tiny",
-    encoder_embed_dim=32,
-    encoder_depth=2,
-    encoder_num_heads=2,
-    encoder_global_attn_indexes=(1,),
-    image_size=128,
-    patch_size=16,
-    window_size=4,
-    prompt_embed_dim=32,
-    decoder_num_heads=2,
-    decoder_mlp_dim=64,
-    iou_head_hidden_dim=32,
+    ViTConfig(32, 2, 2, (1,), image_size=128, patch_size=16, window_size=4),
+    prompt=PromptConfig(embed_dim=32),
+    decoder=DecoderConfig(num_heads=2, mlp_dim=64, iou_head_hidden_dim=32),
 )
 
 

@@ -4,36 +4,25 @@ from __future__ import annotations
 
 import torch
 
+from segany.config import DecoderConfig, PromptConfig
+from segany.modeling.vit import ViTConfig
 from segany.models import SamConfig, build_sam
 
 # Small enough for fast tests, built from the same modules as the official sizes:
 # 2 blocks (one windowed, one global), 16×16 embedding grid, 64×64 low-res masks.
 SMALL = SamConfig(
     "test",
-    encoder_embed_dim=64,
-    encoder_depth=2,
-    encoder_num_heads=2,
-    encoder_global_attn_indexes=(1,),
-    image_size=256,
-    patch_size=16,
-    window_size=4,
-    decoder_mlp_dim=256,
+    ViTConfig(64, 2, 2, (1,), image_size=256, patch_size=16, window_size=4),
+    decoder=DecoderConfig(mlp_dim=256),
 )
 
 # The training tests' model: 64 px input, 8×8 embedding, every width small enough that a few
 # optimiser steps take a second.
 TRAIN_SMALL = SamConfig(
     "test-train",
-    encoder_embed_dim=32,
-    encoder_depth=2,
-    encoder_num_heads=2,
-    encoder_global_attn_indexes=(1,),
-    image_size=64,
-    patch_size=8,
-    window_size=4,
-    prompt_embed_dim=32,
-    decoder_mlp_dim=64,
-    iou_head_hidden_dim=32,
+    ViTConfig(32, 2, 2, (1,), image_size=64, patch_size=8, window_size=4),
+    prompt=PromptConfig(embed_dim=32),
+    decoder=DecoderConfig(mlp_dim=64, iou_head_hidden_dim=32),
 )
 
 
@@ -75,21 +64,23 @@ def reference_model(config: SamConfig, state_dict: dict | None = None):
         TwoWayTransformer,
     )
 
-    grid = config.image_size // config.patch_size
-    dim = config.prompt_embed_dim
+    enc, dec = config.encoder, config.decoder
+    assert isinstance(enc, ViTConfig), "the reference package holds the ViT encoder only"
+    grid = config.embedding_size
+    dim = config.prompt.embed_dim
     ref = Sam(
         image_encoder=ImageEncoderViT(
-            depth=config.encoder_depth,
-            embed_dim=config.encoder_embed_dim,
-            img_size=config.image_size,
-            mlp_ratio=config.mlp_ratio,
+            depth=enc.depth,
+            embed_dim=enc.embed_dim,
+            img_size=enc.image_size,
+            mlp_ratio=enc.mlp_ratio,
             norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            num_heads=config.encoder_num_heads,
-            patch_size=config.patch_size,
+            num_heads=enc.num_heads,
+            patch_size=enc.patch_size,
             qkv_bias=True,
             use_rel_pos=True,
-            global_attn_indexes=list(config.encoder_global_attn_indexes),
-            window_size=config.window_size,
+            global_attn_indexes=list(enc.global_attn_indexes),
+            window_size=enc.window_size,
             out_chans=dim,
         ),
         prompt_encoder=PromptEncoder(
@@ -99,16 +90,16 @@ def reference_model(config: SamConfig, state_dict: dict | None = None):
             mask_in_chans=16,
         ),
         mask_decoder=MaskDecoder(
-            num_multimask_outputs=config.num_multimask_outputs,
+            num_multimask_outputs=dec.num_multimask_outputs,
             transformer=TwoWayTransformer(
-                depth=config.decoder_depth,
+                depth=dec.depth,
                 embedding_dim=dim,
-                mlp_dim=config.decoder_mlp_dim,
-                num_heads=config.decoder_num_heads,
+                mlp_dim=dec.mlp_dim,
+                num_heads=dec.num_heads,
             ),
             transformer_dim=dim,
-            iou_head_depth=config.iou_head_depth,
-            iou_head_hidden_dim=config.iou_head_hidden_dim,
+            iou_head_depth=dec.iou_head_depth,
+            iou_head_hidden_dim=dec.iou_head_hidden_dim,
         ),
         pixel_mean=list(config.pixel_mean),
         pixel_std=list(config.pixel_std),

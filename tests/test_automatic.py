@@ -8,6 +8,7 @@ InputError (a ValueError) at construction, or a correct list.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -456,7 +457,9 @@ def test_point_decoder_from_two_threads_at_once():
 
 def test_point_decoder_with_a_depth_0_decoder():
     # No two-way layers: the final attention alone reads the prompt-independent image.
-    cfg = SamConfig(**{**SMALL.__dict__, "name": "depth0", "decoder_depth": 0})
+    cfg = dataclasses.replace(
+        SMALL, name="depth0", decoder=dataclasses.replace(SMALL.decoder, depth=0)
+    )
     model, emb, sparse, want_masks, want_iou = _decoder_case(cfg, 3, 5)
     with torch.inference_mode():
         dec = PointDecoder(model, emb)

@@ -27,6 +27,7 @@ from segany.checkpoints import (
 )
 from segany.checkpoints.hf import official_to_hf
 from segany.checkpoints.shapes import check_state_dict, infer_config
+from segany.config import replace_encoder
 from segany.errors import CheckpointError, InputError
 from segany.models import VARIANTS, build_sam
 
@@ -121,7 +122,7 @@ def test_format_and_variant_come_from_content_not_the_name(model, tmp_path):
     lone.mkdir()
     torch.save(official_to_hf(model.state_dict()), lone / "sam_vit_b_01ec64.safetensors")
     cfg, state = load_state_dict(lone / "sam_vit_b_01ec64.safetensors")
-    assert cfg.name == "custom" and cfg.encoder_embed_dim == 64
+    assert cfg.name == "custom" and cfg.encoder.embed_dim == 64
     assert_same(state, model.state_dict())
 
 
@@ -201,15 +202,11 @@ def test_variant_detected_from_shapes(name):
 
 def test_custom_shapes_are_inferred_and_named_custom():
     cfg = dataclasses.replace(
-        SMALL,
+        replace_encoder(
+            SMALL, depth=3, num_heads=4, global_attn_indexes=(0, 2), window_size=5, image_size=320
+        ),
         name="x",
-        encoder_depth=3,
-        encoder_num_heads=4,
-        encoder_global_attn_indexes=(0, 2),
-        window_size=5,
-        image_size=320,
-        decoder_mlp_dim=128,
-        iou_head_depth=4,
+        decoder=dataclasses.replace(SMALL.decoder, mlp_dim=128, iou_head_depth=4),
     )
     with torch.device("meta"):
         state = build_sam(cfg).state_dict()
@@ -220,13 +217,13 @@ def test_custom_shapes_are_inferred_and_named_custom():
 
 
 def test_wrong_variant_error_names_expected_variant_and_keys(tmp_path):
-    other = dataclasses.replace(SMALL, name="deeper", encoder_depth=3, encoder_embed_dim=128)
+    other = dataclasses.replace(replace_encoder(SMALL, depth=3, embed_dim=128), name="deeper")
     path = save_model(seeded_model(other), tmp_path / "other.safetensors")
     with pytest.raises(CheckpointError) as e:
         load_into(seeded_model(), path)
     msg = str(e.value)
-    assert "do not fit SAM variant test (embed 64, depth 2" in msg
-    assert "look like deeper (embed 128, depth 3" in msg
+    assert "do not fit SAM variant test (vit: embed 64, depth 2" in msg
+    assert "look like deeper (vit: embed 128, depth 3" in msg
     assert "unexpected: [image_encoder.blocks.2." in msg
     assert "mis-shaped: [" in msg and "file 128×3×16×16, model 64×3×16×16" in msg
     assert "... and" in msg  # long lists are cut
@@ -246,7 +243,7 @@ def test_missing_and_unexpected_keys_are_named(model, tmp_path):
 
 
 def test_metadata_config_that_does_not_fit_the_tensors(model, tmp_path):
-    lying = dataclasses.replace(SMALL, name="liar", encoder_depth=4)
+    lying = dataclasses.replace(replace_encoder(SMALL, depth=4), name="liar")
     save_state_dict(lying, model.state_dict(), tmp_path / "liar.safetensors", "segany")
     with pytest.raises(CheckpointError, match=r"(?s)SAM variant liar.*28 missing.*blocks\.2\."):
         load_state_dict(tmp_path / "liar.safetensors")

@@ -441,13 +441,12 @@ def test_collect_images_names_and_output_folder(tmp_path):
 
 
 def test_auto_says_when_the_models_own_thresholds_apply(tmp_path, images, capsys):
-    import dataclasses
-
     from segany.models import build_sam
 
     torch.manual_seed(0)
-    own = {"pred_iou_thresh": 0.6, "stability_score_thresh": 0.8}
-    path = save_model(build_sam(dataclasses.replace(TINY, generator_defaults=own)), tmp_path / "m")
+    model = build_sam(TINY)
+    model.generator_defaults = {"pred_iou_thresh": 0.6, "stability_score_thresh": 0.8}
+    path = save_model(model, tmp_path / "m")
     argv = ["auto", images / "a.png", "-m", path, "--points-per-side", "4"]
     code, _, err = run_main(capsys, *argv, "-o", tmp_path / "one")
     assert code == 0

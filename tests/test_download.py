@@ -19,7 +19,9 @@ import torch
 from segany import checkpoints
 from segany.checkpoints import CheckpointInfo, download
 from segany.checkpoints.download import cache_dir, download_base, ensure_checkpoint
+from segany.config import DecoderConfig
 from segany.errors import DownloadError
+from segany.modeling.vit import ViTConfig
 from segany.models import SamConfig, build_sam
 
 PAYLOAD = bytes(range(256)) * 1500 + b"tail"  # ~384 KB, a few read chunks
@@ -208,7 +210,11 @@ def test_load_model_by_name_downloads_into_cache(server, tmp_path, monkeypatch):
     base, b = server
     torch.manual_seed(0)
     model = build_sam(
-        SamConfig("small", 64, 2, 2, (1,), image_size=256, window_size=4, decoder_mlp_dim=256)
+        SamConfig(
+            "small",
+            ViTConfig(64, 2, 2, (1,), image_size=256, window_size=4),
+            decoder=DecoderConfig(mlp_dim=256),
+        )
     )
     path = checkpoints.save_model(model, tmp_path / "src" / "small.safetensors")
     data = path.read_bytes()

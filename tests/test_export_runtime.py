@@ -9,7 +9,6 @@ torch fp32's ≥ 0.9 and scores within 0.05.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from helpers import SMALL, max_rel_err, seeded_model
 from skimage import data
 
 from segany.checkpoints import load_model
+from segany.config import replace_encoder
 from segany.errors import InputError
 from segany.export.exporters import export_decoder, export_encoder, export_pair
 from segany.export.runtime import OnnxPredictor, preprocess_shape, to_input_frame
@@ -69,7 +69,7 @@ def pair(model, onnx_dir):
 # window 4 tiles the 16×16 grid; window 6 pads it to 18×18 (as vit_b's 14 pads 64 to 70)
 @pytest.mark.parametrize("window", [4, 6])
 def test_encoder_matches_torch_seeded(tmp_path, window):
-    model = seeded_model(dataclasses.replace(SMALL, window_size=window), seed=5)
+    model = seeded_model(replace_encoder(SMALL, window_size=window), seed=5)
     path = export_encoder(model, tmp_path / "enc.onnx")
     ort = pytest.importorskip("onnxruntime")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

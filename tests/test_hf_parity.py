@@ -20,6 +20,7 @@ from helpers import SMALL
 from segany.checkpoints import convert, load_model, load_state_dict, save_model
 from segany.checkpoints.hf import config_from_hf, hf_to_official, official_to_hf
 from segany.checkpoints.shapes import check_state_dict, infer_config
+from segany.modeling.vit import ViTConfig
 from segany.models import VARIANTS, SamConfig, build_sam
 
 TIED = "prompt_encoder.shared_embedding.positional_embedding"
@@ -171,14 +172,16 @@ def test_official_size_hf_models_map_to_the_variants(name):
 
 
 def dataclass_sizes(cfg: SamConfig) -> tuple:
+    enc = cfg.encoder
+    assert isinstance(enc, ViTConfig)
     return (
-        cfg.encoder_embed_dim,
-        cfg.encoder_depth,
-        cfg.encoder_num_heads,
-        cfg.encoder_global_attn_indexes,
-        cfg.image_size,
-        cfg.window_size,
-        cfg.decoder_mlp_dim,
+        enc.embed_dim,
+        enc.depth,
+        enc.num_heads,
+        enc.global_attn_indexes,
+        enc.image_size,
+        enc.window_size,
+        cfg.decoder.mlp_dim,
     )
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from helpers import max_rel_err, perturb_, reference_model
 
+from segany.config import replace_encoder
 from segany.errors import InputError
 from segany.models import VARIANTS, SamConfig, build_sam, get_config
 
@@ -37,7 +38,7 @@ def test_large_variants_forward_on_small_input(name):
     a 256 px input instead of 1024: a 1024 px forward of vit_h takes minutes on 2 CPU cores and
     two fp32 copies need ~5 GB, while every module and weight shape except the positional
     tables is the same (those are resized by the same rule at any input)."""
-    config = dataclasses.replace(VARIANTS[name], image_size=256)
+    config = replace_encoder(VARIANTS[name], image_size=256)
     torch.manual_seed(0)
     model = perturb_(build_sam(config), seed=1).eval()
     ref = reference_model(config, model.state_dict())
@@ -60,16 +61,18 @@ def test_config_round_trip_and_checks():
     cfg = get_config("vit_l")
     assert SamConfig.from_json(cfg.to_json()) == cfg
     custom = dataclasses.replace(
-        cfg, name="mine", image_size=512, encoder_depth=4, encoder_global_attn_indexes=(3,)
+        replace_encoder(cfg, image_size=512, depth=4, global_attn_indexes=(3,)), name="mine"
     )
     assert SamConfig.from_json(custom.to_json()) == custom
     assert custom.embedding_size == 32 and custom.low_res_mask_size == 128
     with pytest.raises(InputError, match="known variants"):
         get_config("vit_x")
-    with pytest.raises(InputError, match="multiple of patch_size"):
-        dataclasses.replace(cfg, image_size=1000)
-    with pytest.raises(InputError, match="outside depth"):
-        dataclasses.replace(cfg, encoder_depth=4)
+    with pytest.raises(ValueError, match="multiple of patch_size"):
+        replace_encoder(cfg, image_size=1000)
+    with pytest.raises(ValueError, match="outside depth"):
+        replace_encoder(cfg, depth=4)
+    with pytest.raises(InputError, match="multiple of patch_size"):  # from a file: typed
+        SamConfig.from_json(cfg.to_json().replace('"image_size": 1024', '"image_size": 1000'))
     with pytest.raises(InputError, match="unknown SamConfig fields"):
         SamConfig.from_json('{"name": "x", "bogus": 1}')
 

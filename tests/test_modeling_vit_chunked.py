@@ -4,20 +4,17 @@ several times and the windows need padding."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 from helpers import SMALL, max_rel_err, reference_model, seeded_model
 
+from segany.config import replace_encoder
 from segany.inference import precision as P
 from segany.modeling.vit import chunked as encoding
 from segany.modeling.vit.encoder import Attention
 
 # window 5 on the 16×16 grid pads it to 20×20: the padding path of every windowed block
-PADDED = dataclasses.replace(
-    SMALL, window_size=5, encoder_depth=3, encoder_global_attn_indexes=(1,)
-)
+PADDED = replace_encoder(SMALL, window_size=5, depth=3, global_attn_indexes=(1,))
 
 
 @pytest.fixture
@@ -38,7 +35,7 @@ def test_chunked_encoder_matches_reference(config, small_chunks):
         want = ref(images)
         got = encoding.encode_image(model.image_encoder, images)
         plain = model.image_encoder(images)
-    assert got.shape == want.shape == (2, config.prompt_embed_dim, 16, 16)
+    assert got.shape == want.shape == (2, config.prompt.embed_dim, 16, 16)
     assert max_rel_err(got, want) < 1e-5
     assert max_rel_err(plain, want) < 1e-5
 
@@ -99,10 +96,10 @@ def test_training_gradients_match_reference(small_chunks, monkeypatch):
         lambda *a, **k: calls.append(1) or sdpa(*a, **k),
     )
     weights = torch.randn(
-        2, PADDED.prompt_embed_dim, 16, 16, generator=torch.Generator().manual_seed(5)
+        2, PADDED.prompt.embed_dim, 16, 16, generator=torch.Generator().manual_seed(5)
     )
     (model.image_encoder(images) * weights).sum().backward()
-    assert len(calls) == PADDED.encoder_depth  # one call per block, blocks of 4 KB or not
+    assert len(calls) == PADDED.encoder.depth  # one call per block, blocks of 4 KB or not
     (ref(images) * weights).sum().backward()
     mine = dict(model.image_encoder.named_parameters())
     for name, p in ref.named_parameters():

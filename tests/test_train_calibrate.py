@@ -4,7 +4,6 @@ by a sweep whose figures equal the generator's own; and the logit-temperature fi
 from __future__ import annotations
 
 import copy
-import dataclasses
 
 import pytest
 import torch
@@ -12,7 +11,6 @@ from helpers import SMALL
 
 from segany.automatic import PRESETS, MaskGenerator
 from segany.checkpoints import load_model, save_model
-from segany.config import SamConfig
 from segany.errors import InputError
 from segany.inference.predictor import Predictor
 from segany.models import build_sam
@@ -26,15 +24,26 @@ from segany.train.calibrate import (
 OWN = {"pred_iou_thresh": 0.7, "stability_score_thresh": 0.9, "stability_score_offset": 0.5}
 
 
+def _own(config=SMALL):
+    model = build_sam(config).eval()
+    model.generator_defaults = dict(OWN)
+    return model
+
+
 def test_generator_defaults_are_checked_and_saved_with_the_weights(tmp_path):
+    bad = build_sam(SMALL)
+    bad.generator_defaults = {"points_per_side": 8}
     with pytest.raises(InputError, match="generator_defaults may set"):
-        dataclasses.replace(SMALL, generator_defaults={"points_per_side": 8})
+        save_model(bad, tmp_path / "bad.safetensors")
+    bad.generator_defaults = {"pred_iou_thresh": "high"}  # type: ignore[dict-item]
     with pytest.raises(InputError, match="must be a number"):
-        dataclasses.replace(SMALL, generator_defaults={"pred_iou_thresh": "high"})
-    model = build_sam(dataclasses.replace(SMALL, generator_defaults=OWN))
-    path = save_model(model, tmp_path / "own.safetensors")
-    assert load_model(path).config.generator_defaults == OWN
-    assert SamConfig.from_json(model.config.to_json()).generator_defaults == OWN
+        save_model(bad, tmp_path / "bad.safetensors")
+    assert not (tmp_path / "bad.safetensors").exists()
+    path = save_model(_own(), tmp_path / "own.safetensors")
+    assert load_model(path).generator_defaults == OWN
+    assert load_model(save_model(build_sam(SMALL), tmp_path / "plain")).generator_defaults == {}
+    # policy, not size: the config's JSON does not carry them
+    assert "pred_iou_thresh" not in _own().config.to_json()
 
 
 def test_for_model_layers_the_models_defaults_the_preset_and_the_callers():
@@ -42,7 +51,7 @@ def test_for_model_layers_the_models_defaults_the_preset_and_the_callers():
     official = MaskGenerator.for_model(plain)
     assert (official.pred_iou_thresh, official.stability_score_thresh) == (0.88, 0.95)
     assert official.stability_score_offset == 1.0
-    own = build_sam(dataclasses.replace(SMALL, generator_defaults=OWN)).eval()
+    own = _own()
     gen = MaskGenerator.for_model(Predictor(own), points_per_side=4)  # a Predictor too
     assert (gen.pred_iou_thresh, gen.stability_score_thresh) == (0.7, 0.9)
     assert gen.stability_score_offset == 0.5 and len(gen.point_grids[0]) == 16
@@ -57,7 +66,7 @@ def test_a_preset_that_sets_a_threshold_beats_the_models_own(monkeypatch):
 
     strict = {"pred_iou_thresh": 0.95, "points_per_side": 4}
     monkeypatch.setitem(generator_module.PRESETS, "strict", strict)
-    own = build_sam(dataclasses.replace(SMALL, generator_defaults=OWN)).eval()
+    own = _own()
     gen = MaskGenerator.for_model(own, "strict")
     assert gen.pred_iou_thresh == 0.95  # the preset's, not the model's 0.7
     assert (gen.stability_score_thresh, gen.stability_score_offset) == (0.9, 0.5)  # the model's

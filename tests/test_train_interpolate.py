@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 from helpers import SMALL, reference_model, seeded_model
 
+from segany.config import replace_encoder
 from segany.errors import InputError
 from segany.train.interpolate import interpolate_weights
 
@@ -52,15 +51,14 @@ def test_alpha_outside_the_unit_interval_is_refused(alpha):
 
 def test_models_of_different_sizes_are_refused():
     start = seeded_model(SMALL, seed=8)
-    other = seeded_model(
-        dataclasses.replace(SMALL, encoder_depth=3, encoder_global_attn_indexes=(2,)), seed=8
-    )
+    other = seeded_model(replace_encoder(SMALL, depth=3, global_attn_indexes=(2,)), seed=8)
     with pytest.raises(InputError, match="differ"):
         interpolate_weights(start, other, 0.5)
 
 
 def test_the_start_models_generator_thresholds_are_not_carried_over():
     own = {"pred_iou_thresh": 0.6, "stability_score_thresh": 0.8}
-    start = seeded_model(dataclasses.replace(SMALL, generator_defaults=own), seed=9)
+    start = seeded_model(SMALL, seed=9)
+    start.generator_defaults = dict(own)
     merged = interpolate_weights(start, seeded_model(SMALL, seed=10), 0.5)
-    assert start.config.generator_defaults == own and merged.config.generator_defaults == {}
+    assert start.generator_defaults == own and merged.generator_defaults == {}

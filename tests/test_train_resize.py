@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 from helpers import SMALL, reference_model, seeded_model
 
+from segany.config import replace_encoder
 from segany.errors import InputError
 from segany.modeling.vit.encoder import relative_position_table
 from segany.train.resize import resize_input
@@ -24,9 +23,9 @@ def test_double_size_loads_strictly_into_the_reference_modules():
     model = seeded_model(SMALL, seed=2)
     size = 2 * SMALL.image_size
     big = resize_input(model, size)
-    assert big.config == dataclasses.replace(SMALL, image_size=size)
-    grid = size // SMALL.patch_size
-    assert big.image_encoder.pos_embed.shape == (1, grid, grid, SMALL.encoder_embed_dim)
+    assert big.config == replace_encoder(SMALL, image_size=size)
+    grid = size // SMALL.encoder.patch_size
+    assert big.image_encoder.pos_embed.shape == (1, grid, grid, SMALL.encoder.embed_dim)
     reference_model(big.config, big.state_dict())  # strict load; raises on any mismatch
 
 
@@ -37,7 +36,7 @@ def test_tables_are_what_the_encoder_resamples_at_run_time():
     model = seeded_model(SMALL, seed=3)
     size = 2 * SMALL.image_size
     big = resize_input(model, size)
-    grid = size // SMALL.patch_size
+    grid = size // SMALL.encoder.patch_size
     checked = 0
     for old, new in zip(model.image_encoder.blocks, big.image_encoder.blocks, strict=True):
         for name in ("rel_pos_h", "rel_pos_w"):
@@ -48,7 +47,7 @@ def test_tables_are_what_the_encoder_resamples_at_run_time():
             on_the_fly = relative_position_table(grid, small_table)
             assert torch.allclose(relative_position_table(grid, big_table), on_the_fly, atol=1e-6)
             checked += 1
-    assert checked == 2 * len(SMALL.encoder_global_attn_indexes)
+    assert checked == 2 * len(SMALL.encoder.global_attn_indexes)
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         model.image_encoder.pos_embed = big.image_encoder.pos_embed  # only this differs now

@@ -190,7 +190,7 @@ class MaskGenerator:
     def for_model(
         cls, model: Sam | Predictor, preset: str | None = None, **overrides: Any
     ) -> MaskGenerator:
-        """A generator with the model's own defaults (``SamConfig.generator_defaults``: the
+        """A generator with the model's own defaults (``Sam.generator_defaults``, from its file: the
         bundled segany-tiny has its own quality thresholds; the official weights have none, so
         this is the official generator), then ``preset``'s options, then ``overrides``.
 
@@ -198,8 +198,7 @@ class MaskGenerator:
         from the official defaults.
         """
         sam = model.model if isinstance(model, Predictor) else model
-        config = getattr(sam, "config", None)
-        own = dict(config.generator_defaults) if config is not None else {}
+        own = dict(getattr(sam, "generator_defaults", None) or {})
         if preset is None:
             return cls(model, **{**own, **overrides})
         # from_preset lets its keywords win over the preset: pass only what the preset leaves

@@ -4,7 +4,10 @@
 - ``hf``: transformers' ``SamModel`` weights (``model.safetensors`` / ``pytorch_model.bin``,
   possibly sharded, usually in a ``save_pretrained`` folder with ``config.json``).
 - ``segany``: a safetensors file with the official keys and the ``SamConfig`` JSON in its
-  metadata (``segany.config``, ``segany.format_version``).
+  metadata (``segany.config``, ``segany.format_version``), and the segment-everything
+  thresholds the model recommends, if any (``segany.generator_defaults``). Format 1 kept those
+  inside a flat config (``generator_defaults``); format 2 nests the config by part, the encoder
+  tagged by its family. Both are read.
 
 Pickles are only ever opened with ``weights_only=True``: a file that would import or call
 anything while unpickling is refused before any of it runs.
@@ -17,7 +20,7 @@ import pickle
 import re
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +28,14 @@ import torch
 
 from segany.atomic import atomic_path, write_json_atomic
 from segany.checkpoints.hf import config_from_hf, config_to_hf, looks_like_hf, preprocessor_to_hf
+from segany.config import check_generator_defaults, split_config_json
 from segany.errors import CheckpointError
 from segany.models import SamConfig
 
 SEGANY_CONFIG_KEY = "segany.config"
 SEGANY_VERSION_KEY = "segany.format_version"
-SEGANY_FORMAT_VERSION = 1
+SEGANY_DEFAULTS_KEY = "segany.generator_defaults"
+SEGANY_FORMAT_VERSION = 2
 FORMATS = ("segany", "official", "hf")
 
 # transformers' save_pretrained layout, in the order it prefers them.
@@ -49,6 +54,8 @@ class RawWeights:
     state: dict[str, torch.Tensor]
     kind: str  # one of FORMATS
     config: SamConfig | None
+    # Segment-everything thresholds the file recommends (segany files only).
+    generator_defaults: dict[str, float] = field(default_factory=dict)
 
 
 def read_weights(path: Path) -> RawWeights:
@@ -64,7 +71,8 @@ def read_weights(path: Path) -> RawWeights:
     if _is_safetensors(path):
         state, meta = _read_safetensors(path)
         if SEGANY_CONFIG_KEY in meta:
-            return RawWeights(state, "segany", _segany_config(meta, path))
+            cfg, defaults = _segany_config(meta, path)
+            return RawWeights(state, "segany", cfg, defaults)
     else:
         state = _torch_load(path)
     if looks_like_hf(list(state)):
@@ -180,7 +188,8 @@ def _all_tensors(d: Mapping[Any, Any]) -> bool:
     return all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in d.items())
 
 
-def _segany_config(meta: Mapping[str, str], path: Path) -> SamConfig:
+def _segany_config(meta: Mapping[str, str], path: Path) -> tuple[SamConfig, dict[str, float]]:
+    """(config, generator defaults) from a segany file's metadata, format 1 or 2."""
     version = int(meta.get(SEGANY_VERSION_KEY, "1"))
     if version > SEGANY_FORMAT_VERSION:
         raise CheckpointError(
@@ -188,9 +197,15 @@ def _segany_config(meta: Mapping[str, str], path: Path) -> SamConfig:
             f"{SEGANY_FORMAT_VERSION}): upgrade segany"
         )
     try:
-        return SamConfig.from_json(meta[SEGANY_CONFIG_KEY])
+        cfg, defaults = split_config_json(meta[SEGANY_CONFIG_KEY])
+        if SEGANY_DEFAULTS_KEY in meta:
+            own = json.loads(meta[SEGANY_DEFAULTS_KEY])
+            if not isinstance(own, dict):
+                raise ValueError(f"{SEGANY_DEFAULTS_KEY} must be a JSON object")
+            defaults = check_generator_defaults(own)
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: bad {SEGANY_CONFIG_KEY} metadata: {e}") from e
+    return cfg, defaults
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -252,7 +267,12 @@ def _plain(state: Mapping[str, torch.Tensor], half: bool) -> dict[str, torch.Ten
 
 
 def write_segany(
-    state: Mapping[str, torch.Tensor], cfg: SamConfig, path: Path, *, half: bool = False
+    state: Mapping[str, torch.Tensor],
+    cfg: SamConfig,
+    path: Path,
+    *,
+    half: bool = False,
+    generator_defaults: Mapping[str, float] | None = None,
 ) -> None:
     from safetensors.torch import save_file
 
@@ -261,6 +281,9 @@ def write_segany(
         SEGANY_CONFIG_KEY: cfg.to_json(),
         SEGANY_VERSION_KEY: str(SEGANY_FORMAT_VERSION),
     }
+    if generator_defaults:
+        own = check_generator_defaults(generator_defaults)
+        meta[SEGANY_DEFAULTS_KEY] = json.dumps(own, sort_keys=True)
     tensors = _plain(state, half)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)

@@ -5,9 +5,10 @@ segany's modules use the official attribute names, so this is the one place wher
 names only (fused ``qkv`` and ``rel_pos_h/w`` keep their official shapes in transformers too).
 
 What differs:
-- encoder ``image_encoder.blocks.N.norm1`` / ``neck.0..3`` / ``patch_embed.proj`` become
-  ``vision_encoder.layers.N.layer_norm1`` / ``neck.conv1, layer_norm1, conv2, layer_norm2`` /
-  ``patch_embed.projection``;
+- the encoder's names: its family's ``hf_prefix_rules`` (for ViT, ``image_encoder.blocks.N.norm1``
+  / ``neck.0..3`` / ``patch_embed.proj`` become ``vision_encoder.layers.N.layer_norm1`` /
+  ``neck.conv1, layer_norm1, conv2, layer_norm2`` / ``patch_embed.projection``); transformers'
+  ``SamModel`` holds SAM 1's ViT, so its ``vision_config`` is read by the ViT family;
 - the random-Fourier matrix ``prompt_encoder.pe_layer.positional_encoding_gaussian_matrix`` is
   ``shared_image_embedding.positional_embedding`` (older files also repeat it, tied, as
   ``prompt_encoder.shared_embedding.positional_embedding``);
@@ -28,20 +29,18 @@ from typing import Any
 
 import torch
 
+from segany.config import DecoderConfig, PromptConfig
 from segany.errors import CheckpointError
+from segany.modeling.families import families, family_of, get_family
 from segany.models import PIXEL_MEAN, PIXEL_STD, SamConfig, name_known_variant
 
-# (official prefix, HF prefix); "{n}" / "{m}" stand for a layer number. The first rule whose
-# pattern matches a key's start wins, so the specific rules come before the generic ones.
-_PREFIX_RULES: tuple[tuple[str, str], ...] = (
-    ("image_encoder.patch_embed.proj.", "vision_encoder.patch_embed.projection."),
-    ("image_encoder.pos_embed", "vision_encoder.pos_embed"),
-    ("image_encoder.blocks.{n}.norm{m}.", "vision_encoder.layers.{n}.layer_norm{m}."),
-    ("image_encoder.blocks.{n}.", "vision_encoder.layers.{n}."),
-    ("image_encoder.neck.0.", "vision_encoder.neck.conv1."),
-    ("image_encoder.neck.1.", "vision_encoder.neck.layer_norm1."),
-    ("image_encoder.neck.2.", "vision_encoder.neck.conv2."),
-    ("image_encoder.neck.3.", "vision_encoder.neck.layer_norm2."),
+# The encoder family of transformers' SamModel.
+_HF_SAM_FAMILY = "vit"
+
+# (official prefix, HF prefix) of the prompt encoder and decoder; "{n}" / "{m}" stand for a layer
+# number. The first rule whose pattern matches a key's start wins, so the specific rules come
+# before the generic ones; the encoder families' rules come first.
+_PROMPT_DECODER_RULES: tuple[tuple[str, str], ...] = (
     (
         "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix",
         "shared_image_embedding.positional_embedding",
@@ -97,8 +96,9 @@ def _fill(template: str, match: re.Match[str]) -> str:
     return template.replace("{n}", groups.get("n") or "").replace("{m}", groups.get("m") or "")
 
 
-_TO_HF = [(_compile(o), h) for o, h in _PREFIX_RULES]
-_TO_OFFICIAL = [(_compile(h), o) for o, h in _PREFIX_RULES]
+def _rules(to_hf: bool) -> list[tuple[re.Pattern[str], str]]:
+    pairs = [r for f in families() for r in f.hf_prefix_rules] + list(_PROMPT_DECODER_RULES)
+    return [(_compile(o), h) if to_hf else (_compile(h), o) for o, h in pairs]
 
 
 def _rename(key: str, rules: list[tuple[re.Pattern[str], str]]) -> str | None:
@@ -131,6 +131,7 @@ def official_to_hf(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     Keys that match no rule are kept unchanged so a strict load reports them as unexpected."""
     keys = list(state)
     depths = _mlp_depths(keys, _OFFICIAL_MLP, hf=False)
+    to_hf = _rules(to_hf=True)
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         m = _OFFICIAL_MLP.match(key)
@@ -140,7 +141,7 @@ def official_to_hf(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
             name = "proj_in" if idx == 0 else "proj_out" if idx == last else f"layers.{idx - 1}"
             new = f"{head}{name}.{rest}"
         else:
-            new = _rename(key, _TO_HF) or key
+            new = _rename(key, to_hf) or key
         out[new] = value
     return out
 
@@ -163,6 +164,7 @@ def hf_to_official(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
             )
     keys = list(state)
     depths = _mlp_depths(keys, _HF_MLP, hf=True)
+    to_official = _rules(to_hf=False)
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         m = _HF_MLP.match(key)
@@ -176,7 +178,7 @@ def hf_to_official(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
                 idx = int(mid) + 1
             new = f"{head}layers.{idx}.{rest}"
         else:
-            new = _rename(key, _TO_OFFICIAL) or key
+            new = _rename(key, to_official) or key
         out[new] = value
     return out
 
@@ -188,23 +190,7 @@ def looks_like_hf(keys: list[str]) -> bool:
 
 # --- config.json -------------------------------------------------------------------------------
 
-# transformers' defaults for fields a config.json may leave out (they equal vit_b's numbers).
-_HF_VISION_DEFAULTS: dict[str, Any] = {
-    "hidden_size": 768,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 12,
-    "image_size": 1024,
-    "patch_size": 16,
-    "window_size": 14,
-    "global_attn_indexes": [2, 5, 8, 11],
-    "mlp_ratio": 4.0,
-    "mlp_dim": None,
-    "output_channels": 256,
-    "use_abs_pos": True,
-    "use_rel_pos": True,
-    "qkv_bias": True,
-    "num_channels": 3,
-}
+# transformers' defaults for fields a config.json may leave out (the official numbers).
 _HF_DECODER_DEFAULTS: dict[str, Any] = {
     "hidden_size": 256,
     "mlp_dim": 2048,
@@ -234,23 +220,20 @@ def config_from_hf(
             f"config.json has model_type {config.get('model_type')!r}; expected 'sam' "
             "(a transformers SamModel folder)"
         )
-    vision = {**_HF_VISION_DEFAULTS, **(config.get("vision_config") or {})}
+    vision = dict(config.get("vision_config") or {})
     decoder = {**_HF_DECODER_DEFAULTS, **(config.get("mask_decoder_config") or {})}
     prompt = {**_HF_PROMPT_DEFAULTS, **(config.get("prompt_encoder_config") or {})}
-    _require(bool(vision["use_abs_pos"]), "use_abs_pos=false")
-    _require(bool(vision["use_rel_pos"]), "use_rel_pos=false")
-    _require(bool(vision["qkv_bias"]), "qkv_bias=false")
-    _require(vision["num_channels"] == 3, f"num_channels={vision['num_channels']}")
     _require(decoder["attention_downsample_rate"] == 2, "attention_downsample_rate != 2")
     _require(prompt["mask_input_channels"] == 16, "mask_input_channels != 16")
     _require(prompt["num_point_embeddings"] == 4, "num_point_embeddings != 4")
     _require(
-        vision["output_channels"] == decoder["hidden_size"],
+        vision.get("output_channels", 256) == decoder["hidden_size"],
         "vision output_channels different from the decoder hidden_size",
     )
-    hidden = int(vision["hidden_size"])
-    mlp_dim = vision["mlp_dim"]
-    mlp_ratio = float(vision["mlp_ratio"]) if mlp_dim is None else int(mlp_dim) / hidden
+    try:
+        encoder = get_family(_HF_SAM_FAMILY).config_from_hf(vision)
+    except ValueError as e:
+        raise CheckpointError(f"Hugging Face config.json: {e}") from None
     mean, std = PIXEL_MEAN, PIXEL_STD
     if preprocessor and "image_mean" in preprocessor and "image_std" in preprocessor:
         # HF normalises 0-1 pixels; segany (like the official code) normalises 0-255 pixels.
@@ -258,69 +241,43 @@ def config_from_hf(
         std = tuple(round(float(v) * 255.0, 6) for v in preprocessor["image_std"])  # type: ignore[assignment]
     cfg = SamConfig(
         name="custom",
-        encoder_embed_dim=hidden,
-        encoder_depth=int(vision["num_hidden_layers"]),
-        encoder_num_heads=int(vision["num_attention_heads"]),
-        encoder_global_attn_indexes=tuple(int(i) for i in vision["global_attn_indexes"]),
-        image_size=_side(vision["image_size"]),
-        patch_size=_side(vision["patch_size"]),
-        window_size=int(vision["window_size"]),
-        mlp_ratio=mlp_ratio,
-        prompt_embed_dim=int(decoder["hidden_size"]),
-        decoder_depth=int(decoder["num_hidden_layers"]),
-        decoder_num_heads=int(decoder["num_attention_heads"]),
-        decoder_mlp_dim=int(decoder["mlp_dim"]),
-        num_multimask_outputs=int(decoder["num_multimask_outputs"]),
-        iou_head_depth=int(decoder["iou_head_depth"]),
-        iou_head_hidden_dim=int(decoder["iou_head_hidden_dim"]),
+        encoder=encoder,
+        prompt=PromptConfig(embed_dim=int(decoder["hidden_size"])),
+        decoder=DecoderConfig(
+            depth=int(decoder["num_hidden_layers"]),
+            num_heads=int(decoder["num_attention_heads"]),
+            mlp_dim=int(decoder["mlp_dim"]),
+            num_multimask_outputs=int(decoder["num_multimask_outputs"]),
+            iou_head_depth=int(decoder["iou_head_depth"]),
+            iou_head_hidden_dim=int(decoder["iou_head_hidden_dim"]),
+        ),
         pixel_mean=mean,
         pixel_std=std,
     )
     return name_known_variant(cfg)
 
 
-def _side(value: Any) -> int:
-    if isinstance(value, list | tuple):
-        _require(len(set(value)) == 1, f"a non-square size {value}")
-        return int(value[0])
-    return int(value)
-
-
 def config_to_hf(cfg: SamConfig) -> dict[str, Any]:
     """transformers' SAM ``config.json`` for ``cfg`` (``SamModel.from_pretrained`` reads it)."""
-    if cfg.iou_head_depth < 2:
+    if cfg.decoder.iou_head_depth < 2:
         # transformers' IoU head always has a proj_in and a proj_out Linear.
         raise CheckpointError("transformers' SamModel needs iou_head_depth >= 2")
-    mlp_dim = int(cfg.encoder_embed_dim * cfg.mlp_ratio)
+    if cfg.encoder.family != _HF_SAM_FAMILY:
+        raise CheckpointError(
+            f"transformers' SamModel holds a {_HF_SAM_FAMILY} image encoder; this model's is "
+            f"{family_of(cfg.encoder).name}"
+        )
+    dim, dec = cfg.prompt.embed_dim, cfg.decoder
     return {
         "architectures": ["SamModel"],
         "model_type": "sam",
         "initializer_range": 0.02,
-        "vision_config": {
-            "model_type": "sam_vision_model",
-            "hidden_size": cfg.encoder_embed_dim,
-            "num_hidden_layers": cfg.encoder_depth,
-            "num_attention_heads": cfg.encoder_num_heads,
-            "global_attn_indexes": list(cfg.encoder_global_attn_indexes),
-            "image_size": cfg.image_size,
-            "patch_size": cfg.patch_size,
-            "window_size": cfg.window_size,
-            "mlp_ratio": cfg.mlp_ratio,
-            "mlp_dim": mlp_dim,
-            "output_channels": cfg.prompt_embed_dim,
-            "num_pos_feats": cfg.prompt_embed_dim // 2,
-            "num_channels": 3,
-            "qkv_bias": True,
-            "use_abs_pos": True,
-            "use_rel_pos": True,
-            "hidden_act": "gelu",
-            "layer_norm_eps": 1e-6,
-        },
+        "vision_config": get_family(_HF_SAM_FAMILY).config_to_hf(cfg.encoder, dim),
         "prompt_encoder_config": {
             "model_type": "sam_prompt_encoder",
-            "hidden_size": cfg.prompt_embed_dim,
+            "hidden_size": dim,
             "image_size": cfg.image_size,
-            "patch_size": cfg.patch_size,
+            "patch_size": cfg.image_size // cfg.embedding_size,
             "mask_input_channels": 16,
             "num_point_embeddings": 4,
             "hidden_act": "gelu",
@@ -328,14 +285,14 @@ def config_to_hf(cfg: SamConfig) -> dict[str, Any]:
         },
         "mask_decoder_config": {
             "model_type": "sam_mask_decoder",
-            "hidden_size": cfg.prompt_embed_dim,
-            "mlp_dim": cfg.decoder_mlp_dim,
-            "num_hidden_layers": cfg.decoder_depth,
-            "num_attention_heads": cfg.decoder_num_heads,
+            "hidden_size": dim,
+            "mlp_dim": dec.mlp_dim,
+            "num_hidden_layers": dec.depth,
+            "num_attention_heads": dec.num_heads,
             "attention_downsample_rate": 2,
-            "num_multimask_outputs": cfg.num_multimask_outputs,
-            "iou_head_depth": cfg.iou_head_depth,
-            "iou_head_hidden_dim": cfg.iou_head_hidden_dim,
+            "num_multimask_outputs": dec.num_multimask_outputs,
+            "iou_head_depth": dec.iou_head_depth,
+            "iou_head_hidden_dim": dec.iou_head_hidden_dim,
             "hidden_act": "relu",
             # transformers applies this eps to the two-way blocks' LayerNorms, where the official
             # code (and segany) use torch's default 1e-5; its default 1e-6 shifts logits ~1e-4.

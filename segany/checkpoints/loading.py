@@ -50,15 +50,19 @@ def load_state_dict(path: PathLike) -> tuple[SamConfig, dict[str, torch.Tensor]]
     The config comes from the file's metadata (segany files, transformers' config.json) or
     else from the tensors' shapes. The state dict is checked against that config strictly;
     a mismatch raises ``CheckpointError`` naming the missing, unexpected and mis-shaped keys."""
-    cfg, state, check = _read(path)
+    cfg, state, check, _ = _read(path)
     check(None)  # the expected layout comes from a model built on the meta device
     return cfg, state
 
 
+_Check = Callable[[dict[str, tuple[int, ...]] | None], None]
+
+
 def _read(
     path: PathLike,
-) -> tuple[SamConfig, dict[str, torch.Tensor], Callable[[dict[str, tuple[int, ...]] | None], None]]:
-    """(config, official-key state dict, a strict check to run against a model's shapes)."""
+) -> tuple[SamConfig, dict[str, torch.Tensor], _Check, dict[str, float]]:
+    """(config, official-key state dict, a strict check to run against a model's shapes, the
+    file's generator defaults)."""
     path = Path(path)
     raw = read_weights(path)
     state = hf_to_official(raw.state) if raw.kind == "hf" else raw.state
@@ -74,7 +78,7 @@ def _read(
         source = f"the {raw.kind} weights in {path}"
         check_state_dict(cfg, state, source=source, detected=detected, expected=expected)
 
-    return cfg, state, check
+    return cfg, state, check, raw.generator_defaults
 
 
 def _try_infer(state: dict[str, torch.Tensor]) -> SamConfig | None:
@@ -123,12 +127,13 @@ def load_model(
             f"dtype must be a floating torch dtype (torch.float16, ...), got {dtype!r}"
         )
     path = resolve(name_or_path, progress=progress)
-    cfg, state, check = _read(path)
+    cfg, state, check, generator_defaults = _read(path)
     # The file's tensors must fit the config before a model of that config is allocated: a
     # small file claiming a huge config is refused here, not after building gigabytes.
     check(None)
     model = build_sam(cfg)
     model.load_state_dict(state, strict=True)
+    model.generator_defaults = dict(generator_defaults)
     del state
     model.to(device=device, dtype=dtype)
     return model.eval()
@@ -165,7 +170,8 @@ def save_model(model: torch.nn.Module, path: PathLike, *, half: bool = False) ->
             "segany.build_sam or load it with segany.load_model"
         )
     path = Path(path)
-    write_segany(model.state_dict(), cfg, path, half=half)
+    own = getattr(model, "generator_defaults", None) or {}
+    write_segany(model.state_dict(), cfg, path, half=half, generator_defaults=own)
     return path
 
 
@@ -176,11 +182,13 @@ def save_state_dict(
     fmt: str,
     *,
     half: bool = False,
+    generator_defaults: dict[str, float] | None = None,
 ) -> Path:
-    """Write an official-key state dict as ``fmt`` ("segany", "official" or "hf")."""
+    """Write an official-key state dict as ``fmt`` ("segany", "official" or "hf");
+    ``generator_defaults`` travel only in segany files."""
     dst = Path(dst)
     if fmt == "segany":
-        write_segany(state, cfg, dst, half=half)
+        write_segany(state, cfg, dst, half=half, generator_defaults=generator_defaults)
     elif fmt == "official":
         write_official(state, dst, half=half)
     elif fmt == "hf":
@@ -214,8 +222,9 @@ def convert(
     fmt = fmt or destination_format(dst)
     if fmt not in FORMATS:
         raise InputError(f"unknown weights format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    cfg, state = load_state_dict(src)
-    return cfg, save_state_dict(cfg, state, dst, fmt, half=half)
+    cfg, state, check, defaults = _read(src)
+    check(None)
+    return cfg, save_state_dict(cfg, state, dst, fmt, half=half, generator_defaults=defaults)
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,12 @@
 """Read a SAM config off the shapes of a state dict (official keys), and check one strictly.
 
-What the weights tell (``embed`` = encoder width, ``g`` = embedding grid side):
-- ``image_encoder.patch_embed.proj.weight`` embed×3×p×p: the width and patch size;
-- ``image_encoder.pos_embed`` 1×g×g×embed: the input size ``g·p``;
-- ``image_encoder.blocks.N.attn.rel_pos_h`` (2s-1)×head_dim: the number of blocks (depth), the
-  heads (embed / head_dim), and per block whether it attends globally (s = g) or in windows
-  (s = window size);
-- ``mlp.lin1`` the MLP ratio, ``neck.0`` the prompt width, the decoder's layer count, MLP width,
-  mask tokens (multimask outputs + 1) and IoU head depth/width.
-The decoder's attention heads leave no trace in the weights; it is taken as the official 8
-(every published SAM uses it), unless a file carries its config in metadata.
+The encoder's numbers come from its family (``segany.modeling.families``: each registered family
+reads its own keys and says whether they are its). The rest is SAM's prompt encoder and mask
+decoder: ``image_encoder``'s output width is the prompt width (read off the prompt encoder's
+``no_mask_embed``), and the decoder's layer count, MLP width, mask tokens (multimask outputs + 1)
+and IoU head depth/width have keys of their own. The decoder's attention heads leave no trace in
+the weights; it is taken as the official 8 (every published SAM uses it), unless a file carries
+its config in metadata.
 """
 
 from __future__ import annotations
@@ -21,7 +18,9 @@ from typing import Any
 
 import torch
 
+from segany.config import DecoderConfig, PromptConfig
 from segany.errors import CheckpointError
+from segany.modeling.families import detect_encoder, family_of
 from segany.models import VARIANTS, SamConfig, name_known_variant
 
 OFFICIAL_DECODER_HEADS = 8
@@ -38,81 +37,73 @@ def infer_config(state: Mapping[str, Any]) -> SamConfig:
     one, else one named ``custom``). Only ``.shape`` is read, so meta tensors work."""
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     keys = list(shapes)
+    sample = ", ".join(keys[:5]) or "none"
 
     def need(key: str) -> tuple[int, ...]:
         if key not in shapes:
-            sample = ", ".join(keys[:5]) or "none"
             raise CheckpointError(
                 f"cannot detect the SAM variant: the weights have no {key!r} "
                 f"({len(keys)} keys, starting {sample}). Is this a SAM checkpoint?"
             )
         return shapes[key]
 
-    embed, _, patch, _ = need("image_encoder.patch_embed.proj.weight")
-    grid = need("image_encoder.pos_embed")[1]
-    blocks = _indices(keys, "image_encoder.blocks.")
-    if not blocks or blocks != list(range(len(blocks))):
-        raise CheckpointError(f"cannot detect the SAM variant: encoder blocks numbered {blocks}")
-    rel = [need(f"image_encoder.blocks.{i}.attn.rel_pos_h") for i in blocks]
-    head_dim = rel[0][1]
-    sides = [(r[0] + 1) // 2 for r in rel]  # rel_pos has 2·side-1 rows
-    global_idx = tuple(i for i, s in zip(blocks, sides, strict=True) if s == grid)
-    windows = sorted({s for s in sides if s != grid})
-    if len(windows) > 1:
-        raise CheckpointError(f"cannot detect the SAM variant: several window sizes {windows}")
-    # With every block global the window size is unused; keep the official 14.
-    window = windows[0] if windows else 14
+    try:
+        encoder = detect_encoder(shapes)
+    except ValueError as e:
+        raise CheckpointError(f"cannot detect the SAM variant: {e}") from None
+    if encoder is None:
+        raise CheckpointError(
+            "cannot detect the SAM variant: no registered image encoder family recognises the "
+            f"weights ({len(keys)} keys, starting {sample}). Is this a SAM checkpoint?"
+        )
     decoder_layers = _indices(keys, "mask_decoder.transformer.layers.")
     iou_layers = _indices(keys, "mask_decoder.iou_prediction_head.layers.")
     try:
         cfg = SamConfig(
             name="custom",
-            encoder_embed_dim=embed,
-            encoder_depth=len(blocks),
-            encoder_num_heads=max(1, embed // head_dim),
-            encoder_global_attn_indexes=global_idx,
-            image_size=grid * patch,
-            patch_size=patch,
-            window_size=window,
-            mlp_ratio=need("image_encoder.blocks.0.mlp.lin1.weight")[0] / embed,
-            prompt_embed_dim=need("image_encoder.neck.0.weight")[0],
-            decoder_depth=len(decoder_layers),
-            decoder_num_heads=OFFICIAL_DECODER_HEADS,
-            decoder_mlp_dim=need("mask_decoder.transformer.layers.0.mlp.lin1.weight")[0],
-            num_multimask_outputs=need("mask_decoder.mask_tokens.weight")[0] - 1,
-            iou_head_depth=len(iou_layers),
-            iou_head_hidden_dim=need("mask_decoder.iou_prediction_head.layers.0.weight")[0],
+            encoder=encoder,
+            prompt=PromptConfig(embed_dim=need("prompt_encoder.no_mask_embed.weight")[1]),
+            decoder=DecoderConfig(
+                depth=len(decoder_layers),
+                num_heads=OFFICIAL_DECODER_HEADS,
+                mlp_dim=need("mask_decoder.transformer.layers.0.mlp.lin1.weight")[0],
+                num_multimask_outputs=need("mask_decoder.mask_tokens.weight")[0] - 1,
+                iou_head_depth=len(iou_layers),
+                iou_head_hidden_dim=need("mask_decoder.iou_prediction_head.layers.0.weight")[0],
+            ),
         )
-    except ValueError as e:  # SamConfig's own checks (InputError is a ValueError)
+    except ValueError as e:  # the configs' own checks (InputError is a ValueError)
         raise CheckpointError(f"the weights' shapes make no valid SAM config: {e}") from e
     return name_known_variant(cfg)
 
 
-#: The largest value of each config field a weights file may claim (vit_h, the largest official
-#: model, is 1280 wide and 32 deep): checked before a model of that config is built.
+#: The largest value of each prompt/decoder field a weights file may claim (the encoder's
+#: limits are its family's ``limits``): checked before a model of that config is built.
 CONFIG_LIMITS = {
-    "encoder_embed_dim": 8192,
-    "encoder_depth": 256,
-    "encoder_num_heads": 256,
-    "image_size": 8192,
-    "patch_size": 256,
-    "window_size": 512,
-    "mlp_ratio": 64,
-    "prompt_embed_dim": 8192,
-    "decoder_depth": 64,
-    "decoder_num_heads": 256,
-    "decoder_mlp_dim": 65536,
-    "num_multimask_outputs": 64,
-    "iou_head_depth": 64,
-    "iou_head_hidden_dim": 65536,
+    "prompt.embed_dim": 8192,
+    "decoder.depth": 64,
+    "decoder.num_heads": 256,
+    "decoder.mlp_dim": 65536,
+    "decoder.num_multimask_outputs": 64,
+    "decoder.iou_head_depth": 64,
+    "decoder.iou_head_hidden_dim": 65536,
 }
+
+
+def _sizes(cfg: SamConfig) -> list[tuple[str, Any, float]]:
+    """(field, value, largest allowed) for every size of ``cfg`` that has a limit."""
+    enc = cfg.encoder.to_dict()
+    out = [(f"encoder.{k}", enc.get(k), hi) for k, hi in family_of(cfg.encoder).limits.items()]
+    for name, hi in CONFIG_LIMITS.items():
+        part, _, key = name.partition(".")
+        out.append((name, getattr(getattr(cfg, part), key), hi))
+    return out
 
 
 def check_config_limits(cfg: SamConfig, *, source: str = "the weights") -> None:
     """Raise ``CheckpointError`` when a config (read from a file's metadata or shapes) has a
-    size outside ``CONFIG_LIMITS`` or below 1, before anything of that size is built."""
-    for name, hi in CONFIG_LIMITS.items():
-        value = getattr(cfg, name)
+    size outside its limits or below 1, before anything of that size is built."""
+    for name, value, hi in _sizes(cfg):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not ok or not value >= 1 or value > hi:
             raise CheckpointError(
@@ -132,12 +123,9 @@ def expected_shapes(cfg: SamConfig) -> dict[str, tuple[int, ...]]:
 
 
 def describe(cfg: SamConfig) -> str:
-    """``vit_b (embed 768, depth 12, heads 12, global [2, 5, 8, 11], input 1024)``."""
-    return (
-        f"{cfg.name} (embed {cfg.encoder_embed_dim}, depth {cfg.encoder_depth}, "
-        f"heads {cfg.encoder_num_heads}, global {list(cfg.encoder_global_attn_indexes)}, "
-        f"input {cfg.image_size})"
-    )
+    """``vit_b (vit: embed 768, depth 12, heads 12, global [2, 5, 8, 11], input 1024)``."""
+    family = family_of(cfg.encoder)
+    return f"{cfg.name} ({family.name}: {family.describe(cfg.encoder)})"
 
 
 def _abbrev(items: Sequence[str]) -> str:

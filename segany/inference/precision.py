@@ -34,8 +34,7 @@ import torch
 from torch import nn
 
 from segany.errors import InputError
-from segany.modeling.vit.chunked import encode_image
-from segany.modeling.vit.encoder import ImageEncoderViT
+from segany.modeling.families import family_of_module
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
 
@@ -244,7 +243,8 @@ def encode(
     def run(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if compiled:
             return _compiled(model, precision, encoder)(x)
-        return encode_image(cast(ImageEncoderViT, encoder), x)
+        family = family_of_module(encoder)  # the family's fast path (ViT: chunked)
+        return family.fast_forward(encoder, x) if family is not None else encoder(x)
 
     if precision == "int8":
         return run(int8_encoder(model), images).float()

@@ -1,66 +1,54 @@
-"""Pure PyTorch SAM modules. Depends on torch only, so the folder can be copied elsewhere."""
+"""Pure PyTorch SAM modules. Depends on torch only, so the folder can be copied elsewhere.
+
+Image encoders come in families (``families``: the contract and the registry; one package per
+family, e.g. ``vit``); the prompt encoder and mask decoder are shared. Fast inference twins sit
+beside what they mirror: ``vit/chunked.py`` (the encoder's forward), ``mask_decoder_shared.py``
+(the decoder over many prompts of one image), ``sam_upscale.py`` (``Sam.postprocess_masks``).
+"""
 
 from __future__ import annotations
 
+from segany.modeling import vit  # registers the built-in encoder family
 from segany.modeling.common import MLP, LayerNorm2d, MLPBlock
+from segany.modeling.configs import DecoderConfig, PromptConfig
+from segany.modeling.families import EncoderConfig, EncoderFamily, family_of
 from segany.modeling.mask_decoder import MaskDecoder
 from segany.modeling.prompt_encoder import PromptEncoder
 from segany.modeling.sam import Sam
 from segany.modeling.transformer import TwoWayTransformer
-from segany.modeling.vit import ImageEncoderViT
+from segany.modeling.vit import ImageEncoderViT, ViTConfig
 
 
-def build_sam_from_sizes(
+def build_sam_from_parts(
+    encoder: EncoderConfig,
     *,
-    image_size: int,
-    patch_size: int,
-    window_size: int,
-    mlp_ratio: float,
-    encoder_embed_dim: int,
-    encoder_depth: int,
-    encoder_num_heads: int,
-    encoder_global_attn_indexes: tuple[int, ...],
-    prompt_embed_dim: int,
-    decoder_depth: int,
-    decoder_num_heads: int,
-    decoder_mlp_dim: int,
-    num_multimask_outputs: int,
-    iou_head_depth: int,
-    iou_head_hidden_dim: int,
+    prompt: PromptConfig,
+    decoder: DecoderConfig,
     pixel_mean: tuple[float, float, float],
     pixel_std: tuple[float, float, float],
     mask_threshold: float = 0.0,
 ) -> Sam:
-    """Assemble a ``Sam`` from its sizes (``segany.models.build_sam`` passes a config's)."""
-    grid = image_size // patch_size
+    """Assemble an untrained ``Sam`` (eval mode) from its parts' configs
+    (``segany.models.build_sam`` passes a ``SamConfig``'s)."""
+    grid, size = encoder.embedding_size, encoder.image_size
     model = Sam(
-        image_encoder=ImageEncoderViT(
-            img_size=image_size,
-            patch_size=patch_size,
-            embed_dim=encoder_embed_dim,
-            depth=encoder_depth,
-            num_heads=encoder_num_heads,
-            mlp_ratio=mlp_ratio,
-            out_chans=prompt_embed_dim,
-            window_size=window_size,
-            global_attn_indexes=tuple(encoder_global_attn_indexes),
-        ),
+        image_encoder=family_of(encoder).build(encoder, out_chans=prompt.embed_dim),
         prompt_encoder=PromptEncoder(
-            embed_dim=prompt_embed_dim,
+            embed_dim=prompt.embed_dim,
             image_embedding_size=(grid, grid),
-            input_image_size=(image_size, image_size),
+            input_image_size=(size, size),
         ),
         mask_decoder=MaskDecoder(
-            transformer_dim=prompt_embed_dim,
+            transformer_dim=prompt.embed_dim,
             transformer=TwoWayTransformer(
-                depth=decoder_depth,
-                embedding_dim=prompt_embed_dim,
-                num_heads=decoder_num_heads,
-                mlp_dim=decoder_mlp_dim,
+                depth=decoder.depth,
+                embedding_dim=prompt.embed_dim,
+                num_heads=decoder.num_heads,
+                mlp_dim=decoder.mlp_dim,
             ),
-            num_multimask_outputs=num_multimask_outputs,
-            iou_head_depth=iou_head_depth,
-            iou_head_hidden_dim=iou_head_hidden_dim,
+            num_multimask_outputs=decoder.num_multimask_outputs,
+            iou_head_depth=decoder.iou_head_depth,
+            iou_head_hidden_dim=decoder.iou_head_hidden_dim,
         ),
         pixel_mean=pixel_mean,
         pixel_std=pixel_std,
@@ -71,12 +59,18 @@ def build_sam_from_sizes(
 
 __all__ = [
     "MLP",
+    "DecoderConfig",
+    "EncoderConfig",
+    "EncoderFamily",
     "ImageEncoderViT",
     "LayerNorm2d",
     "MLPBlock",
     "MaskDecoder",
+    "PromptConfig",
     "PromptEncoder",
     "Sam",
     "TwoWayTransformer",
-    "build_sam_from_sizes",
+    "ViTConfig",
+    "build_sam_from_parts",
+    "vit",
 ]

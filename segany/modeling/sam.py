@@ -10,7 +10,6 @@ from torch.nn import functional as F
 
 from segany.modeling.mask_decoder import MaskDecoder
 from segany.modeling.prompt_encoder import PromptEncoder
-from segany.modeling.vit import ImageEncoderViT
 
 if TYPE_CHECKING:
     from segany.config import SamConfig
@@ -27,7 +26,7 @@ class Sam(nn.Module):
     def __init__(
         self,
         *,
-        image_encoder: ImageEncoderViT,
+        image_encoder: nn.Module,
         prompt_encoder: PromptEncoder,
         mask_decoder: MaskDecoder,
         pixel_mean: tuple[float, float, float],
@@ -37,7 +36,9 @@ class Sam(nn.Module):
         """The whole model: image encoder, prompt encoder and mask decoder.
 
         Args:
-            image_encoder: B×3×S×S normalised padded images -> B×C×h×w embeddings.
+            image_encoder: B×3×S×S normalised padded images -> B×C×h×w embeddings; any
+                module of a registered encoder family (``segany.modeling.families``), with
+                ``img_size`` = S.
             prompt_encoder: points / boxes / mask logits -> sparse B×T×C and dense B×C×h×w.
             mask_decoder: embeddings + prompts -> low-res mask logits B×M×4h×4w and IoU B×M.
             pixel_mean: per-channel RGB mean subtracted from 0-255 pixels.
@@ -57,15 +58,24 @@ class Sam(nn.Module):
         # The config it was built from, set by segany.models.build_sam (the import of SamConfig
         # is for type checkers only: modeling/ still runs without the rest of segany).
         self.config: SamConfig | None = None
+        # Segment-everything thresholds recommended by the file the weights came from (a small
+        # model's scores are less certain than the official ones); generator policy, kept out
+        # of the config. Read by ``MaskGenerator.for_model``; empty when none.
+        self.generator_defaults: dict[str, float] = {}
 
     @property
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
+    @property
+    def image_size(self) -> int:
+        """Side S of the square padded input the image encoder reads."""
+        return int(self.image_encoder.img_size)  # type: ignore[arg-type]
+
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """B×3×h×w float pixels (0-255) -> normalised and zero-padded to B×3×S×S."""
         x = (x - self.pixel_mean) / self.pixel_std
-        size = self.image_encoder.img_size
+        size = self.image_size
         return F.pad(x, (0, size - x.shape[-1], 0, size - x.shape[-2]))
 
     def postprocess_masks(
@@ -78,7 +88,7 @@ class Sam(nn.Module):
 
         Upscale to the padded input square, crop the padding, then resize to the original size.
         """
-        size = self.image_encoder.img_size
+        size = self.image_size
         masks = F.interpolate(masks, (size, size), mode="bilinear", align_corners=False)
         masks = masks[..., : input_size[0], : input_size[1]]
         return F.interpolate(

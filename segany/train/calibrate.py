@@ -7,7 +7,7 @@ segany-tiny's held-out synthetic scenes they keep under one mask per image.
 thresholds (average recall, COCO's AR@100, and the share of masks that match an object at
 IoU ≥ 0.5); ``pick_thresholds`` takes the highest recall whose precision meets a floor
 (near-equal recalls: the more precise). The
-result is stored in the model's ``SamConfig.generator_defaults``, read by
+result is stored in the model's ``generator_defaults`` (saved with its weights), read by
 ``MaskGenerator.for_model``.
 
 ``fit_logit_scale`` measures whether the logits themselves are miscalibrated instead: the k

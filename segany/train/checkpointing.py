@@ -35,13 +35,11 @@ def load_weights(model: Sam, path: str | Path) -> None:
 
 
 def export(src: str | Path, dst: str | Path, half: bool = False) -> Path:
-    """Copy a segany weights file to ``dst`` (optionally as fp16), checking it loads."""
-    from segany.models import build_sam
+    """Copy a segany weights file to ``dst`` (optionally as fp16), checking it loads; the
+    generator defaults it carries go along."""
+    from segany.checkpoints import load_model
 
-    config, state = load_state_dict(src)
-    model = build_sam(config)
-    model.load_state_dict(state, strict=True)
-    save_weights(model, dst, half=half)
+    save_weights(load_model(src), dst, half=half)
     return Path(dst)
 
 

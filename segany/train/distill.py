@@ -3,7 +3,7 @@
 The student's image encoder is trained with MSE against the teacher's image embeddings on
 unlabelled images (the recipe behind the lightweight SAMs); the prompt encoder and mask decoder
 are then copied from the teacher, so the student works with the teacher's decoder as is. The two
-models must share the embedding grid (``prompt_embed_dim`` and ``image_size / patch_size``); the
+models must share the embedding grid (the prompt width and the embedding grid's side); the
 student may have another input size, in which case both see the same image resized for each.
 """
 
@@ -68,10 +68,10 @@ def _batch(model: Sam, images: list[np.ndarray]) -> torch.Tensor:
 
 def _check(teacher: Sam, student: Sam) -> None:
     t, s = config_of(teacher), config_of(student)
-    if (t.prompt_embed_dim, t.embedding_size) != (s.prompt_embed_dim, s.embedding_size):
+    if (t.prompt.embed_dim, t.embedding_size) != (s.prompt.embed_dim, s.embedding_size):
         raise InputError(
-            f"student embeddings {s.prompt_embed_dim}×{s.embedding_size}² must match the "
-            f"teacher's {t.prompt_embed_dim}×{t.embedding_size}²"
+            f"student embeddings {s.prompt.embed_dim}×{s.embedding_size}² must match the "
+            f"teacher's {t.prompt.embed_dim}×{t.embedding_size}²"
         )
 
 

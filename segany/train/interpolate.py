@@ -25,7 +25,7 @@ def interpolate_weights(start: Sam, tuned: Sam, alpha: float) -> Sam:
     every floating-point tensor; the two must share a config (same sizes, same keys). Integer
     buffers, if any, must be equal and are copied. ``alpha`` 0 gives ``start``, 1 ``tuned``.
 
-    Thresholds a model carries for the automatic generator (``SamConfig.generator_defaults``)
+    Thresholds a model carries for the automatic generator (``Sam.generator_defaults``)
     are not carried over: they were chosen for other weights. Choose them again for the result
     (``segany.train.calibrate``) or leave the official ones."""
     if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and 0.0 <= alpha <= 1.0):
@@ -49,7 +49,7 @@ def interpolate_weights(start: Sam, tuned: Sam, alpha: float) -> Sam:
             state[key] = x.detach().clone().cpu()
         else:
             raise InputError(f"{key}: integer tensors differ between the two models")
-    merged = build_sam(dataclasses.replace(cfg, generator_defaults={}))
+    merged = build_sam(cfg)  # a new model: no generator defaults
     with torch.no_grad():
         merged.load_state_dict(state, strict=True)
     return merged.eval()

@@ -3,35 +3,44 @@
 Everything takes plain numbers, not a ``TrainConfig``, so ``trainer`` imports this module and
 not the other way round.
 
-Layer ids follow the official parameter names: ``image_encoder.patch_embed``/``pos_embed`` are
-layer 0, ``image_encoder.blocks.N`` layer N+1, everything after the blocks (neck, prompt encoder,
-mask decoder) the top layer, which keeps the full learning rate.
+Layer ids inside the image encoder are its family's (``EncoderFamily.layer_id``; for ViT
+``patch_embed``/``pos_embed`` are layer 0, ``blocks.N`` layer N+1, the neck the top layer);
+everything outside the encoder (prompt encoder, mask decoder) is the top layer, which keeps the
+full learning rate.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import torch
 
-from segany.modeling.vit.encoder import Block
+from segany.errors import InputError
+from segany.modeling.families import EncoderFamily, family_of
 
 if TYPE_CHECKING:
+    from segany.config import EncoderConfig
     from segany.modeling import Sam
 
-_BLOCK = re.compile(r"^image_encoder\.blocks\.(\d+)\.")
+_ENCODER = "image_encoder."
 
 
-def layer_id(name: str, depth: int) -> int:
-    """The layer a parameter belongs to for layer-wise lr decay (0 .. depth + 1)."""
-    if name.startswith(("image_encoder.patch_embed", "image_encoder.pos_embed")):
-        return 0
-    hit = _BLOCK.match(name)
-    if hit:
-        return int(hit.group(1)) + 1
-    return depth + 1
+def _encoder_family(model: Sam) -> tuple[EncoderFamily, EncoderConfig]:
+    if model.config is None:
+        raise InputError(
+            "layer-wise decay and drop path need a model built by segany.build_sam or loaded "
+            "with segany.load_model (its config names the encoder family)"
+        )
+    return family_of(model.config.encoder), model.config.encoder
+
+
+def layer_id(name: str, family: EncoderFamily, config: EncoderConfig) -> int:
+    """The layer the parameter ``name`` belongs to for layer-wise lr decay
+    (0 .. ``family.num_layers(config) + 1``; outside the encoder: the top)."""
+    if name.startswith(_ENCODER):
+        return family.layer_id(name[len(_ENCODER) :], config)
+    return family.num_layers(config) + 1
 
 
 def _no_decay(name: str, param: torch.Tensor) -> bool:
@@ -47,12 +56,13 @@ def build_optimizer(
     Layer ``l`` of ``depth + 1`` learns at ``lr × layer_decay ** (depth + 1 - l)`` (its
     ``lr_scale``); norms, biases and positional tables get no weight decay.
     """
-    depth = len(model.image_encoder.blocks)
+    family, config = _encoder_family(model)
+    depth = family.num_layers(config)
     groups: dict[tuple[int, bool], dict] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        lid = layer_id(name, depth)
+        lid = layer_id(name, family, config)
         nd = _no_decay(name, p)
         key = (lid, nd)
         if key not in groups:
@@ -84,9 +94,11 @@ def warmup_cosine(
 
 
 def set_drop_path(model: Sam, rate: float) -> None:
-    """Stochastic depth on the encoder blocks: each block's ``drop_path`` (a training-only rate
-    the modeling code applies to both residual branches) rises linearly from 0 at the first
-    block to ``rate`` at the last, as in ViT/ViTDet training."""
-    blocks = [cast(Block, b) for b in model.image_encoder.blocks]
-    for i, block in enumerate(blocks):
-        block.drop_path = rate * i / max(1, len(blocks) - 1) if rate > 0 else 0.0
+    """Stochastic depth on the encoder blocks, as its family applies it (ViT: each block's
+    training-only ``drop_path`` rises linearly from 0 at the first block to ``rate`` at the
+    last, as in ViT/ViTDet training)."""
+    family, _ = _encoder_family(model)
+    try:
+        family.set_drop_path(model.image_encoder, rate)
+    except ValueError as e:
+        raise InputError(str(e)) from None

@@ -8,19 +8,23 @@ on two CPU cores: 192 px input, patch 8 (a 24×24 embedding, 96×96 low-res mask
 
 from __future__ import annotations
 
+from segany.config import DecoderConfig, PromptConfig
+from segany.modeling.vit import ViTConfig
 from segany.models import SamConfig
 
 TINY = SamConfig(
     "tiny",
-    encoder_embed_dim=160,
-    encoder_depth=6,
-    encoder_num_heads=4,
-    encoder_global_attn_indexes=(2, 5),
-    image_size=192,
-    patch_size=8,
-    window_size=8,
-    prompt_embed_dim=128,
-    decoder_mlp_dim=512,
+    encoder=ViTConfig(
+        embed_dim=160,
+        depth=6,
+        num_heads=4,
+        global_attn_indexes=(2, 5),
+        image_size=192,
+        patch_size=8,
+        window_size=8,
+    ),
+    prompt=PromptConfig(embed_dim=128),
+    decoder=DecoderConfig(mlp_dim=512),
 )
 
 NAMED_CONFIGS: dict[str, SamConfig] = {TINY.name: TINY}

@@ -1,11 +1,12 @@
 """Run a model's weights at another input size.
 
-A ViT encoder's only size-bound weights are its absolute position embedding (one vector per
+What depends on the input size is the encoder's family's business
+(``EncoderFamily.resize_state``): for a ViT, its absolute position embedding (one vector per
 patch of the input grid) and the relative-position tables of its global-attention blocks
 (2·grid - 1 offsets); windowed blocks' tables depend on the window, not the input. The official
-code already resamples a relative-position table of another length linearly at run time
-(``resample_offsets``); here both are resampled once, so that the result is an ordinary model
-of the new size, stored with its own config, loading strictly into the official modules.
+code already resamples a relative-position table of another length linearly at run time; here
+the tables are resampled once, so that the result is an ordinary model of the new size, stored
+with its own config, loading strictly into the official modules.
 
 Used for segany-tiny v4: v3's weights, trained at 192 px, at 384 px (MODEL_CARD.md).
 """
@@ -15,42 +16,38 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from torch.nn import functional as F
 
 from segany.errors import InputError
 from segany.modeling import Sam
-from segany.modeling.vit.encoder import resample_offsets
+from segany.modeling.families import family_of
 from segany.models import build_sam
+
+_ENCODER = "image_encoder."
 
 
 def resize_input(model: Sam, image_size: int) -> Sam:
     """A new model (eval mode) reading ``image_size``-px inputs with ``model``'s weights: the
-    absolute position embedding (1×g×g×C) resampled bicubically to the new grid, the global
-    blocks' relative-position tables ((2g-1)×D) linearly; every other weight copied."""
+    encoder's position tables resampled by its family (ViT: the absolute embedding
+    bicubically, the global blocks' relative tables linearly); every other weight copied."""
     cfg = model.config
     if cfg is None:
         raise InputError("resize_input needs a model built by segany.models.build_sam")
-    if image_size <= 0 or image_size % cfg.patch_size:
+    family = family_of(cfg.encoder)
+    step = cfg.image_size // cfg.embedding_size  # input pixels per embedding cell
+    if image_size <= 0 or image_size % step:
         raise InputError(
-            f"image_size must be a positive multiple of the patch size {cfg.patch_size}; "
-            f"got {image_size}"
+            f"image_size must be a positive multiple of the patch size {step}; got {image_size}"
         )
-    new_cfg = dataclasses.replace(cfg, image_size=image_size)
-    resized = build_sam(new_cfg)
-    want = resized.state_dict()
-    state = {}
-    for key, value in model.state_dict().items():
-        shape = want[key].shape
-        if value.shape == shape:
-            state[key] = value.detach().clone()
-        elif key == "image_encoder.pos_embed":
-            grid = value.permute(0, 3, 1, 2).float()  # 1×g×g×C -> 1×C×g×g
-            grid = F.interpolate(grid, size=tuple(shape[1:3]), mode="bicubic", align_corners=False)
-            state[key] = grid.permute(0, 2, 3, 1).to(value.dtype)
-        elif key.endswith((".rel_pos_h", ".rel_pos_w")):
-            state[key] = resample_offsets(value.float(), shape[0]).to(value.dtype)
-        else:  # pragma: no cover - build_sam changes no other shape with the input size
-            raise AssertionError(f"{key}: {tuple(value.shape)} -> {tuple(shape)}")
+    try:
+        encoder = family.with_input_size(cfg.encoder, image_size)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    resized = build_sam(dataclasses.replace(cfg, encoder=encoder))
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    inner = {k[len(_ENCODER) :]: v for k, v in state.items() if k.startswith(_ENCODER)}
+    for key, value in family.resize_state(inner, cfg.encoder, encoder).items():
+        state[_ENCODER + key] = value
     with torch.no_grad():
         resized.load_state_dict(state, strict=True)
+    resized.generator_defaults = dict(model.generator_defaults)
     return resized.eval()
