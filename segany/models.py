@@ -73,8 +73,13 @@ def build_sam(config: SamConfig | str) -> Sam:
     """Build an untrained ``Sam`` for ``config`` (a ``SamConfig`` or a registered name); its
     encoder is built by the family the encoder config names."""
     from segany.modeling import build_sam_from_parts
+    from segany.modeling.families import family_of
 
     cfg = get_config(config) if isinstance(config, str) else config
+    try:
+        family_of(cfg.encoder)
+    except ValueError as e:
+        raise InputError(f"cannot build {cfg.name!r}: {e}") from None
     model = build_sam_from_parts(
         cfg.encoder,
         prompt=cfg.prompt,
