@@ -369,7 +369,7 @@ class MaskGenerator:
         decoder = PointDecoder(model, enc.get_image_embedding())
         # Masks per upscaling chunk, as if each held the 1024² intermediate or the crop in floats:
         # more than its boolean mask and its share of the column pass need.
-        side = model.image_encoder.img_size
+        side = model.image_size
         chunk = max(1, _UPSCALE_BYTES // (4 * max(side * side, crop_h * crop_w)))
         parts: dict[str, list] = {k: [] for k in ("iou", "stab", "boxes", "points", "rles")}
         image_box = [0, 0, image_hw[1], image_hw[0]]

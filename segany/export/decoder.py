@@ -69,7 +69,7 @@ class SamOnnxDecoder(nn.Module):
         super().__init__()
         self.prompt_encoder = model.prompt_encoder
         self.mask_decoder = model.mask_decoder
-        self.img_size = int(model.image_encoder.img_size)
+        self.img_size = int(model.image_size)
         self.mask_threshold = float(model.mask_threshold)
         self.return_single_mask = return_single_mask
         self.use_stability_score = use_stability_score

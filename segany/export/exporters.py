@@ -34,7 +34,7 @@ def _metadata(model: Sam, kind: str, **extra: object) -> dict[str, str]:
     meta = {
         "segany.kind": kind,
         "segany.model": str(name) if name else "custom",
-        "segany.image_size": str(int(model.image_encoder.img_size)),
+        "segany.image_size": str(int(model.image_size)),
         "segany.pixel_mean": json.dumps(model.pixel_mean.flatten().tolist()),
         "segany.pixel_std": json.dumps(model.pixel_std.flatten().tolist()),
         "segany.mask_threshold": repr(float(model.mask_threshold)),
@@ -46,7 +46,7 @@ def _metadata(model: Sam, kind: str, **extra: object) -> dict[str, str]:
 def decoder_example_inputs(model: Sam, num_points: int = 5) -> tuple[torch.Tensor, ...]:
     """Seeded example inputs for tracing the decoder (shapes as in ``SamOnnxDecoder``)."""
     pe = model.prompt_encoder
-    size = model.image_encoder.img_size
+    size = model.image_size
     gen = torch.Generator().manual_seed(0)
     return (
         torch.randn(1, pe.embed_dim, *pe.image_embedding_size, generator=gen),
@@ -110,7 +110,7 @@ def export_encoder(
     padded -> ``image_embeddings`` 1×C×h×w. ``quantize``: int8 dynamic quantisation of the
     weights (MatMul/linear layers), for CPUs without fast bf16."""
     encoder = model.image_encoder.eval()
-    size = encoder.img_size
+    size = model.image_size
     example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     data = trace_to_bytes(
         encoder,

@@ -94,7 +94,7 @@ class Predictor:
         self.compile = bool(compile)
         self.disk_cache = resolve_cache(cache)
         self.precision = resolve_precision(precision, model.device)
-        self.transform = ResizeLongestSide(model.image_encoder.img_size)
+        self.transform = ResizeLongestSide(model.image_size)
         self.cache_size = cache_size
         self._cache: OrderedDict[str, _ImageState]
         self._cache = OrderedDict()
@@ -169,9 +169,9 @@ class Predictor:
             raise InputError(
                 f"expected a 1×3×h×w tensor, got shape {tuple(transformed_image.shape)}"
             )
-        if max(transformed_image.shape[2:]) != self.model.image_encoder.img_size:
+        if max(transformed_image.shape[2:]) != self.model.image_size:
             raise InputError(
-                f"the longest side must be {self.model.image_encoder.img_size}, got "
+                f"the longest side must be {self.model.image_size}, got "
                 f"{tuple(transformed_image.shape[2:])}; resize with predictor.transform first"
             )
         if transformed_image.is_complex() or not torch.isfinite(transformed_image).all():
@@ -464,7 +464,7 @@ class Predictor:
             low_res,
             state.input_size,
             state.original_size,
-            model.image_encoder.img_size,
+            model.image_size,
             threshold=None if return_logits else model.mask_threshold,
         )
         return masks, iou, low_res

@@ -105,7 +105,7 @@ class EmbeddingCache:
                 f"{self.path} was built with another image encoder (fingerprint "
                 f"{self.fingerprint}); delete it or give another cache path"
             )
-        if int(model.image_encoder.img_size) != self.image_size:
+        if int(model.image_size) != self.image_size:
             raise InputError(f"{self.path} holds {self.image_size}-px embeddings")
 
     def _masks(self, entry: int) -> torch.Tensor:
@@ -148,7 +148,7 @@ def build_cache(
 
     if not flips or flips[0] is not False or len(set(flips)) != len(flips):
         raise InputError(f"flips must start with False and not repeat, got {flips}")
-    s = int(model.image_encoder.img_size)
+    s = int(model.image_size)
     device = next(model.parameters()).device
     embeddings: list[torch.Tensor] = []
     packed: list[np.ndarray] = []

@@ -121,7 +121,7 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
         self.train_set, self.val_set = train_set, val_set
-        self.image_size = int(model.image_encoder.img_size)
+        self.image_size = int(model.image_size)
         self._freeze()
         self.optimizer = build_optimizer(
             self.model,
