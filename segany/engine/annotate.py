@@ -5,11 +5,10 @@ is loaded once) and call it per ``Task``. A task carries the image's bytes, read
 so workers need no access to the inputs and a cluster needs no shared file system.
 
 Fully automatic mode: the generator's grid over the whole image (and its crops).
-Semi-automatic mode (a task with ``existing`` annotations): grid points inside existing masks
-are dropped before decoding (the image-level grid) and new masks whose prompt point lies inside
-an existing mask, or that lie mostly inside them, are dropped after (this also covers crop
-grids, which are shared by every crop of a layer). Existing annotations are copied unchanged;
-new ones get ids after the largest existing id and ``"origin": "automatic"``.
+Semi-automatic mode (a task with ``existing`` annotations): ``segany.automatic.semi`` (shared
+with the app's pre-fill) decodes only where the existing masks leave room and keeps only new
+masks. Existing annotations are copied unchanged; new ones get ids after the largest existing
+id and ``"origin": "automatic"``.
 """
 
 from __future__ import annotations
@@ -159,7 +158,7 @@ class Annotator:
         return doc.to_dict()
 
     def _semi(self, image: np.ndarray, task: Task) -> dict[str, Any]:
-        from segany.automatic import MaskGenerator
+        from segany.automatic.semi import SemiOptions, annotated_pixels, generate_semi
         from segany.formats.records import (
             plain,
             records_to_dicts,
@@ -172,40 +171,12 @@ class Annotator:
         h, w = image.shape[:2]
         info = existing.get("image") or self._image_info(image, task)
         old = list(existing.get("annotations", []))
-        union = np.zeros((h, w), dtype=bool)
-        for i, ann in enumerate(old):
-            m = segmentation_mask(ann["segmentation"])
-            if m.shape != (h, w):
-                raise InputError(
-                    f"{task.key}: existing annotation {i} is {m.shape[0]}×{m.shape[1]} but the "
-                    f"image is {h}×{w}"
-                )
-            union |= m
-        grids = [np.asarray(g, dtype=np.float64) for g in self.generator.point_grids]
-        # Layer 0 covers the whole image: its points map straight to image pixels.
-        xy = np.minimum((grids[0] * [w, h]).astype(int), [w - 1, h - 1])
-        free = ~union[xy[:, 1], xy[:, 0]]
-        crops = self.generator.crop_n_layers
-        records: list[dict[str, Any]] = []
-        if free.any() or crops > 0:
-            # The generator needs a non-empty grid per layer; one kept point is dropped below.
-            grids[0] = grids[0][free] if free.any() else grids[0][:1]
-            opts = {k: v for k, v in self.options.items() if k != "points_per_side"}
-            opts["point_grids"] = grids
-            gen = MaskGenerator.for_model(
-                self.predictor, self.spec.preset, points_per_side=None, **opts
-            )
-            records = records_to_dicts(gen.generate(image))
-        new = []
-        for rec in records:
-            x, y = (int(v) for v in np.asarray(rec["point_coords"]).reshape(-1, 2)[0])
-            if union[min(max(y, 0), h - 1), min(max(x, 0), w - 1)]:
-                continue
-            m = segmentation_mask(rec["segmentation"])
-            area = int(m.sum())
-            if area == 0 or (m & union).sum() > self.spec.semi_max_overlap * area:
-                continue
-            new.append(rec)
+        masks = (segmentation_mask(ann["segmentation"]) for ann in old)
+        annotated = annotated_pixels(masks, (h, w), source=task.key)
+        options = SemiOptions(max_overlap=self.spec.semi_max_overlap)
+        new = records_to_dicts(
+            generate_semi(self.generator, annotated, image=image, options=options).records
+        )
         next_id = 1 + max((int(a.get("id", -1)) for a in old), default=-1)
         annotations = list(old)
         for j, rec in enumerate(new):
