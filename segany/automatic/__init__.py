@@ -1,7 +1,8 @@
 """Segment everything: the official automatic mask generator and its parts.
 
 - ``generator``: ``MaskGenerator`` (grid prompts over the image and its crops, presets);
-- ``point_decoder``: the mask decoder run for a whole grid of single-point prompts at once;
+- the decoder for a whole grid of single-point prompts at once is
+  ``segany.modeling.mask_decoder_shared.PointDecoder`` (beside the decoder it mirrors);
 - ``select``: the model-free stage (quality cuts, NMS, small-region cleanup, output records).
 """
 
