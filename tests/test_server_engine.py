@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -89,9 +90,26 @@ def test_retrain_makes_a_new_version_and_masks_keep_theirs(client):
     image = upload(client)
     out = click(client, image["id"])
     mask = add_mask(client, image["id"], out["masks"][2], model_version=0)
-    job = client.post("/api/train", json={"steps": 2, "masks_per_image": 1}).json()
-    assert job["status"] in ("queued", "running") and job["base_version"] == 0
-    assert client.post("/api/train", json={"steps": 2}).status_code in (202, 400)
+    # Hold the job at its first step until the second request has been answered, so that the
+    # one-job rule meets a job that is certainly running.
+    retrainer = client.app.state.segany.retrainer
+    export, release = retrainer.export_sa1b, threading.Event()
+
+    def held_export(folder):
+        release.wait(timeout=120)
+        return export(folder)
+
+    retrainer.export_sa1b = held_export
+    try:
+        r = client.post("/api/train", json={"steps": 2, "masks_per_image": 1})
+        job = r.json()
+        assert r.status_code == 202 and job["status"] in ("queued", "running"), r.text
+        assert job["base_version"] == 0
+        second = client.post("/api/train", json={"steps": 2})
+        assert second.status_code == 400, second.text
+        assert "already running" in second.json()["detail"]
+    finally:
+        release.set()
     deadline = time.time() + 300
     while job["status"] not in ("done", "failed") and time.time() < deadline:
         time.sleep(0.5)
