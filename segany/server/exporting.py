@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from segany.atomic import atomic_path
 from segany.formats import (
     coco_dataset,
     label_map,
@@ -99,7 +100,8 @@ def write_sa1b_folder(folder: Path, docs: list[tuple[Path, SA1BImage]]) -> None:
         target = folder / name
         try:
             os.link(path, target)
-        except OSError:
-            shutil.copyfile(path, target)
+        except OSError:  # another file system: a copy, published whole like every output
+            with atomic_path(target) as tmp:
+                shutil.copyfile(path, tmp)
         doc.image["file_name"] = name
         write_sa1b(folder / f"{n:06d}_{path.stem}.json", doc)
