@@ -3,6 +3,8 @@ checkpoints load, distillation lowers the embedding error, and the CLI drives it
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 
 import numpy as np
@@ -10,8 +12,10 @@ import pytest
 import torch
 from helpers import TRAIN_SMALL
 
+from segany.config import replace_encoder
 from segany.errors import CheckpointError
-from segany.models import SamConfig, build_sam
+from segany.modeling.families import family_of
+from segany.models import build_sam
 from segany.train.datasets import SA1BDataset
 from segany.train.distill import DistillConfig, distill_encoder, embedding_mse
 from segany.train.losses import LossWeights
@@ -165,9 +169,11 @@ def test_freeze_encoder_keeps_it_fixed(data, tmp_path):
 def test_layer_decay_groups():
     from segany.train.optim import build_optimizer, layer_id
 
-    assert layer_id("image_encoder.patch_embed.proj.weight", 2) == 0
-    assert layer_id("image_encoder.blocks.1.attn.qkv.weight", 2) == 2
-    assert layer_id("mask_decoder.iou_token.weight", 2) == 3
+    vit, enc = family_of(TRAIN_SMALL.encoder), TRAIN_SMALL.encoder  # 2 blocks
+    assert layer_id("image_encoder.patch_embed.proj.weight", vit, enc) == 0
+    assert layer_id("image_encoder.blocks.1.attn.qkv.weight", vit, enc) == 2
+    assert layer_id("image_encoder.neck.0.weight", vit, enc) == 3
+    assert layer_id("mask_decoder.iou_token.weight", vit, enc) == 3
     model = build_sam(TRAIN_SMALL)
     opt = build_optimizer(model, lr=1.0, weight_decay=0.1, layer_decay=0.5)
     scales = sorted({g["lr_scale"] for g in opt.param_groups})
@@ -178,14 +184,9 @@ def test_layer_decay_groups():
 def test_distillation_lowers_embedding_error():
     torch.manual_seed(0)
     teacher = build_sam(TRAIN_SMALL).eval()
-    student_cfg = SamConfig(
-        **{
-            **TRAIN_SMALL.__dict__,
-            "name": "student",
-            "encoder_embed_dim": 16,
-            "encoder_depth": 1,
-            "encoder_global_attn_indexes": (0,),
-        }
+    student_cfg = dataclasses.replace(
+        replace_encoder(TRAIN_SMALL, embed_dim=16, depth=1, global_attn_indexes=(0,)),
+        name="student",
     )
     student = build_sam(student_cfg)
     images = [im for im, _ in iter_scenes(3, 6, SYNTH)]
@@ -230,6 +231,8 @@ def test_cli_synth_and_train(tmp_path):
         "--export",
         str(tmp_path / "m.safetensors"),
         "--half",
+        "--log-every",
+        "1",
         "-q",
     ]
     assert main(["train", *args]) == 0
@@ -237,32 +240,50 @@ def test_cli_synth_and_train(tmp_path):
 
     model = load_model(str(tmp_path / "m.safetensors"))
     assert model.config.name == "test-train"
-    # --resume with more steps continues from the checkpoint
+    # --resume with more steps continues from the checkpoint: one more training step (4) and
+    # its validation, appended to the first run's log; steps 1-3 are not trained again.
     args[args.index("--steps") + 1] = "4"
     args.remove("--config")
     args.remove(str(cfg))
     assert main(["train", *args, "--resume"]) == 0
-    lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
-    assert json.loads(lines[-1])["step"] == 4 or json.loads(lines[-2])["step"] == 4
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    kinds = [(r["step"], "val" if "point_miou" in r else "train") for r in log]
+    assert kinds == [
+        (1, "train"),
+        (2, "train"),
+        (3, "train"),
+        (3, "val"),
+        (4, "train"),
+        (4, "val"),
+    ]
+    assert all(np.isfinite(r["loss"]) for r in log if "loss" in r)
+    state = json.loads((tmp_path / "run" / "checkpoint.state.json").read_text())
+    assert state["step"] == 4
 
 
-def test_cli_distill(tmp_path):
+def test_cli_distill(tmp_path, monkeypatch, capsys):
+    import segany.models
     from segany.checkpoints import load_model, save_model
     from segany.cli import main
+    from segany.train.distill import image_folder
     from segany.train.synth import write_sa1b
 
     write_sa1b(tmp_path / "imgs", 3, seed=5, cfg=SYNTH)
     torch.manual_seed(0)
     save_model(build_sam(TRAIN_SMALL), tmp_path / "teacher.safetensors")
-    student = SamConfig(
-        **{
-            **TRAIN_SMALL.__dict__,
-            "name": "student",
-            "encoder_depth": 1,
-            "encoder_global_attn_indexes": (0,),
-        }
+    student = dataclasses.replace(
+        replace_encoder(TRAIN_SMALL, depth=1, global_attn_indexes=(0,)), name="student"
     )
     (tmp_path / "student.json").write_text(student.to_json())
+    built = []  # the student as the command built it, before any training
+
+    def build_and_keep(config):
+        model = build_sam(config)
+        if config == student:
+            built.append(copy.deepcopy(model))
+        return model
+
+    monkeypatch.setattr(segany.models, "build_sam", build_and_keep)
     out = tmp_path / "student.safetensors"
     args = [
         "distill",
@@ -274,10 +295,26 @@ def test_cli_distill(tmp_path):
         "-o",
         str(out),
         "--steps",
-        "3",
+        "20",
         "--batch-size",
         "2",
+        "--lr",
+        "3e-3",
+        "--json",
         "-q",
     ]
     assert main(args) == 0
-    assert load_model(str(out)).config.name == "student"
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["last_mse"] < 0.5 * summary["first_mse"]
+    initial = built[0]  # the first student the command built is the one it trains
+    trained = load_model(str(out))
+    teacher = load_model(str(tmp_path / "teacher.safetensors"))
+    assert trained.config.name == "student"
+    # The written encoder is the trained one: its embeddings are much closer to the teacher's.
+    images = image_folder(tmp_path / "imgs")
+    before, after = embedding_mse(teacher, initial, images), embedding_mse(teacher, trained, images)
+    assert after < 0.5 * before, (before, after)
+    # and the prompt encoder and decoder are the teacher's, so it works with them unchanged.
+    for part in ("prompt_encoder", "mask_decoder"):
+        for k, v in getattr(teacher, part).state_dict().items():
+            assert torch.equal(getattr(trained, part).state_dict()[k], v), f"{part}.{k}"
