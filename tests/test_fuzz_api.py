@@ -5,16 +5,18 @@ Each row: an id, its category, a call, and what must happen: an exception type w
 of its message (the error names what was expected), or ``OK`` (a valid input that must work).
 Categories follow the hardening issue: ``bound`` (would allocate or run without limit),
 ``silent`` (was accepted silently and gave garbage), ``clear`` (needs a clear typed error) and
-``valid`` (was refused although valid). ``test_category_counts`` keeps the table's size honest.
+``valid`` (was refused although valid). ``test_every_bound_in_limits_has_a_row`` ties the table
+to ``segany.limits``: each bound stated there has a row whose error names its value.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import struct
 import zlib
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ import pytest
 import torch
 from helpers import SMALL, seeded_model
 
+from segany import limits
 from segany.automatic import MaskGenerator
 from segany.checkpoints import load_model, save_model
 from segany.errors import CheckpointError, InputError
@@ -34,7 +37,7 @@ from segany.inference.predictor import Predictor
 from segany.masks import decode_rle
 
 OK = "ok"
-EMB = (1, SMALL.prompt_embed_dim, SMALL.embedding_size, SMALL.embedding_size)
+EMB = (1, SMALL.prompt.embed_dim, SMALL.embedding_size, SMALL.embedding_size)
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +89,9 @@ def _hostile_files(folder: Path, model: Any) -> dict[str, Path]:
     save_model(model, folder / "small.safetensors")
     cfg = json.loads(_metadata(folder / "small.safetensors")["segany.config"])
     tensors = {"image_encoder.pos_embed": torch.zeros(1, 2, 2, 8)}
-    for name, claim in (("deep", {"encoder_depth": 64}), ("wide", {"encoder_embed_dim": 32768})):
-        meta = {"segany.config": json.dumps({**cfg, **claim}), "segany.format_version": "1"}
+    for name, claim in (("deep", {"depth": 64}), ("wide", {"embed_dim": 32768})):
+        lie = {**cfg, "encoder": {**cfg["encoder"], **claim}}
+        meta = {"segany.config": json.dumps(lie), "segany.format_version": "2"}
         out[name] = folder / f"{name}.safetensors"
         save_file(tensors, str(out[name]), metadata=meta)
     big = {"image": {"height": 10, "width": 10}, "annotations": []}
@@ -148,25 +152,74 @@ def _big_endian(ctx: dict[str, Any]) -> None:
     image = (np.arange(20 * 30 * 3).reshape(20, 30, 3) * 50).astype(">u2")
     native = image.astype("<u2")
     assert np.array_equal(to_rgb_uint8(image), to_rgb_uint8(native))
-    ctx["p"].set_image(image)
+    p, q = Predictor(ctx["model"]), Predictor(ctx["model"])
+    p.set_image(image)
+    q.set_image(native)
+    assert torch.equal(p.get_image_embedding(), q.get_image_embedding())
 
 
 def _bf16(ctx: dict[str, Any]) -> None:
-    p = Predictor(ctx["model"])
-    p.set_image(torch.rand(20, 30, 3).to(torch.bfloat16))
-    p.set_image_embedding(_emb(0.5, torch.bfloat16), (20, 30))
-    p.predict(point_coords=torch.tensor([[3.0, 4.0]], dtype=torch.bfloat16), point_labels=[1])
+    # bf16 image, embedding and coordinates give what the same values in float32 give.
+    image = torch.rand(20, 30, 3, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    p, q = Predictor(ctx["model"]), Predictor(ctx["model"])
+    p.set_image(image)
+    q.set_image(image.float())
+    assert torch.equal(p.get_image_embedding(), q.get_image_embedding())
+    emb = torch.randn(EMB, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    p.set_image_embedding(emb, (20, 30))
+    q.set_image_embedding(emb.float(), (20, 30))
+    got = p.predict(point_coords=torch.tensor([[3.0, 4.0]], dtype=torch.bfloat16), point_labels=[1])
+    want = q.predict(point_coords=[[3.0, 4.0]], point_labels=[1])
+    assert np.array_equal(got.masks, want.masks) and np.array_equal(got.scores, want.scores)
+    assert np.array_equal(got.logits, want.logits)
+
+
+@functools.cache
+def _bundled_scene() -> tuple[Any, torch.Tensor]:
+    """The bundled (trained) model and its embedding of two flat shapes: its masks pass real
+    quality filters, where the seeded model's all score 0 stability."""
+    model = load_model()
+    image = np.full((60, 80, 3), 30, np.uint8)
+    image[10:40, 20:60] = (220, 60, 60)
+    image[45:58, 5:30] = (40, 200, 90)
+    p = Predictor(model)
+    p.set_image(image)
+    return model, p.get_image_embedding()
 
 
 def _numpy_scalars(ctx: dict[str, Any]) -> None:
-    g = _gen(
-        ctx,
-        points_per_side=np.int64(2),
-        pred_iou_thresh=np.float32(0.5),
-        stability_score_thresh=np.float32(0.5),
-        box_nms_thresh=np.float64(0.7),
-    )
-    g.generate(np.zeros((20, 30, 3), np.uint8))
+    # numpy scalar options give the records their Python values give, and each option counts.
+    model, emb = _bundled_scene()
+
+    def records(**options: Any) -> list[tuple[Any, ...]]:
+        found = MaskGenerator(model, **options).generate(embedding=emb, original_size=(60, 80))
+        return [
+            (r.segmentation.tobytes(), r.bbox, r.predicted_iou, r.stability_score) for r in found
+        ]
+
+    numpy_opts = {
+        "points_per_side": np.int64(3),
+        "pred_iou_thresh": np.float32(0.2),
+        "stability_score_thresh": np.float32(0.2),
+        "box_nms_thresh": np.float64(0.7),
+    }
+    plain_opts = {k: v.item() for k, v in numpy_opts.items()}
+    want = records(**plain_opts)
+    assert want and records(**numpy_opts) == want
+    relaxed = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
+    for key, off in relaxed.items():  # each threshold drops masks here, so each is compared
+        assert len(records(**{**plain_opts, key: off})) > len(want), key
+
+
+def _label_map_of_nothing() -> None:
+    labels = label_map(np.zeros((0, 5, 6), bool))
+    assert labels.dtype == np.uint16 and np.array_equal(labels, np.zeros((5, 6)))
+
+
+def _empty_rle() -> None:
+    for size in ([0, 0], [0, 4]):
+        mask = decode_rle({"size": size, "counts": []})
+        assert mask.dtype == np.bool_ and mask.shape == tuple(size)
 
 
 def _dangling_listed(ctx: dict[str, Any]) -> None:
@@ -184,7 +237,7 @@ CASES: list[tuple[str, str, Any, Any]] = [
     ("crop_n_layers=6 prompts", "bound", lambda c: _gen(c, crop_n_layers=6), (InputError, "1048576")),
     ("points_per_batch=10**9", "bound", lambda c: _gen(c, points_per_batch=10**9), (InputError, "[1, 1024]")),
     ("downscale=10**9", "bound", lambda c: _gen(c, crop_n_points_downscale_factor=10**9), (InputError, "1024")),
-    ("predict 3000 boxes on 30000×4000", "bound", lambda c: _set_emb(c, _emb(), (30000, 4000)).predict(box=np.tile([0, 0, 5, 5], (3000, 1))), (InputError, "smaller batches")),
+    ("predict 3000 boxes on 30000×4000", "bound", lambda c: _set_emb(c, _emb(), (30000, 4000)).predict(box=np.tile([0, 0, 5, 5], (3000, 1))), (InputError, "2147483648 one call may produce")),
     ("predict 5000 points per prompt", "bound", lambda c: _predict(c, point_coords=np.ones((5000, 2)), point_labels=np.ones(5000)), (InputError, "4096")),
     ("embedding 100000²", "bound", lambda c: _set_emb(c, _emb(), (100000, 100000)), (InputError, "32768")),
     ("embedding 30000² pixels", "bound", lambda c: _set_emb(c, _emb(), (30000, 30000)), (InputError, "134217728")),
@@ -195,7 +248,7 @@ CASES: list[tuple[str, str, Any, Any]] = [
     ("sa1b rle ≠ image", "bound", lambda c: parse_sa1b(_sa1b([20, 20])), (InputError, "expected the image size")),
     ("sa1b image 10**6", "bound", lambda c: parse_sa1b(_sa1b([10**6, 10], (10**6, 10))), (InputError, "32768")),
     ("coco image 10**6", "bound", lambda c: read_coco(c["coco_big"]), (InputError, "32768")),
-    ("metadata 32768 wide", "bound", lambda c: load_model(c["wide"]), (CheckpointError, "encoder_embed_dim=32768")),
+    ("metadata 32768 wide", "bound", lambda c: load_model(c["wide"]), (CheckpointError, "encoder.embed_dim=32768")),
     ("metadata 64 blocks", "bound", lambda c: load_model(c["deep"]), (CheckpointError, "do not fit")),
     ("png header 40000 wide", "bound", lambda c: read_image(c["bomb_side"]), (InputError, "32768")),
     ("png bomb 20000²", "bound", lambda c: read_image(c["bomb_pixels"]), (InputError, "bomb.png")),
@@ -264,8 +317,8 @@ CASES: list[tuple[str, str, Any, Any]] = [
     ("bf16 tensors", "valid", _bf16, OK),
     ("numpy scalar options", "valid", _numpy_scalars, OK),
     ("aspect 1000:1", "valid", _thin, OK),
-    ("label_map of 0 masks", "valid", lambda c: label_map(np.zeros((0, 5, 6), bool)), OK),
-    ("rle of an empty image", "valid", lambda c: decode_rle({"size": [0, 0], "counts": []}), OK),
+    ("label_map of 0 masks", "valid", lambda c: _label_map_of_nothing(), OK),
+    ("rle of an empty image", "valid", lambda c: _empty_rle(), OK),
 ]  # fmt: skip
 
 
@@ -280,7 +333,29 @@ def test_fuzz_api(ctx, name, category, call, expected):
     assert fragment in str(info.value), f"{name}: {info.value}"
 
 
-def test_category_counts():
-    counts = Counter(c[1] for c in CASES)
-    assert set(counts) == {"bound", "silent", "clear", "valid"}
-    assert sum(counts.values()) == len({c[0] for c in CASES})  # ids are unique
+# Each bound segany.limits states -> the row whose error must name its value.
+BOUND_ROWS = {
+    "MAX_IMAGE_SIDE": "image 1×40000",
+    "MAX_IMAGE_PIXELS": "embedding 30000² pixels",
+    "MAX_COORDINATE": "coords 1e39",
+    "MAX_POINTS_PER_SIDE": "points_per_side=3000",
+    "MAX_CROP_LAYERS": "crop_n_layers=30",
+    "MAX_PROMPTS_PER_IMAGE": "crop_n_layers=6 prompts",
+    "MAX_POINTS_PER_BATCH": "points_per_batch=10**9",
+    "MAX_POINTS_PER_PROMPT": "predict 5000 points per prompt",
+    "MAX_MASK_PIXELS_PER_CALL": "predict 3000 boxes on 30000×4000",
+}
+
+
+def test_every_bound_in_limits_has_a_row():
+    # A bound added to segany.limits needs a row here; a bound whose value changes needs its
+    # row's message updated (test_fuzz_api checks that message against the real error).
+    stated = {k: v for k, v in vars(limits).items() if k.startswith("MAX_")}
+    assert set(stated) == set(BOUND_ROWS)
+    rows = {c[0]: c for c in CASES}
+    assert len(rows) == len(CASES), "row ids must be unique"
+    for name, row_id in BOUND_ROWS.items():
+        _, category, _, (error, fragment) = rows[row_id]
+        assert category in ("bound", "silent") and error is InputError, row_id
+        assert re.search(rf"(?<![\d.]){int(stated[name])}(?!\d)", fragment), (name, fragment)
+    assert {c[1] for c in CASES} == {"bound", "silent", "clear", "valid"}
