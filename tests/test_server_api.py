@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import base64
+import io
 
 import numpy as np
 import pytest
@@ -137,11 +138,42 @@ def test_embedding_computed_once_and_cached_on_disk(client, tiny, tmp_path):
     predictor = Predictor(tiny)
     predictor.set_image(read_image(tmp_path / "project" / image["path"]))
     np.testing.assert_allclose(emb, predictor.get_image_embedding().numpy(), atol=1e-5)
-    assert len(list((tmp_path / "project" / "embeddings").glob("*.npz"))) == 1
+    assert len(list((tmp_path / "project" / "embeddings").glob("*.safetensors"))) == 1
     # A restarted server reads it from disk: no encoder run.
     other = make_client(tmp_path / "project", tiny)
     assert other.get(f"/api/images/{image['id']}/embedding").content == first.content
     assert other.app.state.segany.hub.encoder_runs == 0
+
+
+def test_an_old_projects_npz_embeddings_are_converted_not_recomputed(tmp_path, tiny):
+    client = make_client(tmp_path / "project", tiny)
+    image = upload(client)
+    url = f"/api/images/{image['id']}/embedding"
+    want = client.get(url).content
+    folder = tmp_path / "project" / "embeddings"
+    (entry,) = folder.glob("*.safetensors")
+    old = folder / f"{entry.stem}.npz"  # the name and form projects used before
+
+    def make_old_project(data: bytes) -> None:
+        old.write_bytes(data)
+        for f in folder.glob("*.safetensors"):
+            f.unlink()
+
+    buf = io.BytesIO()
+    features = np.frombuffer(want, "<f4").reshape(1, 128, 48, 48)
+    np.savez(buf, features=features, original=np.array([303, 384]), input=np.array([303, 384]))
+    make_old_project(buf.getvalue())
+    again = make_client(tmp_path / "project", tiny)
+    assert again.get(url).content == want
+    assert again.app.state.segany.hub.encoder_runs == 0
+    assert sorted(f.name for f in folder.iterdir()) == [entry.name]  # converted, old one gone
+    # A damaged old file is removed and the embedding computed again.
+    make_old_project(buf.getvalue()[:100])
+    third = make_client(tmp_path / "project", tiny)
+    emb = np.frombuffer(third.get(url).content, "<f4")
+    np.testing.assert_allclose(emb, features.reshape(-1), atol=1e-5)
+    assert third.app.state.segany.hub.encoder_runs == 1
+    assert sorted(f.name for f in folder.iterdir()) == [entry.name]
 
 
 def test_precision_embeds_in_that_mode_and_keeps_it_apart_on_disk(tmp_path, tiny):
@@ -160,8 +192,8 @@ def test_precision_embeds_in_that_mode_and_keeps_it_apart_on_disk(tmp_path, tiny
     want.set_image(read_image(tmp_path / "project" / image["path"]))
     emb = np.frombuffer(got, "<f4").reshape(want.get_image_embedding().shape)
     np.testing.assert_allclose(emb, want.get_image_embedding().numpy(), atol=1e-5)
-    names = [f.name for f in (tmp_path / "project" / "embeddings").glob("*.npz")]
-    assert sorted(n.endswith("-e0-int8.npz") for n in names) == [False, True]
+    names = [f.name for f in (tmp_path / "project" / "embeddings").glob("*.safetensors")]
+    assert sorted(n.endswith("-e0-int8.safetensors") for n in names) == [False, True]
     with pytest.raises(ValueError, match="precision must be one of"):
         ServerSettings(project_dir=tmp_path / "x", precision="fp64")
 
@@ -191,7 +223,7 @@ def test_embedding_memory_is_bounded(tmp_path, tiny):
     for v in range(3):
         image = upload(client, png_bytes(np.full((16, 16, 3), v * 50, np.uint8)), f"{v}.png")
         client.get(f"/api/images/{image['id']}/embedding")
-    assert len(client.app.state.segany.hub._cache) == 2
+    assert client.app.state.segany.hub.embeddings.in_memory == 2
 
 
 def test_decode_matches_the_predictor_and_feeds_logits_back(client, tiny, tmp_path):
@@ -362,6 +394,8 @@ def test_malformed_prompts_are_4xx(client, body, status, words):
     r = client.post(f"/api/images/{image['id']}/decode", json=body)
     assert r.status_code == status, r.text
     assert words in r.text
+    # Checked where the request arrives, before any model work.
+    assert client.app.state.segany.hub.encoder_runs == 0
 
 
 def test_malformed_json_is_422(client):

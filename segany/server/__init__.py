@@ -4,7 +4,9 @@
 - ``db``: the SQLAlchemy schema and its versioned migrations (kept in code).
 - ``project``: the project folder (images, embeddings, exports, model versions) and its rules:
   sanitised names, upload and pixel limits, nothing read or written outside the folder.
-- ``modelhub``: model versions, the embedding cache (disk + bounded LRU), decode and pre-fill.
+- ``modelhub``: model versions, decode and pre-fill, through ``embeddings`` (the library's
+  embedding cache in the project, plus a bounded LRU), ``sessions`` (one Predictor per
+  image, kept across clicks) and ``prompt_checks`` (a request's prompts, checked once).
 - ``exporting`` / ``training``: SA-1B, COCO and PNG exports; retraining in the background.
 - ``app``: the FastAPI application (JSON API under ``/api``, OpenAPI at ``/docs``) and the page.
 

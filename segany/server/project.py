@@ -1,6 +1,6 @@
 """The project folder and its rules: where files live, what an acceptable image is.
 
-Layout: ``images/`` (uploads and copied images), ``embeddings/`` (cached ``.npy``),
+Layout: ``images/`` (uploads and copied images), ``embeddings/`` (``segany.server.embeddings``),
 ``models/`` (retrained versions), ``exports/``, ``train/``, and ``annotations.db`` (SQLite
 default). Every path that comes from a request goes through ``inside``: it is resolved and
 refused unless it stays in the project folder, so ``..``, absolute paths and symlinks out of

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,6 @@ from segany.server.state import state_of
 
 router = APIRouter()
 UPLOAD = File(..., description="an image file (JPEG, PNG, BMP, TIFF, WebP)")
-MAX_POINTS = 64
 
 
 def _image_out(row: Any, masks: int) -> schemas.ImageOut:
@@ -105,23 +105,21 @@ def set_status(request: Request, image_id: int, body: schemas.StatusIn) -> schem
 
 
 # ----- model calls ----------------------------------------------------------------------------
-def _embedding(request: Request, image_id: int) -> Any:
+def _source(request: Request, image_id: int) -> tuple[str, Callable[[], np.ndarray]]:
+    """The image's content hash and a reader of its pixels H×W×3 uint8 (called on a miss)."""
     from segany.formats import read_image
 
     st = state_of(request)
     row = st.notes.image(image_id)
     path = st.project.inside(row.path)
-    return st.hub.embedding(row.sha256, lambda: read_image(path))
+    return row.sha256, lambda: read_image(path)
 
 
 def _image(request: Request, image_id: int) -> np.ndarray:
     """The image's pixels H×W×3 uint8 (the last one read is kept: an annotator clicks on one
     image many times)."""
-    from segany.formats import read_image
-
-    st = state_of(request)
-    row = st.notes.image(image_id)
-    return st.hub.pixels(row.sha256, lambda: read_image(st.project.inside(row.path)))
+    sha256, read = _source(request, image_id)
+    return state_of(request).hub.pixels(sha256, read)  # type: ignore[no-any-return]
 
 
 @router.get(
@@ -134,7 +132,7 @@ def embedding(request: Request, image_id: int) -> Response:
     """The bytes are what the ONNX decoder takes as ``image_embeddings``.
     Headers: ``X-Shape`` (1,C,h,w), ``X-Original-Size`` (H,W), ``X-Input-Size`` (h',w'),
     ``X-Model-Version``. Computed once per image and model encoder, then cached."""
-    emb = _embedding(request, image_id)
+    emb = state_of(request).hub.embedding(*_source(request, image_id))
     headers = {
         "X-Shape": ",".join(map(str, emb.features.shape)),
         "X-Original-Size": ",".join(map(str, emb.original_size)),
@@ -142,7 +140,7 @@ def embedding(request: Request, image_id: int) -> Response:
         "X-Model-Version": str(state_of(request).hub.current),
         "Cache-Control": "no-store",
     }
-    data = np.ascontiguousarray(emb.features, dtype="<f4").tobytes()
+    data = np.ascontiguousarray(emb.features.numpy(), dtype="<f4").tobytes()
     return Response(data, media_type="application/octet-stream", headers=headers)
 
 
@@ -151,52 +149,31 @@ def decode(request: Request, image_id: int, body: schemas.DecodeIn) -> schemas.D
     """Prompts → masks (COCO RLE), IoU scores and low-res logits (feed one back as
     ``mask_input`` on the next call, as the paper's interactive loop does)."""
     from segany.masks import encode_rles
+    from segany.server.prompt_checks import decode_prompts
 
     st = state_of(request)
-    if body.points is None and body.labels is not None:
-        raise InputError("labels given without points")
-    if body.points is None and body.box is None and body.mask_input is None:
-        raise InputError("give at least one prompt: points, a box or a mask_input")
-    points = labels = box = mask = None
-    if body.points is not None:
-        if not 1 <= len(body.points) <= MAX_POINTS:
-            raise InputError(f"give 1 to {MAX_POINTS} points, got {len(body.points)}")
-        points = np.asarray(body.points, dtype=np.float64)
-        if points.shape[1:] != (2,):
-            raise InputError(f"points must be N×2 (XY), got {list(points.shape)}")
-        if body.labels is None or any(v not in (0, 1) for v in body.labels):
-            raise InputError("labels must give 1 (positive) or 0 (negative) for each point")
-        labels = np.asarray(body.labels)
-    if body.box is not None:
-        box = np.asarray(body.box, dtype=np.float64)
-    if body.mask_input is not None:
-        mask = body.mask_input.array()
-    emb = _embedding(request, image_id)
+    prompts = decode_prompts(body, st.hub.mask_input_size())
+    if body.mask_input_frame is not None and st.settings.zoom_clicks is None:
+        raise InputError("mask_input_frame is for a server that zooms corrections (--zoom-clicks)")
+    sha256, read = _source(request, image_id)
     refine = st.settings.refine if body.refine is None else body.refine
     frame = None
     if st.settings.zoom_clicks is not None:
         pred, frame = st.hub.decode_zoomed(
-            emb,
-            st.notes.image(image_id).sha256,
+            sha256,
+            read,
             _image(request, image_id),
             click_margin=st.settings.zoom_clicks,
-            points=points,
-            labels=labels,
-            box=box,
-            mask_input=mask,
+            prompts=prompts,
             mask_input_frame=body.mask_input_frame,
             multimask=body.multimask,
             refine=refine,
         )
-    elif body.mask_input_frame is not None:
-        raise InputError("mask_input_frame is for a server that zooms corrections (--zoom-clicks)")
     else:
         pred = st.hub.decode(
-            emb,
-            points=points,
-            labels=labels,
-            box=box,
-            mask_input=mask,
+            sha256,
+            read,
+            prompts,
             multimask=body.multimask,
             image=_image(request, image_id) if refine else None,
         )
@@ -214,9 +191,8 @@ def prefill(request: Request, image_id: int, body: schemas.PrefillIn) -> schemas
     """Segment everything (the semi-automatic stage): confident masks as proposals.
     Lower the thresholds for a weak model (the bundled tiny one rarely predicts IoU > 0.7)."""
     st = state_of(request)
-    emb = _embedding(request, image_id)
     records = st.hub.prefill(
-        emb,
+        *_source(request, image_id),
         points_per_side=body.points_per_side or st.settings.prefill_points_per_side,
         pred_iou_thresh=body.pred_iou_thresh,
         stability_score_thresh=body.stability_score_thresh,
