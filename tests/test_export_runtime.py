@@ -9,6 +9,7 @@ torch fp32's ≥ 0.9 and scores within 0.05.
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import SMALL, max_rel_err, seeded_model
+from helpers import SMALL, max_rel_err, perturb_, seeded_model
 from skimage import data
 
 from segany.checkpoints import load_model
@@ -149,10 +150,24 @@ def test_int8_pipeline_close_to_fp32(model, pair, tmp_path):
         assert iou >= 0.9, (case, iou)
 
 
-def test_predictor_hook(onnx_dir):
-    by_dir = Predictor.from_onnx(onnx_dir)
-    by_files = Predictor.from_onnx(onnx_dir / "encoder.onnx", onnx_dir / "decoder.onnx")
-    assert isinstance(by_dir, OnnxPredictor) and isinstance(by_files, OnnxPredictor)
+def test_predictor_hook(model, onnx_dir, pair, tmp_path):
+    # Both forms run the files they are given: the folder's pair, or this encoder with another
+    # model's decoder (the same model with its decoder perturbed), each matching its torch twin.
+    other = copy.deepcopy(model)
+    perturb_(other.mask_decoder, seed=3, scale=0.2)
+    export_decoder(other, tmp_path / "other.onnx", return_single_mask=False)
+    torch_other = Predictor(other)
+    torch_other.set_image(IMAGE)
+    by_dir = Predictor.from_onnx(onnx_dir, threads=2)
+    by_files = Predictor.from_onnx(onnx_dir / "encoder.onnx", tmp_path / "other.onnx", threads=2)
+    for ours, ref in ((by_dir, pair[1]), (by_files, torch_other)):
+        ours.set_image(IMAGE)
+        a, b = ours.predict(**CASES["mixed_points"]), ref.predict(**CASES["mixed_points"])
+        assert max_rel_err(a.scores, b.scores) < TOL
+        assert max_rel_err(a.logits, b.logits) < TOL
+    # The two decoders differ, so the comparison tells which decoder file ran.
+    first = pair[1].predict(**CASES["mixed_points"]).logits
+    assert max_rel_err(torch_other.predict(**CASES["mixed_points"]).logits, first) > 100 * TOL
 
 
 def test_errors(onnx_dir, model, tmp_path):
