@@ -45,6 +45,40 @@ def test_prefill_proposals_and_saving(client):
     )
 
 
+def test_prefill_proposes_only_where_the_masks_leave_room(client, tiny, tmp_path):
+    """The pre-fill is the semi-automatic selection the engine runs (segany.automatic.semi)."""
+    from segany import Predictor
+    from segany.automatic import MaskGenerator
+    from segany.automatic.semi import generate_semi
+    from segany.formats import read_image
+
+    image = upload(client)
+    url = f"/api/images/{image['id']}/prefill"
+    options = {"points_per_side": 8, "pred_iou_thresh": 0.5, "stability_score_thresh": 0.5}
+    first = client.post(url, json=options).json()["proposals"]
+    kept = add_mask(client, image["id"], first[0]["rle"], origin="prefill")
+    annotated = decode_rle(kept["rle"])
+    again = client.post(url, json=options).json()["proposals"]
+    assert again and first[0]["rle"] not in [p["rle"] for p in again]
+    for p in again:
+        x, y = (int(v) for v in p["point_coords"][0])
+        mask = decode_rle(p["rle"])
+        assert not annotated[y, x] and (mask & annotated).sum() <= 0.5 * mask.sum()
+    predictor = Predictor(tiny, cache=False)
+    predictor.set_image(read_image(tmp_path / "project" / image["path"]))
+    generator = MaskGenerator.for_model(predictor, **options, output_mode="coco_rle")
+    want = generate_semi(
+        generator,
+        annotated,
+        embedding=predictor.get_image_embedding(),
+        original_size=predictor.original_size,
+    )
+    assert [p["rle"] for p in again] == [r.segmentation for r in want.records]
+    # Asked to, it segments the whole image again.
+    whole = client.post(url, json={**options, "skip_annotated": False}).json()["proposals"]
+    assert whole == first
+
+
 def test_export_formats_read_back(client, tmp_path):
     from segany.formats import coco_image_masks, read_coco, read_label_map, read_mask_png, read_sa1b
 

@@ -188,10 +188,15 @@ class ModelHub:
         self._pixels = (sha256, pixels)
         return pixels
 
-    def prefill(self, sha256: str, read_rgb: ReadImage, **options: Any) -> list[MaskRecord]:
-        """Confident automatic masks (``MaskRecord`` with COCO RLE) for the whole image;
+    def prefill(
+        self, sha256: str, read_rgb: ReadImage, annotated: np.ndarray | None, **options: Any
+    ) -> list[MaskRecord]:
+        """Confident automatic masks (``MaskRecord`` with COCO RLE) for the whole image, or with
+        ``annotated`` (H×W bool, the pixels existing masks cover) only new masks where those
+        leave room (``segany.automatic.semi``, as the engine's semi-automatic mode).
         ``options`` not None go to ``MaskGenerator`` (points_per_side, thresholds)."""
         from segany.automatic import MaskGenerator
+        from segany.automatic.semi import generate_semi
 
         options = {k: v for k, v in options.items() if v is not None}
         options["output_mode"] = "coco_rle"
@@ -199,7 +204,11 @@ class ModelHub:
             session = self.session(sha256, read_rgb)
             emb = session.embedding
             generator = MaskGenerator.for_model(session.predictor, **options)
-            return generator.generate(embedding=emb.features, original_size=emb.original_size)
+            features, size = emb.features, emb.original_size
+            if annotated is None:
+                return generator.generate(embedding=features, original_size=size)
+            semi = generate_semi(generator, annotated, embedding=features, original_size=size)
+            return list(semi.records)
 
 
 def _check_pixels(image: np.ndarray, emb: ImageEmbedding) -> None:

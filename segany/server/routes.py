@@ -188,11 +188,22 @@ def decode(request: Request, image_id: int, body: schemas.DecodeIn) -> schemas.D
 
 @router.post("/images/{image_id}/prefill", response_model=schemas.PrefillOut)
 def prefill(request: Request, image_id: int, body: schemas.PrefillIn) -> schemas.PrefillOut:
-    """Segment everything (the semi-automatic stage): confident masks as proposals.
-    Lower the thresholds for a weak model (the bundled tiny one rarely predicts IoU > 0.7)."""
+    """Segment everything (the semi-automatic stage): confident masks as proposals, by default
+    only where the image's masks leave room (``segany.automatic.semi``, as ``segany engine``'s
+    semi-automatic mode). Lower the thresholds for a weak model (the bundled tiny one rarely
+    predicts IoU > 0.7)."""
+    from segany.automatic.semi import annotated_pixels
+    from segany.masks import decode_rle
+
     st = state_of(request)
+    annotated = None
+    if body.skip_annotated:
+        row = st.notes.image(image_id)
+        masks = (decode_rle(m["rle"]) for m in st.notes.masks(image_id))
+        annotated = annotated_pixels(masks, (row.height, row.width))
     records = st.hub.prefill(
         *_source(request, image_id),
+        annotated,
         points_per_side=body.points_per_side or st.settings.prefill_points_per_side,
         pred_iou_thresh=body.pred_iou_thresh,
         stability_score_thresh=body.stability_score_thresh,

@@ -121,6 +121,11 @@ class PrefillIn(Strict):
         None, ge=0, le=1, description="default: the MaskGenerator's 0.95"
     )
     save: bool = Field(False, description="store the proposals as masks (origin 'prefill')")
+    skip_annotated: bool = Field(
+        True,
+        description="propose only where the image's masks leave room: no grid point on them, "
+        "no mask mostly on them (false: segment the whole image again)",
+    )
 
 
 class PrefillOut(BaseModel):
