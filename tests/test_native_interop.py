@@ -92,9 +92,18 @@ def test_sam_forward_runs_without_autograd():
     assert out["iou_predictions"].numpy().shape == (1, 3)
 
 
-@pytest.mark.parametrize("thresh", [-1.0, -0.1, 0.0, 1.5])
+@pytest.mark.parametrize("thresh", [-1.0, -0.1, 0.0, 0.3, 1.5])
 def test_pred_iou_thresh_any_finite_number(thresh):
-    gen = MaskGenerator(seeded_model(SMALL), points_per_side=2, pred_iou_thresh=thresh)
+    # No stability filter or NMS, so the IoU threshold alone decides. The seeded model predicts
+    # IoUs from about -0.7 to 0.5 here: as officially, a threshold <= 0 filters nothing (the
+    # negative predictions stay) and one above 0 keeps exactly the masks predicted above it.
+    model, image = seeded_model(SMALL), np.full((32, 32, 3), 100, np.uint8)
+    opts = dict(points_per_side=2, stability_score_thresh=0.0, box_nms_thresh=1.0)
+    gen = MaskGenerator(model, pred_iou_thresh=thresh, **opts)
     assert gen.pred_iou_thresh == thresh
-    kept = gen.generate(np.full((32, 32, 3), 100, np.uint8))
-    assert all(r.predicted_iou > thresh for r in kept) or thresh <= 0
+    everything = [
+        r.predicted_iou for r in MaskGenerator(model, **opts, pred_iou_thresh=0.0).generate(image)
+    ]
+    assert min(everything) < -0.1 and max(everything) > 0.3  # both sides of every threshold
+    want = everything if thresh <= 0 else [v for v in everything if v > thresh]
+    assert sorted(r.predicted_iou for r in gen.generate(image)) == sorted(want)
