@@ -29,12 +29,25 @@ def test_unknown_precision_is_rejected():
         Predictor(seeded_model(SMALL), precision="fp64")
 
 
-def test_auto_resolves_to_a_concrete_mode_this_machine_runs_natively():
-    mode = P.resolve_precision("auto", torch.device("cpu"))
-    assert mode in ("fp32", "bf16", "int8")
-    if mode == "bf16":
-        assert P.runs_fast("bf16", torch.device("cpu"))
-    assert Predictor(seeded_model(SMALL), precision="auto").precision == mode
+@pytest.mark.parametrize(
+    ("flags", "bf16_speedup", "int8_speedup", "want"),
+    [
+        ({"avx2", "avx512_bf16"}, 0.5, 2.0, "bf16"),  # bf16 units: bf16, even if int8 is fast
+        ({"avx2", "amx_bf16"}, 0.5, 2.0, "bf16"),
+        ({"avx2"}, 0.125, 2.0, "int8"),  # bf16 emulated, int8 measured faster than fp32
+        ({"avx2"}, 0.125, 1.05, "fp32"),  # int8 no faster than fp32 (within 10 %)
+        (None, 2.0, 2.0, "bf16"),  # no flag list: a measured bf16 speed-up decides
+        (None, 1.2, 0.9, "fp32"),
+    ],
+)
+def test_auto_resolves_to_the_fastest_native_mode(
+    monkeypatch, flags, bf16_speedup, int8_speedup, want
+):
+    monkeypatch.setattr(P, "cpu_flags", lambda: None if flags is None else frozenset(flags))
+    monkeypatch.setattr(P, "matmul_speedup", lambda precision: bf16_speedup)
+    monkeypatch.setattr(P, "int8_speedup", lambda: int8_speedup)
+    assert P.resolve_precision("auto", torch.device("cpu")) == want
+    assert Predictor(seeded_model(SMALL), precision="auto").precision == want
 
 
 def test_emulated_bf16_warns_once_with_the_measured_alternative(monkeypatch):
