@@ -112,7 +112,7 @@ class Retrainer:
             log_every=10**9,
             progress=False,
         )
-        dataset = SA1BDataset(data, int(model.image_encoder.img_size))
+        dataset = SA1BDataset(data, int(model.image_size))
         trainer = Trainer(model, cfg, dataset)
         self._set(job_id, message="training")
         last: dict[str, Any] = {}
