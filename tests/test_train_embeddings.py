@@ -147,7 +147,14 @@ def test_cli_trains_from_a_cache(tmp_path, scenes):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert cache.exists() and EmbeddingCache(cache).source_images == 5
-    assert (tmp_path / "run" / "checkpoint.safetensors").exists()
+    # The run trained the decoder and left the frozen encoder as the given weights had it.
+    from segany.checkpoints import load_model
+
+    given, trained = _model(), load_model(tmp_path / "run" / "checkpoint.safetensors")
+    for key, value in given.image_encoder.state_dict().items():
+        assert torch.equal(trained.image_encoder.state_dict()[key], value), key
+    decoder = trained.mask_decoder.state_dict()
+    assert any(not torch.equal(decoder[k], v) for k, v in given.mask_decoder.state_dict().items())
     cmd[cmd.index("encoder")] = "none"
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "--freeze" in done.stderr
