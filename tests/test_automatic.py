@@ -241,6 +241,30 @@ def test_generate_from_embedding_skips_the_encoder(models, photo):
         MaskGenerator(model).generate()  # nothing set
 
 
+def test_a_predictors_decoder_state_serves_its_clicks_and_the_generator(models, photo):
+    """One PointDecoder per image: the generator on a Predictor reuses the image-side
+    projections its clicks built (and the other way round), the same masks either way."""
+    model, _ = models
+    built = []
+
+    class Counting(PointDecoder):
+        def __init__(self, *a, **kw):
+            built.append(1)
+            super().__init__(*a, **kw)
+
+    want = MaskGenerator(model, **BASE).generate(photo)
+    pred = Predictor(model)
+    pred.set_image(photo)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("segany.inference.predictor.PointDecoder", Counting)
+        first = pred.predict(point_coords=np.array([[40.0, 30.0]]), point_labels=np.array([1]))
+        got = MaskGenerator(pred, **BASE).generate()
+        again = pred.predict(point_coords=np.array([[40.0, 30.0]]), point_labels=np.array([1]))
+    assert built == [1]
+    assert np.array_equal(first.masks, again.masks)
+    _same(got, want)
+
+
 def _same(a: list[MaskRecord], b: list[MaskRecord]) -> None:
     assert len(a) == len(b)
     for x, y in zip(a, b, strict=True):

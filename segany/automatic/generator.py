@@ -285,7 +285,10 @@ class MaskGenerator:
         cut: Selection,
     ) -> MaskCandidates:
         rgb = None if image is None else to_rgb_uint8(image, image_format)
-        if rgb is None and embedding is None:
+        # The image set on the caller's predictor: decode with it (its decoder state is built
+        # once per image and serves its clicks too); one crop only, since the pixels are gone.
+        own_image = rgb is None and embedding is None
+        if own_image:
             if not self.predictor.is_image_set:
                 raise InputError("give an image, or an embedding, or set an image on the predictor")
             embedding = self.predictor.get_image_embedding()
@@ -300,19 +303,17 @@ class MaskGenerator:
         )
         if rgb is None and len(crop_boxes) > 1:
             raise InputError("crop layers need the image itself, not only its embedding")
-        # A private predictor (same precision and disk cache): the caller's keeps its image.
-        encoder = Predictor(
-            self.model,
-            precision=getattr(self.predictor, "precision", "fp32"),
-            cache=getattr(self.predictor, "disk_cache", None) or False,
-            compile=getattr(self.predictor, "compile", False),
-        )
+        # Otherwise a private predictor (same precision and disk cache): the caller's keeps its
+        # image.
+        encoder = self.predictor if own_image else self._private_predictor()
         crops = []
         for box, layer in zip(crop_boxes, layers, strict=True):
             x0, y0, x1, y1 = box
             if x1 <= x0 or y1 <= y0:
                 continue  # an image smaller than the crop grid
-            if embedding is not None and box == [0, 0, w, h]:
+            if own_image:
+                pass  # the image is set already
+            elif embedding is not None and box == [0, 0, w, h]:
                 encoder.set_image_embedding(torch.as_tensor(embedding), (h, w))
             else:
                 assert rgb is not None
@@ -325,6 +326,14 @@ class MaskGenerator:
             cut.stability_score_thresh,
             multi_crop=len(crop_boxes) > 1,
             crops=crops,
+        )
+
+    def _private_predictor(self) -> Predictor:
+        return Predictor(
+            self.model,
+            precision=getattr(self.predictor, "precision", "fp32"),
+            cache=getattr(self.predictor, "disk_cache", None) or False,
+            compile=getattr(self.predictor, "compile", False),
         )
 
     def _decode_points(
@@ -366,7 +375,7 @@ class MaskGenerator:
         input_size = enc.input_size
         dev = enc.device
         points = self.point_grids[layer] * np.array([[crop_w, crop_h]])  # N×2 XY, crop pixels
-        decoder = PointDecoder(model, enc.get_image_embedding())
+        decoder = enc.shared_decoder()  # the Predictor's own: built once per image
         # Masks per upscaling chunk, as if each held the 1024² intermediate or the crop in floats:
         # more than its boolean mask and its share of the column pass need.
         side = model.image_size

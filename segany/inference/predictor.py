@@ -262,6 +262,12 @@ class Predictor:
         """The current image embedding: 1×C×h×w (1×256×64×64 for the official models)."""
         return self._require_image().features
 
+    def shared_decoder(self) -> PointDecoder:
+        """The mask decoder for the current image with its prompt-independent work done once
+        (``PointDecoder``), made on the first prompt and kept until the image changes; the
+        automatic generator decodes its grid with it."""
+        return self._shared_decoder(self._require_image())
+
     def set_image_embedding(
         self,
         embedding: torch.Tensor | np.ndarray,
