@@ -9,11 +9,11 @@ files) follow as separate tests; the SIGKILL fault test is in ``test_fuzz_faults
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pickle
 import re
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +23,10 @@ from helpers import seeded_model
 from PIL import Image
 
 from segany.checkpoints import load_model, load_state_dict, save_model
-from segany.cli import main
+from segany.cli import build_parser, main
 from segany.errors import CheckpointError
 from segany.formats import read_label_map, read_sa1b
+from segany.train.synth import SynthConfig, write_sa1b
 
 SMALL_RUN = ["--points-per-side", "2", "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
 
@@ -38,6 +39,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     img = folder / "img"
     img.mkdir()
     _image(img / "a.png")
+    write_sa1b(folder / "sa", 1, seed=0, cfg=SynthConfig(long_side=32, min_short_side=24))
     (folder / "random.bin").write_bytes(np.random.default_rng(0).bytes(2048))
     (folder / "config.json").write_text("{}")
     os.mkfifo(folder / "pipe.png")
@@ -126,6 +128,13 @@ CASES = [
     ("info evil", "code", ["info", "{dir}/evil_p5.pth"], 4, "nothing from it was executed"),
     ("convert evil", "code", ["convert", "{dir}/evil_nested.pth", "{out}/x.safetensors"], 4, "nothing from it was executed"),
     ("auto -m evil hf", "code", [*AUTO, "-m", "{dir}/evil_hf"], 4, "nothing from it was executed"),
+    ("auto --checkpoint evil", "code", ["auto", "{img}", "-o", "{out}", "--checkpoint", "{dir}/evil_p2.pth", "--model-type", "vit_b"], 4, "nothing from it was executed"),
+    ("eval -m evil", "code", ["eval", "{dir}/sa", "-m", "{dir}/evil_p4.pth", "-o", "{out}/r.json", "-q"], 4, "nothing from it was executed"),
+    ("train -m evil", "code", ["train", "{dir}/sa", "-m", "{dir}/evil_p5.pth", "-o", "{out}/run", "-q"], 4, "nothing from it was executed"),
+    ("distill -t evil", "code", ["distill", "{dir}/img", "-t", "{dir}/evil_zip.pth", "--student", "tiny", "-o", "{out}/s.safetensors", "-q"], 4, "nothing from it was executed"),
+    ("export-onnx -m evil", "code", ["export-onnx", "-m", "{dir}/evil_zip.pth", "-o", "{out}/d.onnx"], 4, "nothing from it was executed"),
+    ("engine run -m evil", "code", ["engine", "run", "{dir}/img", "-o", "{out}/e", "-m", "{dir}/evil_nested.pth", "--executor", "serial", "-q"], 4, "nothing from it was executed"),
+    ("engine round -m evil", "code", ["engine", "round", "{dir}/img", "-o", "{out}/r", "--heldout", "{dir}/sa", "-m", "{dir}/evil_hf", "--executor", "serial", "-q"], 4, "nothing from it was executed"),
 ]  # fmt: skip
 
 
@@ -139,10 +148,47 @@ def test_fuzz_cli(files, tmp_path, capsys, name, category, argv, code, fragment)
     assert not files["evil"]["marker"].exists()
 
 
-def test_category_counts():
-    counts = Counter(c[1] for c in CASES)
-    assert set(counts) == {"bound", "silent", "clear", "code"}
-    assert len({c[0] for c in CASES}) == len(CASES)
+# The options (by argparse dest) through which a subcommand reads weights.
+WEIGHT_OPTIONS = {"model", "checkpoint", "teacher", "source"}
+# serve hands its model to the app and then serves (the server tests' business), so no row here.
+NOT_HERE = {("serve", ("-m", "--model"))}
+
+
+def _weight_readers() -> set[tuple[str, tuple[str, ...]]]:
+    """(subcommand, its option strings; () for a positional) for every weights argument."""
+    found = set()
+
+    def walk(parser: argparse.ArgumentParser, words: tuple[str, ...]) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, (*words, name))
+                return
+        for action in parser._actions:
+            if action.dest in WEIGHT_OPTIONS:
+                found.add((" ".join(words), tuple(action.option_strings)))
+
+    walk(build_parser(), ())
+    return found
+
+
+def test_every_way_to_pass_weights_has_a_code_row():
+    # Each argument of the real command line that reads weights is run on a pickle that would
+    # run code by some "code" row (test_fuzz_cli checks that it is refused and nothing ran).
+    readers = _weight_readers()
+    assert NOT_HERE <= readers and ("info", ()) in readers  # the walk sees positionals too
+    code_rows = [argv for _, category, argv, _, _ in CASES if category == "code"]
+    missing = {
+        (cmd, options)
+        for cmd, options in readers - NOT_HERE
+        if not any(
+            argv[: len(cmd.split())] == cmd.split() and (not options or set(options) & set(argv))
+            for argv in code_rows
+        )
+    }
+    assert not missing, f"no 'code' row reads weights through {sorted(missing)}"
+    assert len({c[0] for c in CASES}) == len(CASES), "row ids must be unique"
+    assert {c[1] for c in CASES} == {"bound", "silent", "clear", "code"}
 
 
 @pytest.mark.parametrize("kind", ["zip", "p0", "p1", "p2", "p4", "p5", "nested", "hf"])
