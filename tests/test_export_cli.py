@@ -15,8 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from helpers import max_rel_err
 from PIL import Image
 from skimage import data
+
+from segany.checkpoints import load_model
+from segany.export.decoder import DECODER_INPUTS, SamOnnxDecoder
+from segany.export.exporters import decoder_example_inputs
 
 ort = pytest.importorskip("onnxruntime", reason="the onnx extra is part of .[dev]")
 
@@ -60,6 +66,18 @@ def test_export_onnx_writes_both_files(tmp_path):
     assert enc_session.get_inputs()[0].shape == [1, 3, 384, 384]
     assert enc_session.get_outputs()[0].shape == [1, 128, 48, 48]
     assert not list((tmp_path / "out").glob(".*"))  # no temporary files left behind
+    # Both files compute what the bundled model (the default -m) computes.
+    model = load_model()
+    x = torch.randn(1, 3, 384, 384, generator=torch.Generator().manual_seed(0))
+    (embedding,) = enc_session.run(None, {"image": x.numpy()})
+    inputs = decoder_example_inputs(model, 3)
+    outputs = session.run(None, {k: v.numpy() for k, v in zip(DECODER_INPUTS, inputs, strict=True)})
+    with torch.no_grad():
+        want_embedding = model.image_encoder(x)
+        want = SamOnnxDecoder(model, return_single_mask=True)(*inputs)
+    assert max_rel_err(embedding, want_embedding) < 1e-4
+    for got, expected in zip(outputs, want, strict=True):
+        assert max_rel_err(got, expected) < 1e-4
 
 
 @pytest.mark.slow
