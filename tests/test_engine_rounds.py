@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from engine_fixtures import SPEC, make_folder, scene_files
 
+from segany.checkpoints import load_model
 from segany.cli import main
 from segany.engine import EngineConfig
 from segany.engine.check import verify
@@ -34,16 +35,22 @@ def test_a_round_fine_tunes_on_the_engine_output_and_reports_each_round(tmp_path
     assert [r["round"] for r in rows] == [0, 1]
     assert rows[0]["model"] == "(bundled)"
     assert rows[1]["model"].endswith("round_0/model.safetensors")
-    for r in rows:
+    # Each row's held-out mIoU is its own model's (the bundled one, then the fine-tuned one).
+    from segany.evaluate import evaluate_points, open_dataset
+    from segany.inference.predictor import Predictor
+
+    heldout = open_dataset(str(tmp_path / "heldout"))
+    for r, weights in zip(rows, [None, rows[1]["model"]], strict=True):
         assert r["images"] == 2 and r["heldout_images"] == 2
-        assert 0 <= r["point_miou"] <= 1 and 0 <= r["ar@100"] <= 1
+        miou = evaluate_points(Predictor(load_model(weights)), heldout, bootstrap=0).miou
+        assert r["point_miou"] == round(float(miou), 4)
+        assert 0 <= r["ar@100"] <= 1
+    assert rows[0]["point_miou"] != rows[1]["point_miou"]  # so the rows tell the models apart
     loop = tmp_path / "loop"
     assert json.loads((loop / "rounds.json").read_text())["rounds"] == rows
     for r in (0, 1):
         assert verify(loop / f"round_{r}" / "annotations") == []
     # The fine-tuned weights differ from the bundled ones: training happened.
-    from segany.checkpoints import load_model
-
     before = load_model().state_dict()
     after = load_model(rows[1]["model"]).state_dict()
     assert any(not (before[k] == after[k]).all() for k in before)
