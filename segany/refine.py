@@ -26,10 +26,12 @@ from typing import Any
 
 import cv2
 import numpy as np
+from numpy.typing import ArrayLike
 
 from segany.errors import InputError
 from segany.images import ImageLike, to_rgb_uint8
 from segany.inference.prediction import Prediction
+from segany.inference.protocol import PredictorLike
 
 __all__ = [
     "DEFAULT_EPS",
@@ -192,17 +194,18 @@ def refine_logits(
     return out
 
 
-class RefinedPredictor:
+class RefinedPredictor(PredictorLike):
     """A predictor whose masks are refined with the image as guide (``refine_logits``).
 
-    Wraps ``Predictor`` or ``ZoomPredictor`` (anything whose ``predict`` takes
-    ``return_logits``); ``set_image`` and ``predict`` take what theirs take and return the same
-    ``Prediction``: masks C×H×W, or B×C×H×W for a batch of boxes (bool, or the refined logits
-    with ``return_logits``), and the scores and low-res logits of the wrapped predictor,
-    unchanged.
+    Wraps any ``PredictorLike`` (``Predictor``, ``ZoomPredictor``, ``OnnxPredictor``);
+    ``set_image`` and ``predict`` take what theirs take and return the same ``Prediction``:
+    masks C×H×W, or B×C×H×W for a batch of boxes (bool, or the refined logits with
+    ``return_logits``), and the scores and low-res logits of the wrapped predictor, unchanged.
     """
 
-    def __init__(self, predictor: Any, radius: int | None = None, eps: float = DEFAULT_EPS):
+    def __init__(
+        self, predictor: PredictorLike, radius: int | None = None, eps: float = DEFAULT_EPS
+    ) -> None:
         _check(radius, eps)
         self.predictor = predictor
         self.model = getattr(predictor, "model", None)  # the onnxruntime backend has none
@@ -217,10 +220,10 @@ class RefinedPredictor:
 
     def predict(
         self,
-        point_coords: Any = None,
-        point_labels: Any = None,
-        box: Any = None,
-        mask_input: Any = None,
+        point_coords: ArrayLike | None = None,
+        point_labels: ArrayLike | None = None,
+        box: ArrayLike | None = None,
+        mask_input: ArrayLike | None = None,
         multimask_output: bool = True,
         return_logits: bool = False,
     ) -> Prediction:

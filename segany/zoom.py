@@ -27,14 +27,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from torch.nn import functional as F
 
 from segany.errors import InputError
 from segany.images import ImageLike, to_rgb_uint8
 from segany.inference.prediction import Prediction
 from segany.inference.predictor import Predictor
+from segany.inference.protocol import PredictorLike
 from segany.modeling.sam_upscale import upscale_logits
-from segany.prompts import check_prompts
+from segany.prompts import PromptBatch, check_prompts
 from segany.transforms import preprocess_shape
 
 __all__ = [
@@ -93,7 +95,7 @@ def pixels_to_logits(logits: torch.Tensor, long_side: int, low_res: tuple[int, i
     return out[0].numpy()
 
 
-class ZoomPredictor:
+class ZoomPredictor(PredictorLike):
     """A ``Predictor`` that answers one box (and any points with it) on a zoomed crop, and, with
     ``click_margin``, each corrective click on a crop around the mask it corrects.
 
@@ -125,7 +127,7 @@ class ZoomPredictor:
         self.margin = None if margin is None else float(margin)
         self.click_margin = None if click_margin is None else float(click_margin)
         self.model = predictor.model
-        self._long_side = int(predictor.model.image_encoder.img_size)
+        self._long_side = int(predictor.model.image_size)
         s_h, s_w = predictor.model.prompt_encoder.mask_input_size
         self._low_res: tuple[int, int] = (int(s_h), int(s_w))
         # Crops are encoded by a second predictor, so the full image's embedding stays set; its
@@ -170,14 +172,14 @@ class ZoomPredictor:
 
     def predict(
         self,
-        point_coords: Any = None,
-        point_labels: Any = None,
-        box: Any = None,
-        mask_input: Any = None,
+        point_coords: ArrayLike | None = None,
+        point_labels: ArrayLike | None = None,
+        box: ArrayLike | None = None,
+        mask_input: ArrayLike | None = None,
         multimask_output: bool = True,
         return_logits: bool = False,
         *,
-        mask_input_frame: Any = None,
+        mask_input_frame: ArrayLike | None = None,
     ) -> Prediction:
         """``mask_input_frame``: where ``mask_input``'s logits lie, the ``crop`` (x0, y0, x1,
         y1) of the call that returned them, for a caller that does not keep this predictor
@@ -211,11 +213,11 @@ class ZoomPredictor:
 
     def _box(
         self,
-        prompts: Any,
-        point_coords: Any,
-        point_labels: Any,
-        box: Any,
-        mask_input: Any,
+        prompts: PromptBatch,
+        point_coords: ArrayLike | None,
+        point_labels: ArrayLike | None,
+        box: ArrayLike | None,
+        mask_input: ArrayLike | None,
         full: dict,
     ) -> Prediction:
         assert prompts.boxes is not None and self._image is not None
@@ -241,7 +243,7 @@ class ZoomPredictor:
         labels = None if prompts.point_labels is None else prompts.point_labels.reshape(-1)
         return self._on_crop((x0, y0, x1, y1), points, labels, boxes, None, full)
 
-    def _correction(self, prompts: Any, full: dict) -> Prediction:
+    def _correction(self, prompts: PromptBatch, full: dict) -> Prediction:
         """Points with the mask they correct, answered on a crop around both."""
         assert prompts.point_coords is not None and prompts.point_labels is not None
         assert prompts.mask_input is not None and self._image is not None
@@ -333,10 +335,11 @@ class ZoomPredictor:
         out[y0:y1, x0:x1] = local
         return out
 
-    def _in_image_frame(self, prompts: Any) -> np.ndarray:
+    def _in_image_frame(self, prompts: PromptBatch) -> np.ndarray:
         """The prompts' mask_input (B×1×s×s) in the whole image's frame: unchanged unless it
         is low-res logits this predictor returned for a crop."""
         masks = prompts.mask_input
+        assert masks is not None  # called only for a call with a mask_input
         if self._returned is None or self._returned[0] is None:
             return masks if prompts.batched else masks[0]
         out = np.stack(

@@ -19,6 +19,7 @@ from segany.evaluate.baselines import (
     format_against_baselines,
 )
 from segany.evaluate.report import build_report
+from segany.inference.prediction import Prediction
 
 
 def _reachable(image: np.ndarray, x: int, y: int, tol: int) -> np.ndarray:
@@ -138,3 +139,18 @@ def test_baselines_in_a_report_and_their_limits():
         wand.predict(box=np.array([0, 0, 5, 5]))
     with pytest.raises(InputError, match="set_image"):
         GrabCut().predict(box=np.array([0, 0, 5, 5]))
+
+
+def test_baselines_answer_as_a_predictor_does():
+    """The ``PredictorLike`` contract: a ``Prediction``, and with ``return_logits`` the ±1
+    logits in place of the mask (what a ``RefinedPredictor`` wrapped around one reads)."""
+    img, gt_a, _ = _scene()
+    wand = FloodFill()
+    wand.set_image(img)
+    click = dict(point_coords=np.array([[22, 24]]), point_labels=np.array([1]))
+    plain = wand.predict(**click)
+    raw = wand.predict(**click, return_logits=True)
+    assert isinstance(plain, Prediction) and plain.masks.dtype == bool
+    assert raw.masks.dtype == np.float32 and set(np.unique(raw.masks)) == {-1.0, 1.0}
+    np.testing.assert_array_equal(raw.masks > 0, plain.masks)
+    np.testing.assert_array_equal(raw.logits, plain.logits)

@@ -32,6 +32,7 @@ from segany.evaluate.report import (
     write_report,
 )
 from segany.evaluate.results import Estimate, EvalResult
+from segany.inference.protocol import PredictorLike
 
 __all__ = [
     "CocoDataset",
@@ -40,6 +41,7 @@ __all__ = [
     "EvalResult",
     "Estimate",
     "LabelMapDataset",
+    "PredictorLike",
     "Sa1bDataset",
     "Sample",
     "build_report",

@@ -23,14 +23,19 @@ clicks protocol hands back as ``mask_input``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
+from numpy.typing import ArrayLike
 
 from segany.errors import InputError
 from segany.evaluate.datasets import Sample
 from segany.evaluate.results import EvalResult
+from segany.inference.prediction import Prediction
+from segany.inference.protocol import PredictorLike
+from segany.prompts import check_prompts
 
 FLOOD_TOLERANCE = 24  # per channel, against the clicked pixel (fixed range)
 GRABCUT_ITERATIONS = 5
@@ -60,19 +65,16 @@ def flood_region(image: np.ndarray, x: int, y: int, tolerance: int = FLOOD_TOLER
     return canvas[1:-1, 1:-1].astype(bool)
 
 
-def _clicks(point_coords: Any, point_labels: Any) -> list[tuple[int, int, int]]:
-    if point_coords is None:
-        return []
-    pts = np.asarray(point_coords, dtype=np.float64).reshape(-1, 2)
-    labels = np.asarray(point_labels).reshape(-1)
-    if labels.shape[0] != pts.shape[0]:
-        raise InputError(f"{pts.shape[0]} points but {labels.shape[0]} labels")
-    return [
-        (int(round(x)), int(round(y)), int(lab)) for (x, y), lab in zip(pts, labels, strict=True)
-    ]
+@dataclass(frozen=True)
+class _Prompts:
+    """A call's prompts: clicks as (x, y, label) pixels, the box XYXY, the previous mask."""
+
+    clicks: list[tuple[int, int, int]]
+    box: np.ndarray | None
+    mask_input: np.ndarray | None
 
 
-class _Baseline:
+class _Baseline(PredictorLike):
     """Shared predictor plumbing: the image, the checks, the one-mask return."""
 
     name = ""
@@ -86,16 +88,37 @@ class _Baseline:
             raise InputError(f"expected an H×W×3 uint8 image, got {image.dtype} {image.shape}")
         self.image = np.array(image, order="C")  # a writable copy: OpenCV needs one
 
-    def _image(self) -> np.ndarray:
+    def predict(
+        self,
+        point_coords: ArrayLike | None = None,
+        point_labels: ArrayLike | None = None,
+        box: ArrayLike | None = None,
+        mask_input: ArrayLike | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> Prediction:
+        """One mask (score 1.0) whatever ``multimask_output`` says: masks 1×H×W (bool, or the
+        ±1 logits with ``return_logits``), scores 1, and the ±1 logits 1×H×W, which the clicks
+        protocol hands back as ``mask_input``."""
         if self.image is None:
             raise InputError("call set_image before predict")
-        return self.image
-
-    @staticmethod
-    def _answer(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(masks 1×H×W bool, scores 1, logits 1×H×W float32 of ±1)."""
+        # The Predictor's checks; mask_input is full-size ±1 logits here, not low-res ones.
+        checked = check_prompts(point_coords, point_labels, box, None, low_res_size=(0, 0))
+        if checked.batch_size > 1:
+            raise InputError("a baseline answers one prompt per call, not a batch")
+        clicks = []
+        if checked.point_coords is not None and checked.point_labels is not None:
+            for (x, y), label in zip(checked.point_coords[0], checked.point_labels[0], strict=True):
+                clicks.append((int(round(x)), int(round(y)), int(label)))
+        boxes = None if checked.boxes is None else checked.boxes[0]
+        masks = None if mask_input is None else np.asarray(mask_input)
+        mask = self._mask(self.image, _Prompts(clicks, boxes, masks))
         logits = np.where(mask, 1.0, -1.0).astype(np.float32)[None]
-        return mask[None], np.ones(1, np.float32), logits
+        return Prediction(logits if return_logits else mask[None], np.ones(1, np.float32), logits)
+
+    def _mask(self, image: np.ndarray, prompts: _Prompts) -> np.ndarray:
+        """The H×W bool answer to ``prompts``."""
+        raise NotImplementedError
 
 
 class FloodFill(_Baseline):
@@ -107,23 +130,14 @@ class FloodFill(_Baseline):
         super().__init__()
         self.tolerance = tolerance
 
-    def predict(
-        self,
-        point_coords: np.ndarray | None = None,
-        point_labels: np.ndarray | None = None,
-        box: np.ndarray | None = None,
-        mask_input: np.ndarray | None = None,
-        multimask_output: bool = True,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        image = self._image()
-        clicks = _clicks(point_coords, point_labels)
-        if box is not None or not clicks:
+    def _mask(self, image: np.ndarray, prompts: _Prompts) -> np.ndarray:
+        if prompts.box is not None or not prompts.clicks:
             raise InputError("the flood fill baseline answers clicks only (no box)")
         mask = np.zeros(image.shape[:2], bool)
-        for x, y, label in clicks:
+        for x, y, label in prompts.clicks:
             region = flood_region(image, x, y, self.tolerance)
             mask = mask | region if label > 0 else mask & ~region
-        return self._answer(mask)
+        return mask
 
 
 class GrabCut(_Baseline):
@@ -140,26 +154,18 @@ class GrabCut(_Baseline):
         super().__init__()
         self.iterations, self.margin, self.tolerance = iterations, margin, tolerance
 
-    def predict(
-        self,
-        point_coords: np.ndarray | None = None,
-        point_labels: np.ndarray | None = None,
-        box: np.ndarray | None = None,
-        mask_input: np.ndarray | None = None,
-        multimask_output: bool = True,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        image = self._image()
+    def _mask(self, image: np.ndarray, prompts: _Prompts) -> np.ndarray:
         h, w = image.shape[:2]
-        clicks = _clicks(point_coords, point_labels)
+        clicks, box, mask_input = prompts.clicks, prompts.box, prompts.mask_input
         labels = np.full((h, w), cv2.GC_PR_BGD, np.uint8)
         if box is not None:
-            x0, y0, x1, y1 = (int(round(v)) for v in np.asarray(box, dtype=np.float64).ravel())
+            x0, y0, x1, y1 = (int(round(v)) for v in box.ravel())
             roi = np.zeros((h, w), bool)
             roi[max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = True
             labels[:] = cv2.GC_BGD
             labels[roi] = cv2.GC_PR_FGD
-        elif mask_input is not None and np.asarray(mask_input).shape[-2:] == (h, w):
-            roi = np.asarray(mask_input).reshape(h, w) > 0
+        elif mask_input is not None and mask_input.shape[-2:] == (h, w):
+            roi = mask_input.reshape(h, w) > 0
             labels[roi] = cv2.GC_PR_FGD
         elif clicks:
             roi = np.zeros((h, w), bool)
@@ -180,14 +186,14 @@ class GrabCut(_Baseline):
         mask = np.zeros((h, w), bool)
         if fg.all() or not fg.any():  # GrabCut needs samples of both: keep what the seeds say
             mask[y0:y1, x0:x1] = fg
-            return self._answer(mask)
+            return mask
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
         crop = np.ascontiguousarray(image[y0:y1, x0:x1, ::-1])  # OpenCV expects BGR
         cv2.setRNGSeed(0)  # its colour models start from k-means: same answer every run
         mode = cv2.GC_INIT_WITH_MASK  # the rectangle argument is unused in this mode
         cv2.grabCut(crop, crop_labels, (0, 0, 0, 0), bgd, fgd, self.iterations, mode)
         mask[y0:y1, x0:x1] = (crop_labels == cv2.GC_FGD) | (crop_labels == cv2.GC_PR_FGD)
-        return self._answer(mask)
+        return mask
 
     def _crop(self, roi: np.ndarray) -> tuple[int, int, int, int]:
         """Rows y0:y1 and columns x0:x1 of the region of interest grown by the margin."""

@@ -1,9 +1,9 @@
 """The prompted protocols of the paper's zero-shot evaluation: single point, N clicks, box.
 
-Each takes a predictor-like object: `set_image(image H×W×3 uint8)` and
-`predict(point_coords N×2, point_labels N, box 4, mask_input 1×h×w, multimask_output)` returning
-(masks C×H×W bool, scores C, low-res logits C×h×w) -- the `segany.Predictor` contract -- so a
-fine-tune, an exported model or a hand-made fake can be measured the same way.
+Each takes a predictor-like object (`segany.inference.protocol.PredictorLike`, the
+`segany.Predictor` contract: `set_image(image H×W×3 uint8)`, then `predict(...)` returning masks
+C×H×W, scores C and low-res logits C×h×w), so a fine-tune, an exported model or a hand-made fake
+can be measured the same way.
 Protocols run together (`evaluate_prompts`) encode each image once.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -26,23 +26,11 @@ from segany.evaluate.prompts import (
     next_click,
 )
 from segany.evaluate.results import DEFAULT_BOOTSTRAP, Estimate, EvalResult, estimates
+from segany.inference.protocol import PredictorLike
 
 PROMPT_PROTOCOLS = ("point", "clicks", "box")
 REPORTED_CLICKS = (1, 2, 3, 5, 9)
 NOC_TARGETS = (0.85, 0.90)
-
-
-class PredictorLike(Protocol):
-    def set_image(self, image: np.ndarray) -> Any: ...
-
-    def predict(
-        self,
-        point_coords: np.ndarray | None = None,
-        point_labels: np.ndarray | None = None,
-        box: np.ndarray | None = None,
-        mask_input: np.ndarray | None = None,
-        multimask_output: bool = True,
-    ) -> Any: ...
 
 
 def _predict(

@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from PIL import Image
 
 from segany.errors import InputError, MissingExtraError
 from segany.images import ImageLike, to_rgb_uint8
 from segany.inference.prediction import Prediction
+from segany.inference.protocol import PredictorLike
 from segany.prompts import PromptBatch, check_prompts
 
 _OFFICIAL_MEAN = (123.675, 116.28, 103.53)
@@ -66,7 +68,7 @@ def _session(path: str | os.PathLike[str], threads: int | None, providers: Any) 
         raise InputError(f"cannot load ONNX model {p}: {e}") from None
 
 
-class OnnxPredictor:
+class OnnxPredictor(PredictorLike):
     """Prompted segmentation with an ONNX encoder and decoder on onnxruntime.
 
     ``threads``: onnxruntime's intra-op threads (default: its own choice, all cores).
@@ -162,10 +164,10 @@ class OnnxPredictor:
     # ----- prompts -----------------------------------------------------------------------
     def predict(
         self,
-        point_coords: Any = None,
-        point_labels: Any = None,
-        box: Any = None,
-        mask_input: Any = None,
+        point_coords: ArrayLike | None = None,
+        point_labels: ArrayLike | None = None,
+        box: ArrayLike | None = None,
+        mask_input: ArrayLike | None = None,
         multimask_output: bool = True,
         return_logits: bool = False,
         *,
