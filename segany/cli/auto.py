@@ -152,11 +152,7 @@ class _Outputs:
 
     def stale_masks(self, count: int) -> list[Path]:
         """Mask PNGs of an older, larger set in the mask folder (``{i}.png`` with i >= count)."""
-        folder = self.extras["masks"].parent
-        if not folder.is_dir():
-            return []
-        names = (p for p in folder.iterdir() if p.suffix == ".png" and p.stem.isdigit())
-        return [p for p in names if int(p.stem) >= count]
+        return output_set.stale_numbered(self.extras["masks"].parent, "", count)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -205,9 +201,7 @@ def run(args: argparse.Namespace) -> int:
                 if name not in GENERATOR_OPTIONS:
                     raise
                 raise InputError(f"--{name.replace('_', '-')}: {e}") from None
-            own = {
-                k: v for k, v in model.model.config.generator_defaults.items() if k not in options
-            }
+            own = {k: v for k, v in model.model.generator_defaults.items() if k not in options}
             if own:  # not the official value: say so, once
                 said = ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in own.items())
                 console.info(f"the model's own thresholds apply: {said}")

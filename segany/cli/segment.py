@@ -36,7 +36,8 @@ from segany.cli.common import (
 )
 from segany.cli.export import add_backend_options, onnx_predictor_from_args
 from segany.errors import InputError
-from segany.formats import output_set
+from segany.formats import output_set, prompted
+from segany.inference.protocol import PredictorLike
 
 _LABELS = {"1": 1, "fg": 1, "pos": 1, "+": 1, "0": 0, "bg": 0, "neg": 0, "-": 0}
 
@@ -115,14 +116,18 @@ def run(args: argparse.Namespace) -> int:
     images = [(path, output_set.output_stem(stem)) for path, stem in images]
     per_image = max(1, len(args.box)) * (3 if args.multimask else 1)
     output_set.check_collisions(
-        {str(path): _output_paths(out, stem, per_image, args) for path, stem in images}, []
+        {
+            str(path): prompted.output_paths(out, stem, per_image, overlay=not args.no_overlay)
+            for path, stem in images
+        },
+        [],
     )
     output_set.recover(out)
 
     from segany.cli.common import predictor_from_args, refined_from_args
 
     if args.backend == "onnx" or args.onnx_dir is not None:
-        predictor: Any = onnx_predictor_from_args(args, console)
+        predictor: PredictorLike = onnx_predictor_from_args(args, console)
     else:
         predictor = predictor_from_args(args, console)  # --precision, --cache
     predictor = refined_from_args(predictor, args)  # --refine
@@ -156,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _segment_one(
-    predictor: Any, path: Path, stem: str, out: Path, args: argparse.Namespace
+    predictor: PredictorLike, path: Path, stem: str, out: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
     from segany.formats import read_image
 
@@ -178,104 +183,28 @@ def _segment_one(
     if masks.ndim == 3:  # one prompt: C×H×W -> 1×C×H×W
         masks, scores = masks[None], scores[None]
 
-    prompts = [
-        {
-            "points": points.tolist(),
-            "labels": labels.tolist(),
-            "box": boxes[b].tolist() if len(boxes) else None,
-        }
-        for b in range(masks.shape[0])
-    ]
-    result: dict[str, Any] = {
-        "image": {"file_name": str(path), "width": width, "height": height},
-        "multimask": bool(args.multimask),
-        "prompts": prompts,
-        "masks": [],
-        "json": f"{stem}.json",
-        "overlay": None if args.no_overlay else f"{stem}_overlay.png",
-    }
+    result = prompted.prompted_document(
+        str(path),
+        (height, width),
+        points,
+        labels,
+        boxes,
+        prompt_count=masks.shape[0],
+        multimask=args.multimask,
+        stem=stem,
+        overlay=not args.no_overlay,
+    )
     # All files of the image are staged, then moved in place together (see output_set).
     unit = output_set.OutputSet(out, stem)
     unit.begin()
     try:
-        _write_set(unit, result, masks, scores, image, points, labels, boxes)
-        stale = _stale_masks(out, stem, len(result["masks"]))
-        unit.commit(last=out / f"{stem}.json", remove=stale)
+        prompted.write_prompted(out, stem, result, masks, scores, image, where=unit.staged)
+        stale = prompted.stale_masks(out, stem, len(result["masks"]))
+        unit.commit(last=out / result["json"], remove=stale)
     except BaseException:
         unit.abandon()
         raise
     return result
-
-
-def _write_set(
-    unit: Any,
-    result: dict[str, Any],
-    masks: np.ndarray,
-    scores: np.ndarray,
-    image: np.ndarray,
-    points: np.ndarray,
-    labels: np.ndarray,
-    boxes: np.ndarray,
-) -> None:
-    """Write an image's mask PNGs, overlay and JSON into ``unit``'s staging folder; fills
-    ``result["masks"]``."""
-    from segany.atomic import write_json_atomic
-    from segany.formats import write_mask_png, write_overlay
-    from segany.masks import encode_rle
-
-    out, stem = unit.out, result["json"][: -len(".json")]
-    records: list[dict[str, Any]] = result["masks"]
-    best: list[np.ndarray] = []
-    for b in range(masks.shape[0]):
-        best.append(masks[b, int(np.argmax(scores[b]))])
-        for c in range(masks.shape[1]):
-            i = len(records)
-            mask = masks[b, c]
-            name = f"{stem}_mask{i}.png"
-            write_mask_png(unit.staged(out / name), mask)
-            records.append(
-                {
-                    "id": i,
-                    "prompt": b,
-                    "candidate": c,
-                    "score": float(scores[b, c]),
-                    "area": int(mask.sum()),
-                    "bbox": _xywh(mask),
-                    "file": name,
-                    "segmentation": encode_rle(mask),
-                }
-            )
-    if result["overlay"] is not None:
-        write_overlay(
-            unit.staged(out / result["overlay"]),
-            image,
-            np.stack(best),
-            points=points,
-            labels=labels,
-            boxes=boxes,
-        )
-    write_json_atomic(unit.staged(out / result["json"]), result, indent=1)
-
-
-def _output_paths(out: Path, stem: str, count: int, args: argparse.Namespace) -> list[Path]:
-    """The files ``segment`` writes for one image (``count`` masks)."""
-    paths = [out / f"{stem}.json"] + [out / f"{stem}_mask{i}.png" for i in range(count)]
-    return paths if args.no_overlay else [*paths, out / f"{stem}_overlay.png"]
-
-
-def _stale_masks(out: Path, stem: str, count: int) -> list[Path]:
-    """``STEM_mask{i}.png`` files of an earlier run with more masks (i >= count)."""
-    folder = (out / stem).parent
-    prefix = Path(stem).name + "_mask"
-    if not folder.is_dir():
-        return []
-    stale = []
-    for p in folder.iterdir():
-        number = p.name[len(prefix) : -len(".png")]
-        if p.name.startswith(prefix) and p.name.endswith(".png") and number.isdigit():
-            if int(number) >= count:
-                stale.append(p)
-    return stale
 
 
 def _brief(result: dict[str, Any]) -> dict[str, Any]:
@@ -293,11 +222,3 @@ def _check_inside(points: np.ndarray, boxes: np.ndarray, width: int, height: int
             raise InputError(
                 f"box {x0:g},{y0:g},{x1:g},{y1:g} lies outside the {width}×{height} image"
             )
-
-
-def _xywh(mask: np.ndarray) -> list[int]:
-    # The official record convention: w = x1 - x0 on inclusive pixel indices.
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        return [0, 0, 0, 0]
-    return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min()), int(ys.max() - ys.min())]

@@ -73,6 +73,23 @@ def check_collisions(planned: dict[str, Sequence[Path]], run_files: Iterable[Pat
             owner[key] = str(name)
 
 
+def stale_numbered(folder: Path, prefix: str, count: int, suffix: str = ".png") -> list[Path]:
+    """Files ``PREFIX{i}SUFFIX`` in ``folder`` with i >= ``count``: the numbered outputs of an
+    earlier, larger set (``STEM_mask{i}.png`` of ``segment``, ``STEM/{i}.png`` of ``auto``),
+    to remove when a set with ``count`` of them is installed."""
+    if not folder.is_dir():
+        return []
+    stale = []
+    for path in folder.iterdir():
+        name = path.name
+        number = name[len(prefix) : len(name) - len(suffix)]
+        # isascii: "²".isdigit() is true, but int("²") fails; such a file is no output of ours.
+        numbered = name.startswith(prefix) and name.endswith(suffix)
+        if numbered and number.isascii() and number.isdigit() and int(number) >= count:
+            stale.append(path)
+    return sorted(stale)
+
+
 class OutputSet:
     """The files of one image, staged and then installed together (see the module doc)."""
 

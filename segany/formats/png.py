@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -25,10 +24,10 @@ import numpy as np
 from segany.atomic import write_bytes_atomic
 from segany.errors import InputError
 from segany.formats.metadata import read_metadata_csv, write_metadata_csv
+from segany.formats.output_set import stale_numbered
 from segany.formats.records import records_to_dicts, segmentation_mask, stack_masks
 
 MAX_LABELS = 65535
-_MASK_FILE = re.compile(r"^(\d+)\.png$")
 
 
 def encode_png(array: np.ndarray) -> bytes:
@@ -85,10 +84,8 @@ def write_mask_folder(folder: str | os.PathLike[str], records: Iterable[Any]) ->
     for i, rec in enumerate(rows):
         write_mask_png(folder / f"{i}.png", segmentation_mask(rec["segmentation"]))
     # A re-run with fewer masks must not leave stale masks from the previous run behind.
-    for path in folder.iterdir():
-        match = _MASK_FILE.match(path.name)
-        if match and int(match.group(1)) >= len(rows):
-            path.unlink()
+    for path in stale_numbered(folder, "", len(rows)):
+        path.unlink()
     write_metadata_csv(folder / "metadata.csv", rows)
 
 

@@ -1,0 +1,146 @@
+"""Prompted results (``segany segment``): one JSON document, mask PNGs and an overlay per image.
+
+Per image ``STEM`` in the output folder:
+- ``STEM.json``: ``image`` (file_name, width, height), ``multimask``, ``prompts`` (per prompt its
+  points, labels and box), ``masks`` (per mask its ``id``, ``prompt``, ``candidate`` index,
+  ``score``, ``area``, XYWH ``bbox``, PNG ``file`` and COCO RLE ``segmentation``), and the names
+  ``json`` and ``overlay`` (None when not written);
+- ``STEM_mask{i}.png``: mask ``i``, 8-bit, 255 inside;
+- ``STEM_overlay.png``: the best-scoring mask of each prompt, with the points and boxes.
+
+``bbox`` is the official record convention, the automatic generator's: the tight box
+(``segany.masks.batched_mask_to_box``, inclusive pixels) as x0, y0, x1 - x0, y1 - y0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from segany.atomic import write_json_atomic
+from segany.formats.output_set import stale_numbered
+from segany.formats.overlay import write_overlay
+from segany.formats.png import write_mask_png
+from segany.masks import batched_mask_to_box, box_xyxy_to_xywh, encode_rle
+
+
+def json_name(stem: str) -> str:
+    return f"{stem}.json"
+
+
+def mask_name(stem: str, index: int) -> str:
+    return f"{stem}_mask{index}.png"
+
+
+def overlay_name(stem: str) -> str:
+    return f"{stem}_overlay.png"
+
+
+def output_paths(out: Path, stem: str, count: int, *, overlay: bool) -> list[Path]:
+    """The files written for one image with ``count`` masks (the JSON first)."""
+    paths = [out / json_name(stem)] + [out / mask_name(stem, i) for i in range(count)]
+    return [*paths, out / overlay_name(stem)] if overlay else paths
+
+
+def stale_masks(out: Path, stem: str, count: int) -> list[Path]:
+    """``STEM_mask{i}.png`` files of an earlier run with more masks (i >= count)."""
+    return stale_numbered((out / stem).parent, Path(stem).name + "_mask", count)
+
+
+def mask_xywh(mask: np.ndarray) -> list[int]:
+    """The XYWH box of an H×W mask in the official record convention; [0, 0, 0, 0] if empty."""
+    box = batched_mask_to_box(torch.as_tensor(np.asarray(mask), dtype=torch.bool))
+    return [int(v) for v in box_xyxy_to_xywh(box).tolist()]
+
+
+def prompted_document(
+    file_name: str,
+    size: tuple[int, int],
+    points: np.ndarray,
+    labels: np.ndarray,
+    boxes: np.ndarray,
+    *,
+    prompt_count: int,
+    multimask: bool,
+    stem: str,
+    overlay: bool,
+) -> dict[str, Any]:
+    """The JSON document of one image before its masks are added (``masks`` empty).
+
+    ``size`` (H, W); ``points`` N×2 XY with ``labels`` N, shared by every prompt; ``boxes``
+    P×4 XYXY, one per prompt (none: ``prompt_count`` prompts of the points alone)."""
+    height, width = size
+    prompts = [
+        {
+            "points": points.tolist(),
+            "labels": labels.tolist(),
+            "box": boxes[b].tolist() if len(boxes) else None,
+        }
+        for b in range(prompt_count)
+    ]
+    return {
+        "image": {"file_name": file_name, "width": width, "height": height},
+        "multimask": bool(multimask),
+        "prompts": prompts,
+        "masks": [],
+        "json": json_name(stem),
+        "overlay": overlay_name(stem) if overlay else None,
+    }
+
+
+def mask_entry(
+    index: int, prompt: int, candidate: int, score: float, mask: np.ndarray, file: str
+) -> dict[str, Any]:
+    """One element of the document's ``masks``."""
+    return {
+        "id": index,
+        "prompt": prompt,
+        "candidate": candidate,
+        "score": float(score),
+        "area": int(mask.sum()),
+        "bbox": mask_xywh(mask),
+        "file": file,
+        "segmentation": encode_rle(mask),
+    }
+
+
+def write_prompted(
+    out: Path,
+    stem: str,
+    document: dict[str, Any],
+    masks: np.ndarray,
+    scores: np.ndarray,
+    image: np.ndarray,
+    *,
+    where: Callable[[Path], Path] | None = None,
+) -> None:
+    """Write an image's mask PNGs, overlay and JSON; fills ``document["masks"]``.
+
+    ``masks`` P×C×H×W bool and ``scores`` P×C (P prompts, C candidates each); ``image``
+    H×W×3 uint8 for the overlay. ``where`` maps a final path to the path to write (an
+    ``OutputSet``'s ``staged``); None writes in place."""
+    place = where or (lambda path: path)
+    entries: list[dict[str, Any]] = document["masks"]
+    best = []
+    for p in range(masks.shape[0]):
+        best.append(masks[p, int(np.argmax(scores[p]))])
+        for c in range(masks.shape[1]):
+            name = mask_name(stem, len(entries))
+            write_mask_png(place(out / name), masks[p, c])
+            entries.append(mask_entry(len(entries), p, c, scores[p, c], masks[p, c], name))
+    if document["overlay"] is not None:
+        shared = document["prompts"][0]
+        boxes = [q["box"] for q in document["prompts"] if q["box"] is not None]
+        write_overlay(
+            place(out / document["overlay"]),
+            image,
+            np.stack(best),
+            points=np.array(shared["points"], dtype=np.float64).reshape(-1, 2),
+            labels=np.array(shared["labels"], dtype=np.int64),
+            boxes=np.array(boxes, dtype=np.float64).reshape(-1, 4),
+        )
+    write_json_atomic(place(out / document["json"]), document, indent=1)
