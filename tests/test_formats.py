@@ -376,10 +376,14 @@ def test_read_image_modes(tmp_path):
 
 
 def test_read_image_errors(tmp_path):
-    with pytest.raises(InputError, match="no such file"):
+    # The path checks are segany.images.check_image_path's, the Predictor's own.
+    with pytest.raises(InputError, match="not found"):
         read_image(tmp_path / "missing.png")
-    with pytest.raises(InputError, match="folder"):
+    with pytest.raises(InputError, match="is a folder"):
         read_image(tmp_path)
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "gone.png")
+    with pytest.raises(InputError, match="broken symbolic link"):
+        read_image(tmp_path / "dangling.png")
     (tmp_path / "text.jpg").write_text("hello")
     with pytest.raises(InputError, match="not an image"):
         read_image(tmp_path / "text.jpg")

@@ -24,22 +24,13 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Load an image file as H×W×3 uint8 RGB, or raise ``InputError`` saying why not.
 
-    The decoding and normalisation are ``segany.images.read_image``'s (the Predictor's rules);
-    this adds distinct messages for a missing path, a folder and a broken file.
+    The path checks (a missing file, a folder, a broken link, a device), the decoding and the
+    normalisation are ``segany.images.read_image``'s (the Predictor's rules); this adds one
+    message for a file that is not an image and one for a broken image file.
     """
     from segany.images import read_image as decode
 
     path = Path(path)
-    if not path.is_file():
-        if path.is_dir():
-            raise InputError(f"{path}: is a folder, not an image")
-        if path.is_symlink():
-            raise InputError(
-                f"{path}: a broken symbolic link (its target is missing, or the links loop)"
-            )
-        if path.exists():
-            raise InputError(f"{path}: not a regular file (a device, pipe or socket)")
-        raise InputError(f"{path}: no such file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL warns on odd EXIF; the pixels are fine
