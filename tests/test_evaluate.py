@@ -413,6 +413,9 @@ def test_report_roundtrip_table_comparison_and_plot(tmp_path, sa1b, scenes):
     assert "-1.0000" in side and "+3.00" in side and "good" in side  # noc 1 -> 4
     png = plot_clicks([("good", ra), ("empty", rb)], tmp_path / "clicks.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
+    svg = plot_clicks([("good", ra)], tmp_path / "clicks.svg")  # the format from the name
+    assert b"<svg" in svg.read_bytes()[:1000]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # atomic writes
     (tmp_path / "x.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(InputError):
         load_report(tmp_path / "x.json")

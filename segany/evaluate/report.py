@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from segany.atomic import atomic_open, write_text_atomic
 from segany.errors import InputError, MissingExtraError
 from segany.evaluate.results import EvalResult
 
@@ -36,9 +37,7 @@ def build_report(
 
 def write_report(report: Mapping[str, Any], path: str | Path) -> Path:
     out = Path(path)
-    if out.parent != Path():
-        out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1, allow_nan=False, default=_jsonable) + "\n")
+    write_text_atomic(out, json.dumps(report, indent=1, allow_nan=False, default=_jsonable) + "\n")
     return out
 
 
@@ -158,5 +157,7 @@ def plot_clicks(reports: Sequence[tuple[str, Mapping[str, Any]]], path: str | Pa
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
     out = Path(path)
-    fig.savefig(out)
+    # The format from the name, as savefig(path) would; the temporary file's name has none.
+    with atomic_open(out, "wb") as f:
+        fig.savefig(f, format=out.suffix[1:].lower() or None)
     return out
