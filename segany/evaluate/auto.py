@@ -22,6 +22,7 @@ from pycocotools.cocoeval import COCOeval
 from segany.errors import InputError
 from segany.evaluate.datasets import Sample, iterate, segmentation_to_rle
 from segany.evaluate.results import DEFAULT_BOOTSTRAP, Estimate, EvalResult, estimates
+from segany.masks import encode_rle
 
 MAX_DETS = (100, 1000)
 AREA_RANGES = {  # COCO's object sizes, in pixels
@@ -48,7 +49,7 @@ def proposal_rle(record: Any, height: int, width: int) -> tuple[dict[str, Any], 
     mask = np.asarray(seg, dtype=bool)
     if mask.shape != (height, width):
         raise InputError(f"generated mask is {mask.shape}, the image is {(height, width)}")
-    return mask_utils.encode(np.asfortranarray(mask.astype(np.uint8))), float(score)
+    return encode_rle(mask), float(score)
 
 
 def _coco(images: list[dict], anns: list[dict]) -> COCO:

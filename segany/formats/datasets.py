@@ -23,6 +23,7 @@ from segany.errors import InputError
 from segany.formats.coco import read_coco
 from segany.formats.images import IMAGE_SUFFIXES
 from segany.formats.sa1b import read_sa1b
+from segany.masks import encode_rle
 
 LABEL_DIR_NAMES = ("labels", "masks", "annotations")
 
@@ -76,7 +77,7 @@ class Sample:
             m = np.asarray(m, dtype=bool)
             if m.shape != (h, w):
                 raise InputError(f"mask {i} is {m.shape}, the image is {(h, w)}")
-            objects.append(EvalObject(i, _encode(m), int(m.sum())))
+            objects.append(EvalObject(i, encode_rle(m), int(m.sum())))
         return cls(image_id, None, h, w, tuple(objects), image)
 
 
@@ -95,16 +96,12 @@ def load_rgb(path: Path) -> np.ndarray:
         raise InputError(f"cannot read image {path}: {exc}") from exc
 
 
-def _encode(mask: np.ndarray) -> dict[str, Any]:
-    return mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-
-
 def segmentation_to_rle(seg: Any, height: int, width: int) -> dict[str, Any]:
     """COCO polygons, uncompressed RLE or compressed RLE -> one compressed RLE."""
     if isinstance(seg, list):  # polygons: a list of flat [x0, y0, x1, y1, ...] rings
         rings = [p for p in seg if len(p) >= 6]
         if not rings:
-            return _encode(np.zeros((height, width), bool))
+            return encode_rle(np.zeros((height, width), bool))
         return mask_utils.merge(mask_utils.frPyObjects(rings, height, width))
     if isinstance(seg, dict) and "counts" in seg:
         if isinstance(seg["counts"], list):  # uncompressed RLE (crowd regions)
@@ -282,7 +279,7 @@ class LabelMapDataset(EvalDataset):
             if value == 0 or value == self.ignore_value:
                 continue
             mask = labels == value
-            objects.append(EvalObject(int(value), _encode(mask), int(mask.sum())))
+            objects.append(EvalObject(int(value), encode_rle(mask), int(mask.sum())))
         return Sample(image_path.stem, image_path, h, w, tuple(objects))
 
 
