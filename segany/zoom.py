@@ -35,6 +35,7 @@ from segany.images import ImageLike, to_rgb_uint8
 from segany.inference.prediction import Prediction
 from segany.inference.predictor import Predictor
 from segany.inference.protocol import PredictorLike
+from segany.masks import batched_mask_to_box
 from segany.modeling.sam_upscale import upscale_logits
 from segany.prompts import PromptBatch, check_prompts
 from segany.transforms import preprocess_shape
@@ -147,10 +148,7 @@ class ZoomPredictor(PredictorLike):
     def set_image(self, image: ImageLike, image_format: str = "RGB") -> None:
         rgb = to_rgb_uint8(image, image_format)
         self.predictor.set_image(rgb)
-        self._image = rgb
-        self._crops.reset_image()
-        self.crop = None
-        self._returned = None
+        self._start(rgb)
 
     def set_image_embedding(
         self,
@@ -165,6 +163,10 @@ class ZoomPredictor(PredictorLike):
         if rgb.shape[:2] != tuple(original_size):
             raise InputError(f"image {rgb.shape[:2]} is not the embedding's {tuple(original_size)}")
         self.predictor.set_image_embedding(embedding, original_size, input_size)
+        self._start(rgb)
+
+    def _start(self, rgb: np.ndarray) -> None:
+        """A new image: no crop embedding, crop or returned logits of the last one stays."""
         self._image = rgb
         self._crops.reset_image()
         self.crop = None
@@ -253,11 +255,10 @@ class ZoomPredictor(PredictorLike):
         labels = prompts.point_labels.reshape(-1)
         logits = self._image_logits(prompts.mask_input[0])  # H×W
         h, w = self._image.shape[:2]
-        rows, cols = torch.nonzero(logits > 0, as_tuple=True)
         lo, hi = points.min(axis=0), points.max(axis=0)
-        if rows.numel():
-            lo = np.minimum(lo, [float(cols.min()), float(rows.min())])
-            hi = np.maximum(hi, [float(cols.max()), float(rows.max())])
+        if (logits > 0).any():
+            box = batched_mask_to_box(logits > 0).numpy().astype(np.float64)  # XYXY, inclusive
+            lo, hi = np.minimum(lo, box[:2]), np.maximum(hi, box[2:])
         assert self.click_margin is not None
         x0, y0, x1, y1 = zoom_crop(np.concatenate([lo, hi]), self.click_margin, (h, w))
         if (x0, y0, x1, y1) == (0, 0, w, h) or x1 <= x0 or y1 <= y0:

@@ -32,6 +32,7 @@ from numpy.typing import ArrayLike
 
 from segany.errors import InputError
 from segany.evaluate.datasets import Sample
+from segany.evaluate.prompts import mask_box
 from segany.evaluate.results import EvalResult
 from segany.inference.prediction import Prediction
 from segany.inference.protocol import PredictorLike
@@ -198,17 +199,12 @@ class GrabCut(_Baseline):
     def _crop(self, roi: np.ndarray) -> tuple[int, int, int, int]:
         """Rows y0:y1 and columns x0:x1 of the region of interest grown by the margin."""
         h, w = roi.shape
-        rows, cols = np.flatnonzero(roi.any(1)), np.flatnonzero(roi.any(0))
-        if rows.size == 0:
+        if not roi.any():
             return 0, h, 0, w
-        side = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
+        x0, y0, x1, y1 = (int(v) for v in mask_box(roi))  # the protocol's tight box
+        side = max(y1 - y0 + 1, x1 - x0 + 1)
         pad = max(GRABCUT_MIN_MARGIN_PX, int(round(self.margin * side)))
-        return (
-            max(int(rows[0]) - pad, 0),
-            min(int(rows[-1]) + pad + 1, h),
-            max(int(cols[0]) - pad, 0),
-            min(int(cols[-1]) + pad + 1, w),
-        )
+        return max(y0 - pad, 0), min(y1 + pad + 1, h), max(x0 - pad, 0), min(x1 + pad + 1, w)
 
 
 def make_baseline(name: str) -> FloodFill | GrabCut:
