@@ -334,8 +334,8 @@ def test_overlay_draws_masks_points_and_boxes(tmp_path):
     assert r > 150 and g < 100  # background point red
     assert (out[50, 85] != 100).any()  # box edge
     np.testing.assert_array_equal(out, render_overlay(image, mask[None], **prompts))
-    write_overlay(tmp_path / "o.png", image, mask[None])
-    assert np.asarray(Image.open(tmp_path / "o.png")).shape == image.shape
+    write_overlay(tmp_path / "o.png", image, mask[None], **prompts)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "o.png")), out)  # lossless
     with pytest.raises(InputError, match="uint8"):
         render_overlay(image.astype(np.float32))
 
