@@ -23,6 +23,7 @@ from segany.images import ImageLike, to_rgb_uint8
 from segany.inference.embedding_cache import EmbeddingCache, ImageEmbedding, resolve_cache
 from segany.inference.precision import encode, resolve_precision
 from segany.inference.prediction import Prediction
+from segany.inference.protocol import PredictorLike
 from segany.limits import check_mask_volume, check_size_pair
 from segany.modeling import Sam
 from segany.modeling.mask_decoder_shared import PointDecoder
@@ -62,7 +63,7 @@ class _ImageParts:
     input_size: tuple[int, int] | None = None
 
 
-class Predictor:
+class Predictor(PredictorLike):
     """Official ``SamPredictor`` semantics, plus batched prompts and an embedding cache.
 
     ``cache_size`` > 0 keeps that many image embeddings in memory keyed by the image's content,
