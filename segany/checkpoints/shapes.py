@@ -20,7 +20,7 @@ import torch
 
 from segany.config import DecoderConfig, PromptConfig
 from segany.errors import CheckpointError
-from segany.modeling.families import detect_encoder, family_of
+from segany.modeling.families import detect_encoder, families, family_of
 from segany.models import VARIANTS, SamConfig, name_known_variant
 
 OFFICIAL_DECODER_HEADS = 8
@@ -52,9 +52,11 @@ def infer_config(state: Mapping[str, Any]) -> SamConfig:
     except ValueError as e:
         raise CheckpointError(f"cannot detect the SAM variant: {e}") from None
     if encoder is None:
+        tried = ", ".join(f.name for f in families())
         raise CheckpointError(
-            "cannot detect the SAM variant: no registered image encoder family recognises the "
-            f"weights ({len(keys)} keys, starting {sample}). Is this a SAM checkpoint?"
+            f"cannot detect the SAM variant: no registered image encoder family ({tried}) "
+            f"recognises the weights ({len(keys)} keys, starting {sample}). "
+            "Is this a SAM checkpoint?"
         )
     decoder_layers = _indices(keys, "mask_decoder.transformer.layers.")
     iou_layers = _indices(keys, "mask_decoder.iou_prediction_head.layers.")
@@ -102,14 +104,18 @@ def _sizes(cfg: SamConfig) -> list[tuple[str, Any, float]]:
 
 def check_config_limits(cfg: SamConfig, *, source: str = "the weights") -> None:
     """Raise ``CheckpointError`` when a config (read from a file's metadata or shapes) has a
-    size outside its limits or below 1, before anything of that size is built."""
+    size outside its limits or below 1, before anything of that size is built. A tuple of
+    sizes (one per stage, say) is held to its limit element by element."""
     for name, value, hi in _sizes(cfg):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not ok or not value >= 1 or value > hi:
-            raise CheckpointError(
-                f"{source} claim {name}={value!r}; a SAM config needs 1 <= {name} <= {hi}. "
-                "The file is damaged or not a SAM checkpoint"
-            )
+        elements = value if isinstance(value, list | tuple) and value else (value,)
+        for v in elements:
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+            if not ok or not v >= 1 or v > hi:
+                raise CheckpointError(
+                    f"{source} claim {name}={value!r}; a SAM config needs 1 <= {name} <= {hi}"
+                    f"{' for each element' if elements is value else ''}. "
+                    "The file is damaged or not a SAM checkpoint"
+                )
 
 
 def expected_shapes(cfg: SamConfig) -> dict[str, tuple[int, ...]]:
