@@ -1,8 +1,13 @@
-"""Download official checkpoints into the cache: streamed, resumable, sha256-checked, atomic.
+"""Download official checkpoints into the cache: streamed, resumable, hash-checked, atomic.
 
 The bytes go to ``<file>.part`` (kept between attempts, so a broken connection resumes with an
-HTTP Range request) and are renamed to the final name only once their size and sha256 match.
+HTTP Range request) and are renamed to the final name only once their size and hashes match.
 Nothing at the final name is ever partial, so a file found there is used as is.
+
+A file is checked against what its publisher states: SAM's size and sha256 (Meta's release
+page), or for a file kept in a git repository, the blob id that repository's tree lists for it
+(git's SHA-1 of a ``blob <size>`` header, a zero byte, then the bytes); a value nobody
+published is ``None``.
 """
 
 from __future__ import annotations
@@ -18,22 +23,24 @@ from pathlib import Path
 from segany.atomic import publish
 from segany.errors import DownloadError, InputError
 
+CHECKPOINT_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+
 
 @dataclass(frozen=True)
 class CheckpointInfo:
-    """Where an official checkpoint lives and how to verify it."""
+    """Where an official checkpoint lives and how to verify it (``None``: not published)."""
 
     variant: str
     filename: str
-    num_bytes: int
-    sha256: str
+    num_bytes: int | None
+    sha256: str | None
+    base_url: str = CHECKPOINT_BASE_URL
+    git_blob: str | None = None  # the blob id of the file in its publisher's git tree
 
     @property
     def url(self) -> str:
-        return CHECKPOINT_BASE_URL + self.filename
+        return self.base_url + self.filename
 
-
-CHECKPOINT_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 
 CHECKPOINTS: dict[str, CheckpointInfo] = {
     "vit_h": CheckpointInfo(
@@ -54,6 +61,16 @@ CHECKPOINTS: dict[str, CheckpointInfo] = {
         375042383,
         "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
     ),
+    # MobileSAM's weights live in its repository (weights/mobile_sam.pt, unchanged since commit
+    # a509aac of 2023-06-29), which publishes no size or sha256; its tree gives the blob id.
+    "vit_t": CheckpointInfo(
+        "vit_t",
+        "mobile_sam.pt",
+        None,
+        None,
+        base_url="https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/",
+        git_blob="7ef2d090979fd9853adf17b7a99c8b94a1c5a6a7",
+    ),
 }
 
 
@@ -70,9 +87,11 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("segany"))
 
 
-def download_base() -> str:
-    """Base URL of the official files (``$SEGANY_DOWNLOAD_BASE`` overrides it, e.g. a mirror)."""
-    base = os.environ.get("SEGANY_DOWNLOAD_BASE") or CHECKPOINT_BASE_URL
+def download_base(info: CheckpointInfo | None = None) -> str:
+    """Base URL of an official file (``info``'s; SAM's when not given). ``$SEGANY_DOWNLOAD_BASE``
+    overrides it for every file, e.g. a mirror holding them under their file names."""
+    own = info.base_url if info else CHECKPOINT_BASE_URL
+    base = os.environ.get("SEGANY_DOWNLOAD_BASE") or own
     return base if base.endswith("/") else base + "/"
 
 
@@ -95,20 +114,27 @@ def ensure_checkpoint(
 ) -> Path:
     """Path of the official checkpoint ``name`` in the cache, downloading it when missing.
 
-    ``info`` replaces the registry's file name, size and sha256 (tests serve small files)."""
+    ``info`` replaces the registry's file name, size and hashes (tests serve small files)."""
     info = info or checkpoint_info(name)
     dest = (directory or cache_dir()) / info.filename
     if dest.is_file():
         size = dest.stat().st_size
-        if size == info.num_bytes:
+        if info.num_bytes is None or size == info.num_bytes:
             return dest
         # Not ours (we only ever rename whole, verified files): refuse rather than overwrite.
         raise DownloadError(
             f"{dest} has {size} bytes but {info.filename} has {info.num_bytes}; "
             "delete it to download the file again"
         )
-    url = (base_url.rstrip("/") + "/" if base_url else download_base()) + info.filename
-    return download(url, dest, sha256=info.sha256, num_bytes=info.num_bytes, progress=progress)
+    url = (base_url.rstrip("/") + "/" if base_url else download_base(info)) + info.filename
+    return download(
+        url,
+        dest,
+        sha256=info.sha256,
+        num_bytes=info.num_bytes,
+        git_blob=info.git_blob,
+        progress=progress,
+    )
 
 
 def _hash_file(path: Path) -> hashlib._Hash:
@@ -119,20 +145,37 @@ def _hash_file(path: Path) -> hashlib._Hash:
     return digest
 
 
+def _git_blob_id(path: Path, size: int) -> str:
+    """git's object id of the file's bytes as a blob (what a repository's tree lists)."""
+    digest = hashlib.sha1(f"blob {size}\0".encode(), usedforsecurity=False)
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _reject(part: Path, url: str, label: str, got: str, want: str) -> None:
+    part.unlink(missing_ok=True)
+    raise DownloadError(
+        f"{url}: {label} {got} does not match the expected {want}; the corrupt download was deleted"
+    )
+
+
 def download(
     url: str,
     dest: Path | str,
     *,
-    sha256: str,
+    sha256: str | None,
     num_bytes: int | None = None,
+    git_blob: str | None = None,
     progress: bool = True,
     timeout: float = 60.0,
 ) -> Path:
     """Fetch ``url`` to ``dest`` via ``dest.part``, resuming a partial ``.part`` file.
 
     Raises ``DownloadError`` when the server fails, the body is shorter than announced (the
-    ``.part`` stays, so calling again resumes) or the sha256 does not match (the ``.part`` is
-    deleted, as its bytes cannot be trusted)."""
+    ``.part`` stays, so calling again resumes) or a given sha256 or git blob id does not match
+    (the ``.part`` is deleted, as its bytes cannot be trusted)."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -163,12 +206,10 @@ def download(
             f"download of {url} stopped at {have} of {num_bytes} bytes; "
             f"call again to resume from {part}"
         )
-    if digest.hexdigest() != sha256.lower():
-        part.unlink(missing_ok=True)
-        raise DownloadError(
-            f"{url}: sha256 {digest.hexdigest()} does not match the expected {sha256}; "
-            "the corrupt download was deleted"
-        )
+    if sha256 is not None and digest.hexdigest() != sha256.lower():
+        _reject(part, url, "sha256", digest.hexdigest(), sha256)
+    if git_blob is not None and (blob := _git_blob_id(part, have)) != git_blob.lower():
+        _reject(part, url, "git blob id", blob, git_blob)
     publish(part, dest)  # atomic: the final name only ever holds a verified file
     return dest
 

@@ -257,7 +257,9 @@ def cached_models() -> list[CachedModel]:
                 name=name,
                 path=path,
                 num_bytes=info.num_bytes,
-                cached=path.is_file() and path.stat().st_size == info.num_bytes,
+                # only verified files are ever given the final name; the size tells a
+                # foreign file apart where it is published
+                cached=path.is_file() and info.num_bytes in (None, path.stat().st_size),
                 partial_bytes=part.stat().st_size if part.is_file() else 0,
             )
         )
