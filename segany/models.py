@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from segany.config import PIXEL_MEAN, PIXEL_STD, SamConfig
 from segany.errors import InputError
+from segany.modeling.tinyvit.config import TinyViTConfig
 from segany.modeling.vit.config import ViTConfig
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "VIT_B",
     "VIT_H",
     "VIT_L",
+    "VIT_T",
     "SamConfig",
     "build_sam",
     "config_of",
@@ -36,8 +38,19 @@ if TYPE_CHECKING:
 VIT_B = SamConfig("vit_b", ViTConfig(768, 12, 12, (2, 5, 8, 11)))
 VIT_L = SamConfig("vit_l", ViTConfig(1024, 24, 16, (5, 11, 17, 23)))
 VIT_H = SamConfig("vit_h", ViTConfig(1280, 32, 16, (7, 15, 23, 31)))
+# MobileSAM: TinyViT-5M distilled from vit_h's encoder, SAM 1's prompt encoder and decoder.
+VIT_T = SamConfig(
+    "vit_t",
+    TinyViTConfig(
+        embed_dims=(64, 128, 160, 320),
+        depths=(2, 2, 6, 2),
+        num_heads=(4, 5, 10),
+        window_sizes=(7, 14, 7),
+        merge_strides=(2, 2, 1),
+    ),
+)
 
-VARIANTS: dict[str, SamConfig] = {c.name: c for c in (VIT_B, VIT_L, VIT_H)}
+VARIANTS: dict[str, SamConfig] = {c.name: c for c in (VIT_B, VIT_L, VIT_H, VIT_T)}
 
 
 def name_known_variant(cfg: SamConfig) -> SamConfig:

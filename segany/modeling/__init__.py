@@ -8,7 +8,7 @@ beside what they mirror: ``vit/chunked.py`` (the encoder's forward), ``mask_deco
 
 from __future__ import annotations
 
-from segany.modeling import vit  # registers the built-in encoder family
+from segany.modeling import tinyvit, vit  # register the built-in encoder families
 from segany.modeling.common import MLP, LayerNorm2d, MLPBlock
 from segany.modeling.configs import DecoderConfig, PromptConfig
 from segany.modeling.families import EncoderConfig, EncoderFamily, family_of
@@ -72,5 +72,6 @@ __all__ = [
     "TwoWayTransformer",
     "ViTConfig",
     "build_sam_from_parts",
+    "tinyvit",
     "vit",
 ]
