@@ -20,6 +20,7 @@ from segany.segment_anything.build_sam import (
     build_sam_vit_b,
     build_sam_vit_h,
     build_sam_vit_l,
+    build_sam_vit_t,
     sam_model_registry,
 )
 from segany.segment_anything.predictor import SamPredictor
@@ -31,6 +32,7 @@ __all__ = [
     "build_sam_vit_b",
     "build_sam_vit_h",
     "build_sam_vit_l",
+    "build_sam_vit_t",
     "modeling",
     "sam_model_registry",
     "utils",

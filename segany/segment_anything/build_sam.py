@@ -1,4 +1,6 @@
-"""``sam_model_registry`` and ``build_sam_vit_h/l/b(checkpoint=...)``, as officially.
+"""``sam_model_registry`` and ``build_sam_vit_h/l/b(checkpoint=...)``, as officially, and
+MobileSAM's ``build_sam_vit_t`` / ``sam_model_registry["vit_t"]`` (its ``mobile_sam`` package
+extends the same registry).
 
 Differences that only make loading safer: the checkpoint is read without running code
 (``weights_only``, or safetensors / transformers folders, whatever segany reads), and a file
@@ -21,6 +23,7 @@ __all__ = [
     "build_sam_vit_b",
     "build_sam_vit_h",
     "build_sam_vit_l",
+    "build_sam_vit_t",
     "sam_model_registry",
 ]
 
@@ -67,6 +70,10 @@ def build_sam_vit_b(checkpoint: str | os.PathLike[str] | None = None) -> Sam:
     return _build("vit_b", checkpoint)
 
 
+def build_sam_vit_t(checkpoint: str | os.PathLike[str] | None = None) -> Sam:
+    return _build("vit_t", checkpoint)
+
+
 build_sam = build_sam_vit_h  # the official default
 
 sam_model_registry: dict[str, Callable[..., Sam]] = {
@@ -74,4 +81,5 @@ sam_model_registry: dict[str, Callable[..., Sam]] = {
     "vit_h": build_sam_vit_h,
     "vit_l": build_sam_vit_l,
     "vit_b": build_sam_vit_b,
+    "vit_t": build_sam_vit_t,
 }
