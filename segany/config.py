@@ -62,6 +62,13 @@ class SamConfig:
                 f"SamConfig.encoder must be an encoder family's config (e.g. ViTConfig), got "
                 f"{type(self.encoder).__name__}"
             )
+        dim, heads = self.prompt.embed_dim, self.decoder.num_heads
+        # The decoder's cross-attention works at half the prompt width (downsample rate 2).
+        if heads <= 0 or dim % 2 or (dim // 2) % heads:
+            raise InputError(
+                f"the decoder's num_heads ({heads}) must divide half the prompt width "
+                f"({dim} / 2); the official models use 8 heads and width 256"
+            )
 
     @property
     def image_size(self) -> int:

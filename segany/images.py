@@ -10,6 +10,7 @@ Normalisation, stated once:
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,19 @@ def check_image_path(path: str | os.PathLike[str]) -> Path:
     """``path`` if it is a regular file (or a link to one); else an ``InputError`` that tells
     a missing file from a folder, a broken link and a device or pipe."""
     p = Path(path)
+    try:
+        return _existing_file(p)
+    except OSError as exc:  # a name the system cannot even look up
+        shown = str(p) if len(str(p)) <= 80 else str(p)[:60] + "…" + str(p)[-15:]
+        if exc.errno == errno.ENAMETOOLONG:
+            raise InputError(
+                f"the path {shown} ({len(str(p))} characters) is longer than this system allows "
+                "for a file or folder name; give a shorter path"
+            ) from None
+        raise InputError(f"cannot look up {shown}: {exc.strerror or exc}") from None
+
+
+def _existing_file(p: Path) -> Path:
     if p.is_file():
         return p
     if p.is_dir():
@@ -134,6 +148,11 @@ def tensor_to_numpy(t: Any) -> np.ndarray:
     no bfloat16)."""
     import torch  # a tensor was given, so torch is loaded already
 
+    if t.is_meta:
+        raise InputError(
+            "the image tensor is on the meta device and holds no values; give a tensor with "
+            "data (on the CPU or a GPU), a numpy array, a PIL image or a path"
+        )
     t = t.detach().cpu()
     if t.dtype in (torch.bfloat16, torch.float16):
         t = t.float()

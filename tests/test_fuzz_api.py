@@ -28,6 +28,7 @@ from helpers import SMALL, seeded_model
 from segany import limits
 from segany.automatic import MaskGenerator
 from segany.checkpoints import load_model, save_model
+from segany.config import SamConfig
 from segany.errors import CheckpointError, InputError
 from segany.formats import label_map, read_coco
 from segany.formats.images import find_images
@@ -156,6 +157,17 @@ def _big_endian(ctx: dict[str, Any]) -> None:
     p.set_image(image)
     q.set_image(native)
     assert torch.equal(p.get_image_embedding(), q.get_image_embedding())
+
+
+def _predictor_of_a_path(ctx: dict[str, Any]) -> None:
+    # A path or name is loaded as load_model would (from_pretrained style): the same answers.
+    path = save_model(ctx["model"], ctx["dir"].parent / "by_path.safetensors")
+    image = np.random.default_rng(2).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    answers = []
+    for p in (Predictor(str(path)), Predictor(path), Predictor(ctx["model"])):
+        p.set_image(image)
+        answers.append(p.predict(point_coords=[[3.0, 4.0]], point_labels=[1]).logits)
+    assert all(np.array_equal(a, answers[-1]) for a in answers)
 
 
 def _bf16(ctx: dict[str, Any]) -> None:
@@ -312,8 +324,17 @@ CASES: list[tuple[str, str, Any, Any]] = [
     ("weights folder no config", "clear", lambda c: load_model(c["dir"]), (CheckpointError, "config.json")),
     ("dtype a string", "clear", lambda c: load_model(dtype="float16"), (InputError, "floating torch dtype")),
     ("device nonsense", "clear", lambda c: load_model(device="gpu0"), (InputError, "not a torch device")),
+    ("Predictor(None)", "clear", lambda c: Predictor(None), (TypeError, "segany.load_model(...)")),
+    ("MaskGenerator(3)", "clear", lambda c: MaskGenerator(3), (TypeError, "variant name or weights path")),
+    ("cache_size '3'", "clear", lambda c: Predictor(c["model"], cache_size="3"), (InputError, "whole number >= 0, got '3'")),
+    ("cache_size -1", "silent", lambda c: Predictor(c["model"], cache_size=-1), (InputError, "must be >= 0")),
+    ("image on the meta device", "clear", lambda c: c["p"].set_image(torch.zeros(9, 9, 3, device="meta")), (InputError, "meta device")),
+    ("image path 5000 chars", "clear", lambda c: read_image("a" * 5000 + ".png"), (InputError, "longer than this system allows")),
+    ("point_grids one bare array", "clear", lambda c: _gen(c, points_per_side=None, point_grids=np.zeros((4, 2))), (InputError, "point_grids=[grid]")),
+    ("decoder heads 3 of 128", "clear", lambda c: SamConfig.from_json(SMALL.to_json().replace('"num_heads": 8', '"num_heads": 3')), (InputError, "num_heads (3) must divide")),
     # --- valid inputs that must work
     ("big-endian uint16", "valid", _big_endian, OK),
+    ("Predictor of a weights path", "valid", _predictor_of_a_path, OK),
     ("bf16 tensors", "valid", _bf16, OK),
     ("numpy scalar options", "valid", _numpy_scalars, OK),
     ("aspect 1000:1", "valid", _thin, OK),

@@ -31,7 +31,7 @@ from segany.automatic.select import (
 )
 from segany.errors import InputError
 from segany.images import ImageLike, to_rgb_uint8
-from segany.inference.predictor import Predictor
+from segany.inference.predictor import Predictor, as_model
 from segany.inference.thread_pool import map_ordered
 from segany.limits import (
     MAX_CROP_LAYERS,
@@ -197,6 +197,8 @@ class MaskGenerator:
         What the CLI, the server and the engine build; ``MaskGenerator(model)`` always starts
         from the official defaults.
         """
+        if not isinstance(model, Predictor):
+            model = as_model(model)  # a name or path is loaded once, with its file's defaults
         sam = model.model if isinstance(model, Predictor) else model
         own = dict(getattr(sam, "generator_defaults", None) or {})
         if preset is None:

@@ -142,6 +142,11 @@ def check_int(name: str, value: Any, lo: int, hi: int | None = None) -> None:
 def check_point_grids(point_grids: Any, crop_n_layers: int) -> list[np.ndarray]:
     """``point_grids`` (one N×2 array of [0, 1] XY per crop layer) as float64 arrays, or an
     ``InputError`` saying which grid is wrong and why."""
+    if getattr(point_grids, "ndim", None) == 2:  # one bare N×2 array: the list is missing
+        raise InputError(
+            "point_grids must be a list with one N×2 array per crop layer, got a single "
+            f"{'×'.join(map(str, point_grids.shape))} array; wrap it: point_grids=[grid]"
+        )
     try:
         grids = list(point_grids)
     except TypeError:

@@ -54,6 +54,22 @@ class _ImageState:
         object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
 
 
+def as_model(model: Any) -> Sam:
+    """``model`` when it is a SAM model; a variant name or weights path (``"vit_b"``, a
+    ``.pth``) is loaded with ``segany.load_model``, as ``from_pretrained`` users expect; anything
+    else is a ``TypeError`` that says what to pass."""
+    if isinstance(model, Sam):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        from segany.checkpoints import load_model
+
+        return load_model(model)
+    raise TypeError(
+        "expected a SAM model (segany.load_model(...)), or a variant name or weights path to "
+        f"load; got {type(model).__name__}"
+    )
+
+
 @dataclass
 class _ImageParts:
     """The pieces of an image state assigned attribute by attribute, until it is complete."""
@@ -84,19 +100,24 @@ class Predictor(PredictorLike):
 
     def __init__(
         self,
-        model: Sam,
+        model: Sam | str | os.PathLike[str],
         *,
         cache_size: int = 0,
         precision: str = "fp32",
         cache: EmbeddingCache | str | os.PathLike[str] | bool | None = None,
         compile: bool = False,
     ) -> None:
+        model = as_model(model)
+        if isinstance(cache_size, bool) or not isinstance(cache_size, (int, np.integer)):
+            raise InputError(f"cache_size must be a whole number >= 0, got {cache_size!r}")
+        if cache_size < 0:
+            raise InputError(f"cache_size must be >= 0 (0 keeps no embeddings), got {cache_size}")
         self.model = model
         self.compile = bool(compile)
         self.disk_cache = resolve_cache(cache)
         self.precision = resolve_precision(precision, model.device)
         self.transform = ResizeLongestSide(model.image_size)
-        self.cache_size = cache_size
+        self.cache_size = int(cache_size)
         self._cache: OrderedDict[str, _ImageState]
         self._cache = OrderedDict()
         self._image: _ImageState | None = None
