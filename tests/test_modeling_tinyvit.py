@@ -3,8 +3,9 @@
 same seeded weights, which perturb every tensor (BatchNorm running statistics included).
 
 Tolerances (fp32): embeddings and logits within 1e-4 of the reference's largest magnitude
-(measured ~2e-6), IoU scores within 1e-4 (measured ~1e-6), binary masks identical; the
-automatic generator gives the same records in the same order with identical masks. int8 (the
+(measured ~3e-6), IoU scores within 1e-4 (measured ~1e-6), binary masks identical except
+where the reference logit is that close to the threshold (one pixel in all of these prompts);
+the automatic generator gives the same records in the same order with identical masks. int8 (the
 Linear layers quantised): embedding cosine with fp32 >= 0.998 (measured 0.9991 here; 0.9982 at
 vit_t's sizes) and mask IoU with fp32 >= 0.9 on average.
 
@@ -189,11 +190,20 @@ def _compare(pair, image: np.ndarray, prompts: dict[str, dict]) -> None:
             assert max_rel_err(got.logits, low) < TOL, name
             assert max_rel_err(full, ref_full) < TOL, name
             assert np.abs(got.scores - scores).max() < TOL, name
-            assert np.array_equal(got.masks, masks), name
+            _same_masks(got.masks, masks, ref_full)
     # a previous round's logits (1×256×256) fed back with the points
     prompt = dict(prompts["mixed_points"], mask_input=got.logits[:1])
-    got = ours.predict(**prompt)
-    assert np.array_equal(got.masks, theirs.predict(**prompt)[0])
+    ref_full = theirs.predict(return_logits=True, **prompt)[0]
+    _same_masks(ours.predict(**prompt).masks, ref_full > 0, ref_full)
+
+
+def _same_masks(masks: np.ndarray, ref_masks: np.ndarray, ref_logits: np.ndarray) -> None:
+    """Equal, except where the reference logit lies within the logit tolerance of the
+    threshold 0 (there either side is float rounding: one pixel of 52k in these tests, at a
+    logit of 7e-8)."""
+    near = np.abs(ref_logits) <= TOL * np.abs(ref_logits).max()
+    differ = masks != ref_masks
+    assert not (differ & ~near).any(), f"{int((differ & ~near).sum())} mask pixels differ"
 
 
 def test_small_model_matches_reference_every_prompt(small):
