@@ -357,6 +357,10 @@ def test_layer_decay_drop_path_and_input_size(small):
     opt = build_optimizer(model, lr=1.0, weight_decay=0.0, layer_decay=0.5)
     # stem layer 0, the 5 blocks 1..5 (merges with their stage's last block), the rest 6
     assert sorted({g["lr_scale"] for g in opt.param_groups}) == [0.5**k for k in range(7)][::-1]
+    opt = build_optimizer(model, lr=1.0, weight_decay=0.1)
+    biases = {id(p) for n, p in model.named_parameters() if n.endswith("attention_biases")}
+    decays = {g["weight_decay"] for g in opt.param_groups for p in g["params"] if id(p) in biases}
+    assert len(biases) == 4 and decays == {0.0}  # as TinyViT's own training has them
     set_drop_path(model, 0.2)
     rates = [b.drop_path for b in model.image_encoder.all_blocks()]
     assert rates == pytest.approx([0.0, 0.05, 0.1, 0.15, 0.2])

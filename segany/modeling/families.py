@@ -77,6 +77,9 @@ class EncoderFamily:
     #: Largest value of each numeric config field a weights file may claim (checked before a
     #: model of that size is built).
     limits: ClassVar[Mapping[str, float]] = {}
+    #: Parts of encoder parameter names (without ``image_encoder.``) that training keeps out of
+    #: weight decay besides norms and biases: position tables and biases stored as matrices.
+    no_weight_decay: ClassVar[tuple[str, ...]] = ()
 
     def build(self, config: EncoderConfig, *, out_chans: int) -> nn.Module:
         """An untrained encoder module for ``config`` whose embeddings have ``out_chans``

@@ -43,9 +43,12 @@ def layer_id(name: str, family: EncoderFamily, config: EncoderConfig) -> int:
     return family.num_layers(config) + 1
 
 
-def _no_decay(name: str, param: torch.Tensor) -> bool:
-    # Norms, biases and positional tables are not shrunk towards zero.
-    return param.ndim <= 1 or "pos_embed" in name or "rel_pos" in name
+def _no_decay(name: str, param: torch.Tensor, family: EncoderFamily) -> bool:
+    # Norms, biases and the encoder family's position tables are not shrunk towards zero.
+    if param.ndim <= 1:
+        return True
+    inner = name.removeprefix(_ENCODER)
+    return inner != name and any(part in inner for part in family.no_weight_decay)
 
 
 def build_optimizer(
@@ -54,7 +57,8 @@ def build_optimizer(
     """AdamW over the trainable parameters, grouped by (layer, weight decay).
 
     Layer ``l`` of ``depth + 1`` learns at ``lr × layer_decay ** (depth + 1 - l)`` (its
-    ``lr_scale``); norms, biases and positional tables get no weight decay.
+    ``lr_scale``); norms, biases and the family's ``no_weight_decay`` tensors (ViT's position
+    tables) get no weight decay.
     """
     family, config = _encoder_family(model)
     depth = family.num_layers(config)
@@ -63,7 +67,7 @@ def build_optimizer(
         if not p.requires_grad:
             continue
         lid = layer_id(name, family, config)
-        nd = _no_decay(name, p)
+        nd = _no_decay(name, p, family)
         key = (lid, nd)
         if key not in groups:
             scale = layer_decay ** (depth + 1 - lid)

@@ -52,6 +52,8 @@ class TinyViTFamily(EncoderFamily):
     name: ClassVar[str] = "tinyvit"
     config_type: ClassVar[type[EncoderConfig]] = TinyViTConfig
     module_type: ClassVar[type[nn.Module]] = ImageEncoderTinyViT
+    # TinyViT's own training keeps its per-distance attention biases out of weight decay.
+    no_weight_decay: ClassVar[tuple[str, ...]] = ("attention_biases",)
     # TinyViT-21M, the largest published TinyViT, is 576 wide and 12 blocks deep; every
     # element of a tuple field is held to its limit.
     limits: ClassVar[Mapping[str, float]] = {

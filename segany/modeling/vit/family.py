@@ -81,6 +81,7 @@ class ViTFamily(EncoderFamily):
         ("image_encoder.neck.2.", "vision_encoder.neck.conv2."),
         ("image_encoder.neck.3.", "vision_encoder.neck.layer_norm2."),
     )
+    no_weight_decay: ClassVar[tuple[str, ...]] = ("pos_embed", "rel_pos")
     # vit_h, the largest official model, is 1280 wide and 32 deep.
     limits: ClassVar[Mapping[str, float]] = {
         "embed_dim": 8192,
