@@ -117,9 +117,10 @@ def load_model(
 ) -> Sam:
     """A ``Sam`` in eval mode with loaded weights.
 
-    ``name_or_path``: ``"vit_b"``, ``"vit_l"`` or ``"vit_h"`` (the official weights, downloaded
-    into the cache on first use: ``$SEGANY_HOME``, else the user cache folder), a weights file or
-    transformers folder in any supported format, or ``None`` for the bundled default model.
+    ``name_or_path``: ``"vit_b"``, ``"vit_l"``, ``"vit_h"`` or MobileSAM's ``"vit_t"`` (the
+    official weights, downloaded into the cache on first use: ``$SEGANY_HOME``, else the user
+    cache folder), a weights file or transformers folder in any supported format, or ``None``
+    for the bundled default model.
     ``dtype`` converts the floating-point weights (default: keep float32)."""
     device = check_device(device)
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):

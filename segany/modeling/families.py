@@ -1,7 +1,7 @@
 """Image-encoder families: the contract every encoder keeps, and the one registry of them.
 
 SAM's prompt encoder and mask decoder read the image only through the encoder's output, so an
-encoder family (ViT today; TinyViT, EfficientViT, Hiera next) is a unit. Everything above
+encoder family (ViT and TinyViT today; EfficientViT, Hiera next) is a unit. Everything above
 ``modeling/`` (the Predictor, checkpoints, training, export) reaches an encoder only through
 this contract:
 
