@@ -378,6 +378,12 @@ def _git_blob_id(path: Path) -> str:
     return out.stdout.strip()
 
 
+def test_download_command_knows_every_official_checkpoint():
+    from segany.cli import models as cli_models
+
+    assert set(cli_models._VARIANT_NAMES) == set(CHECKPOINTS)  # written out there, for speed
+
+
 def test_download_checked_by_git_blob_id(tmp_path, monkeypatch):
     # MobileSAM publishes no size or sha256; its repository's tree gives the blob id.
     source = tmp_path / "mirror"

@@ -19,7 +19,9 @@ from segany.cli.common import (
 )
 from segany.errors import InputError
 
-_VARIANT_NAMES = ("vit_b", "vit_l", "vit_h")
+# The names of segany.checkpoints.download.CHECKPOINTS, written out so that the command line
+# starts without importing torch (segany.checkpoints does); a test keeps the two equal.
+_VARIANT_NAMES = ("vit_b", "vit_l", "vit_h", "vit_t")
 
 
 def register(subparsers: Any) -> None:
@@ -37,14 +39,15 @@ def register(subparsers: Any) -> None:
         "download official checkpoints into the cache",
         "Download official SAM checkpoints into the cache ($SEGANY_HOME, else the user cache "
         "folder): streamed with a progress bar, resumed after an interruption, checked against "
-        "the published sha256, and renamed into place only when whole.",
+        "the published sha256 (vit_t: the blob id in MobileSAM's repository), and renamed "
+        "into place only when whole.",
     )
     p.add_argument(
         "names",
         nargs="+",
         choices=(*_VARIANT_NAMES, "all"),
         metavar="NAME",
-        help="vit_b, vit_l, vit_h or all",
+        help="vit_b, vit_l, vit_h, vit_t (MobileSAM) or all",
     )
     add_output_options(p)
     p.set_defaults(run=run_download)
