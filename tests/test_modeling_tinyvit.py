@@ -5,7 +5,8 @@ same seeded weights, which perturb every tensor (BatchNorm running statistics in
 Tolerances (fp32): embeddings and logits within 1e-4 of the reference's largest magnitude
 (measured ~3e-6), IoU scores within 1e-4 (measured ~1e-6), binary masks identical except
 where the reference logit is that close to the threshold (one pixel in all of these prompts);
-the automatic generator gives the same records in the same order with identical masks. int8 (the
+the automatic generator gives the same records in the same order, their masks identical but for
+at most 2 pixels at the threshold (seen: 1 pixel in 1 of 81 masks). int8 (the
 Linear layers quantised): embedding cosine with fp32 >= 0.998 (measured 0.9991 here; 0.9982 at
 vit_t's sizes) and mask IoU with fp32 >= 0.9 on average.
 
@@ -234,30 +235,43 @@ def generator_models():
     return structured(SMALL_T)
 
 
-def _same_generation(models, **opts) -> int:
+def _same_generation(models, **opts) -> tuple[int, int]:
+    """Generate with both; the same records in the same order. Returns (records, mask pixels
+    that differ): a pixel whose logit is within float rounding of the threshold may land on
+    either side (the official resize and segany's composed one differ by ~1e-7), so a mask
+    may differ from the reference's in a few such pixels, its box and stability with them."""
     from mobile_sam import SamAutomaticMaskGenerator
 
     photo = _photo(120, 160)
     ours = MaskGenerator(models[0], **opts).generate(photo)
     theirs = SamAutomaticMaskGenerator(models[1], **opts).generate(photo)
     assert len(ours) == len(theirs)
+    differ = 0
     for rec, ref in zip(ours, theirs, strict=True):  # in the same order
-        assert np.array_equal(rec.mask(), ref["segmentation"])
-        assert rec.bbox == ref["bbox"] and rec.crop_box == ref["crop_box"]
+        assert rec.point_coords == ref["point_coords"] and rec.crop_box == ref["crop_box"]
         assert abs(rec.predicted_iou - ref["predicted_iou"]) < TOL
-        assert abs(rec.stability_score - ref["stability_score"]) < TOL
-    return len(ours)
+        pixels = int((rec.mask() != ref["segmentation"]).sum())
+        assert pixels <= 2, f"{pixels} pixels differ"
+        differ += pixels
+        assert abs(rec.area - ref["area"]) <= pixels
+        assert np.abs(np.subtract(rec.bbox, ref["bbox"])).max() <= (1 if pixels else 0)
+        # a ratio of pixel counts at logits ±1: each such pixel is worth 1/area
+        assert abs(rec.stability_score - ref["stability_score"]) <= max(TOL, 1 / max(rec.area, 1))
+    return len(ours), differ
 
 
 def test_generator_same_masks_same_order(generator_models):
-    opts = dict(points_per_side=8, pred_iou_thresh=0.7, stability_score_thresh=0.7)
-    assert _same_generation(generator_models, **opts, box_nms_thresh=1.0) >= 5
+    opts = dict(points_per_side=8, pred_iou_thresh=0.5, stability_score_thresh=0.5)
+    records, differ = _same_generation(generator_models, **opts, box_nms_thresh=1.0)
+    assert records >= 50 and differ <= 2  # seen: 81 masks, one of them 1 pixel off
 
 
 @pytest.mark.slow
 def test_generator_crops_and_small_regions(generator_models):
     opts = dict(points_per_side=8, crop_n_layers=1, min_mask_region_area=20)
-    assert _same_generation(generator_models, **opts, pred_iou_thresh=0, stability_score_thresh=0)
+    opts.update(pred_iou_thresh=0.0, stability_score_thresh=0.0)  # the crops' masks are weak
+    records, differ = _same_generation(generator_models, **opts)
+    assert records >= 10 and differ <= 2  # seen: 15 masks, identical
 
 
 def test_official_file_loads_strictly_as_vit_t(vit_t, vit_t_file, tmp_path):
