@@ -137,7 +137,8 @@ class Attention(nn.Module):
         bias = self.attention_biases[:, self.bias_index]  # heads×win²×win²
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
         # (B·nh·nw)×heads×win²×D -> B×(nh·win)×(nw·win)×C, then the padding cut off
-        out = out.view(b, nh, nw, n, win, win, d).permute(0, 1, 4, 2, 5, 3, 6)
+        # (reshape: a kernel may hand back its output as a strided view)
+        out = out.reshape(b, nh, nw, n, win, win, d).permute(0, 1, 4, 2, 5, 3, 6)
         out = out.reshape(b, hp, wp, c)
         if (hp, wp) != (h, w):
             out = out[:, :h, :w]
