@@ -40,8 +40,6 @@ from segany.modeling.tinyvit import TINYVIT, ImageEncoderTinyViT, TinyViTConfig
 from segany.modeling.vit import VIT
 from segany.models import VIT_B, VIT_T
 from segany.segment_anything import sam_model_registry
-from segany.train.optim import build_optimizer, set_drop_path
-from segany.train.resize import resize_input
 
 TOL = 1e-4
 SMALL_T = SamConfig(
@@ -364,27 +362,6 @@ def test_cli_segment_with_a_vit_t_file(vit_t, vit_t_file, tmp_path):
     np.testing.assert_array_equal(
         read_mask_png(tmp_path / "out" / "photo_mask0.png"), want.masks[0]
     )
-
-
-def test_layer_decay_drop_path_and_input_size(small):
-    model = small[0]
-    opt = build_optimizer(model, lr=1.0, weight_decay=0.0, layer_decay=0.5)
-    # stem layer 0, the 5 blocks 1..5 (merges with their stage's last block), the rest 6
-    assert sorted({g["lr_scale"] for g in opt.param_groups}) == [0.5**k for k in range(7)][::-1]
-    opt = build_optimizer(model, lr=1.0, weight_decay=0.1)
-    biases = {id(p) for n, p in model.named_parameters() if n.endswith("attention_biases")}
-    decays = {g["weight_decay"] for g in opt.param_groups for p in g["params"] if id(p) in biases}
-    assert len(biases) == 4 and decays == {0.0}  # as TinyViT's own training has them
-    set_drop_path(model, 0.2)
-    rates = [b.drop_path for b in model.image_encoder.all_blocks()]
-    assert rates == pytest.approx([0.0, 0.05, 0.1, 0.15, 0.2])
-    set_drop_path(model, 0.0)
-    smaller = resize_input(model, 512)  # no tensor depends on the input size
-    assert smaller.config.embedding_size == 32
-    for key, value in model.state_dict().items():
-        assert torch.equal(smaller.state_dict()[key], value)
-    with torch.no_grad():
-        assert smaller.image_encoder(torch.zeros(1, 3, 512, 512)).shape == (1, 256, 32, 32)
 
 
 def _git_blob_id(path: Path) -> str:
