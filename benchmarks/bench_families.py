@@ -1,0 +1,121 @@
+"""Each model family beside its official package, on the same seeded weights, in one run.
+
+    python benchmarks/bench_families.py [--repeats 3] [--threads 2]
+
+Today: MobileSAM (``vit_t``, segany's TinyViT family) against the ``mobile_sam`` package.
+Rows: ``set_image`` on a 480×512 photo in fp32 and int8 (int8 with its embedding cosine and
+mask IoU against fp32 over the parity prompts), one point prompt (masks at full resolution),
+and one point end to end (``set_image`` + ``predict``). Each timed pair alternates and keeps the
+fastest of ``--repeats`` after one untimed call each (int8 quantises its copy then). The CPU
+model and the load average are printed beside the table: read a ratio with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "stubs"), str(ROOT / "benchmarks")]
+
+from bench_speed import _cosine, _mask_iou, race  # noqa: E402
+from helpers import seeded_model  # noqa: E402
+
+from segany.inference.predictor import Predictor  # noqa: E402
+from segany.models import VIT_T  # noqa: E402
+
+
+def cpu_model() -> str:
+    """The CPU's model name, family and model numbers (a ratio is tuned to a CPU)."""
+    info: dict[str, str] = {}
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    name, family, model = info.get("model name", "?"), info.get("cpu family"), info.get("model")
+    return f"{name} (family {family}, model {model})"
+
+
+def photo() -> np.ndarray:
+    from skimage import data
+
+    return np.asarray(Image.fromarray(data.astronaut()).resize((512, 480), Image.BILINEAR))
+
+
+def bench_vit_t(repeats: int) -> list[tuple[str, float, float, str]]:
+    from mobile_sam import SamPredictor
+    from test_modeling_tinyvit import reference
+
+    model = seeded_model(VIT_T, seed=0)
+    ref = SamPredictor(reference(VIT_T, model.state_dict()))
+    fp32, int8 = Predictor(model), Predictor(model, precision="int8")
+    image = photo()
+    point = {"point_coords": np.array([[250, 200]]), "point_labels": np.array([1])}
+    rows = []
+    t_ref, t_ours, t_int8 = (
+        t
+        for t, _ in race(
+            [
+                lambda: ref.set_image(image),
+                lambda: fp32.set_image(image),
+                lambda: int8.set_image(image),
+            ],
+            repeats,
+            warm_up=True,
+        )
+    )
+    cos = _cosine(fp32.get_image_embedding(), int8.get_image_embedding())
+    iou = _mask_iou(fp32, int8, image)
+    rows.append(("set_image fp32", t_ref, t_ours, ""))
+    rows.append(("set_image int8", t_ref, t_int8, f"cosine {cos:.5f}, mask IoU {iou:.3f}"))
+    with torch.inference_mode():
+        t_ref, t_ours = (
+            t
+            for t, _ in race(
+                [lambda: ref.predict(**point), lambda: fp32.predict(**point)], repeats, warm_up=True
+            )
+        )
+    rows.append(("one point (full-res masks)", t_ref, t_ours, ""))
+
+    def ours_e2e(p: Predictor) -> None:
+        p.set_image(image)
+        p.predict(**point)
+
+    def ref_e2e() -> None:
+        ref.set_image(image)
+        ref.predict(**point)
+
+    t_ref, t_ours, t_int8 = (
+        t
+        for t, _ in race(
+            [ref_e2e, lambda: ours_e2e(fp32), lambda: ours_e2e(int8)], repeats, warm_up=True
+        )
+    )
+    rows.append(("one point end to end fp32", t_ref, t_ours, ""))
+    rows.append(("one point end to end int8", t_ref, t_int8, ""))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"CPU: {cpu_model()}; {args.threads} threads; load before: {os.getloadavg()}")
+    print("| model | call | official s | segany s | speed-up | accuracy |")
+    print("|---|---|---:|---:|---:|---|")
+    for label, t_ref, t_ours, note in bench_vit_t(args.repeats):
+        ratio = t_ref / t_ours
+        print(f"| vit_t | {label} | {t_ref:.3f} | {t_ours:.3f} | {ratio:.2f}× | {note} |")
+    print(f"load after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
