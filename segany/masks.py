@@ -68,14 +68,49 @@ def _rle_size(rle: RLE) -> tuple[int, int]:
 
 
 def _as_coco(rle: RLE) -> dict[str, Any]:
-    """Return the pycocotools object (bytes counts) for any RLE form."""
+    """Return the pycocotools object (bytes counts) for any RLE form; compressed counts are
+    checked first (pycocotools decodes runs that do not cover H×W from whatever memory follows,
+    a different junk mask on every call)."""
     h, w = _rle_size(rle)
     counts = rle["counts"]
-    if isinstance(counts, str):
-        return {"size": [h, w], "counts": counts.encode("ascii")}
-    if isinstance(counts, bytes):
-        return {"size": [h, w], "counts": counts}
+    if isinstance(counts, (str, bytes)):
+        if isinstance(counts, str) and not counts.isascii():
+            raise InputError("RLE counts must be ASCII (COCO compressed counts '0'-'o')")
+        raw = counts.encode("ascii") if isinstance(counts, str) else counts
+        check_compressed_counts(raw, h * w)
+        return {"size": [h, w], "counts": raw}
     return _coco.frPyObjects({"size": [h, w], "counts": [int(c) for c in counts]}, h, w)
+
+
+def check_compressed_counts(counts: bytes, pixels: int) -> None:
+    """``InputError`` unless COCO's compressed ``counts`` are run lengths >= 0 that add up to
+    ``pixels``. The format: each run is written in 5-bit groups as characters from '0' (48),
+    bit 0x20 meaning "more groups follow" and bit 0x10 of the last group the sign; from the
+    third run on, the value is the difference to the run two places before."""
+    runs: list[int] = []
+    value = shift = 0
+    for byte in counts:
+        c = byte - 48
+        if not 0 <= c < 64:
+            raise InputError(
+                f"RLE counts hold {chr(byte)!r}, not a COCO compressed RLE character ('0'-'o')"
+            )
+        value |= (c & 0x1F) << shift
+        shift += 5
+        if c & 0x20:
+            continue
+        if c & 0x10:  # negative: extend the sign
+            value |= -1 << shift
+        if len(runs) > 2:
+            value += runs[-2]
+        if value < 0:
+            raise InputError(f"RLE counts decode to a negative run ({value})")
+        runs.append(value)
+        value = shift = 0
+    if shift:
+        raise InputError("RLE counts end in the middle of a run")
+    if sum(runs) != pixels:
+        raise InputError(f"RLE counts sum to {sum(runs)}, expected H*W = {pixels}")
 
 
 def encode_rles(masks: np.ndarray | torch.Tensor) -> list[RLE]:
@@ -118,8 +153,8 @@ def rle_area(rle: RLE) -> int:
     counts = rle["counts"]
     if isinstance(counts, (str, bytes)):
         return int(_coco.area(_as_coco(rle)))
-    _rle_size(rle)
-    return int(sum(counts[1::2]))
+    h, w = _rle_size(rle)
+    return int(_checked_runs(counts, h * w)[1::2].sum())
 
 
 def mask_to_uncompressed_rle(masks: torch.Tensor) -> list[RLE]:
@@ -144,12 +179,24 @@ def mask_to_uncompressed_rle(masks: torch.Tensor) -> list[RLE]:
     return out
 
 
+def _checked_runs(counts: Any, pixels: int) -> np.ndarray:
+    """Uncompressed counts as int64 run lengths, or an ``InputError`` unless they are >= 0
+    and add up to ``pixels``."""
+    try:
+        runs = np.asarray(counts, dtype=np.int64).reshape(-1)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError("RLE counts must be a list of whole run lengths") from None
+    if (runs < 0).any():
+        raise InputError(f"RLE counts must be run lengths >= 0, got {int(runs.min())}")
+    if runs.sum() != pixels:
+        raise InputError(f"RLE counts sum to {int(runs.sum())}, expected H*W = {pixels}")
+    return runs
+
+
 def uncompressed_rle_to_mask(rle: RLE) -> np.ndarray:
     """Decode an uncompressed RLE to an ``H×W`` bool mask (C order)."""
     h, w = _rle_size(rle)
-    counts = np.asarray(rle["counts"], dtype=np.int64)
-    if counts.sum() != h * w or (counts < 0).any():
-        raise InputError(f"RLE counts sum to {int(counts.sum())}, expected H*W = {h * w}")
+    counts = _checked_runs(rle["counts"], h * w)
     values = np.arange(len(counts)) % 2 == 1
     return np.repeat(values, counts).reshape(w, h).T.copy()
 

@@ -100,6 +100,41 @@ def test_bad_rle_raises(bad):
         M.decode_rle(bad)
 
 
+@pytest.mark.parametrize(
+    ("counts", "words"),
+    [
+        ("0", "sum to 0, expected H*W = 20"),  # pycocotools alone reads junk past the runs
+        ("522000", "sum to 15, expected H*W = 20"),
+        ("52200030", "sum to 22, expected H*W = 20"),  # a run too many
+        ("5220003x", "'x', not a COCO compressed RLE character"),
+        ("5220003\x7f", "not a COCO compressed RLE character"),
+        ("52200o", "end in the middle of a run"),
+        ("é", "must be ASCII"),
+        ([-1, 21], "run lengths >= 0, got -1"),
+    ],
+)
+def test_rle_counts_that_do_not_cover_the_image_are_refused(counts, words):
+    """Each of decode_rle and rle_area checks the runs first: the same message from both."""
+    rle = {"size": [4, 5], "counts": counts}
+    for read in (M.decode_rle, M.rle_area):
+        with pytest.raises(InputError) as info:
+            read(rle)
+        assert words in str(info.value), str(info.value)
+
+
+def test_compressed_counts_check_accepts_every_encoding():
+    # whatever pycocotools encodes passes the check, and decodes to the same mask and area
+    rng = np.random.default_rng(7)
+    for i in range(200):
+        h, w = (int(v) for v in rng.integers(1, 40, 2))
+        m = rng.random((h, w)) < rng.random() if i % 2 else np.zeros((h, w), bool)
+        if i % 4 == 0:
+            m[: rng.integers(0, h + 1), : rng.integers(0, w + 1)] = True
+        rle = M.encode_rle(m)
+        M.check_compressed_counts(rle["counts"].encode(), h * w)
+        assert (M.decode_rle(rle) == m).all() and M.rle_area(rle) == int(m.sum())
+
+
 def test_bad_mask_shapes_raise():
     with pytest.raises(InputError):
         M.encode_rle(np.zeros((2, 2, 2), bool))
