@@ -40,13 +40,25 @@ class PromptBatch:
         return max(sizes, default=1)
 
 
+def _rectangular(name: str, value: Any) -> np.ndarray:
+    """``value`` as a numpy array, or an ``InputError`` when its rows differ in length (a
+    ragged list such as ``[[1, 2], [3]]``)."""
+    if hasattr(value, "detach"):
+        return tensor_to_numpy(value)
+    try:
+        return np.asarray(value)
+    except ValueError:
+        raise InputError(
+            f"{name} has rows of different lengths; give a rectangular array "
+            "(points N×2, labels N, boxes 4 or B×4)"
+        ) from None
+
+
 def _array(name: str, value: Any, dtype: type) -> np.ndarray:
     """``value`` as a ``dtype`` array; complex, non-numeric and non-finite values are refused
     (a complex value would lose its imaginary part silently)."""
-    if hasattr(value, "detach"):
-        value = tensor_to_numpy(value)
+    raw = _rectangular(name, value)
     try:
-        raw = np.asarray(value)
         if raw.dtype.kind not in "biuf":
             raise TypeError(f"got dtype {raw.dtype}")
         arr: np.ndarray = raw.astype(dtype)
@@ -72,9 +84,7 @@ def _coords(name: str, value: Any) -> np.ndarray:
 def _labels(raw: Any) -> np.ndarray:
     """Integer labels as int64 with a range check: a uint64 2**64-1 or a float 1e30 must not
     wrap around to a valid label."""
-    if hasattr(raw, "detach"):
-        raw = tensor_to_numpy(raw)
-    arr = np.asarray(raw)
+    arr = _rectangular("point_labels", raw)
     if arr.dtype.kind not in "biuf":
         raise InputError(
             "point_labels must be integers (1 fg, 0 bg, -1 padding, 2/3 box corners), "

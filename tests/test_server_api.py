@@ -382,6 +382,9 @@ def test_a_server_that_zooms_corrections_answers_them_as_the_library(tiny, tmp_p
         ({"labels": [1]}, 400, "without points"),
         ({"box": [10, 10, 5, 5]}, 400, "XYXY"),
         ({"box": [1, 2, 3]}, 400, "box"),
+        # ragged lists (points: a 500 in the app issue's report, numpy's ValueError)
+        ({"points": [[1, 2], [3]], "labels": [1, 1]}, 400, "rows of different lengths"),
+        ({"points": [[1, 2]], "labels": [[1], [1, 0]]}, 422, "schema"),
         ({"points": "here", "labels": [1]}, 422, "schema"),
         ({"points": [[1, 2]], "labels": [1], "color": "red"}, 422, "schema"),
         ({"mask_input": {"shape": [1, 8, 8], "data": "AAAA"}}, 400, "bytes"),
