@@ -9,6 +9,7 @@ import stat
 import numpy as np
 import pytest
 from PIL import Image
+from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -43,7 +44,7 @@ from segany.formats import (
     write_sa1b,
 )
 from segany.formats.metadata import HEADER
-from segany.masks import encode_rle, mask_to_uncompressed_rle
+from segany.masks import decode_rle, encode_rle, mask_to_uncompressed_rle
 
 H, W = 24, 32
 
@@ -161,6 +162,37 @@ def test_coco_reads_in_pycocotools(tmp_path):
     ev.accumulate()
     ev.summarize()
     assert ev.stats[0] == pytest.approx(1.0)
+
+
+def test_coco_categories_from_labels_and_pycocotools_boxes(tmp_path):
+    m1, m2 = blob_masks(3, seed=3), blob_masks(2, seed=4)
+    docs = [
+        sa1b_document(records(m1), file_name="a.jpg", width=W, height=H, image_id=1),
+        sa1b_document(records(m2), file_name="b.jpg", width=W, height=H, image_id=2),
+    ]
+    for ann, label in zip(
+        docs[0].annotations + docs[1].annotations,
+        ["penny", "dime", None, "penny", " "],
+        strict=True,
+    ):
+        if label is not None:
+            ann["label"] = label
+    dataset = coco_dataset(docs)
+    names = {c["id"]: c["name"] for c in dataset["categories"]}
+    assert names == {1: "dime", 2: "object", 3: "penny"}  # sorted; unlabelled and blank: object
+    got = [names[a["category_id"]] for a in dataset["annotations"]]
+    assert got == ["penny", "dime", "object", "penny", "object"]
+    write_coco(tmp_path / "c.json", dataset)
+    coco = COCO(str(tmp_path / "c.json"))
+    assert len(coco.getAnnIds(catIds=[3])) == 2
+    for ann in dataset["annotations"]:
+        mask = np.asfortranarray(decode_rle(ann["segmentation"]).astype(np.uint8))
+        want = mask_utils.toBbox(mask_utils.encode(mask)).tolist()
+        assert ann["bbox"] == want  # COCO's own box, not SA-1B's one pixel narrower
+    sa1b_box = docs[0].annotations[0]["bbox"]
+    assert dataset["annotations"][0]["bbox"][2] == sa1b_box[2] + 1
+    unlabelled = coco_dataset([sa1b_document(records(m1), file_name="a.jpg", width=W, height=H)])
+    assert unlabelled["categories"] == [{"id": 1, "name": "object", "supercategory": "object"}]
 
 
 def test_coco_keeps_distinct_image_ids(tmp_path):

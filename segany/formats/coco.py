@@ -1,9 +1,13 @@
 """COCO instances JSON for a whole run, readable by ``pycocotools.coco.COCO`` and ``loadRes``.
 
 Built from the per-image SA-1B documents (so a folder run that skipped finished images still
-lists them). Every mask becomes one annotation of a single category ``1`` ("object"), its
-segmentation a compressed RLE, ``iscrowd`` 0, ``score`` its predicted IoU; the SAM fields
-(``predicted_iou``, ``stability_score``, ``point_coords``, ``crop_box``) ride along.
+lists them). Every mask becomes one annotation, its segmentation a compressed RLE, ``iscrowd``
+0, ``score`` its predicted IoU; the SAM fields (``predicted_iou``, ``stability_score``,
+``point_coords``, ``crop_box``) ride along. Categories come from the masks' ``label`` fields
+(the annotation app's classes): one category per distinct label, ids 1.. in sorted name order,
+unlabelled masks in "object"; masks with no labels at all give the single category 1
+("object"). ``bbox`` is COCO's own (``pycocotools.mask.toBbox``: w = last column - first + 1),
+not SA-1B's one pixel narrower box, so every COCO reader gets the box it computes itself.
 
 Ids start at 1: ``COCOeval`` treats a matched ground-truth id of 0 as "unmatched".
 Image ids are the SA-1B ``image_id`` values when they are distinct positive integers,
@@ -37,6 +41,8 @@ def coco_dataset(
 ) -> dict[str, Any]:
     """A COCO instances dict (``info, licenses, images, annotations, categories``)."""
     docs = list(documents)
+    categories = _categories(docs)
+    by_name = {c["name"]: c["id"] for c in categories}
     given = [d.image.get("image_id") for d in docs]
     keep_ids = all(isinstance(i, int) and i > 0 for i in given) and len(set(given)) == len(given)
     images: list[dict[str, Any]] = []
@@ -57,10 +63,10 @@ def coco_dataset(
             out: dict[str, Any] = {
                 "id": len(annotations) + 1,
                 "image_id": image_id,
-                "category_id": CATEGORY["id"],
+                "category_id": by_name[_label(ann)],
                 "segmentation": {"size": list(rle["size"]), "counts": rle["counts"]},
                 "area": float(ann["area"]) if "area" in ann else float(_area(rle)),
-                "bbox": [float(v) for v in ann["bbox"]] if "bbox" in ann else _bbox(rle),
+                "bbox": _bbox(rle),
                 "iscrowd": 0,
             }
             if "predicted_iou" in ann:
@@ -72,8 +78,19 @@ def coco_dataset(
         "licenses": [],
         "images": images,
         "annotations": annotations,
-        "categories": [dict(CATEGORY)],
+        "categories": categories,
     }
+
+
+def _label(ann: dict[str, Any]) -> str:
+    label = ann.get("label")
+    return str(label).strip() if label is not None and str(label).strip() else CATEGORY["name"]
+
+
+def _categories(docs: Sequence[SA1BImage]) -> list[dict[str, Any]]:
+    """One category per distinct label (sorted names, ids from 1); unlabelled: "object"."""
+    names = sorted({_label(a) for d in docs for a in d.annotations}) or [CATEGORY["name"]]
+    return [{"id": i, "name": n, "supercategory": "object"} for i, n in enumerate(names, 1)]
 
 
 def coco_results(dataset: dict[str, Any]) -> list[dict[str, Any]]:
@@ -132,7 +149,7 @@ def _area(rle: dict[str, Any]) -> int:
 
 
 def _bbox(rle: dict[str, Any]) -> list[float]:
-    # Only for documents without a bbox; COCO's own convention (w = x1 - x0 + 1).
+    # COCO's own convention (w = x1 - x0 + 1), as pycocotools computes it.
     return [float(v) for v in mask_utils.toBbox(_bytes_rle(rle))]
 
 
