@@ -140,6 +140,19 @@ def test_segment_boxes_one_prompt_each(tmp_path, model_path, images):
     ]  # fmt: skip
 
 
+def test_segment_box_starting_left_of_the_image(tmp_path, model_path, images, capsys):
+    # "-10,-5,30,30" starts with a minus: read as --box's value (argparse alone took it for an
+    # option and exited 2), and a box partly outside the image is accepted, as officially.
+    out = tmp_path / "seg"
+    args = ["--box", "-10,-5,30,30", "--point", "0.5,3", "-o", out, "--model", model_path, "-q"]
+    code, _, err = run_main(capsys, "segment", images / "b.png", *args)
+    assert code == 0, err
+    doc = json.loads((out / "b.json").read_text())
+    assert doc["prompts"][0]["box"] == [-10, -5, 30, 30]
+    code, _, err = run_main(capsys, "segment", images / "b.png", "-p", "-0.5,3", "-o", out)
+    assert code == 3 and "point -0.5,3 lies outside" in err  # a value, refused for what it is
+
+
 def test_segment_refine_writes_the_refined_masks(tmp_path, model_path, images):
     from segany.checkpoints import load_model
     from segany.formats import read_image, read_mask_png

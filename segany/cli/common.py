@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -92,8 +93,19 @@ class UsageError(InputError):
     """A command line that cannot work as given (missing prompt, conflicting options): exit 2."""
 
 
+# A number list that starts with a minus (``--box -10,-5,90,80``, a box partly left of or above
+# the image): argparse would take it for an option; read it as the option's value instead.
+_NEGATIVE_VALUE = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d*\.?\d*(,-?\d*\.?\d*)+$")
+
+
 class SeganyArgumentParser(argparse.ArgumentParser):
-    """argparse with a one-line usage error instead of the usage block."""
+    """argparse with a one-line usage error instead of the usage block, and comma-separated
+    numbers that start with a minus read as values (argparse knows single negative numbers
+    only)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _NEGATIVE_VALUE
 
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")

@@ -32,7 +32,8 @@ from segany.formats.sa1b import SA1BImage
 from segany.limits import check_image_size
 from segany.masks import decode_rle
 
-CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
+UNLABELLED = "object"  # the category of masks without a label
+CATEGORY = {"id": 1, "name": UNLABELLED, "supercategory": "object"}
 _SAM_FIELDS = ("predicted_iou", "stability_score", "point_coords", "crop_box")
 
 
@@ -84,12 +85,12 @@ def coco_dataset(
 
 def _label(ann: dict[str, Any]) -> str:
     label = ann.get("label")
-    return str(label).strip() if label is not None and str(label).strip() else CATEGORY["name"]
+    return str(label).strip() if label is not None and str(label).strip() else UNLABELLED
 
 
 def _categories(docs: Sequence[SA1BImage]) -> list[dict[str, Any]]:
     """One category per distinct label (sorted names, ids from 1); unlabelled: "object"."""
-    names = sorted({_label(a) for d in docs for a in d.annotations}) or [CATEGORY["name"]]
+    names = sorted({_label(a) for d in docs for a in d.annotations}) or [UNLABELLED]
     return [{"id": i, "name": n, "supercategory": "object"} for i, n in enumerate(names, 1)]
 
 
