@@ -144,6 +144,31 @@ def test_amg_flag_errors(tmp_path, setup, capsys, extra, needle):
     assert code != 0 and needle in err and "Traceback" not in err
 
 
+def test_amg_model_type_vit_t(tmp_path, setup, capsys):
+    # MobileSAM's amg.py takes --model-type vit_t: a vit_t checkpoint runs, another refused
+    import torch as _torch
+    from helpers import seeded_model
+
+    from segany.models import VIT_T
+
+    _, folder, _ = setup
+    checkpoint = tmp_path / "mobile_sam.pt"
+    _torch.save(seeded_model(VIT_T).state_dict(), checkpoint)
+    small = ["--points-per-side", "2", "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
+
+    def run(model_type: str, out: str):
+        argv = ["auto", "--input", folder / "coffee.png", "--output", tmp_path / out]
+        return run_main(
+            capsys, *argv, "--model-type", model_type, "--checkpoint", checkpoint, *small
+        )
+
+    code, _, err = run("vit_t", "o")
+    assert code == 0, err
+    assert (tmp_path / "o" / "coffee" / "metadata.csv").is_file()
+    code, _, err = run("vit_b", "o2")
+    assert code != 0 and "vit_t" in err and "vit_b" in err
+
+
 def test_auto_without_inputs_says_so(tmp_path):
     proc = segany("auto", "-o", tmp_path / "o", check=None)
     assert proc.returncode != 0 and "no input" in error_line(proc)

@@ -33,7 +33,13 @@ from segany.cli.common import (
 from segany.errors import InputError
 
 #: amg.py's --model-type values and the variant each builds.
-MODEL_TYPES = {"default": "vit_h", "vit_h": "vit_h", "vit_l": "vit_l", "vit_b": "vit_b"}
+MODEL_TYPES = {
+    "default": "vit_h",
+    "vit_h": "vit_h",
+    "vit_l": "vit_l",
+    "vit_b": "vit_b",
+    "vit_t": "vit_t",  # MobileSAM's scripts take it
+}
 
 #: segany's own output flags, which write segany's layout (not combined with amg.py's).
 _SEGANY_OUTPUTS = ("masks", "label_map", "polygons", "overlay", "coco")
