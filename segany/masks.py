@@ -67,17 +67,18 @@ def _rle_size(rle: RLE) -> tuple[int, int]:
     return check_image_size(h, w, what="RLE size", allow_empty=True)
 
 
-def _as_coco(rle: RLE) -> dict[str, Any]:
+def _as_coco(rle: RLE, trusted: bool = False) -> dict[str, Any]:
     """Return the pycocotools object (bytes counts) for any RLE form; compressed counts are
     checked first (pycocotools decodes runs that do not cover H×W from whatever memory follows,
-    a different junk mask on every call)."""
+    a different junk mask on every call) unless ``trusted``: encoded by segany itself."""
     h, w = _rle_size(rle)
     counts = rle["counts"]
     if isinstance(counts, (str, bytes)):
         if isinstance(counts, str) and not counts.isascii():
             raise InputError("RLE counts must be ASCII (COCO compressed counts '0'-'o')")
         raw = counts.encode("ascii") if isinstance(counts, str) else counts
-        check_compressed_counts(raw, h * w)
+        if not trusted:
+            check_compressed_counts(raw, h * w)
         return {"size": [h, w], "counts": raw}
     return _coco.frPyObjects({"size": [h, w], "counts": [int(c) for c in counts]}, h, w)
 
@@ -140,19 +141,21 @@ def encode_rle(mask: np.ndarray | torch.Tensor) -> RLE:
     return encode_rles(mask[None])[0]
 
 
-def decode_rle(rle: RLE) -> np.ndarray:
-    """Decode any RLE (COCO str/bytes counts, or uncompressed list counts) to ``H×W`` bool."""
+def decode_rle(rle: RLE, *, trusted: bool = False) -> np.ndarray:
+    """Decode any RLE (COCO str/bytes counts, or uncompressed list counts) to ``H×W`` bool.
+    ``trusted``: made by ``encode_rle``/``encode_rles`` in this process, so the check of the
+    compressed runs (pure Python) is skipped; never for RLEs read from a file or a request."""
     h, w = _rle_size(rle)
     if not isinstance(rle["counts"], (str, bytes)):
         return uncompressed_rle_to_mask(rle)
-    return _coco.decode(_as_coco(rle)).astype(bool)
+    return _coco.decode(_as_coco(rle, trusted)).astype(bool)
 
 
-def rle_area(rle: RLE) -> int:
-    """Number of set pixels of an RLE in either form."""
+def rle_area(rle: RLE, *, trusted: bool = False) -> int:
+    """Number of set pixels of an RLE in either form (``trusted`` as for ``decode_rle``)."""
     counts = rle["counts"]
     if isinstance(counts, (str, bytes)):
-        return int(_coco.area(_as_coco(rle)))
+        return int(_coco.area(_as_coco(rle, trusted)))
     h, w = _rle_size(rle)
     return int(_checked_runs(counts, h * w)[1::2].sum())
 

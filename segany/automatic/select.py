@@ -235,7 +235,7 @@ def select(cands: MaskCandidates, sel: Selection) -> list[MaskRecord]:
         kept = _clean_regions(kept, (h, w), sel)
     records = []
     for crop, i, box, rle, frame in kept:
-        area = M.rle_area(rle)
+        area = M.rle_area(rle, trusted=True)  # encoded by the generator above
         if sel.max_area_fraction is not None and area >= sel.max_area_fraction * h * w:
             continue
         x0, y0 = crop.crop_box[:2]
@@ -257,7 +257,7 @@ def _clean_regions(kept: list, image_hw: tuple[int, int], sel: Selection) -> lis
     """Fill small holes, drop small islands, then NMS again, preferring unchanged masks."""
     new_masks, unchanged = [], []
     for _, _, _, rle, frame in kept:
-        mask = _paste(M.decode_rle(rle), frame, image_hw)
+        mask = _paste(M.decode_rle(rle, trusted=True), frame, image_hw)
         mask, changed_holes = M.remove_small_regions(mask, sel.min_mask_region_area, "holes")
         mask, changed_islands = M.remove_small_regions(mask, sel.min_mask_region_area, "islands")
         new_masks.append(mask)
@@ -289,7 +289,7 @@ def _output(rle: dict[str, Any], frame: list[int], image_hw: tuple[int, int], mo
     whole = list(frame) == [0, 0, image_hw[1], image_hw[0]]
     if mode == "coco_rle" and whole:
         return dict(rle)
-    mask = _paste(M.decode_rle(rle), frame, image_hw)
+    mask = _paste(M.decode_rle(rle, trusted=True), frame, image_hw)
     if mode == "binary_mask":
         return mask
     if mode == "coco_rle":
