@@ -313,10 +313,9 @@ class MaskGenerator:
             x0, y0, x1, y1 = box
             if x1 <= x0 or y1 <= y0:
                 continue  # an image smaller than the crop grid
-            if own_image:
-                pass  # the image is set already
-            elif embedding is not None and box == [0, 0, w, h]:
-                encoder.set_image_embedding(torch.as_tensor(embedding), (h, w))
+            if embedding is not None and box == [0, 0, w, h]:
+                if not own_image:  # (the caller's predictor has it set, with its decoder state)
+                    encoder.set_image_embedding(torch.as_tensor(embedding), (h, w))
             else:
                 assert rgb is not None
                 encoder.set_image(rgb[y0:y1, x0:x1])

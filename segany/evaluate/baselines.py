@@ -22,6 +22,7 @@ clicks protocol hands back as ``mask_input``.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -117,9 +118,9 @@ class _Baseline(PredictorLike):
         logits = np.where(mask, 1.0, -1.0).astype(np.float32)[None]
         return Prediction(logits if return_logits else mask[None], np.ones(1, np.float32), logits)
 
+    @abstractmethod
     def _mask(self, image: np.ndarray, prompts: _Prompts) -> np.ndarray:
         """The H×W bool answer to ``prompts``."""
-        raise NotImplementedError
 
 
 class FloodFill(_Baseline):

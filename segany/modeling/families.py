@@ -20,6 +20,7 @@ built-in ones. Pure python and torch, like the rest of ``modeling/``.
 from __future__ import annotations
 
 import dataclasses
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -31,19 +32,21 @@ Shapes = Mapping[str, tuple[int, ...]]
 
 
 @dataclass(frozen=True)
-class EncoderConfig:
+class EncoderConfig(ABC):
     """Base of every family's encoder config: a frozen value with ``image_size`` (input side)
     and ``embedding_size`` (side of the output grid). Subclasses set ``family``."""
 
     family: ClassVar[str] = ""
 
     @property
+    @abstractmethod
     def image_size(self) -> int:
-        raise NotImplementedError
+        """Side S of the square padded input (a field of the subclass)."""
 
     @property
+    @abstractmethod
     def embedding_size(self) -> int:
-        raise NotImplementedError
+        """Side of the square output grid."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: the family's tag, then its fields (tuples as lists)."""
@@ -62,7 +65,7 @@ class EncoderConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
-class EncoderFamily:
+class EncoderFamily(ABC):
     """What a family provides. Subclass, set the class attributes, override the methods that
     apply (the defaults say plainly that the family lacks that feature) and ``register`` one
     instance."""
@@ -81,10 +84,10 @@ class EncoderFamily:
     #: weight decay besides norms and biases: position tables and biases stored as matrices.
     no_weight_decay: ClassVar[tuple[str, ...]] = ()
 
+    @abstractmethod
     def build(self, config: EncoderConfig, *, out_chans: int) -> nn.Module:
         """An untrained encoder module for ``config`` whose embeddings have ``out_chans``
         channels."""
-        raise NotImplementedError
 
     def detect(self, shapes: Shapes) -> EncoderConfig | None:
         """The config the encoder's weights describe (``shapes``: key -> shape of a whole
