@@ -48,6 +48,14 @@ class EncoderConfig(ABC):
     def embedding_size(self) -> int:
         """Side of the square output grid."""
 
+    @property
+    def frame_size(self) -> int:
+        """Side of the square frame that prompts, ``input_size`` and the upscaled masks live in
+        (the prompt encoder's input size). The encoder's own input side by default; a family
+        whose encoder reads a smaller image than the frame (EfficientViT-SAM's 512-px models
+        answer prompts in a 1024 frame) overrides it."""
+        return self.image_size
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: the family's tag, then its fields (tuples as lists)."""
         body = {
