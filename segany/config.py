@@ -76,6 +76,12 @@ class SamConfig:
         return self.encoder.image_size
 
     @property
+    def frame_size(self) -> int:
+        """Side of the frame prompts and upscaled masks live in (``image_size`` except for
+        encoders that read a smaller image, such as EfficientViT-SAM l0-l2)."""
+        return self.encoder.frame_size
+
+    @property
     def embedding_size(self) -> int:
         """Side of the square image embedding grid (64 for the official models)."""
         return self.encoder.embedding_size

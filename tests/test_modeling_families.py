@@ -24,12 +24,14 @@ from segany.modeling.families import (
     EncoderConfig,
     EncoderFamily,
     Shapes,
+    families,
     family_of,
     register,
     unregister,
 )
 from segany.train.optim import build_optimizer
 from segany.train.resize import resize_input
+from segany.transforms import ResizeLongestSide
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +42,11 @@ class ToyConfig(EncoderConfig):
     width: int
     image_size: int = 64
     patch_size: int = 8
+    frame: int = 0  # the prompt frame's side when it differs from image_size (0: the same)
+
+    @property
+    def frame_size(self) -> int:
+        return self.frame or self.image_size
 
     @property
     def embedding_size(self) -> int:
@@ -181,8 +188,81 @@ def test_an_unregistered_family_is_refused_by_name(toy_family, tmp_path):
     unregister("toy")
     with pytest.raises(InputError, match="unknown encoder family 'toy'"):
         build_sam(TOY)
-    known = "known families: tinyvit, vit"
+    known = "known families: " + ", ".join(sorted(f.name for f in families()))
     with pytest.raises(CheckpointError, match=f"unknown encoder family 'toy'; {known}"):
         load_model(path)
     with pytest.raises(CheckpointError, match=r"no registered image encoder family \(tinyvit, vit"):
         load_model(tmp_path / "toy.pth")
+
+
+def test_an_encoder_reading_a_smaller_image_than_the_prompt_frame(toy_family, tmp_path):
+    """EfficientViT-SAM's l-models read 512 px and answer prompts in a 1024 frame: the image is
+    resized for the encoder, while coordinates, ``input_size`` and the upscaled masks use the
+    frame. Here the toy encoder reads 32 px and the frame is 64."""
+    cfg = dataclasses.replace(
+        TOY, encoder=ToyConfig(width=24, image_size=32, patch_size=4, frame=64)
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        model = perturb_(build_sam(cfg), 1).eval()
+    assert (model.image_size, model.encoder_size) == (64, 32)
+    assert cfg.frame_size == 64 and cfg.image_size == 32
+    assert tuple(model.prompt_encoder.input_image_size) == (64, 64)
+
+    photo = _photo()  # 50×70
+    predictor = Predictor(model, cache=False)
+    predictor.set_image(photo)
+    assert predictor.input_size == (46, 64)  # the original resized to the 64 frame
+    point = np.array([[30.0, 20.0]])
+    out = predictor.predict(point_coords=point, point_labels=np.array([1]))
+    with torch.inference_mode():
+        small = ResizeLongestSide(32).apply_image(photo)  # 23×32: what the encoder reads
+        x = torch.as_tensor(small).permute(2, 0, 1)[None].float()
+        emb = model.image_encoder(model.preprocess(x))
+        assert torch.allclose(predictor.features, emb, atol=1e-6)
+        pts = torch.as_tensor(ResizeLongestSide(64).apply_coords(point[None], (50, 70)))
+        sparse, dense = model.prompt_encoder((pts.float(), torch.tensor([[1]])), None, None)
+        low, iou = model.mask_decoder(emb, model.prompt_encoder.get_dense_pe(), sparse, dense, True)
+        full = model.postprocess_masks(low, (46, 64), (50, 70))
+        # the official batched call agrees
+        batched = model(
+            [
+                {
+                    "image": x[0],
+                    "original_size": (50, 70),
+                    "point_coords": pts.float(),
+                    "point_labels": torch.tensor([[1]]),
+                }
+            ],
+            multimask_output=True,
+        )[0]
+    assert np.allclose(out.scores, iou[0].numpy(), atol=1e-5)
+    assert np.array_equal(out.masks, (full[0] > 0).numpy())
+    assert np.array_equal(batched["masks"][0].numpy(), out.masks)
+
+    # a tensor given to set_torch_image must be sized for the encoder, and the error says so
+    with pytest.raises(InputError, match=r"longest side must be 32.*ResizeLongestSide\(32\)"):
+        predictor.set_torch_image(torch.zeros(1, 3, 46, 64), (50, 70))
+    predictor.set_torch_image(x, (50, 70))
+    assert predictor.input_size == (46, 64)
+
+    # batches, a saved file and the generator keep both sizes
+    (embedded,) = predictor.embed_images([photo])
+    assert embedded.input_size == (46, 64)
+    loaded = load_model(save_model(model, tmp_path / "frame.safetensors"))
+    assert (loaded.image_size, loaded.encoder_size) == (64, 32)
+    records = MaskGenerator(
+        loaded, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0
+    ).generate(photo)
+    assert records and all(r.segmentation.shape == (50, 70) for r in records)
+
+    # the onnxruntime backend reads both sizes from the files' metadata
+    pytest.importorskip("onnxruntime")
+    from segany.export import OnnxPredictor, export_pair
+
+    export_pair(model, tmp_path / "onnx")
+    runtime = OnnxPredictor.from_dir(tmp_path / "onnx")
+    runtime.set_image(photo)
+    got = runtime.predict(point_coords=point, point_labels=np.array([1]))
+    assert np.allclose(got.scores, out.scores, atol=1e-4)
+    assert (got.masks != out.masks).mean() < 1e-3

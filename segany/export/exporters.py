@@ -35,6 +35,7 @@ def _metadata(model: Sam, kind: str, **extra: object) -> dict[str, str]:
         "segany.kind": kind,
         "segany.model": str(name) if name else "custom",
         "segany.image_size": str(int(model.image_size)),
+        "segany.encoder_size": str(int(model.encoder_size)),
         "segany.pixel_mean": json.dumps(model.pixel_mean.flatten().tolist()),
         "segany.pixel_std": json.dumps(model.pixel_std.flatten().tolist()),
         "segany.mask_threshold": repr(float(model.mask_threshold)),
@@ -110,7 +111,7 @@ def export_encoder(
     padded -> ``image_embeddings`` 1×C×h×w. ``quantize``: int8 dynamic quantisation of the
     weights (MatMul/linear layers), for CPUs without fast bf16."""
     encoder = model.image_encoder.eval()
-    size = model.image_size
+    size = model.encoder_size
     example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     data = trace_to_bytes(
         encoder,

@@ -97,7 +97,10 @@ class OnnxPredictor(PredictorLike):
                 "export it with return_single_mask=False (or use export_pair)"
             )
         shape = self.encoder.get_inputs()[0].shape  # 1×3×S×S
-        self.image_size = int(meta.get("segany.image_size", shape[-1]))
+        # The prompt frame and the side the encoder reads (equal but for models such as
+        # EfficientViT-SAM l0, whose encoder reads 512 px and answers in a 1024 frame).
+        self.encoder_size = int(meta.get("segany.encoder_size", shape[-1]))
+        self.image_size = int(meta.get("segany.image_size", self.encoder_size))
         self.pixel_mean = np.array(
             json.loads(meta.get("segany.pixel_mean", "null")) or _OFFICIAL_MEAN, np.float32
         )
@@ -119,15 +122,18 @@ class OnnxPredictor(PredictorLike):
 
     # ----- image -------------------------------------------------------------------------
     def preprocess(self, rgb: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
-        """H×W×3 uint8 -> the encoder's 1×3×S×S float32 input and the resized (h, w):
-        bilinear resize through PIL, normalise, zero-pad bottom and right (as ``Sam``)."""
-        s = self.image_size
+        """H×W×3 uint8 -> the encoder's 1×3×S×S float32 input and ``input_size`` (the resized
+        (h, w) in the prompt frame): bilinear resize through PIL, normalise, zero-pad bottom and
+        right (as ``Sam``)."""
+        s = self.encoder_size
         h, w = preprocess_shape(rgb.shape[0], rgb.shape[1], s)
         resized = np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BILINEAR))
         x = np.zeros((1, 3, s, s), np.float32)
         # h×w×3 -> 3×h×w, normalised in float32 like the torch model
         normalised = (resized.astype(np.float32) - self.pixel_mean) / self.pixel_std
         x[0, :, :h, :w] = normalised.transpose(2, 0, 1)
+        if s != self.image_size:
+            h, w = preprocess_shape(rgb.shape[0], rgb.shape[1], self.image_size)
         return x, (h, w)
 
     def set_image(self, image: ImageLike, image_format: str = "RGB") -> None:

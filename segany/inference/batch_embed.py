@@ -55,7 +55,7 @@ def embed_images(
             # h×w×3 uint8 -> 3×h×w float, normalised and padded to 3×S×S
             x = torch.as_tensor(resized, device=device).permute(2, 0, 1)
             tensors.append(model.preprocess(x[None].float())[0])
-            sizes.append((int(resized.shape[0]), int(resized.shape[1])))
+            sizes.append(model.input_size_of(resized.shape[:2], rgb.shape[:2]))
         features = encode(model, torch.stack(tensors), precision, compiled).float()
         for (i, rgb, key), feats, size in zip(batch, features, sizes, strict=True):
             entry = ImageEmbedding(feats[None].clone(), (rgb.shape[0], rgb.shape[1]), size)

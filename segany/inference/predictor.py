@@ -116,7 +116,10 @@ class Predictor(PredictorLike):
         self.compile = bool(compile)
         self.disk_cache = resolve_cache(cache)
         self.precision = resolve_precision(precision, model.device)
+        # Prompts live in the model's frame; the image is resized for its encoder (the same
+        # size except for models whose encoder reads a smaller image, e.g. EfficientViT-SAM l0).
         self.transform = ResizeLongestSide(model.image_size)
+        self._image_transform = ResizeLongestSide(model.encoder_size)
         self.cache_size = int(cache_size)
         self._cache: OrderedDict[str, _ImageState]
         self._cache = OrderedDict()
@@ -157,7 +160,7 @@ class Predictor(PredictorLike):
                 return
         disk_key = None if self.disk_cache is None else self._from_disk(rgb)
         if disk_key != "hit":
-            resized = self.transform.apply_image(rgb)
+            resized = self._image_transform.apply_image(rgb)
             # h×w×3 uint8 -> 1×3×h×w
             tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()
             self.set_torch_image(tensor[None], rgb.shape[:2])
@@ -186,23 +189,30 @@ class Predictor(PredictorLike):
     def set_torch_image(
         self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]
     ) -> None:
-        """1×3×h×w image already resized so its longest side is the model's input size."""
+        """1×3×h×w image already resized so its longest side is the size the model's encoder
+        reads (``model.encoder_size``: the frame size ``model.image_size`` for most models)."""
         if transformed_image.ndim != 4 or transformed_image.shape[:2] != (1, 3):
             raise InputError(
                 f"expected a 1×3×h×w tensor, got shape {tuple(transformed_image.shape)}"
             )
-        if max(transformed_image.shape[2:]) != self.model.image_size:
+        side = self.model.encoder_size
+        if max(transformed_image.shape[2:]) != side:
+            how = (
+                "predictor.transform"
+                if side == self.model.image_size
+                else (f"ResizeLongestSide({side}) (this model's encoder reads {side}-px images)")
+            )
             raise InputError(
-                f"the longest side must be {self.model.image_size}, got "
-                f"{tuple(transformed_image.shape[2:])}; resize with predictor.transform first"
+                f"the longest side must be {side}, got "
+                f"{tuple(transformed_image.shape[2:])}; resize with {how} first"
             )
         if transformed_image.is_complex() or not torch.isfinite(transformed_image).all():
             raise InputError("the image tensor must hold finite real values (no NaN/inf)")
         self.reset_image()
-        input_size = (int(transformed_image.shape[2]), int(transformed_image.shape[3]))
+        original = (int(original_image_size[0]), int(original_image_size[1]))
+        input_size = self.model.input_size_of(transformed_image.shape[2:], original)
         x = self.model.preprocess(transformed_image.to(self.device, torch.float32))
         features = encode(self.model, x, self.precision, self.compile)
-        original = (int(original_image_size[0]), int(original_image_size[1]))
         self._image = _ImageState(features.float(), original, input_size)
 
     # The official predictor's public attributes. Tools that cache embeddings assign them one by
@@ -319,7 +329,7 @@ class Predictor(PredictorLike):
         return embed_images(
             self.model,
             images,
-            transform=self.transform,
+            transform=self._image_transform,
             precision=self.precision,
             cache=self.disk_cache,
             batch_size=batch_size,

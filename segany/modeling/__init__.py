@@ -30,7 +30,7 @@ def build_sam_from_parts(
 ) -> Sam:
     """Assemble an untrained ``Sam`` (eval mode) from its parts' configs
     (``segany.models.build_sam`` passes a ``SamConfig``'s)."""
-    grid, size = encoder.embedding_size, encoder.image_size
+    grid, size = encoder.embedding_size, encoder.frame_size
     model = Sam(
         image_encoder=family_of(encoder).build(encoder, out_chans=prompt.embed_dim),
         prompt_encoder=PromptEncoder(

@@ -69,13 +69,43 @@ class Sam(nn.Module):
 
     @property
     def image_size(self) -> int:
-        """Side S of the square padded input the image encoder reads."""
+        """Side of the square frame that prompts, ``input_size`` and upscaled masks live in (the
+        prompt encoder's input size; 1024 for every published model)."""
+        return int(self.prompt_encoder.input_image_size[0])
+
+    @property
+    def encoder_size(self) -> int:
+        """Side S of the square padded image the encoder reads: ``image_size`` for most models,
+        smaller for some (EfficientViT-SAM l0-l2 read 512 px and answer in a 1024 frame)."""
         return int(self.image_encoder.img_size)  # type: ignore[arg-type]
 
+    def input_size_of(
+        self, resized: tuple[int, ...], original_size: tuple[int, ...]
+    ) -> tuple[int, int]:
+        """``input_size`` in the prompt frame of an image resized to ``resized`` (h, w; longest
+        side ``encoder_size``) from ``original_size``: ``resized`` itself when the encoder reads
+        the frame, else the original resized so its longest side is ``image_size``."""
+        if self.encoder_size == self.image_size:
+            return int(resized[0]), int(resized[1])
+        h, w = int(original_size[0]), int(original_size[1])
+        scale = self.image_size / max(h, w)
+        return int(h * scale + 0.5), int(w * scale + 0.5)
+
+    def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
+        """B×3×F×F normalised images padded to the frame (F = ``image_size``; how training
+        prepares them) -> B×3×S×S for the encoder (S = ``encoder_size``): ``x`` itself when
+        S == F, else downscaled (bilinear, antialiased). Inference resizes the uint8 image
+        instead, as the official predictors do."""
+        if self.encoder_size == x.shape[-1]:
+            return x
+        size = (self.encoder_size, self.encoder_size)
+        return F.interpolate(x, size, mode="bilinear", align_corners=False, antialias=True)
+
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        """B×3×h×w float pixels (0-255) -> normalised and zero-padded to B×3×S×S."""
+        """B×3×h×w float pixels (0-255) -> normalised and zero-padded to B×3×S×S
+        (S = ``encoder_size``)."""
         x = (x - self.pixel_mean) / self.pixel_std
-        size = self.image_size
+        size = self.encoder_size
         return F.pad(x, (0, size - x.shape[-1], 0, size - x.shape[-2]))
 
     def postprocess_masks(
@@ -102,7 +132,8 @@ class Sam(nn.Module):
     def forward(
         self, batched_input: list[dict[str, Any]], multimask_output: bool
     ) -> list[dict[str, torch.Tensor]]:
-        """The official batched call: one dict per image with ``image`` (3×h×w, already resized),
+        """The official batched call: one dict per image with ``image`` (3×h×w, already resized
+        so its longest side is ``encoder_size``),
         ``original_size`` and optional ``point_coords`` (B×N×2), ``point_labels`` (B×N),
         ``boxes`` (B×4), ``mask_inputs`` (B×1×256×256), all in the input frame.
         Returns per image ``masks`` (B×M×H×W bool), ``iou_predictions`` (B×M),
@@ -125,9 +156,8 @@ class Sam(nn.Module):
                 dense,
                 multimask_output,
             )
-            masks = self.postprocess_masks(
-                low_res, record["image"].shape[-2:], record["original_size"]
-            )
+            input_size = self.input_size_of(record["image"].shape[-2:], record["original_size"])
+            masks = self.postprocess_masks(low_res, input_size, record["original_size"])
             outputs.append(
                 {
                     "masks": masks > self.mask_threshold,

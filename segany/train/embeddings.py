@@ -157,7 +157,7 @@ def build_cache(
 
     def flush() -> None:
         if pending:
-            x = model.image_encoder(torch.stack(pending).to(device))
+            x = model.image_encoder(model.encoder_input(torch.stack(pending).to(device)))
             embeddings.extend(e.to("cpu", dtype) for e in x)
             pending.clear()
 

@@ -267,7 +267,7 @@ class Trainer:
             images = images.to(self.device)
             with torch.set_grad_enabled(not self._encoder_frozen and torch.is_grad_enabled()):
                 with self._autocast():
-                    emb = self.model.image_encoder(images)
+                    emb = self.model.image_encoder(self.model.encoder_input(images))
         count = sum(int(mk.shape[0]) for mk in masks)
         total = emb.new_zeros(()).float()
         parts = {"focal": 0.0, "dice": 0.0, "iou_mse": 0.0}
