@@ -10,6 +10,8 @@ an existing output is complete.
 - ``atomic_open(path, mode)``: a file object to write into.
 - ``atomic_path(path)``: a temporary path, for writers that want a file name
   (``safetensors.save_file``, ``torch.save``).
+- ``atomic_paths(*paths)``: several files that change together or not at all (a training
+  checkpoint's weights and state).
 - ``publish(tmp, path)``: the last step alone, for a file written elsewhere (a verified download).
 - ``write_bytes_atomic``, ``write_text_atomic``, ``write_json_atomic``: one-call helpers.
 """
@@ -17,6 +19,7 @@ an existing output is complete.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -48,7 +51,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open mode must be 'w' or 'wb', got {mode!r}")
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(target.parent)
     fd, tmp = tempfile.mkstemp(
         prefix=_temp_prefix(target.name), suffix=TEMP_SUFFIX, dir=target.parent
     )
@@ -70,29 +73,62 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     For writers that take a file name. Parent folders are created; on an exception the
     temporary file is removed and ``path`` is left untouched.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(
-        prefix=_temp_prefix(target.name), suffix=TEMP_SUFFIX, dir=target.parent
-    )
-    os.close(fd)
-    tmp = Path(name)
-    try:
+    with atomic_paths(path) as (tmp,):
         yield tmp
-        publish(tmp, target)
+
+
+@contextlib.contextmanager
+def atomic_paths(*paths: str | os.PathLike[str]) -> Iterator[list[Path]]:
+    """Temporary sibling paths of several files, published together: all are flushed to disk
+    before the first is renamed, so a write that fails (a full disk) changes none of them."""
+    targets = [Path(p) for p in paths]
+    temps: list[Path] = []
+    try:
+        for target in targets:
+            make_folder(target.parent)
+            fd, name = tempfile.mkstemp(
+                prefix=_temp_prefix(target.name), suffix=TEMP_SUFFIX, dir=target.parent
+            )
+            os.close(fd)
+            temps.append(Path(name))
+        yield temps
+        for tmp in temps:
+            _flush(tmp)
+        for tmp, target in zip(temps, targets, strict=True):
+            os.replace(tmp, target)
     except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        for tmp in temps:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         raise
+
+
+def make_folder(folder: str | os.PathLike[str]) -> None:
+    """``mkdir -p folder``; when a file stands where a folder is needed, the error names it."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        blocker = next((p for p in (folder, *folder.parents) if p.is_file()), None)
+        if blocker is None:
+            raise
+        where = "" if blocker == folder else f"cannot create the folder {folder}: "
+        raise NotADirectoryError(
+            errno.ENOTDIR, f"{where}{blocker} is a file, not a folder to write into"
+        ) from e
 
 
 def publish(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
     """Flush the finished file ``tmp`` to disk and rename it over ``path`` (same folder)."""
+    _flush(tmp)
+    os.replace(tmp, path)
+
+
+def _flush(tmp: str | os.PathLike[str]) -> None:
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     # mkstemp creates 0600 files; give outputs the permissions open() would have given.
     os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, path)
 
 
 @functools.cache

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import struct
+import zipfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,11 @@ import numpy as np
 import pytest
 import torch
 from helpers import SMALL, seeded_model
+from safetensors import safe_open
 
 from segany import limits
 from segany.automatic import MaskGenerator
-from segany.checkpoints import load_model, save_model
+from segany.checkpoints import convert, load_model, save_model
 from segany.config import SamConfig
 from segany.errors import CheckpointError, InputError
 from segany.formats import label_map, read_coco
@@ -102,12 +104,46 @@ def _hostile_files(folder: Path, model: Any) -> dict[str, Path]:
     )
     out["sa1b_doc"] = folder / "doc.json"
     out["sa1b_doc"].write_text(json.dumps(big))
+    # The segany file with its format version replaced (a version is a whole number >= 1).
+    real = _metadata(folder / "small.safetensors")
+    with safe_open(str(folder / "small.safetensors"), framework="pt") as f:
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    for name, version in (("v_abc", "abc"), ("v_neg", "-1"), ("v_zero", "0"), ("v_big", "9" * 5000)):
+        out[name] = folder / f"{name}.safetensors"
+        save_file(state, str(out[name]), metadata={**real, "segany.format_version": version})
+    out["a_file"] = folder / "a_file"
+    out["a_file"].write_text("not a folder")
+    out["zip_no_pickle"] = folder / "photos.pth"
+    with zipfile.ZipFile(out["zip_no_pickle"], "w") as z:
+        z.writestr("photos/readme.txt", "hello")
+    out["zip_damaged"] = folder / "cut.pth"
+    torch.save(state, out["zip_damaged"])
+    out["zip_damaged"].write_bytes(out["zip_damaged"].read_bytes()[:5000])
     return out
 
 
-def _metadata(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
+def _zip_bomb(folder: Path) -> Path:
+    """A .pth zip (4.6 MB) whose pickle member inflates to 1 GiB of zeros."""
+    path = folder / "bomb.pth"
+    if not path.exists():
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+            with z.open("archive/data.pkl", "w", force_zip64=True) as member:
+                for _ in range(64):
+                    member.write(bytes(1 << 24))
+    return path
 
+
+def _bomb_refused_unread(ctx: dict[str, Any]) -> None:
+    # Refused from the zip's directory alone: torch.load (which inflates it) never runs.
+    from unittest import mock
+
+    with mock.patch("torch.load", side_effect=AssertionError("torch.load ran")) as loader:
+        with pytest.raises(CheckpointError, match="zip bomb"):
+            load_model(_zip_bomb(ctx["dir"]))
+    assert not loader.called
+
+
+def _metadata(path: Path) -> dict[str, str]:
     with safe_open(str(path), framework="pt") as f:
         return dict(f.metadata())
 
@@ -334,6 +370,16 @@ CASES: list[tuple[str, str, Any, Any]] = [
     ("image on the meta device", "clear", lambda c: c["p"].set_image(torch.zeros(9, 9, 3, device="meta")), (InputError, "meta device")),
     ("image path 5000 chars", "clear", lambda c: read_image("a" * 5000 + ".png"), (InputError, "longer than this system allows")),
     ("point_grids one bare array", "clear", lambda c: _gen(c, points_per_side=None, point_grids=np.zeros((4, 2))), (InputError, "point_grids=[grid]")),
+    ("load_model('')", "clear", lambda c: load_model(""), (CheckpointError, "the model name or path is empty")),
+    ("format version 'abc'", "clear", lambda c: load_model(c["v_abc"]), (CheckpointError, "bad segany.format_version metadata 'abc': expected a whole number from 1")),
+    ("format version -1", "silent", lambda c: load_model(c["v_neg"]), (CheckpointError, "'-1': expected a whole number from 1")),
+    ("format version 0", "silent", lambda c: load_model(c["v_zero"]), (CheckpointError, "'0': expected a whole number from 1")),
+    ("format version 5000 digits", "clear", lambda c: load_model(c["v_big"]), (CheckpointError, "expected a whole number from 1")),
+    ("zip bomb .pth not inflated", "bound", _bomb_refused_unread, OK),
+    ("zip bomb .pth message", "bound", lambda c: load_model(_zip_bomb(c["dir"])), (CheckpointError, "claim 1073741824 bytes once inflated")),
+    ("zip without data.pkl", "clear", lambda c: load_model(c["zip_no_pickle"]), (CheckpointError, "a zip archive without data.pkl")),
+    ("zip cut short", "clear", lambda c: load_model(c["zip_damaged"]), (CheckpointError, "damaged zip archive")),
+    ("convert under a file", "clear", lambda c: convert(c["dir"] / "small.safetensors", c["a_file"] / "out.safetensors"), (NotADirectoryError, "a_file is a file, not a folder")),
     ("decoder heads 3 of 128", "clear", lambda c: SamConfig.from_json(SMALL.to_json().replace('"num_heads": 8', '"num_heads": 3')), (InputError, "num_heads (3) must divide")),
     # --- valid inputs that must work
     ("big-endian uint16", "valid", _big_endian, OK),

@@ -48,7 +48,18 @@ def files(tmp_path_factory) -> dict[str, Path]:
     np.lib.format.open_memmap(
         folder / "huge.npy", mode="w+", dtype=np.float32, shape=(2**21 + 1, 2)
     )
+    (folder / "folder.onnx").mkdir()
+    _with_version(model, folder / "v_abc.safetensors", "abc")
     return {"dir": folder, "model": model, "img": img / "a.png", "evil": _evil(folder)}
+
+
+def _with_version(src: Path, dst: Path, version: str) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(src), framework="pt") as f:
+        meta, state = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    save_file(state, str(dst), metadata={**meta, "segany.format_version": version})
 
 
 def _image(path: Path, seed: int = 0) -> None:
@@ -123,6 +134,19 @@ CASES = [
     ("weights a fifo", "clear", ["info", "{dir}/pipe.png"], 4, "not a checkpoint"),
     ("info symlink loop", "clear", ["info", "{dir}/loop.png"], 3, "loop.png"),
     ("convert onto loop", "clear", ["convert", "{model}", "{dir}/loop.png"], 3, "output format"),
+    ("--output a file", "clear", [*AUTO[:-4], "-o", "{dir}/config.json", "-m", "{model}"], 3, "--output {dir}/config.json is a file, not a folder"),
+    ("--output under a file", "clear", [*SEG[:-4], "-p", "1,1", "-o", "{dir}/config.json/sub", "-m", "{model}"], 3, "config.json is a file, not a folder"),
+    ("--coco a folder", "clear", [*AUTO, "--coco", "{dir}/img"], 3, "--coco {dir}/img is a folder; give a file name"),
+    ("--model ''", "clear", [*SEG[:-2], "-p", "1,1", "-m", ""], 4, "the model name or path is empty"),
+    ("convert under a file", "clear", ["convert", "{model}", "{dir}/config.json/x.safetensors"], 3, "OUT {dir}/config.json/x.safetensors: {dir}/config.json is a file, not a folder"),
+    ("eval -o a folder", "clear", ["eval", "{dir}/sa", "-m", "{model}", "-o", "{dir}/img", "-q"], 3, "--output {dir}/img is a folder; give a file name"),
+    ("eval --plot under a file", "clear", ["eval", "{dir}/sa", "-m", "{model}", "--plot", "{dir}/config.json/p.png", "-q"], 3, "config.json is a file, not a folder"),
+    ("export-onnx -o a folder", "clear", ["export-onnx", "-m", "{model}", "-o", "{dir}/folder.onnx"], 3, "folder.onnx is a folder; give a file name"),
+    ("train --out a file", "clear", ["train", "{dir}/sa", "-m", "{model}", "-o", "{dir}/config.json", "-q"], 3, "--out {dir}/config.json is a file, not a folder"),
+    ("train --export a folder", "clear", ["train", "{dir}/sa", "-m", "{model}", "-o", "{out}/run", "--export", "{dir}/img", "-q"], 3, "--export {dir}/img is a folder"),
+    ("distill --out a folder", "clear", ["distill", "{dir}/img", "-t", "{model}", "--student", "tiny", "-o", "{dir}/img", "-q"], 3, "--out {dir}/img is a folder; give a file name"),
+    ("synth OUT a file", "clear", ["synth", "{dir}/config.json", "-n", "1", "-q"], 3, "OUT {dir}/config.json is a file, not a folder"),
+    ("info: format version 'abc'", "clear", ["info", "{dir}/v_abc.safetensors"], 4, "bad segany.format_version metadata 'abc': expected a whole number"),
     ("point grids pickle", "code", [*AUTO, "--point-grids", "{dir}/evil_p2.pth"], 3, "--point-grids"),
     ("segment -m evil", "code", [*SEG, "-p", "1,1", "-m", "{dir}/evil_zip.pth"], 4, "nothing from it was executed"),
     ("info evil", "code", ["info", "{dir}/evil_p5.pth"], 4, "nothing from it was executed"),
@@ -143,7 +167,7 @@ def test_fuzz_cli(files, tmp_path, capsys, name, category, argv, code, fragment)
     fill = {"img": files["img"], "dir": files["dir"], "model": files["model"], "out": tmp_path}
     got, _, err = run(capsys, *(a.format(**fill) for a in argv))
     assert got == code, err
-    assert fragment in err and "Traceback" not in err, err
+    assert fragment.format(**fill) in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1, err  # one line
     assert not files["evil"]["marker"].exists()
 
@@ -289,3 +313,23 @@ def test_leftovers_of_a_killed_run_are_cleaned(files, tmp_path, capsys):
     assert not list(out.rglob("*.tmp")) and not staged.exists()
     assert len(read_sa1b(out / "a.json").annotations) == count
     assert len(list((out / "a").glob("*.png"))) == count
+
+
+def test_a_path_too_long_for_the_system_fails_that_image_only(files, tmp_path, capsys, monkeypatch):
+    # Sub-folders whose joined path passes the system's limit (4096 bytes on Linux) though
+    # each name is legal: the image there fails with a message saying so, and --json counts it.
+    (tmp_path / "in").mkdir()
+    _image(tmp_path / "in" / "b.png")
+    monkeypatch.chdir(tmp_path / "in")
+    for i in range(16):  # made one level at a time: the whole path cannot be named at once
+        os.mkdir(f"{i:02d}" + "y" * 240)
+        os.chdir(f"{i:02d}" + "y" * 240)
+    _image(Path("x" * 200 + ".png"))  # in/ + 16 × 243 + 205 = 4096 bytes
+    monkeypatch.chdir(tmp_path)
+    argv = ["auto", "in", "-r", "-o", "out", "-m", files["model"], "--json", *SMALL_RUN]
+    code, text, err = run(capsys, *argv)
+    summary = json.loads(text)
+    assert code == 1 and summary["failed"] == 1 and summary["written"] == 1, err
+    assert "longer than this system allows" in summary["failures"][0]["error"]
+    assert len(err.strip().splitlines()) == 2 and "Traceback" not in err, err  # failure + tally
+    assert Path("out/b.json").is_file()

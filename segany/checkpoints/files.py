@@ -117,6 +117,8 @@ def _torch_load(path: Path) -> dict[str, torch.Tensor]:
     if not (head.startswith(_ZIP_MAGIC) or head[:1] == bytes([_PICKLE_PROTO])):
         kind = _what_it_is(head)
         raise CheckpointError(f"{path} {_NOT_A_CHECKPOINT}; it looks like {kind}")
+    if head.startswith(_ZIP_MAGIC):
+        _check_zip(path)
     try:
         # A file object, not the path: torch.load picks a reader by suffix for some names.
         with path.open("rb") as f, warnings.catch_warnings():
@@ -149,6 +151,35 @@ def _torch_load(path: Path) -> dict[str, torch.Tensor]:
             f"{_first_line(e)}"
         ) from e
     return _as_state_dict(obj, path)
+
+
+#: torch.save stores a zip's members uncompressed: members that claim to inflate to more than
+#: this many times the file's size (plus a little) are a zip bomb, refused before inflating.
+_MAX_INFLATION = 4
+_INFLATION_SLACK = 1 << 20
+
+
+def _check_zip(path: Path) -> None:
+    """Refuse a zip that is not a torch.save archive, or that would inflate without bound,
+    from its directory alone (nothing is decompressed here)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as e:
+        raise CheckpointError(
+            f"{path} is a damaged zip archive, not a readable PyTorch checkpoint: {e}"
+        ) from e
+    size = path.stat().st_size
+    claimed = sum(m.file_size for m in members)
+    if claimed > _MAX_INFLATION * size + _INFLATION_SLACK:
+        raise CheckpointError(
+            f"refusing to load {path}: its zip members claim {claimed} bytes once inflated, "
+            f"from a {size}-byte file (a zip bomb; torch.save stores members uncompressed)"
+        )
+    if not any(m.filename.rpartition("/")[2] == "data.pkl" for m in members):
+        raise CheckpointError(f"{path} is a zip archive without data.pkl: {_NOT_A_CHECKPOINT}")
 
 
 def _first_line(error: BaseException) -> str:
@@ -190,7 +221,7 @@ def _all_tensors(d: Mapping[Any, Any]) -> bool:
 
 def _segany_config(meta: Mapping[str, str], path: Path) -> tuple[SamConfig, dict[str, float]]:
     """(config, generator defaults) from a segany file's metadata, format 1 or 2."""
-    version = int(meta.get(SEGANY_VERSION_KEY, "1"))
+    version = _format_version(meta.get(SEGANY_VERSION_KEY, "1"), path)
     if version > SEGANY_FORMAT_VERSION:
         raise CheckpointError(
             f"{path} was written by a newer segany (format {version}; this one reads up to "
@@ -206,6 +237,16 @@ def _segany_config(meta: Mapping[str, str], path: Path) -> tuple[SamConfig, dict
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: bad {SEGANY_CONFIG_KEY} metadata: {e}") from e
     return cfg, defaults
+
+
+def _format_version(text: str, path: Path) -> int:
+    """The file's format version: a whole number from 1 (written as decimal digits)."""
+    if not (text.isascii() and text.isdigit() and len(text) < 10) or int(text) < 1:
+        raise CheckpointError(
+            f"{path}: bad {SEGANY_VERSION_KEY} metadata {text[:40]!r}: expected a whole "
+            f"number from 1 to {SEGANY_FORMAT_VERSION}"
+        )
+    return int(text)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -150,6 +150,11 @@ def resolve(name_or_path: PathLike | None, *, progress: bool = True) -> Path:
                 "download the official weights, or the path of a weights file"
             )
         return DEFAULT_MODEL
+    if not os.fspath(name_or_path).strip():  # Path("") is ".", the current folder
+        raise CheckpointError(
+            f"the model name or path is empty; expected a variant name "
+            f"({', '.join(sorted(CHECKPOINTS))}) or the path of a weights file or folder"
+        )
     path = Path(name_or_path)
     if path.exists() or path.is_symlink():  # a broken link: read_weights says so
         return path

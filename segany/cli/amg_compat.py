@@ -30,6 +30,7 @@ from segany.cli.common import (
     load_model_from_args,
     one_line,
 )
+from segany.cli.outputs import check_output_folder, stop_if_out_of_space
 from segany.errors import InputError
 
 #: amg.py's --model-type values and the variant each builds.
@@ -123,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
             "--checkpoint, --convert-to-rle) write amg.py's: use one or the other"
         )
     targets = _targets(args)
-    out = Path(args.output)
+    out = check_output_folder(args.output, "--output")
     rle = bool(args.convert_to_rle)
     options = generator_options(args)
     state: dict[str, Any] = {}
@@ -159,6 +160,9 @@ def run(args: argparse.Namespace) -> int:
             continue
         try:
             n = _process(path, image, out, rle, generator(), console)
+        except OSError as e:
+            stop_if_out_of_space(e, out)
+            raise
         except ValueError as e:  # InputError included: report, skip, carry on
             console.failure(f"{path}: {one_line(e)}")
             failures.append({"file": str(path), "error": one_line(e), "code": exit_code_for(e)})

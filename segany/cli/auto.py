@@ -51,6 +51,7 @@ from segany.cli.common import (
     predictor_from_args,
 )
 from segany.cli.generator_flags import GENERATOR_OPTIONS, generator_options
+from segany.cli.outputs import check_output_file, check_output_folder, stop_if_out_of_space
 from segany.errors import InputError
 from segany.formats import output_set
 
@@ -144,6 +145,14 @@ class _Outputs:
         if args.overlay:
             self.extras["overlay"] = out / f"{stem}_overlay.png"
 
+    def done(self) -> bool:
+        """Whether the image's JSON exists; a path the system cannot look up (too long) is
+        not done, and processing the image reports why."""
+        try:
+            return self.sa1b.exists()
+        except OSError:
+            return False
+
     def missing_extras(self) -> list[str]:
         return [k for k, p in self.extras.items() if not p.exists()]
 
@@ -161,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.inputs:
         raise InputError("no input: give images or folders (or --input PATH)")
     console = Console(args)
-    out = Path(args.output)
+    out = check_output_folder(args.output, "--output")
     images = collect_images(args.inputs, recursive=args.recursive, exclude=out)
     if not images:
         raise InputError("no images found in " + ", ".join(args.inputs))
@@ -169,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
     coco_path = None
     if args.coco:
         coco_path = Path(args.coco) if Path(args.coco).is_absolute() else out / args.coco
+        check_output_file(coco_path, "--coco")
     output_set.check_collisions(
         {str(path): _Outputs(out, stem, args).paths() for path, stem in images},
         [] if coco_path is None else [coco_path],
@@ -208,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
             state["generator"] = made
         return state["generator"]
 
-    if args.overwrite or any(not _Outputs(out, s, args).sa1b.exists() for _, s in images):
+    if args.overwrite or not all(_Outputs(out, s, args).done() for _, s in images):
         generator()  # fail fast on a bad model or option, before any image is read
 
     docs, failures = [], []
@@ -220,6 +230,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             doc, how = _process(path, stem, index, out, args, generator, console)
         except Exception as e:  # noqa: BLE001 - one image's failure never stops the run
+            stop_if_out_of_space(e, out)
             if len(images) == 1:
                 raise
             console.failure(failure_line(path, e))
@@ -230,14 +241,17 @@ def run(args: argparse.Namespace) -> int:
         if args.coco:
             docs.append(doc)
 
-    if coco_path is not None:
-        from segany.formats import coco_dataset, write_coco
-
-        write_coco(coco_path, coco_dataset(docs))
-
     from segany.atomic import write_json_atomic
 
-    write_json_atomic(out / RUN_FILE, settings, indent=1)
+    try:
+        if coco_path is not None:
+            from segany.formats import coco_dataset, write_coco
+
+            write_coco(coco_path, coco_dataset(docs))
+        write_json_atomic(out / RUN_FILE, settings, indent=1)
+    except OSError as e:
+        stop_if_out_of_space(e, out)
+        raise
     seconds = time.perf_counter() - started
     console.info(
         f"{len(images)} image(s): {counts['written']} segmented, {counts['skipped']} already done"

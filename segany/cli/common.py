@@ -12,12 +12,14 @@ Conventions every subcommand follows:
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import os
 import re
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn, TypeVar
@@ -77,6 +79,13 @@ def exit_code_for(error: BaseException) -> int:
 
 def one_line(error: BaseException) -> str:
     """An exception as one line (multi-line messages joined) for stderr."""
+    if isinstance(error, OSError) and error.errno == errno.ENAMETOOLONG and error.filename:
+        name = os.fsdecode(error.filename)
+        shown = name if len(name) <= 80 else name[:60] + "…" + name[-15:]
+        return (
+            f"the path {shown} ({len(name)} characters) is longer than this system allows for "
+            "a file or folder name; give a shorter path"
+        )
     text = " ".join(str(error).split()) or type(error).__name__
     if isinstance(error, OSError) and error.filename and str(error.filename) not in text:
         text = f"{error.filename}: {text}"
@@ -85,8 +94,10 @@ def one_line(error: BaseException) -> str:
 
 def failure_line(path: object, error: BaseException) -> str:
     """``PATH: message`` for an input that failed, without naming the path twice."""
-    text = one_line(error)
-    return text if str(path) in text else f"{path}: {text}"
+    text, name = one_line(error), str(path)
+    if name in text:
+        return text
+    return f"{name if len(name) <= 200 else name[:120] + '…' + name[-40:]}: {text}"
 
 
 class UsageError(InputError):
@@ -113,9 +124,16 @@ class SeganyArgumentParser(argparse.ArgumentParser):
 
 
 def run_guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Call a subcommand; turn any exception into one stderr line and an exit code."""
+    """Call a subcommand; turn any exception into one stderr line and an exit code, and any
+    warning into one ``segany: warning:`` line."""
     try:
-        return int(run(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            # As Python's default filters do outside __main__ (and test runners do not):
+            # deprecations inside libraries are for their developers, not for users.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", PendingDeprecationWarning)
+            return int(run(args) or 0)
     except KeyboardInterrupt:
         sys.stderr.write("segany: interrupted\n")
         return EXIT_INTERRUPTED
@@ -132,6 +150,11 @@ def run_guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespa
         else:
             sys.stderr.write(f"segany: error: {one_line(e)}\n")
         return code
+
+
+def _one_line_warning(message: Warning | str, *_: Any, **__: Any) -> None:
+    # Python's default shows the warning's source file and line: two lines a user cannot use.
+    _say(f"segany: warning: {' '.join(str(message).split())}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ from segany.cli.common import (
     non_negative_int,
     positive_int,
 )
+from segany.cli.outputs import check_output_file
 from segany.errors import InputError
 
 ZOOM_MARGIN = 2.0  # segany.zoom.DEFAULT_MARGIN (not imported here: it would import torch)
@@ -141,6 +142,9 @@ def _given(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     console = Console(args)
+    for option, value in (("--output", args.output), ("--plot", args.plot)):
+        if value:
+            check_output_file(value, option)
     if args.compare:
         if args.dataset:
             raise InputError("give either a DATASET to evaluate or --compare A.json B.json")

@@ -25,6 +25,7 @@ from segany.cli.common import (
     plain_doc,
     positive_int,
 )
+from segany.cli.outputs import check_output_file
 from segany.errors import InputError
 
 
@@ -73,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
     for name in (args.output, args.encoder_output):
         if name is not None and Path(name).suffix != ".onnx":
             raise InputError(f"ONNX output names end in .onnx, got {name!r}")
+    for option, name in (("--output", args.output), ("--encoder-output", args.encoder_output)):
+        if name is not None:
+            check_output_file(name, option)
     model = load_model_from_args(args, console).cpu().float()
     common: dict[str, Any] = {"quantize": args.quantize}
     if args.opset is not None:

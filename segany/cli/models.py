@@ -17,6 +17,7 @@ from segany.cli.common import (
     add_output_options,
     resolve_path,
 )
+from segany.cli.outputs import check_output_file, check_output_folder
 from segany.errors import InputError
 
 # The names of segany.checkpoints.download.CHECKPOINTS, written out so that the command line
@@ -200,6 +201,10 @@ def run_convert(args: argparse.Namespace) -> int:
         raise InputError(f"{dst} exists; pass --overwrite to replace it")
     if resolve_path(dst) == resolve_path(src):
         raise InputError("IN and OUT are the same path")
+    if fmt == "hf":
+        check_output_folder(dst, "OUT")
+    else:
+        check_output_file(dst, "OUT")
     config, written = convert(src, dst, fmt, half=args.half)
     console.info(f"wrote {config.name} weights as {fmt} to {written}")
     console.summary(

@@ -35,6 +35,7 @@ from segany.cli.common import (
     plain_doc,
 )
 from segany.cli.export import add_backend_options, onnx_predictor_from_args
+from segany.cli.outputs import check_output_folder, stop_if_out_of_space
 from segany.errors import InputError
 from segany.formats import output_set, prompted
 from segany.inference.protocol import PredictorLike
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give at least one --point X,Y or --box X0,Y0,X1,Y1")
     if len(args.box) > 1 and args.point:
         raise UsageError("--point can be combined with one --box only (several boxes: no points)")
-    out = Path(args.output)
+    out = check_output_folder(args.output, "--output")
     images = collect_images(args.images, exclude=out)
     if not images:
         raise InputError("no images found in " + ", ".join(args.images))
@@ -136,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             results.append(_segment_one(predictor, path, stem, out, args))
         except Exception as e:  # noqa: BLE001 - one image's failure never stops the run
+            stop_if_out_of_space(e, out)
             if len(images) == 1:
                 raise
             console.failure(failure_line(path, e))

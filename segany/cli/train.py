@@ -18,6 +18,7 @@ from segany.cli.common import (
     non_negative_int,
     positive_int,
 )
+from segany.cli.outputs import check_output_file, check_output_folder, stop_if_out_of_space
 
 if TYPE_CHECKING:
     from segany.modeling import Sam
@@ -201,6 +202,9 @@ def run_train(args: argparse.Namespace) -> int:
     from segany.train.trainer import TrainConfig, Trainer
 
     console = Console(args)
+    check_output_folder(args.out, "--out")
+    if args.export:
+        check_output_file(args.export, "--export")
     if args.threads:
         torch.set_num_threads(args.threads)
     given = {f: getattr(args, o) for o, f in _TRAIN_FIELDS.items() if getattr(args, o) is not None}
@@ -244,7 +248,12 @@ def run_train(args: argparse.Namespace) -> int:
         console.info(f"resumed at step {trainer.step}")
     nparams = sum(p.numel() for p in model.parameters())
     console.info(f"training {msc.name} ({nparams / 1e6:.2f} M parameters) on {len(train)} images")
-    history = trainer.fit()
+    try:
+        history = trainer.fit()
+    except OSError as e:
+        kept = "the last checkpoint there is whole: free some space and add --resume to go on"
+        stop_if_out_of_space(e, args.out, kept)
+        raise
     summary = {"out": args.out, "steps": trainer.step, "best_score": trainer.best_score}
     vals = [h for h in history if "point_miou" in h]
     if vals:
@@ -281,6 +290,7 @@ def run_synth(args: argparse.Namespace) -> int:
     from segany.train.synth import SynthConfig, write_sa1b
 
     console = Console(args)
+    check_output_folder(args.out, "OUT")
     cfg = SynthConfig()
     if args.size:  # keep the default aspect range (short side at least 3/4 of the long one)
         cfg = SynthConfig(long_side=args.size, min_short_side=max(1, args.size * 3 // 4))
@@ -297,6 +307,7 @@ def run_distill(args: argparse.Namespace) -> int:
     from segany.train.distill import DistillConfig, distill_encoder, image_folder
 
     console = Console(args)
+    check_output_file(args.out, "--out")
     teacher = cast("Sam", load_model(args.teacher, device=args.device or "cpu"))
     student = build_sam(_model_config(args.student))
     given = {k: getattr(args, k) for k in ("steps", "batch_size", "lr") if getattr(args, k)}

@@ -72,5 +72,9 @@ def _scan(folder: Path, recursive: bool) -> Iterator[Path]:
             continue
         # A broken link, a pipe or a device named like an image is yielded too, so that reading
         # it reports the problem and the run counts it, instead of skipping it silently.
-        if f.is_file() or not f.is_dir():
+        try:
+            listed = f.is_file() or not f.is_dir()
+        except OSError:  # a path longer than the system allows: reading it says so
+            listed = True
+        if listed:
             yield f
