@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the server extra is part of the dev extra")
 
-from segany.masks import decode_rle  # noqa: E402
+from segany.masks import decode_rle, encode_rle  # noqa: E402
 from segany.server import ServerSettings  # noqa: E402
 from tests.server_fixtures import (  # noqa: E402, F401
     add_mask,
@@ -35,7 +35,7 @@ def test_upload_list_file_status(client):
     assert image["path"] == "images/evil_name.png"  # base name only, safe characters
     assert (image["width"], image["height"]) == (384, 303)
     listing = client.get("/api/images").json()
-    assert listing["counts"] == {"todo": 1, "annotated": 0, "skipped": 0}
+    assert listing["counts"] == {"todo": 1, "annotated": 0, "skipped": 0, "reviewed": 0}
     assert listing["next_id"] == image["id"]
     assert client.get(image["url"]).content == coins_png()
     assert client.get(f"/api/images/{image['id']}").json() == image
@@ -44,8 +44,13 @@ def test_upload_list_file_status(client):
     listing = client.get("/api/images").json()
     assert listing["counts"]["skipped"] == 1 and listing["next_id"] is None
     assert client.put(f"/api/images/{image['id']}/status", json={"status": "x"}).status_code == 422
-    # The same file again is the same image, not a copy.
-    assert upload(client, name="evil name!.png")["id"] == image["id"]
+    # The same file again is the same image, not a copy: 200 (not 201), with its masks.
+    square = np.zeros((303, 384), bool)
+    square[10:20, 10:30] = True
+    add_mask(client, image["id"], encode_rle(square), origin="brush")
+    r = client.post("/api/images", files={"file": ("evil name!.png", coins_png(), "image/png")})
+    assert r.status_code == 200 and r.json()["id"] == image["id"]
+    assert r.json()["masks"] == 1  # was 201 with "masks": 0
 
 
 def test_import_folder_inside_the_project_only(client, tmp_path):
@@ -444,10 +449,15 @@ def test_masks_crud_and_stale_edit_conflict(tmp_path, tiny, db_url):
     assert stale_delete.status_code == 409
     edited = client.patch(
         f"/api/masks/{mask['id']}",
-        json={"version": 2, "rle": out["masks"][0], "origin": "edited", "seconds": 9.0},
+        json={"version": 2, "rle": out["masks"][0], "seconds": 9.0, "editor": "bob"},
     ).json()
     assert edited["area"] == int(decode_rle(out["masks"][0]).sum())
-    assert edited["origin"] == "edited" and edited["label"] == "penny"
+    # The origin is how it was made; the new shape and the new class are counted apart.
+    assert edited["origin"] == "clicks" and edited["label"] == "penny"
+    assert (edited["edits"], edited["relabels"], edited["editor"]) == (1, 1, "bob")
+    assert edited["author"] == "ann"
+    origin = client.patch(f"/api/masks/{mask['id']}", json={"version": 3, "origin": "edited"})
+    assert origin.status_code == 422
     assert client.delete(f"/api/masks/{mask['id']}?version=3").status_code == 204
     assert client.get(f"/api/masks/{mask['id']}").status_code == 404
     gone = client.patch(f"/api/masks/{mask['id']}", json={"version": 3, "label": "x"})
@@ -514,9 +524,67 @@ def test_migrations_upgrade_an_older_database(tmp_path):
     finally:
         db.MIGRATIONS[:] = original
     assert not inspect(engine).has_table("train_jobs")
-    assert db.migrate(engine) == [2]
+    assert not inspect(engine).has_table("classes")
+    assert "review" not in {c["name"] for c in inspect(engine).get_columns("masks")}
+    assert db.migrate(engine) == [2, 3]
     assert inspect(engine).has_table("train_jobs")
     assert db.migrate(engine) == []
+
+
+def test_a_project_made_before_classes_opens_with_its_labels_as_classes(tmp_path, tiny, db_url):
+    """A version-2 database (masks with free-text labels, no classes, no review) opens in the
+    app: each distinct label becomes a class, masks keep their label and origin, unreviewed."""
+    from sqlalchemy import create_engine, text
+
+    from segany.server import db
+
+    url = db_url or f"sqlite:///{tmp_path / 'project' / 'annotations.db'}"
+    (tmp_path / "project").mkdir()
+    engine = create_engine(url)
+    original = db.MIGRATIONS[:]
+    db.MIGRATIONS[:] = original[:2]
+    try:
+        assert db.migrate(engine) == [1, 2]
+    finally:
+        db.MIGRATIONS[:] = original
+    rle = encode_rle(np.pad(np.ones((5, 5), bool), ((1, 14), (2, 23))))
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO images (id, path, width, height, sha256, status, added_at) "
+                "VALUES (1, 'images/a.png', 30, 20, 'x', 'annotated', :t)"
+            ),
+            {"t": db.now()},
+        )
+        for n, (label, origin) in enumerate(
+            [("coin", "clicks"), ("penny", "prefill"), ("", "brush"), ("coin", "edited")]
+        ):
+            conn.execute(
+                text(
+                    "INSERT INTO masks (id, image_id, rle, bbox, area, label, author, origin, "
+                    "prompts, seconds, version, created_at, updated_at) VALUES (:id, 1, :rle, "
+                    "'[2, 1, 5, 5]', 25, :label, 'ann', :origin, '{}', 1.0, 1, :t, :t)"
+                ),
+                {"id": n + 1, "rle": rle["counts"], "label": label, "origin": origin, "t": db.now()},
+            )
+    engine.dispose()
+    client = make_client(tmp_path / "project", tiny, db_url)
+    classes = client.get("/api/classes").json()
+    assert [(c["name"], c["masks"]) for c in classes] == [("coin", 2), ("penny", 1)]
+    masks = client.get("/api/images/1/masks").json()
+    ids = {c["name"]: c["id"] for c in classes}
+    assert [(m["label"], m["class_id"]) for m in masks] == [
+        ("coin", ids["coin"]),
+        ("penny", ids["penny"]),
+        ("", None),
+        ("coin", ids["coin"]),
+    ]
+    assert [m["origin"] for m in masks] == ["clicks", "prefill", "brush", "edited"]
+    assert {m["review"] for m in masks} == {"unreviewed"}
+    assert {(m["edits"], m["relabels"], m["reviewer"]) for m in masks} == {(0, 0, "")}
+    # and the new columns work on the old rows
+    r = client.patch("/api/masks/2", json={"version": 1, "review": "accepted", "reviewer": "rev"})
+    assert r.status_code == 200 and r.json()["review"] == "accepted", r.text
 
 
 # ----- access --------------------------------------------------------------------------------

@@ -63,6 +63,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "on the server as they are needed",
     )
     p.add_argument(
+        "--classes",
+        metavar="FILE",
+        help="the project's classes: JSON (a list of names or of {name, color}) or text, one "
+        "name per line with an optional #rrggbb colour; added to those it has",
+    )
+    p.add_argument(
         "--db", metavar="URL", help="SQLAlchemy database URL (default: SQLite in the project)"
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
@@ -106,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         cache=cache_from_args(args),
         refine=args.refine,
         zoom_clicks=args.zoom_clicks,
+        classes_file=args.classes,
         host=args.host,
         port=args.port,
         token=args.token or os.environ.get("SEGANY_TOKEN") or None,
@@ -116,15 +123,20 @@ def run(args: argparse.Namespace) -> int:
     if args.images:
         from pathlib import Path
 
-        copied = state.project.copy_in(Path(args.images))
-        found = state.project.scan("images")
-        for path, info in found:
-            state.notes.add_image(path, info)
-        console.info(f"copied {len(copied)} images from {args.images} into the project")
+        copied, present = state.project.copy_in(Path(args.images))
+        added = [
+            state.notes.add_image(path, info)[1] for path, info in state.project.scan("images")
+        ]
+        console.info(
+            f"copied {len(copied)} new images from {args.images} into the project "
+            f"({len(present)} were there already; {sum(added)} added to the image list)"
+        )
     rows, counts = state.notes.images()
+    names = [c["name"] for c in state.classes.all()]
     console.info(
         f"project {settings.project_dir}: {len(rows)} images "
-        f"({counts['annotated']} annotated, {counts['skipped']} skipped, {counts['todo']} to do)"
+        f"({counts['annotated']} annotated, {counts['skipped']} skipped, {counts['todo']} to do, "
+        f"{counts['reviewed']} reviewed); classes: {', '.join(names) or 'none yet'}"
     )
     url = f"http://{args.host}:{args.port}/"
     if settings.token:

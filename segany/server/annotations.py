@@ -2,7 +2,8 @@
 
 Masks are checked here (RLE size must be the image's; area and box come from the mask, never
 from the client). Updates and deletes are conditional on the version the client read: a stale
-one raises ``Conflict`` carrying the current row.
+one raises ``Conflict`` carrying the current row. Review states and what they mean are in
+``segany.server.db``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from sqlalchemy.orm import sessionmaker
 
 from segany.errors import InputError
 from segany.masks import decode_rle, encode_rle
-from segany.server.db import ImageRow, MaskRow, now
+from segany.server.classes import resolve
+from segany.server.db import EXPORTED, ImageRow, MaskRow, now
 from segany.server.project import Conflict, ImageInfo, NotFound
+from segany.server.proposals import novel
 
 
 def mask_fields(rle: dict[str, Any], image: ImageRow) -> dict[str, Any]:
@@ -56,6 +59,7 @@ def mask_dict(row: MaskRow, image: ImageRow | None = None, *, height: int = 0, w
         "bbox": list(row.bbox),
         "area": row.area,
         "label": row.label,
+        "class_id": row.class_id,
         "author": row.author,
         "origin": row.origin,
         "prompts": row.prompts or {},
@@ -63,7 +67,29 @@ def mask_dict(row: MaskRow, image: ImageRow | None = None, *, height: int = 0, w
         "predicted_iou": row.predicted_iou,
         "seconds": row.seconds,
         "version": row.version,
+        "review": row.review,
+        "reviewer": row.reviewer,
+        "editor": row.editor,
+        "edits": row.edits,
+        "relabels": row.relabels,
     }
+
+
+def _tally(by_state: dict[str, int]) -> dict[str, int]:
+    """An image's counts: masks (what exports hold), proposals, unreviewed, rejected."""
+    return {
+        "masks": sum(by_state.get(k, 0) for k in EXPORTED),
+        "proposals": by_state.get("proposed", 0),
+        "unreviewed": by_state.get("unreviewed", 0),
+        "rejected": by_state.get("rejected", 0),
+    }
+
+
+def is_reviewed(tally: dict[str, int]) -> bool:
+    """An image is reviewed when it has masks or rejected proposals, and none is waiting for a
+    decision (no proposal, no unreviewed mask)."""
+    decided = tally["masks"] - tally["unreviewed"] + tally["rejected"]
+    return decided > 0 and tally["proposals"] == 0 and tally["unreviewed"] == 0
 
 
 class Annotations:
@@ -89,16 +115,33 @@ class Annotations:
             raise NotFound(f"no image with id {image_id}")
         return row
 
-    def images(self) -> tuple[list[tuple[ImageRow, int]], dict[str, int]]:
+    def tally(self, image_id: int) -> dict[str, int]:
+        """One image's counts (``_tally``)."""
         with self.sessions() as s:
-            counts = dict(
-                s.execute(select(MaskRow.image_id, func.count()).group_by(MaskRow.image_id)).all()
+            rows = s.execute(
+                select(MaskRow.review, func.count())
+                .where(MaskRow.image_id == image_id)
+                .group_by(MaskRow.review)
             )
+            return _tally({str(review): int(count) for review, count in rows})
+
+    def images(self) -> tuple[list[tuple[ImageRow, dict[str, int]]], dict[str, int]]:
+        """Every image with its counts (``_tally``), and the project's: images to do,
+        annotated, skipped and reviewed."""
+        with self.sessions() as s:
+            per: dict[int, dict[str, int]] = {}
+            query = select(MaskRow.image_id, MaskRow.review, func.count()).group_by(
+                MaskRow.image_id, MaskRow.review
+            )
+            for image_id, review, count in s.execute(query):
+                per.setdefault(image_id, {})[review] = int(count)
             rows = list(s.scalars(select(ImageRow).order_by(ImageRow.id)))
-        tally = {"todo": 0, "annotated": 0, "skipped": 0}
-        for r in rows:
-            tally[r.status] = tally.get(r.status, 0) + 1
-        return [(r, int(counts.get(r.id, 0))) for r in rows], tally
+        out = [(r, _tally(per.get(r.id, {}))) for r in rows]
+        counts = {"todo": 0, "annotated": 0, "skipped": 0, "reviewed": 0}
+        for r, t in out:
+            counts[r.status] = counts.get(r.status, 0) + 1
+            counts["reviewed"] += is_reviewed(t)
+        return out, counts
 
     def set_status(self, image_id: int, status: str) -> ImageRow:
         with self.sessions.begin() as s:
@@ -109,11 +152,14 @@ class Annotations:
             return row
 
     # ----- masks --------------------------------------------------------------------------
-    def masks(self, image_id: int) -> list[dict[str, Any]]:
+    def masks(self, image_id: int, states: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        """The image's masks in id order (``states``: only those review states)."""
         image = self.image(image_id)
+        query = select(MaskRow).where(MaskRow.image_id == image_id).order_by(MaskRow.id)
+        if states is not None:
+            query = query.where(MaskRow.review.in_(states))
         with self.sessions() as s:
-            rows = s.scalars(select(MaskRow).where(MaskRow.image_id == image_id).order_by("id"))
-            return [mask_dict(r, image) for r in rows]
+            return [mask_dict(r, image) for r in s.scalars(query)]
 
     def mask(self, mask_id: int) -> dict[str, Any]:
         with self.sessions() as s:
@@ -124,24 +170,66 @@ class Annotations:
             return mask_dict(row, image)
 
     def add_mask(self, image_id: int, fields: dict[str, Any]) -> dict[str, Any]:
+        """Store a mask: ``fields`` as ``MaskIn`` has them (its class by ``class_id`` or by
+        ``label``, see ``segany.server.classes.resolve``)."""
+        fields = dict(fields)
         with self.sessions.begin() as s:
             image = s.get(ImageRow, image_id)
             if image is None:
                 raise NotFound(f"no image with id {image_id}")
             rle = fields.pop("rle")
-            row = MaskRow(image_id=image_id, **mask_fields(rle, image), **fields)
+            class_id, label = resolve(s, fields.pop("class_id", None), fields.pop("label", None))
+            row = MaskRow(
+                image_id=image_id,
+                class_id=class_id,
+                label=label,
+                **mask_fields(rle, image),
+                **fields,
+            )
             s.add(row)
             s.flush()
             return mask_dict(row, image)
 
+    def novel(self, image_id: int, candidates: list[np.ndarray]) -> list[bool]:
+        """Which candidate masks (H×W bool) are not duplicates of the image's stored masks
+        (``segany.server.proposals``: every review state counts)."""
+        existing = [decode_rle(m["rle"], trusted=True) for m in self.masks(image_id)]
+        return novel(candidates, existing)
+
     def update_mask(self, mask_id: int, version: int, changes: dict[str, Any]) -> dict[str, Any]:
+        """Apply ``changes`` (``MaskPatch``'s fields; None: unchanged) if the mask is still at
+        ``version``. The origin stays; a new shape counts as an edit, a new class as a relabel
+        (``editor``: who made them); a review state needs its ``reviewer``."""
         current = self.mask(mask_id)
+        if current["version"] != version:
+            raise Conflict(self._stale(mask_id, version), current)
         values = {k: v for k, v in changes.items() if v is not None}
+        editor = values.pop("editor", None)
+        changed = False
         if "rle" in values:
             with self.sessions() as s:
                 image = s.get(ImageRow, current["image_id"])
             assert image is not None  # the mask row references it (foreign key)
-            values.update(mask_fields(values.pop("rle"), image))
+            shape = mask_fields(values.pop("rle"), image)
+            if shape["rle"] != current["rle"]["counts"]:
+                values.update(shape, edits=current["edits"] + 1)
+                changed = True
+        if "class_id" in values or "label" in values:
+            with self.sessions.begin() as s:
+                named = values.pop("class_id", None), values.pop("label", None)
+                class_id, label = resolve(s, *named)
+            if class_id != current["class_id"] or label != current["label"]:
+                values.update(class_id=class_id, label=label, relabels=current["relabels"] + 1)
+                changed = True
+        if changed and editor is not None:
+            values["editor"] = editor
+        if "review" in values:
+            reviewer = str(values.get("reviewer") or "").strip()
+            if not reviewer:
+                raise InputError("a review needs the reviewer's name (reviewer)")
+            values.update(reviewer=reviewer, reviewed_at=now())
+        elif "reviewer" in values:
+            raise InputError("reviewer is given with a review state (review)")
         values["version"] = version + 1
         values["updated_at"] = now()
         with self.sessions.begin() as s:

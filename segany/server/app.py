@@ -31,11 +31,14 @@ def build_state(settings: ServerSettings, model: Any = None) -> AppState:
     from segany.inference.precision import resolve_precision
     from segany.server import exporting
     from segany.server.annotations import Annotations
+    from segany.server.classes import Classes, read_classes_file
     from segany.server.db import ModelVersion, TrainJob, now, open_database
     from segany.server.modelhub import ModelHub
     from segany.server.project import ProjectFolder
     from segany.server.training import Retrainer
 
+    # A bad classes file is refused before the project folder is made.
+    specs = read_classes_file(settings.classes_file) if settings.classes_file else None
     project = ProjectFolder(
         settings.project_dir,
         max_pixels=settings.max_pixels,
@@ -76,6 +79,12 @@ def build_state(settings: ServerSettings, model: Any = None) -> AppState:
     if model is not None and hub.current == 0:
         hub.add_loaded(0, model)
     notes = Annotations(sessions)
+    classes = Classes(sessions)
+    if specs:
+        added, recoloured = classes.merge(specs)
+        log.info(
+            "classes from %s: %d added, %d recoloured", settings.classes_file, added, recoloured
+        )
 
     def export_sa1b(folder: Path) -> int:
         docs = exporting.documents(project, notes)
@@ -83,7 +92,7 @@ def build_state(settings: ServerSettings, model: Any = None) -> AppState:
         return sum(len(d.annotations) for _, d in docs)
 
     retrainer = Retrainer(project.root, sessions, export_sa1b, hub)
-    return AppState(settings, project, notes, hub, retrainer, sessions, engine)
+    return AppState(settings, project, notes, hub, retrainer, sessions, engine, classes)
 
 
 def create_app(settings: ServerSettings, *, model: Any = None) -> Any:

@@ -1,9 +1,16 @@
-"""The annotation database: SQLAlchemy tables and versioned migrations kept in code.
+"""The annotation database: SQLAlchemy tables (the newest schema) and how a database is opened.
 
 Any SQLAlchemy URL works (SQLite in the project folder by default, PostgreSQL for a team).
-``MIGRATIONS`` lists schema steps in order; ``migrate`` applies the ones a database has not
-seen yet and records each in ``schema_migrations``, so opening an old project upgrades it and
-opening a current one changes nothing. A new step is appended, never edited.
+The schema steps live in ``segany.server.migrations`` (``MIGRATIONS``), each frozen as it was
+written; ``open_database`` applies the ones a database has not seen, so opening an old project
+upgrades it and opening a current one changes nothing. A change to a table here needs a new
+step there.
+
+Masks: ``origin`` is how a mask was first made and never changes; later changes are counted
+apart (``edits``: its shape, ``relabels``: its class; ``editor``: who made the last one).
+``review`` is ``proposed`` (a model's proposal, not yet a mask: left out of exports),
+``unreviewed``, ``accepted`` or ``rejected`` (kept, so the same proposal is not made again,
+and left out of exports), with the ``reviewer`` who decided.
 
 Masks carry a ``version`` for optimistic concurrency: an update names the version it read and
 succeeds only if the row still has it (one conditional UPDATE, so two servers on the same
@@ -13,7 +20,6 @@ database cannot both win).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import (
@@ -26,18 +32,19 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
-    inspect,
-    text,
 )
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
+from segany.server import migrations
+from segany.server.migrations import MIGRATIONS, PALETTE, now
+
 IMAGE_STATUSES = ("todo", "annotated", "skipped")
-MASK_ORIGINS = ("clicks", "box", "brush", "prefill", "accepted", "edited")
-
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+# "accepted" and "edited" were origins before edits were recorded apart; old rows keep them.
+MASK_ORIGINS = ("clicks", "box", "brush", "prefill", "imported", "accepted", "edited")
+REVIEW_STATES = ("proposed", "unreviewed", "accepted", "rejected")
+#: Review states of the masks an export holds (proposals and rejected masks are not masks).
+EXPORTED = ("unreviewed", "accepted")
 
 
 class Base(DeclarativeBase):
@@ -67,6 +74,16 @@ class ImageRow(Base):
     added_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now)
 
 
+class ClassRow(Base):
+    """A class of the project's label set; masks name it by id and carry its name as label."""
+
+    __tablename__ = "classes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), unique=True)
+    color: Mapped[str] = mapped_column(String(7))  # #rrggbb
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now)
+
+
 class MaskRow(Base):
     __tablename__ = "masks"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -84,6 +101,15 @@ class MaskRow(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now)
+    class_id: Mapped[int | None] = mapped_column(
+        ForeignKey("classes.id", ondelete="SET NULL"), nullable=True
+    )
+    review: Mapped[str] = mapped_column(String(16), default="unreviewed")
+    reviewer: Mapped[str] = mapped_column(String(128), default="")
+    reviewed_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    editor: Mapped[str] = mapped_column(String(128), default="")
+    edits: Mapped[int] = mapped_column(Integer, default=0)
+    relabels: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class TrainJob(Base):
@@ -99,55 +125,14 @@ class TrainJob(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
 
-# ----- migrations -----------------------------------------------------------------------------
-def _v1_initial(conn: Connection) -> None:
-    tables = [Base.metadata.tables[n] for n in ("model_versions", "images", "masks")]
-    Base.metadata.create_all(conn, tables=tables)
-
-
-def _v2_train_jobs(conn: Connection) -> None:
-    Base.metadata.create_all(conn, tables=[Base.metadata.tables["train_jobs"]])
-
-
-#: (version, description, step). Append only.
-MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
-    (1, "images, masks, model versions", _v1_initial),
-    (2, "retraining jobs", _v2_train_jobs),
-]
-SCHEMA_VERSION = MIGRATIONS[-1][0]
-
-
 def schema_version(engine: Engine) -> int:
     """The newest migration applied to the database (0 for an empty one)."""
-    if not inspect(engine).has_table("schema_migrations"):
-        return 0
-    with engine.connect() as conn:
-        value = conn.execute(text("SELECT MAX(version) FROM schema_migrations")).scalar()
-    return int(value or 0)
+    return migrations.schema_version(engine)
 
 
 def migrate(engine: Engine) -> list[int]:
-    """Apply the migrations the database lacks, each in its own transaction; return them."""
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
-                "description TEXT NOT NULL, applied_at TIMESTAMP NOT NULL)"
-            )
-        )
-    done = schema_version(engine)
-    applied = []
-    for version, description, step in MIGRATIONS:
-        if version <= done:
-            continue
-        with engine.begin() as conn:
-            step(conn)
-            conn.execute(
-                text("INSERT INTO schema_migrations VALUES (:v, :d, :t)"),
-                {"v": version, "d": description, "t": now()},
-            )
-        applied.append(version)
-    return applied
+    """Apply the migrations the database lacks (``segany.server.migrations``); return them."""
+    return migrations.migrate(engine)
 
 
 def open_database(url: str) -> tuple[Engine, sessionmaker]:
@@ -169,3 +154,25 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
     cur.execute("PRAGMA synchronous=FULL")  # an accepted mask survives a power cut
     cur.close()
+
+
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+__all__ = [
+    "EXPORTED",
+    "IMAGE_STATUSES",
+    "MASK_ORIGINS",
+    "MIGRATIONS",
+    "PALETTE",
+    "REVIEW_STATES",
+    "SCHEMA_VERSION",
+    "Base",
+    "ClassRow",
+    "ImageRow",
+    "MaskRow",
+    "ModelVersion",
+    "TrainJob",
+    "migrate",
+    "now",
+    "open_database",
+    "schema_version",
+]

@@ -1,13 +1,27 @@
-"""Export the project's masks with ``segany.formats``: SA-1B JSON, COCO instances, PNG masks.
+"""Export the project's masks with ``segany.formats``: SA-1B JSON, COCO, YOLO, PNG.
 
 Each export goes to a new folder ``exports/<format>-<time>/``:
 - ``sa1b``: ``<n>_<name>.json`` beside a copy (hard link when possible) of each annotated
   image, the layout ``segany train`` reads;
 - ``coco``: ``instances.json`` (file names relative to the project's folder of images);
-- ``png``: per image a folder of mask PNGs (``0.png``, ... in annotation order) and a 16-bit
-  label map ``<n>_<name>_labels.png`` (``segany.formats.png``).
-Images marked skipped, and images without masks, are left out. Annotation fields beyond the
-formats' own (label, origin, author, model version, seconds) ride along in the JSON formats.
+  segmentations are RLE, or with ``polygons`` COCO polygons (the outer rings through the
+  centres of the boundary pixels; a mask with holes, or with a part too thin for a polygon,
+  stays RLE, which COCO allows per annotation);
+- ``yolo``: Ultralytics' segmentation layout (``segany.formats.yolo``): ``data.yaml``,
+  ``images/train/`` and ``labels/train/``;
+- ``png``: per image a folder of mask PNGs (``0.png``, ... in annotation order), a 16-bit
+  instance map ``<n>_<name>_labels.png`` (``segany.formats.png``), a 16-bit class map
+  ``<n>_<name>_classes.png`` (each pixel its class id, 0 background; smaller masks over larger
+  ones, as the instance map) and ``classes.json`` (ids, names, colours).
+
+Categories are the project's classes, every one of them, with the class id as category id
+(COCO, PNG class maps) or its position among them as class index (YOLO): the same ids from one
+export to the next. Masks without a class go to one more category, ``unlabelled``.
+Exports hold the masks (review ``unreviewed`` and ``accepted``; with ``accepted_only`` only
+accepted ones); proposals and rejected masks are not masks. Images marked skipped, and images
+without masks, are left out. The answer's ``warnings`` say what was left out or changed.
+Annotation fields beyond the formats' own (label, class, origin, author, review, edits, model
+version, seconds) ride along in the JSON formats.
 """
 
 from __future__ import annotations
@@ -15,24 +29,46 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from segany.atomic import atomic_path
-from segany.formats import (
-    coco_dataset,
-    label_map,
-    sa1b_document,
-    write_coco,
-    write_label_map,
-    write_mask_png,
-    write_sa1b,
-)
+from segany.formats import mask_polygons, sa1b_document, write_sa1b
 from segany.formats.sa1b import SA1BImage
 from segany.server.annotations import Annotations
+from segany.server.classes import Classes
+from segany.server.db import EXPORTED
 from segany.server.project import ProjectFolder
 
-EXTRA_FIELDS = ("label", "origin", "author", "model_version", "seconds")
+EXTRA_FIELDS = (
+    "label",
+    "class_id",
+    "origin",
+    "author",
+    "review",
+    "reviewer",
+    "edits",
+    "relabels",
+    "model_version",
+    "seconds",
+)
+UNLABELLED = "unlabelled"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    polygons: bool = False  # COCO segmentations as polygons
+    accepted_only: bool = False
+
+
+@dataclass
+class ExportResult:
+    folder: Path
+    masks: int
+    warnings: list[str] = field(default_factory=list)
 
 
 def _records(masks: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -48,14 +84,18 @@ def _records(masks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def documents(project: ProjectFolder, notes: Annotations) -> list[tuple[Path, SA1BImage]]:
-    """(image file, SA-1B document) for every annotated image with at least one mask."""
+def documents(
+    project: ProjectFolder, notes: Annotations, states: tuple[str, ...] = EXPORTED
+) -> list[tuple[Path, SA1BImage]]:
+    """(image file, SA-1B document) for every image not skipped with masks in ``states``."""
     rows, _ = notes.images()
     docs = []
-    for image, count in rows:
-        if image.status == "skipped" or count == 0:
+    for image, _tally in rows:
+        if image.status == "skipped":
             continue
-        masks = notes.masks(image.id)
+        masks = notes.masks(image.id, states)
+        if not masks:
+            continue
         doc = sa1b_document(
             _records(masks),
             file_name=Path(image.path).name,
@@ -69,39 +109,114 @@ def documents(project: ProjectFolder, notes: Annotations) -> list[tuple[Path, SA
     return docs
 
 
-def export(project: ProjectFolder, notes: Annotations, fmt: str) -> tuple[Path, int]:
-    """Write an export; returns its folder and the number of masks in it."""
+def left_out(notes: Annotations, accepted_only: bool) -> list[str]:
+    """What an export of the project leaves out, one sentence each."""
+    rows, _ = notes.images()
+    skipped = [(r, t) for r, t in rows if r.status == "skipped" and t["masks"]]
+    out = []
+    if skipped:
+        count = sum(t["masks"] for _, t in skipped)
+        names = ", ".join(r.path for r, _ in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+        out.append(
+            f"{count} masks of {len(skipped)} skipped images are left out ({names}); mark "
+            "an image annotated to export its masks"
+        )
+    proposals = sum(t["proposals"] for r, t in rows if r.status != "skipped")
+    if proposals:
+        out.append(f"{proposals} proposals waiting for review are left out (accept them first)")
+    unreviewed = sum(t["unreviewed"] for r, t in rows if r.status != "skipped")
+    if accepted_only and unreviewed:
+        out.append(f"{unreviewed} unreviewed masks are left out (accepted masks only)")
+    return out
+
+
+def export(
+    project: ProjectFolder,
+    notes: Annotations,
+    classes: Classes,
+    fmt: str,
+    options: ExportOptions | None = None,
+) -> ExportResult:
+    """Write an export (the module's layouts) in a new folder."""
+    from segany.server import export_formats
+
+    options = options or ExportOptions()
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
     folder = project.root / "exports" / f"{fmt}-{stamp}"
     folder.mkdir(parents=True)
-    docs = documents(project, notes)
-    total = sum(len(d.annotations) for _, d in docs)
+    states = ("accepted",) if options.accepted_only else EXPORTED
+    docs = documents(project, notes, states)
+    result = ExportResult(folder, sum(len(d.annotations) for _, d in docs))
+    result.warnings.extend(left_out(notes, options.accepted_only))
+    categories = Categories(classes.all(), docs)
+    if categories.unlabelled:
+        result.warnings.append(
+            f"{categories.unlabelled} masks have no class: exported as {categories.extra_name!r}"
+        )
     if fmt == "sa1b":
         write_sa1b_folder(folder, docs)
     elif fmt == "coco":
-        dataset = coco_dataset([d for _, d in docs], description="segany annotation project")
-        by_image = [a for _, d in docs for a in d.annotations]
-        for ann, src in zip(dataset["annotations"], by_image, strict=True):
-            ann.update({k: src[k] for k in EXTRA_FIELDS})
-        write_coco(folder / "instances.json", dataset)
+        export_formats.write_coco_export(folder, docs, categories, options.polygons, result)
+    elif fmt == "yolo":
+        export_formats.write_yolo_export(folder, docs, categories, result)
     else:
-        for n, (path, doc) in enumerate(docs):
-            masks = doc.masks()
-            sub = folder / f"{n:06d}_{path.stem}"
-            for i, mask in enumerate(masks):
-                write_mask_png(sub / f"{i}.png", mask)
-            write_label_map(folder / f"{n:06d}_{path.stem}_labels.png", label_map(masks))
-    return folder, total
+        export_formats.write_png_export(folder, docs, categories)
+    return result
+
+
+class Categories:
+    """The export's categories: every class (id, name, colour), then ``unlabelled`` if any
+    exported mask has no class (id one above the largest class id)."""
+
+    def __init__(self, classes: list[dict[str, Any]], docs: list[tuple[Path, SA1BImage]]):
+        self.classes = [dict(c) for c in classes]
+        self.unlabelled = sum(
+            1 for _, d in docs for a in d.annotations if a.get("class_id") is None
+        )
+        names = {c["name"].lower() for c in self.classes}
+        self.extra_name = UNLABELLED
+        while self.extra_name.lower() in names:
+            self.extra_name += "_"
+        self.extra_id = max((c["id"] for c in self.classes), default=0) + 1
+        if self.unlabelled:
+            self.classes.append({"id": self.extra_id, "name": self.extra_name, "color": "#808080"})
+        self.index = {c["id"]: i for i, c in enumerate(self.classes)}
+
+    def id_of(self, annotation: dict[str, Any]) -> int:
+        class_id = annotation.get("class_id")
+        return self.extra_id if class_id is None else int(class_id)
+
+    def coco(self) -> list[dict[str, Any]]:
+        return [
+            {"id": c["id"], "name": c["name"], "supercategory": "object", "color": c["color"]}
+            for c in self.classes
+        ]
 
 
 def write_sa1b_folder(folder: Path, docs: list[tuple[Path, SA1BImage]]) -> None:
     for n, (path, doc) in enumerate(docs):
         name = f"{n:06d}_{path.name}"
-        target = folder / name
-        try:
-            os.link(path, target)
-        except OSError:  # another file system: a copy, published whole like every output
-            with atomic_path(target) as tmp:
-                shutil.copyfile(path, tmp)
+        link_or_copy(path, folder / name)
         doc.image["file_name"] = name
         write_sa1b(folder / f"{n:06d}_{path.stem}.json", doc)
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:  # another file system: a copy, published whole like every output
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
+
+
+def coco_polygons(mask: np.ndarray) -> list[list[float]] | None:
+    """COCO polygons (flat x, y lists in COCO's pixel frame, where pixel i spans [i, i+1))
+    of an H×W bool mask, or None when polygons cannot hold it (holes, or a part of fewer than
+    3 boundary points)."""
+    rings = []
+    for polygon in mask_polygons(mask):
+        if len(polygon) > 1 or len(polygon[0]) < 3:
+            return None
+        rings.append((np.asarray(polygon[0], dtype=np.float64) + 0.5).reshape(-1).tolist())
+    return rings or None

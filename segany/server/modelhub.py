@@ -53,6 +53,7 @@ class ModelHub:
         self.lock = threading.RLock()
         self.encoder_runs = 0  # how many embeddings were computed (tests and the load run)
         self._pixels: tuple[str, np.ndarray] | None = None  # the last image read for refining
+        self._thresholds: tuple[tuple[int, int | None], dict[str, float]] | None = None
 
     # ----- versions -----------------------------------------------------------------------
     def register(self, version: int, source: str | None, encoder_version: int | None = None):
@@ -188,27 +189,52 @@ class ModelHub:
         self._pixels = (sha256, pixels)
         return pixels
 
-    def prefill(
-        self, sha256: str, read_rgb: ReadImage, annotated: np.ndarray | None, **options: Any
-    ) -> list[MaskRecord]:
-        """Confident automatic masks (``MaskRecord`` with COCO RLE) for the whole image, or with
-        ``annotated`` (H×W bool, the pixels existing masks cover) only new masks where those
-        leave room (``segany.automatic.semi``, as the engine's semi-automatic mode).
-        ``options`` not None go to ``MaskGenerator`` (points_per_side, thresholds)."""
+    def generator(self, predictor: Predictor | None = None, **options: Any) -> Any:
+        """The pre-fill's ``MaskGenerator``: the current model's own thresholds
+        (``MaskGenerator.for_model``), then ``options`` that are not None."""
         from segany.automatic import MaskGenerator
-        from segany.automatic.semi import generate_semi
 
         options = {k: v for k, v in options.items() if v is not None}
         options["output_mode"] = "coco_rle"
         with self.lock:
+            return MaskGenerator.for_model(predictor or Predictor(self.model()), **options)
+
+    def prefill_thresholds(self, points_per_side: int | None) -> dict[str, float]:
+        """The thresholds a pre-fill without any uses (``thresholds``), for the current model."""
+        key = (self.current, points_per_side)
+        if self._thresholds is None or self._thresholds[0] != key:
+            generator = self.generator(points_per_side=points_per_side)
+            self._thresholds = (key, thresholds(generator))
+        return dict(self._thresholds[1])
+
+    def prefill(
+        self, sha256: str, read_rgb: ReadImage, annotated: np.ndarray | None, **options: Any
+    ) -> tuple[list[MaskRecord], dict[str, float]]:
+        """Confident automatic masks (``MaskRecord`` with COCO RLE) for the whole image, or with
+        ``annotated`` (H×W bool, the pixels existing masks cover) only new masks where those
+        leave room (``segany.automatic.semi``, as the engine's semi-automatic mode), and the
+        thresholds the generator used (``thresholds``). ``options``: see ``generator``."""
+        from segany.automatic.semi import generate_semi
+
+        with self.lock:
             session = self.session(sha256, read_rgb)
             emb = session.embedding
-            generator = MaskGenerator.for_model(session.predictor, **options)
+            generator = self.generator(session.predictor, **options)
             features, size = emb.features, emb.original_size
             if annotated is None:
-                return generator.generate(embedding=features, original_size=size)
-            semi = generate_semi(generator, annotated, embedding=features, original_size=size)
-            return list(semi.records)
+                records = generator.generate(embedding=features, original_size=size)
+            else:
+                semi = generate_semi(generator, annotated, embedding=features, original_size=size)
+                records = list(semi.records)
+        return records, thresholds(generator)
+
+
+def thresholds(generator: Any) -> dict[str, float]:
+    """What decides which of a generator's masks are kept, by the generator's option names."""
+    names = ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset")
+    out = {k: float(getattr(generator, k)) for k in names}
+    out["points_per_side"] = float(generator.points_per_side or 0)
+    return out
 
 
 def _check_pixels(image: np.ndarray, emb: ImageEmbedding) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image, UnidentifiedImageError
 
-from segany.atomic import write_bytes_atomic
+from segany.atomic import atomic_path, write_bytes_atomic
 from segany.errors import InputError
 from segany.formats.images import IMAGE_SUFFIXES
 
@@ -149,13 +149,30 @@ class ProjectFolder:
             found.append((self.relative(path), info))
         return found
 
-    def copy_in(self, folder: Path) -> list[Path]:
-        """Copy the images of an outside folder (given on the command line) into ``images/``."""
-        copied = []
+    def copy_in(self, folder: Path) -> tuple[list[Path], list[Path]]:
+        """Copy the images of an outside folder (given on the command line) into ``images/``:
+        (copied, already there). A file whose bytes are in ``images/`` already is not copied
+        again; another file of the same name is copied under a new name (``NAME-1.png``)."""
+        if not Path(folder).is_dir():
+            raise InputError(f"{folder}: not a folder of images")
+        copied, present = [], []
         for path in sorted(Path(folder).iterdir()):
-            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-                target = self.images / self.safe_name(path.name)
-                if not target.exists():
-                    shutil.copyfile(path, target)
+            if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            safe = self.safe_name(path.name)
+            target = self.images / safe
+            stem, suffix = target.stem, target.suffix
+            n = 1
+            while target.exists():
+                if hashlib.sha256(target.read_bytes()).hexdigest() == digest:
+                    break
+                target = self.images / f"{stem}-{n}{suffix}"
+                n += 1
+            if target.exists():
+                present.append(target)
+            else:
+                with atomic_path(target) as tmp:
+                    shutil.copyfile(path, tmp)
                 copied.append(target)
-        return copied
+        return copied, present

@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, Request, Response, UploadFile
 from fastapi.responses import FileResponse
 
 from segany.errors import InputError
-from segany.server import exporting, schemas
+from segany.server import schemas
 from segany.server.project import NotFound
 from segany.server.state import state_of
 
@@ -18,15 +18,19 @@ router = APIRouter()
 UPLOAD = File(..., description="an image file (JPEG, PNG, BMP, TIFF, WebP)")
 
 
-def _image_out(row: Any, masks: int) -> schemas.ImageOut:
+def _image_out(row: Any, tally: dict[str, int], warning: str | None = None) -> schemas.ImageOut:
+    from segany.server.annotations import is_reviewed
+
     return schemas.ImageOut(
         id=row.id,
         path=row.path,
         width=row.width,
         height=row.height,
         status=row.status,
-        masks=masks,
+        **tally,
+        reviewed=is_reviewed(tally),
         url=f"/api/images/{row.id}/file",
+        warning=warning,
     )
 
 
@@ -47,6 +51,9 @@ def project(request: Request) -> dict[str, Any]:
         and st.settings.zoom_clicks is None,
         "refine": st.settings.refine,
         "zoom_clicks": st.settings.zoom_clicks,
+        # What a pre-fill without thresholds uses: the current model's own (its file's
+        # generator_defaults, else the official ones); the page starts from these.
+        "prefill": st.hub.prefill_thresholds(st.settings.prefill_points_per_side),
     }
 
 
@@ -55,20 +62,30 @@ def list_images(request: Request) -> schemas.ImageList:
     rows, counts = state_of(request).notes.images()
     todo = [r.id for r, _ in rows if r.status == "todo"]
     return schemas.ImageList(
-        images=[_image_out(r, n) for r, n in rows],
+        images=[_image_out(r, t) for r, t in rows],
         counts=counts,
         next_id=todo[0] if todo else None,
     )
 
 
-@router.post("/images", status_code=201, response_model=schemas.ImageOut, summary="Upload")
-def upload_image(request: Request, file: UploadFile = UPLOAD) -> schemas.ImageOut:
+@router.post(
+    "/images",
+    status_code=201,
+    response_model=schemas.ImageOut,
+    summary="Upload",
+    responses={200: {"description": "the same file was there already: that image, as it is"}},
+)
+def upload_image(
+    request: Request, response: Response, file: UploadFile = UPLOAD
+) -> schemas.ImageOut:
     st = state_of(request)
     limit = st.settings.max_upload_bytes
     data = file.file.read(limit + 1)
     path, info = st.project.store_upload(data, file.filename or "upload.png")
-    row, _ = st.notes.add_image(path, info)
-    return _image_out(row, 0)
+    row, created = st.notes.add_image(path, info)
+    if not created:
+        response.status_code = 200
+    return _image_out(row, st.notes.tally(row.id))
 
 
 @router.post("/images/import", response_model=schemas.ImageList, summary="Add a project folder")
@@ -78,14 +95,15 @@ def import_folder(request: Request, body: schemas.ImportIn) -> schemas.ImageList
     added = [st.notes.add_image(path, info) for path, info in st.project.scan(body.folder)]
     new = [r for r, created in added if created]
     _, counts = st.notes.images()
-    return schemas.ImageList(images=[_image_out(r, 0) for r in new], counts=counts, next_id=None)
+    images = [_image_out(r, st.notes.tally(r.id)) for r in new]
+    return schemas.ImageList(images=images, counts=counts, next_id=None)
 
 
 @router.get("/images/{image_id}", response_model=schemas.ImageOut)
 def get_image(request: Request, image_id: int) -> schemas.ImageOut:
     st = state_of(request)
     row = st.notes.image(image_id)
-    return _image_out(row, len(st.notes.masks(image_id)))
+    return _image_out(row, st.notes.tally(image_id))
 
 
 @router.get("/images/{image_id}/file", summary="The image file", response_class=FileResponse)
@@ -99,9 +117,17 @@ def image_file(request: Request, image_id: int) -> FileResponse:
 
 @router.put("/images/{image_id}/status", response_model=schemas.ImageOut)
 def set_status(request: Request, image_id: int, body: schemas.StatusIn) -> schemas.ImageOut:
+    """A skipped image is left out of exports: the answer's ``warning`` says what that drops."""
     st = state_of(request)
     row = st.notes.set_status(image_id, body.status)
-    return _image_out(row, len(st.notes.masks(image_id)))
+    tally = st.notes.tally(image_id)
+    warning = None
+    if body.status == "skipped" and (tally["masks"] or tally["proposals"]):
+        warning = (
+            f"{row.path} is skipped: its {tally['masks']} masks are left out of exports and "
+            "retraining (mark it annotated to keep them)"
+        )
+    return _image_out(row, tally, warning)
 
 
 # ----- model calls ----------------------------------------------------------------------------
@@ -188,26 +214,31 @@ def decode(request: Request, image_id: int, body: schemas.DecodeIn) -> schemas.D
 
 @router.post("/images/{image_id}/prefill", response_model=schemas.PrefillOut)
 def prefill(request: Request, image_id: int, body: schemas.PrefillIn) -> schemas.PrefillOut:
-    """Segment everything (the semi-automatic stage): confident masks as proposals, by default
-    only where the image's masks leave room (``segany.automatic.semi``, as ``segany engine``'s
-    semi-automatic mode). Lower the thresholds for a weak model (the bundled tiny one rarely
-    predicts IoU > 0.7)."""
+    """Segment everything (the semi-automatic stage): confident masks as proposals, with the
+    model's own thresholds unless given, by default only where the image's masks leave room
+    (``segany.automatic.semi``, as ``segany engine``'s semi-automatic mode). A proposal that
+    duplicates a mask the image has (any review state: mask IoU > 0.7,
+    ``segany.server.proposals``) is left out. Saved proposals wait for a review
+    (``PATCH /api/masks/{id}`` with ``review``) before exports hold them."""
     from segany.automatic.semi import annotated_pixels
     from segany.masks import decode_rle
 
     st = state_of(request)
+    row = st.notes.image(image_id)
     annotated = None
     if body.skip_annotated:
-        row = st.notes.image(image_id)
-        masks = (decode_rle(m["rle"]) for m in st.notes.masks(image_id))
-        annotated = annotated_pixels(masks, (row.height, row.width))
-    records = st.hub.prefill(
+        masks = st.notes.masks(image_id, ("proposed", "unreviewed", "accepted"))
+        annotated = annotated_pixels(
+            (decode_rle(m["rle"], trusted=True) for m in masks), (row.height, row.width)
+        )
+    records, used = st.hub.prefill(
         *_source(request, image_id),
         annotated,
         points_per_side=body.points_per_side or st.settings.prefill_points_per_side,
         pred_iou_thresh=body.pred_iou_thresh,
         stability_score_thresh=body.stability_score_thresh,
     )
+    keep = st.notes.novel(image_id, [r.mask() for r in records])
     proposals = [
         schemas.Proposal(
             rle=schemas.RLE(**r.segmentation),
@@ -217,20 +248,30 @@ def prefill(request: Request, image_id: int, body: schemas.PrefillIn) -> schemas
             stability_score=float(r.stability_score),
             point_coords=r.point_coords,
         )
-        for r in records
+        for r, new in zip(records, keep, strict=True)
+        if new
     ]
     saved = []
     if body.save:
+        author = (body.author or "").strip() or f"model v{st.hub.current}"
         for p in proposals:
             fields = {
                 "rle": p.rle.model_dump(),
                 "origin": "prefill",
+                "review": "proposed",
+                "author": author,
                 "prompts": {"points": p.point_coords, "labels": [1]},
                 "model_version": st.hub.current,
                 "predicted_iou": p.predicted_iou,
             }
             saved.append(schemas.MaskOut(**st.notes.add_mask(image_id, fields)))
-    return schemas.PrefillOut(proposals=proposals, saved=saved, model_version=st.hub.current)
+    return schemas.PrefillOut(
+        proposals=proposals,
+        saved=saved,
+        duplicates=len(keep) - len(proposals),
+        thresholds=used,
+        model_version=st.hub.current,
+    )
 
 
 @router.get(
@@ -267,62 +308,7 @@ def _export_decoder(model: Any, path: Any) -> None:
     export_decoder(model, path, return_single_mask=False)
 
 
-# ----- masks ----------------------------------------------------------------------------------
-@router.get("/images/{image_id}/masks", response_model=list[schemas.MaskOut])
-def list_masks(request: Request, image_id: int) -> list[dict[str, Any]]:
-    return state_of(request).notes.masks(image_id)  # type: ignore[no-any-return]
-
-
-@router.post("/images/{image_id}/masks", status_code=201, response_model=schemas.MaskOut)
-def add_mask(request: Request, image_id: int, body: schemas.MaskIn) -> dict[str, Any]:
-    fields = body.model_dump()
-    return state_of(request).notes.add_mask(image_id, fields)  # type: ignore[no-any-return]
-
-
-@router.get("/masks/{mask_id}", response_model=schemas.MaskOut)
-def get_mask(request: Request, mask_id: int) -> dict[str, Any]:
-    return state_of(request).notes.mask(mask_id)  # type: ignore[no-any-return]
-
-
-@router.patch(
-    "/masks/{mask_id}",
-    response_model=schemas.MaskOut,
-    responses={409: {"description": "stale version: the body holds the current mask"}},
-)
-def update_mask(request: Request, mask_id: int, body: schemas.MaskPatch) -> dict[str, Any]:
-    changes = body.model_dump(exclude={"version"})
-    if changes.get("rle") is not None:
-        changes["rle"] = body.rle.model_dump() if body.rle else None
-    notes = state_of(request).notes
-    return notes.update_mask(mask_id, body.version, changes)  # type: ignore[no-any-return]
-
-
-@router.delete("/masks/{mask_id}", status_code=204, responses={409: {"description": "stale"}})
-def delete_mask(request: Request, mask_id: int, version: int) -> Response:
-    state_of(request).notes.delete_mask(mask_id, version)
-    return Response(status_code=204)
-
-
-# ----- export, retraining, models -------------------------------------------------------------
-@router.post("/export", response_model=schemas.ExportOut)
-def export(request: Request, body: schemas.ExportIn) -> schemas.ExportOut:
-    st = state_of(request)
-    folder, count = exporting.export(st.project, st.notes, body.format)
-    files = sorted(st.project.relative(p) for p in folder.rglob("*") if p.is_file())
-    return schemas.ExportOut(
-        format=body.format, folder=st.project.relative(folder), files=files, masks=count
-    )
-
-
-@router.get("/exports/{path:path}", response_class=FileResponse, summary="An exported file")
-def export_file(request: Request, path: str) -> FileResponse:
-    st = state_of(request)
-    target = st.project.inside(f"exports/{path}")
-    if not target.is_file():
-        raise NotFound(f"no exported file {path!r}")
-    return FileResponse(target)
-
-
+# ----- training and models --------------------------------------------------------------------
 def _job_out(job: Any) -> schemas.TrainOut:
     return schemas.TrainOut(
         id=job.id,
@@ -368,3 +354,12 @@ def models(request: Request) -> list[schemas.ModelOut]:
         )
         for r in rows
     ]
+
+
+def _include_others() -> None:
+    from segany.server import routes_masks
+
+    router.include_router(routes_masks.router)
+
+
+_include_others()

@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from segany.errors import InputError
 
-Origin = Literal["clicks", "box", "brush", "prefill", "accepted", "edited"]
+Origin = Literal["clicks", "box", "brush", "prefill", "imported", "accepted", "edited"]
 Status = Literal["todo", "annotated", "skipped"]
+Review = Literal["proposed", "unreviewed", "accepted", "rejected"]
 
 
 class Strict(BaseModel):
@@ -59,8 +60,15 @@ class ImageOut(BaseModel):
     width: int
     height: int
     status: Status
-    masks: int
+    masks: int = Field(description="masks an export holds (unreviewed and accepted)")
+    proposals: int = Field(0, description="model proposals waiting for a decision")
+    unreviewed: int = 0
+    rejected: int = 0
+    reviewed: bool = Field(
+        False, description="every mask and proposal decided (accepted or rejected), and some"
+    )
     url: str
+    warning: str | None = Field(None, description="what the last change leaves out, if anything")
 
 
 class ImageList(BaseModel):
@@ -115,12 +123,19 @@ class Proposal(BaseModel):
 class PrefillIn(Strict):
     points_per_side: int | None = Field(None, ge=1, le=64)
     pred_iou_thresh: float | None = Field(
-        None, ge=0, le=1, description="default: the MaskGenerator's 0.88"
+        None, ge=0, le=1, description="default: the model's own (GET /api/project: prefill)"
     )
     stability_score_thresh: float | None = Field(
-        None, ge=0, le=1, description="default: the MaskGenerator's 0.95"
+        None, ge=0, le=1, description="default: the model's own (GET /api/project: prefill)"
     )
-    save: bool = Field(False, description="store the proposals as masks (origin 'prefill')")
+    save: bool = Field(
+        False,
+        description="store the proposals (origin 'prefill', review 'proposed'): they become "
+        "masks when accepted",
+    )
+    author: str | None = Field(
+        None, max_length=128, description="who asked for them (default: 'model v<N>')"
+    )
     skip_annotated: bool = Field(
         True,
         description="propose only where the image's masks leave room: no grid point on them, "
@@ -129,16 +144,27 @@ class PrefillIn(Strict):
 
 
 class PrefillOut(BaseModel):
-    proposals: list[Proposal]
+    proposals: list[Proposal] = Field(description="new proposals (duplicates left out)")
     saved: list[MaskOut]
+    duplicates: int = Field(
+        description="proposals left out as duplicates of the image's stored masks "
+        "(mask IoU > 0.7, segany.server.proposals)"
+    )
+    thresholds: dict[str, float] = Field(description="the generator's thresholds this run used")
     model_version: int
 
 
 class MaskIn(Strict):
     rle: RLE
-    label: str = Field("", max_length=256)
+    label: str = Field(
+        "", max_length=256, description="the class by name (a new name adds a class)"
+    )
+    class_id: int | None = Field(None, description="the class by id (GET /api/classes)")
     author: str = Field("", max_length=128)
     origin: Origin
+    review: Literal["unreviewed", "proposed"] = Field(
+        "unreviewed", description="'proposed': a model's proposal, a mask once accepted"
+    )
     prompts: dict[str, Any] = Field(default_factory=dict)
     model_version: int | None = None
     predicted_iou: float | None = None
@@ -146,13 +172,19 @@ class MaskIn(Strict):
 
 
 class MaskPatch(Strict):
+    """The origin is how the mask was made and does not change: a new shape counts as an edit,
+    a new class as a relabel (``edits``, ``relabels``, ``editor`` on the mask)."""
+
     version: int = Field(description="the version you read; a stale one gets a 409")
     rle: RLE | None = None
-    label: str | None = Field(None, max_length=256)
-    origin: Origin | None = None
+    label: str | None = Field(None, max_length=256, description="'' removes the class")
+    class_id: int | None = None
     prompts: dict[str, Any] | None = None
     seconds: float | None = Field(None, ge=0, le=86_400)
     author: str | None = Field(None, max_length=128)
+    editor: str | None = Field(None, max_length=128, description="who made this change")
+    review: Review | None = Field(None, description="a review decision (needs reviewer)")
+    reviewer: str | None = Field(None, max_length=128)
 
 
 class MaskOut(BaseModel):
@@ -162,6 +194,7 @@ class MaskOut(BaseModel):
     bbox: list[int]
     area: int
     label: str
+    class_id: int | None
     author: str
     origin: str
     prompts: dict[str, Any]
@@ -169,10 +202,36 @@ class MaskOut(BaseModel):
     predicted_iou: float | None
     seconds: float
     version: int
+    review: Review
+    reviewer: str
+    editor: str
+    edits: int
+    relabels: int
+
+
+class ClassIn(Strict):
+    name: str = Field(min_length=1, max_length=256)
+    color: str | None = Field(None, description="#rrggbb (default: the next of a palette)")
+
+
+class ClassPatch(Strict):
+    name: str | None = Field(None, min_length=1, max_length=256)
+    color: str | None = None
+
+
+class ClassOut(BaseModel):
+    id: int
+    name: str
+    color: str
+    masks: int = Field(0, description="masks of this class (any review state)")
 
 
 class ExportIn(Strict):
-    format: Literal["sa1b", "coco", "png"]
+    format: Literal["sa1b", "coco", "yolo", "png"]
+    polygons: bool = Field(
+        False, description="COCO: segmentations as polygons (a mask with holes stays RLE)"
+    )
+    accepted_only: bool = Field(False, description="only masks a reviewer accepted")
 
 
 class ExportOut(BaseModel):
@@ -180,6 +239,23 @@ class ExportOut(BaseModel):
     folder: str
     files: list[str]
     masks: int
+    warnings: list[str] = Field(default_factory=list, description="what the export leaves out")
+
+
+class ImportCocoIn(Strict):
+    annotations: str = Field(description="a COCO instances JSON inside the project (POSIX)")
+    images: str | None = Field(
+        None, description="the folder its file_name values are relative to (default: its own)"
+    )
+    author: str = Field("import", max_length=128)
+
+
+class ImportOut(BaseModel):
+    images: int = Field(description="images of the file found and registered")
+    masks: int = Field(description="masks added (origin 'imported', review 'unreviewed')")
+    duplicates: int = Field(description="masks already in the project, left out")
+    classes: int = Field(description="classes added (one per new category name)")
+    missing: list[str] = Field(description="file names of the file not found in the folder")
 
 
 class TrainIn(Strict):

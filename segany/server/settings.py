@@ -27,7 +27,8 @@ class ServerSettings:
     ``refine``: decoded masks are snapped to the image's edges (``segany.refine``) unless a
     request says otherwise. ``zoom_clicks``: each corrective click is answered on a crop
     around the mask it corrects, this margin times its side on each side (``segany.zoom``;
-    None: off)."""
+    None: off). ``classes_file``: classes added to the project's label set when it opens
+    (``segany.server.classes``)."""
 
     project_dir: Path
     db_url: str | None = None
@@ -44,6 +45,7 @@ class ServerSettings:
     cache: str | Path | bool | None = None
     refine: bool = False
     zoom_clicks: float | None = None
+    classes_file: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

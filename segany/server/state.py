@@ -19,6 +19,7 @@ class AppState:
     retrainer: Any  # Retrainer
     sessions: Any
     engine: Any
+    classes: Any  # Classes
 
 
 def state_of(request: Any) -> AppState:

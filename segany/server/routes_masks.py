@@ -1,0 +1,123 @@
+"""The JSON API's masks, label set, exports and imports (mounted under ``/api`` with the rest)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse
+
+from segany.server import exporting, schemas
+from segany.server.project import NotFound
+from segany.server.state import state_of
+
+router = APIRouter()
+
+
+# ----- masks ----------------------------------------------------------------------------------
+@router.get("/images/{image_id}/masks", response_model=list[schemas.MaskOut])
+def list_masks(request: Request, image_id: int) -> list[dict[str, Any]]:
+    """Every mask of the image, proposals and rejected ones included (see ``review``)."""
+    return state_of(request).notes.masks(image_id)  # type: ignore[no-any-return]
+
+
+@router.post("/images/{image_id}/masks", status_code=201, response_model=schemas.MaskOut)
+def add_mask(request: Request, image_id: int, body: schemas.MaskIn) -> dict[str, Any]:
+    fields = body.model_dump()
+    return state_of(request).notes.add_mask(image_id, fields)  # type: ignore[no-any-return]
+
+
+@router.get("/masks/{mask_id}", response_model=schemas.MaskOut)
+def get_mask(request: Request, mask_id: int) -> dict[str, Any]:
+    return state_of(request).notes.mask(mask_id)  # type: ignore[no-any-return]
+
+
+@router.patch(
+    "/masks/{mask_id}",
+    response_model=schemas.MaskOut,
+    responses={409: {"description": "stale version: the body holds the current mask"}},
+)
+def update_mask(request: Request, mask_id: int, body: schemas.MaskPatch) -> dict[str, Any]:
+    """Edit (shape, class, prompts, seconds) and/or review (``review`` + ``reviewer``) a mask.
+    Accepting a proposal makes it a mask; rejecting keeps it out of exports and out of later
+    pre-fills."""
+    changes = body.model_dump(exclude={"version"})
+    if changes.get("rle") is not None:
+        changes["rle"] = body.rle.model_dump() if body.rle else None
+    notes = state_of(request).notes
+    return notes.update_mask(mask_id, body.version, changes)  # type: ignore[no-any-return]
+
+
+@router.delete("/masks/{mask_id}", status_code=204, responses={409: {"description": "stale"}})
+def delete_mask(request: Request, mask_id: int, version: int) -> Response:
+    state_of(request).notes.delete_mask(mask_id, version)
+    return Response(status_code=204)
+
+
+# ----- the label set --------------------------------------------------------------------------
+@router.get("/classes", response_model=list[schemas.ClassOut], summary="The project's classes")
+def list_classes(request: Request) -> list[dict[str, Any]]:
+    return state_of(request).classes.all()  # type: ignore[no-any-return]
+
+
+@router.post(
+    "/classes",
+    status_code=201,
+    response_model=schemas.ClassOut,
+    responses={409: {"description": "a class has that name"}},
+)
+def add_class(request: Request, body: schemas.ClassIn) -> dict[str, Any]:
+    return state_of(request).classes.add(body.name, body.color)  # type: ignore[no-any-return]
+
+
+@router.patch("/classes/{class_id}", response_model=schemas.ClassOut)
+def update_class(request: Request, class_id: int, body: schemas.ClassPatch) -> dict[str, Any]:
+    """Rename (its masks' labels follow) and/or recolour a class."""
+    classes = state_of(request).classes
+    return classes.update(class_id, body.name, body.color)  # type: ignore[no-any-return]
+
+
+@router.delete("/classes/{class_id}", status_code=204)
+def delete_class(request: Request, class_id: int) -> Response:
+    """Remove a class; its masks stay, unlabelled."""
+    state_of(request).classes.delete(class_id)
+    return Response(status_code=204)
+
+
+# ----- export and import ----------------------------------------------------------------------
+@router.post("/export", response_model=schemas.ExportOut)
+def export(request: Request, body: schemas.ExportIn) -> schemas.ExportOut:
+    """Write an export under ``exports/`` (see ``segany.server.exporting`` for the layouts);
+    ``warnings`` say what it leaves out."""
+    st = state_of(request)
+    options = exporting.ExportOptions(polygons=body.polygons, accepted_only=body.accepted_only)
+    result = exporting.export(st.project, st.notes, st.classes, body.format, options)
+    files = sorted(st.project.relative(p) for p in result.folder.rglob("*") if p.is_file())
+    return schemas.ExportOut(
+        format=body.format,
+        folder=st.project.relative(result.folder),
+        files=files,
+        masks=result.masks,
+        warnings=result.warnings,
+    )
+
+
+@router.get("/exports/{path:path}", response_class=FileResponse, summary="An exported file")
+def export_file(request: Request, path: str) -> FileResponse:
+    st = state_of(request)
+    target = st.project.inside(f"exports/{path}")
+    if not target.is_file():
+        raise NotFound(f"no exported file {path!r}")
+    return FileResponse(target)
+
+
+@router.post("/import/coco", response_model=schemas.ImportOut)
+def import_coco(request: Request, body: schemas.ImportCocoIn) -> schemas.ImportOut:
+    """Add a COCO instances file's images and masks (RLE or polygons) to the project, so an
+    existing dataset can be corrected: categories become classes (by name), masks arrive
+    unreviewed with origin 'imported'; masks the project has already are left out."""
+    from segany.server.importing import import_coco as run
+
+    st = state_of(request)
+    result = run(st.project, st.notes, body.annotations, body.images, body.author)
+    return schemas.ImportOut(**result)
