@@ -109,3 +109,135 @@ def documents(out: Path) -> dict[str, dict[str, Any]]:
 def annotations_only(docs: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Documents without the run-specific image info (image ids follow the item order)."""
     return {k: v["annotations"] for k, v in sorted(docs.items())}
+
+
+# ----- a Ray cluster of several nodes on loopback, for the cluster tests -----------------------
+
+#: Run by the holder process: Ray's own cluster utilities start a head and worker nodes in this
+#: process's session with multi-node address resolution off, so every node is 127.0.0.1 (a
+#: worker node by `ray start --address` refuses to start in that mode). Prints the address and
+#: each node's process ids, then holds the cluster until its stdin closes.
+_HOLDER = """
+import json, sys
+from ray.cluster_utils import Cluster
+cpus = [int(x) for x in sys.argv[1:]]
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": cpus[0],
+                  "include_dashboard": False}, shutdown_at_exit=True)
+nodes = [cluster.add_node(num_cpus=n) for n in cpus[1:]]
+def pids(node):
+    return [p.process.pid for ps in node.all_processes.values() for p in ps]
+print(json.dumps({"address": cluster.address, "head": pids(cluster.head_node),
+                  "nodes": [pids(n) for n in nodes]}), flush=True)
+sys.stdin.read()
+cluster.shutdown()
+"""
+
+
+class LoopbackCluster:
+    """``with LoopbackCluster([2, 1]) as c:`` a head with 2 CPUs and a worker node with 1, all on
+    127.0.0.1, in a temporary folder of its own; ``c.address``, ``c.env`` (for commands that
+    join it), ``c.kill_node(0)`` (SIGKILL of that node's raylet and everything under it).
+    Leaving stops every process the cluster started, and only those."""
+
+    def __init__(self, cpus: list[int]) -> None:
+        self.cpus = cpus
+
+    def __enter__(self) -> LoopbackCluster:
+        import os
+        import subprocess
+        import sys
+        import tempfile
+
+        # Short: Ray's socket paths must fit; RAY_TMPDIR keeps Ray's "current cluster" file
+        # (which a bare ray.init() follows) out of the host's /tmp/ray.
+        self.tmp = tempfile.mkdtemp(prefix="segray")
+        root = str(Path(__file__).resolve().parents[1])
+        self.env = dict(os.environ, RAY_TMPDIR=self.tmp, PYTHONWARNINGS="ignore")
+        self.env["PYTHONPATH"] = os.pathsep.join([root, self.env.get("PYTHONPATH", "")])
+        self.env.pop("RAY_ADDRESS", None)
+        holder_env = dict(self.env, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _HOLDER, *map(str, self.cpus)],
+            env=holder_env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            line = self.proc.stdout.readline() if self.proc.stdout else ""
+            info = json.loads(line)
+        except ValueError:
+            self.__exit__(None, None, None)
+            raise RuntimeError("the test cluster did not start") from None
+        self.address: str = info["address"]
+        self.head_pids: list[int] = info["head"]
+        self.node_pids: list[list[int]] = info["nodes"]
+        return self
+
+    def _tree(self, pids: list[int]) -> list[Any]:
+        import psutil
+
+        procs = []
+        for pid in pids:
+            try:
+                p = psutil.Process(pid)
+                procs += [p, *p.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                pass
+        return procs
+
+    def kill_node(self, n: int) -> list[int]:
+        """SIGKILL worker node ``n``'s processes (its raylet and the workers under it)."""
+        import psutil
+
+        procs = self._tree(self.node_pids[n])
+        for p in procs:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(procs, timeout=10)
+        return [p.pid for p in procs]
+
+    def __exit__(self, *exc: Any) -> None:
+        import shutil
+        import subprocess
+
+        import psutil
+
+        everything = self._tree([self.proc.pid])
+        try:
+            if self.proc.stdin:
+                self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+        except (subprocess.TimeoutExpired, OSError):
+            pass
+        for p in everything:  # whatever the cluster's own shutdown left: ours only
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(everything, timeout=10)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def listening_addresses(pids: list[int]) -> set[str]:
+    """The local addresses the given processes (and their children) listen on."""
+    import psutil
+
+    hosts = set()
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for p in procs:
+            try:
+                conns = p.net_connections(kind="inet")
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            hosts.update(c.laddr.ip for c in conns if c.status == psutil.CONN_LISTEN)
+    return hosts

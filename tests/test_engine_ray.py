@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,9 +18,33 @@ ray = pytest.importorskip("ray", reason="Ray is the optional extra segany[ray] (
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+    from segany.engine.raysession import ray_session
+
+    with ray_session(None, 2):  # as the engine starts it: on loopback only
+        yield
+
+
+def test_a_local_ray_listens_on_loopback_only(local_ray) -> None:
+    import os
+
+    from engine_fixtures import listening_addresses
+
+    @ray.remote
+    def where() -> str:
+        return ray.util.get_node_ip_address()
+
+    assert ray.get(where.remote()) == "127.0.0.1"  # a worker's view
+    hosts = listening_addresses([os.getpid()])  # Ray's servers and workers are our children
+    assert hosts and all(h in ("127.0.0.1", "::ffff:127.0.0.1", "::1") for h in hosts), hosts
+
+
+def test_loopback_addresses_stay_on_loopback() -> None:
+    from segany.engine.raysession import is_loopback
+
+    for address in (None, "local", "127.0.0.1:6379", "localhost:1", "[::1]:2", "ray://127.0.0.5:3"):
+        assert is_loopback(address), address
+    for address in ("auto", "10.0.0.5:6379", "ray://head.example:10001", "192.0.2.2:1"):
+        assert not is_loopback(address), address
 
 
 @pytest.mark.slow
@@ -46,8 +71,6 @@ def test_ray_and_local_executors_give_the_same_annotations(local_ray, tmp_path: 
     assert local == on_ray and sum(len(v) for v in local.values()) > 0
     assert (outs["local"] / "errors.csv").read_text() == (outs["ray"] / "errors.csv").read_text()
     # Same items in the same shards: the manifests agree entry by entry.
-    import json
-
     manifests = [json.loads((outs[k] / "manifest.json").read_text()) for k in ("local", "ray")]
     assert manifests[0] == manifests[1]
 
@@ -161,8 +184,9 @@ def test_a_refused_connection_says_how_to_switch_on_token_auth(monkeypatch, tmp_
 
 @pytest.mark.slow
 def test_the_command_joins_a_running_cluster_by_its_address(tmp_path: Path) -> None:
-    """``ray start --head`` in its own session, then ``segany engine run --address``."""
-    import json
+    """``ray start --head`` on loopback in its own session, then ``segany engine run
+    --address 127.0.0.1:PORT``: the annotations are the local executor's, and nothing of the
+    cluster listens beyond loopback."""
     import os
     import shutil
     import signal
@@ -172,11 +196,11 @@ def test_the_command_joins_a_running_cluster_by_its_address(tmp_path: Path) -> N
     import tempfile
     import time
 
-    from engine_fixtures import OPTIONS, scene_files
+    from engine_fixtures import OPTIONS, listening_addresses, scene_files
 
     src = tmp_path / "src"
     src.mkdir()
-    for name, data, _ in scene_files(2):
+    for name, data, _ in scene_files(3):
         (src / name).write_bytes(data)
     port = _free_port()
     ray_cli = shutil.which("ray", path=os.path.dirname(sys.executable)) or "ray"
@@ -184,13 +208,15 @@ def test_the_command_joins_a_running_cluster_by_its_address(tmp_path: Path) -> N
     # /tmp/ray/ray_current_cluster, which a bare ray.init() follows, never names this head.
     ray_tmp = tempfile.mkdtemp(prefix="segray")
     root = str(Path(__file__).resolve().parents[1])
-    env = dict(os.environ, PYTHONWARNINGS="ignore", RAY_AUTH_MODE="token")
+    # This Ray turns token authentication on for `ray start` (a token exists or is made), and
+    # a driver joining by address needs RAY_AUTH_MODE=token to send it.
+    env = dict(os.environ, PYTHONWARNINGS="ignore", RAY_AUTH_MODE="token", RAY_TMPDIR=ray_tmp)
     env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
     head = subprocess.Popen(
         [ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2"]
-        + ["--include-dashboard=false", "--disable-usage-stats", "--block"]
-        + [f"--temp-dir={ray_tmp}"],
-        env=env,
+        + ["--node-ip-address=127.0.0.1", "--include-dashboard=false"]
+        + ["--disable-usage-stats", "--block", f"--temp-dir={ray_tmp}"],
+        env=dict(env, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"),  # keeps 127.0.0.1 (see raysession)
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -207,18 +233,24 @@ def test_the_command_joins_a_running_cluster_by_its_address(tmp_path: Path) -> N
                 time.sleep(0.5)
         out = tmp_path / "out"
         cmd = [sys.executable, "-m", "segany", "engine", "run", str(src), "-o", str(out)]
-        cmd += ["--executor", "ray", "--address", f"127.0.0.1:{port}", "-q"]
+        cmd += ["--executor", "ray", "--address", f"127.0.0.1:{port}", "-q", "-w", "2"]
+        cmd += ["--threads-per-worker", "1"]
         for key, value in OPTIONS.items():
             cmd += [f"--{key.replace('_', '-')}", str(value)]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-2000:]
-        summary = json.loads((out / "summary.json").read_text())
-        assert summary["executor"] == "ray" and summary["annotated"] == 2
-        assert verify(out) == []
+        hosts = listening_addresses([head.pid])
+        assert hosts and all(h in ("127.0.0.1", "::ffff:127.0.0.1") for h in hosts), hosts
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # --block stops the head's processes on SIGTERM
         head.wait(timeout=60)
         shutil.rmtree(ray_tmp, ignore_errors=True)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["executor"] == "ray" and summary["annotated"] == 3
+    assert verify(out) == []
+    local = tmp_path / "local"
+    run_engine(EngineConfig([str(src)], str(local), spec=SPEC, executor="local"))
+    assert annotations_only(documents(out)) == annotations_only(documents(local))
 
 
 def test_without_an_address_a_new_local_ray_is_started(monkeypatch) -> None:

@@ -65,6 +65,8 @@ class Task:
     file_name: str
     data: bytes
     existing: dict[str, Any] | None = None
+    member: str = ""  # its JSON's name in the shard (``output.json_names``)
+    source: str = ""  # what error reports show for it
 
 
 def failure(index: int, key: str, reason: str) -> dict[str, Any]:

@@ -10,10 +10,15 @@ Layout of ``OUT``::
     summary.json             images, masks, masks per image, failures, seconds, images per hour
     manifest.json            every shard and item; written last: its presence means complete
     .staging/00000/N.json    per-image results of shards not yet finalised (removed after)
+    .staging/00000/N.img     with --with-images: the image's bytes, staged beside its result
+    .staging/run.id          the run's marker: workers check they see the same folder
 
 Item ``N`` (1-based, in key order) goes to shard ``(N - 1) // shard_size``. Each result is
-written atomically to ``.staging``; when a shard's results are all there the shard is built
-under a temporary name and renamed into place (one atomic step), then its staging is removed.
+written atomically to ``.staging`` by the worker that made it (``shards``); the worker whose
+result completes a shard builds it under a temporary name and renames it into place (one atomic
+step), then removes its staging. The driver stages only results that never reached a worker
+(unreadable inputs) and commits only shards left complete but uncommitted (a worker lost
+between the two steps), then writes the manifest from the shards' indexes.
 A re-run reads what is there: finalised shards and staged results are kept, temporary leftovers
 are deleted, and only the missing images are processed, so each image is annotated once.
 """
@@ -25,13 +30,21 @@ import io
 import json
 import os
 import shutil
-import tarfile
-import time
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from segany.atomic import atomic_open, write_json_atomic, write_text_atomic
+from segany.atomic import write_json_atomic, write_text_atomic
+from segany.engine.shards import (
+    SHARD_INDEX,
+    OutputSpec,
+    commit_shard,
+    is_final,
+    read_member,
+    shard_ready,
+    stage_record,
+    write_marker,
+)
 from segany.engine.sources import Item
 from segany.errors import InputError
 
@@ -39,7 +52,6 @@ RUN_FILE = "engine_run.json"
 MANIFEST = "manifest.json"
 SUMMARY = "summary.json"
 ERRORS = "errors.csv"
-SHARD_INDEX = "index.json"
 FORMAT = "segany-engine/1"
 SHARD_KINDS = ("folder", "tar")
 
@@ -85,6 +97,18 @@ class Layout:
         self.names = json_names([it.key for it in items])
         self.shards_dir = self.out / "shards"
         self.staging = self.out / ".staging"
+        self.spec = OutputSpec(
+            str(self.out),
+            len(items),
+            shard_size,
+            shard_kind,
+            with_images,
+            token=os.urandom(16).hex(),
+        )
+
+    def start(self) -> None:
+        """Mark the folder as this run's (the marker every worker checks it can see)."""
+        write_marker(self.spec)
 
     # ----- naming --------------------------------------------------------------------------
     @property
@@ -92,18 +116,16 @@ class Layout:
         return (len(self.items) + self.shard_size - 1) // self.shard_size
 
     def shard_of(self, index: int) -> int:
-        return (index - 1) // self.shard_size
+        return self.spec.shard_of(index)
 
     def shard_indexes(self, shard: int) -> range:
-        start = shard * self.shard_size + 1
-        return range(start, min(start + self.shard_size, len(self.items) + 1))
+        return self.spec.shard_indexes(shard)
 
     def shard_path(self, shard: int) -> Path:
-        name = f"{shard:05d}"
-        return self.shards_dir / (name + ".tar" if self.shard_kind == "tar" else name)
+        return self.spec.shard_path(shard)
 
     def staged(self, index: int) -> Path:
-        return self.staging / f"{self.shard_of(index):05d}" / f"{index}.json"
+        return self.spec.staged(index)
 
     # ----- run settings --------------------------------------------------------------------
     def check_settings(self, settings: dict[str, Any]) -> None:
@@ -137,8 +159,7 @@ class Layout:
 
     # ----- resume --------------------------------------------------------------------------
     def is_final(self, shard: int) -> bool:
-        p = self.shard_path(shard)
-        return p.is_file() if self.shard_kind == "tar" else (p / SHARD_INDEX).is_file()
+        return is_final(self.spec, shard)
 
     def clean_leftovers(self) -> None:
         """Remove temporary files of an interrupted run and staging of finalised shards."""
@@ -171,71 +192,33 @@ class Layout:
                 if not f.stem.isdigit():
                     continue
                 try:
-                    out[int(f.stem)] = json.loads(f.read_text(encoding="utf-8"))
+                    record = json.loads(f.read_text(encoding="utf-8"))
                 except ValueError:
                     f.unlink()  # cannot happen with atomic writes; redo the image if it does
+                    continue
+                if "member" not in record:  # staged by an engine before workers wrote shards
+                    record = self.record(record)
+                    write_json_atomic(f, record)
+                out[int(f.stem)] = record
         return out
 
-    # ----- writing -------------------------------------------------------------------------
+    # ----- writing (the driver's part: results that never reached a worker) ---------------
+    def record(self, result: dict[str, Any]) -> dict[str, Any]:
+        """A result as staged: with the key, member name and source its shard index needs."""
+        item = self.items[int(result["index"]) - 1]
+        return {**result, "key": item.key, "member": self.names[item.key], "source": item.source}
+
     def stage(self, result: dict[str, Any]) -> None:
-        write_json_atomic(self.staged(int(result["index"])), result)
+        item = self.items[int(result["index"]) - 1]
+        image = item.image.read() if self.with_images and result["ok"] else None
+        stage_record(self.spec, self.record(result), image)
 
     def shard_complete(self, shard: int) -> bool:
-        return all(self.staged(i).is_file() for i in self.shard_indexes(shard))
+        return shard_ready(self.spec, shard)
 
     def finalise(self, shard: int) -> dict[str, Any]:
         """Build shard ``shard`` from its staged results, atomically; return its index."""
-        results = [
-            json.loads(self.staged(i).read_text(encoding="utf-8"))
-            for i in self.shard_indexes(shard)
-        ]
-        members: list[tuple[str, bytes]] = []
-        index: dict[str, Any] = {"shard": shard, "items": [], "failed": []}
-        for r in results:
-            item = self.items[int(r["index"]) - 1]
-            if not r["ok"]:
-                index["failed"].append(
-                    {
-                        "index": r["index"],
-                        "key": item.key,
-                        "source": item.source,
-                        "reason": r["reason"],
-                    }
-                )
-                continue
-            name = self.names[item.key]
-            members.append((name, json.dumps(r["doc"]).encode()))
-            entry = {
-                "index": r["index"],
-                "key": item.key,
-                "file": name,
-                "masks": len(r["doc"]["annotations"]),
-            }
-            if self.with_images:
-                image_name = str(PurePosixPath(name).parent / r["doc"]["image"]["file_name"])
-                members.append((image_name, item.image.read()))
-                entry["image"] = image_name
-            index["items"].append(entry)
-        members.append((SHARD_INDEX, json.dumps(index, indent=1).encode()))
-        final = self.shard_path(shard)
-        if self.shard_kind == "tar":
-            with atomic_open(final, "wb") as f:
-                with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                    for name, data in members:
-                        info = tarfile.TarInfo(name)
-                        info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
-                        tar.addfile(info, io.BytesIO(data))
-        else:
-            tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            for name, data in members:
-                target = tmp / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
-            os.rename(tmp, final)  # one step: the shard appears whole or not at all
-        shutil.rmtree(self.staging / f"{shard:05d}", ignore_errors=True)
-        return index
+        return commit_shard(self.spec, shard)
 
     def read_index(self, shard: int) -> dict[str, Any]:
         return json.loads(read_member(self.shard_path(shard), SHARD_INDEX))
@@ -284,14 +267,3 @@ def errors_csv(failed: Iterable[dict[str, Any]]) -> str:
     for f in failed:
         w.writerow([f["source"], f["reason"]])
     return buf.getvalue()
-
-
-def read_member(shard: Path, name: str) -> bytes:
-    """One file of a shard (folder or tar)."""
-    if shard.suffix == ".tar":
-        with tarfile.open(shard, "r:") as tar:
-            f = tar.extractfile(name)
-            if f is None:
-                raise InputError(f"{shard}: {name} is not a file")
-            return f.read()
-    return (shard / name).read_bytes()

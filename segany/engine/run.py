@@ -7,12 +7,14 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from segany.engine.annotate import Task, WorkerSpec, failure
 from segany.engine.output import MANIFEST, SUMMARY, Layout
 from segany.engine.sources import Item, list_items
+from segany.engine.worker import ShardWorker
 from segany.errors import InputError
 
 EXECUTORS = ("local", "ray", "serial")
@@ -82,12 +84,12 @@ def run_engine(
     layout.check_settings(settings)
     layout.clean_leftovers()
     done = layout.done()
-    for shard in range(layout.num_shards):  # killed after staging a shard's last image
-        if not layout.is_final(shard) and layout.shard_complete(shard):
-            layout.finalise(shard)
+    _commit_complete(layout)  # killed after staging a shard's last image
     todo = [it_index for it_index in range(1, len(items) + 1) if it_index not in done]
     processed = 0
+    runner: Any = None
     if todo:
+        layout.start()
         existing = _existing_index(config.existing) if config.mode == "semi" else None
         bar = _progress_bar(len(todo), config.progress)
         finished: set[int] = set()
@@ -98,23 +100,30 @@ def run_engine(
             if index in finished:  # a late duplicate (a retried image): already staged
                 return
             finished.add(index)
-            layout.stage(result)
-            shard = layout.shard_of(index)
-            if layout.shard_complete(shard):
-                layout.finalise(shard)
+            if not result.get("staged"):
+                # Not written by a worker (an unreadable input, or an executor whose workers
+                # return whole results): staged here, and its shard committed when complete.
+                layout.stage(result)
+                shard = layout.shard_of(index)
+                if layout.shard_complete(shard) and not layout.is_final(shard):
+                    layout.finalise(shard)
             processed += 1
             if bar is not None:
                 bar.update(1)
             if on_progress is not None:
                 on_progress(processed)
 
-        tasks = _tasks(items, todo, config.mode, existing, on_result)
-        runner = executor if executor is not None else _executor(config)
+        tasks = _tasks(layout, todo, config.mode, existing, on_result)
+        runner = executor if executor is not None else _executor(config, layout)
         try:
             runner.run(tasks, on_result)
         finally:
             if bar is not None:
                 bar.close()
+        missing = [i for i in todo if i not in finished]
+        if missing:  # an executor must answer for every image; never leave a silent gap
+            raise RuntimeError(f"the executor returned without results for images {missing[:10]}")
+        _commit_complete(layout)  # shards whose worker was lost between staging and commit
     if not todo and (layout.out / MANIFEST).is_file() and (layout.out / SUMMARY).is_file():
         # Already complete: nothing is rewritten; the stored summary describes the run that
         # finished it.
@@ -136,6 +145,8 @@ def run_engine(
         "threads_per_worker": config.spec.threads,
         "shards": layout.num_shards,
     }
+    if getattr(runner, "events", None):  # lost nodes, memory-monitor kills (Ray)
+        summary["worker_events"] = list(runner.events)
     layout.write_final(manifest, failed, summary)
     return summary
 
@@ -149,20 +160,28 @@ def _progress_bar(total: int, enabled: bool) -> Any:
     return tqdm(total=total, desc="engine", unit="img", dynamic_ncols=True)
 
 
-def _executor(config: EngineConfig) -> Any:
+def _commit_complete(layout: Layout) -> None:
+    for shard in range(layout.num_shards):
+        if not layout.is_final(shard) and layout.shard_complete(shard):
+            layout.finalise(shard)
+
+
+def _executor(config: EngineConfig, layout: Layout) -> Any:
+    """The executor ``config.executor`` names, its workers writing into ``layout`` themselves."""
+    factory = partial(ShardWorker, layout.spec)
     if config.executor == "ray":
         from segany.engine.ray_executor import RayExecutor
 
-        return RayExecutor(config.spec, config.workers, address=config.address)
+        return RayExecutor(config.spec, config.workers, address=config.address, factory=factory)
     from segany.engine.local import LocalExecutor, SerialExecutor
 
     if config.executor == "serial":
-        return SerialExecutor(config.spec)
-    return LocalExecutor(config.spec, config.workers)
+        return SerialExecutor(config.spec, factory=factory)
+    return LocalExecutor(config.spec, config.workers, factory=factory)
 
 
 def _tasks(
-    items: list[Item],
+    layout: Layout,
     todo: list[int],
     mode: str,
     existing: Callable[[Item], dict[str, Any] | None] | None,
@@ -171,7 +190,7 @@ def _tasks(
     """Read each image's bytes just before a worker needs them; unreadable inputs become
     error results here and never reach a worker."""
     for index in todo:
-        item = items[index - 1]
+        item = layout.items[index - 1]
         try:
             data = item.image.read()
         except FileNotFoundError:
@@ -190,7 +209,8 @@ def _tasks(
                 on_result(failure(index, item.key, f"existing annotations: {e}"))
                 continue
             given = given if given is not None else {"annotations": []}
-        yield Task(index, item.key, item.file_name, data, given)
+        member = layout.names[item.key]
+        yield Task(index, item.key, item.file_name, data, given, member, item.source)
 
 
 def _parse_sa1b_bytes(data: bytes, source: str) -> dict[str, Any]:
