@@ -137,3 +137,19 @@ def add_mask(client: Any, image_id: int, rle: dict, **fields: Any) -> dict:
     r = client.post(f"/api/images/{image_id}/masks", json=body)
     assert r.status_code == 201, r.text
     return r.json()
+
+
+def scene_png() -> bytes:
+    """A synthetic scene (seed 779, the first): the bundled model's own pre-fill thresholds
+    find masks on it, where the official 0.88 finds none."""
+    from segany.train.synth import iter_scenes
+
+    image, _ = next(iter(iter_scenes(779, 1)))
+    return png_bytes(image)
+
+
+def review(client: Any, mask: dict, state: str, reviewer: str = "rev", **fields: Any) -> dict:
+    body = {"version": mask["version"], "review": state, "reviewer": reviewer, **fields}
+    r = client.patch(f"/api/masks/{mask['id']}", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()

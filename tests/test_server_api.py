@@ -565,7 +565,13 @@ def test_a_project_made_before_classes_opens_with_its_labels_as_classes(tmp_path
                     "prompts, seconds, version, created_at, updated_at) VALUES (:id, 1, :rle, "
                     "'[2, 1, 5, 5]', 25, :label, 'ann', :origin, '{}', 1.0, 1, :t, :t)"
                 ),
-                {"id": n + 1, "rle": rle["counts"], "label": label, "origin": origin, "t": db.now()},
+                {
+                    "id": n + 1,
+                    "rle": rle["counts"],
+                    "label": label,
+                    "origin": origin,
+                    "t": db.now(),
+                },
             )
     engine.dispose()
     client = make_client(tmp_path / "project", tiny, db_url)
