@@ -23,6 +23,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "segany.cli.auto",  # auto: segment everything, SA-1B/COCO/PNG/polygons/overlays
     "segany.cli.models",  # download, models, info, convert
     "segany.cli.eval",  # eval: zero-shot protocols (point, clicks, box, auto), compare reports
+    "segany.cli.edges",  # edges: zero-shot edge maps (the paper's §7.2), ODS/OIS/AP
     "segany.cli.train",  # train, synth, distill: training (issue 6)
     "segany.cli.export",  # export-onnx: decoder (official web-demo interface) and encoder
     "segany.cli.engine",  # engine run/verify/stats/round: the data engine at scale (issue 13)
