@@ -200,18 +200,21 @@ def test_annotate_in_the_browser(page, server, tmp_path):
     page.keyboard.press("Escape")
     assert not page.is_visible("#help")
 
-    # Pre-fill (thresholds low enough for the tiny model), then export SA-1B and read it back.
+    # Pre-fill (thresholds low enough for the tiny model on a photo), then export SA-1B and read
+    # it back: the proposals wait for review, so the export holds the accepted mask only.
     page.fill("#prefill-iou", "0.5")
+    page.fill("#prefill-stability", "0.5")
     page.click("#prefill")
     page.wait_for_function("document.querySelectorAll('#mask-list li').length > 1", timeout=180_000)
     masks = page.evaluate(f"fetch('/api/images/{image_id}/masks').then(r => r.json())")
     assert {m["origin"] for m in masks} == {"edited", "prefill"}
+    assert {m["review"] for m in masks if m["origin"] == "prefill"} == {"proposed"}
     page.select_option("#export-format", "sa1b")
     page.click("#export")
     page.wait_for_selector("body[data-export]")
     folder = project / page.get_attribute("body", "data-export")
     doc = read_sa1b(next(folder.glob("*.json")))
-    assert len(doc.annotations) == len(masks)
+    assert len(doc.annotations) == 1
     coin = next(a for a in doc.annotations if a["label"] == "coin")
     np.testing.assert_array_equal(decode_rle(coin["segmentation"]), decode_rle(saved["rle"]))
 

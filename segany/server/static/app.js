@@ -1,12 +1,16 @@
 // The annotation page: image list, prompts decoded in the browser (onnxruntime-web) on the
-// server's embedding, brush/eraser, accepted masks with labels and timings, pre-fill, export,
-// retraining. Every action goes through the JSON API documented at /docs.
+// server's embedding, brush/eraser, masks with classes and timings (masks.js, classes.js),
+// pre-fill proposals and their review, export, retraining. Every action goes through the JSON
+// API documented at /docs.
 
+import { loadClasses, onClassesChanged, pickByKey, pickClass, useClass } from "./classes.js";
 import { BrowserDecoder } from "./decoder.js";
+import {
+  accept, afterChange, clearSelection, deleteMask, edit, loadMasks, onImagesChanged,
+  paintMasks, reject, selectMask, toggleHidden,
+} from "./masks.js";
 import { cycle, decodeWith, resetPrompt, undo } from "./prompting.js";
-import { maskArea, rleDecode, rleEncode } from "./rle.js";
 import { $, api, overlay, redraw, state, status, view } from "./state.js";
-import { colorOf } from "./view.js";
 
 // ----- images ---------------------------------------------------------------------------------
 async function loadImages() {
@@ -17,7 +21,7 @@ async function loadImages() {
   const finished = c.annotated + c.skipped;
   $("progress-bar").style.width = total ? `${(100 * finished) / total}%` : "0";
   $("progress-text").textContent =
-    `${c.annotated} annotated · ${c.skipped} skipped · ${c.todo} to do`;
+    `${c.annotated} annotated · ${c.skipped} skipped · ${c.todo} to do · ${c.reviewed} reviewed`;
   const list = $("image-list");
   list.replaceChildren();
   for (const image of body.images) {
@@ -27,8 +31,12 @@ async function loadImages() {
     const name = document.createElement("span");
     name.textContent = image.path.split("/").pop();
     const badge = document.createElement("span");
-    badge.className = `badge ${image.status}`;
-    badge.textContent = image.masks ? `${image.masks}` : image.status;
+    badge.className = `badge ${image.status}${image.reviewed ? " reviewed" : ""}`;
+    badge.textContent = image.masks || image.proposals
+      ? `${image.masks}${image.proposals ? ` +${image.proposals}?` : ""}${image.reviewed ? " ✓" : ""}`
+      : image.status;
+    badge.title = `${image.masks} masks, ${image.proposals} proposals, ${image.unreviewed} ` +
+      `unreviewed${image.reviewed ? ": reviewed" : ""}`;
     li.append(name, badge);
     li.onclick = () => openImage(image.id);
     list.append(li);
@@ -43,6 +51,7 @@ async function openImage(id) {
   resetPrompt();
   state.editing = null;
   state.selected = null;
+  pickClass(null);
   state.hidden = new Set();
   const element = new Image();
   element.src = image.url;
@@ -79,8 +88,10 @@ async function nextImage() {
 
 async function setStatus(value) {
   if (!state.image) return;
-  await api(`/images/${state.image.id}/status`, { method: "PUT", json: { status: value } });
+  const { body } = await api(`/images/${state.image.id}/status`, {
+    method: "PUT", json: { status: value } });
   await nextImage();
+  if (body.warning) status(body.warning); // skipping an image with masks drops them from exports
 }
 
 async function upload(files) {
@@ -97,153 +108,6 @@ async function upload(files) {
   }
   await loadImages();
   if (last) await openImage(last.id);
-}
-
-// ----- masks ----------------------------------------------------------------------------------
-async function loadMasks() {
-  const { body } = await api(`/images/${state.image.id}/masks`);
-  state.masks = body.map((m) => ({ ...m, bits: rleDecode(m.rle) }));
-  renderMaskList();
-  paintMasks();
-}
-
-function renderMaskList() {
-  const list = $("mask-list");
-  list.replaceChildren();
-  for (const m of state.masks) {
-    const li = document.createElement("li");
-    li.dataset.id = m.id;
-    li.className = `${m.id === state.selected ? "selected" : ""} ${
-      state.hidden.has(m.id) ? "hidden-mask" : ""}`;
-    const swatch = document.createElement("span");
-    swatch.className = "swatch";
-    swatch.style.background = `rgb(${colorOf(m.id).join(",")})`;
-    const name = document.createElement("span");
-    name.className = "name";
-    name.textContent = `${m.label || "(no label)"} · ${m.origin} · ${m.area}px`;
-    name.title = `${m.seconds.toFixed(1)} s · model v${m.model_version ?? "?"} · by ${
-      m.author || "?"}`;
-    const hide = button(state.hidden.has(m.id) ? "show" : "hide", "hide/show (h)", () =>
-      toggleHidden(m.id));
-    const remove = button("×", "delete (Delete)", () => deleteMask(m.id));
-    li.append(swatch, name, hide, remove);
-    li.onclick = (e) => {
-      if (e.target === li || e.target === name || e.target === swatch) selectMask(m.id);
-    };
-    list.append(li);
-  }
-}
-
-function button(text, title, action) {
-  const b = document.createElement("button");
-  b.textContent = text;
-  b.title = title;
-  b.onclick = (e) => {
-    e.stopPropagation();
-    action();
-  };
-  return b;
-}
-
-function paintMasks() {
-  if (!state.image) return;
-  view.paintMasks(state.masks, state.hidden, state.selected, state.image.width,
-    state.image.height);
-}
-
-function toggleHidden(id) {
-  if (state.hidden.has(id)) state.hidden.delete(id);
-  else state.hidden.add(id);
-  renderMaskList();
-  paintMasks();
-  redraw();
-}
-
-function selectMask(id) {
-  const m = state.masks.find((x) => x.id === id);
-  if (!m) return;
-  resetPrompt();
-  state.selected = id;
-  state.editing = { id, version: m.version, seconds: m.seconds };
-  state.current = m.bits.slice(); // edit a copy with the brush, then accept to save
-  $("label").value = m.label;
-  state.started = performance.now();
-  renderMaskList();
-  paintMasks();
-  redraw();
-}
-
-async function deleteMask(id) {
-  const m = state.masks.find((x) => x.id === id);
-  if (!m) return;
-  try {
-    await api(`/masks/${id}?version=${m.version}`, { method: "DELETE" });
-  } catch (error) {
-    status(error.status === 409 ? "someone changed this mask: reloaded" : error.message);
-  }
-  if (state.selected === id) resetPrompt();
-  state.selected = null;
-  await loadMasks();
-  await loadImages();
-  redraw();
-}
-
-function origin() {
-  if (state.editing) return "edited";
-  const prompted = state.prompt.points.length > 0 || state.prompt.box;
-  if (state.brushed) return prompted ? "edited" : "brush";
-  if (state.prompt.box && state.prompt.points.length === 0) return "box";
-  return "clicks";
-}
-
-async function accept() {
-  if (!state.image || !state.current || maskArea(state.current) === 0) {
-    status("nothing to accept: click on an object first");
-    return;
-  }
-  const seconds = (performance.now() - state.started) / 1000;
-  const rle = rleEncode(state.current, state.image.height, state.image.width);
-  const label = $("label").value.trim();
-  try {
-    if (state.editing) {
-      const e = state.editing;
-      await api(`/masks/${e.id}`, {
-        method: "PATCH",
-        json: {
-          version: e.version, rle, label, origin: "edited", seconds: e.seconds + seconds,
-          author: $("author").value.trim() || undefined,
-        },
-      });
-    } else {
-      const output = state.outputs[state.choice];
-      await api(`/images/${state.image.id}/masks`, {
-        json: {
-          rle,
-          label,
-          author: $("author").value.trim(),
-          origin: origin(),
-          prompts: { points: state.prompt.points, labels: state.prompt.labels,
-            box: state.prompt.box },
-          model_version: state.modelVersion,
-          predicted_iou: output && !state.brushed ? output.score : null,
-          seconds,
-        },
-      });
-    }
-    status(`accepted (${seconds.toFixed(1)} s)`);
-  } catch (error) {
-    if (error.status === 409) {
-      const who = error.body.current ? "edited" : "deleted";
-      status(`not saved: someone ${who} this mask meanwhile; the list shows the current state`);
-    } else {
-      status(error.message);
-    }
-  }
-  resetPrompt();
-  state.selected = null;
-  await loadMasks();
-  await loadImages();
-  redraw();
 }
 
 window.addEventListener("resize", () => {
@@ -263,27 +127,37 @@ function setTool(tool) {
   redraw();
 }
 
+// Pre-fill with the model's own thresholds (the field starts at them; a changed value is sent).
 async function prefill() {
   if (!state.image) return;
   status("pre-filling: segmenting everything…");
+  const json = { save: true, author: $("author").value.trim() || null };
   const iou = Number($("prefill-iou").value);
+  const stability = Number($("prefill-stability").value);
+  if (iou !== state.prefill.pred_iou_thresh) json.pred_iou_thresh = iou;
+  if (stability !== state.prefill.stability_score_thresh) json.stability_score_thresh = stability;
   try {
-    const { body } = await api(`/images/${state.image.id}/prefill`, {
-      json: { save: true, pred_iou_thresh: iou, stability_score_thresh: Math.min(0.95, iou) },
-    });
-    status(`pre-fill: ${body.saved.length} masks added; keep, edit or delete them`);
+    const { body } = await api(`/images/${state.image.id}/prefill`, { json });
+    const t = body.thresholds;
+    const dup = body.duplicates ? ` (${body.duplicates} duplicates of masks left out)` : "";
+    status(body.saved.length
+      ? `pre-fill: ${body.saved.length} proposals${dup}; a accept, r reject, t edit`
+      : `pre-fill found nothing new at predicted IoU ≥ ${t.pred_iou_thresh} and stability ≥ ${
+        t.stability_score_thresh}${dup}: lower the thresholds to see more`);
+    await afterChange();
+    const first = state.masks.find((m) => m.review === "proposed");
+    if (first) selectMask(first.id);
+    document.body.dataset.prefill = String(body.saved.length);
   } catch (error) {
     status(error.message);
   }
-  await loadMasks();
-  await loadImages();
-  redraw();
 }
 
 async function exportProject() {
-  const format = $("export-format").value;
+  const choice = $("export-format").value;
+  const json = choice === "coco-polygons" ? { format: "coco", polygons: true } : { format: choice };
   try {
-    const { body } = await api("/export", { json: { format } });
+    const { body } = await api("/export", { json });
     const list = $("export-files");
     list.replaceChildren();
     for (const file of body.files) {
@@ -295,7 +169,8 @@ async function exportProject() {
       li.append(a);
       list.append(li);
     }
-    status(`exported ${body.masks} masks to ${body.folder}`);
+    const notes = body.warnings.length ? ` · ${body.warnings.join(" · ")}` : "";
+    status(`exported ${body.masks} masks to ${body.folder}${notes}`);
     document.body.dataset.export = body.folder;
   } catch (error) {
     status(error.message);
@@ -323,6 +198,9 @@ async function retrain() {
 async function loadModel() {
   const { body } = await api("/project");
   state.modelVersion = body.model_version;
+  state.prefill = body.prefill;
+  $("prefill-iou").value = String(body.prefill.pred_iou_thresh);
+  $("prefill-stability").value = String(body.prefill.stability_score_thresh);
   $("model-info").textContent = `model version ${body.model_version}`;
   state.decoder = null;
   document.body.dataset.decoder = "server";
@@ -344,13 +222,25 @@ function toggleHelp(show) {
   $("help").hidden = show === undefined ? !$("help").hidden : !show;
 }
 
+// Enter in the class field: that class (added if new) is picked, and the mask being made, if
+// any, is accepted with it.
+async function classFromField() {
+  const field = $("label");
+  field.blur(); // back to the canvas shortcuts
+  const found = await useClass(field.value);
+  field.value = "";
+  if (found && state.current) await accept();
+}
+
 window.addEventListener("keydown", (e) => {
   if (e.target.tagName === "INPUT" || e.target.tagName === "SELECT") {
-    if (e.key === "Enter" && e.target.id === "label") {
-      e.target.blur(); // back to the canvas shortcuts
-      accept();
-    }
+    if (e.key === "Enter" && e.target.id === "label") classFromField();
     if (e.key === "Escape") e.target.blur();
+    return;
+  }
+  if (/^[0-9]$/.test(e.key) && !e.ctrlKey && !e.metaKey && !e.altKey) {
+    e.preventDefault();
+    pickByKey(Number(e.key));
     return;
   }
   const key = e.key;
@@ -358,7 +248,7 @@ window.addEventListener("keydown", (e) => {
     a: accept, Enter: accept, c: cycle, Tab: cycle, z: undo, v: () => setTool("point"),
     b: () => setTool("brush"), e: () => setTool("erase"), f: prefill, x: exportProject,
     n: nextImage, d: () => setStatus("annotated"), s: () => setStatus("skipped"),
-    "?": () => toggleHelp(), l: () => $("label").focus(),
+    "?": () => toggleHelp(), l: () => $("label").focus(), r: reject, t: () => edit(setTool),
     "[": () => { state.brushRadius = Math.max(1, state.brushRadius - 2); },
     "]": () => { state.brushRadius += 2; },
     h: () => state.selected !== null && toggleHidden(state.selected),
@@ -366,11 +256,9 @@ window.addEventListener("keydown", (e) => {
     Backspace: () => state.selected !== null && deleteMask(state.selected),
     Escape: () => {
       if (!$("help").hidden) toggleHelp(false);
+      else if (state.selected !== null) clearSelection();
       else {
         resetPrompt();
-        state.selected = null;
-        renderMaskList();
-        paintMasks();
         redraw();
       }
     },
@@ -390,6 +278,9 @@ $("tool-point").onclick = () => setTool("point");
 $("tool-brush").onclick = () => setTool("brush");
 $("tool-erase").onclick = () => setTool("erase");
 $("accept").onclick = accept;
+$("reject").onclick = reject;
+$("edit").onclick = () => edit(setTool);
+$("add-class").onclick = classFromField;
 $("cycle").onclick = cycle;
 $("undo").onclick = undo;
 $("clear").onclick = () => {
@@ -407,10 +298,17 @@ $("author").onchange = () => localStorage.setItem("segany-author", $("author").v
 // For scripts and end-to-end tests: the state and both decoders on the same prompt.
 window.segany = {
   state,
+  view,
   openImage,
   decode: (prompt, multimask, where) => decodeWith(prompt, multimask, where),
   ready: (async () => {
     view.fit(null);
+    onImagesChanged(loadImages);
+    onClassesChanged(async () => {
+      if (state.image) await loadMasks();
+      redraw();
+    });
+    await loadClasses();
     await loadImages();
     await loadModel();
     document.body.dataset.ready = "1";

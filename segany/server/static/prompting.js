@@ -94,8 +94,10 @@ function showChoice(feed) {
     state.current = output.mask.slice();
     $("mask-info").textContent =
       `output ${state.choice + 1}/${state.outputs.length} · IoU ${output.score.toFixed(3)}`;
-  } else if (!state.editing && !state.brushed) {
-    state.current = null;
+  } else {
+    // back to no output (an undo to an empty prompt): no mask, no stale output text
+    $("mask-info").textContent = "";
+    if (!state.editing && !state.brushed) state.current = null;
   }
   redraw();
 }

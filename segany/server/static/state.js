@@ -23,6 +23,9 @@ export const state = {
   brushed: false,
   editing: null, // a saved mask being edited: {id, version, seconds}
   masks: [],
+  classes: [], // the project's label set: [{id, name, color, masks}]
+  picked: null, // the class id the next accepted mask gets (null: none)
+  prefill: null, // the thresholds a pre-fill without any uses (the model's own)
   hidden: new Set(),
   selected: null,
   tool: "point",

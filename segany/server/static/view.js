@@ -45,14 +45,16 @@ export class View {
     return [x, y];
   }
 
-  paintMasks(masks, hidden, selected, w, h) {
+  // masks: [{id, bits, review}]; color(m) -> [r, g, b] (its class's colour). Proposals are
+  // fainter than masks; the selected one is the most opaque.
+  paintMasks(masks, hidden, selected, w, h, color = (m) => colorOf(m.id)) {
     const ctx = this.layer.getContext("2d");
     const data = ctx.createImageData(w, h);
     const px = data.data;
     for (const m of masks) {
       if (hidden.has(m.id)) continue;
-      const [r, g, b] = colorOf(m.id);
-      const a = m.id === selected ? 200 : 110;
+      const [r, g, b] = color(m);
+      const a = m.id === selected ? 200 : m.review === "proposed" ? 70 : 110;
       const bits = m.bits;
       for (let i = 0; i < bits.length; i++) {
         if (!bits[i]) continue;
