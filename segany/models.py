@@ -14,10 +14,16 @@ from typing import TYPE_CHECKING
 
 from segany.config import PIXEL_MEAN, PIXEL_STD, SamConfig
 from segany.errors import InputError
+from segany.modeling.efficientvit.config import EfficientViTConfig
 from segany.modeling.tinyvit.config import TinyViTConfig
 from segany.modeling.vit.config import ViTConfig
 
 __all__ = [
+    "EFFICIENTVIT_SAM_L0",
+    "EFFICIENTVIT_SAM_L1",
+    "EFFICIENTVIT_SAM_L2",
+    "EFFICIENTVIT_SAM_XL0",
+    "EFFICIENTVIT_SAM_XL1",
     "PIXEL_MEAN",
     "PIXEL_STD",
     "VARIANTS",
@@ -50,7 +56,60 @@ VIT_T = SamConfig(
     ),
 )
 
-VARIANTS: dict[str, SamConfig] = {c.name: c for c in (VIT_B, VIT_L, VIT_H, VIT_T)}
+
+# EfficientViT-SAM (MIT Han Lab): EfficientViT backbones with a SAM neck, SAM 1's prompt encoder
+# and decoder. l0-l2 read 512-px images, xl0-xl1 1024-px ones; prompts and masks live in a
+# 1024 frame for all five.
+def _efficientvit_l(name: str, depths: tuple[int, ...], neck_depth: int) -> SamConfig:
+    encoder = EfficientViTConfig(
+        widths=(32, 64, 128, 256, 512),
+        depths=depths,
+        blocks=("res", "fmb", "fmb", "mb", "att"),
+        expand_ratios=(1, 4, 4, 4, 6),
+        fewer_norms=(False, False, False, True, True),
+        neck_stages=(4, 3, 2),
+        neck_depth=neck_depth,
+        neck_expand_ratio=1,
+        image_size=512,
+    )
+    return SamConfig(name, encoder)
+
+
+def _efficientvit_xl(name: str, depths: tuple[int, ...], neck_depth: int) -> SamConfig:
+    encoder = EfficientViTConfig(
+        widths=(32, 64, 128, 256, 512, 1024),
+        depths=depths,
+        blocks=("res", "fmb", "fmb", "fmb", "att@3", "att@3"),
+        expand_ratios=(1, 4, 4, 4, 4, 6),
+        fewer_norms=(False, False, False, False, True, True),
+        neck_stages=(5, 4, 3),
+        neck_depth=neck_depth,
+        neck_expand_ratio=4,
+        image_size=1024,
+    )
+    return SamConfig(name, encoder)
+
+
+EFFICIENTVIT_SAM_L0 = _efficientvit_l("efficientvit_sam_l0", (1, 1, 1, 4, 4), 4)
+EFFICIENTVIT_SAM_L1 = _efficientvit_l("efficientvit_sam_l1", (1, 1, 1, 6, 6), 8)
+EFFICIENTVIT_SAM_L2 = _efficientvit_l("efficientvit_sam_l2", (1, 2, 2, 8, 8), 12)
+EFFICIENTVIT_SAM_XL0 = _efficientvit_xl("efficientvit_sam_xl0", (0, 1, 1, 2, 3, 3), 6)
+EFFICIENTVIT_SAM_XL1 = _efficientvit_xl("efficientvit_sam_xl1", (1, 2, 2, 4, 6, 6), 12)
+
+VARIANTS: dict[str, SamConfig] = {
+    c.name: c
+    for c in (
+        VIT_B,
+        VIT_L,
+        VIT_H,
+        VIT_T,
+        EFFICIENTVIT_SAM_L0,
+        EFFICIENTVIT_SAM_L1,
+        EFFICIENTVIT_SAM_L2,
+        EFFICIENTVIT_SAM_XL0,
+        EFFICIENTVIT_SAM_XL1,
+    )
+}
 
 
 def name_known_variant(cfg: SamConfig) -> SamConfig:

@@ -71,7 +71,34 @@ CHECKPOINTS: dict[str, CheckpointInfo] = {
         base_url="https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/",
         git_blob="7ef2d090979fd9853adf17b7a99c8b94a1c5a6a7",
     ),
+    # EfficientViT-SAM's weights live on Hugging Face (the model zoo's links), which publishes
+    # no size or sha256 beside them here.
+    **{
+        name: CheckpointInfo(
+            name,
+            f"{name}.pt",
+            None,
+            None,
+            base_url="https://huggingface.co/mit-han-lab/efficientvit-sam/resolve/main/",
+        )
+        for name in (
+            "efficientvit_sam_l0",
+            "efficientvit_sam_l1",
+            "efficientvit_sam_l2",
+            "efficientvit_sam_xl0",
+            "efficientvit_sam_xl1",
+        )
+    },
 }
+# SAM-HQ's weights, from the Hugging Face repository its README links (lkeab/hq-sam); neither
+# lists a size or sha256 for them.
+_SAM_HQ_BASE = "https://huggingface.co/lkeab/hq-sam/resolve/main/"
+CHECKPOINTS.update(
+    {
+        name: CheckpointInfo(name, f"{name}.pth", None, None, base_url=_SAM_HQ_BASE)
+        for name in ("sam_hq_vit_b", "sam_hq_vit_l", "sam_hq_vit_h", "sam_hq_vit_tiny")
+    }
+)
 
 
 _CHUNK = 1 << 20

@@ -8,7 +8,7 @@ beside what they mirror: ``vit/chunked.py`` (the encoder's forward), ``mask_deco
 
 from __future__ import annotations
 
-from segany.modeling import tinyvit, vit  # register the built-in encoder families
+from segany.modeling import efficientvit, tinyvit, vit  # register the built-in encoder families
 from segany.modeling.common import MLP, LayerNorm2d, MLPBlock
 from segany.modeling.configs import DecoderConfig, PromptConfig
 from segany.modeling.families import EncoderConfig, EncoderFamily, family_of
@@ -72,6 +72,7 @@ __all__ = [
     "TwoWayTransformer",
     "ViTConfig",
     "build_sam_from_parts",
+    "efficientvit",
     "tinyvit",
     "vit",
 ]
