@@ -22,7 +22,17 @@ from segany.errors import InputError
 
 # The names of segany.checkpoints.download.CHECKPOINTS, written out so that the command line
 # starts without importing torch (segany.checkpoints does); a test keeps the two equal.
-_VARIANT_NAMES = ("vit_b", "vit_l", "vit_h", "vit_t")
+_VARIANT_NAMES = (
+    "vit_b",
+    "vit_l",
+    "vit_h",
+    "vit_t",
+    "efficientvit_sam_l0",
+    "efficientvit_sam_l1",
+    "efficientvit_sam_l2",
+    "efficientvit_sam_xl0",
+    "efficientvit_sam_xl1",
+)
 
 
 def register(subparsers: Any) -> None:
