@@ -1,6 +1,6 @@
 """End to end, issue 36's flow in Chromium: classes from `segany serve --classes`, picked with
 number keys and renamed in the page; masks coloured by class; pre-filled proposals reviewed
-one key each; COCO and YOLO exports read back with their own readers; and the page's small
+one key each; COCO and YOLO exports read back with their own readers; the figures; the small
 defects (the pre-fill threshold, a stale output text after undo, a class leaking onto the
 next object, a skip that drops masks without a word)."""
 
@@ -154,6 +154,12 @@ def test_classes_review_and_exports_in_the_browser(browser, tmp_path_factory, tm
         for line, m in zip(lines, sorted(kept, key=lambda m: m["id"]), strict=True):
             got, want = line_mask(line, (256, 239)), decode_rle(m["rle"])
             assert not (want & ~got).any()  # every pixel; a part's bridge may add a line
+
+        # The figures: the two masks made by hand (seconds recorded), the accepted proposal.
+        page.click("#figures")
+        page.wait_for_selector("body[data-figures]")
+        assert int(page.get_attribute("body", "data-figures")) == len(kept)
+        assert page.locator("#figures-table tr").count() >= 2
 
         # Skipping an image with masks says what it drops.
         page.keyboard.press("s")

@@ -298,3 +298,42 @@ def test_serve_images_says_what_it_copied(tmp_path, monkeypatch, capsys):
     ]
     assert main(["serve", str(tmp_path / "q"), "--classes", str(tmp_path / "none.txt")]) == 3
     assert "cannot read the classes file" in capsys.readouterr().err
+
+
+# ----- figures ----------------------------------------------------------------------------------
+def test_figures_per_stage_and_model_version(client):
+    a = upload(client)
+    b = upload(client, png_bytes(np.full((303, 384, 3), 7, np.uint8)), "b.png")
+    add_mask(client, a["id"], _square(0, 0), seconds=10.0, model_version=0)
+    add_mask(client, a["id"], _square(30, 0), origin="box", seconds=20.0, model_version=0)
+    add_mask(client, b["id"], _square(0, 0), origin="brush", seconds=30.0, model_version=1)
+    proposals = [
+        add_mask(client, a["id"], _square(100, 30 * k), origin="prefill", review="proposed")
+        for k in range(4)
+    ]
+    for p in proposals:
+        assert p["model_version"] is None
+    review(client, proposals[0], "accepted", label="coin")  # kept (relabelled)
+    grown = decode_rle(proposals[1]["rle"])
+    grown[100:105, 0:5] = True
+    review(client, proposals[1], "accepted", rle=encode_rle(grown))  # edited
+    review(client, proposals[2], "rejected")  # proposals[3] waits
+    got = client.get("/api/stats").json()
+    assert [v["model_version"] for v in got["versions"]] == [0, 1, None]
+    v0, v1, none = got["versions"]
+    manual = v0["stages"]["assisted-manual"]
+    assert (manual["masks"], manual["images"], manual["seconds_per_mask"]) == (2, 1, 15.0)
+    assert manual["by_tool"]["clicks"] == 1 and manual["by_tool"]["box"] == 1
+    assert v1["stages"]["assisted-manual"]["seconds_per_mask"] == 30.0
+    semi = none["stages"]["semi-automatic"]
+    assert {k: semi[k] for k in ("proposed", "kept", "edited", "rejected", "waiting")} == {
+        "proposed": 4,
+        "kept": 1,
+        "edited": 1,
+        "rejected": 1,
+        "waiting": 1,
+    }
+    assert semi["relabelled"] == 1 and semi["seconds_per_mask"] is None
+    total = got["total"]
+    assert total["masks"] == 5 and total["masks_per_image"] == 2.5
+    assert total["share_from_model"] == pytest.approx(2 / 5)

@@ -84,6 +84,17 @@ def delete_class(request: Request, class_id: int) -> Response:
     return Response(status_code=204)
 
 
+# ----- figures ---------------------------------------------------------------------------------
+@router.get("/stats", summary="The data engine's figures per stage and model version")
+def stats(request: Request) -> dict[str, Any]:
+    """Masks per image, seconds per mask, and what became of the model's proposals (kept,
+    edited, rejected), per stage (assisted-manual, semi-automatic, imported) and per model
+    version: ``segany.server.stats``."""
+    from segany.server.stats import figures
+
+    return figures(state_of(request).sessions)
+
+
 # ----- export and import ----------------------------------------------------------------------
 @router.post("/export", response_model=schemas.ExportOut)
 def export(request: Request, body: schemas.ExportIn) -> schemas.ExportOut:

@@ -5,6 +5,7 @@
 
 import { loadClasses, onClassesChanged, pickByKey, pickClass, useClass } from "./classes.js";
 import { BrowserDecoder } from "./decoder.js";
+import { showFigures } from "./figures.js";
 import {
   accept, afterChange, clearSelection, deleteMask, edit, loadMasks, onImagesChanged,
   paintMasks, reject, selectMask, toggleHidden,
@@ -291,6 +292,7 @@ $("prefill").onclick = prefill;
 $("export").onclick = exportProject;
 $("retrain").onclick = retrain;
 $("help-button").onclick = () => toggleHelp();
+$("figures").onclick = () => showFigures().catch((error) => status(error.message));
 $("help").onclick = () => toggleHelp(false);
 $("author").value = localStorage.getItem("segany-author") || "";
 $("author").onchange = () => localStorage.setItem("segany-author", $("author").value.trim());
