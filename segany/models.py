@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from segany.config import PIXEL_MEAN, PIXEL_STD, SamConfig
+from segany.config import PIXEL_MEAN, PIXEL_STD, DecoderConfig, SamConfig
 from segany.errors import InputError
 from segany.modeling.efficientvit.config import EfficientViTConfig
 from segany.modeling.tinyvit.config import TinyViTConfig
@@ -26,6 +26,10 @@ __all__ = [
     "EFFICIENTVIT_SAM_XL1",
     "PIXEL_MEAN",
     "PIXEL_STD",
+    "SAM_HQ_VIT_B",
+    "SAM_HQ_VIT_H",
+    "SAM_HQ_VIT_L",
+    "SAM_HQ_VIT_TINY",
     "VARIANTS",
     "VIT_B",
     "VIT_H",
@@ -110,6 +114,13 @@ VARIANTS: dict[str, SamConfig] = {
         EFFICIENTVIT_SAM_XL1,
     )
 }
+
+# SAM-HQ: SAM's ViT encoders, and light HQ-SAM on MobileSAM's TinyViT, with the HQ decoder.
+SAM_HQ_VIT_B = SamConfig("sam_hq_vit_b", VIT_B.encoder, decoder=DecoderConfig(hq=True))
+SAM_HQ_VIT_L = SamConfig("sam_hq_vit_l", VIT_L.encoder, decoder=DecoderConfig(hq=True))
+SAM_HQ_VIT_H = SamConfig("sam_hq_vit_h", VIT_H.encoder, decoder=DecoderConfig(hq=True))
+SAM_HQ_VIT_TINY = SamConfig("sam_hq_vit_tiny", VIT_T.encoder, decoder=DecoderConfig(hq=True))
+VARIANTS.update({c.name: c for c in (SAM_HQ_VIT_B, SAM_HQ_VIT_L, SAM_HQ_VIT_H, SAM_HQ_VIT_TINY)})
 
 
 def name_known_variant(cfg: SamConfig) -> SamConfig:

@@ -4,9 +4,10 @@ The encoder's numbers come from its family (``segany.modeling.families``: each r
 reads its own keys and says whether they are its). The rest is SAM's prompt encoder and mask
 decoder: ``image_encoder``'s output width is the prompt width (read off the prompt encoder's
 ``no_mask_embed``), and the decoder's layer count, MLP width, mask tokens (multimask outputs + 1)
-and IoU head depth/width have keys of their own. The decoder's attention heads leave no trace in
-the weights; it is taken as the official 8 (every published SAM uses it), unless a file carries
-its config in metadata.
+and IoU head depth/width have keys of their own; SAM-HQ's decoder is told by its HQ token
+(``mask_decoder.hf_token``), its early-feature width checked against the encoder's family. The
+decoder's attention heads leave no trace in the weights; it is taken as the official 8 (every
+published SAM uses it), unless a file carries its config in metadata.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 
 from segany.config import DecoderConfig, PromptConfig
 from segany.errors import CheckpointError
-from segany.modeling.families import detect_encoder, families, family_of
+from segany.modeling.families import EncoderConfig, detect_encoder, families, family_of
 from segany.models import VARIANTS, SamConfig, name_known_variant
 
 OFFICIAL_DECODER_HEADS = 8
@@ -60,6 +61,9 @@ def infer_config(state: Mapping[str, Any]) -> SamConfig:
         )
     decoder_layers = _indices(keys, "mask_decoder.transformer.layers.")
     iou_layers = _indices(keys, "mask_decoder.iou_prediction_head.layers.")
+    hq = _HQ_TOKEN in shapes
+    if hq:
+        _check_hq_width(encoder, need(_HQ_EARLY)[0])
     try:
         cfg = SamConfig(
             name="custom",
@@ -72,11 +76,35 @@ def infer_config(state: Mapping[str, Any]) -> SamConfig:
                 num_multimask_outputs=need("mask_decoder.mask_tokens.weight")[0] - 1,
                 iou_head_depth=len(iou_layers),
                 iou_head_hidden_dim=need("mask_decoder.iou_prediction_head.layers.0.weight")[0],
+                hq=hq,
             ),
         )
     except ValueError as e:  # the configs' own checks (InputError is a ValueError)
         raise CheckpointError(f"the weights' shapes make no valid SAM config: {e}") from e
     return name_known_variant(cfg)
+
+
+# SAM-HQ's decoder: its output token, and the layer that reads the encoder's early features
+# (a transposed convolution, E×C×2×2: E is the early map's width).
+_HQ_TOKEN = "mask_decoder.hf_token.weight"
+_HQ_EARLY = "mask_decoder.compress_vit_feat.0.weight"
+
+
+def _check_hq_width(encoder: EncoderConfig, vit_dim: int) -> None:
+    """An HQ decoder's early-feature width must be the one the encoder's family provides."""
+    family = family_of(encoder)
+    try:
+        width = family.early_width(encoder)
+    except ValueError as e:
+        raise CheckpointError(
+            f"the weights hold a SAM-HQ decoder (mask_decoder.hf_token) but their "
+            f"{family.name!r} encoder has no early feature map for it: {e}"
+        ) from None
+    if width != vit_dim:
+        raise CheckpointError(
+            f"the weights' SAM-HQ decoder reads {vit_dim}-channel early features "
+            f"({_HQ_EARLY}), but their {family.name!r} encoder's are {width} wide"
+        )
 
 
 #: The largest value of each prompt/decoder field a weights file may claim (the encoder's

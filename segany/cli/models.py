@@ -32,6 +32,10 @@ _VARIANT_NAMES = (
     "efficientvit_sam_l2",
     "efficientvit_sam_xl0",
     "efficientvit_sam_xl1",
+    "sam_hq_vit_b",
+    "sam_hq_vit_l",
+    "sam_hq_vit_h",
+    "sam_hq_vit_tiny",
 )
 
 

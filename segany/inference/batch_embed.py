@@ -16,7 +16,7 @@ import torch
 from segany.errors import InputError
 from segany.images import ImageLike, to_rgb_uint8
 from segany.inference.embedding_cache import EmbeddingCache, ImageEmbedding
-from segany.inference.precision import encode
+from segany.inference.precision import encode, encode_with_early
 from segany.modeling import Sam
 from segany.transforms import ResizeLongestSide
 
@@ -44,7 +44,8 @@ def embed_images(
         key = None
         if cache is not None:
             key = cache.key(rgb, model, precision)
-            out[i] = cache.get(key)
+            hit = cache.get(key)
+            out[i] = None if hit is None or (model.is_hq and hit.early is None) else hit
         if out[i] is None:
             todo.append((i, rgb, key))
     for start in range(0, len(todo), batch_size):
@@ -56,9 +57,19 @@ def embed_images(
             x = torch.as_tensor(resized, device=device).permute(2, 0, 1)
             tensors.append(model.preprocess(x[None].float())[0])
             sizes.append(model.input_size_of(resized.shape[:2], rgb.shape[:2]))
-        features = encode(model, torch.stack(tensors), precision, compiled).float()
-        for (i, rgb, key), feats, size in zip(batch, features, sizes, strict=True):
-            entry = ImageEmbedding(feats[None].clone(), (rgb.shape[0], rgb.shape[1]), size)
+        pixels = torch.stack(tensors)
+        early: torch.Tensor | list[None] = [None] * len(batch)
+        if model.is_hq:  # SAM-HQ's decoder also reads the encoder's early feature map
+            features, early = encode_with_early(model, pixels, precision, compiled)
+        else:
+            features = encode(model, pixels, precision, compiled)
+        for (i, rgb, key), feats, size, ear in zip(batch, features, sizes, early, strict=True):
+            entry = ImageEmbedding(
+                feats[None].clone(),
+                (rgb.shape[0], rgb.shape[1]),
+                size,
+                None if ear is None else ear[None].clone(),
+            )
             if cache is not None and key is not None:
                 cache.put(key, entry)
             out[i] = entry

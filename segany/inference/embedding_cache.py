@@ -1,10 +1,11 @@
 """Image embeddings cached on disk, so a second run on the same image skips the encoder.
 
 One safetensors file per entry (never pickle), named by a key that hashes the image's pixels,
-the model's identity (a hash of its weights and config) and the encoder precision. Its header
-carries the key, the two sizes and a sha256 of the tensor bytes; an entry whose header or
-checksum does not match is deleted and reported as a miss, so a reader never gets a half-written
-or corrupt embedding.
+the model's identity (a hash of its weights and config, so two families or two sets of weights
+never share an entry) and the encoder precision. It holds the embedding and, for SAM-HQ models,
+the encoder's early feature map; its header carries the key, the two sizes and a sha256 of each
+tensor's bytes; an entry whose header or checksum does not match is deleted and reported as a
+miss, so a reader never gets a half-written or corrupt embedding.
 
 Several processes may share one folder without locks: an entry is written to a temporary
 sibling and renamed into place (``os.replace``, atomic), so readers see the old file, the new
@@ -42,11 +43,13 @@ _STALE_TEMP_S = 3600.0  # temporary files older than this belong to a writer tha
 
 @dataclass(frozen=True)
 class ImageEmbedding:
-    """features 1×C×h×w fp32; original_size (H, W); input_size (h, w) inside the padded square."""
+    """features 1×C×h×w fp32; original_size (H, W); input_size (h, w) inside the padded square;
+    early 1×h×w×E fp32, the encoder's early feature map, for SAM-HQ models (else None)."""
 
     features: torch.Tensor
     original_size: tuple[int, int]
     input_size: tuple[int, int]
+    early: torch.Tensor | None = None
 
 
 # model -> (version of its weights, identity hash); dropped with the model.
@@ -166,7 +169,12 @@ def _encode(key: str, entry: ImageEmbedding) -> bytes:
         "input_size": json.dumps(list(entry.input_size)),
         "sha256": hashlib.sha256(features.numpy().tobytes()).hexdigest(),
     }
-    return save({"features": features}, metadata=meta)
+    tensors = {"features": features}
+    if entry.early is not None:  # SAM-HQ's early feature map, checked by its own sha256
+        early = entry.early.detach().to("cpu", torch.float32).contiguous()
+        tensors["early"] = early
+        meta["early_sha256"] = hashlib.sha256(early.numpy().tobytes()).hexdigest()
+    return save(tensors, metadata=meta)
 
 
 def _decode(data: bytes, key: str) -> ImageEmbedding | None:
@@ -182,11 +190,20 @@ def _decode(data: bytes, key: str) -> ImageEmbedding | None:
             return None
         original = tuple(int(v) for v in json.loads(meta["original_size"]))
         inp = tuple(int(v) for v in json.loads(meta["input_size"]))
+        early = tensors.get("early")
+        if (early is None) != ("early_sha256" not in meta):
+            return None
+        if early is not None:
+            if hashlib.sha256(early.numpy().tobytes()).hexdigest() != meta["early_sha256"]:
+                return None
+            early = early.float()
     except Exception:  # any unreadable entry is a miss, never an error
         return None
     if features.ndim != 4 or len(original) != 2 or len(inp) != 2:
         return None
-    return ImageEmbedding(features.float(), (original[0], original[1]), (inp[0], inp[1]))
+    if early is not None and early.ndim != 4:
+        return None
+    return ImageEmbedding(features.float(), (original[0], original[1]), (inp[0], inp[1]), early)
 
 
 def _metadata(data: bytes) -> dict[str, str]:

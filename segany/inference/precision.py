@@ -26,15 +26,16 @@ import copy
 import time
 import warnings
 import weakref
+from collections.abc import Callable
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 
 import torch
 from torch import nn
 
 from segany.errors import InputError
-from segany.modeling.families import family_of_module
+from segany.modeling.families import EncoderFamily, family_of_module
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
 
@@ -246,13 +247,74 @@ def encode(
         family = family_of_module(encoder)  # the family's fast path (ViT: chunked)
         return family.fast_forward(encoder, x) if family is not None else encoder(x)
 
+    return _in_precision(model, images, precision, run).float()
+
+
+def encode_with_early(
+    model: nn.Module, images: torch.Tensor, precision: str, compiled: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``encode``'s embeddings and the encoder's early feature map B×h×w×E (fp32), which
+    SAM-HQ's decoder reads: the family's ``forward_with_early``, in the same modes."""
+
+    def run(encoder: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        family = family_of_module(encoder)
+        if family is None:
+            raise InputError(
+                f"{type(encoder).__name__} is no registered encoder family's module, so it has "
+                "no early feature map for SAM-HQ's decoder"
+            )
+        if compiled:
+            return _compiled_with_early(model, precision, encoder, family)(x)
+        return family.forward_with_early(encoder, x)
+
+    embeddings, early = _in_precision(model, images, precision, run)
+    # contiguous: the same memory (and so the same rounding downstream) as a cached copy
+    return embeddings.float(), early.float().contiguous()
+
+
+_T = TypeVar("_T")
+
+
+def _in_precision(
+    model: nn.Module,
+    images: torch.Tensor,
+    precision: str,
+    run: Callable[[nn.Module, torch.Tensor], _T],
+) -> _T:
+    """``run(encoder, images)`` with the encoder (or its copy) and images of ``precision``."""
     if precision == "int8":
-        return run(int8_encoder(model), images).float()
+        return run(int8_encoder(model), images)
     if precision == "bf16":
-        return run(bf16_encoder(model), images.to(torch.bfloat16)).float()
+        return run(bf16_encoder(model), images.to(torch.bfloat16))
     encoder = cast(nn.Module, model.image_encoder)
     dtype = _AUTOCAST.get(precision)
     if dtype is None:
         return run(encoder, images)
     with torch.autocast(images.device.type, dtype=dtype):
-        return run(encoder, images).float()
+        return run(encoder, images)
+
+
+class _WithEarly(nn.Module):
+    """The family's ``forward_with_early`` as a module's forward, for ``torch.compile``."""
+
+    def __init__(self, encoder: nn.Module, family: EncoderFamily) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.family = family
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.family.forward_with_early(self.encoder, x)
+
+
+def _compiled_with_early(
+    model: nn.Module, precision: str, encoder: nn.Module, family: EncoderFamily
+) -> nn.Module:
+    """``_compiled`` for the forward with the early feature map (SAM-HQ)."""
+    per_model = _COMPILED.setdefault(model, {})
+    key = f"{precision}+early"
+    compiled = per_model.get(key)
+    wrapper = getattr(compiled, "_orig_mod", compiled)
+    if compiled is None or getattr(wrapper, "encoder", None) is not encoder:
+        made = torch.compile(_WithEarly(encoder, family), dynamic=False)
+        compiled = per_model[key] = cast(nn.Module, made)
+    return compiled

@@ -21,11 +21,11 @@ from numpy.typing import ArrayLike
 from segany.errors import InputError
 from segany.images import ImageLike, to_rgb_uint8
 from segany.inference.embedding_cache import EmbeddingCache, ImageEmbedding, resolve_cache
-from segany.inference.precision import encode, resolve_precision
+from segany.inference.precision import encode, encode_with_early, resolve_precision
 from segany.inference.prediction import Prediction
 from segany.inference.protocol import PredictorLike
 from segany.limits import check_mask_volume, check_size_pair
-from segany.modeling import Sam
+from segany.modeling import MaskDecoderHQ, Sam
 from segany.modeling.mask_decoder_shared import PointDecoder
 from segany.modeling.sam_upscale import upscale_logits
 from segany.prompts import (
@@ -43,11 +43,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class _ImageState:
-    """What set_image leaves behind: the 1×C×h×w embedding and the two sizes (H, W)."""
+    """What set_image leaves behind: the 1×C×h×w embedding, the two sizes (H, W) and, for
+    SAM-HQ models, the encoder's 1×h×w×E early feature map."""
 
     features: torch.Tensor
     original_size: tuple[int, int]
     input_size: tuple[int, int]
+    early: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "original_size", tuple(int(v) for v in self.original_size))
@@ -166,7 +168,9 @@ class Predictor(PredictorLike):
             self.set_torch_image(tensor[None], rgb.shape[:2])
             if disk_key is not None and self.disk_cache is not None:
                 state = self._require_image()
-                entry = ImageEmbedding(state.features, state.original_size, state.input_size)
+                entry = ImageEmbedding(
+                    state.features, state.original_size, state.input_size, state.early
+                )
                 self.disk_cache.put(disk_key, entry)
         if key is not None:
             self._cache[key] = self._require_image()
@@ -181,8 +185,13 @@ class Predictor(PredictorLike):
         pe = self.model.prompt_encoder
         if hit is None or tuple(hit.features.shape) != (1, pe.embed_dim, *pe.image_embedding_size):
             return key
+        if self.model.is_hq and hit.early is None:
+            return key  # SAM-HQ's decoder needs the early feature map too
+        early = None if hit.early is None or not self.model.is_hq else hit.early.to(self.device)
         self.reset_image()
-        self._image = _ImageState(hit.features.to(self.device), hit.original_size, hit.input_size)
+        self._image = _ImageState(
+            hit.features.to(self.device), hit.original_size, hit.input_size, early
+        )
         return "hit"
 
     @torch.inference_mode()
@@ -212,6 +221,10 @@ class Predictor(PredictorLike):
         original = (int(original_image_size[0]), int(original_image_size[1]))
         input_size = self.model.input_size_of(transformed_image.shape[2:], original)
         x = self.model.preprocess(transformed_image.to(self.device, torch.float32))
+        if self.model.is_hq:  # SAM-HQ's decoder also reads the encoder's early feature map
+            features, early = encode_with_early(self.model, x, self.precision, self.compile)
+            self._image = _ImageState(features, original, input_size, early)
+            return
         features = encode(self.model, x, self.precision, self.compile)
         self._image = _ImageState(features.float(), original, input_size)
 
@@ -294,6 +307,16 @@ class Predictor(PredictorLike):
         """The current image embedding: 1×C×h×w (1×256×64×64 for the official models)."""
         return self._require_image().features
 
+    def get_early_features(self) -> torch.Tensor:
+        """SAM-HQ models: the encoder's early feature map of the current image, 1×h×w×E
+        (1×64×64×768 for sam_hq_vit_b), which its decoder reads beside the embedding."""
+        state = self._require_image()
+        if not self.model.is_hq:
+            raise InputError("only SAM-HQ models have an early feature map; this one is SAM's")
+        if state.early is None:
+            raise InputError(_NO_EARLY)
+        return state.early
+
     def shared_decoder(self) -> PointDecoder:
         """The mask decoder for the current image with its prompt-independent work done once
         (``PointDecoder``), made on the first prompt and kept until the image changes; the
@@ -305,10 +328,24 @@ class Predictor(PredictorLike):
         embedding: torch.Tensor | np.ndarray,
         original_size: tuple[int, int],
         input_size: tuple[int, int] | None = None,
+        *,
+        early: torch.Tensor | np.ndarray | None = None,
     ) -> None:
-        """Reuse a stored embedding (1×C×h×w or C×h×w) for an image of ``original_size``."""
+        """Reuse a stored embedding (1×C×h×w or C×h×w) for an image of ``original_size``;
+        SAM-HQ models predict only with ``early`` too (``get_early_features``: 1×h×w×E or
+        h×w×E)."""
         pe = self.model.prompt_encoder
         emb = check_embedding(embedding, (1, pe.embed_dim, *pe.image_embedding_size))
+        early_map = None
+        if early is not None:
+            decoder = self.model.mask_decoder
+            if not isinstance(decoder, MaskDecoderHQ):
+                raise InputError("early= is for SAM-HQ models; this model's decoder is SAM's")
+            shape = (1, *pe.image_embedding_size, decoder.vit_dim)
+            try:
+                early_map = check_embedding(early, shape).to(self.device, torch.float32)
+            except InputError as e:  # its message names "embedding"; say which one
+                raise InputError(f"early (the encoder's early feature map): {e}") from None
         original_size = check_size_pair(original_size, what="original_size")
         if input_size is None:
             input_size = self.transform.get_preprocess_shape(
@@ -316,7 +353,9 @@ class Predictor(PredictorLike):
             )
         input_size = check_input_size(input_size, self.transform.target_length)
         self.reset_image()
-        self._image = _ImageState(emb.to(self.device, torch.float32), original_size, input_size)
+        self._image = _ImageState(
+            emb.to(self.device, torch.float32), original_size, input_size, early_map
+        )
 
     def embed_images(
         self, images: Sequence[ImageLike], *, batch_size: int = 2, image_format: str = "RGB"
@@ -348,7 +387,9 @@ class Predictor(PredictorLike):
 
     def set_embedding(self, embedding: ImageEmbedding) -> None:
         """Make an ``ImageEmbedding`` (from ``embed_images``) the current image."""
-        self.set_image_embedding(embedding.features, embedding.original_size, embedding.input_size)
+        self.set_image_embedding(
+            embedding.features, embedding.original_size, embedding.input_size, early=embedding.early
+        )
 
     def reset_image(self) -> None:
         self._image = None
@@ -371,6 +412,7 @@ class Predictor(PredictorLike):
         return_logits: bool = False,
         *,
         batched: bool | None = None,
+        hq_token_only: bool = False,
     ) -> Prediction:
         """Decode prompts given in original-image pixels.
 
@@ -378,7 +420,8 @@ class Predictor(PredictorLike):
         mask_input 1×s×s or B×1×s×s logits from an earlier call (s = 256 officially).
         Output is batched (leading B axis) when a prompt carries a batch axis of size > 1,
         point_coords is B×N×2, or ``batched=True``; a single 1×4 box stays unbatched, as in the
-        official predictor.
+        official predictor. SAM-HQ models answer with one mask per prompt (see
+        ``predict_torch``) and take ``hq_token_only`` as SAM-HQ's predictor does.
         """
         state = self._require_image()
         prompts = check_prompts(
@@ -392,6 +435,7 @@ class Predictor(PredictorLike):
             *self._to_model_frame(prompts, state.original_size),
             multimask_output=multimask_output,
             return_logits=return_logits,
+            hq_token_only=hq_token_only,
         )
         out_batched = prompts.batched if batched is None else batched
         if not out_batched and masks.shape[0] != 1:
@@ -432,13 +476,18 @@ class Predictor(PredictorLike):
         mask_input: torch.Tensor | None = None,
         multimask_output: bool = True,
         return_logits: bool = False,
+        hq_token_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Prompts already in the model's input frame (see ``predictor.transform``):
         point_coords B×N×2, point_labels B×N, boxes B×4, mask_input B×1×s×s.
         Inputs with batch 1 are shared across the batch of the others.
         Returns masks B×C×H×W (bool, or logits with ``return_logits``), IoU predictions B×C
-        and low-res logits B×C×s×s, with C = 3 when ``multimask_output`` else 1."""
+        and low-res logits B×C×s×s, with C = 3 when ``multimask_output`` else 1.
+        SAM-HQ models: C = 1, SAM's single mask or (``multimask_output``) its multimask mask
+        with the highest predicted IoU, plus the HQ token's mask; ``hq_token_only``: the HQ
+        mask alone (an error for other models)."""
         state = self._require_image()
+        early = self._hq_check(state, hq_token_only)
         check_torch_prompts(
             point_coords,
             point_labels,
@@ -483,14 +532,18 @@ class Predictor(PredictorLike):
                 masks=None if mask_input is None else mask_input[rows],
             )
             if shared is not None:
-                low, iou = shared.decode(sparse, multimask_output)
+                low, iou = shared.decode(sparse, multimask_output, hq_token_only)
             else:
+                hq_args: dict[str, Any] = {}
+                if early is not None:
+                    hq_args = {"hq_token_only": hq_token_only, "interm_embeddings": [early]}
                 low, iou = model.mask_decoder(
                     image_embeddings=state.features,
                     image_pe=model.prompt_encoder.get_dense_pe(),
                     sparse_prompt_embeddings=sparse,
                     dense_prompt_embeddings=dense,
                     multimask_output=multimask_output,
+                    **hq_args,
                 )
             low_parts.append(low)
             iou_parts.append(iou)
@@ -510,5 +563,26 @@ class Predictor(PredictorLike):
     def _shared_decoder(self, state: _ImageState) -> PointDecoder:
         """The decoder with this image's prompt-independent work done (made once per image)."""
         if self._decoder is None or self._decoder[0] is not state:
-            self._decoder = (state, PointDecoder(self.model, state.features))
+            self._hq_check(state, False)
+            self._decoder = (state, PointDecoder(self.model, state.features, state.early))
         return self._decoder[1]
+
+    def _hq_check(self, state: _ImageState, hq_token_only: bool) -> torch.Tensor | None:
+        """The early feature map a SAM-HQ model decodes with (None for other models), or an
+        ``InputError`` saying what is missing."""
+        if not self.model.is_hq:
+            if hq_token_only:
+                raise InputError(
+                    "hq_token_only=True needs a SAM-HQ model (e.g. sam_hq_vit_b); this model's "
+                    "decoder is SAM's"
+                )
+            return None
+        if state.early is None:
+            raise InputError(_NO_EARLY)
+        return state.early
+
+
+_NO_EARLY = (
+    "this SAM-HQ model needs the encoder's early feature map with the embedding: set the image "
+    "with set_image, or pass early= (Predictor.get_early_features) to set_image_embedding"
+)

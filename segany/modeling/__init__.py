@@ -8,11 +8,14 @@ beside what they mirror: ``vit/chunked.py`` (the encoder's forward), ``mask_deco
 
 from __future__ import annotations
 
+from typing import Any
+
 from segany.modeling import efficientvit, tinyvit, vit  # register the built-in encoder families
 from segany.modeling.common import MLP, LayerNorm2d, MLPBlock
 from segany.modeling.configs import DecoderConfig, PromptConfig
 from segany.modeling.families import EncoderConfig, EncoderFamily, family_of
 from segany.modeling.mask_decoder import MaskDecoder
+from segany.modeling.mask_decoder_hq import MaskDecoderHQ
 from segany.modeling.prompt_encoder import PromptEncoder
 from segany.modeling.sam import Sam
 from segany.modeling.transformer import TwoWayTransformer
@@ -31,25 +34,33 @@ def build_sam_from_parts(
     """Assemble an untrained ``Sam`` (eval mode) from its parts' configs
     (``segany.models.build_sam`` passes a ``SamConfig``'s)."""
     grid, size = encoder.embedding_size, encoder.frame_size
+    family = family_of(encoder)
+    decoder_args: dict[str, Any] = dict(
+        transformer_dim=prompt.embed_dim,
+        transformer=TwoWayTransformer(
+            depth=decoder.depth,
+            embedding_dim=prompt.embed_dim,
+            num_heads=decoder.num_heads,
+            mlp_dim=decoder.mlp_dim,
+        ),
+        num_multimask_outputs=decoder.num_multimask_outputs,
+        iou_head_depth=decoder.iou_head_depth,
+        iou_head_hidden_dim=decoder.iou_head_hidden_dim,
+    )
+    if decoder.hq:  # SAM-HQ: its early features' width comes from the encoder's family
+        mask_decoder: MaskDecoder = MaskDecoderHQ(
+            **decoder_args, vit_dim=family.early_width(encoder)
+        )
+    else:
+        mask_decoder = MaskDecoder(**decoder_args)
     model = Sam(
-        image_encoder=family_of(encoder).build(encoder, out_chans=prompt.embed_dim),
+        image_encoder=family.build(encoder, out_chans=prompt.embed_dim),
         prompt_encoder=PromptEncoder(
             embed_dim=prompt.embed_dim,
             image_embedding_size=(grid, grid),
             input_image_size=(size, size),
         ),
-        mask_decoder=MaskDecoder(
-            transformer_dim=prompt.embed_dim,
-            transformer=TwoWayTransformer(
-                depth=decoder.depth,
-                embedding_dim=prompt.embed_dim,
-                num_heads=decoder.num_heads,
-                mlp_dim=decoder.mlp_dim,
-            ),
-            num_multimask_outputs=decoder.num_multimask_outputs,
-            iou_head_depth=decoder.iou_head_depth,
-            iou_head_hidden_dim=decoder.iou_head_hidden_dim,
-        ),
+        mask_decoder=mask_decoder,
         pixel_mean=pixel_mean,
         pixel_std=pixel_std,
         mask_threshold=mask_threshold,
@@ -66,6 +77,7 @@ __all__ = [
     "LayerNorm2d",
     "MLPBlock",
     "MaskDecoder",
+    "MaskDecoderHQ",
     "PromptConfig",
     "PromptEncoder",
     "Sam",

@@ -1,6 +1,7 @@
 """The sizes of SAM's prompt encoder and mask decoder (the encoder's are its family's config).
 
-Defaults are the official numbers, shared by every published SAM 1 model.
+Defaults are the official numbers, shared by every published SAM 1 model (and SAM-HQ's, whose
+decoder adds the HQ token: ``DecoderConfig.hq``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,13 @@ class PromptConfig(_Sizes):
 
 @dataclass(frozen=True)
 class DecoderConfig(_Sizes):
-    """SAM's mask decoder: a two-way transformer, mask tokens and an IoU head."""
+    """SAM's mask decoder: a two-way transformer, mask tokens and an IoU head.
+
+    ``hq``: SAM-HQ's decoder (``MaskDecoderHQ``): one more output token whose mask reads the
+    decoder's features fused with the embedding and the encoder's early feature map (its width
+    comes from the encoder's family). Written to JSON only when set, so SAM 1 configs keep
+    their form and files without the field read as SAM 1.
+    """
 
     depth: int = 2
     num_heads: int = 8
@@ -45,3 +52,14 @@ class DecoderConfig(_Sizes):
     num_multimask_outputs: int = 3
     iou_head_depth: int = 3
     iou_head_hidden_dim: int = 256
+    hq: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.hq, bool):
+            raise ValueError(f"DecoderConfig.hq must be true or false, got {self.hq!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if not self.hq:
+            del out["hq"]
+        return out

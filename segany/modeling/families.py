@@ -11,7 +11,8 @@ this contract:
 - its family (an ``EncoderFamily`` registered here) says, in one place: how to build the module
   from its config, which config a state dict's shapes describe, its Hugging Face key names, the
   layer of each parameter for layer-wise lr decay, how its position tables follow a new input
-  size, and its fast inference forward.
+  size, its fast inference forward, and (for SAM-HQ's decoder) an early feature map beside
+  the embedding (``forward_with_early``, ``early_width``).
 
 A family registers itself when its package is imported; ``segany.modeling`` imports the
 built-in ones. Pure python and torch, like the rest of ``modeling/``.
@@ -139,6 +140,25 @@ class EncoderFamily(ABC):
         """``encoder(images)``'s values by the family's fastest inference path (the default is
         the module's forward). B×3×S×S -> B×C×h×w."""
         return encoder(images)
+
+    def early_width(self, config: EncoderConfig) -> int:
+        """Channels E of the early feature map ``forward_with_early`` returns (SAM-HQ's decoder
+        fuses it with the embedding). A family without one raises ``ValueError``."""
+        raise ValueError(
+            f"the {self.name!r} encoder family has no early feature map (SAM-HQ's decoder "
+            "needs one)"
+        )
+
+    def forward_with_early(
+        self, encoder: nn.Module, images: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """B×3×S×S -> (``fast_forward``'s B×C×h×w embeddings, B×h×w×E early feature map on the
+        embedding's grid): what SAM-HQ's decoder reads besides the embedding (ViT: the output of
+        the first global-attention block; TinyViT: of its second stage)."""
+        raise ValueError(
+            f"the {self.name!r} encoder family has no early feature map (SAM-HQ's decoder "
+            "needs one)"
+        )
 
     def set_drop_path(self, encoder: nn.Module, rate: float) -> None:
         """Stochastic depth for training, rising to ``rate`` at the last block (a family

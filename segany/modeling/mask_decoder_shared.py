@@ -18,7 +18,13 @@ module computes the same function with the same weights, reorganised:
   outputs and not the single one).
 
 Results equal ``MaskDecoder`` up to float rounding (~1e-6 relative). Reads the decoder's
-submodules by their official names, so any ``segany.modeling`` decoder works.
+submodules by their official names, so any ``segany.modeling`` decoder works; for SAM-HQ's
+(``MaskDecoderHQ``) the HQ token rides along with the others, its prompt-independent HQ
+features are made once per image, and its refinement convolutions run only for the prompts
+whose masks are asked for.
+
+A decoder's "outputs" are its answers: output 0 the single-mask one, outputs 1.. the multimask
+ones (SAM: its 3 masks; SAM-HQ: one, its best multimask mask plus the HQ mask).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from segany.modeling import LayerNorm2d, MaskDecoder, Sam
+from segany.modeling import LayerNorm2d, MaskDecoder, MaskDecoderHQ, Sam
 from segany.modeling.transformer import Attention, TwoWayAttentionBlock
 
 ROWS = 512  # image tokens per chunk of the in-place layer norms (512×256 floats = 512 KB)
@@ -139,17 +145,30 @@ def _layer_norm_(norm: nn.LayerNorm | LayerNorm2d, x: torch.Tensor) -> torch.Ten
 class PointDecoder:
     """``MaskDecoder`` for a batch of prompts that share one image embedding.
 
-    embedding 1×C×h×w (from ``Predictor.get_image_embedding``). Prompts come as the prompt
-    encoder's sparse embeddings B×T×C, with no mask input (the dense embedding is the learned
-    "no mask" one). Each thread that calls an instance gets its own work buffer, kept between
-    its calls, so chunks of prompts may be decoded side by side (``segany.inference.thread_pool``).
+    embedding 1×C×h×w (from ``Predictor.get_image_embedding``); ``early`` 1×h×w×E, the
+    encoder's early feature map, for a SAM-HQ model (required there, refused elsewhere).
+    Prompts come as the prompt encoder's sparse embeddings B×T×C, with no mask input (the dense
+    embedding is the learned "no mask" one). Each thread that calls an instance gets its own
+    work buffer, kept between its calls, so chunks of prompts may be decoded side by side
+    (``segany.inference.thread_pool``).
     """
 
     @torch.inference_mode()
-    def __init__(self, model: Sam, embedding: torch.Tensor) -> None:
+    def __init__(
+        self, model: Sam, embedding: torch.Tensor, early: torch.Tensor | None = None
+    ) -> None:
         self.model = model
         dec: MaskDecoder = model.mask_decoder
         self.decoder = dec
+        self.hq = isinstance(dec, MaskDecoderHQ)
+        self._hq_features: torch.Tensor | None = None  # 1×C/8×4h×4w, SAM-HQ only
+        if self.hq != (early is not None):
+            raise ValueError(
+                "a SAM-HQ decoder needs the encoder's early feature map (1×h×w×E) with the "
+                "embedding"
+                if self.hq
+                else "an early feature map was given, but this model's decoder is not SAM-HQ's"
+            )
         self.layers = cast(list[TwoWayAttentionBlock], list(dec.transformer.layers))
         pe = model.prompt_encoder
         no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
@@ -157,6 +176,8 @@ class PointDecoder:
         _, c, self.h, self.w = src.shape
         self.keys = src.flatten(2).transpose(1, 2).contiguous()  # 1×C×h×w -> 1×N×C
         self.key_pe = pe.get_dense_pe().to(no_mask).flatten(2).transpose(1, 2).contiguous()
+        if isinstance(dec, MaskDecoderHQ) and early is not None:
+            self._hq_features = dec.hq_features(embedding.to(no_mask), early.to(no_mask))
         self._local = threading.local()  # .buf: this thread's work buffer
         k = self.keys + self.key_pe
         # The first token-to-image attention sees the image before any prompt has changed it:
@@ -190,10 +211,14 @@ class PointDecoder:
     @torch.inference_mode()
     def transformer(self, sparse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """sparse B×T×C -> (tokens B×(1+K)×C, image tokens B×N×C): TwoWayTransformer's outputs
-        for the IoU token and the K mask tokens (the prompt tokens' are left out)."""
+        for the IoU token and the K mask tokens, SAM-HQ's token last (the prompt tokens' are
+        left out)."""
         dec = self.decoder
         b = sparse.shape[0]
-        output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight])
+        parts = [dec.iou_token.weight, dec.mask_tokens.weight]
+        if isinstance(dec, MaskDecoderHQ):
+            parts.append(dec.hf_token.weight)  # SAM-HQ's token, after SAM's (its order)
+        output_tokens = torch.cat(parts)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
         queries, query_pe = tokens, tokens
         keys = self.keys
@@ -245,14 +270,25 @@ class PointDecoder:
 
     @torch.inference_mode()
     def iou_predictions(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens B×T'×C -> IoU predictions B×(M+1) (column 0: the single-mask output)."""
-        return self.decoder.iou_prediction_head(tokens[:, 0, :])
+        """tokens B×T'×C -> IoU predictions of the outputs, B×(1+K) (column 0: the single-mask
+        output; K = 3 for SAM, 1 for SAM-HQ: the best of SAM's multimask predictions)."""
+        iou = self.decoder.iou_prediction_head(tokens[:, 0, :])
+        if not self.hq:
+            return iou
+        return torch.cat([iou[:, :1], iou[:, 1:].max(dim=1, keepdim=True).values], dim=1)
 
     @torch.inference_mode()
     def mask_logits(
-        self, tokens: torch.Tensor, keys: torch.Tensor, outputs: range | list[int]
+        self,
+        tokens: torch.Tensor,
+        keys: torch.Tensor,
+        outputs: range | list[int],
+        hq_token_only: bool = False,
     ) -> torch.Tensor:
-        """Low-res mask logits B×len(outputs)×4h×4w of the given mask outputs (0 = single)."""
+        """Low-res mask logits B×len(outputs)×4h×4w of the given outputs (0 = single; SAM-HQ:
+        1 = its multimask answer); ``hq_token_only``: SAM-HQ's HQ mask alone for each."""
+        if hq_token_only and not self.hq:
+            raise ValueError("hq_token_only=True needs a SAM-HQ model")
         dec = self.decoder
         b, _, c = keys.shape
         # B×N×C is B×C×h×w in channels-last memory: a view, no copy; the upscaling convolutions
@@ -276,22 +312,58 @@ class PointDecoder:
                 x = torch.ops.aten.gelu_(x, approximate=layer.approximate)
             else:
                 x = layer(x.contiguous(memory_format=torch.channels_last))
+        if self.hq:
+            return self._hq_logits(tokens, x, outputs, hq_token_only)
         hyper = torch.stack(
             [dec.output_hypernetworks_mlps[i](tokens[:, 1 + i, :]) for i in outputs], dim=1
         )  # B×K×C/8
-        _, c8, uh, uw = x.shape
-        pixels = x.permute(0, 2, 3, 1).reshape(b, uh * uw, c8)  # a view when channels-last
-        return torch.bmm(pixels, hyper.transpose(1, 2)).transpose(1, 2).reshape(b, -1, uh, uw)
+        return _dot(x, hyper)
+
+    def _hq_logits(
+        self, tokens: torch.Tensor, x: torch.Tensor, outputs: range | list[int], hq_only: bool
+    ) -> torch.Tensor:
+        """SAM-HQ's answers from SAM's upscaled features x B×C/8×4h×4w: SAM's mask (output 0:
+        the single one; 1: the multimask one with the highest predicted IoU) plus the HQ
+        token's mask over the refined features and the image's HQ features."""
+        dec = cast(MaskDecoderHQ, self.decoder)
+        n = dec.num_mask_tokens
+        if any(o not in (0, 1) for o in outputs):
+            raise ValueError(f"a SAM-HQ decoder has outputs 0 and 1, not {list(outputs)}")
+        refined = dec.embedding_maskfeature(x) + self._hq_features  # B×C/8×4h×4w
+        hq = _dot(refined, dec.hf_mlp(tokens[:, 1 + n, :])[:, None])  # B×1×4h×4w
+        if hq_only:
+            return hq.expand(-1, len(outputs), -1, -1)
+        mlps = dec.output_hypernetworks_mlps
+        hypers = []
+        for o in outputs:
+            if o == 0:
+                hypers.append(mlps[0](tokens[:, 1, :]))
+            else:  # the multimask token with the highest predicted IoU, row by row
+                best = dec.iou_prediction_head(tokens[:, 0, :])[:, 1:n].max(dim=1).indices
+                multi = torch.stack([mlps[i](tokens[:, 1 + i, :]) for i in range(1, n)], dim=1)
+                hypers.append(multi[torch.arange(len(best), device=best.device), best])
+        return _dot(x, torch.stack(hypers, dim=1)) + hq
 
     @torch.inference_mode()
     def decode(
-        self, sparse: torch.Tensor, multimask_output: bool
+        self, sparse: torch.Tensor, multimask_output: bool, hq_token_only: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``MaskDecoder.forward`` for sparse B×T×C with no mask input: low-res logits
-        B×M×4h×4w and IoU predictions B×M (M = 3 multimask outputs, or the single one)."""
+        """The decoder's ``forward`` for sparse B×T×C with no mask input: low-res logits
+        B×M×4h×4w and IoU predictions B×M (M = 3 multimask outputs, or the single one; SAM-HQ:
+        M = 1 either way, ``hq_token_only`` as its decoder takes it)."""
+        if hq_token_only and not self.hq:
+            raise ValueError("hq_token_only=True needs a SAM-HQ model")
         tokens, keys = self.transformer(sparse)
         iou = self.iou_predictions(tokens)
         n = iou.shape[1]
         outputs = range(1, n) if multimask_output else range(0, 1)
-        low = self.mask_logits(tokens, keys, outputs)
+        low = self.mask_logits(tokens, keys, outputs, hq_token_only)
         return low, iou[:, outputs.start : outputs.stop]
+
+
+def _dot(x: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
+    """Features x B×c×H×W (channels-last memory: a view) · per-output vectors hyper B×K×c ->
+    logits B×K×H×W."""
+    b, c8, uh, uw = x.shape
+    pixels = x.permute(0, 2, 3, 1).reshape(b, uh * uw, c8)  # a view when channels-last
+    return torch.bmm(pixels, hyper.transpose(1, 2)).transpose(1, 2).reshape(b, -1, uh, uw)

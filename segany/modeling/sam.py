@@ -8,7 +8,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from segany.modeling.families import family_of_module
 from segany.modeling.mask_decoder import MaskDecoder
+from segany.modeling.mask_decoder_hq import MaskDecoderHQ
 from segany.modeling.prompt_encoder import PromptEncoder
 
 if TYPE_CHECKING:
@@ -74,6 +76,12 @@ class Sam(nn.Module):
         return int(self.prompt_encoder.input_image_size[0])
 
     @property
+    def is_hq(self) -> bool:
+        """Whether the decoder is SAM-HQ's (``MaskDecoderHQ``): it reads the encoder's early
+        feature map beside the embedding, and answers with one mask per prompt."""
+        return isinstance(self.mask_decoder, MaskDecoderHQ)
+
+    @property
     def encoder_size(self) -> int:
         """Side S of the square padded image the encoder reads: ``image_size`` for most models,
         smaller for some (EfficientViT-SAM l0-l2 read 512 px and answer in a 1024 frame)."""
@@ -130,7 +138,10 @@ class Sam(nn.Module):
 
     @torch.no_grad()
     def forward(
-        self, batched_input: list[dict[str, Any]], multimask_output: bool
+        self,
+        batched_input: list[dict[str, Any]],
+        multimask_output: bool,
+        hq_token_only: bool = False,
     ) -> list[dict[str, torch.Tensor]]:
         """The official batched call: one dict per image with ``image`` (3×h×w, already resized
         so its longest side is ``encoder_size``),
@@ -138,11 +149,24 @@ class Sam(nn.Module):
         ``boxes`` (B×4), ``mask_inputs`` (B×1×256×256), all in the input frame.
         Returns per image ``masks`` (B×M×H×W bool), ``iou_predictions`` (B×M),
         ``low_res_logits`` (B×M×256×256). Runs without autograd, as the official one does
-        (training code calls the submodules)."""
+        (training code calls the submodules). A SAM-HQ model answers with M = 1 and takes
+        ``hq_token_only`` as SAM-HQ's ``Sam.forward`` does."""
+        if hq_token_only and not self.is_hq:
+            raise ValueError("hq_token_only=True needs a SAM-HQ model; this decoder is SAM's")
         images = torch.stack([self.preprocess(x["image"][None])[0] for x in batched_input])
-        embeddings = self.image_encoder(images)
+        early = None
+        if self.is_hq:  # SAM-HQ's decoder also reads the encoder's early feature map
+            family = family_of_module(self.image_encoder)
+            if family is None:
+                raise ValueError("a SAM-HQ model needs an encoder of a registered family")
+            embeddings, early = family.forward_with_early(self.image_encoder, images)
+        else:
+            embeddings = self.image_encoder(images)
         outputs = []
-        for record, embedding in zip(batched_input, embeddings, strict=True):
+        for i, (record, embedding) in enumerate(zip(batched_input, embeddings, strict=True)):
+            hq_args: dict[str, Any] = {}
+            if early is not None:
+                hq_args = {"hq_token_only": hq_token_only, "interm_embeddings": [early[i : i + 1]]}
             points = None
             if "point_coords" in record:
                 points = (record["point_coords"], record["point_labels"])
@@ -155,6 +179,7 @@ class Sam(nn.Module):
                 sparse,
                 dense,
                 multimask_output,
+                **hq_args,
             )
             input_size = self.input_size_of(record["image"].shape[-2:], record["original_size"])
             masks = self.postprocess_masks(low_res, input_size, record["original_size"])

@@ -284,6 +284,12 @@ class ImageEncoderTinyViT(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_early(x)[0]
+
+    def forward_with_early(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """B×3×S×S -> (B×C×h×w embeddings, the B×h'×w'×E output of stage 1, merge included:
+        SAM-HQ's early feature map, on the embedding's grid for the official sizes). The early
+        map is a tensor the forward makes anyway, so ``forward`` costs nothing more for it."""
         # Channels-last memory from the start: oneDNN's convolutions (the depthwise ones
         # above all) run ~2× faster on it on the CPU, and the permutes between the
         # convolutions' B×C×H×W and the attention stages' B×H×W×C become views. The whole
@@ -291,9 +297,10 @@ class ImageEncoderTinyViT(nn.Module):
         x = x.contiguous(memory_format=torch.channels_last)
         x = self.layers[0](self.patch_embed(x))  # B×C1×H1×W1
         x = x.permute(0, 2, 3, 1)  # channels-last for the attention stages
-        for stage in self.layers[1:]:
+        early = x = self.layers[1](x)
+        for stage in self.layers[2:]:
             x = stage(x)
-        return self.neck(x.permute(0, 3, 1, 2))  # channels-last -> B×C×H×W
+        return self.neck(x.permute(0, 3, 1, 2)), early  # channels-last -> B×C×H×W
 
     def all_blocks(self) -> list[nn.Module]:
         """Every block in order, stage by stage (MBConv and TinyViT blocks)."""

@@ -164,6 +164,23 @@ class TinyViTFamily(EncoderFamily):
         # window, and every other weight is a convolution or a linear layer.
         return dict(state)
 
+    def early_width(self, config: EncoderConfig) -> int:
+        # Stage 1's output (after its merge into stage 2's width), as light HQ-SAM reads it.
+        cfg = _tinyvit(config)
+        sides = cfg.stage_sides()
+        stage = min(2, len(sides) - 1)
+        if sides[stage] != cfg.embedding_size:
+            raise ValueError(
+                f"this TinyViT's stage 1 ends on a {sides[stage]}-cell grid, not the embedding's "
+                f"{cfg.embedding_size}: no early feature map for SAM-HQ's decoder"
+            )
+        return cfg.embed_dims[stage]
+
+    def forward_with_early(
+        self, encoder: nn.Module, images: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return cast(ImageEncoderTinyViT, encoder).forward_with_early(images)
+
     def set_drop_path(self, encoder: nn.Module, rate: float) -> None:
         # Rises linearly from 0 at the first block to ``rate`` at the last, over the blocks of
         # every stage (TinyViT's rule).

@@ -31,21 +31,49 @@ CHUNK_ABOVE_BYTES = 16 << 20
 
 def encode_image(encoder: ImageEncoderViT, images: torch.Tensor) -> torch.Tensor:
     """B×3×S×S preprocessed images -> B×C×(S/p)×(S/p) embeddings, as ``encoder(images)``."""
+    if not _chunked(encoder, images):
+        return encoder(images)  # hooks see their call; autograd gets the plain forward
+    return _encode(encoder, images, None)[0]
+
+
+def encode_image_with_early(
+    encoder: ImageEncoderViT, images: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``encoder.forward_with_early(images)``'s values: (B×C×h×w embeddings, B×h×w×E output of
+    the first global-attention block, SAM-HQ's early feature map)."""
+    first = encoder.first_global_block()
+    if not _chunked(encoder, images):
+        return encoder.forward_with_early(images)
+    embeddings, early = _encode(encoder, images, first)
+    assert early is not None
+    return embeddings, early
+
+
+def _chunked(encoder: ImageEncoderViT, images: torch.Tensor) -> bool:
+    """Whether the chunked path applies: no hooks, no autograd, activations large enough."""
     hooked = bool(encoder._forward_hooks or encoder._forward_pre_hooks)
     if hooked or (torch.is_grad_enabled() and any(p.requires_grad for p in encoder.parameters())):
-        return encoder(images)  # hooks see their call; autograd gets the plain forward
-    if _largest_activation_bytes(encoder, images) < CHUNK_ABOVE_BYTES:
-        return encoder(images)
+        return False
+    return _largest_activation_bytes(encoder, images) >= CHUNK_ABOVE_BYTES
+
+
+def _encode(
+    encoder: ImageEncoderViT, images: torch.Tensor, keep: int | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The chunked forward; also a copy of block ``keep``'s output (x is updated in place)."""
     # B×3×S×S -> B×H×W×C, contiguous (the chunks below are views of its rows)
     x = (encoder.patch_embed(images) + encoder.pos_embed).contiguous()
-    for block in encoder.blocks:
+    early = None
+    for i, block in enumerate(encoder.blocks):
         assert isinstance(block, Block)
         if block.window_size > 0:
             _windowed_attention_(block, x)
         else:
             _global_attention_(block, x)
         _mlp_(block, x)
-    return encoder.neck(x.permute(0, 3, 1, 2))  # channels-last -> B×C×H×W
+        if i == keep:
+            early = x.clone()
+    return encoder.neck(x.permute(0, 3, 1, 2)), early  # channels-last -> B×C×H×W
 
 
 def _mlp_(block: Block, x: torch.Tensor) -> None:

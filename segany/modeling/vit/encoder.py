@@ -6,6 +6,8 @@ Tensors inside the trunk are channels-last: ``B×H×W×C`` (H, W counted in patc
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -276,3 +278,23 @@ class ImageEncoderViT(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.neck(x.permute(0, 3, 1, 2))  # channels-last -> B×C×H×W
+
+    def first_global_block(self) -> int:
+        """Index of the first block that attends over the whole grid (SAM-HQ's early feature
+        map is its output); ``ValueError`` when every block is windowed."""
+        for i, block in enumerate(self.blocks):
+            if cast(Block, block).window_size == 0:
+                return i
+        raise ValueError("this ViT has no global-attention block, so no early feature map")
+
+    def forward_with_early(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """B×3×S×S -> (``forward``'s B×C×h×w embeddings, the B×h×w×E output of the first
+        global-attention block)."""
+        first = self.first_global_block()
+        x = self.patch_embed(x) + self.pos_embed
+        early = x
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i == first:
+                early = x
+        return self.neck(x.permute(0, 3, 1, 2)), early

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from segany.modeling.families import EncoderConfig, EncoderFamily, Shapes, register
-from segany.modeling.vit.chunked import encode_image
+from segany.modeling.vit.chunked import encode_image, encode_image_with_early
 from segany.modeling.vit.config import ViTConfig
 from segany.modeling.vit.encoder import Block, ImageEncoderViT, resample_offsets
 
@@ -231,6 +231,17 @@ class ViTFamily(EncoderFamily):
 
     def fast_forward(self, encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
         return encode_image(cast(ImageEncoderViT, encoder), images)
+
+    def early_width(self, config: EncoderConfig) -> int:
+        cfg = _vit(config)
+        if not cfg.global_attn_indexes and cfg.window_size > 0:
+            raise ValueError("a ViT with no global-attention block has no early feature map")
+        return cfg.embed_dim  # the first global block's output, B×h×w×embed
+
+    def forward_with_early(
+        self, encoder: nn.Module, images: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return encode_image_with_early(cast(ImageEncoderViT, encoder), images)
 
     def set_drop_path(self, encoder: nn.Module, rate: float) -> None:
         # Rises linearly from 0 at the first block to ``rate`` at the last (ViT/ViTDet).
