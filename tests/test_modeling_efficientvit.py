@@ -4,8 +4,10 @@ seeded weights, which perturb every tensor (BatchNorm running statistics include
 
 The official models are built as its model zoo builds them (``create_efficientvit_sam_model``,
 which sets every norm's eps to 1e-6). Tolerances (fp32): embeddings within 1e-4 of the
-reference's largest magnitude (measured 1.9e-7 to 2.4e-7: the backbones are bit-equal, the last
-LayerNorm rounds differently); the folded fast path within 1e-5 of the module (measured ~1e-6).
+reference's largest magnitude (measured 1.1e-6 to 2.6e-6 over the five variants at 64, 256 and
+full size; segany's convolutions run in channels-last memory, whose kernels round differently:
+in the reference's layout the backbones are bit-equal and the embeddings within 2.4e-7); the
+folded fast path within 1e-5 of the module (measured ~1e-6).
 
 Inputs are small where the result does not depend on the size (the neck resizes every input to
 64×64): 256 px reaches the linear form of the attention in every variant (8×8 tokens > 32) and,
@@ -71,10 +73,7 @@ def l0():
     return ours_from(ref, "l0"), ref
 
 
-@pytest.mark.parametrize(
-    "name",
-    [*NAMES[:4], pytest.param("xl1", marks=pytest.mark.slow)],  # xl1: 200 M parameters
-)
+@pytest.mark.parametrize("name", NAMES)
 def test_variant_matches_official(name):
     ref = official(name)
     cfg = VARIANTS[f"efficientvit_sam_{name}"]
@@ -102,7 +101,6 @@ def test_attention_quadratic_form_and_batches(l0):
         assert max_rel_err(EFFICIENTVIT.fast_forward(ours.image_encoder, x), want) < TOL
 
 
-@pytest.mark.slow
 def test_l0_full_size(l0):
     ours, ref = l0
     x = _images(512)
@@ -127,6 +125,22 @@ def test_fast_forward_follows_the_weights_and_training(l0):
         assert encoder.neck.middle.op_list[0].main.spatial_conv.conv.weight.grad is not None
     finally:
         encoder.eval()
+
+
+def test_precision_copies_run_through_the_family(l0):
+    """bf16 (a bf16 copy of the encoder; attention and the neck's resize run in fp32 inside)
+    and int8 (which quantises Linear layers: this encoder has none, so its copy computes in
+    fp32) both go through the family's fast path."""
+    from segany.inference.precision import encode
+
+    x = _images(64)
+    with torch.inference_mode():
+        exact = encode(l0[0], x, "fp32").double().flatten()
+        for precision in ("bf16", "int8"):
+            got = encode(l0[0], x, precision)
+            assert got.dtype == torch.float32 and got.shape == (1, 256, 64, 64)
+            cos = torch.nn.functional.cosine_similarity(got.double().flatten(), exact, dim=0)
+            assert float(cos) >= 0.999, precision
 
 
 def test_config_json_round_trip():

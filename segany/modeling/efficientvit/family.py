@@ -101,12 +101,11 @@ class EfficientViTFamily(EncoderFamily):
     config_type: ClassVar[type[EncoderConfig]] = EfficientViTConfig
     module_type: ClassVar[type[nn.Module]] = ImageEncoderEfficientViT
     # xl1, the largest published, is 1024 wide with 12 neck blocks and a 24× expansion in its
-    # entry blocks; every element of a tuple field is held to its limit. (Depths may be 0 and
-    # are counted off the file's keys, so they need no limit here.)
+    # entry blocks; every element of a tuple field is held to its limit. Limits also require
+    # 1 or more, so fields that may be 0 (depths, neck_depth, neck_stages) are not listed.
     limits: ClassVar[Mapping[str, float]] = {
         "widths": 8192,
         "expand_ratios": 64,
-        "neck_stages": 64,
         "neck_width": 8192,
         "neck_expand_ratio": 64,
         "qkv_dim": 1024,
