@@ -191,7 +191,9 @@ def test_an_unregistered_family_is_refused_by_name(toy_family, tmp_path):
     known = "known families: " + ", ".join(sorted(f.name for f in families()))
     with pytest.raises(CheckpointError, match=f"unknown encoder family 'toy'; {known}"):
         load_model(path)
-    with pytest.raises(CheckpointError, match=r"no registered image encoder family \(tinyvit, vit"):
+    with pytest.raises(
+        CheckpointError, match=r"no registered image encoder family \(efficientvit, tinyvit, vit"
+    ):
         load_model(tmp_path / "toy.pth")
 
 
