@@ -133,6 +133,19 @@ cluster.shutdown()
 """
 
 
+def ray_environment(tmp: str) -> dict[str, str]:
+    """The environment for a command that runs or joins a test's Ray: Ray's files in ``tmp``
+    (short: Ray's socket paths must fit), so Ray's "current cluster" file, which a bare
+    ray.init() follows, stays out of the host's /tmp/ray; segany importable."""
+    import os
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, RAY_TMPDIR=tmp, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
 class LoopbackCluster:
     """``with LoopbackCluster([2, 1]) as c:`` a head with 2 CPUs and a worker node with 1, all on
     127.0.0.1, in a temporary folder of its own; ``c.address``, ``c.env`` (for commands that
@@ -143,18 +156,12 @@ class LoopbackCluster:
         self.cpus = cpus
 
     def __enter__(self) -> LoopbackCluster:
-        import os
         import subprocess
         import sys
         import tempfile
 
-        # Short: Ray's socket paths must fit; RAY_TMPDIR keeps Ray's "current cluster" file
-        # (which a bare ray.init() follows) out of the host's /tmp/ray.
         self.tmp = tempfile.mkdtemp(prefix="segray")
-        root = str(Path(__file__).resolve().parents[1])
-        self.env = dict(os.environ, RAY_TMPDIR=self.tmp, PYTHONWARNINGS="ignore")
-        self.env["PYTHONPATH"] = os.pathsep.join([root, self.env.get("PYTHONPATH", "")])
-        self.env.pop("RAY_ADDRESS", None)
+        self.env = ray_environment(self.tmp)
         holder_env = dict(self.env, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _HOLDER, *map(str, self.cpus)],
@@ -176,7 +183,7 @@ class LoopbackCluster:
         self.node_pids: list[list[int]] = info["nodes"]
         return self
 
-    def _tree(self, pids: list[int]) -> list[Any]:
+    def tree(self, pids: list[int]) -> list[Any]:
         import psutil
 
         procs = []
@@ -192,7 +199,7 @@ class LoopbackCluster:
         """SIGKILL worker node ``n``'s processes (its raylet and the workers under it)."""
         import psutil
 
-        procs = self._tree(self.node_pids[n])
+        procs = self.tree(self.node_pids[n])
         for p in procs:
             try:
                 p.kill()
@@ -207,7 +214,7 @@ class LoopbackCluster:
 
         import psutil
 
-        everything = self._tree([self.proc.pid])
+        everything = self.tree([self.proc.pid])
         try:
             if self.proc.stdin:
                 self.proc.stdin.close()

@@ -185,7 +185,12 @@ class _Run:
         self.slots.remove(slot)
         self.ray.kill(slot.actor, no_restart=True)
         if node_lost is None:
-            node_lost = slot.info is not None and slot.info["node"] not in self.alive_nodes()
+            # Unreachable (its node's raylet gone, the network cut) is not the image's doing,
+            # even before the cluster has marked the node dead; a worker that crashed on a
+            # live node is reported by that node as dead, and counts against the image.
+            node_lost = isinstance(err, self.errors.ActorUnavailableError) or (
+                slot.info is not None and slot.info["node"] not in self.alive_nodes()
+            )
         oom = err is not None and _is_memory_kill(err, self.errors)
         where = f"{slot.info['host']} (node {slot.info['node'][:8]})" if slot.info else "?"
         task = slot.task
@@ -194,7 +199,11 @@ class _Run:
             self.ex.events.append(f"a worker on {where} was killed by Ray's memory monitor")
         elif node_lost:
             held = f", image {task.key} back in the queue" if task is not None else ""
-            self.ex.events.append(f"node {where} was lost{held}")
+            self.ex.events.append(f"the worker on {where} was lost with its node{held}")
+        elif slot.info is None:
+            self.ex.events.append(f"a worker was lost while starting ({_brief(err or '')})")
+        else:
+            self.ex.events.append(f"the worker on {where} died ({_brief(err or '')})")
         if task is not None:
             self.requeue(task, node_lost and not oom, oom)
         self.replaced += 1
@@ -259,6 +268,6 @@ def _is_memory_kill(err: BaseException, errors: Any) -> bool:
     return "NODE_OUT_OF_MEMORY" in text or "running low on memory" in text
 
 
-def _brief(error: BaseException) -> str:
+def _brief(error: BaseException | str) -> str:
     lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
     return lines[-1] if lines else type(error).__name__

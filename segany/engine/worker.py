@@ -8,6 +8,7 @@ node's available memory), which the engine uses to size the number of workers.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -35,8 +36,6 @@ def peak_rss() -> int:
 def available_memory() -> int:
     """Memory this machine can still give (Linux's MemAvailable: free plus reclaimable cache),
     in bytes; the free pages where /proc/meminfo does not exist."""
-    import os
-
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
             for line in f:
@@ -58,12 +57,14 @@ class ShardWorker:
         annotator: Callable[[WorkerSpec], Callable[[Task], dict[str, Any]]] = Annotator,
     ) -> None:
         check_visible(output, socket.gethostname())
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.output = output
         self.annotate = annotator(spec)
 
     def __call__(self, task: Task) -> dict[str, Any]:
         result = self.annotate(task)
         record = {**result, "key": task.key, "member": task.member, "source": task.source}
+        record["worker"] = self.name  # which worker made it (for the logs, and tests)
         image = task.data if self.output.with_images and result["ok"] else None
         stage_record(self.output, record, image)
         shard = self.output.shard_of(task.index)
