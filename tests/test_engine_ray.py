@@ -269,3 +269,20 @@ def test_without_an_address_a_new_local_ray_is_started(monkeypatch) -> None:
     with pytest.raises(RuntimeError, match="stop here"):
         RayExecutor(SPEC, 2).run(iter([]), lambda _: None)
     assert asked[0]["address"] == "local" and asked[0]["num_cpus"] == 2 * SPEC.threads
+
+
+def test_a_ray_worker_that_cannot_see_the_output_stops_the_run(local_ray, tmp_path) -> None:
+    from functools import partial
+
+    from segany.engine.ray_executor import RayExecutor
+    from segany.engine.shards import OutputNotVisibleError, OutputSpec
+    from segany.engine.worker import ShardWorker
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.png").write_bytes(b"bytes")
+    elsewhere = OutputSpec(str(tmp_path / "elsewhere"), items=1, shard_size=1, token="x")
+    executor = RayExecutor(SPEC, 1, factory=partial(ShardWorker, elsewhere))
+    config = EngineConfig([str(src)], str(tmp_path / "out"), spec=SPEC)
+    with pytest.raises(OutputNotVisibleError, match="shared file system"):
+        run_engine(config, executor=executor)

@@ -391,3 +391,57 @@ def test_ctrl_c_then_resume_cleans_leftovers_and_finishes(
     assert verify(out) == []
     assert annotations_only(documents(out)) == annotations_only(documents(reference))
     assert not [p for p in out.rglob(".*")]
+
+
+# ----- workers write their own output ---------------------------------------------------------
+
+
+def test_workers_stage_and_commit_their_own_shards(
+    reference: Path, collection: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from segany.engine.output import Layout
+
+    calls: list[str] = []
+    for name in ("stage", "finalise"):
+        original = getattr(Layout, name)
+
+        def counted(self: Any, *a: Any, _name: str = name, _f: Any = original) -> Any:
+            calls.append(_name)
+            return _f(self, *a)
+
+        monkeypatch.setattr(Layout, name, counted)
+    out = tmp_path / "out"
+    _run([collection], out)  # the serial executor runs the same worker as the others
+    assert calls == []  # the driver wrote no result and built no shard: bookkeeping only
+    assert verify(out) == []
+    assert annotations_only(documents(out)) == annotations_only(documents(reference))
+
+
+def test_a_worker_that_cannot_see_the_output_folder_says_so(tmp_path: Path) -> None:
+    from segany.engine.shards import OutputNotVisibleError, OutputSpec, write_marker
+    from segany.engine.worker import ShardWorker
+
+    spec = OutputSpec(str(tmp_path / "out"), items=1, shard_size=1, token="run-a")
+    with pytest.raises(OutputNotVisibleError, match=r"not visible.*marker.*is missing"):
+        ShardWorker(spec, SPEC, annotator=lambda s: None)
+    write_marker(OutputSpec(spec.out, items=1, shard_size=1, token="run-b"))
+    with pytest.raises(OutputNotVisibleError, match="belongs to another run"):
+        ShardWorker(spec, SPEC, annotator=lambda s: None)
+    write_marker(spec)
+    ShardWorker(spec, SPEC, annotator=lambda s: None)  # the same folder: fine
+
+
+def test_two_workers_committing_the_same_shard_leave_one_shard(tmp_path: Path) -> None:
+    from segany.engine.shards import OutputSpec, commit_shard, is_final, stage_record
+
+    spec = OutputSpec(str(tmp_path / "out"), items=2, shard_size=2)
+    for i in (1, 2):
+        doc = {"image": {"image_id": i, "width": 1, "height": 1, "file_name": f"{i}.jpg"}}
+        record = {"index": i, "key": f"{i}.jpg", "member": f"{i}.json", "source": "s"}
+        stage_record(spec, {**record, "ok": True, "doc": {**doc, "annotations": []}})
+    first = commit_shard(spec, 0)
+    stage_record(spec, {**record, "ok": True, "doc": {**doc, "annotations": []}})  # late twin
+    second = commit_shard(spec, 0)  # a second worker found it complete too: no second shard
+    assert is_final(spec, 0) and second == first
+    assert [e["index"] for e in first["items"]] == [1, 2]
+    assert [p.name for p in (tmp_path / "out" / "shards").iterdir()] == ["00000"]

@@ -52,7 +52,8 @@ class _AnnotatorActor:
     def load(self) -> dict[str, Any]:
         import ray
 
-        info = {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname()}
+        info: dict[str, Any] = {"node": ray.get_runtime_context().get_node_id()}
+        info["host"] = socket.gethostname()
         info["pid"] = os.getpid()
         try:
             self.annotate = self.factory(self.spec)

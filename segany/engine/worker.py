@@ -72,7 +72,9 @@ class ShardWorker:
         if shard_ready(self.output, shard) and not is_final(self.output, shard):
             commit_shard(self.output, shard)
             committed = shard
-        receipt = {k: result[k] for k in ("index", "key", "ok", "reason", "seconds") if k in result}
+        receipt: dict[str, Any] = {
+            k: result[k] for k in ("index", "key", "ok", "reason", "seconds") if k in result
+        }
         if result["ok"]:
             receipt["masks"] = len(result["doc"]["annotations"])
         receipt.update(
