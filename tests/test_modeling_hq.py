@@ -22,7 +22,8 @@ import torch
 from helpers import SMALL, max_rel_err, perturb_, seeded_model
 
 from segany import MaskGenerator, Predictor, load_model
-from segany.checkpoints import infer_config
+from segany.checkpoints import convert, infer_config
+from segany.checkpoints.download import CHECKPOINTS
 from segany.checkpoints.shapes import expected_shapes
 from segany.config import DecoderConfig, SamConfig
 from segany.errors import CheckpointError, InputError
@@ -358,6 +359,37 @@ def test_official_file_loads_strictly_and_is_detected(small, tmp_path):
     assert isinstance(loaded.mask_decoder, MaskDecoderHQ) and loaded.is_hq
     for key, value in small[0].state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_named_variant_downloads_loads_and_reads_in_the_reference(tmp_path, monkeypatch):
+    """``load_model("sam_hq_vit_tiny")``: the table's file name from a mirror, the variant
+    from the weights; the same file loads strictly into the package's own vit_tiny."""
+    from segment_anything_hq import sam_model_registry
+
+    info = CHECKPOINTS["sam_hq_vit_tiny"]
+    assert info.url == "https://huggingface.co/lkeab/hq-sam/resolve/main/sam_hq_vit_tiny.pth"
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    model = seeded_model(SAM_HQ_VIT_TINY)
+    torch.save(model.state_dict(), mirror / info.filename)
+    monkeypatch.setenv("SEGANY_DOWNLOAD_BASE", mirror.as_uri())
+    monkeypatch.setenv("SEGANY_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)  # so the name cannot be a file in the working folder
+    loaded = load_model("sam_hq_vit_tiny", progress=False)
+    assert loaded.config == SAM_HQ_VIT_TINY and loaded.is_hq
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    official = sam_model_registry["vit_tiny"]()
+    state = torch.load(tmp_path / "cache" / info.filename, weights_only=True)
+    official.load_state_dict(state, strict=True)
+
+
+def test_hf_layout_is_refused_for_sam_hq(small, tmp_path):
+    path = tmp_path / "hq.pth"
+    torch.save(small[0].state_dict(), path)
+    with pytest.raises(CheckpointError, match="SamModel has no SAM-HQ decoder"):
+        convert(path, tmp_path / "hf", "hf")
+    assert not (tmp_path / "hf").exists()
 
 
 def test_config_round_trip_and_old_json():

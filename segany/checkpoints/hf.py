@@ -262,6 +262,10 @@ def config_to_hf(cfg: SamConfig) -> dict[str, Any]:
     if cfg.decoder.iou_head_depth < 2:
         # transformers' IoU head always has a proj_in and a proj_out Linear.
         raise CheckpointError("transformers' SamModel needs iou_head_depth >= 2")
+    if cfg.decoder.hq:  # (transformers' SamHQModel has key names of its own, not mapped here)
+        raise CheckpointError(
+            "transformers' SamModel has no SAM-HQ decoder; keep this model as .pth or .safetensors"
+        )
     if cfg.encoder.family != _HF_SAM_FAMILY:
         raise CheckpointError(
             f"transformers' SamModel holds a {_HF_SAM_FAMILY} image encoder; this model's is "
