@@ -15,7 +15,9 @@ anything while unpickling is refused before any of it runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import pickle
 import re
 import warnings
@@ -26,7 +28,7 @@ from typing import Any
 
 import torch
 
-from segany.atomic import atomic_path, write_json_atomic
+from segany.atomic import atomic_path, atomic_paths, write_json_atomic
 from segany.checkpoints.hf import config_from_hf, config_to_hf, looks_like_hf, preprocessor_to_hf
 from segany.config import check_generator_defaults, split_config_json
 from segany.errors import CheckpointError
@@ -296,6 +298,53 @@ def _read_hf_folder(folder: Path) -> RawWeights:
 # --- writing -------------------------------------------------------------------------------------
 
 
+def save_safetensors(
+    tensors: Mapping[str, torch.Tensor], path: str | os.PathLike[str], metadata: dict[str, str]
+) -> None:
+    """``safetensors.torch.save_file``, with a failed write (a full disk) raised as the
+    ``OSError`` it is (safetensors raises its own error type, naming the errno in its text)."""
+    from safetensors.torch import save_file
+
+    try:
+        save_file(dict(tensors), os.fspath(path), metadata=metadata)
+    except Exception as e:
+        found = re.search(r"os error (\d+)\)", str(e))
+        if found is None or isinstance(e, OSError):
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code)) from e
+
+
+def save_torch(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save``, with a failed write (a full disk) raised as the ``OSError`` it is
+    (torch's zip writer replaces it with 'unexpected pos N vs M')."""
+    with open(path, "wb") as f:
+        out = _KeepsWriteError(f)
+        try:
+            torch.save(obj, out)
+        except RuntimeError as e:
+            if out.error is None:
+                raise
+            raise out.error from e
+
+
+class _KeepsWriteError:
+    """A binary file for torch.save that keeps the first error its writes raised."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.error = f, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return int(self.f.write(data))
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def _plain(state: Mapping[str, torch.Tensor], half: bool) -> dict[str, torch.Tensor]:
     """Detached, contiguous CPU copies (safetensors needs them); fp16 floats when ``half``."""
     out = {}
@@ -315,8 +364,6 @@ def write_segany(
     half: bool = False,
     generator_defaults: Mapping[str, float] | None = None,
 ) -> None:
-    from safetensors.torch import save_file
-
     meta = {
         "format": "pt",
         SEGANY_CONFIG_KEY: cfg.to_json(),
@@ -327,13 +374,13 @@ def write_segany(
         meta[SEGANY_DEFAULTS_KEY] = json.dumps(own, sort_keys=True)
     tensors = _plain(state, half)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        save_safetensors(tensors, tmp, meta)
 
 
 def write_official(state: Mapping[str, torch.Tensor], path: Path, *, half: bool = False) -> None:
     tensors = _plain(state, half)
     with atomic_path(path) as tmp:
-        torch.save(tensors, tmp)
+        save_torch(tensors, tmp)
 
 
 def write_hf(
@@ -341,8 +388,6 @@ def write_hf(
 ) -> None:
     """A folder ``transformers.SamModel.from_pretrained`` loads: model.safetensors,
     config.json and preprocessor_config.json."""
-    from safetensors.torch import save_file
-
     from segany.checkpoints.hf import official_to_hf
 
     if folder.exists() and not folder.is_dir():
@@ -350,7 +395,17 @@ def write_hf(
     config = config_to_hf(cfg)
     config["dtype"] = "float16" if half else "float32"
     tensors = _plain(official_to_hf(state), half)
-    write_json_atomic(folder / "config.json", config, indent=2)
-    write_json_atomic(folder / "preprocessor_config.json", preprocessor_to_hf(cfg), indent=2)
-    with atomic_path(folder / "model.safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    names = ("config.json", "preprocessor_config.json", "model.safetensors")
+    new = not folder.exists()
+    try:
+        # The three files appear together or not at all (a full disk leaves no config.json
+        # without its weights).
+        with atomic_paths(*(folder / name for name in names)) as (conf, pre, weights):
+            write_json_atomic(conf, config, indent=2)
+            write_json_atomic(pre, preprocessor_to_hf(cfg), indent=2)
+            save_safetensors(tensors, weights, {"format": "pt"})
+    except BaseException:
+        if new:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # the folder made for them, if nothing else went in
+        raise

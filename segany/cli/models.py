@@ -17,7 +17,7 @@ from segany.cli.common import (
     add_output_options,
     resolve_path,
 )
-from segany.cli.outputs import check_output_file, check_output_folder
+from segany.cli.outputs import check_output_file, check_output_folder, stop_if_out_of_space
 from segany.errors import InputError
 
 # The names of segany.checkpoints.download.CHECKPOINTS, written out so that the command line
@@ -219,7 +219,11 @@ def run_convert(args: argparse.Namespace) -> int:
         check_output_folder(dst, "OUT")
     else:
         check_output_file(dst, "OUT")
-    config, written = convert(src, dst, fmt, half=args.half)
+    try:
+        config, written = convert(src, dst, fmt, half=args.half)
+    except OSError as e:
+        stop_if_out_of_space(e, dst, "nothing was written there: free some space and run again")
+        raise
     console.info(f"wrote {config.name} weights as {fmt} to {written}")
     console.summary(
         {

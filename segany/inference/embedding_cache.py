@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,10 +125,21 @@ class EmbeddingCache:
         return entry
 
     def put(self, key: str, entry: ImageEmbedding) -> None:
-        """Store ``entry`` atomically, then trim the folder to ``max_bytes``."""
+        """Store ``entry`` atomically, then trim the folder to ``max_bytes``. A write that fails
+        (a full disk, a read-only folder) is a warning: the caller has its embedding, and
+        nothing half-written is left."""
         from segany.atomic import write_bytes_atomic
 
-        write_bytes_atomic(self.path(key), _encode(key, entry))
+        try:
+            write_bytes_atomic(self.path(key), _encode(key, entry))
+        except OSError as e:
+            warnings.warn(
+                f"embedding cache {self.directory}: cannot store an entry "
+                f"({e.strerror or e}); the run goes on without it",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return
         self.trim()
 
     def trim(self) -> None:

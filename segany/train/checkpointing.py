@@ -50,12 +50,26 @@ def export(src: str | Path, dst: str | Path, half: bool = False) -> Path:
 STATE_FORMAT = 1
 
 
-def save_train_state(stem: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` (JSON-able values; ``state["optimizer"]`` a torch optimizer state dict)
-    to ``stem.state.pt`` (its tensors) + ``stem.state.json`` (the rest), each atomically."""
+def save_checkpoint(model: Sam, stem: Path, state: dict[str, Any]) -> None:
+    """``stem.safetensors`` (weights) + the training state (``stem.state.pt``, its tensors, and
+    ``stem.state.json``, the rest; ``state["optimizer"]`` a torch optimizer state dict) as one unit:
+    the three files are written under temporary names and renamed into place only when all
+    are complete, so a write that fails (a full disk) leaves the previous checkpoint whole."""
+    from segany.atomic import atomic_paths
+
+    names = (f"{stem}.safetensors", f"{stem}.state.pt", f"{stem}.state.json")
+    with atomic_paths(*names) as (weights, tensors, doc):
+        save_weights(model, weights)
+        _write_train_state(state, tensors, doc)
+
+
+def _write_train_state(state: dict[str, Any], tensor_path: Path, json_path: Path) -> None:
+    """``state`` (JSON-able values; ``state["optimizer"]`` a torch optimizer state dict) as
+    its tensors (``tensor_path``) + the rest (``json_path``), each written atomically."""
     import torch
 
     from segany.atomic import atomic_path, write_json_atomic
+    from segany.checkpoints.files import save_torch
 
     optim = state["optimizer"]
     tensors: dict[str, torch.Tensor] = {}
@@ -71,13 +85,13 @@ def save_train_state(stem: Path, state: dict[str, Any]) -> None:
     doc = {k: v for k, v in state.items() if k != "optimizer"}
     doc["format"] = STATE_FORMAT
     doc["optimizer"] = {"param_groups": optim["param_groups"], "state": per_param}
-    with atomic_path(stem.with_name(stem.name + ".state.pt")) as tmp:
-        torch.save(tensors, tmp)
-    write_json_atomic(stem.with_name(stem.name + ".state.json"), doc, indent=1)
+    with atomic_path(tensor_path) as tmp:
+        save_torch(tensors, tmp)  # a full disk is an OSError, not torch's 'unexpected pos'
+    write_json_atomic(json_path, doc, indent=1)
 
 
 def load_train_state(stem: Path) -> dict[str, Any]:
-    """The state ``save_train_state`` wrote; ``state["optimizer"]`` is ready for
+    """The state ``save_checkpoint`` wrote; ``state["optimizer"]`` is ready for
     ``optimizer.load_state_dict``. Raises ``CheckpointError`` for a missing or bad file."""
     import json
     import pickle

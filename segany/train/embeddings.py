@@ -142,9 +142,8 @@ def build_cache(
 ) -> Path:
     """Encode every image of ``dataset`` (once per entry of ``flips``) with ``model``'s image
     encoder and write the cache file atomically; returns its path."""
-    from safetensors.torch import save_file
-
     from segany.atomic import atomic_path
+    from segany.checkpoints.files import save_safetensors
 
     if not flips or flips[0] is not False or len(set(flips)) != len(flips):
         raise InputError(f"flips must start with False and not repeat, got {flips}")
@@ -199,7 +198,7 @@ def build_cache(
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        save_safetensors(tensors, tmp, meta)  # a full disk is an OSError
     return out
 
 

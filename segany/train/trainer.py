@@ -24,7 +24,7 @@ from segany.train import prompts
 from segany.train.checkpointing import (
     load_train_state,
     load_weights,
-    save_train_state,
+    save_checkpoint,
     save_weights,
 )
 from segany.train.datasets import MaskDataset, collate
@@ -328,7 +328,6 @@ class Trainer:
     def save(self, name: str = "checkpoint") -> Path:
         """Weights (segany safetensors) + training state (tensors + JSON), written atomically."""
         self.out.mkdir(parents=True, exist_ok=True)
-        save_weights(self.model, self.out / f"{name}.safetensors")
         state = {
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
@@ -337,7 +336,7 @@ class Trainer:
             "history": self.history,
             "best_score": self.best_score,
         }
-        save_train_state(self.out / name, state)
+        save_checkpoint(self.model, self.out / name, state)  # the three files as one unit
         return self.out / f"{name}.safetensors"
 
     def resume(self, name: str = "checkpoint") -> None:
