@@ -3,7 +3,9 @@
 - ``sources``: folders, globs, manifests of paths, SA-1B tar shards -> ``Item``s with stable keys
 - ``annotate``: a worker's job for one image (``MaskGenerator``, fully or semi-automatic)
 - ``output``: sharded SA-1B JSON with staging, atomic shards, manifest, errors, summary
+- ``shards`` / ``worker``: what a worker writes itself (staged results, the shards it completes)
 - ``local`` / ``ray_executor``: worker processes or Ray actors, one model each
+  (``raysession``: Ray started or joined on loopback unless a remote cluster is named)
 - ``run``: ``run_engine(EngineConfig)``; ``check``: ``verify`` and ``stats`` of an output
 - ``rounds``: model in the loop (annotate -> fine-tune -> re-annotate)
 
