@@ -1,6 +1,7 @@
 """End to end, issue 36's flow in Chromium: classes from `segany serve --classes`, picked with
 number keys and renamed in the page; masks coloured by class; pre-filled proposals reviewed
-one key each; COCO and YOLO exports read back with their own readers; the figures; the small
+one key each; COCO and YOLO exports read back with their own readers; the figures; zoom and
+pan; the small
 defects (the pre-fill threshold, a stale output text after undo, a class leaking onto the
 next object, a skip that drops masks without a word)."""
 
@@ -106,11 +107,19 @@ def test_classes_review_and_exports_in_the_browser(browser, tmp_path_factory, tm
         first = page.evaluate("window.segany.state.selected")
         page.keyboard.press("1")
         page.keyboard.press("a")
-        page.wait_for_function(f"window.segany.state.selected !== {first}")
+        moved = "(id) => ![null, id].includes(window.segany.state.selected)"
+        page.wait_for_function(moved, arg=first)
         second = page.evaluate("window.segany.state.selected")
         page.keyboard.press("r")
-        page.wait_for_function(f"window.segany.state.selected !== {second}")
+        page.wait_for_function(moved, arg=second)
+        third = page.evaluate("window.segany.state.selected")  # a proposal or a hand-made mask
+        page.keyboard.press("t")
+        assert "active" in page.get_attribute("#tool-brush", "class")
+        page.keyboard.press("a")
+        page.wait_for_function(moved, arg=third)
+        page.keyboard.press("v")
         masks = {m["id"]: m for m in page.evaluate(MASKS, image_id)}
+        assert (masks[third]["review"], masks[third]["reviewer"]) == ("accepted", "ann")
         assert (masks[first]["review"], masks[first]["label"]) == ("accepted", "coin")
         assert masks[first]["reviewer"] == "ann" and masks[first]["origin"] == "prefill"
         assert masks[first]["relabels"] == 1 and masks[first]["edits"] == 0
@@ -154,6 +163,33 @@ def test_classes_review_and_exports_in_the_browser(browser, tmp_path_factory, tm
         for line, m in zip(lines, sorted(kept, key=lambda m: m["id"]), strict=True):
             got, want = line_mask(line, (256, 239)), decode_rle(m["rle"])
             assert not (want & ~got).any()  # every pixel; a part's bridge may add a line
+
+        # Zoom (wheel, about the cursor) and pan (space + drag): a click still lands on the
+        # image pixel under it.
+        page.keyboard.press("Escape")
+        to_client = "([x, y]) => window.segany.view.toClient(x, y)"
+        to_image = "([x, y]) => window.segany.view.toImage({clientX: x, clientY: y})"
+        fitted = page.evaluate("window.segany.view.scale")
+        sx, sy = page.evaluate(to_client, list(SMALL))
+        page.mouse.move(sx, sy)
+        page.mouse.wheel(0, -600)
+        page.wait_for_function(f"window.segany.view.scale > {fitted} * 1.5")
+        assert page.evaluate(to_image, [sx, sy]) == pytest.approx(list(SMALL), abs=0.5)
+        decodes = page.evaluate("window.segany.state.decodes")
+        page.keyboard.down("Space")
+        page.mouse.down()
+        page.mouse.move(sx + 40, sy + 10, steps=4)
+        page.mouse.up()
+        page.keyboard.up("Space")
+        assert page.evaluate(to_image, [sx + 40, sy + 10]) == pytest.approx(list(SMALL), abs=0.5)
+        assert page.evaluate("window.segany.state.prompt.points.length") == 0
+        page.mouse.click(*page.evaluate(to_client, list(SMALL)))
+        page.wait_for_function(f"window.segany.state.decodes > {decodes}", timeout=30_000)
+        (point,) = page.evaluate("window.segany.state.prompt.points")
+        assert point == pytest.approx(list(SMALL), abs=0.5)
+        page.keyboard.press("Escape")
+        page.keyboard.press("Home")
+        assert page.evaluate("window.segany.view.scale") == pytest.approx(fitted)
 
         # The figures: the two masks made by hand (seconds recorded), the accepted proposal.
         page.click("#figures")

@@ -12,6 +12,7 @@ import {
 } from "./masks.js";
 import { cycle, decodeWith, resetPrompt, undo } from "./prompting.js";
 import { $, api, overlay, redraw, state, status, view } from "./state.js";
+import { zoomKeys } from "./zoom.js";
 
 // ----- images ---------------------------------------------------------------------------------
 async function loadImages() {
@@ -264,6 +265,13 @@ window.addEventListener("keydown", (e) => {
       }
     },
   };
+  for (const [name, zoom] of Object.entries(zoomKeys)) {
+    actions[name] = () => {
+      if (!state.image) return;
+      zoom();
+      redraw();
+    };
+  }
   const action = actions[key];
   if (!action || (e.ctrlKey && key !== "z") || e.metaKey) return;
   e.preventDefault();

@@ -29,13 +29,43 @@ export class View {
     if (!image) return;
     const w = image.naturalWidth;
     const h = image.naturalHeight;
-    this.scale = Math.min(this.canvas.width / w, this.canvas.height / h);
-    this.dx = (this.canvas.width - w * this.scale) / 2;
-    this.dy = (this.canvas.height - h * this.scale) / 2;
     for (const c of [this.layer, this.live]) {
       c.width = w;
       c.height = h;
     }
+    this.home(image);
+  }
+
+  // The whole image in view, centred (what fit gives; Home in the page).
+  home(image) {
+    if (!image) return;
+    const w = image.naturalWidth;
+    const h = image.naturalHeight;
+    this.fitted = Math.min(this.canvas.width / w, this.canvas.height / h);
+    this.scale = this.fitted;
+    this.dx = (this.canvas.width - w * this.scale) / 2;
+    this.dy = (this.canvas.height - h * this.scale) / 2;
+  }
+
+  // Zoom by `factor` about the canvas point (cx, cy): the image pixel under it stays there.
+  // The scale stays between half the fitted one and 32 screen pixels per image pixel.
+  zoomAt(factor, cx, cy) {
+    const scale = Math.min(32, Math.max((this.fitted || this.scale) / 2, this.scale * factor));
+    const k = scale / this.scale;
+    this.dx = cx - (cx - this.dx) * k;
+    this.dy = cy - (cy - this.dy) * k;
+    this.scale = scale;
+  }
+
+  panBy(dx, dy) {
+    this.dx += dx;
+    this.dy += dy;
+  }
+
+  // Client (page) coordinates of image pixel (x, y): what a click there sends.
+  toClient(x, y) {
+    const rect = this.canvas.getBoundingClientRect();
+    return [rect.left + this.dx + x * this.scale, rect.top + this.dy + y * this.scale];
   }
 
   toImage(event) {
