@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from helpers import seeded_model
 
-from segany import Predictor
+from segany import Predictor, load_model
 from segany.errors import InputError
 from segany.masks import decode_rle
 from segany.tasks import (
@@ -190,3 +190,93 @@ def test_results_read_back_with_pycocotools(predictor, tmp_path):
     ev.accumulate()
     ev.summarize()
     assert ev.stats[0] == pytest.approx(1.0)  # the masks themselves as ground truth: AP 1
+
+
+def test_segment_command_takes_a_detectors_boxes(tmp_path, capsys):
+    from PIL import Image
+
+    from segany.cli import main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("000000000001.png", "000000000002.png", "street.png"):
+        Image.fromarray(_scene()).save(images / name)
+    rows = [
+        {"image_id": 1, "bbox": [30, 20, 60, 40], "score": 0.9, "category_id": 5},
+        {"image_id": 1, "bbox": [100, 70, 50, 40], "score": 0.7, "category_id": 6},
+        {"image_id": 2, "bbox": [-5, -5, 40, 40], "score": 0.8, "category_id": 5},
+    ]
+    (tmp_path / "dets.json").write_text(json.dumps(rows))
+    out = tmp_path / "out"
+    code = main(
+        [
+            "segment",
+            str(images),
+            "--detections",
+            str(tmp_path / "dets.json"),
+            "-o",
+            str(out),
+            "--json",
+            "-q",
+        ]
+    )
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["written"] == 2  # street.png has no detections: skipped
+    results = json.loads((out / "results.json").read_text())
+    assert [(r["image_id"], r["category_id"], r["score"]) for r in results] == [
+        (1, 5, 0.9),
+        (1, 6, 0.7),
+        (2, 5, 0.8),
+    ]
+    assert results[2]["bbox"] == [0.0, 0.0, 35.0, 35.0]  # clipped to the image
+    assert len(list(out.glob("000000000001_mask*.png"))) == 2
+    # the masks equal the library call's
+    predictor = Predictor(load_model(), cache=False)
+    dets = read_coco_detections(tmp_path / "dets.json", sorted(images.iterdir()))
+    first = segment_detections(predictor, _scene(), dets[images / "000000000001.png"])
+    assert [r["segmentation"]["counts"] for r in results[:2]] == [r["counts"] for r in first.rles]
+
+    # YOLO labels: image ids are the stems
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / "street.txt").write_text("3 0.5 0.5 0.25 0.25 0.6\n")
+    code = main(["segment", str(images), "--detections", str(labels), "-o", str(out), "-q"])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [(r["image_id"], r["category_id"]) for r in results] == [("street", 3)]
+    assert results[0]["bbox"] == [60.0, 45.0, 40.0, 30.0]
+
+    # --detections gives the boxes: prompts beside it are a usage error; bad files are named
+    assert (
+        main(
+            [
+                "segment",
+                str(images),
+                "--detections",
+                str(labels),
+                "--box",
+                "1,1,9,9",
+                "-o",
+                str(out),
+                "-q",
+            ]
+        )
+        == 2
+    )
+    (tmp_path / "bad.json").write_text(json.dumps([{"image_id": 77, "bbox": [0, 0, 4, 4]}]))
+    assert (
+        main(
+            [
+                "segment",
+                str(images),
+                "--detections",
+                str(tmp_path / "bad.json"),
+                "-o",
+                str(out),
+                "-q",
+            ]
+        )
+        == 3
+    )
+    assert "image_id 77 is none of the 3 images" in capsys.readouterr().err

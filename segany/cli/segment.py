@@ -4,6 +4,12 @@ Prompts (the same for every image):
 - ``--point X,Y[,LABEL]`` (repeatable): pixel coordinates in the original image; LABEL 1/fg
   (default) marks the object, 0/bg the background. All points form one prompt.
 - ``--box X0,Y0,X1,Y1`` (repeatable): one prompt per box; one box may be combined with points.
+- ``--detections FILE|DIR``: a detector's boxes per image instead (the paper's zero-shot
+  instance segmentation): a COCO results JSON (``image_id`` matched to the images by
+  ``--coco-images`` ids, else by file name or numeric stem) or a folder of YOLO txt labels;
+  each image is encoded once and its boxes decoded together; ``results.json`` holds every mask
+  as a COCO results row (RLE, the detector's category and score). Images without detections
+  are skipped and counted.
 
 Outputs per image in ``--output``: ``STEM_mask{i}.png`` (8-bit, 255 inside), ``STEM.json`` (the
 prompts, and per mask its prompt, candidate index, score, area, XYWH box, COCO RLE and file) and
@@ -96,6 +102,19 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="write the model's 3 candidate masks per prompt instead of its single mask",
     )
+    prompts.add_argument(
+        "--detections",
+        metavar="FILE_OR_DIR",
+        help="boxes from a detector: COCO results JSON, or a folder of YOLO txt labels",
+    )
+    prompts.add_argument(
+        "--coco-images",
+        metavar="JSON",
+        help="a COCO annotation file whose 'images' map the detections' image_id to files",
+    )
+    prompts.add_argument(
+        "--min-score", type=finite_float, default=0.0, help="drop detections scored below this"
+    )
     add_refine_option(prompts)
     p.add_argument("--no-overlay", action="store_true", help="do not write STEM_overlay.png")
     add_model_options(p)
@@ -106,8 +125,14 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     console = Console(args)
-    if not args.point and not args.box:
-        raise UsageError("give at least one --point X,Y or --box X0,Y0,X1,Y1")
+    if args.detections is not None and (args.point or args.box):
+        raise UsageError("--detections gives the boxes: no --point or --box beside it")
+    if args.coco_images is not None and args.detections is None:
+        raise UsageError("--coco-images goes with --detections")
+    if not args.point and not args.box and args.detections is None:
+        raise UsageError(
+            "give at least one --point X,Y or --box X0,Y0,X1,Y1 (or --detections FILE)"
+        )
     if len(args.box) > 1 and args.point:
         raise UsageError("--point can be combined with one --box only (several boxes: no points)")
     out = check_output_folder(args.output, "--output")
@@ -115,13 +140,26 @@ def run(args: argparse.Namespace) -> int:
     if not images:
         raise InputError("no images found in " + ", ".join(args.images))
     images = [(path, output_set.output_stem(stem)) for path, stem in images]
-    per_image = max(1, len(args.box)) * (3 if args.multimask else 1)
+    detections = None
+    if args.detections is not None:
+        detections = _read_detections(args, [p for p, _ in images])
+        skipped = [p for p, _ in images if p not in detections]
+        images = [(p, stem) for p, stem in images if p in detections]
+        if skipped:
+            console.info(f"{len(skipped)} image(s) without detections: skipped")
+    per_image = {
+        str(path): (len(detections[path]) if detections is not None else max(1, len(args.box)))
+        * (3 if args.multimask else 1)
+        for path, _ in images
+    }
     output_set.check_collisions(
         {
-            str(path): prompted.output_paths(out, stem, per_image, overlay=not args.no_overlay)
+            str(path): prompted.output_paths(
+                out, stem, per_image[str(path)], overlay=not args.no_overlay
+            )
             for path, stem in images
         },
-        [],
+        [] if detections is None else [out / _RESULTS],
     )
     output_set.recover(out)
 
@@ -133,15 +171,22 @@ def run(args: argparse.Namespace) -> int:
         predictor = predictor_from_args(args, console)  # --precision, --cache
     predictor = refined_from_args(predictor, args)  # --refine
     results, failures = [], []
+    rows: list[dict[str, Any]] = []
     for path, stem in console.progress(images, total=len(images), desc="segment"):
         try:
-            results.append(_segment_one(predictor, path, stem, out, args))
+            dets = None if detections is None else detections[path]
+            results.append(_segment_one(predictor, path, stem, out, args, dets, rows))
         except Exception as e:  # noqa: BLE001 - one image's failure never stops the run
             stop_if_out_of_space(e, out)
             if len(images) == 1:
                 raise
             console.failure(failure_line(path, e))
             failures.append({"file": str(path), "error": one_line(e), "code": exit_code_for(e)})
+    if detections is not None:
+        from segany.atomic import write_json_atomic
+
+        write_json_atomic(out / _RESULTS, rows)
+        console.info(f"{len(rows)} masks as COCO results -> {out / _RESULTS}")
     for r in results:
         best = max(r["masks"], key=lambda m: m["score"])
         console.info(
@@ -162,8 +207,46 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if failures else EXIT_OK
 
 
+_RESULTS = "results.json"  # --detections: every mask as a COCO results row
+
+
+def _read_detections(args: argparse.Namespace, paths: list[Path]) -> dict[Path, Any]:
+    """--detections as {image path: Detections}: a YOLO folder or a COCO results file."""
+    import json
+
+    from segany.tasks import read_coco_detections, read_yolo_detections
+
+    source = Path(args.detections)
+    if source.is_dir():
+        from PIL import Image
+
+        sizes = {}
+        for p in paths:
+            try:
+                with Image.open(p) as im:
+                    sizes[p] = (im.height, im.width)
+            except OSError:
+                continue  # unreadable: reported when the image itself is read
+        return read_yolo_detections(source, sizes, min_score=args.min_score)
+    listed = None
+    if args.coco_images is not None:
+        try:
+            listed = json.loads(Path(args.coco_images).read_text(encoding="utf-8"))["images"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise InputError(
+                f"--coco-images {args.coco_images}: not a COCO file with 'images' ({e})"
+            ) from None
+    return read_coco_detections(source, paths, coco_images=listed, min_score=args.min_score)
+
+
 def _segment_one(
-    predictor: PredictorLike, path: Path, stem: str, out: Path, args: argparse.Namespace
+    predictor: PredictorLike,
+    path: Path,
+    stem: str,
+    out: Path,
+    args: argparse.Namespace,
+    detections: Any = None,
+    rows: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     from segany.formats import read_image
 
@@ -172,6 +255,9 @@ def _segment_one(
     points = np.array([p[:2] for p in args.point], dtype=np.float64).reshape(-1, 2)
     labels = np.array([p[2] for p in args.point], dtype=np.int64)
     boxes = np.array(args.box, dtype=np.float64).reshape(-1, 4)
+    if detections is not None:
+        detections, _ = detections.clipped(height, width, str(path))
+        boxes = detections.boxes
     _check_inside(points, boxes, width, height)
 
     predictor.set_image(image)
@@ -184,6 +270,16 @@ def _segment_one(
     masks, scores = np.asarray(prediction.masks), np.asarray(prediction.scores)
     if masks.ndim == 3:  # one prompt: C×H×W -> 1×C×H×W
         masks, scores = masks[None], scores[None]
+    if detections is not None and rows is not None:
+        from segany.masks import encode_rles
+        from segany.tasks import InstanceMasks, coco_instance_results
+
+        best = scores.argmax(axis=1)  # the one mask of each box (its best with --multimask)
+        found = InstanceMasks(
+            detections, encode_rles(masks[np.arange(len(best)), best]), scores[:, 0]
+        )
+        image_id = detections.image_id if detections.image_id is not None else stem
+        rows.extend(coco_instance_results(image_id, found))
 
     result = prompted.prompted_document(
         str(path),

@@ -51,6 +51,8 @@ class Detections:
     boxes: np.ndarray
     scores: np.ndarray
     categories: np.ndarray
+    #: the image's id in the file the detections came from (COCO ``image_id``), if any
+    image_id: int | str | None = None
 
     def __post_init__(self) -> None:
         n = len(self.boxes)
@@ -68,7 +70,13 @@ class Detections:
         return len(self.boxes)
 
     @classmethod
-    def from_arrays(cls, boxes: Any, scores: Any = None, categories: Any = None) -> Detections:
+    def from_arrays(
+        cls,
+        boxes: Any,
+        scores: Any = None,
+        categories: Any = None,
+        image_id: int | str | None = None,
+    ) -> Detections:
         """From array-likes: boxes N×4 XYXY; scores default 1.0, categories default 1."""
         b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) if len(boxes) else np.zeros((0, 4))
         n = len(b)
@@ -78,7 +86,7 @@ class Detections:
             if categories is None
             else np.asarray(categories, dtype=np.int64).reshape(-1)
         )
-        return cls(b, s, c)
+        return cls(b, s, c, image_id)
 
     def clipped(self, height: int, width: int, what: str = "image") -> tuple[Detections, int]:
         """The boxes clipped to a ``height``×``width`` image and how many were clipped; a box
@@ -93,7 +101,7 @@ class Detections:
                 f"the {width}×{height} image"
             )
         changed = int((boxes != self.boxes).any(axis=1).sum())
-        return Detections(boxes, self.scores, self.categories), changed
+        return Detections(boxes, self.scores, self.categories, self.image_id), changed
 
 
 @dataclass(frozen=True)
@@ -164,6 +172,7 @@ def read_coco_detections(
         raise InputError(f"{path}: a COCO results file is a JSON list of detections")
     index = _image_index([Path(p) for p in images], coco_images)
     grouped: dict[Path, list[tuple[list[float], float, int]]] = {}
+    ids: dict[Path, Any] = {}
     for i, row in enumerate(rows):
         where = f"{path}: detection {i}"
         if not isinstance(row, dict) or "bbox" not in row or "image_id" not in row:
@@ -186,17 +195,20 @@ def read_coco_detections(
                 f"{where}: image_id {row['image_id']!r:.60} is none of the {len(images)} "
                 f"images given (matched by {how})"
             )
+        ids.setdefault(target, row["image_id"])
         if score >= min_score:
             grouped.setdefault(target, []).append(([x, y, x + w, y + h], score, category))
     return {
-        p: Detections.from_arrays([r[0] for r in v], [r[1] for r in v], [r[2] for r in v])
+        p: Detections.from_arrays(
+            [r[0] for r in v], [r[1] for r in v], [r[2] for r in v], image_id=ids[p]
+        )
         for p, v in grouped.items()
     }
 
 
 def read_yolo_detections(
     folder: str | os.PathLike[str],
-    images: Mapping[str | os.PathLike[str], tuple[int, int]],
+    images: Mapping[Any, tuple[int, int]],
     *,
     min_score: float = 0.0,
 ) -> dict[Path, Detections]:
@@ -241,7 +253,7 @@ def read_yolo_detections(
             scores.append(conf)
             cats.append(cls)
         if boxes:
-            out[path] = Detections.from_arrays(boxes, scores, cats)
+            out[path] = Detections.from_arrays(boxes, scores, cats, image_id=path.stem)
     return out
 
 
