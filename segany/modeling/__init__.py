@@ -35,6 +35,14 @@ def build_sam_from_parts(
     (``segany.models.build_sam`` passes a ``SamConfig``'s)."""
     grid, size = encoder.embedding_size, encoder.frame_size
     family = family_of(encoder)
+    # Built in SAM's order (encoder, prompt encoder, decoder): seeded initialisations draw from
+    # the random generator in that order, so the same seed gives the same weights as before.
+    image_encoder = family.build(encoder, out_chans=prompt.embed_dim)
+    prompt_encoder = PromptEncoder(
+        embed_dim=prompt.embed_dim,
+        image_embedding_size=(grid, grid),
+        input_image_size=(size, size),
+    )
     decoder_args: dict[str, Any] = dict(
         transformer_dim=prompt.embed_dim,
         transformer=TwoWayTransformer(
@@ -54,12 +62,8 @@ def build_sam_from_parts(
     else:
         mask_decoder = MaskDecoder(**decoder_args)
     model = Sam(
-        image_encoder=family.build(encoder, out_chans=prompt.embed_dim),
-        prompt_encoder=PromptEncoder(
-            embed_dim=prompt.embed_dim,
-            image_embedding_size=(grid, grid),
-            input_image_size=(size, size),
-        ),
+        image_encoder=image_encoder,
+        prompt_encoder=prompt_encoder,
         mask_decoder=mask_decoder,
         pixel_mean=pixel_mean,
         pixel_std=pixel_std,
