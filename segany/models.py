@@ -76,7 +76,7 @@ def _efficientvit_l(name: str, depths: tuple[int, ...], neck_depth: int) -> SamC
         neck_expand_ratio=1,
         image_size=512,
     )
-    return SamConfig(name, encoder)
+    return SamConfig(name, encoder, decoder=DecoderConfig(norm_eps=1e-6))
 
 
 def _efficientvit_xl(name: str, depths: tuple[int, ...], neck_depth: int) -> SamConfig:
@@ -91,7 +91,7 @@ def _efficientvit_xl(name: str, depths: tuple[int, ...], neck_depth: int) -> Sam
         neck_expand_ratio=4,
         image_size=1024,
     )
-    return SamConfig(name, encoder)
+    return SamConfig(name, encoder, decoder=DecoderConfig(norm_eps=1e-6))
 
 
 EFFICIENTVIT_SAM_L0 = _efficientvit_l("efficientvit_sam_l0", (1, 1, 1, 4, 4), 4)

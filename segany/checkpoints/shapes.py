@@ -77,6 +77,7 @@ def infer_config(state: Mapping[str, Any]) -> SamConfig:
                 iou_head_depth=len(iou_layers),
                 iou_head_hidden_dim=need("mask_decoder.iou_prediction_head.layers.0.weight")[0],
                 hq=hq,
+                **family_of(encoder).decoder_overrides(encoder),
             ),
         )
     except ValueError as e:  # the configs' own checks (InputError is a ValueError)

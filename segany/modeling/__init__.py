@@ -50,6 +50,7 @@ def build_sam_from_parts(
             embedding_dim=prompt.embed_dim,
             num_heads=decoder.num_heads,
             mlp_dim=decoder.mlp_dim,
+            norm_eps=decoder.norm_eps,
         ),
         num_multimask_outputs=decoder.num_multimask_outputs,
         iou_head_depth=decoder.iou_head_depth,

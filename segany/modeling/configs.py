@@ -44,6 +44,9 @@ class DecoderConfig(_Sizes):
     decoder's features fused with the embedding and the encoder's early feature map (its width
     comes from the encoder's family). Written to JSON only when set, so SAM 1 configs keep
     their form and files without the field read as SAM 1.
+
+    ``norm_eps``: the two-way transformer's LayerNorm epsilon (torch's 1e-5 in SAM 1;
+    EfficientViT-SAM's package sets every norm to 1e-6). Written only when not 1e-5.
     """
 
     depth: int = 2
@@ -53,13 +56,19 @@ class DecoderConfig(_Sizes):
     iou_head_depth: int = 3
     iou_head_hidden_dim: int = 256
     hq: bool = False
+    norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
         if not isinstance(self.hq, bool):
             raise ValueError(f"DecoderConfig.hq must be true or false, got {self.hq!r}")
+        eps = self.norm_eps
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+            raise ValueError(f"DecoderConfig.norm_eps must be a number in (0, 1), got {eps!r}")
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
         if not self.hq:
             del out["hq"]
+        if self.norm_eps == 1e-5:
+            del out["norm_eps"]
         return out

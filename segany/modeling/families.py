@@ -136,6 +136,12 @@ class EncoderFamily(ABC):
         position tables resampled, every other tensor as it is."""
         raise ValueError(f"the {self.name!r} encoder family cannot change its input size")
 
+    def decoder_overrides(self, config: EncoderConfig) -> dict[str, Any]:
+        """``DecoderConfig`` fields this family's official models set differently from SAM 1
+        and that the weights do not show (EfficientViT-SAM: the LayerNorms' eps); used when a
+        config is read from a checkpoint's shapes."""
+        return {}
+
     def fast_forward(self, encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
         """``encoder(images)``'s values by the family's fastest inference path (the default is
         the module's forward). B×3×S×S -> B×C×h×w."""

@@ -50,17 +50,18 @@ class TwoWayAttentionBlock(nn.Module):
         *,
         attention_downsample_rate: int = 2,
         skip_first_layer_pe: bool = False,
+        norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.self_attn = Attention(embedding_dim, num_heads)
-        self.norm1 = nn.LayerNorm(embedding_dim)
+        self.norm1 = nn.LayerNorm(embedding_dim, eps=norm_eps)
         self.cross_attn_token_to_image = Attention(
             embedding_dim, num_heads, attention_downsample_rate
         )
-        self.norm2 = nn.LayerNorm(embedding_dim)
+        self.norm2 = nn.LayerNorm(embedding_dim, eps=norm_eps)
         self.mlp = MLPBlock(embedding_dim, mlp_dim, nn.ReLU)
-        self.norm3 = nn.LayerNorm(embedding_dim)
-        self.norm4 = nn.LayerNorm(embedding_dim)
+        self.norm3 = nn.LayerNorm(embedding_dim, eps=norm_eps)
+        self.norm4 = nn.LayerNorm(embedding_dim, eps=norm_eps)
         self.cross_attn_image_to_token = Attention(
             embedding_dim, num_heads, attention_downsample_rate
         )
@@ -102,6 +103,7 @@ class TwoWayTransformer(nn.Module):
         num_heads: int,
         mlp_dim: int,
         attention_downsample_rate: int = 2,
+        norm_eps: float = 1e-5,
     ) -> None:
         """Alternating attention between prompt tokens and the image embedding.
 
@@ -113,6 +115,8 @@ class TwoWayTransformer(nn.Module):
             mlp_dim: hidden width of each block's token MLP (2048).
             attention_downsample_rate: the token/image cross-attentions project q/k/v to
                 ``embedding_dim / attention_downsample_rate`` channels (2).
+            norm_eps: the LayerNorms' epsilon (torch's 1e-5 officially; 1e-6 in
+                EfficientViT-SAM).
         """
         super().__init__()
         self.layers = nn.ModuleList(
@@ -122,13 +126,14 @@ class TwoWayTransformer(nn.Module):
                 mlp_dim,
                 attention_downsample_rate=attention_downsample_rate,
                 skip_first_layer_pe=i == 0,
+                norm_eps=norm_eps,
             )
             for i in range(depth)
         )
         self.final_attn_token_to_image = Attention(
             embedding_dim, num_heads, attention_downsample_rate
         )
-        self.norm_final_attn = nn.LayerNorm(embedding_dim)
+        self.norm_final_attn = nn.LayerNorm(embedding_dim, eps=norm_eps)
 
     def forward(
         self,

@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping
-from typing import ClassVar, cast
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -232,6 +232,10 @@ class EfficientViTFamily(EncoderFamily):
     ) -> dict[str, torch.Tensor]:
         # Convolutions and linear attention only: no tensor depends on the input size.
         return dict(state)
+
+    def decoder_overrides(self, config: EncoderConfig) -> dict[str, Any]:
+        # The package's model zoo sets every norm's eps to 1e-6, the decoder's LayerNorms too.
+        return {"norm_eps": 1e-6}
 
     def fast_forward(self, encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
         return fused_forward(cast(ImageEncoderEfficientViT, encoder), images)
