@@ -500,13 +500,13 @@ def test_generator_same_masks_same_order():
 
     models = structured(SMALL_HQ)
     image = _image(120, 160)
-    # thresholds where these weights' scores lie (IoU ~0.1, stability ~0.8); NMS off, since
-    # their masks are large and overlap
-    opts = dict(points_per_side=8, pred_iou_thresh=0.1, stability_score_thresh=0.75)
+    # thresholds where these weights' scores lie (IoU 0.83-1.08, stability 0.65-0.73); NMS
+    # off, since their masks overlap (with it, one is left)
+    opts = dict(points_per_side=8, pred_iou_thresh=0.9, stability_score_thresh=0.67)
     opts.update(box_nms_thresh=1.0)
     ours = MaskGenerator(models[0], **opts).generate(image)
     theirs = SamAutomaticMaskGenerator(models[1], **opts).generate(image)
-    assert len(ours) == len(theirs) >= 20  # seen: 30 of 64
+    assert len(ours) == len(theirs) >= 20  # seen: 33 of 64
     differ = 0
     for rec, ref in zip(ours, theirs, strict=True):  # in the same order
         assert rec.point_coords == ref["point_coords"] and rec.crop_box == ref["crop_box"]
@@ -516,4 +516,4 @@ def test_generator_same_masks_same_order():
         differ += pixels
         assert abs(rec.area - ref["area"]) <= pixels
         assert abs(rec.stability_score - ref["stability_score"]) <= max(TOL, 1 / max(rec.area, 1))
-    assert differ <= 2  # seen: one pixel in one mask
+    assert differ <= 2  # seen: none (one pixel in one mask with other weights)
