@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import torch
 
@@ -321,7 +321,7 @@ def save_torch(obj: Any, path: str | os.PathLike[str]) -> None:
     with open(path, "wb") as f:
         out = _KeepsWriteError(f)
         try:
-            torch.save(obj, out)
+            torch.save(obj, cast("IO[bytes]", out))
         except RuntimeError as e:
             if out.error is None:
                 raise
@@ -332,7 +332,8 @@ class _KeepsWriteError:
     """A binary file for torch.save that keeps the first error its writes raised."""
 
     def __init__(self, f: Any) -> None:
-        self.f, self.error = f, None
+        self.f = f
+        self.error: OSError | None = None
 
     def write(self, data: Any) -> int:
         try:
