@@ -108,7 +108,12 @@ def _hostile_files(folder: Path, model: Any) -> dict[str, Path]:
     real = _metadata(folder / "small.safetensors")
     with safe_open(str(folder / "small.safetensors"), framework="pt") as f:
         state = {k: f.get_tensor(k) for k in f.keys()}
-    for name, version in (("v_abc", "abc"), ("v_neg", "-1"), ("v_zero", "0"), ("v_big", "9" * 5000)):
+    for name, version in (
+        ("v_abc", "abc"),
+        ("v_neg", "-1"),
+        ("v_zero", "0"),
+        ("v_big", "9" * 5000),
+    ):
         out[name] = folder / f"{name}.safetensors"
         save_file(state, str(out[name]), metadata={**real, "segany.format_version": version})
     out["a_file"] = folder / "a_file"
