@@ -67,6 +67,11 @@ def test_classes_review_and_exports_in_the_browser(browser, tmp_path_factory, tm
         page.set_input_files("#upload", str(tmp_path / "scene.png"))
         page.wait_for_function("window.segany.state.embedding !== null", timeout=120_000)
         image_id = page.evaluate("window.segany.state.image.id")
+        # A reviewer's page, in another browser context, on the same image: it shows the
+        # annotator's changes live (server-sent events), without a reload.
+        reviewer = open_page(browser, url, errors)
+        reviewer.evaluate("(id) => window.segany.openImage(id)", image_id)
+        reviewer.wait_for_selector("body[data-live='1']")
 
         # The pre-fill fields start at the model's own thresholds (they said 0.88).
         own = load_model().generator_defaults
@@ -87,6 +92,7 @@ def test_classes_review_and_exports_in_the_browser(browser, tmp_path_factory, tm
         _click_and_wait(page, BIG, 2)
         page.keyboard.press("a")
         page.wait_for_function("document.querySelectorAll('#mask-list li').length === 1")
+        reviewer.wait_for_function("document.querySelectorAll('#mask-list li').length === 1")
         assert page.text_content("#class-picked") == "class: none"
         assert _layer_pixel(page, BIG)[:3] == [0, 255, 0]
         _click_and_wait(page, SMALL, 3)
@@ -138,6 +144,14 @@ def test_classes_review_and_exports_in_the_browser(browser, tmp_path_factory, tm
         )
         masks = {m["id"]: m for m in page.evaluate(MASKS, image_id)}
         assert masks[first]["label"] == "penny"
+        reviewer.wait_for_function(
+            "document.querySelector('#class-list li .name').textContent === 'penny'"
+        )
+        reviewer.wait_for_function(
+            f"document.querySelectorAll('#mask-list li').length === {len(masks)}"
+        )
+        assert reviewer.evaluate("window.segany.state.liveEvents") >= len(masks)
+        reviewer.close()
 
         # Exports: COCO read back with pycocotools, YOLO by its documented layout; both hold
         # the masks (not the proposals or the rejected one), with the classes.

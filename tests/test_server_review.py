@@ -337,3 +337,66 @@ def test_figures_per_stage_and_model_version(client):
     total = got["total"]
     assert total["masks"] == 5 and total["masks_per_image"] == 2.5
     assert total["share_from_model"] == pytest.approx(2 / 5)
+
+
+# ----- live updates -----------------------------------------------------------------------------
+def test_the_event_stream_tells_every_page_of_each_change(tmp_path, tiny):
+    """GET /api/events on a real server (uvicorn in a thread): changes made through another
+    connection arrive as server-sent events, one per change, in order."""
+    import http.client
+    import threading
+    import time
+
+    import uvicorn
+    from fastapi.testclient import TestClient
+
+    from segany.server import ServerSettings, create_app
+    from tests.server_fixtures import LIMITS, free_port
+
+    app = create_app(ServerSettings(project_dir=tmp_path / "p", **LIMITS), model=tiny)
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    config.timeout_graceful_shutdown = 1
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 30
+        while not server.started and time.time() < deadline:
+            time.sleep(0.05)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/api/events")
+        stream = conn.getresponse()
+        assert stream.status == 200
+        assert stream.getheader("content-type").startswith("text/event-stream")
+        assert stream.readline() == b"retry: 2000\n"
+        hub = app.state.segany.events
+        while len(hub) == 0 and time.time() < deadline:
+            time.sleep(0.05)
+        other = TestClient(app)  # another page, through its own connection
+        image = upload(other)
+        mask = add_mask(other, image["id"], _square(10, 10), label="coin")
+        review(other, mask, "accepted")
+        other.patch(f"/api/classes/{mask['class_id']}", json={"color": "#000000"})
+        other.delete(f"/api/masks/{mask['id']}?version=2")
+        got: list[tuple] = []
+        while len(got) < 6 and time.time() < deadline + 30:
+            line = stream.readline().decode().strip()
+            if line.startswith("event: "):
+                kind = line[7:]
+                data = json.loads(stream.readline().decode()[6:])
+                got.append((kind, data.get("action"), data.get("image_id")))
+        i = image["id"]
+        assert got == [
+            ("image", "added", i),
+            ("classes", "added", None),  # "coin", made by the mask's label
+            ("mask", "added", i),
+            ("mask", "accepted", i),
+            ("classes", "changed", None),
+            ("mask", "deleted", i),
+        ]
+        conn.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert not thread.is_alive()

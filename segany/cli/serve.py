@@ -145,5 +145,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         console.info(f"serving on this machine only: open {url} (API docs at {url}docs)")
     sys.stderr.flush()
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # Pages keep a live-update stream open: a stop waits for them at most a few seconds.
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=3
+    )
     return 0

@@ -93,8 +93,15 @@ def is_reviewed(tally: dict[str, int]) -> bool:
 
 
 class Annotations:
-    def __init__(self, sessions: sessionmaker) -> None:
+    """``events``: told of every change (``segany.server.events.Events``; None: nobody)."""
+
+    def __init__(self, sessions: sessionmaker, events: Any = None) -> None:
         self.sessions = sessions
+        self.events = events
+
+    def _tell(self, kind: str, **data: Any) -> None:
+        if self.events is not None:
+            self.events.publish(kind, **data)
 
     # ----- images -------------------------------------------------------------------------
     def add_image(self, path: str, info: ImageInfo) -> tuple[ImageRow, bool]:
@@ -106,7 +113,8 @@ class Annotations:
             row = ImageRow(path=path, width=info.width, height=info.height, sha256=info.sha256)
             s.add(row)
             s.flush()
-            return row, True
+        self._tell("image", image_id=row.id, action="added")
+        return row, True
 
     def image(self, image_id: int) -> ImageRow:
         with self.sessions() as s:
@@ -149,7 +157,8 @@ class Annotations:
             if row is None:
                 raise NotFound(f"no image with id {image_id}")
             row.status = status
-            return row
+        self._tell("image", image_id=image_id, action=status)
+        return row
 
     # ----- masks --------------------------------------------------------------------------
     def masks(self, image_id: int, states: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
@@ -178,7 +187,8 @@ class Annotations:
             if image is None:
                 raise NotFound(f"no image with id {image_id}")
             rle = fields.pop("rle")
-            class_id, label = resolve(s, fields.pop("class_id", None), fields.pop("label", None))
+            named = fields.pop("class_id", None), fields.pop("label", None)
+            class_id, label, made = resolve(s, *named)
             row = MaskRow(
                 image_id=image_id,
                 class_id=class_id,
@@ -188,7 +198,11 @@ class Annotations:
             )
             s.add(row)
             s.flush()
-            return mask_dict(row, image)
+            out = mask_dict(row, image)
+        if made:
+            self._tell("classes", class_id=class_id, action="added")
+        self._tell("mask", image_id=image_id, mask_id=out["id"], action="added")
+        return out
 
     def novel(self, image_id: int, candidates: list[np.ndarray]) -> list[bool]:
         """Which candidate masks (H×W bool) are not duplicates of the image's stored masks
@@ -217,7 +231,9 @@ class Annotations:
         if "class_id" in values or "label" in values:
             with self.sessions.begin() as s:
                 named = values.pop("class_id", None), values.pop("label", None)
-                class_id, label = resolve(s, *named)
+                class_id, label, made = resolve(s, *named)
+            if made:
+                self._tell("classes", class_id=class_id, action="added")
             if class_id != current["class_id"] or label != current["label"]:
                 values.update(class_id=class_id, label=label, relabels=current["relabels"] + 1)
                 changed = True
@@ -240,16 +256,19 @@ class Annotations:
             ).rowcount
         if not done:
             raise Conflict(self._stale(mask_id, version), self._current(mask_id))
+        action = values.get("review") or "edited"
+        self._tell("mask", image_id=current["image_id"], mask_id=mask_id, action=action)
         return self.mask(mask_id)
 
     def delete_mask(self, mask_id: int, version: int) -> None:
-        self.mask(mask_id)  # 404 first
+        image_id = self.mask(mask_id)["image_id"]  # 404 first
         with self.sessions.begin() as s:
             done = s.execute(
                 delete(MaskRow).where(MaskRow.id == mask_id, MaskRow.version == version)
             ).rowcount
         if not done:
             raise Conflict(self._stale(mask_id, version), self._current(mask_id))
+        self._tell("mask", image_id=image_id, mask_id=mask_id, action="deleted")
 
     def _current(self, mask_id: int) -> dict[str, Any] | None:
         try:

@@ -33,6 +33,7 @@ def build_state(settings: ServerSettings, model: Any = None) -> AppState:
     from segany.server.annotations import Annotations
     from segany.server.classes import Classes, read_classes_file
     from segany.server.db import ModelVersion, TrainJob, now, open_database
+    from segany.server.events import Events
     from segany.server.modelhub import ModelHub
     from segany.server.project import ProjectFolder
     from segany.server.training import Retrainer
@@ -78,8 +79,9 @@ def build_state(settings: ServerSettings, model: Any = None) -> AppState:
     hub.current = versions[-1].version
     if model is not None and hub.current == 0:
         hub.add_loaded(0, model)
-    notes = Annotations(sessions)
-    classes = Classes(sessions)
+    events = Events()
+    notes = Annotations(sessions, events)
+    classes = Classes(sessions, events)
     if specs:
         added, recoloured = classes.merge(specs)
         log.info(
@@ -92,7 +94,7 @@ def build_state(settings: ServerSettings, model: Any = None) -> AppState:
         return sum(len(d.annotations) for _, d in docs)
 
     retrainer = Retrainer(project.root, sessions, export_sa1b, hub)
-    return AppState(settings, project, notes, hub, retrainer, sessions, engine, classes)
+    return AppState(settings, project, notes, hub, retrainer, sessions, engine, classes, events)
 
 
 def create_app(settings: ServerSettings, *, model: Any = None) -> Any:

@@ -105,8 +105,15 @@ def read_classes_file(path: str | Path) -> list[ClassSpec]:
 
 
 class Classes:
-    def __init__(self, sessions: sessionmaker) -> None:
+    """``events``: told of every change (``segany.server.events.Events``; None: nobody)."""
+
+    def __init__(self, sessions: sessionmaker, events: Any = None) -> None:
         self.sessions = sessions
+        self.events = events
+
+    def _tell(self, action: str, class_id: int) -> None:
+        if self.events is not None:
+            self.events.publish("classes", class_id=class_id, action=action)
 
     def all(self) -> list[dict[str, Any]]:
         with self.sessions() as s:
@@ -132,7 +139,9 @@ class Classes:
             if _by_name(s, name) is not None:
                 raise Conflict(f"a class named {name!r} exists already", self.all())
             row = _new(s, name, None if color is None else check_color(color))
-            return class_dict(row)
+            out = class_dict(row)
+        self._tell("added", out["id"])
+        return out
 
     def update(self, class_id: int, name: str | None, color: str | None) -> dict[str, Any]:
         """Rename and/or recolour a class; a rename renames its masks' labels too."""
@@ -150,7 +159,9 @@ class Classes:
             if color is not None:
                 row.color = check_color(color)
             s.flush()
-            return class_dict(row)
+            out = class_dict(row)
+        self._tell("changed", class_id)
+        return out
 
     def delete(self, class_id: int) -> int:
         """Remove a class; its masks become unlabelled (returns how many)."""
@@ -162,6 +173,7 @@ class Classes:
                 update(MaskRow).where(MaskRow.class_id == class_id).values(class_id=None, label="")
             ).rowcount
             s.delete(row)
+        self._tell("deleted", class_id)
         return int(count or 0)
 
     def merge(self, specs: list[ClassSpec]) -> tuple[int, int]:
@@ -179,9 +191,9 @@ class Classes:
         return added, recoloured
 
 
-def resolve(s: Session, class_id: int | None, label: str | None) -> tuple[int | None, str]:
-    """(class id, label) of a mask given either (a label names a class, made if new); both
-    must agree; neither or an empty label: unlabelled."""
+def resolve(s: Session, class_id: int | None, label: str | None) -> tuple[int | None, str, bool]:
+    """(class id, label, whether the class was made now) of a mask given either (a label
+    names a class, made if new); both must agree; neither or an empty label: unlabelled."""
     if class_id is not None:
         row = s.get(ClassRow, class_id)
         if row is None:
@@ -190,12 +202,15 @@ def resolve(s: Session, class_id: int | None, label: str | None) -> tuple[int | 
             raise InputError(
                 f"label {label.strip()!r} is not the name of class {class_id} ({row.name!r})"
             )
-        return row.id, row.name
+        return row.id, row.name, False
     if label is None or not label.strip():
-        return None, ""
+        return None, "", False
     name = check_name(label)
-    row = _by_name(s, name) or _new(s, name, None)
-    return row.id, row.name
+    row = _by_name(s, name)
+    if row is not None:
+        return row.id, row.name, False
+    row = _new(s, name, None)
+    return row.id, row.name, True
 
 
 def _by_name(s: Session, name: str) -> ClassRow | None:

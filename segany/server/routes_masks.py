@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 
 from segany.server import exporting, schemas
 from segany.server.project import NotFound
@@ -82,6 +82,21 @@ def delete_class(request: Request, class_id: int) -> Response:
     """Remove a class; its masks stay, unlabelled."""
     state_of(request).classes.delete(class_id)
     return Response(status_code=204)
+
+
+# ----- live updates -----------------------------------------------------------------------------
+@router.get(
+    "/events",
+    summary="Live updates (server-sent events)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def events(request: Request) -> StreamingResponse:
+    """One ``text/event-stream`` message per change to the project's masks, images and classes
+    (``segany.server.events``), so every open page shows others' changes as they happen."""
+    stream = state_of(request).events.stream(request.is_disconnected)
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
 
 # ----- figures ---------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ base64 of little-endian float32 with their shape (``Tensor``).
 from __future__ import annotations
 
 import base64
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,6 +18,11 @@ from segany.errors import InputError
 Origin = Literal["clicks", "box", "brush", "prefill", "imported", "accepted", "edited"]
 Status = Literal["todo", "annotated", "skipped"]
 Review = Literal["proposed", "unreviewed", "accepted", "rejected"]
+
+
+# An integer a request stores or looks up: the database's columns are 32-bit on PostgreSQL
+# (a larger one was a 500 there, and past 64 bits on SQLite too).
+DbInt = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 
 
 class Strict(BaseModel):

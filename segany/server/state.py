@@ -20,6 +20,7 @@ class AppState:
     sessions: Any
     engine: Any
     classes: Any  # Classes
+    events: Any  # Events
 
 
 def state_of(request: Any) -> AppState:

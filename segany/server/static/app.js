@@ -6,6 +6,7 @@
 import { loadClasses, onClassesChanged, pickByKey, pickClass, useClass } from "./classes.js";
 import { BrowserDecoder } from "./decoder.js";
 import { showFigures } from "./figures.js";
+import { listen } from "./live.js";
 import {
   accept, afterChange, clearSelection, deleteMask, edit, loadMasks, onImagesChanged,
   paintMasks, reject, selectMask, toggleHidden,
@@ -321,6 +322,7 @@ window.segany = {
     await loadClasses();
     await loadImages();
     await loadModel();
+    listen(loadImages);
     document.body.dataset.ready = "1";
   })(),
 };

@@ -33,6 +33,7 @@ export const state = {
   history: [],
   started: performance.now(),
   decodes: 0,
+  liveEvents: 0, // changes the server told of (live.js)
 };
 
 export function status(text) {
