@@ -165,6 +165,11 @@ def create_app(settings: ServerSettings, *, model: Any = None) -> Any:
         detail = "the request does not match the schema"
         return JSONResponse({"detail": detail, "errors": errors}, 422)
 
+    @app.exception_handler(OverflowError)
+    async def out_of_range(_request: Request, e: OverflowError) -> JSONResponse:
+        # An id or number past what the database stores (SQLite: 64-bit): nothing has it.
+        return JSONResponse({"detail": f"a number is out of the range stored here ({e})"}, 400)
+
     @app.exception_handler(Exception)
     async def internal(_request: Request, e: Exception) -> JSONResponse:
         log.exception("internal error")

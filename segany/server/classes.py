@@ -214,7 +214,11 @@ def resolve(s: Session, class_id: int | None, label: str | None) -> tuple[int | 
 
 
 def _by_name(s: Session, name: str) -> ClassRow | None:
-    return s.scalar(select(ClassRow).where(func.lower(ClassRow.name) == name.lower()))
+    # Compared in Python: SQLite's lower() folds ASCII only, so a non-ASCII name given twice
+    # was not found and hit the unique constraint (a 500), and 'Å'/'å' were two classes there
+    # but one on PostgreSQL. A label set is small.
+    key = name.lower()
+    return next((r for r in s.scalars(select(ClassRow)) if r.name.lower() == key), None)
 
 
 def _new(s: Session, name: str, color: str | None) -> ClassRow:

@@ -164,14 +164,14 @@ class MaskIn(Strict):
     label: str = Field(
         "", max_length=256, description="the class by name (a new name adds a class)"
     )
-    class_id: int | None = Field(None, description="the class by id (GET /api/classes)")
+    class_id: DbInt | None = Field(None, description="the class by id (GET /api/classes)")
     author: str = Field("", max_length=128)
     origin: Origin
     review: Literal["unreviewed", "proposed"] = Field(
         "unreviewed", description="'proposed': a model's proposal, a mask once accepted"
     )
     prompts: dict[str, Any] = Field(default_factory=dict)
-    model_version: int | None = None
+    model_version: DbInt | None = None
     predicted_iou: float | None = None
     seconds: float = Field(0.0, ge=0, le=86_400)
 
@@ -180,10 +180,10 @@ class MaskPatch(Strict):
     """The origin is how the mask was made and does not change: a new shape counts as an edit,
     a new class as a relabel (``edits``, ``relabels``, ``editor`` on the mask)."""
 
-    version: int = Field(description="the version you read; a stale one gets a 409")
+    version: DbInt = Field(description="the version you read; a stale one gets a 409")
     rle: RLE | None = None
     label: str | None = Field(None, max_length=256, description="'' removes the class")
-    class_id: int | None = None
+    class_id: DbInt | None = None
     prompts: dict[str, Any] | None = None
     seconds: float | None = Field(None, ge=0, le=86_400)
     author: str | None = Field(None, max_length=128)
