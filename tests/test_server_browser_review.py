@@ -211,6 +211,11 @@ def test_classes_review_and_exports_in_the_browser(browser, tmp_path_factory, tm
         assert int(page.get_attribute("body", "data-figures")) == len(kept)
         assert page.locator("#figures-table tr").count() >= 2
 
+        # A reload reopens the image the page was on.
+        page.reload()
+        page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+        page.wait_for_function(f"window.segany.state.image?.id === {image_id}")
+
         # Skipping an image with masks says what it drops.
         page.keyboard.press("s")
         page.wait_for_function(

@@ -66,6 +66,7 @@ async function openImage(id) {
   state.started = performance.now();
   redraw();
   document.body.dataset.image = String(id);
+  localStorage.setItem("segany-image", String(id)); // reopened after a reload
 }
 
 async function loadEmbedding() {
@@ -323,6 +324,8 @@ window.segany = {
     await loadImages();
     await loadModel();
     listen(loadImages);
+    const last = Number(localStorage.getItem("segany-image"));
+    if (state.images.some((image) => image.id === last)) await openImage(last);
     document.body.dataset.ready = "1";
   })(),
 };
