@@ -73,6 +73,11 @@ def list_items(specs: list[str], *, recursive: bool = True) -> list[Item]:
     items: dict[str, Item] = {}
     for spec in specs:
         for item in _items_of(spec, recursive):
+            if item.key in items and items[item.key].source == item.source:
+                raise InputError(
+                    f"{item.source} comes twice (a manifest listing a path twice, or a tar "
+                    "holding two files of that name); remove one"
+                )
             if item.key in items:
                 raise InputError(
                     f"two inputs have the key {item.key!r} ({items[item.key].source} and "
@@ -97,6 +102,26 @@ def _items_of(spec: str, recursive: bool) -> list[Item]:
     if glob.has_magic(spec):
         return glob_items(spec)
     raise InputError(f"{spec}: no such file, folder or matching pattern")
+
+
+def safe_key(text: str, where: str) -> str:
+    """``text`` as a key that stays inside the output folder: ``/``-separated, without empty,
+    ``.`` and ``..`` parts (so an absolute name or a tar member ``../../x.jpg`` cannot lead
+    outside; names that meet after this are caught as duplicate keys)."""
+    parts = [p for p in text.replace(os.sep, "/").split("/") if p not in ("", ".", "..")]
+    if not parts or "\0" in text:
+        raise InputError(f"{where}: {text!r} is not a usable name for an image")
+    return "/".join(parts)
+
+
+def _data_after(path: Path, offset: int) -> bool:
+    """Whether ``path`` holds a non-zero byte past ``offset``."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while chunk := f.read(1 << 20):
+            if chunk.count(0) != len(chunk):
+                return True
+    return False
 
 
 def _is_tar_name(name: str) -> bool:
@@ -149,7 +174,14 @@ def manifest_items(manifest: Path) -> list[Item]:
     first column; an optional ``id`` column gives the key). Relative paths are relative to the
     manifest's folder; keys are the paths as written. Blank lines and ``#`` comments are skipped.
     A listed file that is missing still becomes an item, so the run reports it as an error."""
-    text = manifest.read_text(encoding="utf-8")
+    try:  # utf-8-sig: a byte-order mark (as spreadsheet programs save) is not text
+        text = manifest.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError(
+            f"{manifest}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8"
+        ) from None
+    if "\0" in text:
+        raise InputError(f"{manifest}: holds a NUL character; a manifest is text, a path a line")
     rows: list[tuple[str, str]] = []  # (path, key)
     if manifest.suffix.lower() == ".csv":
         reader = csv.reader(text.splitlines())
@@ -177,8 +209,7 @@ def manifest_items(manifest: Path) -> list[Item]:
     out = []
     for value, key in rows:
         p = Path(value) if Path(value).is_absolute() else base / value
-        key = PurePosixPath(key.replace(os.sep, "/")).as_posix().lstrip("/")
-        out.append(_file_item(p, key))
+        out.append(_file_item(p, safe_key(key, str(manifest))))
     return out
 
 
@@ -186,14 +217,25 @@ def tar_items(tar_path: Path) -> list[Item]:
     """Image members of an uncompressed tar, keyed ``TARSTEM/MEMBER``; ``NAME.json`` members
     beside ``NAME.jpg`` become the item's annotations. Reads headers only."""
     stem = tar_path.name.split(".tar")[0] if ".tar" in tar_path.name else tar_path.stem
+    members: list[tarfile.TarInfo] = []
     try:
         with tarfile.open(tar_path, "r:") as tar:
-            members = [m for m in tar if m.isfile()]
+            members.extend(m for m in tar if m.isfile())
+            end = tar.offset
+        # tarfile ends its listing quietly at a damaged or cut header after the first: what
+        # follows the end it found must be the zero blocks a tar ends with, else files are lost.
+        if _data_after(tar_path, end):
+            raise tarfile.ReadError(f"no tar header at byte {end}")
     except tarfile.ReadError as e:
         if tar_path.name.lower().endswith((".gz", ".tgz", ".bz2", ".xz")):
             raise InputError(
                 f"{tar_path}: compressed tars cannot be streamed by offset; give an "
                 "uncompressed .tar (SA-1B shards are uncompressed)"
+            ) from None
+        if members:  # headers were read, then the file ended or turned to junk
+            raise InputError(
+                f"{tar_path}: the tar is cut short or damaged after {len(members)} file(s) "
+                f"({e}); copy or download it again"
             ) from None
         raise InputError(f"{tar_path}: not a readable tar file ({e})") from None
     by_name = {m.name: m for m in members}
@@ -205,7 +247,7 @@ def tar_items(tar_path: Path) -> list[Item]:
         side = by_name.get(str(name.with_suffix(".json")))
         out.append(
             Item(
-                f"{stem}/{name.as_posix()}",
+                safe_key(f"{stem}/{name.as_posix()}", str(tar_path)),
                 f"{tar_path}:{m.name}",
                 Blob(str(tar_path), m.offset_data, m.size),
                 None if side is None else Blob(str(tar_path), side.offset_data, side.size),
