@@ -20,6 +20,7 @@ no input and never ends: it is left to the server tests that listen to it.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,8 @@ from tests.server_fixtures import (  # noqa: E402, F401
     tiny,
 )
 
-EXAMPLES = 20  # per operation and mode
+# Per operation and mode; SEGANY_FUZZ_EXAMPLES=200 digs deeper by hand (minutes).
+EXAMPLES = int(os.environ.get("SEGANY_FUZZ_EXAMPLES", "20"))
 FEWER = {"POST /api/images/{image_id}/prefill": 4, "GET /api/decoder.onnx": 2}
 ID_PARAMETERS = ("image_id", "mask_id", "class_id", "job_id")
 MODES = ("positive", "negative")
