@@ -299,3 +299,47 @@ def test_read_only_output_is_one_line_before_any_work(
     code, err = _cli(capsys, *argv)
     line = _one_line(err)
     assert code == 6 and f"cannot write in {read_only} (read-only file system" in line, err
+
+
+# --------------------------------------------------------------------------------------------
+# the annotation app
+
+
+def test_app_on_a_full_disk_answers_507_and_leaves_no_partial_export(disk):
+    pytest.importorskip("fastapi", reason="the server extra is part of the dev extra")
+    from fastapi.testclient import TestClient
+
+    from segany.masks import encode_rle
+    from segany.server import ServerSettings, create_app
+    from tests.server_fixtures import LIMITS, coins_png, scene_png
+
+    app = create_app(ServerSettings(project_dir=disk.root / "p", **LIMITS), model=load_model())
+    client = TestClient(app, raise_server_exceptions=False)
+    image = client.post("/api/images", files={"file": ("coins.png", coins_png(), "image/png")})
+    image = image.json()
+    mask = np.zeros((image["height"], image["width"]), bool)
+    for row in range(0, 200, 10):  # enough masks that every export needs a few pages
+        mask[row : row + 5, 20:300] = True
+        body = {"rle": encode_rle(mask), "origin": "clicks", "label": f"c{row}"}
+        assert client.post(f"/api/images/{image['id']}/masks", json=body).status_code == 201
+    exports = disk.root / "p" / "exports"
+
+    disk.leave(0)
+    for fmt in ("sa1b", "coco", "yolo", "png"):
+        r = client.post("/api/export", json={"format": fmt})
+        assert r.status_code == 507 and "disk is full" in r.json()["detail"], (fmt, r.text)
+    r = client.post("/api/images", files={"file": ("scene.png", scene_png(), "image/png")})
+    assert r.status_code == 507, r.text
+    body = {"rle": encode_rle(~mask), "origin": "clicks"}
+    r = client.post(f"/api/images/{image['id']}/masks", json=body)
+    assert r.status_code in (201, 507), r.text  # SQLite may still fit a row in its pages
+    assert not any(exports.iterdir()) and not _temporary_files(disk.root)
+    assert len(client.get("/api/images").json()["images"]) == 1
+
+    disk.free()
+    for fmt in ("sa1b", "coco", "yolo", "png"):
+        r = client.post("/api/export", json={"format": fmt})
+        assert r.status_code == 200, r.text
+        assert all((disk.root / "p" / f).is_file() for f in r.json()["files"])
+    r = client.post("/api/images", files={"file": ("scene.png", scene_png(), "image/png")})
+    assert r.status_code == 201, r.text

@@ -2,7 +2,8 @@
 
 Every error becomes a JSON ``{"detail": ...}`` with a 4xx status: 400 bad input, 401 missing
 token, 404 unknown id, 409 stale edit (with ``current``), 413 oversized upload, 422 a body that
-does not match the schema. An unexpected exception is a 500 with a JSON body (and a bug).
+does not match the schema. A write refused for space (a full disk, the database's included) is a
+507; any other unexpected exception is a 500 with a JSON body (and a bug).
 """
 
 from __future__ import annotations
@@ -172,6 +173,10 @@ def create_app(settings: ServerSettings, *, model: Any = None) -> Any:
 
     @app.exception_handler(Exception)
     async def internal(_request: Request, e: Exception) -> JSONResponse:
+        if _disk_full(e):  # the server's condition, not a bug: say so (507 Insufficient Storage)
+            log.error("disk full: %s", e)
+            detail = "the server's disk is full: nothing was saved; free some space and retry"
+            return JSONResponse({"detail": detail}, 507)
         log.exception("internal error")
         return JSONResponse({"detail": f"internal error: {type(e).__name__}"}, 500)
 
@@ -183,6 +188,20 @@ def create_app(settings: ServerSettings, *, model: Any = None) -> Any:
         return FileResponse(STATIC / "index.html")
 
     return app
+
+
+def _disk_full(error: BaseException | None) -> bool:
+    """A write refused for space: ENOSPC/EDQUOT, SQLite's 'database or disk is full' or
+    PostgreSQL's disk_full (53100), raised directly or as the cause of a wrapper."""
+    import errno
+
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "database or disk is full" in str(error) or getattr(error, "pgcode", None) == "53100":
+            return True
+        error = error.__cause__ or getattr(error, "orig", None)
+    return False
 
 
 def _bearer(value: str | None) -> str | None:

@@ -138,12 +138,33 @@ def export(
     options: ExportOptions | None = None,
 ) -> ExportResult:
     """Write an export (the module's layouts) in a new folder."""
-    from segany.server import export_formats
-
     options = options or ExportOptions()
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
     folder = project.root / "exports" / f"{fmt}-{stamp}"
+    # Written in a hidden folder and renamed when complete: a failed export (a full disk)
+    # leaves no partial folder among the exports.
+    final, folder = folder, folder.with_name(f".{folder.name}.partial")
     folder.mkdir(parents=True)
+    try:
+        result = _write(folder, fmt, project, notes, classes, options)
+        folder.rename(final)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    result.folder = final
+    return result
+
+
+def _write(
+    folder: Path,
+    fmt: str,
+    project: ProjectFolder,
+    notes: Annotations,
+    classes: Classes,
+    options: ExportOptions,
+) -> ExportResult:
+    from segany.server import export_formats
+
     states = ("accepted",) if options.accepted_only else EXPORTED
     docs = documents(project, notes, states)
     result = ExportResult(folder, sum(len(d.annotations) for _, d in docs))
