@@ -31,7 +31,9 @@ CASES = [
 
 def official(low: torch.Tensor, inp, orig, size: int) -> torch.Tensor:
     model = seeded_model(SMALL)
-    model.image_encoder.img_size = size  # postprocess_masks reads only this
+    # postprocess_masks upscales to the prompt frame (the prompt encoder's input size)
+    model.image_encoder.img_size = size
+    model.prompt_encoder.input_image_size = (size, size)
     return model.postprocess_masks(low, inp, orig)
 
 

@@ -21,7 +21,7 @@ from segany.checkpoints.download import (
     download_base,
     ensure_checkpoint,
 )
-from segany.checkpoints.files import read_weights
+from segany.checkpoints.files import read_weights, save_safetensors, save_torch
 from segany.checkpoints.loading import (
     DEFAULT_MODEL,
     CachedModel,
@@ -38,6 +38,8 @@ from segany.checkpoints.loading import (
 from segany.checkpoints.shapes import check_state_dict, describe, infer_config
 
 __all__ = [
+    "save_safetensors",
+    "save_torch",
     "CHECKPOINTS",
     "CHECKPOINT_BASE_URL",
     "DEFAULT_MODEL",

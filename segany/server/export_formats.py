@@ -1,30 +1,109 @@
-"""The COCO, YOLO and PNG exports' files (layouts in ``segany.server.exporting``)."""
+"""The exports' files, one writer per format (layouts in ``segany.server.exporting``), and
+what they share: the categories, the extra annotation fields, the result."""
 
 from __future__ import annotations
 
+import os
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from segany.atomic import write_json_atomic
+from segany.atomic import atomic_path, write_json_atomic
 from segany.formats import (
     coco_dataset,
     label_map,
+    mask_polygons,
     write_coco,
     write_label_map,
     write_mask_png,
+    write_sa1b,
 )
 from segany.formats.sa1b import SA1BImage
 from segany.formats.yolo import mask_line, write_data_yaml, write_labels
 from segany.masks import decode_rle
-from segany.server.exporting import (
-    EXTRA_FIELDS,
-    Categories,
-    ExportResult,
-    coco_polygons,
-    link_or_copy,
+
+EXTRA_FIELDS = (
+    "label",
+    "class_id",
+    "origin",
+    "author",
+    "review",
+    "reviewer",
+    "edits",
+    "relabels",
+    "model_version",
+    "seconds",
 )
+UNLABELLED = "unlabelled"
+
+
+@dataclass
+class ExportResult:
+    folder: Path
+    masks: int
+    warnings: list[str] = field(default_factory=list)
+
+
+class Categories:
+    """The export's categories: every class (id, name, colour), then ``unlabelled`` if any
+    exported mask has no class (id one above the largest class id)."""
+
+    def __init__(self, classes: list[dict[str, Any]], docs: list[tuple[Path, SA1BImage]]):
+        self.classes = [dict(c) for c in classes]
+        self.unlabelled = sum(
+            1 for _, d in docs for a in d.annotations if a.get("class_id") is None
+        )
+        names = {c["name"].lower() for c in self.classes}
+        self.extra_name = UNLABELLED
+        while self.extra_name.lower() in names:
+            self.extra_name += "_"
+        self.extra_id = max((c["id"] for c in self.classes), default=0) + 1
+        if self.unlabelled:
+            self.classes.append({"id": self.extra_id, "name": self.extra_name, "color": "#808080"})
+        self.index = {c["id"]: i for i, c in enumerate(self.classes)}
+
+    def id_of(self, annotation: dict[str, Any]) -> int:
+        class_id = annotation.get("class_id")
+        return self.extra_id if class_id is None else int(class_id)
+
+    def coco(self) -> list[dict[str, Any]]:
+        return [
+            {"id": c["id"], "name": c["name"], "supercategory": "object", "color": c["color"]}
+            for c in self.classes
+        ]
+
+
+def write_sa1b_folder(folder: Path, docs: list[tuple[Path, SA1BImage]]) -> None:
+    for n, (path, doc) in enumerate(docs):
+        name = f"{n:06d}_{path.name}"
+        link_or_copy(path, folder / name)
+        doc.image["file_name"] = name
+        write_sa1b(folder / f"{n:06d}_{path.stem}.json", doc)
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:  # another file system: a copy, published whole like every output
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
+
+
+def coco_polygons(mask: np.ndarray) -> list[list[float]] | None:
+    """COCO polygons (flat x, y lists in COCO's pixel frame, where pixel i spans [i, i+1))
+    of an H×W bool mask, or None when polygons cannot hold it (holes, or a part of fewer than
+    3 boundary points)."""
+    rings = []
+    for polygon in mask_polygons(mask):
+        if len(polygon) > 1 or len(polygon[0]) < 3:
+            return None
+        rings.append((np.asarray(polygon[0], dtype=np.float64) + 0.5).reshape(-1).tolist())
+    return rings or None
+
 
 Docs = list[tuple[Path, SA1BImage]]
 YOLO_SPLIT = "train"

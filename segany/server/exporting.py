@@ -27,48 +27,32 @@ version, seconds) ride along in the JSON formats.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from segany.atomic import atomic_path
-from segany.formats import mask_polygons, sa1b_document, write_sa1b
+from segany.formats import sa1b_document
 from segany.formats.sa1b import SA1BImage
 from segany.server.annotations import Annotations
 from segany.server.classes import Classes
 from segany.server.db import EXPORTED
-from segany.server.project import ProjectFolder
-
-EXTRA_FIELDS = (
-    "label",
-    "class_id",
-    "origin",
-    "author",
-    "review",
-    "reviewer",
-    "edits",
-    "relabels",
-    "model_version",
-    "seconds",
+from segany.server.export_formats import (
+    EXTRA_FIELDS,
+    Categories,
+    ExportResult,
+    write_coco_export,
+    write_png_export,
+    write_sa1b_folder,
+    write_yolo_export,
 )
-UNLABELLED = "unlabelled"
+from segany.server.project import ProjectFolder
 
 
 @dataclass(frozen=True)
 class ExportOptions:
     polygons: bool = False  # COCO segmentations as polygons
     accepted_only: bool = False
-
-
-@dataclass
-class ExportResult:
-    folder: Path
-    masks: int
-    warnings: list[str] = field(default_factory=list)
 
 
 def _records(masks: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -163,8 +147,6 @@ def _write(
     classes: Classes,
     options: ExportOptions,
 ) -> ExportResult:
-    from segany.server import export_formats
-
     states = ("accepted",) if options.accepted_only else EXPORTED
     docs = documents(project, notes, states)
     result = ExportResult(folder, sum(len(d.annotations) for _, d in docs))
@@ -177,67 +159,9 @@ def _write(
     if fmt == "sa1b":
         write_sa1b_folder(folder, docs)
     elif fmt == "coco":
-        export_formats.write_coco_export(folder, docs, categories, options.polygons, result)
+        write_coco_export(folder, docs, categories, options.polygons, result)
     elif fmt == "yolo":
-        export_formats.write_yolo_export(folder, docs, categories, result)
+        write_yolo_export(folder, docs, categories, result)
     else:
-        export_formats.write_png_export(folder, docs, categories)
+        write_png_export(folder, docs, categories)
     return result
-
-
-class Categories:
-    """The export's categories: every class (id, name, colour), then ``unlabelled`` if any
-    exported mask has no class (id one above the largest class id)."""
-
-    def __init__(self, classes: list[dict[str, Any]], docs: list[tuple[Path, SA1BImage]]):
-        self.classes = [dict(c) for c in classes]
-        self.unlabelled = sum(
-            1 for _, d in docs for a in d.annotations if a.get("class_id") is None
-        )
-        names = {c["name"].lower() for c in self.classes}
-        self.extra_name = UNLABELLED
-        while self.extra_name.lower() in names:
-            self.extra_name += "_"
-        self.extra_id = max((c["id"] for c in self.classes), default=0) + 1
-        if self.unlabelled:
-            self.classes.append({"id": self.extra_id, "name": self.extra_name, "color": "#808080"})
-        self.index = {c["id"]: i for i, c in enumerate(self.classes)}
-
-    def id_of(self, annotation: dict[str, Any]) -> int:
-        class_id = annotation.get("class_id")
-        return self.extra_id if class_id is None else int(class_id)
-
-    def coco(self) -> list[dict[str, Any]]:
-        return [
-            {"id": c["id"], "name": c["name"], "supercategory": "object", "color": c["color"]}
-            for c in self.classes
-        ]
-
-
-def write_sa1b_folder(folder: Path, docs: list[tuple[Path, SA1BImage]]) -> None:
-    for n, (path, doc) in enumerate(docs):
-        name = f"{n:06d}_{path.name}"
-        link_or_copy(path, folder / name)
-        doc.image["file_name"] = name
-        write_sa1b(folder / f"{n:06d}_{path.stem}.json", doc)
-
-
-def link_or_copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:  # another file system: a copy, published whole like every output
-        with atomic_path(target) as tmp:
-            shutil.copyfile(source, tmp)
-
-
-def coco_polygons(mask: np.ndarray) -> list[list[float]] | None:
-    """COCO polygons (flat x, y lists in COCO's pixel frame, where pixel i spans [i, i+1))
-    of an H×W bool mask, or None when polygons cannot hold it (holes, or a part of fewer than
-    3 boundary points)."""
-    rings = []
-    for polygon in mask_polygons(mask):
-        if len(polygon) > 1 or len(polygon[0]) < 3:
-            return None
-        rings.append((np.asarray(polygon[0], dtype=np.float64) + 0.5).reshape(-1).tolist())
-    return rings or None

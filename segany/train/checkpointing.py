@@ -69,7 +69,7 @@ def _write_train_state(state: dict[str, Any], tensor_path: Path, json_path: Path
     import torch
 
     from segany.atomic import atomic_path, write_json_atomic
-    from segany.checkpoints.files import save_torch
+    from segany.checkpoints import save_torch
 
     optim = state["optimizer"]
     tensors: dict[str, torch.Tensor] = {}

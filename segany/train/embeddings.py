@@ -143,7 +143,7 @@ def build_cache(
     """Encode every image of ``dataset`` (once per entry of ``flips``) with ``model``'s image
     encoder and write the cache file atomically; returns its path."""
     from segany.atomic import atomic_path
-    from segany.checkpoints.files import save_safetensors
+    from segany.checkpoints import save_safetensors
 
     if not flips or flips[0] is not False or len(set(flips)) != len(flips):
         raise InputError(f"flips must start with False and not repeat, got {flips}")
