@@ -132,8 +132,8 @@ CASES = [
     ("weights a PNG", "clear", [*SEG, "-p", "1,1", "-m", "{img}"], 4, "a PNG image"),
     ("weights a JSON", "clear", [*SEG, "-p", "1,1", "-m", "{dir}/config.json"], 4, "a JSON file"),
     ("weights a fifo", "clear", ["info", "{dir}/pipe.png"], 4, "not a checkpoint"),
-    ("info symlink loop", "clear", ["info", "{dir}/loop.png"], 3, "loop.png"),
-    ("convert onto loop", "clear", ["convert", "{model}", "{dir}/loop.png"], 3, "output format"),
+    ("info symlink loop", "clear", ["info", "{dir}/loop.png"], 3, "loop.png is a broken symbolic link"),
+    ("convert onto loop", "clear", ["convert", "{model}", "{dir}/loop.png"], 3, "cannot tell the output format from 'loop.png': name it .safetensors, .pth or a folder, or give --format"),
     ("--output a file", "clear", [*AUTO[:-4], "-o", "{dir}/config.json", "-m", "{model}"], 3, "--output {dir}/config.json is a file, not a folder"),
     ("--output under a file", "clear", [*SEG[:-4], "-p", "1,1", "-o", "{dir}/config.json/sub", "-m", "{model}"], 3, "config.json is a file, not a folder"),
     ("--coco a folder", "clear", [*AUTO, "--coco", "{dir}/img"], 3, "--coco {dir}/img is a folder; give a file name"),
@@ -159,6 +159,7 @@ CASES = [
     ("export-onnx -m evil", "code", ["export-onnx", "-m", "{dir}/evil_zip.pth", "-o", "{out}/d.onnx"], 4, "nothing from it was executed"),
     ("engine run -m evil", "code", ["engine", "run", "{dir}/img", "-o", "{out}/e", "-m", "{dir}/evil_nested.pth", "--executor", "serial", "-q"], 4, "nothing from it was executed"),
     ("engine round -m evil", "code", ["engine", "round", "{dir}/img", "-o", "{out}/r", "--heldout", "{dir}/sa", "-m", "{dir}/evil_hf", "--executor", "serial", "-q"], 4, "nothing from it was executed"),
+    ("edges -m evil", "code", ["edges", "{img}", "-o", "{out}/edges", "-m", "{dir}/evil_p2.pth", "-q"], 4, "nothing from it was executed"),
 ]  # fmt: skip
 
 

@@ -181,7 +181,9 @@ def _check_zip(path: Path) -> None:
             f"from a {size}-byte file (a zip bomb; torch.save stores members uncompressed)"
         )
     if not any(m.filename.rpartition("/")[2] == "data.pkl" for m in members):
-        raise CheckpointError(f"{path} is a zip archive without data.pkl: {_NOT_A_CHECKPOINT}")
+        raise CheckpointError(
+            f"{path} is a zip archive without data.pkl, so it {_NOT_A_CHECKPOINT}"
+        )
 
 
 def _first_line(error: BaseException) -> str:

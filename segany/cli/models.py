@@ -159,6 +159,10 @@ def run_info(args: argparse.Namespace) -> int:
 
     console = Console(args)
     path = Path(args.checkpoint)
+    if path.is_symlink() and not path.exists():
+        raise InputError(
+            f"{path} is a broken symbolic link (its target is missing, or the links loop)"
+        )
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     kind = read_weights(path).kind  # the format, told from the content
@@ -210,7 +214,13 @@ def run_convert(args: argparse.Namespace) -> int:
     src, dst = Path(args.source), Path(args.destination)
     if not src.exists():
         raise InputError(f"{src}: no such file or folder")
-    fmt = args.fmt or destination_format(dst)
+    try:
+        fmt = args.fmt or destination_format(dst)
+    except InputError:  # the library's words name its fmt= argument; here it is --format
+        raise InputError(
+            f"cannot tell the output format from {dst.name!r}: name it .safetensors, .pth or "
+            "a folder, or give --format segany|official|hf"
+        ) from None
     if dst.exists() and not args.overwrite:
         raise InputError(f"{dst} exists; pass --overwrite to replace it")
     if resolve_path(dst) == resolve_path(src):
