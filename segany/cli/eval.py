@@ -16,7 +16,12 @@ Protocols:
   ``--refine`` snaps every prompted mask to the image's edges (``segany.refine``).
 - auto: generated masks scored by predicted IoU; average recall over IoU 0.50:0.95 (AR@100,
   AR@1000, by object size), computed with pycocotools.
-- all: every protocol; point, clicks and box share each image's embedding.
+- instances: the paper's zero-shot instance segmentation (§7.3): a detector's boxes
+  (``--detections``, COCO results JSON whose image ids are DATASET's) prompt the model, one
+  mask per box, and COCO mask AP (AP, AP50, AP75, by size) scores them against DATASET (a COCO
+  instances ``.json``); the detector's categories and scores are kept.
+- all: point, clicks, box and auto (instances too when ``--detections`` is given); point,
+  clicks and box share each image's embedding.
 
 Baselines (``--baseline floodfill``, ``--baseline grabcut``, or ``all``): the classical tools a
 user already has, run on the same objects and prompts (``segany.evaluate.baselines``): an
@@ -53,7 +58,7 @@ from segany.errors import InputError
 
 ZOOM_MARGIN = 2.0  # segany.zoom.DEFAULT_MARGIN (not imported here: it would import torch)
 
-PROTOCOLS = ("point", "clicks", "box", "auto", "all")
+PROTOCOLS = ("point", "clicks", "box", "auto", "instances", "all")
 PROMPTED = ("point", "clicks", "box")
 
 
@@ -121,6 +126,15 @@ def register(subparsers: Any) -> None:
         f"(segany.zoom), MARGIN times their box's side on each side (default {CLICK_ZOOM_MARGIN})",
     )
     add_refine_option(prompts)
+    inst = p.add_argument_group("instances protocol")
+    inst.add_argument(
+        "--detections",
+        metavar="FILE",
+        help="a detector's boxes: COCO results JSON (image_id, bbox XYWH, score, category_id)",
+    )
+    inst.add_argument(
+        "--min-score", type=finite_float, metavar="S", help="drop detections scored below S"
+    )
     auto = p.add_argument_group("auto protocol (mask generator options)")
     auto.add_argument("--max-dets", type=_budgets, metavar="100,1000", help="AR budgets")
     auto.add_argument("--points-per-side", type=positive_int, metavar="N")
@@ -151,6 +165,19 @@ def run(args: argparse.Namespace) -> int:
         return _compare(args, console)
     if not args.dataset:
         raise InputError("give a DATASET (COCO .json or a folder), or --compare A.json B.json")
+    if args.protocol == "instances" and not args.detections:
+        raise InputError("the instances protocol needs --detections FILE (COCO results JSON)")
+    if args.detections and args.protocol not in ("instances", "all"):
+        raise InputError(f"--detections is for the instances protocol, not {args.protocol}")
+    if args.detections:
+        for option in ("zoom", "zoom_clicks", "refine"):
+            if getattr(args, option, None) is not None:
+                raise InputError(
+                    f"--{option.replace('_', '-')} does not apply to instances (the detector's "
+                    "boxes are decoded together on the whole image)"
+                )
+    if args.protocol == "instances":
+        return _instances(args, console)
 
     from segany.evaluate import build_report, format_table, open_dataset, subset
 
@@ -175,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     prompted_with = refined_from_args(prompted_with, args)  # --refine, after any zoom
     progress = not console.quiet and sys.stderr.isatty()
     common = _given(args, ("seed", "bootstrap"))
-    protocols = PROTOCOLS[:-1] if args.protocol == "all" else (args.protocol,)
+    protocols = PROTOCOLS[:4] if args.protocol == "all" else (args.protocol,)
     results: dict[str, Any] = {}
     prompted = tuple(p for p in protocols if p in PROMPTED)
     if prompted:
@@ -203,15 +230,11 @@ def run(args: argparse.Namespace) -> int:
             generator, dataset, progress=progress, **common | _given(args, ("max_dets",))
         )
 
+    if args.detections:
+        results["instances"] = _instance_result(args, predictor, progress)
+
     report = build_report(
-        results,
-        model={
-            "model": args.model or "(default)",
-            "config": model.config.name,
-            "device": str(next(model.parameters()).device),
-        },
-        dataset=described,
-        options={k: v for k, v in vars(args).items() if v is not None and not callable(v)},
+        results, model=_model_row(args, model), dataset=described, options=_options(args)
     )
     label = Path(args.model).stem if args.model else "default model"
     table = format_table(report)
@@ -220,6 +243,65 @@ def run(args: argparse.Namespace) -> int:
 
         table += "\n\n" + format_against_baselines(report)
     return _finish(args, console, report, table, [(label, report)])
+
+
+def _model_row(args: argparse.Namespace, model: Any) -> dict[str, Any]:
+    return {
+        "model": args.model or "(default)",
+        "config": model.config.name,
+        "device": str(next(model.parameters()).device),
+    }
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if v is not None and not callable(v)}
+
+
+def _instance_result(args: argparse.Namespace, predictor: Any, progress: bool) -> Any:
+    """COCO mask AP of the model's masks for the detector's boxes (segany.evaluate.instances)."""
+    from segany.evaluate.instances import evaluate_instances
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        def bar(items: Any) -> Any:
+            return tqdm(items, desc="instances", unit="img", file=sys.stderr)
+
+    return evaluate_instances(
+        predictor,
+        args.dataset,
+        args.detections,
+        images=args.images,
+        progress=bar,
+        **_given(args, ("min_score",)),
+    )
+
+
+def _instances(args: argparse.Namespace, console: Console) -> int:
+    """The instances protocol alone: DATASET is the COCO ground truth, read by pycocotools."""
+    from segany.evaluate import build_report, format_table
+
+    gt = Path(args.dataset)
+    if gt.suffix.lower() != ".json" or not gt.is_file():
+        raise InputError(f"{gt}: the instances protocol needs a COCO instances .json file")
+    for option in ("labels", "limit", "objects_per_image"):
+        if getattr(args, option) is not None:
+            raise InputError(f"--{option.replace('_', '-')} does not apply to instances")
+    from segany.cli.common import predictor_from_args
+
+    predictor = predictor_from_args(args, console)
+    progress = not console.quiet and sys.stderr.isatty()
+    console.info(f"running instances: {args.detections} against {gt}")
+    result = _instance_result(args, predictor, progress)
+    report = build_report(
+        {"instances": result},
+        model=_model_row(args, predictor.model),
+        dataset={"kind": "coco", "path": str(gt), "num_images": result.settings["images"]},
+        options=_options(args),
+    )
+    label = Path(args.model).stem if args.model else "default model"
+    return _finish(args, console, report, format_table(report), [(label, report)])
 
 
 _GENERATOR_OPTIONS = (
