@@ -289,7 +289,7 @@ def test_official_file_loads_strictly_as_vit_t(vit_t, vit_t_file, tmp_path):
 
 
 def test_another_familys_weights_name_both(vit_t_file, tmp_path):
-    with pytest.raises(CheckpointError, match="holds 'vit_t' weights, not 'vit_b'"):
+    with pytest.raises(CheckpointError, match="holds MobileSAM 'vit_t' weights, not SAM 'vit_b'"):
         sam_model_registry["vit_b"](checkpoint=vit_t_file)
     vit = seeded_model(SMALL)
     with pytest.raises(CheckpointError) as caught:

@@ -315,7 +315,7 @@ def test_registry_and_builders(tmp_path):
     assert compat.build_sam is compat.build_sam_vit_h
     assert compat.sam_model_registry["default"] is compat.build_sam_vit_h
     # the file decides the model; a file of another variant fails naming both
-    with pytest.raises(CheckpointError, match="custom variant 'tiny', not 'vit_b'"):
+    with pytest.raises(CheckpointError, match="custom variant 'tiny', not SAM 'vit_b'"):
         compat.sam_model_registry["vit_b"](checkpoint=DEFAULT_MODEL)
 
 

@@ -19,6 +19,9 @@ class SamPredictor(Predictor):
     the attributes ``features``, ``original_size``, ``input_size``, ``is_image_set``,
     ``model``, ``transform``, ``device``.
 
+    SAM-HQ's predictor is the same class: ``predict`` and ``predict_torch`` take its
+    ``hq_token_only`` (in the same place), and an HQ model answers with one mask per prompt.
+
     Point labels 2 and 3 (a box's corners given as points) get the box-corner embeddings, as in
     the official ONNX decoder; the official PyTorch predictor encodes them as bare positions.
     """
@@ -34,9 +37,11 @@ class SamPredictor(Predictor):
         mask_input: Any = None,
         multimask_output: bool = True,
         return_logits: bool = False,
+        hq_token_only: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Prompts for one mask set: point_coords N×2 (XY pixels), point_labels N, box 4
-        (XYXY), mask_input 1×256×256 logits."""
+        (XYXY), mask_input 1×256×256 logits. ``hq_token_only`` as SAM-HQ's predictor takes it
+        (SAM-HQ models only)."""
         out = super().predict(
             point_coords,
             point_labels,
@@ -45,5 +50,6 @@ class SamPredictor(Predictor):
             multimask_output,
             return_logits,
             batched=False,
+            hq_token_only=hq_token_only,
         )
         return out.masks, out.scores, out.logits
