@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from engine_fixtures import SPEC, annotations_only, documents, make_tars
+from engine_fixtures import SPEC, annotations_only, documents, make_tars, scene_files
 
 from segany.engine import EngineConfig, run_engine
 from segany.engine.check import verify
@@ -286,3 +286,35 @@ def test_a_ray_worker_that_cannot_see_the_output_stops_the_run(local_ray, tmp_pa
     config = EngineConfig([str(src)], str(tmp_path / "out"), spec=SPEC)
     with pytest.raises(OutputNotVisibleError, match="shared file system"):
         run_engine(config, executor=executor)
+
+
+@pytest.mark.slow
+def test_workers_auto_on_ray_sizes_from_the_cluster_and_refuses_what_cannot_fit(
+    local_ray, tmp_path: Path
+) -> None:
+    """The local Ray has one node of 2 CPUs; with memory for one worker there, auto picks one
+    worker of two threads, and an explicit 2 is refused with the figures (Ray's memory)."""
+    from segany.engine.sizing import ray_resources
+    from segany.errors import InputError
+
+    (node,) = ray_resources(ray)
+    per_worker = int(node.memory * 0.6)
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, data, _ in scene_files(3, seed=4):
+        (src / name).write_bytes(data)
+    config = EngineConfig(
+        [str(src)],
+        str(tmp_path / "out"),
+        spec=SPEC,
+        workers="auto",
+        executor="ray",
+        memory_per_worker=per_worker,
+    )
+    summary = run_engine(config)
+    assert summary["annotated"] == 3 and verify(tmp_path / "out") == []
+    assert (summary["workers"], summary["threads_per_worker"]) == (1, 2)
+    assert summary["sizing"]["fit_per_node"] == {node.name: 1}
+    config.out, config.workers = str(tmp_path / "out2"), 2
+    with pytest.raises(InputError, match="room for 1"):
+        run_engine(config)

@@ -68,7 +68,22 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
         help="local: worker processes (default); ray: Ray actors; serial: this process only",
     )
     ex.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
-    ex.add_argument("-w", "--workers", type=positive_int, default=1, help="model copies")
+    ex.add_argument(
+        "-w",
+        "--workers",
+        type=workers_arg,
+        default=1,
+        metavar="N|auto",
+        help="model copies (default 1); auto: as many as the memory and cores of this machine "
+        "(or of each node of the Ray cluster) hold, memory per worker from the model's size",
+    )
+    ex.add_argument(
+        "--memory-per-worker",
+        type=size_arg,
+        metavar="SIZE",
+        help="memory one worker needs, e.g. 1.5G (default: estimated from the model's size; "
+        "`segany engine plan` measures it)",
+    )
     ex.add_argument(
         "--threads-per-worker",
         type=positive_int,
@@ -202,7 +217,8 @@ def engine_config(args: argparse.Namespace, sources: list[str], out: str, consol
         "device": args.device,
         "preset": args.preset,
         "options": generator_options(args),
-        "threads": args.threads_per_worker or default_threads(args.workers),
+        "threads": args.threads_per_worker
+        or (1 if args.workers == "auto" else default_threads(args.workers)),
     }
     if args.max_pixels is not None:
         spec_kw["max_pixels"] = args.max_pixels
@@ -213,6 +229,8 @@ def engine_config(args: argparse.Namespace, sources: list[str], out: str, consol
         out=out,
         spec=WorkerSpec(**spec_kw),
         workers=args.workers,
+        memory_per_worker=args.memory_per_worker,
+        auto_threads=args.threads_per_worker is None,
         executor=args.executor,
         address=args.address,
         shard_size=args.shard_size,
@@ -223,6 +241,28 @@ def engine_config(args: argparse.Namespace, sources: list[str], out: str, consol
         recursive=not args.no_recursive,
         progress=not console.quiet,
     )
+
+
+def workers_arg(text: str) -> int | str:
+    """``--workers``: a whole number ≥ 1 or ``auto``."""
+    from segany.engine.sizing import parse_workers
+
+    try:
+        return parse_workers(text)
+    except InputError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number ≥ 1 or 'auto', got {text!r}"
+        ) from None
+
+
+def size_arg(text: str) -> int:
+    """``--memory-per-worker``: 1500M, 2G, 2.5GiB or bytes."""
+    from segany.engine.sizing import parse_size
+
+    try:
+        return parse_size(text)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def run_engine_command(args: argparse.Namespace) -> int:
@@ -236,6 +276,14 @@ def run_engine_command(args: argparse.Namespace) -> int:
         f"failed (see errors.csv); {summary['masks']} masks, {summary['masks_per_image']} per "
         f"image; {summary['images_per_hour']} images/hour this run -> {args.output}"
     )
+    if "sizing" in summary:
+        from segany.engine.sizing import fmt_bytes
+
+        sz = summary["sizing"]
+        console.info(
+            f"{summary['workers']} worker(s) × {summary['threads_per_worker']} thread(s), "
+            f"{fmt_bytes(sz['memory_per_worker'])} each ({sz['memory_source']})"
+        )
     console.summary({"command": "engine run", "output": args.output, **summary})
     return EXIT_PARTIAL if summary["failed"] else EXIT_OK
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from segany.engine.annotate import Annotator, Task, WorkerSpec, failure
+from segany.engine.sizing import Sizing
 from segany.errors import CheckpointError
 
 #: How often (seconds) the driver checks its workers and a worker checks its parent.
@@ -94,6 +95,7 @@ class LocalExecutor:
         self.spec = spec
         self.workers = max(1, int(workers))
         self.factory = factory
+        self.sizing: Sizing | None = None  # how the worker count was chosen, if it was
 
     def run(self, tasks: Iterator[Task], on_result: Callable[[dict[str, Any]], None]) -> None:
         ctx = _context()

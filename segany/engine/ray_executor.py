@@ -25,12 +25,13 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from segany.engine.annotate import Annotator, Task, WorkerSpec, failure
 from segany.engine.raysession import check_reachable, ray_session
 from segany.engine.shards import OutputNotVisibleError
+from segany.engine.sizing import NodeResources, Sizing, is_gpu, local_resources, ray_resources
 from segany.errors import CheckpointError, MissingExtraError
 
 __all__ = ["RayExecutor", "check_reachable"]
@@ -76,18 +77,26 @@ class _Slot:
 
 
 class RayExecutor:
+    """``workers``: a count, or "auto" with a ``sizer`` (the cluster's nodes -> a ``Sizing``),
+    which also checks an explicit count against the cluster's memory once Ray is joined."""
+
     def __init__(
         self,
         spec: WorkerSpec,
-        workers: int = 1,
+        workers: int | str = 1,
         *,
         address: str | None = None,
         factory: Callable[[WorkerSpec], Any] = Annotator,
+        sizer: Callable[[list[NodeResources]], Sizing] | None = None,
     ) -> None:
+        if workers == "auto" and sizer is None:
+            raise ValueError("workers 'auto' needs a sizer")
         self.spec = spec
-        self.workers = max(1, int(workers))
+        self.workers = workers if workers == "auto" else max(1, int(workers))
         self.address = address
         self.factory = factory
+        self.sizer = sizer
+        self.sizing: Sizing | None = None
         self.events: list[str] = []  # what happened to actors (lost nodes, memory kills)
 
     def run(self, tasks: Iterator[Task], on_result: Callable[[dict[str, Any]], None]) -> None:
@@ -95,7 +104,15 @@ class RayExecutor:
             import ray  # noqa: F401
         except ImportError as err:
             raise MissingExtraError("the Ray executor", "ray", "ray") from err
-        with ray_session(self.address, self.workers * self.spec.threads) as ray:
+        if self.workers == "auto":  # a local Ray gets this machine's cores
+            cpus = int(local_resources().cpus)
+        else:
+            cpus = int(self.workers) * self.spec.threads
+        with ray_session(self.address, cpus) as ray:
+            if self.sizer is not None:
+                self.sizing = self.sizer(ray_resources(ray))
+                self.workers = self.sizing.workers
+                self.spec = replace(self.spec, threads=self.sizing.threads)
             _Run(self, ray, tasks, on_result).loop()
 
 
@@ -107,8 +124,13 @@ class _Run:
 
         self.ex, self.ray, self.on_result = ex, ray, on_result
         self.errors = exceptions
-        self.actor_cls = ray.remote(num_cpus=ex.spec.threads, max_restarts=0)(_AnnotatorActor)
-        self.target = ex.workers
+        need: dict[str, Any] = {"num_cpus": ex.spec.threads}
+        if ex.sizing is not None and ex.sizing.memory_per_worker:
+            need["memory"] = ex.sizing.memory_per_worker  # Ray places by memory too
+        if is_gpu(ex.spec.device):
+            need["num_gpus"] = 1  # else Ray hides every GPU from the actor
+        self.actor_cls = ray.remote(max_restarts=0, **need)(_AnnotatorActor)
+        self.target = int(ex.workers)
         self.slots: list[_Slot] = []
         self.retry: deque[Task] = deque()
         self.charged: dict[int, int] = {}  # deaths of a live node's worker on this image
@@ -208,7 +230,7 @@ class _Run:
         if task is not None:
             self.requeue(task, node_lost and not oom, oom)
         self.replaced += 1
-        if self.replaced > 4 * self.ex.workers + 4:
+        if self.replaced > 4 * int(self.ex.workers) + 4:
             raise RuntimeError(f"Ray workers keep dying ({self.replaced} lost): {self.ex.events}")
         while len(self.slots) < self.target:
             self.spawn()

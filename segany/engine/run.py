@@ -6,13 +6,14 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from segany.engine.annotate import Task, WorkerSpec, failure
 from segany.engine.output import MANIFEST, SUMMARY, Layout
+from segany.engine.sizing import local_resources, parse_workers, size_for
 from segany.engine.sources import Item, list_items
 from segany.engine.worker import ShardWorker
 from segany.errors import InputError
@@ -25,6 +26,10 @@ MODES = ("auto", "semi")
 class EngineConfig:
     """One engine run. ``sources``: folders, globs, manifests, tar shards (see ``sources``).
 
+    ``workers``: a count, or "auto" (``sizing``: the workers the machine's or the cluster's
+    memory and cores hold; with ``auto_threads`` the threads per worker too, else
+    ``spec.threads``). An explicit count whose memory the machine cannot give is refused.
+
     mode "semi" keeps each image's existing annotations (from ``existing``: a folder of SA-1B
     JSON named like the images, or a COCO instances JSON; else an SA-1B JSON beside the image
     in its folder or tar) and adds automatic masks only where nothing is annotated.
@@ -33,7 +38,9 @@ class EngineConfig:
     sources: list[str]
     out: str
     spec: WorkerSpec = field(default_factory=WorkerSpec)
-    workers: int = 1
+    workers: int | str = 1  # model copies, or "auto": as many as memory and cores hold
+    memory_per_worker: int | None = None  # bytes; None: estimated from the model's size
+    auto_threads: bool = True  # workers "auto": threads = a node's cores / its workers
     executor: str = "local"
     address: str | None = None  # Ray cluster address; None starts a local Ray for the run
     shard_size: int = 1000
@@ -62,6 +69,7 @@ def run_engine(
         raise InputError(f"mode must be one of {MODES}, got {config.mode!r}")
     if config.mode == "auto" and config.existing:
         raise InputError("existing annotations are for the semi-automatic mode (mode 'semi')")
+    config = replace(config, workers=parse_workers(config.workers))
     started = time.perf_counter()
     out = Path(config.out).resolve()
     # An output folder inside an input folder: its files (images copied into shards) are
@@ -89,6 +97,9 @@ def run_engine(
     processed = 0
     runner: Any = None
     if todo:
+        # Made first: a worker count this machine's memory cannot hold is refused here,
+        # before the run marks the folder (a Ray executor sizes itself once Ray is joined).
+        runner = executor if executor is not None else _executor(config, layout)
         layout.start()
         existing = _existing_index(config.existing) if config.mode == "semi" else None
         bar = _progress_bar(len(todo), config.progress)
@@ -114,7 +125,6 @@ def run_engine(
                 on_progress(processed)
 
         tasks = _tasks(layout, todo, config.mode, existing, on_result)
-        runner = executor if executor is not None else _executor(config, layout)
         try:
             runner.run(tasks, on_result)
         finally:
@@ -141,10 +151,12 @@ def run_engine(
         "seconds": round(seconds, 3),
         "images_per_hour": round(3600 * processed / seconds, 1) if processed else 0.0,
         "executor": config.executor,
-        "workers": config.workers,
-        "threads_per_worker": config.spec.threads,
+        "workers": getattr(runner, "workers", config.workers),
+        "threads_per_worker": getattr(runner, "spec", config.spec).threads,
         "shards": layout.num_shards,
     }
+    if getattr(runner, "sizing", None) is not None:
+        summary["sizing"] = runner.sizing.to_dict()
     if getattr(runner, "events", None):  # lost nodes, memory-monitor kills (Ray)
         summary["worker_events"] = list(runner.events)
     layout.write_final(manifest, failed, summary)
@@ -169,15 +181,30 @@ def _commit_complete(layout: Layout) -> None:
 def _executor(config: EngineConfig, layout: Layout) -> Any:
     """The executor ``config.executor`` names, its workers writing into ``layout`` themselves."""
     factory = partial(ShardWorker, layout.spec)
+    if config.executor == "serial":
+        from segany.engine.local import SerialExecutor
+
+        return SerialExecutor(config.spec, factory=factory)
+    sizer = partial(
+        size_for,
+        config.spec,
+        config.workers,
+        memory_per_worker=config.memory_per_worker,
+        auto_threads=config.auto_threads,
+    )
     if config.executor == "ray":
         from segany.engine.ray_executor import RayExecutor
 
-        return RayExecutor(config.spec, config.workers, address=config.address, factory=factory)
-    from segany.engine.local import LocalExecutor, SerialExecutor
+        return RayExecutor(
+            config.spec, config.workers, address=config.address, factory=factory, sizer=sizer
+        )
+    from segany.engine.local import LocalExecutor
 
-    if config.executor == "serial":
-        return SerialExecutor(config.spec, factory=factory)
-    return LocalExecutor(config.spec, config.workers, factory=factory)
+    sizing = sizer([local_resources()])
+    spec = replace(config.spec, threads=sizing.threads)
+    ex = LocalExecutor(spec, sizing.workers, factory=factory)
+    ex.sizing = sizing
+    return ex
 
 
 def _tasks(
