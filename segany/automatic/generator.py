@@ -276,6 +276,40 @@ class MaskGenerator:
                 )
         return select(candidates, sel)
 
+    def candidates_in_crops(
+        self,
+        image: ImageLike,
+        crop_boxes: list[list[int]],
+        *,
+        image_format: str = "RGB",
+    ) -> MaskCandidates:
+        """Decode this generator's first grid over the given crops instead of its crop layers'
+        (e.g. the tiles of a large image, beside the whole image).
+
+        crop_boxes: XYXY end-exclusive pixels of ``image``. As in the crop layers, a mask cut by
+        a crop edge that is not an image edge is dropped; ``refilter`` then selects across the
+        crops (NMS preferring masks from smaller crops).
+        """
+        rgb = to_rgb_uint8(image, image_format)
+        h, w = rgb.shape[:2]
+        encoder = self._private_predictor()
+        crops = []
+        for box in crop_boxes:
+            x0, y0, x1, y1 = (int(v) for v in box)
+            if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+                raise InputError(f"crop box {list(box)} is not inside the {w}×{h} image")
+            encoder.set_image(rgb[y0:y1, x0:x1])
+            crops.append(self._decode_crop(encoder, [x0, y0, x1, y1], 0, (h, w), self._selection))
+        sel = self._selection
+        return MaskCandidates(
+            (h, w),
+            self.stability_score_offset,
+            sel.pred_iou_thresh,
+            sel.stability_score_thresh,
+            multi_crop=len(crops) > 1,
+            crops=crops,
+        )
+
     # ----- decoding -----------------------------------------------------------------------
     @torch.inference_mode()
     def _decode(

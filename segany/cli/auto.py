@@ -23,6 +23,11 @@ The official ``scripts/amg.py`` flags (``--input``, ``--model-type``, ``--checkp
 Re-running skips images whose outputs all exist (write them again with ``--overwrite``); an
 extra output asked for later is derived from the existing ``STEM.json`` without the model.
 Generator options left out keep the library's defaults (``segany.MaskGenerator``).
+
+``--tile [SIDE]``: for images much larger than the model's input, the grid is decoded on
+overlapping tiles at full resolution and on the whole image; masks cut by a tile's inner edge
+are dropped and duplicates across seams removed by box NMS (``--crop-nms-thresh``), as SAM's
+crop layers do (``segany.tasks.generate_tiled``). It replaces the crop layers.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from segany.cli.common import (
 )
 from segany.cli.generator_flags import GENERATOR_OPTIONS, generator_options
 from segany.cli.outputs import check_output_file, check_output_folder, stop_if_out_of_space
+from segany.cli.tile_flags import add_tile_options, check_tile_args, tile_settings
 from segany.errors import InputError
 from segany.formats import output_set
 
@@ -99,6 +105,7 @@ def register(subparsers: Any) -> None:
         help="a .npy (L×N×2, or N×2 for one layer) or .npz (one array per crop layer) of "
         "grid points in [0, 1]; replaces --points-per-side",
     )
+    add_tile_options(p)
     add_model_options(p)
     amg_compat.add_options(p)
     add_output_options(p)
@@ -170,6 +177,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.inputs:
         raise InputError("no input: give images or folders (or --input PATH)")
     console = Console(args)
+    check_tile_args(args)
+    if args.tile is not None:
+        from segany.automatic.generator import PRESETS
+
+        if args.crop_n_layers or PRESETS.get(args.preset or "", {}).get("crop_n_layers"):
+            raise InputError("--tile replaces the crop layers: no --crop-n-layers, no crop preset")
     out = check_output_folder(args.output, "--output")
     images = collect_images(args.inputs, recursive=args.recursive, exclude=out)
     if not images:
@@ -193,6 +206,8 @@ def run(args: argparse.Namespace) -> int:
         "point_grids": None if args.point_grids is None else str(args.point_grids),
         "preset": args.preset,
     }
+    if args.tile is not None:  # (absent otherwise: earlier runs' settings stay comparable)
+        settings["tile"] = tile_settings(args)
     _compare_settings(out, settings, args, console)
     state: dict[str, Any] = {}  # the generator, created on first need (re-runs may not need it)
 
@@ -310,7 +325,15 @@ def _process(
         todo, how = list(files.extras), "written"
         image = read_image(path)
         t0 = time.perf_counter()
-        records = generator().generate(image)
+        if args.tile is not None:
+            from segany.tasks.tiles import generate_tiled
+
+            tiles = tile_settings(args)
+            records = generate_tiled(
+                generator(), image, tile=tiles["tile"], overlap=tiles["overlap"]
+            )
+        else:
+            records = generator().generate(image)
         height, width = image.shape[:2]
         doc = sa1b_document(
             records,

@@ -11,6 +11,10 @@ Prompts (the same for every image):
   as a COCO results row (RLE, the detector's category and score). Images without detections
   are skipped and counted.
 
+``--tile [SIDE]`` answers each prompt on an overlapping tile of the image at full resolution
+(``segany.tasks.TiledPredictor``) instead of the whole image shrunk to the model's size: for
+images much larger than the model's input, where small objects are lost.
+
 Outputs per image in ``--output``: ``STEM_mask{i}.png`` (8-bit, 255 inside), ``STEM.json`` (the
 prompts, and per mask its prompt, candidate index, score, area, XYWH box, COCO RLE and file) and
 ``STEM_overlay.png`` (the best-scoring mask of each prompt, the points and boxes).
@@ -42,6 +46,7 @@ from segany.cli.common import (
 )
 from segany.cli.export import add_backend_options, onnx_predictor_from_args
 from segany.cli.outputs import check_output_folder, stop_if_out_of_space
+from segany.cli.tile_flags import add_tile_options, check_tile_args, tile_settings
 from segany.errors import InputError
 from segany.formats import output_set, prompted
 from segany.inference.protocol import PredictorLike
@@ -117,6 +122,7 @@ def register(subparsers: Any) -> None:
     )
     add_refine_option(prompts)
     p.add_argument("--no-overlay", action="store_true", help="do not write STEM_overlay.png")
+    add_tile_options(p)
     add_model_options(p)
     add_backend_options(p)
     add_output_options(p)
@@ -135,6 +141,9 @@ def run(args: argparse.Namespace) -> int:
         )
     if len(args.box) > 1 and args.point:
         raise UsageError("--point can be combined with one --box only (several boxes: no points)")
+    check_tile_args(args)
+    if args.tile is not None and (args.backend == "onnx" or args.onnx_dir is not None):
+        raise UsageError("--tile runs with the torch backend, not onnx")
     out = check_output_folder(args.output, "--output")
     images = collect_images(args.images, exclude=out)
     if not images:
@@ -169,6 +178,11 @@ def run(args: argparse.Namespace) -> int:
         predictor: PredictorLike = onnx_predictor_from_args(args, console)
     else:
         predictor = predictor_from_args(args, console)  # --precision, --cache
+        if args.tile is not None:
+            from segany.tasks.tiles import TiledPredictor
+
+            tiles = tile_settings(args)
+            predictor = TiledPredictor(predictor, tile=tiles["tile"], overlap=tiles["overlap"])
     predictor = refined_from_args(predictor, args)  # --refine
     results, failures = [], []
     rows: list[dict[str, Any]] = []

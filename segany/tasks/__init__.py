@@ -1,5 +1,6 @@
 """The paper's zero-shot tasks composed from the promptable model, without training:
-instance segmentation from a detector's boxes (``detections``)."""
+instance segmentation from a detector's boxes (``detections``), edge maps (``edges``), and
+images larger than the model's frame answered tile by tile (``tiles``)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,17 @@ from segany.tasks.detections import (
     read_yolo_detections,
     segment_detections,
 )
+from segany.tasks.tiles import TiledPredictor, generate_tiled, tile_frames
 
 __all__ = [
     "Detections",
     "InstanceMasks",
+    "TiledPredictor",
     "coco_instance_results",
     "from_supervision",
+    "generate_tiled",
     "read_coco_detections",
     "read_yolo_detections",
     "segment_detections",
+    "tile_frames",
 ]

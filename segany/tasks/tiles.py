@@ -1,0 +1,379 @@
+"""Images larger than the model's frame, answered tile by tile at full resolution.
+
+SAM sees an image at its input size (1024 px officially, 384 for the bundled model): a
+3000×2000 photo is shrunk about three times, a slide or an aerial tile far more, and small
+objects vanish. ``TiledPredictor`` cuts the image into overlapping square tiles of the model's
+own size (``tile_frames``), encodes a tile only when a prompt needs it (each tile's embedding
+kept in memory, and on disk through the Predictor's embedding cache), and answers each prompt
+on one tile:
+
+- routing: the tile that holds the prompt's points and box with the widest margin to its
+  inner edges (edges that are not the image's), so a prompt near a seam goes to the tile in
+  which it lies most centrally, and one mask comes back, not two halves;
+- a mask (any of the answer's) that reaches an inner edge of its tile continues beyond it: the
+  prompt is answered again on a tile that holds the mask's box too, or, when no tile does, on
+  a crop around the mask and the prompt (seen at the model's size, so coarser), so masks
+  crossing seams come back whole;
+- a prompt larger than any tile is answered on a crop around it the same way.
+
+Masks come back at the full image's size; the scores and low-res logits are those of the frame
+the answer came from (``last_frame``). ``generate_tiled`` runs segment-everything over the
+tiles and the whole image, keeping masks cut by a tile's inner edge out and de-duplicating
+across tiles by box NMS that prefers the tiles' (sharper) masks, as SAM's crop layers do.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from segany.errors import InputError
+from segany.images import ImageLike, to_rgb_uint8
+from segany.inference.embedding_cache import ImageEmbedding
+from segany.inference.prediction import Prediction
+from segany.inference.predictor import Predictor, as_model
+from segany.inference.protocol import PredictorLike
+from segany.prompts import check_prompts
+
+__all__ = ["TiledPredictor", "generate_tiled", "tile_frames"]
+
+Frame = tuple[int, int, int, int]  # x0, y0, x1, y1: end-exclusive pixels of the image
+
+# A mask box within this many low-res logit cells of an inner frame edge is taken to continue
+# beyond it: the upscaled masks fade out a few pixels short of where the frame cuts them.
+EDGE_CELLS = 4.0
+MAX_GROWTH = 3  # at most this many re-answers on larger frames for one prompt
+
+
+def tile_frames(size: tuple[int, int], tile: int, overlap: int) -> list[Frame]:
+    """Overlapping square tiles covering an image of ``size`` (H, W), row by row.
+
+    Each tile is ``tile`` px on a side (cut to the image when it is smaller), neighbours share
+    at least ``overlap`` px, and the last tile of a row or column ends at the image's edge. An
+    image within one tile is one frame, the whole image."""
+    h, w = (int(v) for v in size)
+    if h < 1 or w < 1:
+        raise InputError(f"image size must be positive, got {size}")
+    if tile < 16:
+        raise InputError(f"tile must be at least 16 px, got {tile}")
+    if not 0 <= overlap < tile:
+        raise InputError(f"overlap must be in [0, tile={tile}), got {overlap}")
+
+    def starts(length: int) -> list[int]:
+        if length <= tile:
+            return [0]
+        n = int(np.ceil((length - overlap) / (tile - overlap)))
+        # n tiles spread evenly from 0 to length - tile: every overlap >= the one asked for
+        return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+
+    return [(x, y, min(w, x + tile), min(h, y + tile)) for y in starts(h) for x in starts(w)]
+
+
+def _margin(frame: Frame, region: np.ndarray, size: tuple[int, int]) -> float:
+    """How far ``region`` (XYXY) lies inside ``frame`` from its inner edges (negative: it
+    crosses one); an edge on the image's border counts as far away."""
+    h, w = size
+    x0, y0, x1, y1 = frame
+    far = float(max(h, w))
+    gaps = (
+        far if x0 == 0 else region[0] - x0,
+        far if y0 == 0 else region[1] - y0,
+        far if x1 == w else x1 - region[2],
+        far if y1 == h else y1 - region[3],
+    )
+    return float(min(gaps))
+
+
+class TiledPredictor(PredictorLike):
+    """A ``Predictor`` for images larger than the model's frame (see the module's notes).
+
+    predictor: a ``Predictor`` (its precision and disk cache are used; its current image is
+    replaced by tiles), or a model / name / path. tile: the tile's side in px (default the
+    model's input size, so a tile is seen at full resolution); overlap: px shared by
+    neighbouring tiles (default a quarter of a tile: objects up to that size lie wholly in one
+    tile). tiles_kept: tile embeddings kept in memory.
+
+    ``predict`` takes ``Predictor.predict``'s prompts in full-image pixels (one prompt set, or
+    B boxes, each routed on its own) and returns masks C×H×W at the full image's size (B×C×H×W
+    batched), scores C and the low-res logits C×s×s of the frame each answer came from. A
+    ``mask_input`` must be logits this predictor returned for the last prompt; it is answered
+    on that prompt's frame.
+    """
+
+    def __init__(
+        self,
+        predictor: Predictor | Any,
+        *,
+        tile: int | None = None,
+        overlap: int | None = None,
+        tiles_kept: int = 16,
+    ) -> None:
+        self.predictor = (
+            predictor if isinstance(predictor, Predictor) else Predictor(as_model(predictor))
+        )
+        self.model = self.predictor.model
+        self.tile = int(self.model.image_size if tile is None else tile)
+        self.overlap = int(self.tile // 4 if overlap is None else overlap)
+        tile_frames((self.tile, self.tile), self.tile, self.overlap)  # checks both
+        if tiles_kept < 1:
+            raise InputError(f"tiles_kept must be at least 1, got {tiles_kept}")
+        self.tiles_kept = int(tiles_kept)
+        self._rgb: np.ndarray | None = None
+        self.frames: list[Frame] = []
+        self._embeddings: OrderedDict[Frame, ImageEmbedding] = OrderedDict()
+        self.encoded = 0  # frames encoded since set_image (a count for tests and reports)
+        self.last_frame: Frame | None = None
+        self._last_logits: np.ndarray | None = None
+
+    # ----- image ---------------------------------------------------------------------------
+    def set_image(self, image: ImageLike, image_format: str = "RGB") -> None:
+        """Take ``image`` (H×W×3 uint8 RGB or what ``Predictor`` takes); nothing is encoded
+        until a prompt needs a tile."""
+        rgb = to_rgb_uint8(image, image_format)
+        self._rgb = rgb
+        self.frames = tile_frames(rgb.shape[:2], self.tile, self.overlap)
+        self._embeddings.clear()
+        self.encoded = 0
+        self.last_frame = None
+        self._last_logits = None
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self._require_image().shape[:2]  # type: ignore[return-value]
+
+    def _require_image(self) -> np.ndarray:
+        if self._rgb is None:
+            raise InputError("no image is set: call set_image(...) before predicting")
+        return self._rgb
+
+    def _use(self, frame: Frame) -> None:
+        """Make ``frame``'s embedding the predictor's current image (encoding it if needed)."""
+        emb = self._embeddings.get(frame)
+        if emb is None:
+            rgb = self._require_image()
+            x0, y0, x1, y1 = frame
+            self.predictor.set_image(rgb[y0:y1, x0:x1])
+            self.encoded += 1
+            p = self.predictor
+            assert p.original_size is not None and p.input_size is not None
+            early = p.get_early_features() if self.model.is_hq else None
+            emb = ImageEmbedding(p.get_image_embedding(), p.original_size, p.input_size, early)
+            self._embeddings[frame] = emb
+            while len(self._embeddings) > self.tiles_kept:
+                self._embeddings.popitem(last=False)
+            return
+        self._embeddings.move_to_end(frame)
+        self.predictor.set_embedding(emb)
+
+    # ----- routing -------------------------------------------------------------------------
+    def route(self, region: ArrayLike) -> Frame:
+        """The frame that answers a prompt whose points and box span ``region`` (XYXY): the tile
+        holding it with the widest margin to its inner edges, else a crop around it."""
+        size = self.image_size
+        r = np.asarray(region, dtype=np.float64)
+        best = max(self.frames, key=lambda f: _margin(f, r, size))
+        if _margin(best, r, size) >= 0:
+            return best
+        return self._crop_around(r)
+
+    def _crop_around(self, region: np.ndarray) -> Frame:
+        """A square crop around ``region`` (XYXY), a tile's overlap wider on every side and at
+        least a tile, cut to the image (the model sees it at its own size)."""
+        h, w = self.image_size
+        side = max(region[2] - region[0], region[3] - region[1]) + 2 * self.overlap
+        side = max(side, self.tile)
+        cx, cy = (region[0] + region[2]) / 2, (region[1] + region[3]) / 2
+        x0 = int(np.clip(np.floor(cx - side / 2), 0, max(0, w - side)))
+        y0 = int(np.clip(np.floor(cy - side / 2), 0, max(0, h - side)))
+        return (x0, y0, int(min(w, x0 + np.ceil(side))), int(min(h, y0 + np.ceil(side))))
+
+    # ----- prompts -------------------------------------------------------------------------
+    def predict(
+        self,
+        point_coords: ArrayLike | None = None,
+        point_labels: ArrayLike | None = None,
+        box: ArrayLike | None = None,
+        mask_input: ArrayLike | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> Prediction:
+        """Prompts in full-image pixels -> masks at the full image's size (see the class)."""
+        size = self.image_size
+        prompts = check_prompts(
+            point_coords,
+            point_labels,
+            box,
+            mask_input,
+            low_res_size=self.model.prompt_encoder.mask_input_size,
+        )
+        if prompts.mask_input is not None:
+            if self._last_logits is None or prompts.batched:
+                raise InputError(
+                    "a TiledPredictor takes mask_input only for one prompt, as low-res logits "
+                    "it returned for the last prompt (they are in that prompt's tile's frame)"
+                )
+        answers = []
+        for b in range(prompts.batch_size):
+
+            def pick(a: np.ndarray | None, b: int = b) -> np.ndarray | None:
+                return None if a is None else a[b if len(a) > 1 else 0]
+
+            answers.append(
+                self._answer(
+                    pick(prompts.point_coords),
+                    pick(prompts.point_labels),
+                    pick(prompts.boxes),
+                    pick(prompts.mask_input),
+                    multimask_output,
+                    return_logits,
+                    size,
+                )
+            )
+        if not prompts.batched:
+            return answers[0]
+        return Prediction(
+            masks=np.stack([a.masks for a in answers]),
+            scores=np.stack([a.scores for a in answers]),
+            logits=np.stack([a.logits for a in answers]),
+        )
+
+    def _answer(
+        self,
+        coords: np.ndarray | None,
+        labels: np.ndarray | None,
+        box: np.ndarray | None,
+        mask_input: np.ndarray | None,
+        multimask: bool,
+        return_logits: bool,
+        size: tuple[int, int],
+    ) -> Prediction:
+        """One prompt set: route, answer, and grow the frame while the mask reaches an inner
+        edge of it."""
+        pts = [] if coords is None else [coords[labels >= 0]] if labels is not None else [coords]
+        corners = [box.reshape(2, 2)] if box is not None else []
+        xy = np.concatenate(pts + corners) if (pts or corners) else None
+        if xy is None or len(xy) == 0:
+            raise InputError("a TiledPredictor needs points or a box to route a prompt to a tile")
+        region = np.concatenate([xy.min(0), xy.max(0)])
+        if mask_input is not None:
+            assert self.last_frame is not None
+            frame = self.last_frame
+        else:
+            frame = self.route(region)
+        seen = {frame}
+        for _ in range(MAX_GROWTH + 1):
+            out = self._on_frame(frame, coords, labels, box, mask_input, multimask, return_logits)
+            if mask_input is not None:
+                break  # the logits belong to this frame; it cannot change under them
+            binary = out.masks > 0 if return_logits else out.masks
+            grown = self._grown(frame, binary, region, size)
+            if grown is None or grown in seen:
+                break
+            seen.add(grown)
+            frame = grown
+        self.last_frame = frame
+        self._last_logits = out.logits
+        return self._paste(out, frame, size, return_logits)
+
+    def _on_frame(
+        self,
+        frame: Frame,
+        coords: np.ndarray | None,
+        labels: np.ndarray | None,
+        box: np.ndarray | None,
+        mask_input: np.ndarray | None,
+        multimask: bool,
+        return_logits: bool,
+    ) -> Prediction:
+        """The predictor's answer on ``frame``, prompts shifted into it (frame-sized masks)."""
+        self._use(frame)
+        offset = np.array([frame[0], frame[1]], dtype=np.float64)
+        return self.predictor.predict(
+            point_coords=None if coords is None else coords - offset,
+            point_labels=labels,
+            box=None if box is None else box - np.tile(offset, 2),
+            mask_input=mask_input,
+            multimask_output=multimask,
+            return_logits=return_logits,
+        )
+
+    def _grown(
+        self, frame: Frame, masks: np.ndarray, region: np.ndarray, size: tuple[int, int]
+    ) -> Frame | None:
+        """A frame holding whole every mask (C×h×w bool, ``frame``'s) that reaches an inner edge
+        of ``frame``, and the prompt; None when none does."""
+        h, w = size
+        x0, y0 = frame[:2]
+        cells = self.model.prompt_encoder.mask_input_size[0]  # low-res side (the square's)
+        edge = EDGE_CELLS * max(frame[2] - x0, frame[3] - y0) / cells
+        whole = region.copy()
+        reach = np.zeros(4)
+        for mask in masks:
+            ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+            if len(xs) == 0:
+                continue
+            mbox = np.array([xs[0] + x0, ys[0] + y0, xs[-1] + 1 + x0, ys[-1] + 1 + y0], float)
+            cut = np.array(
+                [
+                    frame[0] > 0 and mbox[0] <= frame[0] + edge,
+                    frame[1] > 0 and mbox[1] <= frame[1] + edge,
+                    frame[2] < w and mbox[2] >= frame[2] - edge,
+                    frame[3] < h and mbox[3] >= frame[3] - edge,
+                ]
+            )
+            if not cut.any():
+                continue
+            whole = np.concatenate(
+                [np.minimum(whole[:2], mbox[:2]), np.maximum(whole[2:], mbox[2:])]
+            )
+            # beyond a cut edge the object goes on: look at least an overlap further that way
+            reach = np.where(cut, self.overlap, reach)
+        if not reach.any():
+            return None
+        want = np.clip(whole + reach * np.array([-1, -1, 1, 1]), 0, [w, h, w, h])
+        tiles = [f for f in self.frames if _margin(f, want, size) >= 0]
+        if tiles:
+            return max(tiles, key=lambda f: _margin(f, want, size))
+        return self._crop_around(want)
+
+    def _paste(
+        self, out: Prediction, frame: Frame, size: tuple[int, int], return_logits: bool
+    ) -> Prediction:
+        """Frame-sized masks C×h×w -> C×H×W (False, or -inf logits, outside the frame)."""
+        h, w = size
+        x0, y0, x1, y1 = frame
+        if (x0, y0, x1, y1) == (0, 0, w, h):
+            return out
+        fill = -np.inf if return_logits else False
+        masks = np.full((len(out.masks), h, w), fill, dtype=out.masks.dtype)
+        masks[:, y0:y1, x0:x1] = out.masks
+        return Prediction(masks=masks, scores=out.scores, logits=out.logits)
+
+
+def generate_tiled(
+    generator: Any,
+    image: ImageLike,
+    *,
+    tile: int | None = None,
+    overlap: int | None = None,
+    whole_image: bool = True,
+    image_format: str = "RGB",
+) -> list[Any]:
+    """Segment everything in a large image: ``generator`` (a ``MaskGenerator``) decodes its
+    grid on every tile (``tile_frames``, the model's size by default) and, with
+    ``whole_image``, on the whole image seen at the model's size, which finds the objects
+    larger than a tile's overlap. Masks cut by a tile's inner edge are dropped; the rest are
+    de-duplicated across tiles by box NMS at the generator's ``crop_nms_thresh``, preferring
+    masks from tiles (sharper) over the whole image's, then selected with the generator's
+    thresholds. Returns its records (``MaskRecord``), at the full image's size."""
+    rgb = to_rgb_uint8(image, image_format)
+    h, w = rgb.shape[:2]
+    side = int(generator.model.image_size if tile is None else tile)
+    frames = tile_frames((h, w), side, side // 4 if overlap is None else int(overlap))
+    boxes = [list(f) for f in frames]
+    if whole_image and boxes != [[0, 0, w, h]]:
+        boxes = [[0, 0, w, h], *boxes]
+    return list(generator.refilter(generator.candidates_in_crops(rgb, boxes)))
