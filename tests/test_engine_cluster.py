@@ -147,3 +147,20 @@ def test_the_driver_killed_then_rerun_resumes_on_ray(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["annotated"] == 8 and summary["processed_this_run"] < 8
     assert annotations_only(documents(out)) == _reference(src, tmp_path)
+
+
+@pytest.mark.slow
+def test_a_plan_sizes_the_workers_from_every_node_of_the_cluster(tmp_path: Path) -> None:
+    """`engine plan --address` joins the cluster and sizes per node: head 2 CPUs, node 1."""
+    src = _collection(tmp_path, 2)
+    with LoopbackCluster([2, 1]) as cluster:
+        cmd = _command(src, tmp_path / "out", "--address", cluster.address, "-w", "auto")
+        cmd[cmd.index("run")] = "plan"
+        cmd = [c for c in cmd if c != "-q"] + ["--sample", "0", "--json"]
+        done = subprocess.run(cmd, env=cluster.env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    plan = json.loads(done.stdout)
+    assert sorted(n["cpus"] for n in plan["nodes"]) == [1, 2]
+    assert sorted(plan["fit_per_node"].values()) == [1, 2] and plan["workers"] == 3
+    assert plan["threads_per_worker"] == 1 and plan["todo"] == 2
+    assert not (tmp_path / "out").exists()

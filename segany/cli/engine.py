@@ -46,6 +46,7 @@ def register(subparsers: Any) -> None:
     )
     sub.required = True
     _register_run(sub)
+    _register_plan(sub)
     p = sub.add_parser("verify", help="check an output: files parse, RLEs decode, ids, manifest")
     p.add_argument("out", metavar="OUT")
     add_output_options(p)
@@ -138,6 +139,119 @@ def _register_run(sub: Any) -> None:
     add_engine_options(p)
     add_output_options(p)
     p.set_defaults(run=run_engine_command)
+
+
+def _register_plan(sub: Any) -> None:
+    p = sub.add_parser(
+        "plan",
+        help="what a run would do: images, shards, what is done, workers, an estimated time",
+        description=plain_doc(
+            "Lists the images as `engine run` would, reads what OUT already holds (nothing is "
+            "written), sizes the workers (this machine, or the Ray cluster at --address), and "
+            "times the model on --sample images in a worker like the run's: seconds and peak "
+            "memory per image, images/hour, the run's estimated time, and with --target-hours "
+            "the workers a collection needs. Takes the options of `engine run`."
+        ),
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("sources", nargs="+", metavar="SOURCE")
+    p.add_argument(
+        "-o", "--output", metavar="OUT", help="the run's output folder, to count what is done"
+    )
+    p.add_argument(
+        "--sample",
+        type=non_negative_int,
+        default=3,
+        metavar="N",
+        help="images to time (default 3; 0: counts and sizing only)",
+    )
+    p.add_argument("--target-hours", type=finite_float, metavar="H", help="finish within H hours")
+    p.add_argument(
+        "--target-images",
+        type=positive_int,
+        metavar="N",
+        help="with --target-hours: a collection of N images (default: the images left to do)",
+    )
+    add_engine_options(p)
+    add_output_options(p)
+    p.set_defaults(run=run_plan)
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from segany.engine.plan import plan_run
+    from segany.engine.sizing import fmt_bytes
+
+    console = Console(args)
+    with tempfile.TemporaryDirectory(prefix="segany-plan") as empty:
+        # Without -o, an empty folder stands for a new run's output (nothing is written).
+        config = engine_config(args, args.sources, args.output or empty, console)
+        config.progress = False
+        plan = plan_run(
+            config,
+            sample=args.sample,
+            target_hours=args.target_hours,
+            target_images=args.target_images,
+        )
+    if args.output is None:
+        plan["output"] = None
+    if console.json:
+        console.summary({"command": "engine plan", **plan})
+        return EXIT_OK
+    finished = f" ({plan['finished_shards']} shard(s) finished)" if plan["finished_shards"] else ""
+    if plan["settings_differ"]:
+        state = f"; OUT holds a run with other {', '.join(plan['settings_differ'])}: refused"
+    elif plan["resumable"]:
+        state = "; a run resumes from there"
+    else:
+        state = ""
+    console.info(
+        f"{plan['images']} image(s) in {plan['shards']} shard(s) of up to {plan['shard_size']}; "
+        f"{plan['done']} done{finished}, {plan['todo']} to do{state}"
+    )
+    if "refused" in plan:
+        console.failure(f"the run would be refused: {plan['refused']}")
+    fit = ", ".join(f"{k}: {v}" for k, v in plan["fit_per_node"].items())
+    console.info(
+        f"workers: {plan['workers']} × {plan['threads_per_worker']} thread(s), "
+        f"{fmt_bytes(plan['memory_per_worker'])} each ({plan['memory_source']}); "
+        f"fit per node: {fit}"
+    )
+    s = plan.get("sample")
+    if s:
+        load = s["load_average"][0] if s["load_average"] else "?"
+        console.info(
+            f"sample: {s['annotated']} of {s['images']} image(s) annotated in "
+            f"{s['wall_seconds']} s: {s['seconds_per_image']} s/image (after the first), "
+            f"{s['masks_per_image']} masks/image; model load {s['load_seconds']} s; peak "
+            f"memory {fmt_bytes(s['peak_memory'])} per worker (load average {load})"
+        )
+        for failed in s["failed"]:
+            console.failure(f"sample image failed: {failed}")
+    if "estimated_seconds" in plan:
+        console.info(
+            f"estimate: {plan['images_per_hour_per_worker']} images/hour per worker, "
+            f"{plan['images_per_hour']} with {plan['workers']}; {plan['todo']} image(s) to do: "
+            f"about {_duration(plan['estimated_seconds'])}; the measured memory allows "
+            f"{plan.get('workers_by_measured_memory', '?')} worker(s)"
+        )
+    if "target" in plan:
+        t = plan["target"]
+        console.info(
+            f"target: {t['images']} image(s) in {t['hours']} h need {t['workers']} worker(s) "
+            f"({t['machines_like_these']} × what was sized here)"
+        )
+    return EXIT_OK
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _register_round(sub: Any) -> None:

@@ -7,6 +7,7 @@
 - ``local`` / ``ray_executor``: worker processes or Ray actors, one model each
   (``raysession``: Ray started or joined on loopback unless a remote cluster is named)
 - ``sizing``: workers per machine or Ray node from memory, cores and GPUs (``--workers auto``)
+- ``plan``: what a run would do (images, done, workers, a measured sample, an estimate)
 - ``run``: ``run_engine(EngineConfig)``; ``check``: ``verify`` and ``stats`` of an output
 - ``rounds``: model in the loop (annotate -> fine-tune -> re-annotate)
 

@@ -130,7 +130,32 @@ class Layout:
     # ----- run settings --------------------------------------------------------------------
     def check_settings(self, settings: dict[str, Any]) -> None:
         """Record the settings, or refuse when the folder holds a run made with others."""
-        record = {
+        changed = self.settings_changed(settings)
+        if changed:
+            raise InputError(
+                f"{self.out} holds an engine run with other {', '.join(changed)}; re-run "
+                "the same command to resume it, or choose another output folder"
+            )
+        if changed is None:  # no run recorded yet (or an unreadable record)
+            write_json_atomic(self.out / RUN_FILE, self._run_record(settings), indent=1)
+
+    def settings_changed(self, settings: dict[str, Any]) -> list[str] | None:
+        """What differs from the run the folder holds ([] when the same; None when the folder
+        holds no readable run record). Reads only."""
+        path = self.out / RUN_FILE
+        if not path.is_file():
+            return None
+        try:
+            before = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            return None
+        record = json.loads(json.dumps(self._run_record(settings)))
+        if not isinstance(before, dict):
+            return None
+        return sorted(k for k in record if json.dumps(before.get(k)) != json.dumps(record[k]))
+
+    def _run_record(self, settings: dict[str, Any]) -> dict[str, Any]:
+        return {
             "format": FORMAT,
             "settings": settings,
             "items": len(self.items),
@@ -139,23 +164,6 @@ class Layout:
             "shard_kind": self.shard_kind,
             "with_images": self.with_images,
         }
-        path = self.out / RUN_FILE
-        if path.is_file():
-            try:
-                before = json.loads(path.read_text(encoding="utf-8"))
-            except ValueError:
-                before = None
-            if before is not None and before != json.loads(json.dumps(record)):
-                changed = sorted(
-                    k for k in record if json.dumps(before.get(k)) != json.dumps(record[k])
-                )
-                raise InputError(
-                    f"{self.out} holds an engine run with other {', '.join(changed)}; re-run "
-                    "the same command to resume it, or choose another output folder"
-                )
-            if before is not None:
-                return
-        write_json_atomic(path, record, indent=1)
 
     # ----- resume --------------------------------------------------------------------------
     def is_final(self, shard: int) -> bool:
