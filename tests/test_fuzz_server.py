@@ -9,6 +9,11 @@ trace in the body, a JSON ``detail`` on every 4xx, and a 2xx body that matches t
 app declares. After the run, every export format is written and read back with segany's
 readers: no row the fuzzer left may break a later export.
 
+The app runs as a team project (users, sign-in), the fuzzing client signed in as its admin, so
+every route's permission checks run too; after a case that signs the client out (``POST
+/api/logout``) it signs in again, and a drawn user id never names that admin (a new password or
+a removal would lock the fuzzer out of the rest of the run).
+
 The draws are derandomised (the same cases on every run) and bounded: ``EXAMPLES`` per
 operation and mode. So that the fuzzer reaches past "no such id", a drawn id is mapped to one
 the project has (3 draws in 4; the 4th stays as drawn), and two request fields are capped to
@@ -47,7 +52,8 @@ from tests.server_fixtures import (  # noqa: E402, F401
 # Per operation and mode; SEGANY_FUZZ_EXAMPLES=200 digs deeper by hand (minutes).
 EXAMPLES = int(os.environ.get("SEGANY_FUZZ_EXAMPLES", "20"))
 FEWER = {"POST /api/images/{image_id}/prefill": 4, "GET /api/decoder.onnx": 2}
-ID_PARAMETERS = ("image_id", "mask_id", "class_id", "job_id")
+ID_PARAMETERS = ("image_id", "mask_id", "class_id", "job_id", "user_id")
+ADMIN = {"name": "fuzz-admin", "password": "fuzz-admin-password"}
 MODES = ("positive", "negative")
 
 
@@ -60,6 +66,8 @@ def _ids(client: Any, name: str) -> list[int]:
         return [m["id"] for i in images for m in client.get(f"/api/images/{i}/masks").json()]
     if name == "class_id":
         return [c["id"] for c in client.get("/api/classes").json()]
+    if name == "user_id":  # never the fuzzer's own admin
+        return [u["id"] for u in client.get("/api/users").json() if u["name"] != ADMIN["name"]]
     from sqlalchemy import select
 
     from segany.server.db import TrainJob
@@ -71,9 +79,9 @@ def _ids(client: Any, name: str) -> list[int]:
 def _steer(case: Any, client: Any) -> None:
     """Point most drawn ids at existing rows; cap the two costly fields (see the docstring)."""
     for name, value in list((case.path_parameters or {}).items()):
-        if name in ID_PARAMETERS and isinstance(value, int) and value % 4 != 3:
+        if name in ID_PARAMETERS and isinstance(value, int):
             ids = _ids(client, name)
-            if ids:
+            if ids and (value % 4 != 3 or (name == "user_id" and value not in ids)):
                 case.path_parameters[name] = ids[value % len(ids)]
     body = case.body if isinstance(case.body, dict) else {}
     if case.path == "/api/train" and isinstance(body.get("steps"), int):
@@ -89,6 +97,8 @@ def _problems_of(case: Any, response: Any) -> list[str]:
         found.append(f"{status}: {text[:200]}")
     if "Traceback" in text or 'File "/' in text:
         found.append(f"a stack trace in the body: {text[:200]}")
+    if status == 401 and case.path != "/api/login":  # the admin's session is always valid
+        found.append(f"401 for a signed-in admin: {text[:200]}")
     if 400 <= status < 500:
         try:
             detail = response.json().get("detail")
@@ -121,12 +131,15 @@ def _fuzz(operation: Any, mode: str, client: Any, report: Callable[[str], None])
     def run(case: Any) -> None:
         _steer(case, client)
         try:
-            response = case.call(timeout=120)
+            cookies = {"segany_session": client.cookies.get("segany_session")}
+            response = case.call(timeout=120, cookies=cookies)
         except Exception as e:  # noqa: BLE001 - an exception that reached the client: a 500
             report(f"{mode} {case.as_curl_command()[:400]}\n    raised {type(e).__name__}: {e}")
             return
         for problem in _problems_of(case, response):
             report(f"{mode} {case.as_curl_command()[:400]}\n    {problem}")
+        if client.get("/api/me").json()["user"] is None:  # signed out by the case
+            assert client.post("/api/login", json=ADMIN).status_code == 200
 
     try:
         run()
@@ -135,7 +148,12 @@ def _fuzz(operation: Any, mode: str, client: Any, report: Callable[[str], None])
 
 
 def _seed(client: Any) -> None:
-    """Two images, masks with and without a class, a proposal, a class of its own."""
+    """A team (the fuzzer's admin, signed in, and an annotator); two images, masks with and
+    without a class, a proposal, a class of its own."""
+    assert client.post("/api/users", json={**ADMIN, "role": "admin"}).status_code == 201
+    assert client.post("/api/login", json=ADMIN).status_code == 200
+    annotator = {"name": "ann", "role": "annotator", "password": "annotator-1"}
+    assert client.post("/api/users", json=annotator).status_code == 201
     images = []
     for name, data in (("coins.png", coins_png()), ("scene.png", scene_png())):
         r = client.post("/api/images", files={"file": (name, data, "image/png")})

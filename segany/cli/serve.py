@@ -69,6 +69,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "name per line with an optional #rrggbb colour; added to those it has",
     )
     p.add_argument(
+        "--users",
+        metavar="FILE",
+        help="the team: JSON, a list of {name, role, password} (roles annotator, reviewer, "
+        "admin); users the project lacks are added, others take the file's role. A project "
+        "with users asks everyone to sign in",
+    )
+    p.add_argument(
         "--db", metavar="URL", help="SQLAlchemy database URL (default: SQLite in the project)"
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
@@ -113,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         refine=args.refine,
         zoom_clicks=args.zoom_clicks,
         classes_file=args.classes,
+        users_file=args.users,
         host=args.host,
         port=args.port,
         token=args.token or os.environ.get("SEGANY_TOKEN") or None,
@@ -133,6 +141,10 @@ def run(args: argparse.Namespace) -> int:
         )
     rows, counts = state.notes.images()
     names = [c["name"] for c in state.classes.all()]
+    team = state.users.all()
+    if team:
+        who = ", ".join(f"{u['name']} ({u['role']})" for u in team)
+        console.info(f"{len(team)} users: {who}; everyone signs in")
     console.info(
         f"project {settings.project_dir}: {len(rows)} images "
         f"({counts['annotated']} annotated, {counts['skipped']} skipped, {counts['todo']} to do, "

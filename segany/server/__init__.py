@@ -8,6 +8,7 @@
   embedding cache in the project, plus a bounded LRU), ``sessions`` (one Predictor per
   image, kept across clicks) and ``prompt_checks`` (a request's prompts, checked once).
 - ``exporting`` / ``training``: SA-1B, COCO and PNG exports; retraining in the background.
+- ``users``: a team's users, roles, sign-in sessions and who may do what (none: single-user).
 - ``app``: the FastAPI application (JSON API under ``/api``, OpenAPI at ``/docs``) and the page.
 
 FastAPI, SQLAlchemy and uvicorn come with the ``server`` extra and are imported lazily.

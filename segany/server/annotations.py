@@ -160,6 +160,16 @@ class Annotations:
         self._tell("image", image_id=image_id, action=status)
         return row
 
+    def assign(self, image_id: int, user_id: int | None) -> ImageRow:
+        """Assign an image to a user (None: to nobody)."""
+        with self.sessions.begin() as s:
+            row = s.get(ImageRow, image_id)
+            if row is None:
+                raise NotFound(f"no image with id {image_id}")
+            row.assignee_id = user_id
+        self._tell("image", image_id=image_id, action="assigned")
+        return row
+
     # ----- masks --------------------------------------------------------------------------
     def masks(self, image_id: int, states: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
         """The image's masks in id order (``states``: only those review states)."""

@@ -38,9 +38,11 @@ def build_state(settings: ServerSettings, model: Any = None) -> AppState:
     from segany.server.modelhub import ModelHub
     from segany.server.project import ProjectFolder
     from segany.server.training import Retrainer
+    from segany.server.users import Users, read_users_file
 
-    # A bad classes file is refused before the project folder is made.
+    # A bad classes or users file is refused before the project folder is made.
     specs = read_classes_file(settings.classes_file) if settings.classes_file else None
+    team = read_users_file(settings.users_file) if settings.users_file else None
     project = ProjectFolder(
         settings.project_dir,
         max_pixels=settings.max_pixels,
@@ -89,13 +91,20 @@ def build_state(settings: ServerSettings, model: Any = None) -> AppState:
             "classes from %s: %d added, %d recoloured", settings.classes_file, added, recoloured
         )
 
+    users = Users(sessions)
+    if team:
+        added, changed = users.merge(team)
+        log.info("users from %s: %d added, %d with a new role", settings.users_file, added, changed)
+
     def export_sa1b(folder: Path) -> int:
         docs = exporting.documents(project, notes)
         exporting.write_sa1b_folder(folder, docs)
         return sum(len(d.annotations) for _, d in docs)
 
     retrainer = Retrainer(project.root, sessions, export_sa1b, hub)
-    return AppState(settings, project, notes, hub, retrainer, sessions, engine, classes, events)
+    return AppState(
+        settings, project, notes, hub, retrainer, sessions, engine, classes, events, users
+    )
 
 
 def create_app(settings: ServerSettings, *, model: Any = None) -> Any:
@@ -105,11 +114,13 @@ def create_app(settings: ServerSettings, *, model: Any = None) -> Any:
         from fastapi.exceptions import RequestValidationError
         from fastapi.responses import FileResponse, JSONResponse
         from fastapi.staticfiles import StaticFiles
+        from starlette.concurrency import run_in_threadpool
     except ImportError as e:
         raise MissingExtraError("segany serve", "server", e.name or "fastapi") from None
     from segany import __version__
     from segany.server.project import Conflict, NotFound, TooLarge
     from segany.server.routes import router
+    from segany.server.users import SESSION_COOKIE, Forbidden, LockedOut, Unauthorized
 
     state = build_state(settings, model)
     app = FastAPI(
@@ -144,6 +155,15 @@ def create_app(settings: ServerSettings, *, model: Any = None) -> Any:
                 {"detail": f"request body over the limit of {settings.max_upload_bytes} bytes"},
                 413,
             )
+        path = request.url.path
+        if path.startswith("/api/") and path not in SIGN_IN_PATHS:
+            # A project with users: every call names its signed-in user (None: single-user).
+            token = request.cookies.get(SESSION_COOKIE)
+            user = await run_in_threadpool(_signed_in, state.users, token)
+            if user is False:
+                detail = "sign in first (POST /api/login with your name and password)"
+                return JSONResponse({"detail": detail}, 401)
+            request.state.user = user
         response = await call_next(request)
         if cookie:  # the page was opened with ?token=...: its scripts and calls carry a cookie
             response.set_cookie(TOKEN_COOKIE, cookie, httponly=True, samesite="strict")
@@ -155,7 +175,10 @@ def create_app(settings: ServerSettings, *, model: Any = None) -> Any:
 
     @app.exception_handler(InputError)
     async def bad_input(_request: Request, e: InputError) -> JSONResponse:
-        status = 404 if isinstance(e, NotFound) else 413 if isinstance(e, TooLarge) else 400
+        kinds = ((NotFound, 404), (TooLarge, 413), (Unauthorized, 401), (Forbidden, 403))
+        status = next((code for kind, code in kinds if isinstance(e, kind)), 400)
+        if isinstance(e, LockedOut):
+            status = 429
         return JSONResponse({"detail": str(e)}, status)
 
     @app.exception_handler(RequestValidationError)
@@ -188,6 +211,16 @@ def create_app(settings: ServerSettings, *, model: Any = None) -> Any:
         return FileResponse(STATIC / "index.html")
 
     return app
+
+
+SIGN_IN_PATHS = frozenset({"/api/login", "/api/logout", "/api/me"})
+
+
+def _signed_in(users: Any, token: str | None) -> dict[str, Any] | None | bool:
+    """None in a single-user project; else the session's user, or False (not signed in)."""
+    if not users.team():
+        return None
+    return users.user_for(token) or False
 
 
 def _disk_full(error: BaseException | None) -> bool:

@@ -72,6 +72,31 @@ class ImageRow(Base):
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     status: Mapped[str] = mapped_column(String(16), default="todo")
     added_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now)
+    assignee_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+
+
+class UserRow(Base):
+    """A member of the team (``segany.server.users``): a name, a role, a password hash."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # annotator, reviewer, admin
+    password_hash: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now)
+
+
+class LoginSession(Base):
+    """A sign-in: the SHA-256 of the cookie's token, whose it is, until when."""
+
+    __tablename__ = "login_sessions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime)
 
 
 class ClassRow(Base):
@@ -168,9 +193,11 @@ __all__ = [
     "Base",
     "ClassRow",
     "ImageRow",
+    "LoginSession",
     "MaskRow",
     "ModelVersion",
     "TrainJob",
+    "UserRow",
     "migrate",
     "now",
     "open_database",

@@ -161,11 +161,47 @@ def _v3_classes_review(conn: Connection) -> None:
             )
 
 
+# ----- step 4: a team's users, their sign-in sessions, images assigned to them ---------------
+_V4 = MetaData()
+Table(
+    "users",
+    _V4,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
+    Column("password_hash", String(256), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+)
+Table(
+    "login_sessions",
+    _V4,
+    Column("id", Integer, primary_key=True),
+    Column("token_sha256", String(64), nullable=False, unique=True),
+    Column(
+        "user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    Column("created_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+)
+
+
+def _v4_users(conn: Connection) -> None:
+    """Users and sessions (none: the project stays single-user), and per image its assignee."""
+    _V4.create_all(conn)
+    conn.execute(
+        text(
+            "ALTER TABLE images ADD COLUMN assignee_id INTEGER REFERENCES users(id) "
+            "ON DELETE SET NULL"
+        )
+    )
+
+
 #: (version, description, step). Append only.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "images, masks, model versions", _v1_initial),
     (2, "retraining jobs", _v2_train_jobs),
     (3, "classes, review state, edits recorded apart from the origin", _v3_classes_review),
+    (4, "users, sign-in sessions, images assigned to users", _v4_users),
 ]
 
 

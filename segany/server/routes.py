@@ -18,9 +18,22 @@ router = APIRouter()
 UPLOAD = File(..., description="an image file (JPEG, PNG, BMP, TIFF, WebP)")
 
 
-def _image_out(row: Any, tally: dict[str, int], warning: str | None = None) -> schemas.ImageOut:
+def _image_out(
+    row: Any,
+    tally: dict[str, int],
+    warning: str | None = None,
+    names: dict[int, str] | None = None,
+    request: Request | None = None,
+) -> schemas.ImageOut:
+    """``names``: users' names by id (else read through ``request`` when the image has an
+    assignee)."""
     from segany.server.annotations import is_reviewed
 
+    assignee = None
+    if row.assignee_id is not None:
+        if names is None and request is not None:
+            names = state_of(request).users.names()
+        assignee = (names or {}).get(row.assignee_id)
     return schemas.ImageOut(
         id=row.id,
         path=row.path,
@@ -31,6 +44,8 @@ def _image_out(row: Any, tally: dict[str, int], warning: str | None = None) -> s
         reviewed=is_reviewed(tally),
         url=f"/api/images/{row.id}/file",
         warning=warning,
+        assignee_id=row.assignee_id,
+        assignee=assignee,
     )
 
 
@@ -58,13 +73,27 @@ def project(request: Request) -> dict[str, Any]:
 
 
 @router.get("/images", response_model=schemas.ImageList, summary="Images with progress")
-def list_images(request: Request) -> schemas.ImageList:
-    rows, counts = state_of(request).notes.images()
-    todo = [r.id for r, _ in rows if r.status == "todo"]
+def list_images(request: Request, mine: bool = False) -> schemas.ImageList:
+    """Every image (``mine``: those assigned to the signed-in user). ``next_id``: the first
+    image to do; for a signed-in user, one assigned to them first, then one assigned to
+    nobody (an annotator is never sent to another's image)."""
+    from segany.server.users import user_of
+
+    st = state_of(request)
+    rows, counts = st.notes.images()
+    user = user_of(request)
+    if mine and user is not None:
+        rows = [(r, t) for r, t in rows if r.assignee_id == user["id"]]
+    todo = [r for r, _ in rows if r.status == "todo"]
+    if user is not None:
+        todo = [r for r in todo if r.assignee_id == user["id"]] or [
+            r for r in todo if r.assignee_id is None
+        ]
+    names = st.users.names()
     return schemas.ImageList(
-        images=[_image_out(r, t) for r, t in rows],
+        images=[_image_out(r, t, names=names) for r, t in rows],
         counts=counts,
-        next_id=todo[0] if todo else None,
+        next_id=todo[0].id if todo else None,
     )
 
 
@@ -85,12 +114,15 @@ def upload_image(
     row, created = st.notes.add_image(path, info)
     if not created:
         response.status_code = 200
-    return _image_out(row, st.notes.tally(row.id))
+    return _image_out(row, st.notes.tally(row.id), request=request)
 
 
 @router.post("/images/import", response_model=schemas.ImageList, summary="Add a project folder")
 def import_folder(request: Request, body: schemas.ImportIn) -> schemas.ImageList:
     """Register the images of a folder inside the project (default ``images/``)."""
+    from segany.server.users import require
+
+    require(request, doing="adding a project folder")
     st = state_of(request)
     added = [st.notes.add_image(path, info) for path, info in st.project.scan(body.folder)]
     new = [r for r, created in added if created]
@@ -103,7 +135,7 @@ def import_folder(request: Request, body: schemas.ImportIn) -> schemas.ImageList
 def get_image(request: Request, image_id: int) -> schemas.ImageOut:
     st = state_of(request)
     row = st.notes.image(image_id)
-    return _image_out(row, st.notes.tally(image_id))
+    return _image_out(row, st.notes.tally(image_id), request=request)
 
 
 @router.get("/images/{image_id}/file", summary="The image file", response_class=FileResponse)
@@ -118,7 +150,10 @@ def image_file(request: Request, image_id: int) -> FileResponse:
 @router.put("/images/{image_id}/status", response_model=schemas.ImageOut)
 def set_status(request: Request, image_id: int, body: schemas.StatusIn) -> schemas.ImageOut:
     """A skipped image is left out of exports: the answer's ``warning`` says what that drops."""
+    from segany.server.users import check_image_access
+
     st = state_of(request)
+    check_image_access(request, st.notes.image(image_id))
     row = st.notes.set_status(image_id, body.status)
     tally = st.notes.tally(image_id)
     warning = None
@@ -127,7 +162,7 @@ def set_status(request: Request, image_id: int, body: schemas.StatusIn) -> schem
             f"{row.path} is skipped: its {tally['masks']} masks are left out of exports and "
             "retraining (mark it annotated to keep them)"
         )
-    return _image_out(row, tally, warning)
+    return _image_out(row, tally, warning, request=request)
 
 
 # ----- model calls ----------------------------------------------------------------------------
@@ -222,9 +257,13 @@ def prefill(request: Request, image_id: int, body: schemas.PrefillIn) -> schemas
     (``PATCH /api/masks/{id}`` with ``review``) before exports hold them."""
     from segany.automatic.semi import annotated_pixels
     from segany.masks import decode_rle
+    from segany.server.users import check_image_access, user_of
 
     st = state_of(request)
     row = st.notes.image(image_id)
+    user = user_of(request)
+    if body.save:
+        check_image_access(request, row)
     annotated = None
     if body.skip_annotated:
         masks = st.notes.masks(image_id, ("proposed", "unreviewed", "accepted"))
@@ -254,6 +293,8 @@ def prefill(request: Request, image_id: int, body: schemas.PrefillIn) -> schemas
     saved = []
     if body.save:
         author = (body.author or "").strip() or f"model v{st.hub.current}"
+        if user is not None:  # a team's proposals are signed by who asked for them
+            author = user["name"]
         for p in proposals:
             fields = {
                 "rle": p.rle.model_dump(),
@@ -324,6 +365,9 @@ def _job_out(job: Any) -> schemas.TrainOut:
 @router.post("/train", status_code=202, response_model=schemas.TrainOut)
 def retrain(request: Request, body: schemas.TrainIn) -> schemas.TrainOut:
     """Fine-tune the current model on the accepted masks, in the background."""
+    from segany.server.users import require
+
+    require(request, doing="retraining")
     st = state_of(request)
     job_id = st.retrainer.start(body.steps, body.masks_per_image, body.lr, body.freeze)
     return _job_out(st.retrainer.job(job_id))
@@ -357,9 +401,10 @@ def models(request: Request) -> list[schemas.ModelOut]:
 
 
 def _include_others() -> None:
-    from segany.server import routes_masks
+    from segany.server import routes_masks, routes_team
 
     router.include_router(routes_masks.router)
+    router.include_router(routes_team.router)
 
 
 _include_others()

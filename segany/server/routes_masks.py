@@ -10,8 +10,14 @@ from fastapi.responses import FileResponse, StreamingResponse
 from segany.server import exporting, schemas
 from segany.server.project import NotFound
 from segany.server.state import state_of
+from segany.server.users import check_image_access, require, user_of
 
 router = APIRouter()
+
+
+def _may_change(request: Request, image_id: int) -> None:
+    """404 for an unknown image, 403 for an annotator on another's image."""
+    check_image_access(request, state_of(request).notes.image(image_id))
 
 
 # ----- masks ----------------------------------------------------------------------------------
@@ -23,7 +29,12 @@ def list_masks(request: Request, image_id: int) -> list[dict[str, Any]]:
 
 @router.post("/images/{image_id}/masks", status_code=201, response_model=schemas.MaskOut)
 def add_mask(request: Request, image_id: int, body: schemas.MaskIn) -> dict[str, Any]:
+    """In a team project the mask's ``author`` is the signed-in user."""
+    _may_change(request, image_id)
     fields = body.model_dump()
+    user = user_of(request)
+    if user is not None:
+        fields["author"] = user["name"]
     return state_of(request).notes.add_mask(image_id, fields)  # type: ignore[no-any-return]
 
 
@@ -40,17 +51,27 @@ def get_mask(request: Request, mask_id: int) -> dict[str, Any]:
 def update_mask(request: Request, mask_id: int, body: schemas.MaskPatch) -> dict[str, Any]:
     """Edit (shape, class, prompts, seconds) and/or review (``review`` + ``reviewer``) a mask.
     Accepting a proposal makes it a mask; rejecting keeps it out of exports and out of later
-    pre-fills."""
+    pre-fills. In a team project a review needs the reviewer or admin role, and ``editor`` and
+    ``reviewer`` are the signed-in user."""
+    notes = state_of(request).notes
+    _may_change(request, notes.mask(mask_id)["image_id"])
     changes = body.model_dump(exclude={"version"})
     if changes.get("rle") is not None:
         changes["rle"] = body.rle.model_dump() if body.rle else None
-    notes = state_of(request).notes
+    user = user_of(request)
+    if user is not None:
+        if body.review is not None:
+            require(request, "reviewer", doing="a review decision")
+            changes["reviewer"] = user["name"]
+        changes["editor"] = user["name"]
     return notes.update_mask(mask_id, body.version, changes)  # type: ignore[no-any-return]
 
 
 @router.delete("/masks/{mask_id}", status_code=204, responses={409: {"description": "stale"}})
 def delete_mask(request: Request, mask_id: int, version: int) -> Response:
-    state_of(request).notes.delete_mask(mask_id, version)
+    notes = state_of(request).notes
+    _may_change(request, notes.mask(mask_id)["image_id"])
+    notes.delete_mask(mask_id, version)
     return Response(status_code=204)
 
 
@@ -73,6 +94,7 @@ def add_class(request: Request, body: schemas.ClassIn) -> dict[str, Any]:
 @router.patch("/classes/{class_id}", response_model=schemas.ClassOut)
 def update_class(request: Request, class_id: int, body: schemas.ClassPatch) -> dict[str, Any]:
     """Rename (its masks' labels follow) and/or recolour a class."""
+    require(request, "reviewer", doing="changing a class")
     classes = state_of(request).classes
     return classes.update(class_id, body.name, body.color)  # type: ignore[no-any-return]
 
@@ -80,6 +102,7 @@ def update_class(request: Request, class_id: int, body: schemas.ClassPatch) -> d
 @router.delete("/classes/{class_id}", status_code=204)
 def delete_class(request: Request, class_id: int) -> Response:
     """Remove a class; its masks stay, unlabelled."""
+    require(request, "reviewer", doing="removing a class")
     state_of(request).classes.delete(class_id)
     return Response(status_code=204)
 
@@ -115,6 +138,7 @@ def stats(request: Request) -> dict[str, Any]:
 def export(request: Request, body: schemas.ExportIn) -> schemas.ExportOut:
     """Write an export under ``exports/`` (see ``segany.server.exporting`` for the layouts);
     ``warnings`` say what it leaves out."""
+    require(request, "reviewer", doing="an export")
     st = state_of(request)
     options = exporting.ExportOptions(polygons=body.polygons, accepted_only=body.accepted_only)
     result = exporting.export(st.project, st.notes, st.classes, body.format, options)
@@ -144,6 +168,7 @@ def import_coco(request: Request, body: schemas.ImportCocoIn) -> schemas.ImportO
     unreviewed with origin 'imported'; masks the project has already are left out."""
     from segany.server.importing import import_coco as run
 
+    require(request, doing="a COCO import")
     st = state_of(request)
     result = run(st.project, st.notes, body.annotations, body.images, body.author)
     return schemas.ImportOut(**result)

@@ -74,6 +74,8 @@ class ImageOut(BaseModel):
     )
     url: str
     warning: str | None = Field(None, description="what the last change leaves out, if anything")
+    assignee_id: int | None = Field(None, description="the user the image is assigned to")
+    assignee: str | None = Field(None, description="that user's name")
 
 
 class ImageList(BaseModel):
@@ -278,6 +280,41 @@ class TrainOut(BaseModel):
     base_version: int
     result_version: int | None
     message: str
+
+
+Role = Literal["annotator", "reviewer", "admin"]
+
+
+class LoginIn(Strict):
+    name: str = Field(min_length=1, max_length=128)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class UserOut(BaseModel):
+    id: int
+    name: str
+    role: Role
+    images: int = Field(0, description="images assigned to the user")
+
+
+class MeOut(BaseModel):
+    team: bool = Field(description="the project has users: every API call needs a sign-in")
+    user: UserOut | None = Field(description="who is signed in (None: single-user project)")
+
+
+class UserIn(Strict):
+    name: str = Field(min_length=1, max_length=128)
+    role: Role
+    password: str = Field(min_length=8, max_length=1024)
+
+
+class UserPatch(Strict):
+    role: Role | None = None
+    password: str | None = Field(None, min_length=8, max_length=1024)
+
+
+class AssignIn(Strict):
+    user_id: DbInt | None = Field(description="the user (None: nobody)")
 
 
 class ModelOut(BaseModel):

@@ -28,7 +28,8 @@ class ServerSettings:
     request says otherwise. ``zoom_clicks``: each corrective click is answered on a crop
     around the mask it corrects, this margin times its side on each side (``segany.zoom``;
     None: off). ``classes_file``: classes added to the project's label set when it opens
-    (``segany.server.classes``)."""
+    (``segany.server.classes``). ``users_file``: users added to the project's team when it
+    opens (``segany.server.users``; a project with users needs a sign-in)."""
 
     project_dir: Path
     db_url: str | None = None
@@ -46,6 +47,7 @@ class ServerSettings:
     refine: bool = False
     zoom_clicks: float | None = None
     classes_file: Path | None = None
+    users_file: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

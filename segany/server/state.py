@@ -21,6 +21,7 @@ class AppState:
     engine: Any
     classes: Any  # Classes
     events: Any  # Events
+    users: Any  # Users
 
 
 def state_of(request: Any) -> AppState:

@@ -12,7 +12,10 @@ stage the model's masks carry); the app records what they are made of:
   new class is not a new shape;
 - imported: masks that came from a COCO file.
 
-Per model version (the version that made each mask). ``seconds per mask`` is the mean of the
+Per model version (the version that made each mask), and per person (``users``: masks they
+made by hand, their images and seconds per mask, masks whose last edit was theirs, proposals
+they asked for, their review decisions), by the names masks carry: the signed-in users of a
+team project, the names typed in the page otherwise. ``seconds per mask`` is the mean of the
 seconds the page recorded, over the masks that have any (imports and proposals have none).
 ``share_from_model`` is the part of a version's masks (proposals waiting and rejected ones are
 not masks) that came from the model's proposals.
@@ -49,6 +52,9 @@ def figures(sessions: sessionmaker) -> dict[str, Any]:
         MaskRow.relabels,
         MaskRow.seconds,
         MaskRow.model_version,
+        MaskRow.author,
+        MaskRow.editor,
+        MaskRow.reviewer,
     )
     with sessions() as s:
         rows = list(s.execute(query))
@@ -59,7 +65,25 @@ def figures(sessions: sessionmaker) -> dict[str, Any]:
         {"model_version": v, **_summary(by_version[v])}
         for v in sorted(by_version, key=lambda v: (v is None, v or 0))
     ]
-    return {"versions": versions, "total": _summary(rows)}
+    return {"versions": versions, "total": _summary(rows), "users": _by_user(rows)}
+
+
+def _by_user(rows: list[Any]) -> dict[str, dict[str, Any]]:
+    names = {n for r in rows for n in (r.author, r.editor, r.reviewer) if n}
+    out = {}
+    for name in sorted(names):
+        made = [r for r in rows if r.author == name and r.origin in MANUAL and r.review in EXPORTED]
+        timed = [r.seconds for r in made if r.seconds > 0]
+        out[name] = {
+            "masks": len(made),
+            "images": len({r.image_id for r in made}),
+            "seconds_per_mask": sum(timed) / len(timed) if timed else None,
+            "edited": sum(r.editor == name for r in rows),
+            "proposals_asked": sum(r.author == name and r.origin == "prefill" for r in rows),
+            "accepted": sum(r.reviewer == name and r.review == "accepted" for r in rows),
+            "rejected": sum(r.reviewer == name and r.review == "rejected" for r in rows),
+        }
+    return out
 
 
 def _summary(rows: list[Any]) -> dict[str, Any]:
