@@ -45,7 +45,7 @@ def _serve(root: Path, *flags: str) -> Iterator[tuple[str, Path]]:
     deadline = time.time() + 180
     while True:
         try:
-            urllib.request.urlopen(f"{url}/api/project", timeout=5)
+            urllib.request.urlopen(f"{url}/api/me", timeout=5)  # open in a team project too
             break
         except OSError:
             if proc.poll() is not None or time.time() > deadline:
@@ -218,7 +218,7 @@ def test_annotate_in_the_browser(page, server, tmp_path):
     coin = next(a for a in doc.annotations if a["label"] == "coin")
     np.testing.assert_array_equal(decode_rle(coin["segmentation"]), decode_rle(saved["rle"]))
 
-    # Select a pre-filled mask, hide it, show it, delete it.
+    # Select a pre-filled mask, hide it, show it, delete it (Delete asks, Enter confirms).
     count = len(masks)
     page.click("#mask-list li:nth-child(2) .name")
     assert page.evaluate("window.segany.state.selected") == masks[1]["id"]
@@ -226,6 +226,8 @@ def test_annotate_in_the_browser(page, server, tmp_path):
     assert "hidden-mask" in page.get_attribute("#mask-list li:nth-child(2)", "class")
     page.keyboard.press("h")
     page.keyboard.press("Delete")
+    page.wait_for_selector("#confirm:not([hidden])")
+    page.keyboard.press("Enter")
     page.wait_for_function(f"document.querySelectorAll('#mask-list li').length === {count - 1}")
     left = page.evaluate(f"fetch('/api/images/{image_id}/masks').then(r => r.json())")
     assert masks[1]["id"] not in {m["id"] for m in left}

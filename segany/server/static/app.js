@@ -8,16 +8,17 @@ import { BrowserDecoder } from "./decoder.js";
 import { showFigures } from "./figures.js";
 import { listen } from "./live.js";
 import {
-  accept, afterChange, clearSelection, deleteMask, edit, loadMasks, onImagesChanged,
-  paintMasks, reject, selectMask, toggleHidden,
+  accept, afterChange, cancelDelete, clearSelection, confirmDelete, deleteMask, edit, loadMasks,
+  onImagesChanged, paintMasks, reject, selectMask, toggleHidden, who,
 } from "./masks.js";
-import { cycle, decodeWith, resetPrompt, undo } from "./prompting.js";
+import { cycle, decodeWith, redo, resetPrompt, undo } from "./prompting.js";
+import { loadTeam, nextToReview, signIn } from "./team.js";
 import { $, api, overlay, redraw, state, status, view } from "./state.js";
 import { zoomKeys } from "./zoom.js";
 
 // ----- images ---------------------------------------------------------------------------------
 async function loadImages() {
-  const { body } = await api("/images");
+  const { body } = await api(`/images${state.user && $("mine").checked ? "?mine=true" : ""}`);
   state.images = body.images;
   const c = body.counts;
   const total = body.images.length;
@@ -41,6 +42,12 @@ async function loadImages() {
     badge.title = `${image.masks} masks, ${image.proposals} proposals, ${image.unreviewed} ` +
       `unreviewed${image.reviewed ? ": reviewed" : ""}`;
     li.append(name, badge);
+    if (image.assignee) {
+      const assignee = document.createElement("span");
+      assignee.className = "who";
+      assignee.textContent = image.assignee;
+      li.append(assignee);
+    }
     li.onclick = () => openImage(image.id);
     list.append(li);
   }
@@ -66,6 +73,7 @@ async function openImage(id) {
   state.started = performance.now();
   redraw();
   document.body.dataset.image = String(id);
+  if (state.user) $("assign").value = String(image.assignee_id ?? "");
   localStorage.setItem("segany-image", String(id)); // reopened after a reload
 }
 
@@ -135,7 +143,7 @@ function setTool(tool) {
 async function prefill() {
   if (!state.image) return;
   status("pre-filling: segmenting everything…");
-  const json = { save: true, author: $("author").value.trim() || null };
+  const json = { save: true, author: who() || null };
   const iou = Number($("prefill-iou").value);
   const stability = Number($("prefill-stability").value);
   if (iou !== state.prefill.pred_iou_thresh) json.pred_iou_thresh = iou;
@@ -221,6 +229,13 @@ async function loadModel() {
   if (state.image) await loadEmbedding();
 }
 
+// The reviewer's queue: the first image with masks or proposals waiting for a decision.
+async function reviewNext() {
+  const id = await nextToReview();
+  if (id === null) status("nothing waits for a review");
+  else await openImage(id);
+}
+
 // ----- keyboard -------------------------------------------------------------------------------
 function toggleHelp(show) {
   $("help").hidden = show === undefined ? !$("help").hidden : !show;
@@ -237,6 +252,13 @@ async function classFromField() {
 }
 
 window.addEventListener("keydown", (e) => {
+  if (state.confirming !== null) { // a delete waits for its answer
+    e.preventDefault();
+    if (["Enter", "Delete", "y"].includes(e.key)) confirmDelete();
+    else if (["Escape", "n"].includes(e.key)) cancelDelete();
+    return;
+  }
+  if (!$("login").hidden) return;
   if (e.target.tagName === "INPUT" || e.target.tagName === "SELECT") {
     if (e.key === "Enter" && e.target.id === "label") classFromField();
     if (e.key === "Escape") e.target.blur();
@@ -248,7 +270,13 @@ window.addEventListener("keydown", (e) => {
     return;
   }
   const key = e.key;
+  if ((e.ctrlKey || e.metaKey) && (key === "y" || (e.shiftKey && key.toLowerCase() === "z"))) {
+    e.preventDefault();
+    redo();
+    return;
+  }
   const actions = {
+    y: redo, q: () => state.user && reviewNext(),
     a: accept, Enter: accept, c: cycle, Tab: cycle, z: undo, v: () => setTool("point"),
     b: () => setTool("brush"), e: () => setTool("erase"), f: prefill, x: exportProject,
     n: nextImage, d: () => setStatus("annotated"), s: () => setStatus("skipped"),
@@ -294,6 +322,22 @@ $("edit").onclick = () => edit(setTool);
 $("add-class").onclick = classFromField;
 $("cycle").onclick = cycle;
 $("undo").onclick = undo;
+$("redo").onclick = redo;
+$("confirm-yes").onclick = confirmDelete;
+$("confirm-no").onclick = cancelDelete;
+$("mine").onchange = () => loadImages();
+$("review-next").onclick = () => reviewNext();
+$("assign").onchange = async () => {
+  if (!state.image) return;
+  const value = $("assign").value;
+  try {
+    await api(`/images/${state.image.id}/assignee`, {
+      method: "PUT", json: { user_id: value === "" ? null : Number(value) } });
+    await loadImages();
+  } catch (error) {
+    status(error.message);
+  }
+};
 $("clear").onclick = () => {
   resetPrompt();
   redraw();
@@ -315,6 +359,8 @@ window.segany = {
   decode: (prompt, multimask, where) => decodeWith(prompt, multimask, where),
   ready: (async () => {
     view.fit(null);
+    await signIn(); // a team project: who is at this page (single-user: nobody to ask)
+    if (state.user) await loadTeam();
     onImagesChanged(loadImages);
     onClassesChanged(async () => {
       if (state.image) await loadMasks();

@@ -1,7 +1,9 @@
 // The image's masks in the page: the list, the overlay (coloured by class), selecting, hiding,
-// deleting, and the decisions: accept (a new mask, or a selected one with its edits), reject
-// and edit. Pre-filled proposals wait for one of those; after a decision the next mask still
-// waiting (proposed or unreviewed) is selected, so a review is one key per mask.
+// deleting (after a confirmation), and the decisions: accept (a new mask, or a selected one with
+// its edits), reject and edit. Pre-filled proposals wait for one of those; after a decision the
+// next mask still waiting (proposed or unreviewed) is selected, so a review is one key per mask.
+// In a team project the signed-in user signs everything, and an annotator's accept on a
+// selected mask saves its edits without deciding (reviewers and admins decide).
 
 import { classOf, pickClass, rgbOf } from "./classes.js";
 import { resetPrompt } from "./prompting.js";
@@ -115,7 +117,26 @@ export function clearSelection() {
   redraw();
 }
 
-export async function deleteMask(id) {
+// Delete asks first (a bar at the top: Enter, Delete or y deletes; Esc or n keeps the mask).
+export function deleteMask(id) {
+  const m = state.masks.find((x) => x.id === id);
+  if (!m) return;
+  state.confirming = id;
+  $("confirm-text").textContent =
+    `Delete mask ${m.id} (${m.label || "no class"} · ${m.origin} · ${m.area}px)?`;
+  $("confirm").hidden = false;
+  document.body.dataset.confirming = String(id);
+}
+
+export function cancelDelete() {
+  state.confirming = null;
+  $("confirm").hidden = true;
+  delete document.body.dataset.confirming;
+}
+
+export async function confirmDelete() {
+  const id = state.confirming;
+  cancelDelete();
   const m = state.masks.find((x) => x.id === id);
   if (!m) return;
   try {
@@ -128,8 +149,13 @@ export async function deleteMask(id) {
   await afterChange();
 }
 
-function who() {
-  return $("author").value.trim();
+export function who() {
+  return state.user ? state.user.name : $("author").value.trim();
+}
+
+// Whether this page's user makes review decisions (everyone in a single-user project).
+function decides() {
+  return !state.user || state.user.role !== "annotator";
 }
 
 function origin() {
@@ -158,8 +184,9 @@ export async function accept() {
     if (state.editing) {
       const m = state.masks.find((x) => x.id === state.editing.id);
       if (!who()) throw new Error("type your name (top left) first: a review says who decided");
-      const body = { version: state.editing.version, review: "accepted", reviewer: who(),
-        editor: who(), seconds: state.editing.seconds + seconds };
+      const body = { version: state.editing.version, editor: who(),
+        seconds: state.editing.seconds + seconds };
+      if (decides()) Object.assign(body, { review: "accepted", reviewer: who() });
       if (!m || !sameBits(m.bits, state.current)) {
         body.rle = rleEncode(state.current, state.image.height, state.image.width);
       }
@@ -168,7 +195,8 @@ export async function accept() {
         else body.class_id = picked;
       }
       await api(`/masks/${state.editing.id}`, { method: "PATCH", json: body });
-      status(`accepted${body.rle ? " with its edits" : ""}`);
+      status(body.review ? `accepted${body.rle ? " with its edits" : ""}`
+        : "saved; a reviewer decides whether it is accepted");
     } else {
       const output = state.outputs[state.choice];
       await api(`/images/${state.image.id}/masks`, {
@@ -204,6 +232,10 @@ export async function reject() {
   const m = state.masks.find((x) => x.id === state.selected);
   if (!m) {
     status("select a mask or proposal to reject");
+    return;
+  }
+  if (!decides()) {
+    status("rejecting is a reviewer's decision: delete the mask if it is yours and wrong");
     return;
   }
   if (!who()) {

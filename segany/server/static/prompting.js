@@ -15,12 +15,14 @@ export function resetPrompt() {
   state.brushed = false;
   state.editing = null;
   state.history = [];
+  state.future = [];
   state.started = performance.now();
   $("mask-info").textContent = "";
 }
 
-export function snapshot() {
-  state.history.push({
+// The prompt's state as undo and redo keep it.
+function capture() {
+  return {
     prompt: structuredClone(state.prompt),
     previous: state.previous,
     previousFrame: state.previousFrame,
@@ -28,14 +30,37 @@ export function snapshot() {
     choice: state.choice,
     current: state.current && state.current.slice(),
     brushed: state.brushed,
-  });
+  };
+}
+
+// Before each change: what undo returns to. A new change ends what redo could bring back.
+export function snapshot() {
+  state.history.push(capture());
+  state.future = [];
 }
 
 export function undo() {
   const last = state.history.pop();
   if (!last) return;
-  Object.assign(state, last);
-  showChoice(false);
+  state.future.push(capture());
+  restore(last);
+}
+
+export function redo() {
+  const next = state.future.pop();
+  if (!next) return;
+  state.history.push(capture());
+  restore(next);
+}
+
+// Back to a kept state as it was (its mask too, brush strokes included), with its output text.
+function restore(kept) {
+  Object.assign(state, kept);
+  const output = state.outputs[state.choice];
+  $("mask-info").textContent = output
+    ? `output ${state.choice + 1}/${state.outputs.length} · IoU ${output.score.toFixed(3)}`
+    : "";
+  redraw();
 }
 
 export async function decodeWith(prompt, multimask, where) {

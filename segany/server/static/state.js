@@ -30,7 +30,10 @@ export const state = {
   selected: null,
   tool: "point",
   brushRadius: 8,
-  history: [],
+  history: [], // undo: the prompt's earlier states
+  future: [], // redo: the states undo went back from
+  user: null, // the signed-in user of a team project ({id, name, role}); null: single-user
+  confirming: null, // the mask a delete waits to be confirmed for
   started: performance.now(),
   decodes: 0,
   liveEvents: 0, // changes the server told of (live.js)
