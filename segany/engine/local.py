@@ -51,6 +51,22 @@ def _worker_main(spec: WorkerSpec, factory: Factory, tasks: Any, results: Any, r
         results.put(annotate(task))
 
 
+def death(code: int | None) -> str:
+    """How a worker process ended, for the errors file: its exit code, or the signal that
+    killed it (SIGKILL is also what the kernel's out-of-memory killer sends)."""
+    import signal
+
+    if code is None or code >= 0:
+        return f"exit code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    if -code == getattr(signal, "SIGKILL", 9):
+        return f"killed by {name}: by hand, or by the system when memory ran out"
+    return f"killed by {name}"
+
+
 class _Worker:
     def __init__(self, ctx: Any, spec: WorkerSpec, factory: Factory, results: Any) -> None:
         self.tasks = ctx.Queue()
@@ -96,6 +112,7 @@ class LocalExecutor:
         self.workers = max(1, int(workers))
         self.factory = factory
         self.sizing: Sizing | None = None  # how the worker count was chosen, if it was
+        self.events: list[str] = []  # workers that died, and how (the run's summary lists them)
 
     def run(self, tasks: Iterator[Task], on_result: Callable[[dict[str, Any]], None]) -> None:
         ctx = _context()
@@ -140,17 +157,19 @@ class LocalExecutor:
                         if held is not None:
                             retry.appendleft(held)
                         continue
+                    how = death(code)
                     if held is None:
+                        self.events.append(f"a worker died between images ({how})")
                         continue
                     deaths[held.index] = deaths.get(held.index, 0) + 1
                     if deaths[held.index] < 2:
+                        self.events.append(f"a worker died on {held.key} ({how}); retried once")
                         retry.append(held)
                     else:
+                        self.events.append(f"a worker died again on {held.key} ({how})")
                         on_result(
                             failure(
-                                held.index,
-                                held.key,
-                                f"the worker died twice on this image (exit code {code})",
+                                held.index, held.key, f"the worker died twice on this image ({how})"
                             )
                         )
         finally:
