@@ -48,29 +48,57 @@ def _pg_bin() -> Path | None:
     return None
 
 
+class PostgresServer:
+    """A throwaway PostgreSQL server on a free loopback port, in a temp folder: ``start``,
+    ``stop`` (fast shutdown: sessions are cut, as when a database is restarted under an app)
+    and ``remove``."""
+
+    def __init__(self) -> None:
+        bin_dir = _pg_bin()
+        if bin_dir is None:
+            pytest.skip("no PostgreSQL binaries (initdb) on this machine; CI installs postgresql")
+        pytest.importorskip("psycopg2", reason="psycopg2 is part of the dev extra")
+        self.root = Path(tempfile.mkdtemp(prefix="segany-pg-"))
+        data, self.port = self.root / "data", free_port()
+        as_user: list[str] = []
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            shutil.chown(self.root, "postgres", "postgres")
+            as_user = ["runuser", "-u", "postgres", "--"]
+        run = [*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"]
+        subprocess.run(run, check=True, capture_output=True)
+        self.options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self.ctl = [
+            *as_user,
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(self.root / "log"),
+        ]
+        self.url = f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
+        self.start()
+
+    def start(self) -> None:
+        subprocess.run(
+            [*self.ctl, "-o", self.options, "-w", "start"], check=True, capture_output=True
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        subprocess.run([*self.ctl, "-m", mode, "-w", "stop"], check=True, capture_output=True)
+
+    def remove(self) -> None:
+        subprocess.run([*self.ctl, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A throwaway PostgreSQL server on a free loopback port, started in a temp folder."""
-    bin_dir = _pg_bin()
-    if bin_dir is None:
-        pytest.skip("no PostgreSQL binaries (initdb) on this machine; CI installs postgresql")
-    pytest.importorskip("psycopg2", reason="psycopg2 is part of the dev extra")
-    root = Path(tempfile.mkdtemp(prefix="segany-pg-"))
-    data, port = root / "data", free_port()
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        shutil.chown(root, "postgres", "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    run = [*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"]
-    subprocess.run(run, check=True, capture_output=True)
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    ctl = [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "log")]
-    subprocess.run([*ctl, "-o", options, "-w", "start"], check=True, capture_output=True)
+    """The URL of a PostgreSQL server the session's tests share."""
+    server = PostgresServer()
     try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+        yield server.url
     finally:
-        subprocess.run([*ctl, "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+        server.remove()
 
 
 def reset_postgres(url: str) -> None:

@@ -3,7 +3,10 @@
 Every error becomes a JSON ``{"detail": ...}`` with a 4xx status: 400 bad input, 401 missing
 token, 404 unknown id, 409 stale edit (with ``current``), 413 oversized upload, 422 a body that
 does not match the schema. A write refused for space (a full disk, the database's included) is a
-507; any other unexpected exception is a 500 with a JSON body (and a bug).
+507; a request the database could not serve (stopped, restarting, unreachable, locked past
+the timeout) is a 503 saying nothing was saved, and the next request after it is back
+succeeds, with no restart; any other unexpected exception is a 500 with a JSON body (and a
+bug).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ def build_state(settings: ServerSettings, model: Any = None) -> AppState:
         max_pixels=settings.max_pixels,
         max_upload_bytes=settings.max_upload_bytes,
     )
-    engine, sessions = open_database(settings.database_url)
+    engine, sessions = open_database(settings.database_url, settings.db_timeout)
 
     def loader(source: str | None) -> Any:
         if source is not None and not Path(source).is_absolute() and source.startswith("models/"):
@@ -117,7 +120,10 @@ def create_app(settings: ServerSettings, *, model: Any = None) -> Any:
         from starlette.concurrency import run_in_threadpool
     except ImportError as e:
         raise MissingExtraError("segany serve", "server", e.name or "fastapi") from None
+    from sqlalchemy.exc import SQLAlchemyError
+
     from segany import __version__
+    from segany.server.db import database_unavailable
     from segany.server.project import Conflict, NotFound, TooLarge
     from segany.server.routes import router
     from segany.server.users import SESSION_COOKIE, Forbidden, LockedOut, Unauthorized
@@ -159,7 +165,12 @@ def create_app(settings: ServerSettings, *, model: Any = None) -> Any:
         if path.startswith("/api/") and path not in SIGN_IN_PATHS:
             # A project with users: every call names its signed-in user (None: single-user).
             token = request.cookies.get(SESSION_COOKIE)
-            user = await run_in_threadpool(_signed_in, state.users, token)
+            try:
+                user = await run_in_threadpool(_signed_in, state.users, token)
+            except Exception as e:
+                if not database_unavailable(e):
+                    raise
+                return _unavailable(e)
             if user is False:
                 detail = "sign in first (POST /api/login with your name and password)"
                 return JSONResponse({"detail": detail}, 401)
@@ -194,6 +205,13 @@ def create_app(settings: ServerSettings, *, model: Any = None) -> Any:
         # An id or number past what the database stores (SQLite: 64-bit): nothing has it.
         return JSONResponse({"detail": f"a number is out of the range stored here ({e})"}, 400)
 
+    @app.exception_handler(SQLAlchemyError)
+    async def database_error(request: Request, e: SQLAlchemyError) -> JSONResponse:
+        # Handled here rather than as any Exception, which Starlette re-raises after answering.
+        if database_unavailable(e) and not _disk_full(e):
+            return _unavailable(e)  # type: ignore[no-any-return]
+        return await internal(request, e)
+
     @app.exception_handler(Exception)
     async def internal(_request: Request, e: Exception) -> JSONResponse:
         if _disk_full(e):  # the server's condition, not a bug: say so (507 Insufficient Storage)
@@ -211,6 +229,17 @@ def create_app(settings: ServerSettings, *, model: Any = None) -> Any:
         return FileResponse(STATIC / "index.html")
 
     return app
+
+
+def _unavailable(error: BaseException) -> Any:
+    from fastapi.responses import JSONResponse
+
+    log.error("database unavailable: %s", str(error).splitlines()[0] if str(error) else error)
+    detail = (
+        "the database is unavailable (stopped, restarting or locked): nothing was saved; "
+        "retry in a moment"
+    )
+    return JSONResponse({"detail": detail}, 503, headers={"Retry-After": "5"})
 
 
 SIGN_IN_PATHS = frozenset({"/api/login", "/api/logout", "/api/me"})

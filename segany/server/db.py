@@ -160,17 +160,49 @@ def migrate(engine: Engine) -> list[int]:
     return migrations.migrate(engine)
 
 
-def open_database(url: str) -> tuple[Engine, sessionmaker]:
-    """An engine (migrated to the current schema) and its session factory."""
+def open_database(url: str, timeout: float = 30.0) -> tuple[Engine, sessionmaker]:
+    """An engine (migrated to the current schema) and its session factory.
+
+    ``timeout``: seconds a write waits for SQLite's lock, or a connection for PostgreSQL,
+    before the request fails (``database_unavailable``: HTTP 503). Pooled PostgreSQL
+    connections are checked before use, so after a database restart the next request gets a
+    fresh connection instead of the dead one."""
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         # Request handlers run in a thread pool; SQLite needs this to share connections.
-        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": timeout}
+    else:
+        kwargs["pool_pre_ping"] = True
+        if url.startswith("postgresql"):
+            kwargs["connect_args"] = {"connect_timeout": max(1, round(timeout))}
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
         event.listen(engine, "connect", _sqlite_pragmas)
     migrate(engine)
     return engine, sessionmaker(engine, expire_on_commit=False)
+
+
+#: SQLite's OperationalErrors that are the request's or the schema's fault, not the database
+#: being away.
+_NOT_AWAY = ("no such table", "no such column", "syntax error", "has no column")
+
+
+def database_unavailable(error: BaseException | None) -> bool:
+    """Whether ``error`` (or what it wraps) says the database cannot be reached or used now:
+    a lost or refused connection, a server shutting down or starting up, a lock held past the
+    timeout, a pool with no connection to give. Such a request saved nothing: its transaction
+    never committed."""
+    from sqlalchemy import exc
+
+    while error is not None:
+        if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+            return True
+        if isinstance(error, (exc.TimeoutError, exc.DisconnectionError)):
+            return True
+        if isinstance(error, (exc.OperationalError, exc.InterfaceError)):
+            return not any(m in str(error) for m in _NOT_AWAY)
+        error = error.__cause__
+    return False
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -198,6 +230,7 @@ __all__ = [
     "ModelVersion",
     "TrainJob",
     "UserRow",
+    "database_unavailable",
     "migrate",
     "now",
     "open_database",

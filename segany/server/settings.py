@@ -29,7 +29,9 @@ class ServerSettings:
     around the mask it corrects, this margin times its side on each side (``segany.zoom``;
     None: off). ``classes_file``: classes added to the project's label set when it opens
     (``segany.server.classes``). ``users_file``: users added to the project's team when it
-    opens (``segany.server.users``; a project with users needs a sign-in)."""
+    opens (``segany.server.users``; a project with users needs a sign-in). ``db_timeout``: seconds a
+    request waits for a locked SQLite database or a PostgreSQL connection before it answers 503
+    (the database is unavailable, nothing was saved)."""
 
     project_dir: Path
     db_url: str | None = None
@@ -48,10 +50,13 @@ class ServerSettings:
     zoom_clicks: float | None = None
     classes_file: Path | None = None
     users_file: Path | None = None
+    db_timeout: float = 30.0
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "project_dir", Path(self.project_dir).resolve())
+        if not 0 < self.db_timeout < float("inf"):
+            raise InputError(f"db_timeout must be a number of seconds > 0, got {self.db_timeout}")
         if self.max_upload_bytes < 1 or self.max_pixels < 1 or self.embedding_cache < 1:
             raise InputError("max_upload_bytes, max_pixels and embedding_cache must be ≥ 1")
         check_precision(self.precision)
