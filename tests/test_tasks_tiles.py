@@ -18,7 +18,7 @@ from eval_fixtures import tiny_model
 from segany import Predictor, load_model
 from segany.automatic import MaskGenerator
 from segany.errors import InputError
-from segany.masks import box_area, decode_rle
+from segany.masks import box_iou
 from segany.tasks import TiledPredictor, generate_tiled, tile_frames
 
 H, W = 2000, 3000
@@ -232,31 +232,33 @@ def test_one_tile_equals_the_generator(tiny_generator):
         assert a["segmentation"] == b["segmentation"] and a["bbox"] == b["bbox"]
 
 
-def test_tiled_masks_are_whole_and_not_repeated(tiny_generator):
-    image = _image(200, 300, seed=1)
-    frames = tile_frames((200, 300), 128, 32)
-    records = generate_tiled(tiny_generator, image, tile=128, overlap=32)
-    assert records and {tuple(r["segmentation"]["size"]) for r in records} == {(200, 300)}
-    crops = {tuple(r["crop_box"]) for r in records}
-    assert crops <= {(x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in frames} | {(0, 0, 300, 200)}
+def test_tiled_masks_are_whole_and_found_once(model):
+    # 500×300 with 384-px tiles: two tiles sharing x 116..384, and the whole image
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 40, (300, 500, 3), dtype=np.uint8)
+    yy, xx = np.ogrid[:300, :500]
+    objects = []
+    for (cx, cy, r), colour in zip(
+        [(250, 150, 20), (60, 80, 18), (450, 220, 22)], COLOURS[:3], strict=True
+    ):
+        m = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        image[m] = colour
+        objects.append(m)
+    generator = MaskGenerator.for_model(Predictor(model, cache=False), points_per_side=8)
+    records = generate_tiled(generator, image)
+    frames = tile_frames((300, 500), 384, 96)
+    assert len(frames) == 2
+    for obj in objects:  # the first lies in both tiles: one mask for it, not one per tile
+        found = [r for r in records if _iou(r["segmentation"], obj) > 0.3]
+        assert len(found) == 1 and _iou(found[0]["segmentation"], obj) >= 0.9
+        assert found[0]["crop_box"] != [0, 0, 500, 300]  # from a tile, at full resolution
     for r in records:
         x0, y0, cw, ch = r["crop_box"]
-        if (cw, ch) == (300, 200):
-            continue
-        mask = decode_rle(r["segmentation"])
-        assert not mask[:y0].any() and not mask[y0 + ch :].any()
         bx, by, bw, bh = r["bbox"]
-        inner = [x0 > 0 and bx <= x0 + 20, y0 > 0 and by <= y0 + 20]
-        inner += [
-            x0 + cw < 300 and bx + bw >= x0 + cw - 20,
-            y0 + ch < 200 and by + bh >= y0 + ch - 20,
-        ]
-        assert not any(inner), (r["bbox"], r["crop_box"])  # cut masks are dropped
+        inner = [x0 > 0 and bx <= x0 + 20, x0 + cw < 500 and bx + bw >= x0 + cw - 20]
+        assert not any(inner), (r["bbox"], r["crop_box"])  # masks cut by a seam are dropped
     boxes = torch.tensor(
         [[b[0], b[1], b[0] + b[2], b[1] + b[3]] for b in (r["bbox"] for r in records)]
     )
-    from segany.masks import box_iou
-
     ious = box_iou(boxes.float(), boxes.float()) - torch.eye(len(boxes))
-    assert float(ious.max()) <= tiny_generator.crop_nms_thresh + 1e-6
-    assert float(box_area(boxes).min()) > 0
+    assert float(ious.max()) <= generator.crop_nms_thresh + 1e-6
