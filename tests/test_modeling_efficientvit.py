@@ -278,3 +278,64 @@ def test_predictor_matches_the_packages_predictor(l0):
             assert np.abs(got.scores - scores).max() < TOL, name
             assert got.masks.shape == masks.shape == (3 if multimask else 1, 220, 160)
             np.testing.assert_array_equal(got.masks, masks, err_msg=name)
+
+
+def _generator_pair(l0):
+    """l0's weights with the mask hypernetworks' outputs ×10 and the IoU head's ×3, so
+    logits and scores sit where the generator's thresholds act (the seeded logits are within
+    ±1 everywhere: stability 0), in segany and in the package."""
+    ours = build_sam(EFFICIENTVIT_SAM_L0)
+    ours.load_state_dict(l0[0].state_dict())
+    with torch.no_grad():
+        for mlp in ours.mask_decoder.output_hypernetworks_mlps:
+            mlp.layers[-1].weight.mul_(10.0)
+            mlp.layers[-1].bias.mul_(10.0)
+        head = ours.mask_decoder.iou_prediction_head.layers[-1]
+        head.weight.mul_(3.0)
+        head.bias.mul_(3.0)
+    ref = official("l0")
+    ref.load_state_dict(ours.state_dict(), strict=True)
+    return ours.eval(), ref.eval()
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [
+        # thresholds through the middle of these weights' scores (IoU -3.7..0.6, stability
+        # 0.4..1); NMS off: most masks share the whole image's box (with 0.7 one is left)
+        dict(pred_iou_thresh=-1.0, stability_score_thresh=0.55, box_nms_thresh=1.0),
+        dict(pred_iou_thresh=-1.0, stability_score_thresh=0.55, box_nms_thresh=1.0)
+        | dict(output_mode="coco_rle", min_mask_region_area=30),
+    ],
+)
+def test_generator_same_masks_same_order_as_the_packages(l0, opts):
+    """segany's MaskGenerator against the package's ``EfficientViTSamAutomaticMaskGenerator``
+    on the same weights: the same records in the same order, masks identical but for a pixel
+    whose logit is at the threshold within rounding (the predictor's tolerance). Seen: 28 of
+    36 records, identical. Crops are not compared: these weights' masks cover most of every
+    crop, so NMS across crops leaves one (and five encodings per package take minutes)."""
+    from efficientsam.models.efficientvit.sam import EfficientViTSamAutomaticMaskGenerator
+
+    from segany import MaskGenerator
+    from segany.masks import decode_rle
+
+    ours_model, ref_model = _generator_pair(l0)
+    photo = _photo(120, 160)
+    opts = dict(points_per_side=6, **opts)
+    ours = MaskGenerator(ours_model, **opts).generate(photo)
+    theirs = EfficientViTSamAutomaticMaskGenerator(ref_model, **opts).generate(photo)
+    assert 5 <= len(theirs) < 108  # the thresholds both keep and drop masks
+    assert len(ours) == len(theirs)
+    differ = 0
+    for rec, ref in zip(ours, theirs, strict=True):  # in the same order
+        assert rec.point_coords == ref["point_coords"] and rec.crop_box == ref["crop_box"]
+        assert abs(rec.predicted_iou - ref["predicted_iou"]) < TOL
+        mask = rec.mask()
+        want = ref["segmentation"]
+        want = decode_rle(want) if isinstance(want, dict) else want
+        pixels = int((mask != want).sum())
+        assert pixels <= 2, f"{pixels} pixels differ"
+        differ += pixels
+        assert abs(rec.area - ref["area"]) <= pixels
+        assert abs(rec.stability_score - ref["stability_score"]) <= max(TOL, 1 / max(rec.area, 1))
+    assert differ <= 2
