@@ -232,6 +232,7 @@ def test_one_tile_equals_the_generator(tiny_generator):
         assert a["segmentation"] == b["segmentation"] and a["bbox"] == b["bbox"]
 
 
+@pytest.mark.slow  # three encoder passes and 3×64 grid prompts: 17 s at load 7, 34 s at load 9
 def test_tiled_masks_are_whole_and_found_once(model):
     # 500×300 with 384-px tiles: two tiles sharing x 116..384, and the whole image
     rng = np.random.default_rng(2)
