@@ -266,6 +266,8 @@ def test_without_an_address_a_new_local_ray_is_started(monkeypatch) -> None:
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", stop_here)
+    # The session shuts down what it started: not the module's Ray, which later tests use.
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
     with pytest.raises(RuntimeError, match="stop here"):
         RayExecutor(SPEC, 2).run(iter([]), lambda _: None)
     assert asked[0]["address"] == "local" and asked[0]["num_cpus"] == 2 * SPEC.threads
