@@ -292,4 +292,4 @@ def test_schema_step_4_upgrades_a_step_3_project(tmp_path, tiny):
     image = upload(client)
     assert image["assignee_id"] is None
     assert client.get("/api/me").json()["team"] is False
-    assert db.schema_version(client.app.state.segany.engine) == 4
+    assert db.schema_version(client.app.state.segany.engine) == db.SCHEMA_VERSION

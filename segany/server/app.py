@@ -36,7 +36,7 @@ def build_state(settings: ServerSettings, model: Any = None) -> AppState:
     from segany.server import exporting
     from segany.server.annotations import Annotations
     from segany.server.classes import Classes, read_classes_file
-    from segany.server.db import ModelVersion, TrainJob, now, open_database
+    from segany.server.db import ModelVersion, TrainJob, current_version, now, open_database
     from segany.server.events import Events
     from segany.server.modelhub import ModelHub
     from segany.server.project import ProjectFolder
@@ -82,7 +82,7 @@ def build_state(settings: ServerSettings, model: Any = None) -> AppState:
         )
     for v in versions:
         hub.register(v.version, v.source or None, (v.metrics or {}).get("encoder_version"))
-    hub.current = versions[-1].version
+    hub.current = current_version(versions)
     if model is not None and hub.current == 0:
         hub.add_loaded(0, model)
     events = Events()

@@ -61,6 +61,8 @@ class ModelVersion(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now)
     note: Mapped[str] = mapped_column(Text, default="")
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # When it was last made current (switch, roll back, retraining); None: never chosen.
+    active_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class ImageRow(Base):
@@ -150,6 +152,14 @@ class TrainJob(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
 
+def current_version(versions: list[ModelVersion]) -> int:
+    """The version made current last (``active_at``), else the newest."""
+    chosen = [v for v in versions if v.active_at is not None]
+    if chosen:
+        return max(chosen, key=lambda v: v.active_at).version  # type: ignore[arg-type,return-value]
+    return max(v.version for v in versions)
+
+
 def schema_version(engine: Engine) -> int:
     """The newest migration applied to the database (0 for an empty one)."""
     return migrations.schema_version(engine)
@@ -230,6 +240,7 @@ __all__ = [
     "ModelVersion",
     "TrainJob",
     "UserRow",
+    "current_version",
     "database_unavailable",
     "migrate",
     "now",

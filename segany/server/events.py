@@ -2,10 +2,11 @@
 
 ``Events.publish`` is called where the database changes (``Annotations``, ``Classes``), from
 any request thread; each page listening on ``GET /api/events`` gets one ``text/event-stream``
-message per change: ``event: <kind>`` (``mask``, ``image``, ``classes``; ``reload`` asks for
-everything) and ``data:`` a JSON object (``image_id``, ``mask_id``, ``action``). A page reloads
-what it shows when a change concerns it. A comment line every ``HEARTBEAT`` seconds keeps
-proxies from closing an idle stream and lets the server notice a page that has gone.
+message per change: ``event: <kind>`` (``mask``, ``image``, ``classes``, ``model``: another
+version is current; ``reload`` asks for everything) and ``data:`` a JSON object (``image_id``,
+``mask_id``, ``action``). A page reloads what it shows when a change concerns it. A comment
+line every ``HEARTBEAT`` seconds keeps proxies from closing an idle stream and lets the server
+notice a page that has gone.
 
 The hub lives in one server process: several processes on one PostgreSQL database each tell
 only their own pages (their pages still get a 409 on a stale edit, as before).

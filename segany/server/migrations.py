@@ -196,12 +196,20 @@ def _v4_users(conn: Connection) -> None:
     )
 
 
+# ----- step 5: which model version is current, kept across restarts ---------------------------
+def _v5_current_model(conn: Connection) -> None:
+    """``active_at``: when a version was last made current (switch, roll back, retraining);
+    the current version is the one made current last (none yet: the newest)."""
+    conn.execute(text("ALTER TABLE model_versions ADD COLUMN active_at TIMESTAMP"))
+
+
 #: (version, description, step). Append only.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "images, masks, model versions", _v1_initial),
     (2, "retraining jobs", _v2_train_jobs),
     (3, "classes, review state, edits recorded apart from the origin", _v3_classes_review),
     (4, "users, sign-in sessions, images assigned to users", _v4_users),
+    (5, "the current model version, kept across restarts", _v5_current_model),
 ]
 
 

@@ -373,6 +373,12 @@ def retrain(request: Request, body: schemas.TrainIn) -> schemas.TrainOut:
     return _job_out(st.retrainer.job(job_id))
 
 
+@router.get("/train", response_model=list[schemas.TrainOut], summary="Every retraining job")
+def train_jobs(request: Request) -> list[schemas.TrainOut]:
+    """Newest first, with their state, progress and the version each made."""
+    return [_job_out(job) for job in state_of(request).retrainer.jobs()]
+
+
 @router.get("/train/{job_id}", response_model=schemas.TrainOut, summary="Progress of a job")
 def train_job(request: Request, job_id: int) -> schemas.TrainOut:
     return _job_out(state_of(request).retrainer.job(job_id))
@@ -398,6 +404,23 @@ def models(request: Request) -> list[schemas.ModelOut]:
         )
         for r in rows
     ]
+
+
+@router.put(
+    "/models/current",
+    response_model=list[schemas.ModelOut],
+    summary="Switch to a model version, or roll back to an earlier one",
+)
+def switch_model(request: Request, body: schemas.SwitchIn) -> list[schemas.ModelOut]:
+    """The version decodes, embeds and pre-fills from now on (kept across restarts); masks
+    keep the version that made them; every open page reloads its model."""
+    from segany.server.users import require
+
+    require(request, doing="switching the model")
+    st = state_of(request)
+    st.retrainer.switch(body.version)
+    st.events.publish("model", version=body.version, action="current")
+    return models(request)
 
 
 def _include_others() -> None:

@@ -317,6 +317,10 @@ class AssignIn(Strict):
     user_id: DbInt | None = Field(description="the user (None: nobody)")
 
 
+class SwitchIn(Strict):
+    version: DbInt = Field(description="a version of GET /api/models")
+
+
 class ModelOut(BaseModel):
     version: int
     source: str

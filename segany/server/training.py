@@ -132,12 +132,30 @@ class Retrainer:
                     parent=base,
                     note=f"retrained {steps} steps on {len(dataset)} images (job {job_id})",
                     metrics={"final_loss": last.get("loss"), "encoder_version": encoder},
+                    active_at=now(),
                 )
             )
         self.hub.register(version, str(path), encoder)
         self.hub.add_loaded(version, model)
         self.hub.current = version
         return version
+
+    def jobs(self) -> list[TrainJob]:
+        """Every retraining job, newest first."""
+        with self.sessions() as s:
+            return list(s.scalars(select(TrainJob).order_by(TrainJob.id.desc())))
+
+    def switch(self, version: int) -> None:
+        """Make ``version`` current (a switch, or a roll back to an earlier one); kept across
+        restarts. Masks keep the version that made them."""
+        from segany.server.project import NotFound
+
+        with self.sessions.begin() as s:
+            row = s.get(ModelVersion, version)
+            if row is None:
+                raise NotFound(f"no model version {version}")
+            row.active_at = now()
+        self.hub.current = version
 
     def job(self, job_id: int) -> TrainJob:
         from segany.server.project import NotFound

@@ -214,6 +214,7 @@ async function loadModel() {
   $("prefill-iou").value = String(body.prefill.pred_iou_thresh);
   $("prefill-stability").value = String(body.prefill.stability_score_thresh);
   $("model-info").textContent = `model version ${body.model_version}`;
+  await loadVersions(body.model_version);
   state.decoder = null;
   document.body.dataset.decoder = "server";
   if (body.decoder_onnx) {
@@ -234,6 +235,27 @@ async function reviewNext() {
   const id = await nextToReview();
   if (id === null) status("nothing waits for a review");
   else await openImage(id);
+}
+
+// The model versions, to switch to one or roll back (admins, or anyone single-user).
+async function loadVersions(current) {
+  const select = $("model-version");
+  const { body } = await api("/models");
+  select.replaceChildren(...body.map((m) => new Option(
+    `v${m.version}${m.parent !== null ? ` (from v${m.parent})` : ""}: ${m.note}`, m.version)));
+  select.value = String(current);
+  select.disabled = body.length < 2 || (state.user !== null && state.user.role !== "admin");
+}
+
+async function switchModel() {
+  const version = Number($("model-version").value);
+  try {
+    await api("/models/current", { method: "PUT", json: { version } });
+    await loadModel();
+    status(`model version ${version} is current`);
+  } catch (error) {
+    status(error.message);
+  }
 }
 
 // ----- keyboard -------------------------------------------------------------------------------
@@ -345,6 +367,7 @@ $("clear").onclick = () => {
 $("prefill").onclick = prefill;
 $("export").onclick = exportProject;
 $("retrain").onclick = retrain;
+$("model-version").onchange = switchModel;
 $("help-button").onclick = () => toggleHelp();
 $("figures").onclick = () => showFigures().catch((error) => status(error.message));
 $("help").onclick = () => toggleHelp(false);
@@ -369,7 +392,7 @@ window.segany = {
     await loadClasses();
     await loadImages();
     await loadModel();
-    listen(loadImages);
+    listen(loadImages, loadModel);
     const last = Number(localStorage.getItem("segany-image"));
     if (state.images.some((image) => image.id === last)) await openImage(last);
     document.body.dataset.ready = "1";

@@ -17,7 +17,7 @@ function soon(key, action) {
   }, 150));
 }
 
-export function listen(loadImages) {
+export function listen(loadImages, loadModel) {
   if (typeof EventSource === "undefined") return;
   const source = new EventSource("/api/events", { withCredentials: true });
   const reloadMasks = () => state.image && loadMasks();
@@ -38,6 +38,10 @@ export function listen(loadImages) {
       await loadClasses();
       await reloadMasks();
     });
+  });
+  source.addEventListener("model", () => {
+    state.liveEvents++;
+    soon("model", loadModel);
   });
   source.addEventListener("reload", () => {
     soon("classes", loadClasses);
