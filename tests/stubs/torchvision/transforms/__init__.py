@@ -1,8 +1,15 @@
-"""`Compose`, `ToTensor` and `Normalize` as torchvision computes them for the inputs the
-reference packages give them (EfficientViT-SAM's `EfficientViTSam.transform`): an H×W×C uint8
-array to a C×H×W float32 tensor divided by 255, then (x - mean) / std per channel in float32."""
+"""`Compose`, `ToTensor`, `Normalize` and `Resize` as torchvision computes them for the inputs
+the reference packages give them (EfficientViT-SAM's `EfficientViTSam.transform`, SAM 2's
+`SAM2Transforms`): an H×W×C uint8 array to a C×H×W float32 tensor divided by 255, then
+(x - mean) / std per channel in float32; a float tensor resized bilinearly with antialiasing
+(torchvision's tensor path since 0.17). `Normalize` and `Resize` are modules whose forward
+TorchScript compiles, as SAM 2 scripts them."""
+from typing import List
+
 import numpy as np
 import torch
+from torch import nn
+from torch.nn import functional as F
 
 
 class Compose:
@@ -28,15 +35,30 @@ class ToTensor:
         return img
 
 
-class Normalize:
+class Normalize(nn.Module):
     def __init__(self, mean, std, inplace=False):
-        self.mean = mean
-        self.std = std
+        super().__init__()
+        self.mean: List[float] = [float(v) for v in mean]
+        self.std: List[float] = [float(v) for v in std]
         self.inplace = inplace
 
-    def __call__(self, tensor):
+    def forward(self, tensor: torch.Tensor) -> torch.Tensor:
         if not self.inplace:
             tensor = tensor.clone()
-        mean = torch.as_tensor(self.mean, dtype=tensor.dtype, device=tensor.device)
-        std = torch.as_tensor(self.std, dtype=tensor.dtype, device=tensor.device)
+        mean = torch.tensor(self.mean, dtype=tensor.dtype, device=tensor.device)
+        std = torch.tensor(self.std, dtype=tensor.dtype, device=tensor.device)
         return tensor.sub_(mean.view(-1, 1, 1)).div_(std.view(-1, 1, 1))
+
+
+class Resize(nn.Module):
+    def __init__(self, size):
+        super().__init__()
+        self.size: List[int] = [int(v) for v in size]
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        batched = img.dim() == 4
+        x = img if batched else img.unsqueeze(0)
+        x = F.interpolate(
+            x, size=self.size, mode="bilinear", align_corners=False, antialias=True
+        )
+        return x if batched else x.squeeze(0)
