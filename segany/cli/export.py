@@ -3,8 +3,10 @@ encoder) as ONNX files.
 
 The decoder has the official web-demo interface (inputs image_embeddings, point_coords,
 point_labels, mask_input, has_mask_input, orig_im_size; outputs masks, iou_predictions,
-low_res_masks), so the official notebook and web demo run it unchanged. The encoder takes the
-normalised, zero-padded 1×3×S×S image and returns the 1×256×64×64 embedding.
+low_res_masks), so the official notebook and web demo run it unchanged; a SAM-HQ model's also
+takes interm_embeddings, as SAM-HQ's export script names it. The encoder takes the
+normalised, zero-padded 1×3×S×S image and returns the 1×256×64×64 embedding (SAM-HQ: and
+interm_embeddings).
 Also here: the onnxruntime predictor that ``segany segment --backend onnx`` uses.
 """
 
@@ -50,6 +52,17 @@ def register(subparsers: Any) -> None:
         help="output only the best mask (as the official web demo), not all 4 mask tokens",
     )
     p.add_argument(
+        "--multimask-output",
+        action="store_true",
+        help="SAM-HQ models with --return-single-mask: SAM's best multimask mask plus the HQ "
+        "mask (default: SAM's single mask plus the HQ mask), as SAM-HQ's export script",
+    )
+    p.add_argument(
+        "--hq-token-only",
+        action="store_true",
+        help="SAM-HQ models with --return-single-mask: the HQ mask alone",
+    )
+    p.add_argument(
         "--quantize", action="store_true", help="int8 dynamic quantisation of the weights"
     )
     p.add_argument(
@@ -87,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
         return_single_mask=args.return_single_mask,
         use_stability_score=args.use_stability_score,
         return_extra_metrics=args.return_extra_metrics,
+        multimask_output=args.multimask_output,
+        hq_token_only=args.hq_token_only,
         **common,
     )
     console.info(f"decoder -> {decoder}")

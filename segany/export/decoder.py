@@ -76,6 +76,10 @@ class SamOnnxDecoder(nn.Module):
         self.return_extra_metrics = return_extra_metrics
 
     @property
+    def input_names(self) -> tuple[str, ...]:
+        return DECODER_INPUTS
+
+    @property
     def output_names(self) -> tuple[str, ...]:
         return DECODER_OUTPUTS_EXTRA if self.return_extra_metrics else DECODER_OUTPUTS
 

@@ -15,13 +15,18 @@ import os
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from segany.export.decoder import DECODER_INPUTS, SamOnnxDecoder
+from segany.errors import InputError
+from segany.export.decoder import SamOnnxDecoder
 from segany.export.onnx_files import trace_to_bytes, with_metadata, write_model
-from segany.modeling import Sam
+from segany.modeling import MaskDecoderHQ, Sam
+from segany.modeling.families import family_of_module
 
 ENCODER_INPUT = "image"
 ENCODER_OUTPUT = "image_embeddings"
+#: A SAM-HQ encoder's second output, the name SAM-HQ's decoder export gives that input.
+ENCODER_EARLY_OUTPUT = "interm_embeddings"
 DEFAULT_OPSET = 17
 #: File names ``export_pair`` writes (and ``OnnxPredictor.from_dir`` reads).
 ENCODER_FILE = "encoder.onnx"
@@ -45,12 +50,19 @@ def _metadata(model: Sam, kind: str, **extra: object) -> dict[str, str]:
 
 
 def decoder_example_inputs(model: Sam, num_points: int = 5) -> tuple[torch.Tensor, ...]:
-    """Seeded example inputs for tracing the decoder (shapes as in ``SamOnnxDecoder``)."""
+    """Seeded example inputs for tracing the decoder (shapes as in ``SamOnnxDecoder``; a
+    SAM-HQ model's also hold ``interm_embeddings`` 1×1×h×w×E, ``SamHQOnnxDecoder``)."""
     pe = model.prompt_encoder
     size = model.image_size
     gen = torch.Generator().manual_seed(0)
+    embeddings = torch.randn(1, pe.embed_dim, *pe.image_embedding_size, generator=gen)
+    early: tuple[torch.Tensor, ...] = ()
+    if isinstance(model.mask_decoder, MaskDecoderHQ):  # the early map, channels last
+        width = model.mask_decoder.vit_dim
+        early = (torch.randn(1, 1, *pe.image_embedding_size, width, generator=gen),)
     return (
-        torch.randn(1, pe.embed_dim, *pe.image_embedding_size, generator=gen),
+        embeddings,
+        *early,
         torch.randint(0, size, (1, num_points, 2), generator=gen).float(),
         torch.randint(0, 4, (1, num_points), generator=gen).float(),
         torch.randn(1, 1, *pe.mask_input_size, generator=gen),
@@ -68,25 +80,53 @@ def export_decoder(
     quantize: bool = False,
     use_stability_score: bool = False,
     return_extra_metrics: bool = False,
+    multimask_output: bool = False,
+    hq_token_only: bool = False,
 ) -> Path:
     """Write the prompt encoder + mask decoder of ``model`` to ``path`` (.onnx); returns the path.
 
     The points axis is dynamic (any N ≥ 1) and so is the output size (from ``orig_im_size``).
     ``quantize``: int8 dynamic quantisation of the weights (smaller file, looser accuracy).
+    SAM-HQ models: the decoder also takes ``interm_embeddings`` (K×1×h×w×E, K dynamic), and
+    with ``return_single_mask`` answers as SAM-HQ's export script does, ``multimask_output``
+    and ``hq_token_only`` choosing the answer (see ``segany.export.decoder_hq``).
     """
-    module = SamOnnxDecoder(
-        model,
-        return_single_mask=return_single_mask,
-        use_stability_score=use_stability_score,
-        return_extra_metrics=return_extra_metrics,
-    ).eval()
+    extra: dict[str, bool] = {}
+    if model.is_hq:
+        from segany.export.decoder_hq import SamHQOnnxDecoder
+
+        extra = {"multimask_output": multimask_output, "hq_token_only": hq_token_only}
+        module: SamOnnxDecoder = SamHQOnnxDecoder(
+            model,
+            return_single_mask=return_single_mask,
+            use_stability_score=use_stability_score,
+            return_extra_metrics=return_extra_metrics,
+            **extra,
+        )
+    elif hq_token_only or multimask_output:
+        raise InputError(
+            "multimask_output and hq_token_only choose a SAM-HQ decoder's answer; this model's "
+            "decoder is SAM's (its file answers with every mask token, or with "
+            "return_single_mask the official demo's choice)"
+        )
+    else:
+        module = SamOnnxDecoder(
+            model,
+            return_single_mask=return_single_mask,
+            use_stability_score=use_stability_score,
+            return_extra_metrics=return_extra_metrics,
+        )
+    module.eval()
     points_axis = {1: "num_points"}
+    dynamic = {"point_coords": points_axis, "point_labels": points_axis}
+    if model.is_hq:
+        dynamic["interm_embeddings"] = {0: "num_interm"}
     data = trace_to_bytes(
         module,
         decoder_example_inputs(model),
-        input_names=DECODER_INPUTS,
+        input_names=module.input_names,
         output_names=module.output_names,
-        dynamic_axes={"point_coords": points_axis, "point_labels": points_axis},
+        dynamic_axes=dynamic,
         opset=opset,
     )
     meta = _metadata(
@@ -96,8 +136,26 @@ def export_decoder(
         use_stability_score=use_stability_score,
         return_extra_metrics=return_extra_metrics,
         quantized=quantize,
+        hq=model.is_hq,
+        **extra,
     )
     return write_model(with_metadata(data, meta), path, quantize=quantize)
+
+
+class _EncoderWithEarly(nn.Module):
+    """An encoder with its family's early feature map as a second output, stacked as SAM-HQ's
+    decoder export takes it: B×3×S×S -> (B×C×h×w, 1×B×h×w×E)."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        family = family_of_module(encoder)
+        if family is None:
+            raise InputError("a SAM-HQ model needs an encoder of a registered family")
+        self.encoder, self.family = encoder, family
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embeddings, early = self.family.forward_with_early(self.encoder, images)
+        return embeddings, early[None]
 
 
 def export_encoder(
@@ -108,16 +166,20 @@ def export_encoder(
     quantize: bool = False,
 ) -> Path:
     """Write the image encoder of ``model`` to ``path`` (.onnx): ``image`` 1×3×S×S normalised and
-    padded -> ``image_embeddings`` 1×C×h×w. ``quantize``: int8 dynamic quantisation of the
-    weights (MatMul/linear layers), for CPUs without fast bf16."""
-    encoder = model.image_encoder.eval()
+    padded -> ``image_embeddings`` 1×C×h×w (SAM-HQ models: and ``interm_embeddings``
+    1×1×h×w×E, the early map in the layout SAM-HQ's decoder export takes). ``quantize``: int8
+    dynamic quantisation of the weights (MatMul/linear layers), for CPUs without fast bf16."""
+    encoder: nn.Module = model.image_encoder.eval()
+    outputs: tuple[str, ...] = (ENCODER_OUTPUT,)
+    if model.is_hq:  # SAM-HQ's decoder also reads the early map: a second output
+        encoder, outputs = _EncoderWithEarly(encoder).eval(), (*outputs, ENCODER_EARLY_OUTPUT)
     size = model.encoder_size
     example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     data = trace_to_bytes(
         encoder,
         (example,),
         input_names=(ENCODER_INPUT,),
-        output_names=(ENCODER_OUTPUT,),
+        output_names=outputs,
         dynamic_axes=None,
         opset=opset,
     )

@@ -8,6 +8,8 @@ boxes XYXY, labels 1 fg / 0 bg / -1 padding, ``mask_input`` 1×s×s or B×1×s×
 Files: an encoder from ``export_encoder`` (input: the normalised, zero-padded 1×3×S×S image) and a
 decoder from ``export_decoder(return_single_mask=False)`` (all 4 mask tokens). Both carry segany
 metadata (input size, pixel mean/std); files without it are read with the official values.
+SAM-HQ files (the decoder takes ``interm_embeddings``, the encoder outputs it): one mask per
+prompt, ``hq_token_only`` as in ``segany.Predictor``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from segany.inference.prediction import Prediction
 from segany.inference.protocol import PredictorLike
 from segany.prompts import PromptBatch, check_prompts
 
+_EARLY = "interm_embeddings"  # SAM-HQ's early feature map, as its ONNX export names it
 _OFFICIAL_MEAN = (123.675, 116.28, 103.53)
 _OFFICIAL_STD = (58.395, 57.12, 57.375)
 ENCODER_FILE = "encoder.onnx"  # the names segany.export.export_pair writes
@@ -110,6 +113,15 @@ class OnnxPredictor(PredictorLike):
         self.mask_threshold = float(meta.get("segany.mask_threshold", 0.0))
         inputs = {i.name: i.shape for i in self.decoder.get_inputs()}
         self.mask_input_size = (int(inputs["mask_input"][2]), int(inputs["mask_input"][3]))
+        # SAM-HQ: the decoder reads the encoder's early map beside the embedding
+        self.is_hq = _EARLY in inputs
+        encoder_outputs = [o.name for o in self.encoder.get_outputs()]
+        if self.is_hq and _EARLY not in encoder_outputs:
+            raise InputError(
+                f"{decoder_path} is a SAM-HQ decoder, which reads {_EARLY}; {encoder_path} "
+                "does not output it: export both from the same SAM-HQ model"
+            )
+        self._early: np.ndarray | None = None
         self._features: np.ndarray | None = None
         self._original: tuple[int, int] | None = None
         self._input: tuple[int, int] | None = None
@@ -141,13 +153,17 @@ class OnnxPredictor(PredictorLike):
         rgb = to_rgb_uint8(image, image_format)
         x, input_size = self.preprocess(rgb)
         self.reset_image()
-        (features,) = self.encoder.run(None, {self.encoder.get_inputs()[0].name: x})
+        outputs = self.encoder.run(None, {self.encoder.get_inputs()[0].name: x})
+        names = [o.name for o in self.encoder.get_outputs()]
+        features = outputs[0]
+        if self.is_hq:
+            self._early = outputs[names.index(_EARLY)]
         self._features = features
         self._original = (int(rgb.shape[0]), int(rgb.shape[1]))
         self._input = input_size
 
     def reset_image(self) -> None:
-        self._features = self._original = self._input = None
+        self._features = self._original = self._input = self._early = None
 
     @property
     def is_image_set(self) -> bool:
@@ -178,11 +194,17 @@ class OnnxPredictor(PredictorLike):
         return_logits: bool = False,
         *,
         batched: bool | None = None,
+        hq_token_only: bool = False,
     ) -> Prediction:
         """As ``segany.Predictor.predict``: prompts in original-image pixels, one decoder run
-        per prompt set (the exported decoder takes batch 1)."""
+        per prompt set (the exported decoder takes batch 1). SAM-HQ files answer with one mask
+        per prompt and take ``hq_token_only``, as the Predictor does."""
         features = self.get_image_embedding()
         assert self._original is not None  # set together with the features
+        if hq_token_only and not self.is_hq:
+            raise InputError(
+                "hq_token_only=True needs a SAM-HQ model's files; this decoder is SAM's"
+            )
         prompts = check_prompts(
             point_coords, point_labels, box, mask_input, low_res_size=self.mask_input_size
         )
@@ -191,6 +213,12 @@ class OnnxPredictor(PredictorLike):
         for i in range(prompts.batch_size):
             feed = self._decoder_feed(prompts, i, features)
             m, s, low = self.decoder.run(["masks", "iou_predictions", "low_res_masks"], feed)
+            if self.is_hq:
+                m, s, low = _hq_answer(m[0], s[0], low[0], multimask_output, hq_token_only)
+                masks.append(m)
+                scores.append(s)
+                logits.append(low)
+                continue
             masks.append(m[0, sel])
             scores.append(s[0, sel])
             logits.append(low[0, sel])
@@ -227,11 +255,32 @@ class OnnxPredictor(PredictorLike):
             mask, has_mask = row(p.mask_input)[None].astype(np.float32), 1.0
         else:
             mask, has_mask = np.zeros((1, 1, *self.mask_input_size), np.float32), 0.0
+        early = {} if self._early is None else {_EARLY: self._early}
         return {
             "image_embeddings": features,
+            **early,
             "point_coords": np.concatenate(coords)[None],
             "point_labels": np.concatenate(labels)[None],
             "mask_input": mask,
             "has_mask_input": np.array([has_mask], np.float32),
             "orig_im_size": np.array(self._original, np.float32),
         }
+
+
+def _hq_answer(
+    masks: np.ndarray, scores: np.ndarray, low: np.ndarray, multimask: bool, hq_only: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A SAM-HQ decoder's every-token outputs for one prompt set (masks (M+2)×H×W, IoU M+1,
+    low-res (M+2)×s×s: SAM's single, its M multimask outputs, the HQ mask) -> its answer:
+    1×H×W, 1, 1×s×s (``MaskDecoderHQ.select_outputs``, after upscaling: the upscaling is
+    linear, so the sum of upscaled masks is the upscaled sum up to rounding)."""
+    n = scores.shape[0]  # SAM's tokens; the HQ mask is the last
+    pick = 1 + int(np.argmax(scores[1:])) if multimask else 0
+    if hq_only:
+        return masks[n:], scores[pick : pick + 1], low[n:]
+    pair = [pick, n]
+    return (
+        masks[pair].sum(0, keepdims=True),
+        scores[pick : pick + 1],
+        low[pair].sum(0, keepdims=True),
+    )
