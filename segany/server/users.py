@@ -268,6 +268,8 @@ class Users:
             since = time.monotonic() - LOCKOUT_WINDOW
             recent = [t for t in self._failures.get(key, []) if t > since]
             self._failures[key] = recent
+            if len(self._failures) > 10_000:  # many names tried: forget the stale ones
+                self._failures = {k: v for k, v in self._failures.items() if v and v[-1] > since}
         if len(recent) >= LOCKOUT_FAILURES:
             raise LockedOut(
                 f"too many failed sign-ins for {name!r}: wait {int(LOCKOUT_WINDOW)} s, or ask "
