@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from segany.config import PIXEL_MEAN, PIXEL_STD, DecoderConfig, SamConfig
 from segany.errors import InputError
 from segany.modeling.efficientvit.config import EfficientViTConfig
+from segany.modeling.hiera.config import HIERA_BASE_PLUS, HIERA_LARGE, HIERA_SMALL, HIERA_TINY
 from segany.modeling.tinyvit.config import TinyViTConfig
 from segany.modeling.vit.config import ViTConfig
 
@@ -29,6 +30,7 @@ __all__ = [
     "SAM_HQ_VIT_B",
     "SAM_HQ_VIT_H",
     "SAM_HQ_VIT_L",
+    "SAM2_VARIANTS",
     "SAM_HQ_VIT_TINY",
     "VARIANTS",
     "VIT_B",
@@ -121,6 +123,21 @@ SAM_HQ_VIT_L = SamConfig("sam_hq_vit_l", VIT_L.encoder, decoder=DecoderConfig(hq
 SAM_HQ_VIT_H = SamConfig("sam_hq_vit_h", VIT_H.encoder, decoder=DecoderConfig(hq=True))
 SAM_HQ_VIT_TINY = SamConfig("sam_hq_vit_tiny", VIT_T.encoder, decoder=DecoderConfig(hq=True))
 VARIANTS.update({c.name: c for c in (SAM_HQ_VIT_B, SAM_HQ_VIT_L, SAM_HQ_VIT_H, SAM_HQ_VIT_TINY)})
+
+# SAM 2 and SAM 2.1 for images: Hiera encoders with SAM 2's decoder. The two releases share the
+# image model; the names are the official checkpoints'.
+_HIERA_SIZES = (
+    ("tiny", HIERA_TINY),
+    ("small", HIERA_SMALL),
+    ("base_plus", HIERA_BASE_PLUS),
+    ("large", HIERA_LARGE),
+)
+SAM2_VARIANTS = tuple(
+    SamConfig(f"{prefix}_hiera_{size}", trunk, decoder=DecoderConfig(sam2=version))
+    for prefix, version in (("sam2.1", "2.1"), ("sam2", "2.0"))
+    for size, trunk in _HIERA_SIZES
+)
+VARIANTS.update({c.name: c for c in SAM2_VARIANTS})
 
 
 def name_known_variant(cfg: SamConfig) -> SamConfig:

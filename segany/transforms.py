@@ -71,3 +71,40 @@ class ResizeLongestSide:
     ) -> torch.Tensor:
         """B×4 XYXY tensor -> B×4 in the resized image."""
         return self.apply_coords_torch(boxes.reshape(-1, 2, 2), original_size).reshape(-1, 4)
+
+
+class ResizeSquare(ResizeLongestSide):
+    """SAM 2's geometry: the image is stretched to ``target_length`` × ``target_length`` (its
+    aspect ratio is not kept), so X scales by S/W and Y by S/H. Coordinates are computed in
+    float32 in the official order (divide by the side, then multiply by S)."""
+
+    @staticmethod
+    def get_preprocess_shape(oldh: int, oldw: int, long_side_length: int) -> tuple[int, int]:
+        return long_side_length, long_side_length
+
+    def apply_image(self, image: np.ndarray) -> np.ndarray:
+        """H×W×3 uint8 -> S×S×3 uint8 (bilinear through PIL; SAM 2's own predictor resizes the
+        float image with antialiasing instead: ``Sam2.prepare_image``)."""
+        s = self.target_length
+        return np.array(Image.fromarray(image).resize((s, s), Image.Resampling.BILINEAR))
+
+    def apply_coords(self, coords: np.ndarray, original_size: tuple[int, ...]) -> np.ndarray:
+        """...×2 XY in the original image -> ...×2 XY in the S×S frame (float32 values)."""
+        old_h, old_w = original_size
+        out = np.array(coords, dtype=np.float32, copy=True)
+        out[..., 0] = out[..., 0] / np.float32(old_w)
+        out[..., 1] = out[..., 1] / np.float32(old_h)
+        return out * np.float32(self.target_length)
+
+    def apply_image_torch(self, image: torch.Tensor) -> torch.Tensor:
+        s = self.target_length
+        return F.interpolate(image, (s, s), mode="bilinear", align_corners=False, antialias=True)
+
+    def apply_coords_torch(
+        self, coords: torch.Tensor, original_size: tuple[int, ...]
+    ) -> torch.Tensor:
+        old_h, old_w = original_size
+        out = coords.to(torch.float32).clone()
+        out[..., 0] = out[..., 0] / old_w
+        out[..., 1] = out[..., 1] / old_h
+        return out * self.target_length

@@ -99,6 +99,21 @@ CHECKPOINTS.update(
         for name in ("sam_hq_vit_b", "sam_hq_vit_l", "sam_hq_vit_h", "sam_hq_vit_tiny")
     }
 )
+# SAM 2 (July 2024) and SAM 2.1 (September 2024): the URLs of the official download script
+# (checkpoints/download_ckpts.sh in facebookresearch/sam2), which publishes no size or sha256.
+_SAM2_BASES = {
+    "sam2": "https://dl.fbaipublicfiles.com/segment_anything_2/072824/",
+    "sam2.1": "https://dl.fbaipublicfiles.com/segment_anything_2/092824/",
+}
+CHECKPOINTS.update(
+    {
+        f"{release}_hiera_{size}": CheckpointInfo(
+            f"{release}_hiera_{size}", f"{release}_hiera_{size}.pt", None, None, base_url=base
+        )
+        for release, base in _SAM2_BASES.items()
+        for size in ("tiny", "small", "base_plus", "large")
+    }
+)
 
 
 _CHUNK = 1 << 20

@@ -19,12 +19,14 @@ import torch
 from segany.checkpoints.download import CHECKPOINTS, cache_dir, ensure_checkpoint
 from segany.checkpoints.files import (
     FORMATS,
+    RawWeights,
     read_weights,
     write_hf,
     write_official,
     write_segany,
 )
 from segany.checkpoints.hf import hf_to_official
+from segany.checkpoints.sam2_keys import is_sam2_layout, sam2_release, sam2_to_segany
 from segany.checkpoints.shapes import (
     check_config_limits,
     check_state_dict,
@@ -65,12 +67,12 @@ def _read(
     file's generator defaults)."""
     path = Path(path)
     raw = read_weights(path)
-    state = hf_to_official(raw.state) if raw.kind == "hf" else raw.state
+    state, release = _segany_keys(raw)
     if raw.config is not None:
         cfg = raw.config
-        detected = _try_infer(state)
+        detected = _try_infer(state, release)
     else:
-        cfg = detected = infer_config(state)
+        cfg = detected = infer_config(state, sam2_release=release)
     cfg = with_pixel_stats(cfg, state)
     check_config_limits(cfg, source=f"the {raw.kind} weights in {path}")
 
@@ -81,11 +83,22 @@ def _read(
     return cfg, state, check, raw.generator_defaults
 
 
-def _try_infer(state: dict[str, torch.Tensor]) -> SamConfig | None:
+def _try_infer(state: dict[str, torch.Tensor], release: str = "2.1") -> SamConfig | None:
     try:
-        return infer_config(state)
+        return infer_config(state, sam2_release=release)
     except CheckpointError:
         return None
+
+
+def _segany_keys(raw: RawWeights) -> tuple[dict[str, torch.Tensor], str]:
+    """The file's state dict with segany's keys (transformers' and official SAM 2 names
+    converted; SAM 2's video-only weights set aside) and its SAM 2 release ("2.1" when it is
+    none or cannot tell)."""
+    if raw.kind == "hf":
+        return hf_to_official(raw.state), "2.1"
+    if is_sam2_layout(raw.state):
+        return sam2_to_segany(raw.state)[0], sam2_release(raw.state)
+    return raw.state, "2.1"
 
 
 def load_into(model: torch.nn.Module, path: PathLike) -> torch.nn.Module:
@@ -93,7 +106,7 @@ def load_into(model: torch.nn.Module, path: PathLike) -> torch.nn.Module:
     model's variant when the file holds another one."""
     cfg = getattr(model, "config", None)
     raw = read_weights(Path(path))
-    state = hf_to_official(raw.state) if raw.kind == "hf" else raw.state
+    state, release = _segany_keys(raw)
     state.pop("pixel_mean", None)
     state.pop("pixel_std", None)
     if isinstance(cfg, SamConfig):
@@ -101,7 +114,7 @@ def load_into(model: torch.nn.Module, path: PathLike) -> torch.nn.Module:
             cfg,
             state,
             source=f"the weights in {path}",
-            detected=raw.config or _try_infer(state),
+            detected=raw.config or _try_infer(state, release),
             expected={k: tuple(v.shape) for k, v in model.state_dict().items()},
         )
     model.load_state_dict(state, strict=True)

@@ -5,7 +5,8 @@ reads its own keys and says whether they are its). The rest is SAM's prompt enco
 decoder: ``image_encoder``'s output width is the prompt width (read off the prompt encoder's
 ``no_mask_embed``), and the decoder's layer count, MLP width, mask tokens (multimask outputs + 1)
 and IoU head depth/width have keys of their own; SAM-HQ's decoder is told by its HQ token
-(``mask_decoder.hf_token``), its early-feature width checked against the encoder's family. The
+(``mask_decoder.hf_token``), its early-feature width checked against the encoder's family;
+SAM 2's by its object-score token (``mask_decoder.obj_score_token``). The
 decoder's attention heads leave no trace in the weights; it is taken as the official 8 (every
 published SAM uses it), unless a file carries its config in metadata.
 """
@@ -19,6 +20,8 @@ from typing import Any
 
 import torch
 
+from segany.checkpoints.sam2_keys import is_sam2_layout, sam2_to_segany
+from segany.checkpoints.sam2_keys import sam2_release as release_of
 from segany.config import DecoderConfig, PromptConfig
 from segany.errors import CheckpointError
 from segany.modeling.families import EncoderConfig, detect_encoder, families, family_of
@@ -33,9 +36,14 @@ def _indices(keys: Sequence[str], prefix: str) -> list[int]:
     return sorted({int(m.group(1)) for k in keys if (m := pattern.match(k))})
 
 
-def infer_config(state: Mapping[str, Any]) -> SamConfig:
+def infer_config(state: Mapping[str, Any], *, sam2_release: str = "2.1") -> SamConfig:
     """The ``SamConfig`` the state dict's shapes describe (a registered variant when they match
-    one, else one named ``custom``). Only ``.shape`` is read, so meta tensors work."""
+    one, else one named ``custom``). Only ``.shape`` is read, so meta tensors work. An official
+    SAM 2 file's keys are read as ``sam2_keys`` renames them (and its release from them);
+    ``sam2_release``: the release of an already renamed SAM 2 state dict."""
+    if is_sam2_layout(state):
+        sam2_release = release_of(state)
+        state = sam2_to_segany(state)[0]
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     keys = list(shapes)
     sample = ", ".join(keys[:5]) or "none"
@@ -62,6 +70,7 @@ def infer_config(state: Mapping[str, Any]) -> SamConfig:
     decoder_layers = _indices(keys, "mask_decoder.transformer.layers.")
     iou_layers = _indices(keys, "mask_decoder.iou_prediction_head.layers.")
     hq = _HQ_TOKEN in shapes
+    sam2 = sam2_release if _SAM2_TOKEN in shapes else ""
     if hq:
         _check_hq_width(encoder, need(_HQ_EARLY)[0])
     try:
@@ -77,6 +86,7 @@ def infer_config(state: Mapping[str, Any]) -> SamConfig:
                 iou_head_depth=len(iou_layers),
                 iou_head_hidden_dim=need("mask_decoder.iou_prediction_head.layers.0.weight")[0],
                 hq=hq,
+                sam2=sam2,
                 **family_of(encoder).decoder_overrides(encoder),
             ),
         )
@@ -85,6 +95,8 @@ def infer_config(state: Mapping[str, Any]) -> SamConfig:
     return name_known_variant(cfg)
 
 
+# SAM 2's decoder: its object-score token.
+_SAM2_TOKEN = "mask_decoder.obj_score_token.weight"
 # SAM-HQ's decoder: its output token, and the layer that reads the encoder's early features
 # (a transposed convolution, E×C×2×2: E is the early map's width).
 _HQ_TOKEN = "mask_decoder.hf_token.weight"

@@ -17,7 +17,7 @@ from segany.errors import InputError
 from segany.images import ImageLike, to_rgb_uint8
 from segany.inference.embedding_cache import EmbeddingCache, ImageEmbedding
 from segany.inference.precision import encode, encode_with_early
-from segany.modeling import Sam
+from segany.modeling import Sam, Sam2
 from segany.transforms import ResizeLongestSide
 
 
@@ -45,13 +45,18 @@ def embed_images(
         if cache is not None:
             key = cache.key(rgb, model, precision)
             hit = cache.get(key)
-            out[i] = None if hit is None or (model.is_hq and hit.early is None) else hit
+            out[i] = None if hit is None or (model.needs_early and hit.early is None) else hit
         if out[i] is None:
             todo.append((i, rgb, key))
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
         tensors, sizes = [], []
         for _, rgb, _ in batch:
+            if isinstance(model, Sam2):  # SAM 2 resizes the float image, as its predictor does
+                x = torch.tensor(rgb, device=device).permute(2, 0, 1)
+                tensors.append(model.prepare_image(x[None])[0])
+                sizes.append((model.image_size, model.image_size))
+                continue
             resized = transform.apply_image(rgb)
             # h×w×3 uint8 -> 3×h×w float, normalised and padded to 3×S×S
             x = torch.as_tensor(resized, device=device).permute(2, 0, 1)
@@ -59,7 +64,7 @@ def embed_images(
             sizes.append(model.input_size_of(resized.shape[:2], rgb.shape[:2]))
         pixels = torch.stack(tensors)
         early: torch.Tensor | list[None] = [None] * len(batch)
-        if model.is_hq:  # SAM-HQ's decoder also reads the encoder's early feature map
+        if model.needs_early:  # SAM-HQ's and SAM 2's decoders read a second map
             features, early = encode_with_early(model, pixels, precision, compiled)
         else:
             features = encode(model, pixels, precision, compiled)

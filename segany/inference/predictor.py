@@ -25,7 +25,7 @@ from segany.inference.precision import encode, encode_with_early, resolve_precis
 from segany.inference.prediction import Prediction
 from segany.inference.protocol import PredictorLike
 from segany.limits import check_mask_volume, check_size_pair
-from segany.modeling import MaskDecoderHQ, Sam
+from segany.modeling import Sam, Sam2
 from segany.modeling.mask_decoder_shared import PointDecoder
 from segany.modeling.sam_upscale import upscale_logits
 from segany.prompts import (
@@ -35,7 +35,7 @@ from segany.prompts import (
     check_prompts,
     check_torch_prompts,
 )
-from segany.transforms import ResizeLongestSide
+from segany.transforms import ResizeLongestSide, ResizeSquare
 
 if TYPE_CHECKING:
     from segany.export.runtime import OnnxPredictor
@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class _ImageState:
     """What set_image leaves behind: the 1×C×h×w embedding, the two sizes (H, W) and, for
-    SAM-HQ models, the encoder's 1×h×w×E early feature map."""
+    models whose decoder reads a second map (``Sam.needs_early``), that 1×h'×w'×E map: SAM-HQ's
+    early feature map, SAM 2's packed high-resolution features."""
 
     features: torch.Tensor
     original_size: tuple[int, int]
@@ -120,8 +121,10 @@ class Predictor(PredictorLike):
         self.precision = resolve_precision(precision, model.device)
         # Prompts live in the model's frame; the image is resized for its encoder (the same
         # size except for models whose encoder reads a smaller image, e.g. EfficientViT-SAM l0).
-        self.transform = ResizeLongestSide(model.image_size)
-        self._image_transform = ResizeLongestSide(model.encoder_size)
+        # SAM 2 stretches the image to its square frame instead.
+        resize = ResizeSquare if model.is_sam2 else ResizeLongestSide
+        self.transform = resize(model.image_size)
+        self._image_transform = resize(model.encoder_size)
         self.cache_size = int(cache_size)
         self._cache: OrderedDict[str, _ImageState]
         self._cache = OrderedDict()
@@ -161,21 +164,31 @@ class Predictor(PredictorLike):
                 self._image = self._cache[key]
                 return
         disk_key = None if self.disk_cache is None else self._from_disk(rgb)
-        if disk_key != "hit":
+        if disk_key != "hit" and isinstance(self.model, Sam2):
+            # SAM 2 resizes the float image (antialiased), as its official predictor does.
+            pixels = torch.tensor(rgb, device=self.device).permute(2, 0, 1)[None]
+            size = (self.model.image_size, self.model.image_size)
+            self._encode(self.model.prepare_image(pixels), rgb.shape[:2], size)
+            self._store(disk_key)
+        elif disk_key != "hit":
             resized = self._image_transform.apply_image(rgb)
             # h×w×3 uint8 -> 1×3×h×w
             tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()
             self.set_torch_image(tensor[None], rgb.shape[:2])
-            if disk_key is not None and self.disk_cache is not None:
-                state = self._require_image()
-                entry = ImageEmbedding(
-                    state.features, state.original_size, state.input_size, state.early
-                )
-                self.disk_cache.put(disk_key, entry)
+            self._store(disk_key)
         if key is not None:
             self._cache[key] = self._require_image()
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
+
+    def _store(self, disk_key: str | None) -> None:
+        """Put the current image's state in the disk cache under ``disk_key`` (if any)."""
+        if disk_key is not None and self.disk_cache is not None:
+            state = self._require_image()
+            entry = ImageEmbedding(
+                state.features, state.original_size, state.input_size, state.early
+            )
+            self.disk_cache.put(disk_key, entry)
 
     def _from_disk(self, rgb: np.ndarray) -> str:
         """Set the image from the disk cache and return "hit", or return the key to store."""
@@ -185,9 +198,13 @@ class Predictor(PredictorLike):
         pe = self.model.prompt_encoder
         if hit is None or tuple(hit.features.shape) != (1, pe.embed_dim, *pe.image_embedding_size):
             return key
-        if self.model.is_hq and hit.early is None:
-            return key  # SAM-HQ's decoder needs the early feature map too
-        early = None if hit.early is None or not self.model.is_hq else hit.early.to(self.device)
+        if self.model.needs_early and (
+            hit.early is None or tuple(hit.early.shape) != (1, *self.model.early_shape)
+        ):
+            return key  # SAM-HQ's and SAM 2's decoders need their second map too
+        early = (
+            None if hit.early is None or not self.model.needs_early else hit.early.to(self.device)
+        )
         self.reset_image()
         self._image = _ImageState(
             hit.features.to(self.device), hit.original_size, hit.input_size, early
@@ -205,6 +222,11 @@ class Predictor(PredictorLike):
                 f"expected a 1×3×h×w tensor, got shape {tuple(transformed_image.shape)}"
             )
         side = self.model.encoder_size
+        if self.model.is_sam2 and tuple(transformed_image.shape[2:]) != (side, side):
+            raise InputError(
+                f"SAM 2 reads {side}×{side} images (stretched, the aspect ratio not kept), got "
+                f"{tuple(transformed_image.shape[2:])}; resize with predictor.transform first"
+            )
         if max(transformed_image.shape[2:]) != side:
             how = (
                 "predictor.transform"
@@ -217,16 +239,25 @@ class Predictor(PredictorLike):
             )
         if transformed_image.is_complex() or not torch.isfinite(transformed_image).all():
             raise InputError("the image tensor must hold finite real values (no NaN/inf)")
-        self.reset_image()
         original = (int(original_image_size[0]), int(original_image_size[1]))
         input_size = self.model.input_size_of(transformed_image.shape[2:], original)
         x = self.model.preprocess(transformed_image.to(self.device, torch.float32))
-        if self.model.is_hq:  # SAM-HQ's decoder also reads the encoder's early feature map
+        self._encode(x, original, input_size)
+
+    @torch.inference_mode()
+    def _encode(
+        self, x: torch.Tensor, original: tuple[int, ...], input_size: tuple[int, ...]
+    ) -> None:
+        """Encode the normalised 1×3×S×S image ``x`` and make it the current image."""
+        self.reset_image()
+        original = (int(original[0]), int(original[1]))
+        size = (int(input_size[0]), int(input_size[1]))
+        if self.model.needs_early:  # SAM-HQ's and SAM 2's decoders read a second map
             features, early = encode_with_early(self.model, x, self.precision, self.compile)
-            self._image = _ImageState(features, original, input_size, early)
+            self._image = _ImageState(features, original, size, early)
             return
         features = encode(self.model, x, self.precision, self.compile)
-        self._image = _ImageState(features.float(), original, input_size)
+        self._image = _ImageState(features.float(), original, size)
 
     # The official predictor's public attributes. Tools that cache embeddings assign them one by
     # one (``features``, ``original_size``, ``input_size``, then ``is_image_set = True``); the
@@ -309,10 +340,15 @@ class Predictor(PredictorLike):
 
     def get_early_features(self) -> torch.Tensor:
         """SAM-HQ models: the encoder's early feature map of the current image, 1×h×w×E
-        (1×64×64×768 for sam_hq_vit_b), which its decoder reads beside the embedding."""
+        (1×64×64×768 for sam_hq_vit_b), which its decoder reads beside the embedding. SAM 2
+        models: the decoder's high-resolution features packed in one map, 1×128×128×192
+        (``segany.modeling.hiera.pack_high_res``)."""
         state = self._require_image()
-        if not self.model.is_hq:
-            raise InputError("only SAM-HQ models have an early feature map; this one is SAM's")
+        if not self.model.needs_early:
+            raise InputError(
+                "only SAM-HQ models (and SAM 2's, whose high-resolution features take its "
+                "place) have an early feature map; this one is SAM's"
+            )
         if state.early is None:
             raise InputError(_NO_EARLY)
         return state.early
@@ -332,16 +368,17 @@ class Predictor(PredictorLike):
         early: torch.Tensor | np.ndarray | None = None,
     ) -> None:
         """Reuse a stored embedding (1×C×h×w or C×h×w) for an image of ``original_size``;
-        SAM-HQ models predict only with ``early`` too (``get_early_features``: 1×h×w×E or
-        h×w×E)."""
+        SAM-HQ and SAM 2 models predict only with ``early`` too (``get_early_features``:
+        1×h'×w'×E or h'×w'×E)."""
         pe = self.model.prompt_encoder
         emb = check_embedding(embedding, (1, pe.embed_dim, *pe.image_embedding_size))
         early_map = None
         if early is not None:
-            decoder = self.model.mask_decoder
-            if not isinstance(decoder, MaskDecoderHQ):
-                raise InputError("early= is for SAM-HQ models; this model's decoder is SAM's")
-            shape = (1, *pe.image_embedding_size, decoder.vit_dim)
+            if not self.model.needs_early:
+                raise InputError(
+                    "early= is for SAM-HQ models and SAM 2 models; this model's decoder is SAM's"
+                )
+            shape = (1, *self.model.early_shape)
             try:
                 early_map = check_embedding(early, shape).to(self.device, torch.float32)
             except InputError as e:  # its message names "embedding"; say which one
@@ -487,7 +524,7 @@ class Predictor(PredictorLike):
         with the highest predicted IoU, plus the HQ token's mask; ``hq_token_only``: the HQ
         mask alone (an error for other models)."""
         state = self._require_image()
-        early = self._hq_check(state, hq_token_only)
+        early = self._early_check(state, hq_token_only)
         check_torch_prompts(
             point_coords,
             point_labels,
@@ -513,6 +550,19 @@ class Predictor(PredictorLike):
         coords, labels = grow(point_coords), grow(point_labels)
         boxes, mask_input = grow(boxes), grow(mask_input)
         model = self.model
+        if isinstance(model, Sam2):
+            assert early is not None
+            return self._predict_sam2(
+                model,
+                state,
+                early,
+                coords,
+                labels,
+                boxes,
+                mask_input,
+                multimask_output,
+                return_logits,
+            )
         # Without a mask input, decode with the image-side work shared by every prompt and
         # call on this image, and only the requested mask outputs upscaled (same values).
         shared = None if mask_input is not None else self._shared_decoder(state)
@@ -560,22 +610,67 @@ class Predictor(PredictorLike):
         )
         return masks, iou, low_res
 
+    def _predict_sam2(
+        self,
+        model: Sam2,
+        state: _ImageState,
+        high_res: torch.Tensor,
+        coords: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+        multimask_output: bool,
+        return_logits: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``predict_torch`` for SAM 2, as ``SAM2ImagePredictor._predict``: boxes become corner
+        points ahead of the clicks, masks are the low-res logits resized straight to the
+        original size, the low-res logits returned are clamped to [-32, 32]."""
+        b = max((len(t) for t in (coords, boxes, mask_input) if t is not None), default=1)
+        low_parts, iou_parts = [], []
+        chunk = self.decode_chunk if self.device.type == "cpu" else b
+        for start in range(0, b, chunk):
+            rows = slice(start, start + chunk)
+            points = model.merge_boxes(
+                None if coords is None else coords[rows],
+                None if labels is None else labels[rows],
+                None if boxes is None else boxes[rows],
+            )
+            low, iou = model.decode(
+                state.features,
+                high_res,
+                points,
+                None if mask_input is None else mask_input[rows],
+                multimask_output,
+            )
+            low_parts.append(low)
+            iou_parts.append(iou)
+        low_res, iou = torch.cat(low_parts), torch.cat(iou_parts)
+        masks = model.postprocess_masks(low_res, state.input_size, state.original_size)
+        if not return_logits:
+            masks = masks > model.mask_threshold
+        return masks, iou, low_res.clamp(-32.0, 32.0)
+
     def _shared_decoder(self, state: _ImageState) -> PointDecoder:
         """The decoder with this image's prompt-independent work done (made once per image)."""
         if self._decoder is None or self._decoder[0] is not state:
-            self._hq_check(state, False)
+            if self.model.is_sam2:
+                raise InputError(
+                    "SAM 2 models decode with their own decoder (no shared PointDecoder); use "
+                    "predict / predict_torch"
+                )
+            self._early_check(state, False)
             self._decoder = (state, PointDecoder(self.model, state.features, state.early))
         return self._decoder[1]
 
-    def _hq_check(self, state: _ImageState, hq_token_only: bool) -> torch.Tensor | None:
-        """The early feature map a SAM-HQ model decodes with (None for other models), or an
+    def _early_check(self, state: _ImageState, hq_token_only: bool) -> torch.Tensor | None:
+        """The second map a SAM-HQ or SAM 2 model decodes with (None for other models), or an
         ``InputError`` saying what is missing."""
-        if not self.model.is_hq:
-            if hq_token_only:
-                raise InputError(
-                    "hq_token_only=True needs a SAM-HQ model (e.g. sam_hq_vit_b); this model's "
-                    "decoder is SAM's"
-                )
+        if hq_token_only and not self.model.is_hq:
+            raise InputError(
+                "hq_token_only=True needs a SAM-HQ model (e.g. sam_hq_vit_b); this model's "
+                f"decoder is {'SAM 2' if self.model.is_sam2 else 'SAM'}'s"
+            )
+        if not self.model.needs_early:
             return None
         if state.early is None:
             raise InputError(_NO_EARLY)
@@ -583,6 +678,7 @@ class Predictor(PredictorLike):
 
 
 _NO_EARLY = (
-    "this SAM-HQ model needs the encoder's early feature map with the embedding: set the image "
-    "with set_image, or pass early= (Predictor.get_early_features) to set_image_embedding"
+    "this model needs the encoder's early feature map (SAM-HQ; SAM 2: its packed "
+    "high-resolution features) with the embedding: set the image with set_image, or pass "
+    "early= (Predictor.get_early_features) to set_image_embedding"
 )

@@ -10,14 +10,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from segany.modeling import efficientvit, tinyvit, vit  # register the built-in encoder families
+from segany.modeling import (  # register the built-in encoder families
+    efficientvit,
+    hiera,
+    tinyvit,
+    vit,
+)
 from segany.modeling.common import MLP, LayerNorm2d, MLPBlock
 from segany.modeling.configs import DecoderConfig, PromptConfig
 from segany.modeling.families import EncoderConfig, EncoderFamily, family_of
 from segany.modeling.mask_decoder import MaskDecoder
 from segany.modeling.mask_decoder_hq import MaskDecoderHQ
+from segany.modeling.mask_decoder_sam2 import MaskDecoderSAM2
 from segany.modeling.prompt_encoder import PromptEncoder
 from segany.modeling.sam import Sam
+from segany.modeling.sam2_model import Sam2
 from segany.modeling.transformer import TwoWayTransformer
 from segany.modeling.vit import ImageEncoderViT, ViTConfig
 
@@ -60,9 +67,11 @@ def build_sam_from_parts(
         mask_decoder: MaskDecoder = MaskDecoderHQ(
             **decoder_args, vit_dim=family.early_width(encoder)
         )
+    elif decoder.sam2:
+        mask_decoder = MaskDecoderSAM2(**decoder_args)
     else:
         mask_decoder = MaskDecoder(**decoder_args)
-    model = Sam(
+    model = (Sam2 if decoder.sam2 else Sam)(
         image_encoder=image_encoder,
         prompt_encoder=prompt_encoder,
         mask_decoder=mask_decoder,
@@ -83,13 +92,16 @@ __all__ = [
     "MLPBlock",
     "MaskDecoder",
     "MaskDecoderHQ",
+    "MaskDecoderSAM2",
     "PromptConfig",
     "PromptEncoder",
     "Sam",
+    "Sam2",
     "TwoWayTransformer",
     "ViTConfig",
     "build_sam_from_parts",
     "efficientvit",
+    "hiera",
     "tinyvit",
     "vit",
 ]

@@ -47,6 +47,11 @@ class DecoderConfig(_Sizes):
 
     ``norm_eps``: the two-way transformer's LayerNorm epsilon (torch's 1e-5 in SAM 1;
     EfficientViT-SAM's package sets every norm to 1e-6). Written only when not 1e-5.
+
+    ``sam2``: SAM 2's decoder (``MaskDecoderSAM2``: object-score token, sigmoid IoU head,
+    the encoder's high-resolution features, stability-based single masks), with the release
+    it came from, "2.0" or "2.1" (their image models are the same; the official files differ
+    in video-only weights). Empty for SAM 1; written only when set.
     """
 
     depth: int = 2
@@ -57,8 +62,13 @@ class DecoderConfig(_Sizes):
     iou_head_hidden_dim: int = 256
     hq: bool = False
     norm_eps: float = 1e-5
+    sam2: str = ""
 
     def __post_init__(self) -> None:
+        if self.sam2 not in ("", "2.0", "2.1"):
+            raise ValueError(f"DecoderConfig.sam2 must be '', '2.0' or '2.1', got {self.sam2!r}")
+        if self.sam2 and self.hq:
+            raise ValueError("a decoder is SAM-HQ's or SAM 2's, not both")
         if not isinstance(self.hq, bool):
             raise ValueError(f"DecoderConfig.hq must be true or false, got {self.hq!r}")
         eps = self.norm_eps
@@ -71,4 +81,6 @@ class DecoderConfig(_Sizes):
             del out["hq"]
         if self.norm_eps == 1e-5:
             del out["norm_eps"]
+        if not self.sam2:
+            del out["sam2"]
         return out

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from segany.modeling import LayerNorm2d, MaskDecoder, MaskDecoderHQ, Sam
+from segany.modeling import LayerNorm2d, MaskDecoder, MaskDecoderHQ, MaskDecoderSAM2, Sam
 from segany.modeling.transformer import Attention, TwoWayAttentionBlock
 
 ROWS = 512  # image tokens per chunk of the in-place layer norms (512×256 floats = 512 KB)
@@ -159,6 +159,11 @@ class PointDecoder:
     ) -> None:
         self.model = model
         dec: MaskDecoder = model.mask_decoder
+        if isinstance(dec, MaskDecoderSAM2):
+            raise ValueError(
+                "PointDecoder reorganises SAM 1's and SAM-HQ's decoders; SAM 2's "
+                "(MaskDecoderSAM2) decodes through its own forward"
+            )
         self.decoder = dec
         self.hq = isinstance(dec, MaskDecoderHQ)
         self._hq_features: torch.Tensor | None = None  # 1×C/8×4h×4w, SAM-HQ only

@@ -82,6 +82,31 @@ class Sam(nn.Module):
         return isinstance(self.mask_decoder, MaskDecoderHQ)
 
     @property
+    def is_sam2(self) -> bool:
+        """Whether this is SAM 2's image model (``segany.modeling.sam2_model.Sam2``)."""
+        return False
+
+    @property
+    def needs_early(self) -> bool:
+        """Whether the decoder reads a second image map made by the encoder beside the
+        embedding (the family's ``forward_with_early``): SAM-HQ's early feature map, SAM 2's
+        packed high-resolution features."""
+        return self.is_hq or self.is_sam2
+
+    @property
+    def early_shape(self) -> tuple[int, int, int]:
+        """(h', w', E) of that second map for one image (SAM-HQ: the embedding's grid and the
+        encoder's early width; SAM 2: twice the grid, 3/4 of the prompt width)."""
+        h, w = self.prompt_encoder.image_embedding_size
+        decoder = self.mask_decoder
+        if isinstance(decoder, MaskDecoderHQ):
+            return h, w, decoder.vit_dim
+        if self.is_sam2:
+            c = self.prompt_encoder.embed_dim
+            return 2 * h, 2 * w, c // 2 + c // 4
+        raise ValueError("this model's decoder reads the embedding alone")
+
+    @property
     def encoder_size(self) -> int:
         """Side S of the square padded image the encoder reads: ``image_size`` for most models,
         smaller for some (EfficientViT-SAM l0-l2 read 512 px and answer in a 1024 frame)."""
