@@ -36,6 +36,14 @@ _VARIANT_NAMES = (
     "sam_hq_vit_l",
     "sam_hq_vit_h",
     "sam_hq_vit_tiny",
+    "sam2.1_hiera_tiny",
+    "sam2.1_hiera_small",
+    "sam2.1_hiera_base_plus",
+    "sam2.1_hiera_large",
+    "sam2_hiera_tiny",
+    "sam2_hiera_small",
+    "sam2_hiera_base_plus",
+    "sam2_hiera_large",
 )
 
 
