@@ -72,8 +72,11 @@ PROMPTS = {
 }
 
 
-def _same_answers(torch_pred: Predictor, onnx_pred: OnnxPredictor, **extra) -> None:
-    for name, prompt in PROMPTS.items():
+def _same_answers(
+    torch_pred: Predictor, onnx_pred: OnnxPredictor, names=tuple(PROMPTS), **extra
+) -> None:
+    for name in names:
+        prompt = PROMPTS[name]
         for multimask in (True, False):
             opts = dict(multimask_output=multimask, **prompt, **extra)
             want = torch_pred.predict(**opts)
@@ -133,10 +136,12 @@ def test_hq_decoder_matches_sam_hq_export_module(tmp_path, multimask, hq_only):
             assert max_rel_err(torch.from_numpy(a), b) < TOL, name
 
 
-def test_hq_pipeline_on_onnxruntime_matches_the_predictor(tmp_path):
-    """SAM-HQ on a TinyViT: the encoder file outputs the early map beside the embedding, the
-    every-token decoder file and the runtime give the Predictor's answers, hq_token_only too."""
-    model = seeded_model(SMALL_HQ_T)
+@pytest.mark.parametrize("config", [SMALL_HQ, SMALL_HQ_T], ids=["vit", "tinyvit"])
+def test_hq_pipeline_on_onnxruntime_matches_the_predictor(tmp_path, config):
+    """SAM-HQ on a ViT (the early map: the first global block's output) and on a TinyViT
+    (stage 1's): the encoder file outputs the early map beside the embedding, the every-token
+    decoder file and the runtime give the Predictor's answers, hq_token_only too."""
+    model = seeded_model(config)
     encoder, _ = export_pair(model, tmp_path)
     outputs = [o.name for o in ort.InferenceSession(str(encoder)).get_outputs()]
     assert outputs == ["image_embeddings", "interm_embeddings"]
@@ -148,8 +153,8 @@ def test_hq_pipeline_on_onnxruntime_matches_the_predictor(tmp_path):
     assert onnx_pred.is_hq
     want_early = torch_pred.get_early_features().numpy()
     assert max_rel_err(onnx_pred._early[0], want_early) < TOL  # 1×h×w×E of the stack
-    for hq_only in (False, True):
-        _same_answers(torch_pred, onnx_pred, hq_token_only=hq_only)
+    for hq_only in (False, True):  # two prompt kinds: each call upscales HQ masks to 1024
+        _same_answers(torch_pred, onnx_pred, ("box_and_point", "point"), hq_token_only=hq_only)
 
 
 @pytest.mark.parametrize("config", [SMALL_T, SMALL_EVIT], ids=["tinyvit", "efficientvit"])
