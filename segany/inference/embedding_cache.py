@@ -70,7 +70,9 @@ def model_identity(model: nn.Module) -> str:
     for name, tensor in sorted(model.state_dict().items()):
         t = tensor.detach().to("cpu").contiguous()
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        # flattened first: a 0-dim tensor (BatchNorm's num_batches_tracked, in TinyViT and
+        # EfficientViT) cannot be viewed as bytes; the bytes of the others are unchanged
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     identity = digest.hexdigest()
     _IDENTITY[model] = (version, identity)
     return identity
