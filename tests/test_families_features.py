@@ -1,0 +1,180 @@
+"""Each family through the features every model has (the README's families × features table
+names these tests): the ``segany segment`` command, the disk embedding cache, ZoomPredictor and
+RefinedPredictor, and one engine run (``segany engine run --executor serial``) with a
+non-SAM-1 family. Small seeded configs of each family, saved as the official packages save
+their checkpoints (a plain state dict), so every run also detects the family from the weights.
+
+The answers are compared with the library's own calls on the same weights (parity with each
+official package is tested in tests/test_modeling_<family>.py): identical masks and scores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import seeded_model
+from PIL import Image
+from test_export_families import SMALL_EVIT
+from test_modeling_hq import SMALL_HQ
+from test_modeling_tinyvit import SMALL_T
+
+from segany import MaskGenerator, Predictor, load_model
+from segany.config import SamConfig
+from segany.inference.embedding_cache import EmbeddingCache
+from segany.refine import RefinedPredictor, refine_logits
+from segany.zoom import ZoomPredictor
+
+ROOT = Path(__file__).resolve().parents[1]
+# SAM-HQ on a small ViT, MobileSAM's TinyViT (SAM's decoder), EfficientViT-SAM (512 px
+# encoder, 1024 frame)
+FAMILIES: dict[str, SamConfig] = {"sam_hq": SMALL_HQ, "mobilesam": SMALL_T}
+FAMILIES["efficientvit_sam"] = SMALL_EVIT
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+    yield
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("family_files")
+    out = {}
+    for name, config in FAMILIES.items():
+        out[name] = folder / f"{name}.pth"
+        torch.save(seeded_model(config).state_dict(), out[name])
+    return out
+
+
+def _photo(h: int = 90, w: int = 120, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    coarse = (rng.random((h // 12 + 2, w // 12 + 2, 3)) * 255).astype(np.uint8)
+    return np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC))
+
+
+def _segany(*args: object, check: int = 0) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "segany", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert proc.returncode == check, proc.stderr
+    return proc
+
+
+def test_each_file_is_detected_as_its_family(files):
+    for name, config in FAMILIES.items():
+        model = load_model(files[name])
+        assert model.config == dataclasses.replace(config, name="custom"), name
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_cli_segment(files, family, tmp_path):
+    """``segany segment IMAGE --model FILE --point X,Y``: the mask the Predictor gives."""
+    from segany.formats import read_mask_png
+
+    image = tmp_path / "photo.png"
+    Image.fromarray(_photo()).save(image)
+    _segany("segment", image, "--model", files[family], "--point", "60,40", "-o", tmp_path, "-q")
+    predictor = Predictor(load_model(files[family]))
+    predictor.set_image(_photo())
+    want = predictor.predict(point_coords=[[60.0, 40.0]], point_labels=[1], multimask_output=False)
+    got = read_mask_png(tmp_path / "photo_mask0.png")
+    np.testing.assert_array_equal(got, want.masks[0])
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_disk_embedding_cache(files, family, tmp_path):
+    """A second predictor (a second run) reads the embedding (and SAM-HQ's early map) from
+    the disk cache instead of encoding; the key names the weights, so another family's or
+    another seed's model does not hit it."""
+    model = load_model(files[family])
+    calls: list[int] = []  # any encoder layer run (SAM-HQ's path skips the module's forward)
+    hooks = [
+        m.register_forward_hook(lambda *a: calls.append(1)) for m in model.image_encoder.modules()
+    ]
+    image = _photo()
+    first = Predictor(model, cache=tmp_path)
+    first.set_image(image)
+    n = len(calls)
+    assert n >= 1
+    again = Predictor(model, cache=tmp_path)
+    again.set_image(image)
+    for hook in hooks:
+        hook.remove()
+    assert len(calls) == n  # not encoded again
+    assert torch.equal(first.get_image_embedding(), again.get_image_embedding())
+    if model.is_hq:
+        assert torch.equal(first.get_early_features(), again.get_early_features())
+    prompt = dict(point_coords=[[60.0, 40.0]], point_labels=[1])
+    a, b = first.predict(**prompt), again.predict(**prompt)
+    assert np.array_equal(a.logits, b.logits) and np.array_equal(a.scores, b.scores)
+    keys = {EmbeddingCache.key(image, load_model(files[f]), "fp32") for f in FAMILIES}
+    keys.add(EmbeddingCache.key(image, seeded_model(FAMILIES[family], seed=1), "fp32"))
+    assert len(keys) == len(FAMILIES) + 1
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_zoom_and_refine(files, family):
+    """ZoomPredictor: a zoomed box is the crop's answer put back; RefinedPredictor: the
+    model's logits refined, its scores kept."""
+    model = load_model(files[family])
+    image = _photo()
+    box = np.array([50.0, 30.0, 70.0, 45.0])
+    zoom = ZoomPredictor(Predictor(model, cache=False), margin=1.0)
+    zoom.set_image(image)
+    got = zoom.predict(box=box, multimask_output=False, return_logits=True)
+    x0, y0, x1, y1 = zoom.crop
+    plain = Predictor(model, cache=False)
+    plain.set_image(image[y0:y1, x0:x1])
+    want = plain.predict(box=box - [x0, y0, x0, y0], multimask_output=False, return_logits=True)
+    assert np.array_equal(got.masks[:, y0:y1, x0:x1], want.masks)
+    assert np.array_equal(got.scores, want.scores)
+    plain.set_image(image)
+    refined = RefinedPredictor(Predictor(model, cache=False), radius=3, eps=1e-3)
+    refined.set_image(image)
+    want = plain.predict(box=box, return_logits=True)
+    got = refined.predict(box=box)
+    assert got.masks.shape == want.masks.shape
+    assert np.array_equal(got.masks, refine_logits(image, want.masks, 3, 1e-3) > 0)
+    assert np.array_equal(got.scores, want.scores)
+
+
+def test_engine_run_with_sam_hq(files, tmp_path):
+    """``segany engine run --executor serial -m FILE`` with a SAM-HQ model: each image's
+    annotations are the MaskGenerator's for that model (the early map travels with the
+    embedding through the generator)."""
+    from engine_fixtures import MAX_PIXELS, documents, make_folder
+
+    from segany.formats import read_image, sa1b_document
+
+    collection = make_folder(tmp_path / "coll", 2)
+    out = tmp_path / "out"
+    opts = dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in opts.items()]
+    model_flags = ["--executor", "serial", "-m", files["sam_hq"], *flags]
+    model_flags += ["--max-pixels", MAX_PIXELS]  # big.png fails, as in the engine tests
+    _segany("engine", "run", collection, "-o", out, *model_flags, check=1)  # partial: 4 bad
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["annotated"] == 2 and summary["failed"] == 4
+    docs = documents(out)
+    gen = MaskGenerator.for_model(load_model(files["sam_hq"]), None, output_mode="coco_rle", **opts)
+    for image_path in sorted(collection.rglob("sa_*.jpg")):
+        image = read_image(image_path)
+        h, w = image.shape[:2]
+        want = sa1b_document(gen.generate(image), file_name=image_path.name, width=w, height=h)
+        got = docs[image_path.name]["annotations"]
+        assert got and got == json.loads(json.dumps(want.annotations)), image_path.name
