@@ -2,6 +2,13 @@
 // the ONNX export of the current model's decoder on the embedding the server computed.
 // Inputs and outputs follow the official web demo's interface (see segany.export.decoder);
 // the export keeps all 4 mask tokens: 0 is the single-mask output, 1-3 the multimask ones.
+//
+// An image larger than the encoder's input (a 24 MP photo: 6000×4000 against 1024×683) is not
+// decoded at its own size: the decoder is asked for its logits at the input size (its last
+// resize is then the identity) and the page makes the full-size mask of an output only when it
+// is used, with the same bilinear resize (half-pixel centres, as torch's align_corners=False)
+// the decoder would have made. A click then costs what it costs on a 1024-px image, and no
+// 4×H×W float output is held.
 
 /* global ort */
 
@@ -27,6 +34,8 @@ export class BrowserDecoder {
   async run(emb, prompt, multimask) {
     const [H, W] = emb.originalSize;
     const [ih, iw] = emb.inputSize;
+    const large = H * W > ih * iw;
+    const [oh, ow] = large ? [ih, iw] : [H, W]; // the size the decoder answers in
     const sx = iw / W; // the Predictor's resize-longest-side scale, per axis
     const sy = ih / H;
     const coords = [];
@@ -54,7 +63,7 @@ export class BrowserDecoder {
         1, 1, s, s,
       ]),
       has_mask_input: new ort.Tensor("float32", Float32Array.from([hasMask]), [1]),
-      orig_im_size: new ort.Tensor("float32", Float32Array.from([H, W]), [2]),
+      orig_im_size: new ort.Tensor("float32", Float32Array.from([oh, ow]), [2]),
     };
     const out = await this.session.run(feeds);
     const masks = out.masks.data;
@@ -62,10 +71,85 @@ export class BrowserDecoder {
     const low = out.low_res_masks.data;
     const picks = multimask ? [1, 2, 3] : [0];
     return picks.map((k) => {
+      const lowRes = low.slice(k * s * s, (k + 1) * s * s);
+      if (large) {
+        const logits = masks.slice(k * oh * ow, (k + 1) * oh * ow);
+        return new LazyOutput(logits, oh, ow, H, W, scores[k], lowRes);
+      }
       const mask = new Uint8Array(H * W);
       const offset = k * H * W;
       for (let i = 0; i < H * W; i++) mask[i] = masks[offset + i] > 0 ? 1 : 0;
-      return { mask, score: scores[k], lowRes: low.slice(k * s * s, (k + 1) * s * s) };
+      return { mask, score: scores[k], lowRes };
     });
   }
+}
+
+// An output whose full-size mask is made when first read.
+class LazyOutput {
+  constructor(logits, oh, ow, H, W, score, lowRes) {
+    Object.assign(this, { logits, oh, ow, H, W, score, lowRes });
+    this.full = null;
+  }
+
+  get mask() {
+    if (!this.full) this.full = upscaleMask(this.logits, this.oh, this.ow, this.H, this.W);
+    return this.full;
+  }
+}
+
+// Logits oh×ow -> mask H×W (1 where > 0): bilinear, half-pixel centres, sources clamped at 0
+// (torch.nn.functional.interpolate, mode "bilinear", align_corners=False). A blend of values
+// all ≤ 0 is ≤ 0, so only the rows and columns whose sources reach a positive logit are
+// computed: an object's box, not the whole photo.
+export function upscaleMask(logits, oh, ow, H, W) {
+  const out = new Uint8Array(H * W);
+  let ymin = oh;
+  let ymax = -1;
+  let xmin = ow;
+  let xmax = -1;
+  for (let y = 0; y < oh; y++) {
+    for (let x = 0; x < ow; x++) {
+      if (logits[y * ow + x] > 0) {
+        if (y < ymin) ymin = y;
+        if (y > ymax) ymax = y;
+        if (x < xmin) xmin = x;
+        if (x > xmax) xmax = x;
+      }
+    }
+  }
+  if (ymax < 0) return out;
+  const axis = (n, m) => {
+    const i0 = new Int32Array(n);
+    const i1 = new Int32Array(n);
+    const w = new Float64Array(n);
+    for (let i = 0; i < n; i++) {
+      const src = Math.max(0, (i + 0.5) * (m / n) - 0.5);
+      i0[i] = Math.min(Math.floor(src), m - 1);
+      i1[i] = Math.min(i0[i] + 1, m - 1);
+      w[i] = src - i0[i];
+    }
+    return [i0, i1, w];
+  };
+  const [y0, y1, wy] = axis(H, oh);
+  const [x0, x1, wx] = axis(W, ow);
+  let xa = 0;
+  while (xa < W && x1[xa] < xmin) xa++;
+  let xb = W - 1;
+  while (xb >= 0 && x0[xb] > xmax) xb--;
+  for (let y = 0; y < H; y++) {
+    if (y1[y] < ymin || y0[y] > ymax) continue;
+    const a = y0[y] * ow;
+    const b = y1[y] * ow;
+    const v = wy[y];
+    const row = y * W;
+    for (let x = xa; x <= xb; x++) {
+      const u = wx[x];
+      const l = x0[x];
+      const r = x1[x];
+      const t = logits[a + l] + (logits[a + r] - logits[a + l]) * u;
+      const d = logits[b + l] + (logits[b + r] - logits[b + l]) * u;
+      out[row + x] = t + (d - t) * v > 0 ? 1 : 0;
+    }
+  }
+  return out;
 }
