@@ -117,6 +117,12 @@ class Trainer:
             cast("EmbeddingCache", train_set).check(model)
         if config.rounds < 1 or config.batch_size < 1 or config.accumulate < 1:
             raise InputError("rounds, batch_size and accumulate must be at least 1")
+        if model.is_hq:  # its decoder also reads the encoder's early map, not passed here yet
+            raise InputError(
+                "training a SAM-HQ model is not supported yet (its decoder reads the encoder's "
+                "early feature map, which the trainer does not pass); fine-tune SAM, MobileSAM "
+                "or EfficientViT-SAM models"
+            )
         self.cfg = config
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
