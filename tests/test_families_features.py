@@ -153,10 +153,11 @@ def test_zoom_and_refine(files, family):
     assert np.array_equal(got.scores, want.scores)
 
 
-def test_engine_run_with_sam_hq(files, tmp_path):
-    """``segany engine run --executor serial -m FILE`` with a SAM-HQ model: each image's
-    annotations are the MaskGenerator's for that model (the early map travels with the
-    embedding through the generator)."""
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_engine_run(files, family, tmp_path):
+    """``segany engine run --executor serial -m FILE``: each image's annotations are the
+    MaskGenerator's for that model (SAM-HQ: the early map travels with the embedding): the
+    same masks, boxes and points in the same order, scores within 1e-4."""
     from engine_fixtures import MAX_PIXELS, documents, make_folder
 
     from segany.formats import read_image, sa1b_document
@@ -165,19 +166,26 @@ def test_engine_run_with_sam_hq(files, tmp_path):
     out = tmp_path / "out"
     opts = dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in opts.items()]
-    model_flags = ["--executor", "serial", "-m", files["sam_hq"], *flags]
+    model_flags = ["--executor", "serial", "-m", files[family], *flags]
     model_flags += ["--max-pixels", MAX_PIXELS]  # big.png fails, as in the engine tests
     _segany("engine", "run", collection, "-o", out, *model_flags, check=1)  # partial: 4 bad
     summary = json.loads((out / "summary.json").read_text())
     assert summary["annotated"] == 2 and summary["failed"] == 4
     docs = documents(out)
-    gen = MaskGenerator.for_model(load_model(files["sam_hq"]), None, output_mode="coco_rle", **opts)
+    gen = MaskGenerator.for_model(load_model(files[family]), None, output_mode="coco_rle", **opts)
     for image_path in sorted(collection.rglob("sa_*.jpg")):
         image = read_image(image_path)
         h, w = image.shape[:2]
         want = sa1b_document(gen.generate(image), file_name=image_path.name, width=w, height=h)
         got = docs[image_path.name]["annotations"]
-        assert got and got == json.loads(json.dumps(want.annotations)), image_path.name
+        want_rows = json.loads(json.dumps(want.annotations))
+        assert len(got) == len(want_rows) > 0
+        for a, b in zip(got, want_rows, strict=True):  # in the same order
+            scores = ("predicted_iou", "stability_score")
+            diff = {k: (a[k], b[k]) for k in a if a[k] != b[k] and k not in scores}
+            assert not diff, {k: str(v)[:300] for k, v in diff.items()}
+            for key in scores:  # the worker's rounding may differ in the last bits
+                assert abs(a[key] - b[key]) < 1e-4, key  # seen: 3e-8 (EfficientViT)
 
 
 # The training tests' sizes (tests/helpers.py TRAIN_SMALL: 64 px, 8×8 embedding) with an
@@ -264,7 +272,7 @@ def test_train_and_distill_efficientvit(tmp_path):
                 strict=True,
                 reason="the app keeps the embedding without SAM-HQ's early map "
                 "(server/modelhub.py ModelHub.embedding builds ImageEmbedding without early=), "
-                "so its decode answers 400; the server's owner is told",
+                "so its decode answers 400 (reported for the server)",
             ),
         ),
     ],
