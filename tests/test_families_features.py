@@ -297,3 +297,18 @@ def test_app_decode(files, family, tmp_path):
     for rle, mask in zip(out["masks"], want.masks, strict=True):
         assert (decode_rle(rle) != mask).sum() <= 2  # float noise at the 0 threshold only
     np.testing.assert_allclose(out["scores"], want.scores, atol=1e-4)
+
+
+def test_the_readme_table_names_tests_that_exist():
+    """Every test the README's families × features table names is defined in the file it
+    names (or, without a file, in some test file)."""
+    import re
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("### Model families × features") : text.index("## Documentation")]
+    named = set(re.findall(r"`(?:([a-z_]+)::)?(test_[a-z0-9_]+)`", section))
+    assert len(named) >= 30
+    sources = {p.stem: p.read_text(encoding="utf-8") for p in (ROOT / "tests").glob("test_*.py")}
+    for module, name in named:
+        where = [module] if module else list(sources)
+        assert any(f"def {name}(" in sources.get(m, "") for m in where), (module, name)
