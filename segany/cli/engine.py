@@ -224,7 +224,8 @@ def run_plan(args: argparse.Namespace) -> int:
         load = s["load_average"][0] if s["load_average"] else "?"
         console.info(
             f"sample: {s['annotated']} of {s['images']} image(s) annotated in "
-            f"{s['wall_seconds']} s: {s['seconds_per_image']} s/image (after the first), "
+            f"{s['wall_seconds']} s by {s['workers']} worker(s) at once: "
+            f"{s['seconds_per_image']} s/image, "
             f"{s['masks_per_image']} masks/image; model load {s['load_seconds']} s; peak "
             f"memory {fmt_bytes(s['peak_memory'])} per worker (load average {load})"
         )

@@ -4,15 +4,16 @@
 already holds (finished shards, staged images, whether its settings match: nothing is written
 there), sizes the workers as the run would (``sizing``: this machine, or the nodes of the Ray
 cluster at ``config.address``), and measures the model on a few of the images left to do, in
-a worker process like the run's: load time, seconds per image, masks per image and the
+worker processes like the run's, as many at once as the run has here (so they share the cores
+and memory bandwidth as the run's will): load time, seconds per image, masks per image and a
 worker's peak memory. From those it estimates the run's time and, for a target, the workers
 (and machines like the sizing's) it would take.
 
 Assumptions, stated with the figures: the sample's images are like the rest (taken evenly
-spread over the images to do); the first sampled image, which pays the model's warm-up, is
-left out of the mean when there are others; workers run at the sample's speed (measured on
-this machine, with the run's threads per worker, under this machine's load at the time); on a
-cluster, nodes unlike this machine take other times.
+spread over the images to do); each worker's first image, which pays the model's warm-up, is
+in the mean, so a small sample reads a little slow; workers run at the sample's speed
+(measured on this machine, with the run's threads per worker, under this machine's load at the
+time, which the figures carry); on a cluster, nodes unlike this machine take other times.
 """
 
 from __future__ import annotations
@@ -93,14 +94,16 @@ def _nodes(config: EngineConfig) -> list[NodeResources]:
         return ray_resources(ray)
 
 
-def _measure(config: EngineConfig, layout: Layout, picks: list[int], threads: int) -> list[dict]:
+def _measure(
+    config: EngineConfig, layout: Layout, picks: list[int], threads: int, workers: int
+) -> list[dict]:
     from segany.engine.local import LocalExecutor
 
     results: list[dict[str, Any]] = []
     existing = _existing_index(config.existing) if config.mode == "semi" else None
     tasks = _tasks(layout, picks, config.mode, existing, results.append)
     spec = replace(config.spec, threads=threads)
-    LocalExecutor(spec, 1, factory=SampleWorker).run(tasks, results.append)
+    LocalExecutor(spec, workers, factory=SampleWorker).run(tasks, results.append)
     return results
 
 
@@ -168,8 +171,12 @@ def plan_run(
         return plan
     picks = _spread(todo or list(range(1, len(items) + 1)), sample)
     started = time.perf_counter()
-    results = _measure(config, layout, picks, sizing.threads)
+    # As many workers at once as the run puts on this machine (at most one per sampled image)
+    here = int(local_resources().cpus // sizing.threads)
+    at_once = max(1, min(len(picks), sizing.workers, here))
+    results = _measure(config, layout, picks, sizing.threads, at_once)
     plan["sample"] = _sample_figures(results, picks, time.perf_counter() - started)
+    plan["sample"]["workers"] = at_once
     per_image = plan["sample"].get("seconds_per_image")
     if not per_image:
         return plan
@@ -203,14 +210,13 @@ def _sample_figures(results: list[dict[str, Any]], picks: list[int], wall: float
     ok = [by_index[i] for i in picks if i in by_index and by_index[i].get("ok")]
     failed = [by_index[i] for i in picks if i in by_index and not by_index[i].get("ok")]
     timed = [r["seconds"] for r in ok]
-    steady = timed[1:] if len(timed) > 1 else timed  # the first pays the warm-up
     figures: dict[str, Any] = {
         "images": len(picks),
         "picked": list(picks),  # their positions in the run (1-based: the SA-1B image ids)
         "annotated": len(ok),
         "failed": [f"{r['key']}: {r.get('reason', '')}" for r in failed],
         "seconds": [round(t, 3) for t in timed],
-        "seconds_per_image": round(sum(steady) / len(steady), 3) if steady else None,
+        "seconds_per_image": round(sum(timed) / len(timed), 3) if timed else None,
         "masks_per_image": round(sum(r["masks"] for r in ok) / len(ok), 1) if ok else None,
         "load_seconds": max((r.get("load_seconds", 0.0) for r in ok + failed), default=0.0),
         "peak_memory": max((r.get("peak_rss", 0) for r in ok), default=0),
