@@ -10,10 +10,11 @@ the long side) into a fresh output folder. Two figures per run:
 - ``steady img/h``: the images after each worker's first / the time from the moment every
   worker has delivered once to the last result: the rate a long run settles at (needs more
   images than workers; nan otherwise).
-Ray is started once (``num_cpus`` = the machine's cores) before its runs; its start is in
-neither figure. The vit_b weights are random (seeded) and saved to a temporary file: the
-throughput does not depend on the values, and no download is needed. Speeds on a shared
-machine vary with the other load: the load average is printed with the results.
+Ray is started once (``num_cpus`` = the machine's cores, listening on 127.0.0.1 only) before
+its runs; its start is in neither figure. The vit_b weights are random (seeded) and saved to a
+temporary file: the throughput does not depend on the values, and no download is needed.
+Speeds on a shared machine vary with the other load: the load average is printed with the
+results.
 """
 
 from __future__ import annotations
@@ -94,7 +95,15 @@ def main() -> None:
     if "ray" in executors:
         import ray
 
-        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+        from segany.engine.raysession import loopback_only
+
+        with loopback_only():  # on 127.0.0.1 only, as the engine's own Ray
+            ray.init(
+                address="local",
+                num_cpus=os.cpu_count() or 1,
+                include_dashboard=False,
+                log_to_driver=False,
+            )
     for name in args.models.split(","):
         count = args.images if name == "tiny" else args.vit_b_images
         sources = tmp / f"images_{name}"
