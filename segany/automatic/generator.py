@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from segany import masks as M
+from segany.automatic.sam2_decode import decode_crop_sam2
 from segany.automatic.select import (
     CropMasks,
     MaskCandidates,
@@ -56,6 +57,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "min_mask_region_area": 100,
         "max_area_fraction": 0.95,
     },
+    # Object proposals (the paper's §7.3, scored by AR@1000): recall over precision, so looser
+    # quality cuts and an NMS that keeps overlapping candidates. Chosen with the bundled model
+    # on 12 synthetic 384-px scenes (AR@1000 0.399 with its own thresholds; 0.517 with IoU 0.5,
+    # stability 0.8, NMS 0.8; 0.526 with NMS 0.9; a 64×64 grid: 0.521 at 2.7× the time) and
+    # checked on 12 held-out ones (docs/tasks.md). The paper's own modifications (its appendix)
+    # are not reproduced here.
+    "proposals": {
+        "pred_iou_thresh": 0.5,
+        "stability_score_thresh": 0.8,
+        "box_nms_thresh": 0.9,
+    },
 }
 
 _UPSCALE_BYTES = 256 * 2**20  # masks upscaled at once, sized as float logits (bounds peak memory)
@@ -78,6 +90,11 @@ class MaskGenerator:
     cache: the on-disk embedding cache (``Predictor``'s: a folder, None for ``$SEGANY_CACHE``,
     False for none); with a Predictor given, its own settings apply.
     compile: run the image encoder through ``torch.compile`` (``Predictor``'s; off by default).
+
+    SAM 2 models decode as ``SAM2AutomaticMaskGenerator`` does (``segany.automatic.sam2_decode``)
+    with its defaults (pred_iou_thresh 0.8 where SAM 1's is 0.88) and its two options:
+    use_m2m (refine each mask once from its own low-res logits) and multimask_output (False:
+    one mask per point, the stable single one or its fallback).
     """
 
     decode_chunk = 2  # prompts per decoder pass on the CPU (see _decode_points)
@@ -87,7 +104,7 @@ class MaskGenerator:
         model: Sam | Predictor,
         points_per_side: int | None = 32,
         points_per_batch: int = 64,
-        pred_iou_thresh: float = 0.88,
+        pred_iou_thresh: float | None = None,
         stability_score_thresh: float = 0.95,
         stability_score_offset: float = 1.0,
         box_nms_thresh: float = 0.7,
@@ -103,6 +120,8 @@ class MaskGenerator:
         precision: str | None = None,
         cache: Any = None,
         compile: bool = False,
+        use_m2m: bool = False,
+        multimask_output: bool = True,
     ) -> None:
         if isinstance(model, Predictor):
             if precision is not None and precision not in ("auto", model.precision):
@@ -118,6 +137,15 @@ class MaskGenerator:
                 model, precision=precision or "fp32", cache=cache, compile=compile
             )
         self.model: Sam = self.predictor.model
+        if pred_iou_thresh is None:  # each official generator's default
+            pred_iou_thresh = 0.8 if self.model.is_sam2 else 0.88
+        if not self.model.is_sam2 and (use_m2m or not multimask_output):
+            raise InputError(
+                "use_m2m and multimask_output=False are SAM 2's generator options; this model "
+                "is not a SAM 2 model"
+            )
+        self.use_m2m = bool(use_m2m)
+        self.multimask_output = bool(multimask_output)
         # Bounds first: the grids and crops below are sized by these numbers.
         check_int("crop_n_layers", crop_n_layers, 0, MAX_CROP_LAYERS)
         check_int(
@@ -407,6 +435,19 @@ class MaskGenerator:
         model = self.model
         assert enc.original_size is not None and enc.input_size is not None  # an image is set
         crop_h, crop_w = enc.original_size
+        if model.is_sam2:
+            return decode_crop_sam2(
+                enc,
+                self.point_grids[layer] * np.array([[crop_w, crop_h]]),
+                box,
+                image_hw,
+                points_per_batch=self.points_per_batch,
+                pred_iou_thresh=cut.pred_iou_thresh,
+                stability_score_thresh=cut.stability_score_thresh,
+                stability_score_offset=self.stability_score_offset,
+                use_m2m=self.use_m2m,
+                multimask_output=self.multimask_output,
+            )
         input_size = enc.input_size
         dev = enc.device
         points = self.point_grids[layer] * np.array([[crop_w, crop_h]])  # N×2 XY, crop pixels
