@@ -16,6 +16,9 @@ Protocols:
   ``--refine`` snaps every prompted mask to the image's edges (``segany.refine``).
 - auto: generated masks scored by predicted IoU; average recall over IoU 0.50:0.95 (AR@100,
   AR@1000, by object size), computed with pycocotools.
+- proposals: the paper's object proposals (§7.3): the same recall, at 1000 proposals per image
+  by object size, of a generator started from the ``proposals`` preset
+  (``segany.automatic.PRESETS``: tuned for recall); the generator flags below override it.
 - instances: the paper's zero-shot instance segmentation (§7.3): a detector's boxes
   (``--detections``, COCO results JSON whose image ids are DATASET's) prompt the model, one
   mask per box, and COCO mask AP (AP, AP50, AP75, by size) scores them against DATASET (a COCO
@@ -58,7 +61,7 @@ from segany.errors import InputError
 
 ZOOM_MARGIN = 2.0  # segany.zoom.DEFAULT_MARGIN (not imported here: it would import torch)
 
-PROTOCOLS = ("point", "clicks", "box", "auto", "instances", "all")
+PROTOCOLS = ("point", "clicks", "box", "auto", "proposals", "instances", "all")
 PROMPTED = ("point", "clicks", "box")
 
 
@@ -202,7 +205,8 @@ def run(args: argparse.Namespace) -> int:
     prompted_with = refined_from_args(prompted_with, args)  # --refine, after any zoom
     progress = not console.quiet and sys.stderr.isatty()
     common = _given(args, ("seed", "bootstrap"))
-    protocols = PROTOCOLS[:4] if args.protocol == "all" else (args.protocol,)
+    protocols = PROTOCOLS[:4] if args.protocol == "all" else (args.protocol,)  # all: not
+    # proposals (auto's recall with other settings) nor instances (it needs --detections)
     results: dict[str, Any] = {}
     prompted = tuple(p for p in protocols if p in PROMPTED)
     if prompted:
@@ -227,6 +231,17 @@ def run(args: argparse.Namespace) -> int:
         generator = MaskGenerator.for_model(predictor, **_given(args, _GENERATOR_OPTIONS))
         console.info("running auto (automatic masks)")
         results["auto"] = evaluate_auto(
+            generator, dataset, progress=progress, **common | _given(args, ("max_dets",))
+        )
+    if "proposals" in protocols:
+        from segany.automatic import MaskGenerator
+        from segany.evaluate import evaluate_proposals
+
+        generator = MaskGenerator.for_model(
+            predictor, "proposals", **_given(args, _GENERATOR_OPTIONS)
+        )
+        console.info("running proposals (automatic masks with the proposals preset)")
+        results["proposals"] = evaluate_proposals(
             generator, dataset, progress=progress, **common | _given(args, ("max_dets",))
         )
 

@@ -5,7 +5,7 @@ result = evaluate_points(predictor, open_dataset("instances_val.json"))
 result.miou, result.metrics["oracle_miou"]
 """
 
-from segany.evaluate.auto import evaluate_auto
+from segany.evaluate.auto import evaluate_auto, evaluate_proposals
 from segany.evaluate.datasets import (
     CocoDataset,
     EvalDataset,
@@ -51,6 +51,7 @@ __all__ = [
     "evaluate_clicks",
     "evaluate_points",
     "evaluate_prompts",
+    "evaluate_proposals",
     "format_comparison",
     "format_table",
     "jitter_box",

@@ -12,6 +12,7 @@ import contextlib
 import io
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -25,6 +26,7 @@ from segany.evaluate.results import DEFAULT_BOOTSTRAP, Estimate, EvalResult, est
 from segany.masks import encode_rle
 
 MAX_DETS = (100, 1000)
+PROPOSAL_DETS = (1000,)  # the paper's object proposals report AR@1000
 AREA_RANGES = {  # COCO's object sizes, in pixels
     "all": (0.0, 1e10),
     "small": (0.0, 32.0**2),
@@ -224,3 +226,22 @@ def _best_ious(gts: list[dict], dts: list[dict], budget: int) -> dict[int, float
         for j, ann in enumerate(g):
             best[ann["id"]] = float(np.max(ious[:, j]))
     return best
+
+
+def evaluate_proposals(
+    generator: GeneratorLike,
+    dataset: Sequence[Sample],
+    *,
+    max_dets: Sequence[int] = PROPOSAL_DETS,
+    seed: int = 0,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    progress: bool = False,
+) -> EvalResult:
+    """The paper's object proposals (§7.3): ``evaluate_auto``'s class-agnostic average recall,
+    reported at 1000 proposals per image by object size ("ar@1000", "ar@1000:small|medium|
+    large"), for a generator made for recall (``MaskGenerator.from_preset("proposals", ...)``).
+    """
+    result = evaluate_auto(
+        generator, dataset, max_dets=max_dets, seed=seed, bootstrap=bootstrap, progress=progress
+    )
+    return replace(result, protocol="proposals")
