@@ -149,6 +149,7 @@ def test_inside_one_tile_equals_the_predictor_on_that_tile(scene, model, tiled):
     np.testing.assert_array_equal(got.logits, want.logits)
 
 
+@pytest.mark.slow  # ~5 encoder passes (tiles, grown frames): 7 s idle, 42 s at load 10
 def test_a_prompt_across_a_seam_gives_one_whole_mask(scene, model, tiled):
     image, _, seam = scene
     cx, cy, r = SEAM

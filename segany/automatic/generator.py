@@ -304,6 +304,7 @@ class MaskGenerator:
                 )
         return select(candidates, sel)
 
+    @torch.inference_mode()
     def candidates_in_crops(
         self,
         image: ImageLike,

@@ -166,7 +166,10 @@ class TiledPredictor(PredictorLike):
                 self._embeddings.popitem(last=False)
             return
         self._embeddings.move_to_end(frame)
-        self.predictor.set_embedding(emb)
+        p = self.predictor
+        if p.is_image_set and p.get_image_embedding() is emb.features:
+            return  # already current: keep its decoder state
+        p.set_embedding(emb)
 
     # ----- routing -------------------------------------------------------------------------
     def route(self, region: ArrayLike) -> Frame:
