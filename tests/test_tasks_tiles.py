@@ -264,3 +264,75 @@ def test_tiled_masks_are_whole_and_found_once(model):
     )
     ious = box_iou(boxes.float(), boxes.float()) - torch.eye(len(boxes))
     assert float(ious.max()) <= generator.crop_nms_thresh + 1e-6
+
+
+# ----- images read by region -------------------------------------------------------------------
+class Regions:
+    """An H×W×3 uint8 array-like that records the regions read from it."""
+
+    def __init__(self, array):
+        self.array = array
+        self.shape = array.shape
+        self.dtype = array.dtype
+        self.reads = []
+
+    def __getitem__(self, key):
+        rows, cols = key
+        self.reads.append((cols.start, rows.start, cols.stop, rows.stop))
+        return self.array[key]
+
+
+@pytest.fixture(scope="module")
+def tiny_predictor():
+    return Predictor(tiny_model(), cache=False)  # 128-px input: fast tiles
+
+
+def test_an_image_read_by_region_reads_only_the_tiles_it_needs(tiny_predictor):
+    array = _image(400, 600, seed=5)
+    regions = Regions(array)
+    lazy = TiledPredictor(tiny_predictor, tile=128, overlap=32)
+    lazy.set_image(regions)
+    assert regions.reads == [] and lazy.image_size == (400, 600)
+    box = np.array([300.0, 150.0, 340.0, 190.0])
+    got = lazy.predict(box=box, multimask_output=False)
+    # one read per frame encoded: the routed tile first, then any frame a mask grew into (the
+    # random tiny model's masks are large)
+    assert len(regions.reads) == lazy.encoded >= 1
+    assert regions.reads[0] == lazy.route(box) and regions.reads[-1] == lazy.last_frame
+    x0, y0, x1, y1 = regions.reads[0]
+    assert (x1 - x0, y1 - y0) == (128, 128)
+    whole = TiledPredictor(tiny_predictor, tile=128, overlap=32)
+    whole.set_image(array)
+    want = whole.predict(box=box, multimask_output=False)
+    np.testing.assert_array_equal(got.masks, want.masks)
+    np.testing.assert_array_equal(got.scores, want.scores)
+
+
+def test_a_memory_mapped_tiff_is_read_by_region(tmp_path, tiny_predictor):
+    tifffile = pytest.importorskip("tifffile")  # (scikit-image's dependency, in the dev extra)
+    array = _image(300, 500, seed=6)
+    tifffile.imwrite(tmp_path / "big.tif", array)  # uncompressed: memory-mappable
+    mapped = tifffile.memmap(tmp_path / "big.tif")
+    assert isinstance(mapped, np.memmap)
+    tp = TiledPredictor(tiny_predictor, tile=128, overlap=32)
+    tp.set_image(mapped)
+    got = tp.predict(point_coords=[[250, 140]], point_labels=[1])
+    ref = TiledPredictor(tiny_predictor, tile=128, overlap=32)
+    ref.set_image(array)
+    np.testing.assert_array_equal(
+        got.masks, ref.predict(point_coords=[[250, 140]], point_labels=[1]).masks
+    )
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [
+        (np.zeros((40, 50, 3), np.float32), "must be H×W×3 \\(or ×4\\) uint8"),
+        (np.zeros((40, 50), np.uint8), "must be H×W×3"),
+        (np.zeros((1, 2**16, 3), np.uint8), "pixels"),
+    ],
+)
+def test_bad_region_sources_are_refused(array, message, tiny_predictor):
+    tp = TiledPredictor(tiny_predictor, tile=128, overlap=32)
+    with pytest.raises(InputError, match=message):
+        tp.set_image(Regions(array))

@@ -36,6 +36,7 @@ from segany.inference.embedding_cache import ImageEmbedding
 from segany.inference.prediction import Prediction
 from segany.inference.predictor import Predictor, as_model
 from segany.inference.protocol import PredictorLike
+from segany.limits import check_size_pair
 from segany.prompts import check_prompts
 
 __all__ = ["TiledPredictor", "generate_tiled", "tile_frames"]
@@ -70,6 +71,16 @@ def tile_frames(size: tuple[int, int], tile: int, overlap: int) -> list[Frame]:
         return [round(i * (length - tile) / (n - 1)) for i in range(n)]
 
     return [(x, y, min(w, x + tile), min(h, y + tile)) for y in starts(h) for x in starts(w)]
+
+
+def _by_region(image: Any) -> bool:
+    """Whether ``image`` is read a tile at a time: a memory map, or an array-like that is not
+    a numpy array (zarr, dask, h5py); a plain array, a PIL image or a path is read whole."""
+    if isinstance(image, np.memmap):
+        return True
+    if isinstance(image, np.ndarray) or not hasattr(image, "shape") or hasattr(image, "detach"):
+        return False  # (a torch tensor is read whole, as the Predictor reads it)
+    return hasattr(image, "dtype") and hasattr(image, "__getitem__") and not hasattr(image, "mode")
 
 
 def _margin(frame: Frame, region: np.ndarray, size: tuple[int, int]) -> float:
@@ -121,7 +132,9 @@ class TiledPredictor(PredictorLike):
         if tiles_kept < 1:
             raise InputError(f"tiles_kept must be at least 1, got {tiles_kept}")
         self.tiles_kept = int(tiles_kept)
-        self._rgb: np.ndarray | None = None
+        self._source: Any = None  # an H×W×3 array, or an array-like read by region
+        self._format = "RGB"
+        self._size = (0, 0)
         self.frames: list[Frame] = []
         self._embeddings: OrderedDict[Frame, ImageEmbedding] = OrderedDict()
         self.encoded = 0  # frames encoded since set_image (a count for tests and reports)
@@ -129,12 +142,29 @@ class TiledPredictor(PredictorLike):
         self._last_logits: np.ndarray | None = None
 
     # ----- image ---------------------------------------------------------------------------
-    def set_image(self, image: ImageLike, image_format: str = "RGB") -> None:
-        """Take ``image`` (H×W×3 uint8 RGB or what ``Predictor`` takes); nothing is encoded
-        until a prompt needs a tile."""
-        rgb = to_rgb_uint8(image, image_format)
-        self._rgb = rgb
-        self.frames = tile_frames(rgb.shape[:2], self.tile, self.overlap)
+    def set_image(self, image: ImageLike | Any, image_format: str = "RGB") -> None:
+        """Take ``image``: H×W×3 uint8 RGB or what ``Predictor`` takes, or an array read by
+        region (a ``numpy.memmap``, e.g. ``tifffile.memmap`` of an uncompressed TIFF, or any
+        H×W×3 uint8 array-like with ``shape``, ``dtype`` and 2-D slicing, such as a zarr array):
+        only the tiles that prompts need are then read. Nothing is encoded until a prompt needs
+        a tile."""
+        if _by_region(image):
+            shape = tuple(int(v) for v in image.shape)
+            if len(shape) != 3 or shape[2] not in (3, 4) or np.dtype(image.dtype) != np.uint8:
+                raise InputError(
+                    f"an image read by region must be H×W×3 (or ×4) uint8, got shape {shape} "
+                    f"and dtype {image.dtype}"
+                )
+            check_size_pair(shape[:2], what="image")
+            self._source = image
+            self._format = image_format
+            size: tuple[int, int] = (shape[0], shape[1])
+        else:
+            self._source = to_rgb_uint8(image, image_format)
+            self._format = "RGB"
+            size = self._source.shape[:2]
+        self._size = size
+        self.frames = tile_frames(size, self.tile, self.overlap)
         self._embeddings.clear()
         self.encoded = 0
         self.last_frame = None
@@ -142,20 +172,21 @@ class TiledPredictor(PredictorLike):
 
     @property
     def image_size(self) -> tuple[int, int]:
-        return self._require_image().shape[:2]  # type: ignore[return-value]
-
-    def _require_image(self) -> np.ndarray:
-        if self._rgb is None:
+        if self._source is None:
             raise InputError("no image is set: call set_image(...) before predicting")
-        return self._rgb
+        return self._size
+
+    def read(self, frame: Frame) -> np.ndarray:
+        """The pixels of ``frame`` (XYXY) as h×w×3 uint8 RGB."""
+        self.image_size  # noqa: B018 - raises when no image is set
+        x0, y0, x1, y1 = frame
+        return to_rgb_uint8(np.asarray(self._source[y0:y1, x0:x1]), self._format)
 
     def _use(self, frame: Frame) -> None:
         """Make ``frame``'s embedding the predictor's current image (encoding it if needed)."""
         emb = self._embeddings.get(frame)
         if emb is None:
-            rgb = self._require_image()
-            x0, y0, x1, y1 = frame
-            self.predictor.set_image(rgb[y0:y1, x0:x1])
+            self.predictor.set_image(self.read(frame))
             self.encoded += 1
             p = self.predictor
             assert p.original_size is not None and p.input_size is not None
@@ -267,10 +298,10 @@ class TiledPredictor(PredictorLike):
         else:
             frame = self.route(region)
         seen = {frame}
-        for _ in range(MAX_GROWTH + 1):
+        for step in range(MAX_GROWTH + 1):
             out = self._on_frame(frame, coords, labels, box, mask_input, multimask, return_logits)
-            if mask_input is not None:
-                break  # the logits belong to this frame; it cannot change under them
+            if mask_input is not None or step == MAX_GROWTH:
+                break  # (mask_input: the logits belong to this frame; it cannot change under them)
             binary = out.masks > 0 if return_logits else out.masks
             grown = self._grown(frame, binary, region, size)
             if grown is None or grown in seen:
