@@ -178,7 +178,8 @@ class TiledPredictor(PredictorLike):
 
     def read(self, frame: Frame) -> np.ndarray:
         """The pixels of ``frame`` (XYXY) as h×w×3 uint8 RGB."""
-        self.image_size  # noqa: B018 - raises when no image is set
+        if self._source is None:
+            raise InputError("no image is set: call set_image(...) before predicting")
         x0, y0, x1, y1 = frame
         return to_rgb_uint8(np.asarray(self._source[y0:y1, x0:x1]), self._format)
 
