@@ -137,3 +137,13 @@ def test_tile_options_that_do_not_fit_are_refused(files, argv, message, capsys):
     assert _run(files, *argv) in (2, 3)
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert message in err
+
+
+def test_a_corrupt_tiff_is_one_clear_line(files, capsys):
+    bad = files["root"] / "corrupt.tif"
+    bad.write_bytes(b"II*\x00" + bytes(range(256)) * 2)  # a TIFF header, then garbage
+    out = files["root"] / "corrupt_out"
+    assert _run(files, "segment", bad, "--box", "1,1,9,9", "--tile", "-o", out) == 3
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("segany: error:") and "corrupt.tif" in err
+    assert not list(out.glob("corrupt*"))  # nothing written for it
