@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from segany.errors import InputError
+from segany.modeling.families import family_of_module
 from segany.train import prompts
 from segany.train.checkpointing import (
     load_train_state,
@@ -117,11 +118,10 @@ class Trainer:
             cast("EmbeddingCache", train_set).check(model)
         if config.rounds < 1 or config.batch_size < 1 or config.accumulate < 1:
             raise InputError("rounds, batch_size and accumulate must be at least 1")
-        if model.is_hq:  # its decoder also reads the encoder's early map, not passed here yet
+        if model.is_hq and self.cached:  # its decoder also reads the encoder's early map
             raise InputError(
-                "training a SAM-HQ model is not supported yet (its decoder reads the encoder's "
-                "early feature map, which the trainer does not pass); fine-tune SAM, MobileSAM "
-                "or EfficientViT-SAM models"
+                "cached embeddings hold no early feature map, which a SAM-HQ model's decoder "
+                "reads: train it from images"
             )
         self.cfg = config
         self.device = resolve_device(config.device)
@@ -200,9 +200,13 @@ class Trainer:
         gt: torch.Tensor,
         input_size: tuple[int, int],
         gen: torch.Generator,
+        early: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Simulated interaction on one image: embedding 1×C×h×w, gt M×S×S bool."""
+        """Simulated interaction on one image: embedding 1×C×h×w, gt M×S×S bool; SAM-HQ
+        models: ``early`` 1×h×w×E, the encoder's early map (the answer is SAM's mask plus the
+        HQ mask, one per prompt, as the model gives it)."""
         cfg, m = self.cfg, self.model
+        hq_args: dict[str, Any] = {} if early is None else {"interm_embeddings": [early]}
         n, s = gt.shape[0], self.image_size
         valid = torch.zeros(1, s, s, dtype=torch.bool, device=gt.device)
         valid[:, : input_size[0], : input_size[1]] = True
@@ -246,6 +250,7 @@ class Trainer:
                         sparse_prompt_embeddings=sparse,
                         dense_prompt_embeddings=dense,
                         multimask_output=multimask,
+                        **hq_args,
                     )
                 logits = F.interpolate(low.float(), (s, s), mode="bilinear", align_corners=False)
                 if r in grad_set:  # a round without gradients only feeds the next one
@@ -267,20 +272,28 @@ class Trainer:
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss of one micro-batch: images B×3×S×S (or cached embeddings B×C×h×w), masks per
         image M_i×S×S."""
+        early = None
         if self.cached:
             emb = images.to(self.device)
         else:
             images = images.to(self.device)
             with torch.set_grad_enabled(not self._encoder_frozen and torch.is_grad_enabled()):
                 with self._autocast():
-                    emb = self.model.image_encoder(self.model.encoder_input(images))
+                    x = self.model.encoder_input(images)
+                    if self.model.is_hq:  # and the early map SAM-HQ's decoder reads
+                        family = family_of_module(self.model.image_encoder)
+                        assert family is not None  # SAM-HQ models are built from a family
+                        emb, early = family.forward_with_early(self.model.image_encoder, x)
+                    else:
+                        emb = self.model.image_encoder(x)
         count = sum(int(mk.shape[0]) for mk in masks)
         total = emb.new_zeros(()).float()
         parts = {"focal": 0.0, "dice": 0.0, "iou_mse": 0.0}
         for i, gt in enumerate(masks):
             if gt.shape[0] == 0:
                 continue
-            loss, p = self._rounds_loss(emb[i : i + 1], gt.to(self.device), sizes[i], gen)
+            one = None if early is None else early[i : i + 1]
+            loss, p = self._rounds_loss(emb[i : i + 1], gt.to(self.device), sizes[i], gen, one)
             w = gt.shape[0] / count
             total = total + loss * w
             for key in parts:
