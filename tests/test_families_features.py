@@ -217,10 +217,9 @@ def _train_evit() -> SamConfig:
 def test_train_and_distill_efficientvit(tmp_path):
     """``segany distill``'s recipe with an EfficientViT student of a ViT teacher (its
     embeddings approach the teacher's), then the trainer fine-tunes it (encoder weights and
-    BatchNorm statistics move); a SAM-HQ model is refused by name (not supported yet)."""
+    BatchNorm statistics move)."""
     from helpers import TRAIN_SMALL
 
-    from segany.errors import InputError
     from segany.models import build_sam
     from segany.train.datasets import SA1BDataset
     from segany.train.distill import DistillConfig, distill_encoder, embedding_mse
@@ -256,9 +255,6 @@ def test_train_and_distill_efficientvit(tmp_path):
     ]
     assert any(k.endswith("conv.weight") for k in moved)
     assert any("running_mean" in k for k in moved)
-    hq = dataclasses.replace(TRAIN_SMALL, decoder=dataclasses.replace(TRAIN_SMALL.decoder, hq=True))
-    with pytest.raises(InputError, match="training a SAM-HQ model is not supported yet"):
-        Trainer(build_sam(hq), cfg, data, None)
 
 
 @pytest.mark.parametrize(
@@ -312,3 +308,43 @@ def test_the_readme_table_names_tests_that_exist():
     for module, name in named:
         where = [module] if module else list(sources)
         assert any(f"def {name}(" in sources.get(m, "") for m in where), (module, name)
+
+
+def test_train_sam_hq(tmp_path):
+    """The trainer fine-tunes a SAM-HQ model from images: the encoder's early map reaches the
+    decoder, whose HQ parts learn (with the rest); cached embeddings, which hold no early map,
+    are refused by name."""
+    from helpers import TRAIN_SMALL
+
+    from segany.errors import InputError
+    from segany.models import build_sam
+    from segany.train.datasets import SA1BDataset
+    from segany.train.embeddings import EmbeddingCache, open_cache
+    from segany.train.synth import SynthConfig, write_sa1b
+    from segany.train.trainer import TrainConfig, Trainer
+
+    synth = SynthConfig(long_side=64, min_short_side=56, max_objects=4, min_diameter=0.3)
+    write_sa1b(tmp_path / "train", 4, seed=0, cfg=synth)
+    data = SA1BDataset(tmp_path / "train", 64, masks_per_image=4)
+    hq_config = dataclasses.replace(
+        TRAIN_SMALL, name="hq-train", decoder=dataclasses.replace(TRAIN_SMALL.decoder, hq=True)
+    )
+    cfg = dict(batch_size=2, masks_per_image=4, warmup_steps=1, val_every=10_000)
+    cfg.update(ckpt_every=10_000, progress=False, device="cpu")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model, sam = build_sam(hq_config), build_sam(TRAIN_SMALL)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        trainer = Trainer(model, TrainConfig(out_dir=str(tmp_path / "run"), steps=2, **cfg), data)
+        losses = [trainer.train_step()["loss"] for _ in range(2)]
+    assert all(np.isfinite(losses))
+    moved = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    hq_parts = ("hf_token", "hf_mlp", "compress_vit_feat", "embedding_encoder")
+    for part in (*hq_parts, "embedding_maskfeature", "image_encoder.blocks.0"):
+        assert any(part in k for k in moved), part  # compress_vit_feat: the early map's path
+    path = tmp_path / "cache.safetensors"
+    open_cache(sam, data, path)
+    model.image_encoder.load_state_dict(sam.image_encoder.state_dict())  # the cache's encoder
+    frozen = TrainConfig(out_dir=str(tmp_path / "run2"), steps=1, freeze="encoder", **cfg)
+    with pytest.raises(InputError, match="hold no early feature map"):
+        Trainer(model, frozen, EmbeddingCache(path, masks_per_image=4))
