@@ -164,9 +164,9 @@ def create_app(settings: ServerSettings, *, model: Any = None) -> Any:
         path = request.url.path
         if path.startswith("/api/") and path not in SIGN_IN_PATHS:
             # A project with users: every call names its signed-in user (None: single-user).
-            token = request.cookies.get(SESSION_COOKIE)
+            session = request.cookies.get(SESSION_COOKIE)
             try:
-                user = await run_in_threadpool(_signed_in, state.users, token)
+                user = await run_in_threadpool(_signed_in, state.users, session)
             except Exception as e:
                 if not database_unavailable(e):
                     raise
