@@ -182,3 +182,14 @@ def test_the_command_refuses_a_bad_memory_size(tmp_path: Path) -> None:
         [*cmd, "--memory-per-worker", "2X"], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 2 and "memory size" in done.stderr
+
+
+def test_local_workers_on_cuda_go_round_the_gpus() -> None:
+    from segany.engine.local import spread_device
+
+    cuda = WorkerSpec(device="cuda")
+    assert [spread_device(cuda, i, 2).device for i in range(3)] == ["cuda:0", "cuda:1", "cuda:0"]
+    assert spread_device(cuda, 1, 1).device == "cuda"  # one GPU: as given
+    pinned = WorkerSpec(device="cuda:1")
+    assert spread_device(pinned, 0, 4).device == "cuda:1"  # an index given: kept
+    assert spread_device(WorkerSpec(), 3, 4).device == "cpu"

@@ -13,6 +13,7 @@ import multiprocessing as mp
 import queue
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 from segany.engine.annotate import Annotator, Task, WorkerSpec, failure
@@ -49,6 +50,20 @@ def _worker_main(spec: WorkerSpec, factory: Factory, tasks: Any, results: Any, r
         if task is None:
             return
         results.put(annotate(task))
+
+
+def _cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def spread_device(spec: WorkerSpec, slot: int, gpus: int) -> WorkerSpec:
+    """Worker ``slot``'s spec: with device "cuda" (no index) and several GPUs, the workers go
+    round the GPUs (cuda:0, cuda:1, ...) instead of all loading onto the first."""
+    if spec.device != "cuda" or gpus < 2:
+        return spec
+    return replace(spec, device=f"cuda:{slot % gpus}")
 
 
 def death(code: int | None) -> str:
@@ -117,7 +132,9 @@ class LocalExecutor:
     def run(self, tasks: Iterator[Task], on_result: Callable[[dict[str, Any]], None]) -> None:
         ctx = _context()
         results = ctx.Queue()
-        pool = [_Worker(ctx, self.spec, self.factory, results) for _ in range(self.workers)]
+        gpus = _cuda_count() if self.spec.device == "cuda" else 0
+        specs = [spread_device(self.spec, slot, gpus) for slot in range(self.workers)]
+        pool = [_Worker(ctx, specs[i], self.factory, results) for i in range(self.workers)]
         retry: deque[Task] = deque()
         deaths: dict[int, int] = {}
         source = iter(tasks)
@@ -147,7 +164,7 @@ class LocalExecutor:
                     self._drain(results, pool, on_result)
                     held, code, ready = w.task, w.proc.exitcode, w.started.is_set()
                     w.kill()
-                    pool[i] = _Worker(ctx, self.spec, self.factory, results)
+                    pool[i] = _Worker(ctx, specs[i], self.factory, results)
                     if not ready:  # died while loading the model: not the image's fault
                         failed_starts += 1
                         if failed_starts > 2 * self.workers + 2:
