@@ -158,6 +158,7 @@ CASES = [
     ("distill -t evil", "code", ["distill", "{dir}/img", "-t", "{dir}/evil_zip.pth", "--student", "tiny", "-o", "{out}/s.safetensors", "-q"], 4, "nothing from it was executed"),
     ("export-onnx -m evil", "code", ["export-onnx", "-m", "{dir}/evil_zip.pth", "-o", "{out}/d.onnx"], 4, "nothing from it was executed"),
     ("engine run -m evil", "code", ["engine", "run", "{dir}/img", "-o", "{out}/e", "-m", "{dir}/evil_nested.pth", "--executor", "serial", "-q"], 4, "nothing from it was executed"),
+    ("engine plan -m evil", "code", ["engine", "plan", "{dir}/img", "-m", "{dir}/evil_nested.pth", "--sample", "1", "-q"], 4, "nothing from it was executed"),
     ("engine round -m evil", "code", ["engine", "round", "{dir}/img", "-o", "{out}/r", "--heldout", "{dir}/sa", "-m", "{dir}/evil_hf", "--executor", "serial", "-q"], 4, "nothing from it was executed"),
     ("edges -m evil", "code", ["edges", "{img}", "-o", "{out}/edges", "-m", "{dir}/evil_p2.pth", "-q"], 4, "nothing from it was executed"),
 ]  # fmt: skip
