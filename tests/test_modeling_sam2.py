@@ -327,3 +327,35 @@ def test_embedding_and_high_res_reused(tiny_pair):
     bare.set_image_embedding(ours.get_image_embedding(), ours.original_size)
     with pytest.raises(Exception, match="high-resolution features"):
         bare.predict(**prompt)
+
+
+def test_batched_forward_matches_the_predictor():
+    """``Sam2.forward`` (the official-style batched call, images already in the S×S frame)
+    answers as ``Predictor.set_torch_image`` + ``predict_torch``; at 256 px on seeded weights."""
+    from helpers import seeded_model
+
+    cfg = VARIANTS["sam2.1_hiera_tiny"]
+    cfg = dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, image_size=256))
+    model = seeded_model(cfg)
+    gen = torch.Generator().manual_seed(3)
+    image = torch.randint(0, 256, (3, 256, 256), generator=gen).float()
+    coords = torch.tensor([[[40.0, 60.0], [200.0, 100.0]]])
+    labels = torch.tensor([[1, 0]])
+    box = torch.tensor([[30.0, 20.0, 180.0, 240.0]])
+    record = {
+        "image": image,
+        "original_size": (120, 90),
+        "point_coords": coords,
+        "point_labels": labels,
+        "boxes": box,
+    }
+    out = model([record], multimask_output=True)[0]
+    predictor = Predictor(model)
+    predictor.set_torch_image(image[None], (120, 90))
+    masks, iou, low = predictor.predict_torch(coords, labels, box, return_logits=False)
+    assert out["masks"].shape == masks.shape == (1, 3, 120, 90)
+    torch.testing.assert_close(out["iou_predictions"], iou, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out["low_res_logits"].clamp(-32, 32), low, rtol=0, atol=1e-5)
+    assert torch.equal(out["masks"], masks)
+    with pytest.raises(Exception, match="stretched"):
+        predictor.set_torch_image(image[None, :, :, :200], (120, 90))
