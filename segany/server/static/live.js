@@ -4,7 +4,7 @@
 
 import { loadClasses } from "./classes.js";
 import { loadMasks } from "./masks.js";
-import { redraw, state } from "./state.js";
+import { redraw, state, status } from "./state.js";
 
 const pending = new Map();
 
@@ -12,8 +12,12 @@ function soon(key, action) {
   if (pending.has(key)) return;
   pending.set(key, setTimeout(async () => {
     pending.delete(key);
-    await action();
-    redraw();
+    try {
+      await action();
+      redraw();
+    } catch (error) { // the database away (503), signed out meanwhile (401): say so
+      status(error.message);
+    }
   }, 150));
 }
 
