@@ -168,6 +168,7 @@ def test_a_refused_connection_says_how_to_switch_on_token_auth(monkeypatch, tmp_
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", refuse)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)  # the module's Ray stays for later tests
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     with _listening() as address:
         executor = RayExecutor(SPEC, 1, address=address)
