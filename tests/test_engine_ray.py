@@ -321,3 +321,22 @@ def test_workers_auto_on_ray_sizes_from_the_cluster_and_refuses_what_cannot_fit(
     config.out, config.workers = str(tmp_path / "out2"), 2
     with pytest.raises(InputError, match="room for 1"):
         run_engine(config)
+
+
+def test_a_plan_for_ray_sizes_from_what_ray_reports(local_ray, tmp_path: Path) -> None:
+    """A plan for --executor ray without an address sizes as the run would: from Ray's view
+    of this machine (its memory resource), not the local executor's."""
+    from segany.engine.plan import plan_run
+    from segany.engine.sizing import ray_resources
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, data, _ in scene_files(1, seed=4):
+        (src / name).write_bytes(data)
+    config = EngineConfig(
+        [str(src)], str(tmp_path / "out"), spec=SPEC, workers="auto", executor="ray"
+    )
+    plan = plan_run(config, sample=0)
+    (node,) = ray_resources(ray)
+    assert plan["nodes"] == [{"name": node.name, "cpus": 2, "memory": node.memory, "gpus": 0}]
+    assert plan["fit_per_node"] == {node.name: plan["workers"]}

@@ -86,11 +86,15 @@ def _spread(indexes: list[int], k: int) -> list[int]:
 
 
 def _nodes(config: EngineConfig) -> list[NodeResources]:
-    if config.executor != "ray" or config.address is None:
-        return [local_resources()]  # a local Ray for the run gets this machine's cores too
+    """What the run would size its workers from: this machine for local workers; for Ray, the
+    nodes Ray reports (a local Ray started for the run as the run starts it: its memory
+    resource is Ray's share of this machine's, not the local executor's)."""
+    if config.executor != "ray":
+        return [local_resources()]
     from segany.engine.raysession import ray_session
 
-    with ray_session(config.address, 1) as ray:
+    cpus = int(local_resources().cpus)
+    with ray_session(config.address, cpus) as ray:
         return ray_resources(ray)
 
 
