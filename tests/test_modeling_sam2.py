@@ -359,3 +359,43 @@ def test_batched_forward_matches_the_predictor():
     assert torch.equal(out["masks"], masks)
     with pytest.raises(Exception, match="stretched"):
         predictor.set_torch_image(image[None, :, :, :200], (120, 90))
+
+
+def _small_sam2():
+    from helpers import seeded_model
+
+    cfg = VARIANTS["sam2.1_hiera_tiny"]
+    cfg = dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, image_size=256))
+    return seeded_model(cfg)
+
+
+def test_disk_cache_and_embed_images_carry_the_high_res_features(tmp_path):
+    """The disk cache stores the packed high-res map beside the embedding; a second predictor
+    answers from the cache as the first did, and ``embed_images`` gives the same state."""
+    model = _small_sam2()
+    image = _photo(90, 120)
+    prompt = dict(point_coords=np.array([[30.0, 40.0]]), point_labels=np.array([1]))
+    first = Predictor(model, cache=tmp_path)
+    first.set_image(image)
+    want = first.predict(**prompt)
+    second = Predictor(model, cache=tmp_path)
+    with mock.patch("segany.inference.predictor.encode_with_early") as encoder:
+        second.set_image(image)
+    encoder.assert_not_called()  # served by the cache
+    np.testing.assert_array_equal(second.predict(**prompt).logits, want.logits)
+    third = Predictor(model, cache=False)
+    third.set_embedding(third.embed_images([image])[0])
+    np.testing.assert_array_equal(third.get_early_features(), first.get_early_features())
+    np.testing.assert_array_equal(third.predict(**prompt).logits, want.logits)
+
+
+def test_int8_encoder_runs_for_hiera():
+    """int8 (dynamic quantisation of the Linear layers) on a Hiera encoder: close to fp32."""
+    model = _small_sam2()
+    image = _photo(90, 120)
+    exact, fast = Predictor(model), Predictor(model, precision="int8")
+    exact.set_image(image)
+    fast.set_image(image)
+    a, b = exact.get_image_embedding().flatten(), fast.get_image_embedding().flatten()
+    assert float(torch.nn.functional.cosine_similarity(a, b, dim=0)) > 0.99
+    assert fast.get_early_features().shape == exact.get_early_features().shape

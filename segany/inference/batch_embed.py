@@ -70,7 +70,7 @@ def embed_images(
             features = encode(model, pixels, precision, compiled)
         for (i, rgb, key), feats, size, ear in zip(batch, features, sizes, early, strict=True):
             entry = ImageEmbedding(
-                feats[None].clone(),
+                feats[None].clone(memory_format=torch.contiguous_format),
                 (rgb.shape[0], rgb.shape[1]),
                 size,
                 None if ear is None else ear[None].clone(),

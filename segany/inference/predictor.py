@@ -254,7 +254,9 @@ class Predictor(PredictorLike):
         size = (int(input_size[0]), int(input_size[1]))
         if self.model.needs_early:  # SAM-HQ's and SAM 2's decoders read a second map
             features, early = encode_with_early(self.model, x, self.precision, self.compile)
-            self._image = _ImageState(features, original, size, early)
+            # Contiguous, as a cached embedding reads back: the decoder's kernels (and so its
+            # last bits) depend on the layout (Hiera's neck leaves channels-last memory).
+            self._image = _ImageState(features.contiguous(), original, size, early)
             return
         features = encode(self.model, x, self.precision, self.compile)
         self._image = _ImageState(features.float(), original, size)
