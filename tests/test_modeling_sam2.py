@@ -399,3 +399,15 @@ def test_int8_encoder_runs_for_hiera():
     a, b = exact.get_image_embedding().flatten(), fast.get_image_embedding().flatten()
     assert float(torch.nn.functional.cosine_similarity(a, b, dim=0)) > 0.99
     assert fast.get_early_features().shape == exact.get_early_features().shape
+
+
+def test_official_format_not_written_for_sam2(tiny, tmp_path):
+    """The released file holds video weights the image model does not keep: writing one is
+    refused by name; segany's own format round-trips."""
+    from segany.checkpoints import convert
+
+    _, path = tiny
+    with pytest.raises(CheckpointError, match="video weights"):
+        convert(path, tmp_path / "out.pt")
+    cfg, out = convert(path, tmp_path / "out.safetensors")
+    assert cfg.name == "sam2.1_hiera_tiny" and load_model(out).config == cfg

@@ -209,6 +209,11 @@ def save_state_dict(
     if fmt == "segany":
         write_segany(state, cfg, dst, half=half, generator_defaults=generator_defaults)
     elif fmt == "official":
+        if cfg.decoder.sam2:
+            raise CheckpointError(
+                "an official SAM 2 file also holds the video weights, which segany's image "
+                "model does not keep: keep the released .pt, or save as .safetensors (segany)"
+            )
         write_official(state, dst, half=half)
     elif fmt == "hf":
         write_hf(state, cfg, dst, half=half)
