@@ -49,13 +49,11 @@ from segany.cli.common import (
     collect_images,
     exit_code_for,
     failure_line,
-    non_negative_int,
     one_line,
     plain_doc,
-    positive_int,
     predictor_from_args,
 )
-from segany.cli.generator_flags import GENERATOR_OPTIONS, generator_options
+from segany.cli.generator_flags import GENERATOR_OPTIONS, generator_options, metavar_of
 from segany.cli.outputs import check_output_file, check_output_folder, stop_if_out_of_space
 from segany.cli.tile_flags import add_tile_options, check_tile_args, tile_settings
 from segany.errors import InputError
@@ -91,7 +89,7 @@ def register(subparsers: Any) -> None:
         "values for the official weights)"
     )
     for name, (kind, text) in GENERATOR_OPTIONS.items():
-        metavar = "N" if kind in (positive_int, non_negative_int) else "X"
+        metavar = metavar_of(kind)
         gen.add_argument("--" + name.replace("_", "-"), type=kind, metavar=metavar, help=text)
     gen.add_argument(
         "--preset",

@@ -24,7 +24,7 @@ from segany.cli.common import (
     plain_doc,
     positive_int,
 )
-from segany.cli.generator_flags import GENERATOR_OPTIONS, generator_options
+from segany.cli.generator_flags import GENERATOR_OPTIONS, generator_options, metavar_of
 from segany.errors import InputError
 
 
@@ -117,7 +117,7 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
         "values for the official weights)"
     )
     for name, (kind, text) in GENERATOR_OPTIONS.items():
-        metavar = "N" if kind in (positive_int, non_negative_int) else "X"
+        metavar = metavar_of(kind)
         gen.add_argument("--" + name.replace("_", "-"), type=kind, metavar=metavar, help=text)
     gen.add_argument("--preset", metavar="NAME", help="e.g. sa1b: the paper's SA-1B settings")
     gen.add_argument("--point-grids", metavar="FILE", help="grid points .npy/.npz in [0, 1]")

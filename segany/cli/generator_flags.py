@@ -18,6 +18,16 @@ from segany.cli.common import (
 from segany.errors import InputError
 from segany.limits import MAX_PROMPTS_PER_IMAGE
 
+
+def yes_no(text: str) -> bool:
+    """A yes/no flag value: yes, no, true, false, 1 or 0 (any case)."""
+    value = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
+    try:
+        return value[text.strip().lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}") from None
+
+
 #: MaskGenerator keyword -> (type, help). Every option of the generator except ``output_mode``
 #: (the CLI picks its own) and ``point_grids`` (``--point-grids FILE``). Defaults: the model's
 #: (``MaskGenerator.for_model``).
@@ -37,7 +47,16 @@ GENERATOR_OPTIONS: dict[str, tuple[Any, str]] = {
     ),
     "min_mask_region_area": (non_negative_int, "remove holes and islands smaller than this"),
     "max_area_fraction": (fraction, "drop masks covering at least this fraction of the image"),
+    "use_m2m": (yes_no, "SAM 2: refine each mask once from its own low-res logits (yes/no)"),
+    "multimask_output": (yes_no, "SAM 2: three masks per point (yes) or one (no)"),
 }
+
+
+def metavar_of(kind: Any) -> str:
+    """The metavar a flag of GENERATOR_OPTIONS shows in --help."""
+    if kind is yes_no:
+        return "yes|no"
+    return "N" if kind in (positive_int, non_negative_int) else "X"
 
 
 def generator_options(args: argparse.Namespace) -> dict[str, Any]:
