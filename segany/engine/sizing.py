@@ -83,7 +83,7 @@ def _safetensors_numel(path: Path) -> int:
 def model_bytes(model: str | None) -> int:
     """The model's float weights in memory (fp32) in bytes: counted from the variant's config
     for a name (no download), from the header of a safetensors file, else the file's size."""
-    from segany.checkpoints.loading import DEFAULT_MODEL
+    from segany.checkpoints import DEFAULT_MODEL
 
     if model is None:
         return 4 * _safetensors_numel(DEFAULT_MODEL)

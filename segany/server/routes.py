@@ -13,40 +13,10 @@ from segany.errors import InputError
 from segany.server import schemas
 from segany.server.project import NotFound
 from segany.server.state import state_of
+from segany.server.views import image_out
 
 router = APIRouter()
 UPLOAD = File(..., description="an image file (JPEG, PNG, BMP, TIFF, WebP)")
-
-
-def _image_out(
-    row: Any,
-    tally: dict[str, int],
-    warning: str | None = None,
-    names: dict[int, str] | None = None,
-    request: Request | None = None,
-) -> schemas.ImageOut:
-    """``names``: users' names by id (else read through ``request`` when the image has an
-    assignee)."""
-    from segany.server.annotations import is_reviewed
-
-    assignee = None
-    if row.assignee_id is not None:
-        if names is None and request is not None:
-            names = state_of(request).users.names()
-        assignee = (names or {}).get(row.assignee_id)
-    return schemas.ImageOut(
-        id=row.id,
-        path=row.path,
-        width=row.width,
-        height=row.height,
-        status=row.status,
-        **tally,
-        reviewed=is_reviewed(tally),
-        url=f"/api/images/{row.id}/file",
-        warning=warning,
-        assignee_id=row.assignee_id,
-        assignee=assignee,
-    )
 
 
 # ----- project and images ---------------------------------------------------------------------
@@ -91,7 +61,7 @@ def list_images(request: Request, mine: bool = False) -> schemas.ImageList:
         ]
     names = st.users.names()
     return schemas.ImageList(
-        images=[_image_out(r, t, names=names) for r, t in rows],
+        images=[image_out(r, t, names=names) for r, t in rows],
         counts=counts,
         next_id=todo[0].id if todo else None,
     )
@@ -114,7 +84,7 @@ def upload_image(
     row, created = st.notes.add_image(path, info)
     if not created:
         response.status_code = 200
-    return _image_out(row, st.notes.tally(row.id), request=request)
+    return image_out(row, st.notes.tally(row.id), request=request)
 
 
 @router.post("/images/import", response_model=schemas.ImageList, summary="Add a project folder")
@@ -127,7 +97,7 @@ def import_folder(request: Request, body: schemas.ImportIn) -> schemas.ImageList
     added = [st.notes.add_image(path, info) for path, info in st.project.scan(body.folder)]
     new = [r for r, created in added if created]
     _, counts = st.notes.images()
-    images = [_image_out(r, st.notes.tally(r.id)) for r in new]
+    images = [image_out(r, st.notes.tally(r.id)) for r in new]
     return schemas.ImageList(images=images, counts=counts, next_id=None)
 
 
@@ -135,7 +105,7 @@ def import_folder(request: Request, body: schemas.ImportIn) -> schemas.ImageList
 def get_image(request: Request, image_id: int) -> schemas.ImageOut:
     st = state_of(request)
     row = st.notes.image(image_id)
-    return _image_out(row, st.notes.tally(image_id), request=request)
+    return image_out(row, st.notes.tally(image_id), request=request)
 
 
 @router.get("/images/{image_id}/file", summary="The image file", response_class=FileResponse)
@@ -162,7 +132,7 @@ def set_status(request: Request, image_id: int, body: schemas.StatusIn) -> schem
             f"{row.path} is skipped: its {tally['masks']} masks are left out of exports and "
             "retraining (mark it annotated to keep them)"
         )
-    return _image_out(row, tally, warning, request=request)
+    return image_out(row, tally, warning, request=request)
 
 
 # ----- model calls ----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from segany.server.users import (
     require,
     user_of,
 )
+from segany.server.views import image_out
 
 router = APIRouter()
 
@@ -104,14 +105,12 @@ def delete_user(request: Request, user_id: int) -> Response:
 @router.put("/images/{image_id}/assignee", response_model=schemas.ImageOut)
 def assign(request: Request, image_id: int, body: schemas.AssignIn) -> schemas.ImageOut:
     """Assign an image to a user (None: to nobody); reviewers and admins."""
-    from segany.server.routes import _image_out
-
     require(request, "reviewer", doing="assigning images")
     st = state_of(request)
     if body.user_id is not None:
         st.users.get(body.user_id)  # 404 for an unknown user
     row = st.notes.assign(image_id, body.user_id)
-    return _image_out(row, st.notes.tally(image_id), request=request)
+    return image_out(row, st.notes.tally(image_id), request=request)
 
 
 @router.get(
@@ -122,8 +121,6 @@ def assign(request: Request, image_id: int, body: schemas.AssignIn) -> schemas.I
 def review_queue(request: Request) -> schemas.ImageList:
     """Images (not skipped) that have proposals or unreviewed masks, oldest first;
     ``next_id`` is the first of them."""
-    from segany.server.routes import _image_out
-
     st = state_of(request)
     rows, counts = st.notes.images()
     waiting = [
@@ -131,7 +128,7 @@ def review_queue(request: Request) -> schemas.ImageList:
     ]
     names = st.users.names()
     return schemas.ImageList(
-        images=[_image_out(r, t, names=names) for r, t in waiting],
+        images=[image_out(r, t, names=names) for r, t in waiting],
         counts=counts,
         next_id=waiting[0][0].id if waiting else None,
     )

@@ -191,7 +191,7 @@ class TiledPredictor(PredictorLike):
             self.encoded += 1
             p = self.predictor
             assert p.original_size is not None and p.input_size is not None
-            early = p.get_early_features() if self.model.is_hq else None
+            early = p.get_early_features() if self.model.needs_early else None
             emb = ImageEmbedding(p.get_image_embedding(), p.original_size, p.input_size, early)
             self._embeddings[frame] = emb
             while len(self._embeddings) > self.tiles_kept:
