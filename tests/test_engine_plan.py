@@ -121,3 +121,24 @@ def test_the_command_prints_the_plan_as_text_and_json(src: Path) -> None:
     lines = text.stdout + text.stderr
     assert "7 image(s) in 1 shard(s)" in lines and "workers:" in lines
     assert "s/image" in lines and "images/hour per worker" in lines
+
+
+@pytest.mark.slow  # a sampled plan, then the whole run it plans (7 s idle; a timing ratio)
+def test_the_plan_estimates_the_run_it_plans_within_a_factor_of_two(
+    src: Path, tmp_path: Path
+) -> None:
+    """Issue 40's proof: the plan's estimated time against the run it plans, measured one after
+    the other in this test (a ratio of two figures from the same machine and moment, as the
+    benchmarks measure; no absolute time is asserted). One local worker process, like the
+    plan's sample."""
+    import time
+
+    config = _config(src, tmp_path / "out", executor="local", workers=1)
+    plan = plan_run(config, sample=2)
+    estimated = plan["estimated_seconds"]
+    started = time.perf_counter()
+    run_engine(config)
+    measured = time.perf_counter() - started
+    assert len(documents(tmp_path / "out")) == 7
+    print(f"plan {estimated:.1f} s, run {measured:.1f} s")
+    assert 0.5 <= estimated / measured <= 2.0, (estimated, measured)
