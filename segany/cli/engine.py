@@ -25,6 +25,7 @@ from segany.cli.common import (
     positive_int,
 )
 from segany.cli.generator_flags import GENERATOR_OPTIONS, generator_options, metavar_of
+from segany.cli.outputs import stop_if_out_of_space
 from segany.errors import InputError
 
 
@@ -380,12 +381,23 @@ def size_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+#: What an engine run that stopped for space keeps, and how to finish it.
+SHARDS_KEPT = (
+    "the shards finished so far are complete and nothing half-written was left in their "
+    "place: free some space and run the same command again to finish"
+)
+
+
 def run_engine_command(args: argparse.Namespace) -> int:
     from segany.engine import run_engine
 
     console = Console(args)
     config = engine_config(args, args.sources, args.output, console)
-    summary = run_engine(config)
+    try:
+        summary = run_engine(config)
+    except OSError as e:  # a full disk: one line that says so, and how to finish
+        stop_if_out_of_space(e, args.output, SHARDS_KEPT)
+        raise
     console.info(
         f"{summary['images']} image(s): {summary['annotated']} annotated, {summary['failed']} "
         f"failed (see errors.csv); {summary['masks']} masks, {summary['masks_per_image']} per "

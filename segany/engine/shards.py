@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from segany.atomic import atomic_open, write_json_atomic
+from segany.atomic import atomic_open, write_bytes_atomic, write_json_atomic
 from segany.errors import InputError
 
 SHARD_INDEX = "index.json"
@@ -167,10 +167,12 @@ def _commit(spec: OutputSpec, shard: int) -> dict[str, Any]:
                     tar.addfile(info, io.BytesIO(data))
     else:
         tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
-        for name, data in members:
-            target = tmp / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+        try:  # each member flushed to disk, so a full disk fails here, before the rename
+            for name, data in members:
+                write_bytes_atomic(tmp / name, data)
+        except BaseException:  # a full disk: no half-built shard is left beside the others
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         try:
             os.rename(tmp, final)
         except OSError:
