@@ -131,6 +131,14 @@ class Layout:
     def check_settings(self, settings: dict[str, Any]) -> None:
         """Record the settings, or refuse when the folder holds a run made with others."""
         changed = self.settings_changed(settings)
+        if changed and {"fingerprint", "items"} & set(changed):
+            before = json.loads((self.out / RUN_FILE).read_text(encoding="utf-8")).get("items")
+            raise InputError(
+                f"{self.out} holds an engine run over other images: its sources listed "
+                f"{before} image(s) then and list {len(self.items)} now (images added, "
+                "removed or renamed since, e.g. one deleted while the run read it); restore "
+                "them to resume that run, or choose another output folder for these images"
+            )
         if changed:
             raise InputError(
                 f"{self.out} holds an engine run with other {', '.join(changed)}; re-run "
