@@ -21,11 +21,11 @@ from segany.cli import main
 SCENES = 4
 
 
-def _args(images: Path, out: Path, shard_format: str) -> list[str]:
+def _args(images: Path, out: Path, shard_format: str, executor: str = "serial") -> list[str]:
     return [
-        "engine", "run", str(images), "-o", str(out), "--executor", "serial", "-q",
+        "engine", "run", str(images), "-o", str(out), "--executor", executor, "-q",
         "--points-per-side", "6", "--pred-iou-thresh", "0.5", "--stability-score-thresh", "0.7",
-        "--max-pixels", str(SPEC.max_pixels), "--threads-per-worker", "1",
+        "--max-pixels", str(SPEC.max_pixels), "--threads-per-worker", "1", "--workers", "1",
         "--shard-size", "1", "--shard-format", shard_format,
     ]  # fmt: skip
 
@@ -43,26 +43,31 @@ def _finished_shards_are_whole(out: Path, shard_format: str) -> int:
     return len(shards)
 
 
-@pytest.mark.parametrize("shard_format", ["folder", "tar"])
+@pytest.mark.parametrize(
+    "shard_format, executor", [("folder", "serial"), ("tar", "serial"), ("tar", "local")]
+)
 def test_engine_run_stops_on_a_full_disk_and_finishes_after(
     disk,  # noqa: F811 - the fixture imported above
     tmp_path,
     capsys,
     shard_format,
+    executor,
 ):
+    if executor == "local" and disk.kind == "simulated":
+        pytest.skip("the simulated disk is a patch in this process; worker processes need tmpfs")
     images = tmp_path / "in"
     images.mkdir()
     for name, data, _record in scene_files(SCENES):
         (images / name).write_bytes(data)
     # What a run needs on this disk, measured on it; then room for about half of it.
-    assert main(_args(images, disk.root / "dry", shard_format)) == 0
+    assert main(_args(images, disk.root / "dry", shard_format, executor)) == 0
     need = disk.used()
     shutil.rmtree(disk.root / "dry")
     capsys.readouterr()
     disk.leave(need // 2)
 
     out = disk.root / "out"
-    code = main(_args(images, out, shard_format))
+    code = main(_args(images, out, shard_format, executor))
     line = _one_line(capsys.readouterr().err)
     assert code == 6, line
     assert "no space left on device" in line and "run the same command" in line, line
@@ -73,7 +78,7 @@ def test_engine_run_stops_on_a_full_disk_and_finishes_after(
     assert 0 < _finished_shards_are_whole(out, shard_format) < SCENES  # filled mid-run
 
     disk.free()
-    assert main(_args(images, out, shard_format)) == 0, capsys.readouterr().err
+    assert main(_args(images, out, shard_format, executor)) == 0, capsys.readouterr().err
     docs = documents(out)
     assert sorted(docs) == sorted(name for name, _, _ in scene_files(SCENES))
     assert json.loads((out / "manifest.json").read_text())["images"] == SCENES

@@ -9,6 +9,7 @@ driver leaves no process behind.
 
 from __future__ import annotations
 
+import errno
 import multiprocessing as mp
 import queue
 from collections import deque
@@ -22,6 +23,10 @@ from segany.errors import CheckpointError
 
 #: How often (seconds) the driver checks its workers and a worker checks its parent.
 POLL_S = 0.5
+
+#: Write errors that fail every later image too (a full disk, a quota): a worker that meets one
+#: reports it and the run stops, instead of the image being failed and the run going on.
+STOP_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 #: Builds the per-task function in a worker; the default loads the model (tests inject others).
 Factory = Callable[[WorkerSpec], Callable[[Task], dict[str, Any]]]
@@ -49,7 +54,14 @@ def _worker_main(spec: WorkerSpec, factory: Factory, tasks: Any, results: Any, r
             continue
         if task is None:
             return
-        results.put(annotate(task))
+        try:
+            results.put(annotate(task))
+        except OSError as e:
+            if e.errno not in STOP_ERRNOS:
+                raise  # the worker dies: retried once, then the image fails
+            # A full disk is no fault of the image: the driver stops the run, saying so.
+            results.put({"stop": [e.errno, e.strerror or str(e)]})
+            return
 
 
 def _cuda_count() -> int:
@@ -209,6 +221,8 @@ class LocalExecutor:
     def _take(res: dict[str, Any], pool: list[_Worker], on_result: Callable) -> None:
         if "fatal" in res:
             raise CheckpointError(f"a worker could not start: {res['fatal']}")
+        if "stop" in res:
+            raise OSError(*res["stop"])
         for w in pool:
             if w.task is not None and w.task.index == res["index"]:
                 w.task = None
