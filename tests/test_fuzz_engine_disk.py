@@ -84,3 +84,25 @@ def test_engine_run_stops_on_a_full_disk_and_finishes_after(
     assert json.loads((out / "manifest.json").read_text())["images"] == SCENES
     assert main(["engine", "verify", str(out)]) == 0, capsys.readouterr().err
     assert not _temporary_files(disk.root)
+
+
+def test_a_ray_worker_on_a_full_disk_stops_the_run_saying_so():
+    """A Ray actor whose write meets ENOSPC: the run stops with the full-disk error (the CLI
+    turns it into its one line), not a worker failure, and the image is not failed."""
+    exceptions = pytest.importorskip("ray.exceptions")
+    import errno
+
+    from segany.engine.ray_executor import _Run, _Slot
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+
+    class Ray:
+        def get(self, ref):
+            raise exceptions.RayTaskError("run", "Traceback ...", full)
+
+    run = object.__new__(_Run)
+    run.ray, run.errors, run.on_result = Ray(), exceptions, None
+    slot = _Slot(actor=None, loading="loaded", since=0.0, info={"node": "n"})
+    with pytest.raises(OSError) as caught:
+        run.answer(slot, "task")
+    assert caught.value.errno == errno.ENOSPC

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from segany.engine.annotate import Annotator, Task, WorkerSpec, failure
+from segany.engine.local import STOP_ERRNOS
 from segany.engine.raysession import check_reachable, ray_session
 from segany.engine.shards import OutputNotVisibleError
 from segany.engine.sizing import NodeResources, Sizing, is_gpu, local_resources, ray_resources
@@ -193,6 +194,8 @@ class _Run:
             return
         except e.RayTaskError as err:
             cause = err.cause if getattr(err, "cause", None) is not None else err
+            if isinstance(cause, OSError) and cause.errno in STOP_ERRNOS:
+                raise OSError(cause.errno, cause.strerror or str(cause)) from None  # disk full
             what = "could not start" if ref is slot.loading else "failed"
             raise CheckpointError(f"a Ray worker {what}: {_brief(cause)}") from None
         if ref is slot.loading:
