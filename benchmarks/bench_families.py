@@ -1,13 +1,17 @@
 """Each model family beside its official package, on the same seeded weights, in one run.
 
-    python benchmarks/bench_families.py [--repeats 3] [--threads 2]
+    python benchmarks/bench_families.py [--repeats 3] [--threads 2] [--families vit_t,...]
 
-Today: MobileSAM (``vit_t``, segany's TinyViT family) against the ``mobile_sam`` package.
+MobileSAM (``vit_t``) against the ``mobile_sam`` package, EfficientViT-SAM
+(``efficientvit_sam_l0``, ``..._xl0``) against ``efficientsam``'s ``EfficientViTSamPredictor``,
+SAM-HQ (``sam_hq_vit_tiny``, ``sam_hq_vit_b``) against ``segment_anything_hq``; the default
+runs the three light ones (the ViT-B-sized ones take ~20 s per call on 2 cores).
 Rows: ``set_image`` on a 480×512 photo in fp32 and int8 (int8 with its embedding cosine and
-mask IoU against fp32 over the parity prompts), one point prompt (masks at full resolution),
-and one point end to end (``set_image`` + ``predict``). Each timed pair alternates and keeps the
-fastest of ``--repeats`` after one untimed call each (int8 quantises its copy then). The CPU
-model and the load average are printed beside the table: read a ratio with them.
+mask IoU against fp32 over the parity prompts; SAM-HQ answers one mask per prompt), one point
+prompt (masks at full resolution), and one point end to end (``set_image`` + ``predict``).
+Each timed pair alternates and keeps the fastest of ``--repeats`` after one untimed call each
+(int8 quantises its copy then). The CPU model and the load average are printed beside the
+table: read a ratio with them.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from bench_speed import _cosine, _mask_iou, race  # noqa: E402
 from helpers import seeded_model  # noqa: E402
 
 from segany.inference.predictor import Predictor  # noqa: E402
-from segany.models import VIT_T  # noqa: E402
+from segany.models import VARIANTS  # noqa: E402
 
 
 def cpu_model() -> str:
@@ -48,12 +52,32 @@ def photo() -> np.ndarray:
     return np.asarray(Image.fromarray(data.astronaut()).resize((512, 480), Image.BILINEAR))
 
 
-def bench_vit_t(repeats: int) -> list[tuple[str, float, float, str]]:
-    from mobile_sam import SamPredictor
-    from test_modeling_tinyvit import reference
+def _reference(name: str, state: dict[str, torch.Tensor]):
+    """The official package's predictor for variant ``name`` holding ``state``."""
+    if name == "vit_t":
+        from mobile_sam import SamPredictor
+        from test_modeling_tinyvit import reference
 
-    model = seeded_model(VIT_T, seed=0)
-    ref = SamPredictor(reference(VIT_T, model.state_dict()))
+        return SamPredictor(reference(VARIANTS[name], state))
+    if name.startswith("sam_hq_"):
+        from segment_anything_hq import SamPredictor
+        from test_modeling_hq import reference as hq_reference
+
+        return SamPredictor(hq_reference(VARIANTS[name], state))
+    if name.startswith("efficientvit_sam_"):
+        from efficientsam.models.efficientvit.sam import EfficientViTSamPredictor
+        from efficientsam.sam_model_zoo import create_efficientvit_sam_model
+
+        short = name.removeprefix("efficientvit_sam_")
+        ref = create_efficientvit_sam_model(f"efficientvit-sam-{short}", pretrained=False)
+        ref.load_state_dict(state, strict=True)
+        return EfficientViTSamPredictor(ref.eval())
+    raise SystemExit(f"no official package known for {name!r}")
+
+
+def bench_family(name: str, repeats: int) -> list[tuple[str, float, float, str]]:
+    model = seeded_model(VARIANTS[name], seed=0)
+    ref = _reference(name, model.state_dict())
     fp32, int8 = Predictor(model), Predictor(model, precision="int8")
     image = photo()
     point = {"point_coords": np.array([[250, 200]]), "point_labels": np.array([1])}
@@ -106,15 +130,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--families",
+        default="vit_t,efficientvit_sam_l0,sam_hq_vit_tiny",
+        help="comma-separated variants (vit_t, efficientvit_sam_l0..xl1, sam_hq_vit_b/l/h/tiny)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"CPU: {cpu_model()}; {args.threads} threads; load before: {os.getloadavg()}")
     print("| model | call | official s | segany s | speed-up | accuracy |")
     print("|---|---|---:|---:|---:|---|")
-    for label, t_ref, t_ours, note in bench_vit_t(args.repeats):
-        ratio = t_ref / t_ours
-        print(f"| vit_t | {label} | {t_ref:.3f} | {t_ours:.3f} | {ratio:.2f}× | {note} |")
-    print(f"load after: {os.getloadavg()}")
+    for name in args.families.split(","):
+        for label, t_ref, t_ours, note in bench_family(name, args.repeats):
+            ratio = t_ref / t_ours
+            print(f"| {name} | {label} | {t_ref:.3f} | {t_ours:.3f} | {ratio:.2f}× | {note} |")
+        print(f"load after {name}: {os.getloadavg()}", flush=True)
 
 
 if __name__ == "__main__":
