@@ -156,13 +156,16 @@ class ZoomPredictor(PredictorLike):
         embedding: torch.Tensor | np.ndarray,
         original_size: tuple[int, int],
         input_size: tuple[int, int] | None = None,
+        early: torch.Tensor | None = None,
     ) -> None:
         """``set_image`` with the whole image's embedding (1×C×h×w) already computed, as a
-        server that stores embeddings has it; crops are still encoded from ``image`` (H×W×3)."""
+        server that stores embeddings has it; crops are still encoded from ``image`` (H×W×3).
+        ``early``: the decoder's second map for models that read one (``Predictor.
+        set_image_embedding``)."""
         rgb = to_rgb_uint8(image)
         if rgb.shape[:2] != tuple(original_size):
             raise InputError(f"image {rgb.shape[:2]} is not the embedding's {tuple(original_size)}")
-        self.predictor.set_image_embedding(embedding, original_size, input_size)
+        self.predictor.set_image_embedding(embedding, original_size, input_size, early=early)
         self._start(rgb)
 
     def _start(self, rgb: np.ndarray) -> None:

@@ -262,15 +262,7 @@ def test_train_and_distill_efficientvit(tmp_path):
     [
         "efficientvit_sam",
         "mobilesam",
-        pytest.param(
-            "sam_hq",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the app keeps the embedding without SAM-HQ's early map "
-                "(server/modelhub.py ModelHub.embedding builds ImageEmbedding without early=), "
-                "so its decode answers 400 (reported for the server)",
-            ),
-        ),
+        "sam_hq",
     ],
 )
 def test_app_decode(files, family, tmp_path):

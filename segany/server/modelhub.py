@@ -101,7 +101,10 @@ class ModelHub:
                 encoder.set_image(read_rgb())
                 assert encoder.original_size is not None and encoder.input_size is not None
                 features = encoder.get_image_embedding().detach().to("cpu", copy=True)
-                emb = ImageEmbedding(features, encoder.original_size, encoder.input_size)
+                early = None
+                if encoder.model.needs_early:  # SAM-HQ's early map, SAM 2's high-res features
+                    early = encoder.get_early_features().detach().to("cpu", copy=True)
+                emb = ImageEmbedding(features, encoder.original_size, encoder.input_size, early)
                 self.encoder_runs += 1
                 self.embeddings.put(sha256, enc, emb)
             return emb

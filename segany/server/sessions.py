@@ -47,7 +47,9 @@ class ImageSession:
         if self.zoom is None or self.zoom.click_margin != float(click_margin):
             zoom = ZoomPredictor(self.predictor, None, click_margin=click_margin)
             emb = self.embedding
-            zoom.set_image_embedding(image, emb.features, emb.original_size, emb.input_size)
+            zoom.set_image_embedding(
+                image, emb.features, emb.original_size, emb.input_size, early=emb.early
+            )
             self.zoom = zoom
         return self.zoom
 
