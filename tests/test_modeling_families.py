@@ -6,6 +6,7 @@ outside its registration knowing of it."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from typing import ClassVar
 
@@ -191,9 +192,8 @@ def test_an_unregistered_family_is_refused_by_name(toy_family, tmp_path):
     known = "known families: " + ", ".join(sorted(f.name for f in families()))
     with pytest.raises(CheckpointError, match=f"unknown encoder family 'toy'; {known}"):
         load_model(path)
-    with pytest.raises(
-        CheckpointError, match=r"no registered image encoder family \(efficientvit, tinyvit, vit"
-    ):
+    registered = re.escape("(" + ", ".join(sorted(f.name for f in families())) + ")")
+    with pytest.raises(CheckpointError, match=f"no registered image encoder family {registered}"):
         load_model(tmp_path / "toy.pth")
 
 

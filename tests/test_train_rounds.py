@@ -56,9 +56,9 @@ def _follow_clicks(tmp_path, monkeypatch, box_prob: float) -> tuple[int, int]:
 
     real_rounds_loss = trainer._rounds_loss
 
-    def rounds_loss(embedding, gt, input_size, gen):
+    def rounds_loss(embedding, gt, input_size, gen, early=None):
         sizes.append(input_size)
-        return real_rounds_loss(embedding, gt, input_size, gen)
+        return real_rounds_loss(embedding, gt, input_size, gen, early)
 
     model.mask_decoder.register_forward_hook(record_decoder)
     monkeypatch.setattr(prompts, "error_points", spy)
