@@ -384,10 +384,12 @@ def test_named_variant_downloads_loads_and_reads_in_the_reference(tmp_path, monk
     official.load_state_dict(state, strict=True)
 
 
-def test_hf_layout_is_refused_for_sam_hq(small, tmp_path):
+def test_hf_layout_is_refused_for_light_sam_hq(tmp_path):
+    # transformers' SamHQModel holds a ViT; light HQ-SAM's TinyViT has no place in it (the ViT
+    # ones convert: tests/test_hf_hq_parity.py).
     path = tmp_path / "hq.pth"
-    torch.save(small[0].state_dict(), path)
-    with pytest.raises(CheckpointError, match="SamModel has no SAM-HQ decoder"):
+    torch.save(seeded_model(SAM_HQ_VIT_TINY).state_dict(), path)
+    with pytest.raises(CheckpointError, match="SamHQModel holds a vit image encoder.*tinyvit"):
         convert(path, tmp_path / "hf", "hf")
     assert not (tmp_path / "hf").exists()
 

@@ -1,8 +1,9 @@
 """Weights files in the three formats segany reads and writes, recognised by their content.
 
 - ``official``: a PyTorch pickle of the state dict with the official keys (``sam_vit_b_*.pth``).
-- ``hf``: transformers' ``SamModel`` weights (``model.safetensors`` / ``pytorch_model.bin``,
-  possibly sharded, usually in a ``save_pretrained`` folder with ``config.json``).
+- ``hf``: transformers' ``SamModel`` or ``SamHQModel`` weights (``model.safetensors`` /
+  ``pytorch_model.bin``, possibly sharded, usually in a ``save_pretrained`` folder with
+  ``config.json``).
 - ``segany``: a safetensors file with the official keys and the ``SamConfig`` JSON in its
   metadata (``segany.config``, ``segany.format_version``), and the segment-everything
   thresholds the model recommends, if any (``segany.generator_defaults``). Format 1 kept those
@@ -30,6 +31,7 @@ import torch
 
 from segany.atomic import atomic_path, atomic_paths, write_json_atomic
 from segany.checkpoints.hf import config_from_hf, config_to_hf, looks_like_hf, preprocessor_to_hf
+from segany.checkpoints.hf_hq import HF_HQ_MODEL_TYPE
 from segany.config import check_generator_defaults, split_config_json
 from segany.errors import CheckpointError
 from segany.models import SamConfig
@@ -261,12 +263,13 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _sibling_hf_config(path: Path) -> SamConfig | None:
-    """A bare transformers weights file: use the folder's config.json when it is a SAM one."""
+    """A bare transformers weights file: use the folder's config.json when it is a SAM (or
+    SAM-HQ) one."""
     config = path.parent / "config.json"
     if not config.is_file():
         return None
     data = _read_json(config)
-    if data.get("model_type") != "sam":
+    if data.get("model_type") not in ("sam", HF_HQ_MODEL_TYPE):
         return None
     pre = path.parent / "preprocessor_config.json"
     return config_from_hf(data, _read_json(pre) if pre.is_file() else None)

@@ -16,6 +16,9 @@ What differs:
 - the official ``MLP.layers.0..L-1`` of the IoU head and hypernetworks become ``proj_in``,
   ``layers.0..L-3`` and ``proj_out``.
 
+transformers' ``SamHQModel`` (SAM-HQ) has the same names plus its HQ decoder's, which
+``segany.checkpoints.hf_hq`` lists; its config.json is told apart by ``model_type`` "sam_hq".
+
 One number differs too: transformers gives the decoder's two-way blocks LayerNorm eps
 ``mask_decoder_config.layer_norm_eps`` (default 1e-6) where the official code uses 1e-5. segany
 computes as the official code; the config.json written here sets 1e-5 so transformers does too.
@@ -29,6 +32,15 @@ from typing import Any
 
 import torch
 
+from segany.checkpoints.hf_hq import (
+    HF_HQ_MODEL_TYPE,
+    HQ_KEY_RULES,
+    HQ_MLP_HEAD,
+    check_hq_decoder,
+    hq_head_to_hf,
+    hq_head_to_official,
+    to_hq_config,
+)
 from segany.config import DecoderConfig, PromptConfig
 from segany.errors import CheckpointError
 from segany.modeling.families import families, family_of, get_family
@@ -78,8 +90,11 @@ _MLP_HEADS = (
     r"mask_decoder\.output_hypernetworks_mlps\.\d+\.",
     r"mask_decoder\.iou_prediction_head\.",
 )
-_OFFICIAL_MLP = re.compile(rf"^({'|'.join(_MLP_HEADS)})layers\.(\d+)\.(.*)$")
-_HF_MLP = re.compile(rf"^({'|'.join(_MLP_HEADS)})(proj_in|proj_out|layers\.(\d+))\.(.*)$")
+# (SAM-HQ's HQ-token head is one more, named differently on each side: see hf_hq.)
+_OFFICIAL_HEADS = "|".join((*_MLP_HEADS, re.escape(HQ_MLP_HEAD[0])))
+_HF_HEADS = "|".join((*_MLP_HEADS, re.escape(HQ_MLP_HEAD[1])))
+_OFFICIAL_MLP = re.compile(rf"^({_OFFICIAL_HEADS})layers\.(\d+)\.(.*)$")
+_HF_MLP = re.compile(rf"^({_HF_HEADS})(proj_in|proj_out|layers\.(\d+))\.(.*)$")
 
 # Tied duplicate that older HF files carry next to shared_image_embedding.positional_embedding.
 _HF_TIED_PE = "prompt_encoder.shared_embedding.positional_embedding"
@@ -97,7 +112,8 @@ def _fill(template: str, match: re.Match[str]) -> str:
 
 
 def _rules(to_hf: bool) -> list[tuple[re.Pattern[str], str]]:
-    pairs = [r for f in families() for r in f.hf_prefix_rules] + list(_PROMPT_DECODER_RULES)
+    pairs = [r for f in families() for r in f.hf_prefix_rules]
+    pairs += [*_PROMPT_DECODER_RULES, *HQ_KEY_RULES]
     return [(_compile(o), h) if to_hf else (_compile(h), o) for o, h in pairs]
 
 
@@ -139,7 +155,7 @@ def official_to_hf(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
             head, idx, rest = m.group(1), int(m.group(2)), m.group(3)
             last = depths[head] - 1
             name = "proj_in" if idx == 0 else "proj_out" if idx == last else f"layers.{idx - 1}"
-            new = f"{head}{name}.{rest}"
+            new = hq_head_to_hf(f"{head}{name}.{rest}")
         else:
             new = _rename(key, to_hf) or key
         out[new] = value
@@ -176,7 +192,7 @@ def hf_to_official(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
                 idx = depths[head] - 1
             else:
                 idx = int(mid) + 1
-            new = f"{head}layers.{idx}.{rest}"
+            new = hq_head_to_official(f"{head}layers.{idx}.{rest}")
         else:
             new = _rename(key, to_official) or key
         out[new] = value
@@ -213,12 +229,14 @@ def config_from_hf(
     config: Mapping[str, Any],
     preprocessor: Mapping[str, Any] | None = None,
 ) -> SamConfig:
-    """A ``SamConfig`` from transformers' SAM ``config.json`` (and ``preprocessor_config.json``,
-    whose image_mean/std are on the 0-1 scale, for the pixel normalisation)."""
-    if config.get("model_type") != "sam":
+    """A ``SamConfig`` from transformers' SAM or SAM-HQ ``config.json`` (and
+    ``preprocessor_config.json``, whose image_mean/std are on the 0-1 scale, for the pixel
+    normalisation)."""
+    model_type = config.get("model_type")
+    if model_type not in ("sam", HF_HQ_MODEL_TYPE):
         raise CheckpointError(
-            f"config.json has model_type {config.get('model_type')!r}; expected 'sam' "
-            "(a transformers SamModel folder)"
+            f"config.json has model_type {model_type!r}; expected 'sam' or "
+            f"'{HF_HQ_MODEL_TYPE}' (a transformers SamModel or SamHQModel folder)"
         )
     vision = dict(config.get("vision_config") or {})
     decoder = {**_HF_DECODER_DEFAULTS, **(config.get("mask_decoder_config") or {})}
@@ -230,6 +248,9 @@ def config_from_hf(
         vision.get("output_channels", 256) == decoder["hidden_size"],
         "vision output_channels different from the decoder hidden_size",
     )
+    hq = model_type == HF_HQ_MODEL_TYPE
+    if hq:
+        check_hq_decoder(decoder, vision)
     try:
         encoder = get_family(_HF_SAM_FAMILY).config_from_hf(vision)
     except ValueError as e:
@@ -250,6 +271,7 @@ def config_from_hf(
             num_multimask_outputs=int(decoder["num_multimask_outputs"]),
             iou_head_depth=int(decoder["iou_head_depth"]),
             iou_head_hidden_dim=int(decoder["iou_head_hidden_dim"]),
+            hq=hq,
         ),
         pixel_mean=mean,
         pixel_std=std,
@@ -258,21 +280,19 @@ def config_from_hf(
 
 
 def config_to_hf(cfg: SamConfig) -> dict[str, Any]:
-    """transformers' SAM ``config.json`` for ``cfg`` (``SamModel.from_pretrained`` reads it)."""
+    """transformers' SAM ``config.json`` for ``cfg`` (``SamModel.from_pretrained`` reads it;
+    ``SamHQModel``'s for a SAM-HQ ``cfg``)."""
     if cfg.decoder.iou_head_depth < 2:
         # transformers' IoU head always has a proj_in and a proj_out Linear.
         raise CheckpointError("transformers' SamModel needs iou_head_depth >= 2")
-    if cfg.decoder.hq:  # (transformers' SamHQModel has key names of its own, not mapped here)
-        raise CheckpointError(
-            "transformers' SamModel has no SAM-HQ decoder; keep this model as .pth or .safetensors"
-        )
     if cfg.encoder.family != _HF_SAM_FAMILY:
+        kind = "SamHQModel" if cfg.decoder.hq else "SamModel"
         raise CheckpointError(
-            f"transformers' SamModel holds a {_HF_SAM_FAMILY} image encoder; this model's is "
-            f"{family_of(cfg.encoder).name}"
+            f"transformers' {kind} holds a {_HF_SAM_FAMILY} image encoder; this model's is "
+            f"{family_of(cfg.encoder).name}: keep it as .pth or .safetensors"
         )
     dim, dec = cfg.prompt.embed_dim, cfg.decoder
-    return {
+    config = {
         "architectures": ["SamModel"],
         "model_type": "sam",
         "initializer_range": 0.02,
@@ -303,6 +323,9 @@ def config_to_hf(cfg: SamConfig) -> dict[str, Any]:
             "layer_norm_eps": 1e-5,
         },
     }
+    if dec.hq:
+        return to_hq_config(config, get_family(_HF_SAM_FAMILY).early_width(cfg.encoder))
+    return config
 
 
 def preprocessor_to_hf(cfg: SamConfig) -> dict[str, Any]:
