@@ -39,7 +39,7 @@ from segany.inference.protocol import PredictorLike
 from segany.limits import check_size_pair
 from segany.prompts import check_prompts
 
-__all__ = ["TiledPredictor", "generate_tiled", "tile_frames"]
+__all__ = ["TiledPredictor", "check_frame", "generate_tiled", "tile_frames"]
 
 Frame = tuple[int, int, int, int]  # x0, y0, x1, y1: end-exclusive pixels of the image
 
@@ -71,6 +71,22 @@ def tile_frames(size: tuple[int, int], tile: int, overlap: int) -> list[Frame]:
         return [round(i * (length - tile) / (n - 1)) for i in range(n)]
 
     return [(x, y, min(w, x + tile), min(h, y + tile)) for y in starts(h) for x in starts(w)]
+
+
+def check_frame(frame: Any, size: tuple[int, int]) -> Frame:
+    """``frame`` as (x0, y0, x1, y1): four whole pixels, end-exclusive, a non-empty region of
+    an image of ``size`` (H, W); else an ``InputError`` saying so."""
+    h, w = size
+    try:
+        values = np.asarray(frame, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        values = np.zeros(0)
+    if values.size != 4 or not np.isfinite(values).all() or (values != np.round(values)).any():
+        raise InputError(f"a frame is 4 whole pixels x0, y0, x1, y1; got {frame!r}")
+    x0, y0, x1, y1 = (int(v) for v in values)
+    if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+        raise InputError(f"frame {[x0, y0, x1, y1]} is not a region of the {w}×{h} image")
+    return (x0, y0, x1, y1)
 
 
 def _by_region(image: Any) -> bool:
@@ -274,6 +290,50 @@ class TiledPredictor(PredictorLike):
             scores=np.stack([a.scores for a in answers]),
             logits=np.stack([a.logits for a in answers]),
         )
+
+    def predict_on(
+        self,
+        frame: ArrayLike,
+        point_coords: ArrayLike | None = None,
+        point_labels: ArrayLike | None = None,
+        box: ArrayLike | None = None,
+        mask_input: ArrayLike | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> Prediction:
+        """One prompt set (full-image pixels) answered on ``frame`` (x0, y0, x1, y1, whole
+        end-exclusive pixels inside the image: a tile, a crop, any region), without routing or
+        growth; its embedding is kept as the tiles' are. ``mask_input`` 1×s×s: low-res logits
+        in ``frame``'s frame (what an answer on ``frame`` returned). Masks C×H×W at the full
+        image's size (False, or -inf logits, outside ``frame``), scores C, low-res logits
+        C×s×s of ``frame``; ``last_frame`` is ``frame`` afterwards."""
+        size = self.image_size
+        f = check_frame(frame, size)
+        prompts = check_prompts(
+            point_coords,
+            point_labels,
+            box,
+            mask_input,
+            low_res_size=self.model.prompt_encoder.mask_input_size,
+        )
+        if prompts.batched:
+            raise InputError("predict_on answers one prompt set, not a batch")
+
+        def first(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[0]
+
+        out = self._on_frame(
+            f,
+            first(prompts.point_coords),
+            first(prompts.point_labels),
+            first(prompts.boxes),
+            first(prompts.mask_input),
+            multimask_output,
+            return_logits,
+        )
+        self.last_frame = f
+        self._last_logits = out.logits
+        return self._paste(out, f, size, return_logits)
 
     def _answer(
         self,
