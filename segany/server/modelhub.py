@@ -52,6 +52,7 @@ class ModelHub:
         self.current = 0
         self.lock = threading.RLock()
         self.encoder_runs = 0  # how many embeddings were computed (tests and the load run)
+        self.tile_runs = 0  # tile embeddings made for clicks in a zoomed view (decode_region)
         self._pixels: tuple[str, np.ndarray] | None = None  # the last image read for refining
         self._thresholds: tuple[tuple[int, int | None], dict[str, float]] | None = None
 
@@ -181,6 +182,56 @@ class ModelHub:
             )
             crop = zoom.crop
         return (_refined(image, pred, crop) if refine else pred), crop
+
+    def decode_region(
+        self,
+        sha256: str,
+        read_rgb: ReadImage,
+        image: np.ndarray,
+        *,
+        view: list[float],
+        prompts: DecodePrompts,
+        mask_input_frame: list[int] | None,
+        multimask: bool,
+        refine: bool,
+    ) -> tuple[Prediction, tuple[int, int, int, int] | None] | None:
+        """``decode`` for a click made with ``view`` (x0, y0, x1, y1 image pixels) in sight:
+        answered on tile embeddings at the view's scale (``segany.tasks.regions``; masks at the
+        image's size). Returns the prediction and the frame (x0, y0, x1, y1) its low-res
+        logits lie in, or None where the whole image's embedding answers (then ``decode``)."""
+        with self.lock:
+            session = self.session(sha256, read_rgb)
+            _check_pixels(image, session.embedding)
+            version = self.current
+            # Tiles go to the project's embedding cache unless a shared one is configured.
+            cache = self.disk_cache or self.embeddings.store
+            regions = session.regioned(
+                image,
+                lambda: Predictor(self.model(version), precision=self.precision, cache=cache),
+            )
+            before = regions.encoded
+            pred = regions.predict(
+                view,
+                prompts.points,
+                prompts.labels,
+                prompts.box,
+                prompts.mask_input,
+                mask_input_frame,
+                multimask_output=multimask,
+                return_logits=refine,
+            )
+            self.tile_runs += regions.encoded - before
+            frame = regions.frame
+        if pred is None:
+            return None
+        if refine and frame is not None:  # refined where the tile is: the rest is no mask
+            x0, y0, x1, y1 = frame
+            inner = Prediction(pred.masks[:, y0:y1, x0:x1], pred.scores, pred.logits)
+            inner = _refined(np.ascontiguousarray(image[y0:y1, x0:x1]), inner, frame)
+            masks = np.zeros(pred.masks.shape, dtype=bool)
+            masks[:, y0:y1, x0:x1] = inner.masks
+            return Prediction(masks, pred.scores, pred.logits), frame
+        return (_refined(image, pred, frame) if refine else pred), frame
 
     def pixels(self, sha256: str, read: Callable[[], np.ndarray]) -> np.ndarray:
         """An image's pixels, by content hash; the last one read is kept. Read outside the

@@ -184,12 +184,29 @@ def decode(request: Request, image_id: int, body: schemas.DecodeIn) -> schemas.D
 
     st = state_of(request)
     prompts = decode_prompts(body, st.hub.mask_input_size())
-    if body.mask_input_frame is not None and st.settings.zoom_clicks is None:
-        raise InputError("mask_input_frame is for a server that zooms corrections (--zoom-clicks)")
+    if body.mask_input_frame is not None and st.settings.zoom_clicks is None and body.view is None:
+        raise InputError(
+            "mask_input_frame is for a server that zooms corrections (--zoom-clicks) or a click "
+            "sent with its view"
+        )
     sha256, read = _source(request, image_id)
     refine = st.settings.refine if body.refine is None else body.refine
     frame = None
-    if st.settings.zoom_clicks is not None:
+    region = None
+    if body.view is not None:  # a click made zoomed in: the region's tiles may answer it
+        region = st.hub.decode_region(
+            sha256,
+            read,
+            _image(request, image_id),
+            view=body.view,
+            prompts=prompts,
+            mask_input_frame=body.mask_input_frame,
+            multimask=body.multimask,
+            refine=refine,
+        )
+    if region is not None:
+        pred, frame = region
+    elif st.settings.zoom_clicks is not None:
         pred, frame = st.hub.decode_zoomed(
             sha256,
             read,

@@ -99,7 +99,14 @@ class DecodeIn(Strict):
     mask_input: Tensor | None = Field(None, description="1×s×s low-res logits of a call")
     mask_input_frame: list[int] | None = Field(
         None,
-        description="the logits_frame that came with mask_input (a server zooming corrections)",
+        description="the logits_frame that came with mask_input (a server zooming corrections, "
+        "or a click made with its view)",
+    )
+    view: list[float] | None = Field(
+        None,
+        description="x0, y0, x1, y1: the image region in sight when the click was made (image "
+        "pixels); zoomed into an image larger than the model's input, the click is answered "
+        "on tile embeddings at that region's scale (segany.tasks.regions)",
     )
     multimask: bool = True
     refine: bool | None = Field(

@@ -4,7 +4,9 @@ A click on an image decodes against that image's embedding; the decoder's image-
 projections ``PointDecoder`` makes once per image) is kept by the Predictor that holds the
 embedding. So the app keeps that Predictor for the last few images (least recently used go
 first) instead of making one per request, and a zooming server keeps its ``ZoomPredictor``
-around the same Predictor (its crop embeddings too).
+around the same Predictor (its crop embeddings too). A click made zoomed into a large image is
+answered by the session's ``RegionPredictor`` (``segany.tasks.regions``: tile embeddings at the
+scale of the region in view, kept with the session and in the project's embedding cache).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from segany.inference.embedding_cache import ImageEmbedding
 from segany.inference.predictor import Predictor
 
 if TYPE_CHECKING:
+    from segany.tasks.regions import RegionPredictor
     from segany.zoom import ZoomPredictor
 
 IMAGES_KEPT = 4  # images an annotator moves between without the decoder's set-up again
@@ -33,6 +36,7 @@ class ImageSession:
     embedding: ImageEmbedding
     predictor: Predictor
     zoom: ZoomPredictor | None = None
+    regions: RegionPredictor | None = None
 
     @classmethod
     def of(cls, embedding: ImageEmbedding, predictor: Predictor) -> ImageSession:
@@ -52,6 +56,18 @@ class ImageSession:
             )
             self.zoom = zoom
         return self.zoom
+
+    def regioned(self, image: np.ndarray, make: Callable[[], Predictor]) -> RegionPredictor:
+        """The RegionPredictor over this session's image (H×W×3 uint8, the embedding's); its
+        tiles are encoded by the Predictor ``make`` gives (not the session's, which keeps the
+        whole image's embedding)."""
+        from segany.tasks.regions import RegionPredictor
+
+        if self.regions is None:
+            regions = RegionPredictor(make())
+            regions.set_image(image)
+            self.regions = regions
+        return self.regions
 
 
 class ImageSessions:
