@@ -67,10 +67,27 @@ class Task:
     existing: dict[str, Any] | None = None
     member: str = ""  # its JSON's name in the shard (``output.json_names``)
     source: str = ""  # what error reports show for it
+    stamp: list[int] | None = None  # the file's ``Blob.stamp()`` right after its bytes were read
+    changed: bool = False  # the stamp differed before and after the read
+
+
+#: What a failure's reason says when the file changed while it was read.
+CHANGED_NOTE = "; the file changed while it was read, so a re-run of the same command retries it"
 
 
 def failure(index: int, key: str, reason: str) -> dict[str, Any]:
     return {"index": index, "key": key, "ok": False, "reason": reason}
+
+
+def with_read_stamp(
+    result: dict[str, Any], stamp: list[int] | None, changed: bool
+) -> dict[str, Any]:
+    """A failed result with what a re-run needs to tell a changed image (retried) from a bad
+    one (kept as failed): the file's stamp after the read, and whether it changed during it."""
+    if result["ok"]:
+        return result
+    reason = str(result["reason"]) + (CHANGED_NOTE if changed else "")
+    return {**result, "reason": reason, "stamp": stamp, "changed": changed}
 
 
 def decode_image(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:

@@ -21,6 +21,9 @@ step), then removes its staging. The driver stages only results that never reach
 between the two steps), then writes the manifest from the shards' indexes.
 A re-run reads what is there: finalised shards and staged results are kept, temporary leftovers
 are deleted, and only the missing images are processed, so each image is annotated once.
+A failure is kept with its file's stamp (size, mtime, inode) after the read; a re-run turns a
+shard back into staged results to do again an image whose file changed while it was read or
+since (``retry_wanted``): a changed image is not a bad one. Unchanged bad images stay failed.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import io
 import json
 import os
 import shutil
+import tarfile
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -212,11 +216,63 @@ class Layout:
                 except ValueError:
                     f.unlink()  # cannot happen with atomic writes; redo the image if it does
                     continue
+                if not record.get("ok", True) and self.retry_wanted(record):
+                    f.unlink()  # failed as its file changed: done again
+                    continue
                 if "member" not in record:  # staged by an engine before workers wrote shards
                     record = self.record(record)
                     write_json_atomic(f, record)
                 out[int(f.stem)] = record
         return out
+
+    # ----- retrying images that changed ----------------------------------------------------
+    def retry_wanted(self, failed: dict[str, Any]) -> bool:
+        """Whether a re-run retries this failure: its file changed while it was read, or has
+        changed since (its stamp now differs from the one recorded). A changed image is not a
+        bad one; an image that failed on bytes that stayed the same (corrupt, too large) is
+        kept as failed, as is a failure recorded without a stamp."""
+        if "stamp" not in failed:
+            return False
+        if failed.get("changed"):
+            return True
+        return self.items[int(failed["index"]) - 1].image.stamp() != failed["stamp"]
+
+    def reopen_changed(self) -> list[int]:
+        """Turn each finalised shard holding a failure ``retry_wanted`` back into staged
+        results (its other images kept as they are, the failure dropped), so this run does
+        that image again; return the indexes to retry. The manifest goes first (the run is
+        no longer complete), the shard last; killed in between, the shard still stands and
+        ``clean_leftovers`` drops its staging, so the next run starts this over."""
+        again: list[int] = []
+        for shard in range(self.num_shards):
+            if not self.is_final(shard):
+                continue  # staged failures are looked at by ``done``
+            index = self.read_index(shard)
+            retry = {int(f["index"]) for f in index["failed"] if self.retry_wanted(f)}
+            if not retry:
+                continue
+            (self.out / MANIFEST).unlink(missing_ok=True)
+            self._unfinalise(shard, index, retry)
+            again.extend(sorted(retry))
+        return again
+
+    def _unfinalise(self, shard: int, index: dict[str, Any], retry: set[int]) -> None:
+        path = self.shard_path(shard)
+        members = _shard_files(path)
+        for entry in index["items"]:
+            doc = json.loads(members[entry["file"]])
+            image = members[entry["image"]] if "image" in entry else None
+            result = {"index": entry["index"], "ok": True, "doc": doc}
+            stage_record(self.spec, self.record(result), image)
+        for f in index["failed"]:
+            if int(f["index"]) not in retry:
+                stage_record(self.spec, self.record({**f, "ok": False}))
+        if self.shard_kind == "tar":
+            path.unlink()
+        else:  # renamed out of view in one step, then removed (a leftover if killed)
+            gone = path.parent / f".{path.name}.tmp-reopen-{os.urandom(4).hex()}"
+            os.rename(path, gone)
+            shutil.rmtree(gone)
 
     # ----- writing (the driver's part: results that never reached a worker) ---------------
     def record(self, result: dict[str, Any]) -> dict[str, Any]:
@@ -272,6 +328,30 @@ class Layout:
         write_json_atomic(self.out / SUMMARY, summary, indent=1)
         write_json_atomic(self.out / MANIFEST, manifest, indent=1)
         shutil.rmtree(self.staging, ignore_errors=True)
+
+
+class _FolderFiles(dict[str, bytes]):
+    """A folder shard's files, read when asked for."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
+        self.folder = folder
+
+    def __missing__(self, name: str) -> bytes:
+        return (self.folder / name).read_bytes()
+
+
+def _shard_files(shard: Path) -> dict[str, bytes]:
+    """Name -> bytes of a shard's files: a tar read in one pass, a folder's on demand."""
+    if shard.suffix != ".tar":
+        return _FolderFiles(shard)
+    with tarfile.open(shard, "r:") as tar:
+        out = {}
+        for m in tar:
+            f = tar.extractfile(m)
+            if f is not None:
+                out[m.name] = f.read()
+        return out
 
 
 def errors_csv(failed: Iterable[dict[str, Any]]) -> str:

@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from segany.engine.annotate import Task, WorkerSpec, failure
+from segany.engine.annotate import Task, WorkerSpec, failure, with_read_stamp
 from segany.engine.output import MANIFEST, SUMMARY, Layout
 from segany.engine.sizing import local_resources, parse_workers, size_for
 from segany.engine.sources import Item, list_items
@@ -91,6 +91,7 @@ def run_engine(
     settings = {"mode": config.mode, "existing": config.existing, **config.spec.settings()}
     layout.check_settings(settings)
     layout.clean_leftovers()
+    layout.reopen_changed()  # images that failed as they changed: done again, if now stable
     done = layout.done()
     _commit_complete(layout)  # killed after staging a shard's last image
     todo = [it_index for it_index in range(1, len(items) + 1) if it_index not in done]
@@ -218,14 +219,16 @@ def _tasks(
     error results here and never reach a worker."""
     for index in todo:
         item = layout.items[index - 1]
+        before = item.image.stamp()
         try:
             data = item.image.read()
-        except FileNotFoundError:
-            on_result(failure(index, item.key, f"{item.source}: no such file"))
-            continue
         except (OSError, InputError) as e:
-            on_result(failure(index, item.key, f"{item.source}: cannot read ({e})"))
+            after = item.image.stamp()
+            what = "no such file" if isinstance(e, FileNotFoundError) else f"cannot read ({e})"
+            bad = failure(index, item.key, f"{item.source}: {what}")
+            on_result(with_read_stamp(bad, after, before != after))
             continue
+        after = item.image.stamp()
         given = None
         if mode == "semi":
             try:
@@ -237,7 +240,8 @@ def _tasks(
                 continue
             given = given if given is not None else {"annotations": []}
         member = layout.names[item.key]
-        yield Task(index, item.key, item.file_name, data, given, member, item.source)
+        task = Task(index, item.key, item.file_name, data, given, member, item.source)
+        yield replace(task, stamp=after, changed=before != after)
 
 
 def _parse_sa1b_bytes(data: bytes, source: str) -> dict[str, Any]:

@@ -145,6 +145,7 @@ def _commit(spec: OutputSpec, shard: int) -> dict[str, Any]:
         r = json.loads(spec.staged(i).read_text(encoding="utf-8"))
         if not r["ok"]:
             failed = {"index": i, "key": r["key"], "source": r["source"], "reason": r["reason"]}
+            failed.update({k: r[k] for k in ("stamp", "changed") if k in r})  # for a re-run
             index["failed"].append(failed)
             continue
         name = r["member"]

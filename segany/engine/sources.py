@@ -43,6 +43,16 @@ class Blob:
             raise InputError(f"{self.path}: truncated tar member at byte {self.offset}")
         return data
 
+    def stamp(self) -> list[int] | None:
+        """The file's size, modification time (ns) and inode now; None when it cannot be
+        seen. Taken before and after a read, it tells an image that changed while it was read;
+        kept with a failure, it tells a re-run whether the file changed since (``retry``)."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return [st.st_size, st.st_mtime_ns, st.st_ino]
+
 
 @dataclass(frozen=True)
 class Item:

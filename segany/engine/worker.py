@@ -13,7 +13,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from segany.engine.annotate import Annotator, Task, WorkerSpec
+from segany.engine.annotate import Annotator, Task, WorkerSpec, with_read_stamp
 from segany.engine.shards import (
     OutputSpec,
     check_visible,
@@ -62,7 +62,7 @@ class ShardWorker:
         self.annotate = annotator(spec)
 
     def __call__(self, task: Task) -> dict[str, Any]:
-        result = self.annotate(task)
+        result = with_read_stamp(self.annotate(task), task.stamp, task.changed)
         record = {**result, "key": task.key, "member": task.member, "source": task.source}
         record["worker"] = self.name  # which worker made it (for the logs, and tests)
         image = task.data if self.output.with_images and result["ok"] else None
