@@ -7,6 +7,7 @@ The package's modules, each with one job:
   safetensors) without running code from a file;
 - ``shapes``: the variant read from tensor shapes, strict key and shape checks;
 - ``hf``: the key mapping between transformers' ``SamModel`` and the official names;
+- ``hf_sam2``: the same for transformers' ``Sam2Model`` (and its config.json);
 - ``download``: the official checkpoint table and a streamed, resumable, sha256-checked download.
 
 Code outside this package imports from ``segany.checkpoints`` only.

@@ -1,9 +1,9 @@
 """Weights files in the three formats segany reads and writes, recognised by their content.
 
 - ``official``: a PyTorch pickle of the state dict with the official keys (``sam_vit_b_*.pth``).
-- ``hf``: transformers' ``SamModel`` or ``SamHQModel`` weights (``model.safetensors`` /
-  ``pytorch_model.bin``, possibly sharded, usually in a ``save_pretrained`` folder with
-  ``config.json``).
+- ``hf``: transformers' ``SamModel``, ``SamHQModel`` or ``Sam2Model`` weights
+  (``model.safetensors`` / ``pytorch_model.bin``, possibly sharded, usually in a
+  ``save_pretrained`` folder with ``config.json``).
 - ``segany``: a safetensors file with the official keys and the ``SamConfig`` JSON in its
   metadata (``segany.config``, ``segany.format_version``), and the segment-everything
   thresholds the model recommends, if any (``segany.generator_defaults``). Format 1 kept those
@@ -32,6 +32,13 @@ import torch
 from segany.atomic import atomic_path, atomic_paths, write_json_atomic
 from segany.checkpoints.hf import config_from_hf, config_to_hf, looks_like_hf, preprocessor_to_hf
 from segany.checkpoints.hf_hq import HF_HQ_MODEL_TYPE
+from segany.checkpoints.hf_sam2 import (
+    HF_SAM2_MODEL_TYPES,
+    config_from_hf_sam2,
+    config_to_hf_sam2,
+    preprocessor_to_hf_sam2,
+    segany_to_hf_sam2,
+)
 from segany.config import check_generator_defaults, split_config_json
 from segany.errors import CheckpointError
 from segany.models import SamConfig
@@ -269,10 +276,17 @@ def _sibling_hf_config(path: Path) -> SamConfig | None:
     if not config.is_file():
         return None
     data = _read_json(config)
-    if data.get("model_type") not in ("sam", HF_HQ_MODEL_TYPE):
+    if data.get("model_type") not in ("sam", HF_HQ_MODEL_TYPE, *HF_SAM2_MODEL_TYPES):
         return None
     pre = path.parent / "preprocessor_config.json"
-    return config_from_hf(data, _read_json(pre) if pre.is_file() else None)
+    return _config_from_hf(data, _read_json(pre) if pre.is_file() else None)
+
+
+def _config_from_hf(data: dict[str, Any], pre: dict[str, Any] | None) -> SamConfig:
+    """The config of a transformers config.json: SAM 2's (``hf_sam2``) or SAM 1's (``hf``)."""
+    if data.get("model_type") in HF_SAM2_MODEL_TYPES:
+        return config_from_hf_sam2(data, pre)
+    return config_from_hf(data, pre)
 
 
 def _read_hf_folder(folder: Path) -> RawWeights:
@@ -283,7 +297,7 @@ def _read_hf_folder(folder: Path) -> RawWeights:
             "folder (what save_pretrained writes) or a weights file"
         )
     pre = folder / "preprocessor_config.json"
-    cfg = config_from_hf(_read_json(config), _read_json(pre) if pre.is_file() else None)
+    cfg = _config_from_hf(_read_json(config), _read_json(pre) if pre.is_file() else None)
     for name in _HF_WEIGHTS:
         if (folder / name).is_file():
             break
@@ -398,9 +412,13 @@ def write_hf(
 
     if folder.exists() and not folder.is_dir():
         raise CheckpointError(f"{folder} exists and is not a folder")
-    config = config_to_hf(cfg)
+    if cfg.decoder.sam2:  # transformers' Sam2Model
+        config, preprocessor = config_to_hf_sam2(cfg), preprocessor_to_hf_sam2(cfg)
+        tensors = _plain(segany_to_hf_sam2(state), half)
+    else:
+        config, preprocessor = config_to_hf(cfg), preprocessor_to_hf(cfg)
+        tensors = _plain(official_to_hf(state), half)
     config["dtype"] = "float16" if half else "float32"
-    tensors = _plain(official_to_hf(state), half)
     names = ("config.json", "preprocessor_config.json", "model.safetensors")
     new = not folder.exists()
     try:
@@ -408,7 +426,7 @@ def write_hf(
         # without its weights).
         with atomic_paths(*(folder / name for name in names)) as (conf, pre, weights):
             write_json_atomic(conf, config, indent=2)
-            write_json_atomic(pre, preprocessor_to_hf(cfg), indent=2)
+            write_json_atomic(pre, preprocessor, indent=2)
             save_safetensors(tensors, weights, {"format": "pt"})
     except BaseException:
         if new:

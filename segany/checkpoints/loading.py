@@ -26,6 +26,7 @@ from segany.checkpoints.files import (
     write_segany,
 )
 from segany.checkpoints.hf import hf_to_official
+from segany.checkpoints.hf_sam2 import hf_sam2_to_segany, is_hf_sam2
 from segany.checkpoints.sam2_keys import is_sam2_layout, sam2_release, sam2_to_segany
 from segany.checkpoints.shapes import (
     check_config_limits,
@@ -95,6 +96,9 @@ def _segany_keys(raw: RawWeights) -> tuple[dict[str, torch.Tensor], str]:
     converted; SAM 2's video-only weights set aside) and its SAM 2 release ("2.1" when it is
     none or cannot tell)."""
     if raw.kind == "hf":
+        if is_hf_sam2(list(raw.state)):
+            state, _video, release = hf_sam2_to_segany(raw.state)
+            return state, release
         return hf_to_official(raw.state), "2.1"
     if is_sam2_layout(raw.state):
         return sam2_to_segany(raw.state)[0], sam2_release(raw.state)
@@ -163,6 +167,13 @@ def resolve(name_or_path: PathLike | None, *, progress: bool = True) -> Path:
                 "download the official weights, or the path of a weights file"
             )
         return DEFAULT_MODEL
+    if not isinstance(name_or_path, (str, os.PathLike)) or isinstance(
+        os.fspath(name_or_path), bytes
+    ):
+        raise TypeError(
+            "the model must be a variant name or a path (str or os.PathLike), or None for the "
+            f"bundled model; got {type(name_or_path).__name__} {name_or_path!r:.80}"
+        )
     if not os.fspath(name_or_path).strip():  # Path("") is ".", the current folder
         raise CheckpointError(
             f"the model name or path is empty; expected a variant name "

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import ClassVar, cast
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -21,6 +21,7 @@ from torch import nn
 from segany.modeling.families import EncoderConfig, EncoderFamily, Shapes, register
 from segany.modeling.hiera.config import OFFICIAL_TRUNKS, HieraConfig
 from segany.modeling.hiera.encoder import ImageEncoderHiera, MultiScaleBlock
+from segany.modeling.hiera.hf_config import hiera_from_hf, hiera_to_hf
 
 _PREFIX = "image_encoder.trunk."
 _BLOCK = re.compile(r"^trunk\.blocks\.(\d+)\.")
@@ -42,6 +43,31 @@ class HieraFamily(EncoderFamily):
     config_type: ClassVar[type[EncoderConfig]] = HieraConfig
     module_type: ClassVar[type[nn.Module]] = ImageEncoderHiera
     no_weight_decay: ClassVar[tuple[str, ...]] = ("pos_embed", "no_mem_embed")
+    # transformers' Sam2Model: the trunk is vision_encoder.backbone, the neck's convs have no
+    # inner .conv, and the pieces segany keeps on the image side sit where transformers keeps
+    # them (conv_s0/s1 in its mask decoder, the no-memory embedding at the top).
+    hf_prefix_rules: ClassVar[tuple[tuple[str, str], ...]] = (
+        (
+            "image_encoder.trunk.patch_embed.proj.",
+            "vision_encoder.backbone.patch_embed.projection.",
+        ),
+        (
+            "image_encoder.trunk.blocks.{n}.norm{m}.",
+            "vision_encoder.backbone.blocks.{n}.layer_norm{m}.",
+        ),
+        (
+            "image_encoder.trunk.blocks.{n}.mlp.layers.0.",
+            "vision_encoder.backbone.blocks.{n}.mlp.proj_in.",
+        ),
+        (
+            "image_encoder.trunk.blocks.{n}.mlp.layers.1.",
+            "vision_encoder.backbone.blocks.{n}.mlp.proj_out.",
+        ),
+        ("image_encoder.trunk.", "vision_encoder.backbone."),
+        ("image_encoder.neck.convs.{n}.conv.", "vision_encoder.neck.convs.{n}."),
+        ("image_encoder.conv_s{n}.", "mask_decoder.conv_s{n}."),
+        ("image_encoder.no_mem_embed", "no_memory_embedding"),
+    )
     # Hiera-L, the largest published, is 144 wide and 48 blocks deep.
     limits: ClassVar[Mapping[str, float]] = {
         "embed_dim": 4096,
@@ -92,6 +118,14 @@ class HieraFamily(EncoderFamily):
                 f"the published trunk of width {embed_dim} and stages {list(stages)}"
             )
         return official
+
+    def config_from_hf(self, vision: Mapping[str, Any]) -> HieraConfig:
+        """The config of transformers' ``Sam2VisionConfig`` (its ``backbone_config`` is the
+        Hiera trunk's); fields left out take transformers' defaults (Hiera-T at 1024 px)."""
+        return hiera_from_hf(vision)
+
+    def config_to_hf(self, config: EncoderConfig, out_chans: int) -> dict[str, Any]:
+        return hiera_to_hf(_hiera(config), out_chans)
 
     def describe(self, config: EncoderConfig) -> str:
         cfg = _hiera(config)
