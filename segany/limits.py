@@ -8,14 +8,21 @@ above what SAM is used with, far below what exhausts a machine.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from segany.errors import InputError
 
 #: Longest image side (also of ``original_size`` and of an RLE's size).
 MAX_IMAGE_SIDE = 2**15
-#: Pixels of one image or mask (134 MP); a full-size mask set is a few GB at this size.
+#: Pixels of one image or mask (134 MP); a full-size mask set is a few GB at this size. Tiled
+#: work, which never holds a full-size mask, may raise it explicitly (``pixel_limit``).
 MAX_IMAGE_PIXELS = 2**27
+#: The most ``pixel_limit`` accepts: COCO RLE counts (pycocotools) are 32-bit.
+MAX_RAISED_PIXELS = 2**32 - 1
+#: The longest side while the pixel limit is raised.
+MAX_RAISED_SIDE = 2**20
 #: |x|, |y| of a point or box corner, in pixels (far outside any image, still exact in float32).
 MAX_COORDINATE = 2.0**20
 #: The automatic generator: points along a grid side, crop layers, and prompts per image
@@ -31,29 +38,77 @@ MAX_POINTS_PER_PROMPT = 4096
 MAX_MASK_PIXELS_PER_CALL = 2**31
 
 
+_raised: list[int] = []  # the limits pixel_limit() set, innermost last
+
+
+def current_pixel_limit() -> int:
+    """The pixel limit in force: ``MAX_IMAGE_PIXELS``, or the one ``pixel_limit`` set."""
+    return _raised[-1] if _raised else MAX_IMAGE_PIXELS
+
+
+def current_side_limit() -> int:
+    return MAX_RAISED_SIDE if current_pixel_limit() > MAX_IMAGE_PIXELS else MAX_IMAGE_SIDE
+
+
+@contextlib.contextmanager
+def pixel_limit(pixels: int) -> Iterator[None]:
+    """Accept images and masks of up to ``pixels`` inside the block (sides up to
+    ``MAX_RAISED_SIDE`` when above the default), PIL's ``Image.MAX_IMAGE_PIXELS`` included.
+
+    For tiled work on large images (``segany.tasks.generate_tiled``), which reads the image by
+    region and keeps masks as RLE; untiled work on such an image allocates full-size arrays.
+    The command line's ``--max-pixels``. Process-wide while the block runs."""
+    from PIL import Image
+
+    if isinstance(pixels, bool) or not isinstance(pixels, int) or not 1 <= pixels:
+        raise InputError(f"the pixel limit must be a positive whole number, got {pixels!r}")
+    if pixels > MAX_RAISED_PIXELS:
+        raise InputError(
+            f"the pixel limit can be at most {MAX_RAISED_PIXELS} (COCO RLE counts are 32-bit), "
+            f"got {pixels}"
+        )
+    before = Image.MAX_IMAGE_PIXELS
+    _raised.append(pixels)
+    # PIL warns above its limit and refuses above twice it; ours is checked first anyway.
+    Image.MAX_IMAGE_PIXELS = max(pixels, before or 0)
+    try:
+        yield
+    finally:
+        _raised.pop()
+        Image.MAX_IMAGE_PIXELS = before
+
+
 def check_image_size(
     height: Any, width: Any, *, what: str = "image", allow_empty: bool = False
 ) -> tuple[int, int]:
     """(H, W) as ints if both are in [1, MAX_IMAGE_SIDE] (0 too with ``allow_empty``) and
-    H·W <= MAX_IMAGE_PIXELS; else an ``InputError`` naming ``what`` and the bound."""
+    H·W <= MAX_IMAGE_PIXELS (or the limits ``pixel_limit`` set); else an ``InputError``
+    naming ``what`` and the bound."""
     lo = 0 if allow_empty else 1
+    max_side, max_pixels = current_side_limit(), current_pixel_limit()
     try:
         h, w = _whole(height), _whole(width)
     except (TypeError, ValueError, AttributeError, OverflowError):
         raise InputError(
             f"{what} must be two whole numbers (H, W), got ({height!r}, {width!r})"
         ) from None
-    if not (lo <= h <= MAX_IMAGE_SIDE and lo <= w <= MAX_IMAGE_SIDE):
+    if not (lo <= h <= max_side and lo <= w <= max_side):
         raise InputError(
             f"{what} {h}×{w} is outside the supported range: each side must be {lo} to "
-            f"{MAX_IMAGE_SIDE} pixels (downscale the image)"
+            f"{max_side} pixels ({_HOW_LARGER})"
         )
-    if h * w > MAX_IMAGE_PIXELS:
+    if h * w > max_pixels:
         raise InputError(
-            f"{what} {h}×{w} has {h * w} pixels, more than the {MAX_IMAGE_PIXELS} "
-            "segany accepts (downscale or tile the image)"
+            f"{what} {h}×{w} has {h * w} pixels, more than the {max_pixels} segany accepts "
+            f"({_HOW_LARGER})"
         )
     return h, w
+
+
+_HOW_LARGER = (
+    "downscale the image, or segment it tile by tile with --tile and raise the limit with "
+    "--max-pixels; in Python: segany.limits.pixel_limit(n) around segany.tasks.generate_tiled"
+)
 
 
 def _whole(value: Any) -> int:
