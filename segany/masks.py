@@ -42,6 +42,7 @@ __all__ = [
     "mask_to_polygons",
     "mask_to_uncompressed_rle",
     "nms",
+    "place_rle",
     "remove_small_regions",
     "rle_area",
     "stability_score",
@@ -158,6 +159,56 @@ def rle_area(rle: RLE, *, trusted: bool = False) -> int:
         return int(_coco.area(_as_coco(rle, trusted)))
     h, w = _rle_size(rle)
     return int(_checked_runs(counts, h * w)[1::2].sum())
+
+
+def place_rle(
+    mask: np.ndarray, image_hw: tuple[int, int], offset: Sequence[int] = (0, 0), scale: int = 1
+) -> RLE:
+    """The COCO RLE, at the image's size ``image_hw`` (H, W), of an ``h×w`` bool ``mask`` whose
+    pixel (y, x) covers the image's pixels ``offset + (x, y) * scale`` to ``+ scale`` (XY offset;
+    cut to the image), zero elsewhere, without allocating the H×W mask: a tile's mask pasted
+    into a large image (scale 1), or a mask of a downscaled overview blown up by nearest
+    neighbour. Equals ``encode_rle`` of the pasted (and ``np.repeat``-ed) mask."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2:
+        raise InputError(f"mask must be h×w, got shape {mask.shape}")
+    h_img, w_img = (int(v) for v in image_hw)
+    x0, y0 = (int(v) for v in offset)
+    s = int(scale)
+    if s < 1 or x0 < 0 or y0 < 0 or x0 >= w_img or y0 >= h_img:
+        raise InputError(f"cannot place a mask at {offset} × {scale} in an image {image_hw}")
+    # Runs of set pixels per mask column: a row of zeros above and below, then the changes.
+    padded = np.zeros((mask.shape[0] + 2, mask.shape[1]), np.int8)
+    padded[1:-1] = mask
+    cols, rows = np.nonzero(np.diff(padded, axis=0).T)  # column by column, top to bottom
+    col, top, bottom = cols[0::2], rows[0::2], rows[1::2]  # [top, bottom) in mask rows
+    # Each mask column covers image columns x0 + col*s ... + s (within the image).
+    first = x0 + col.astype(np.int64) * s
+    reps = np.clip(w_img - first, 0, s)
+    x = np.repeat(first, reps) + _ramp(reps)
+    keep = np.repeat(np.arange(len(col)), reps)
+    start = x * h_img + np.minimum(y0 + top[keep].astype(np.int64) * s, h_img)
+    end = x * h_img + np.minimum(y0 + bottom[keep].astype(np.int64) * s, h_img)
+    # (a run repeated over s image columns: put them back in column-major order)
+    order = np.argsort(start[start < end], kind="stable")
+    start, end = start[start < end][order], end[start < end][order]
+    # A run that ends at the foot of one column and goes on at the top of the next is one run.
+    joined = np.nonzero(end[:-1] == start[1:])[0]
+    start, end = np.delete(start, joined + 1), np.delete(end, joined)
+    bounds = np.empty(2 * len(start) + 2, np.int64)
+    bounds[0], bounds[-1] = 0, h_img * w_img
+    bounds[1:-1:2], bounds[2:-1:2] = start, end
+    counts = np.diff(bounds)
+    if len(counts) > 1 and counts[-1] == 0:
+        counts = counts[:-1]  # (a mask set up to the last pixel: no empty run after it)
+    rle = _coco.frPyObjects({"size": [h_img, w_img], "counts": counts.tolist()}, h_img, w_img)
+    return {"size": [h_img, w_img], "counts": rle["counts"].decode("ascii")}
+
+
+def _ramp(lengths: np.ndarray) -> np.ndarray:
+    """0, 1, ..., n-1 for each n of ``lengths``, concatenated."""
+    total = int(lengths.sum())
+    return np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
 
 
 def mask_to_uncompressed_rle(masks: torch.Tensor) -> list[RLE]:
