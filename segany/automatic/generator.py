@@ -321,14 +321,12 @@ class MaskGenerator:
         """
         rgb = to_rgb_uint8(image, image_format)
         h, w = rgb.shape[:2]
-        encoder = self._private_predictor()
         crops = []
         for box in crop_boxes:
             x0, y0, x1, y1 = (int(v) for v in box)
             if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
                 raise InputError(f"crop box {list(box)} is not inside the {w}×{h} image")
-            encoder.set_image(rgb[y0:y1, x0:x1])
-            crops.append(self._decode_crop(encoder, [x0, y0, x1, y1], 0, (h, w), self._selection))
+            crops.append(self.candidates_of_crop(rgb[y0:y1, x0:x1], [x0, y0, x1, y1], (h, w)))
         sel = self._selection
         return MaskCandidates(
             (h, w),
@@ -338,6 +336,20 @@ class MaskGenerator:
             multi_crop=len(crops) > 1,
             crops=crops,
         )
+
+    @torch.inference_mode()
+    def candidates_of_crop(
+        self, pixels: np.ndarray, crop_box: list[int], image_size: tuple[int, int]
+    ) -> CropMasks:
+        """Decode this generator's first grid on one crop of an image: ``pixels`` h×w×3 uint8 RGB
+        are the crop ``crop_box`` (XYXY) of an image of ``image_size`` (H, W) that need not be in
+        memory (a tile read by region). Masks cut by an inner crop edge are dropped; they stay in
+        the crop's frame, as COCO RLE (``MaskCandidates`` gathers crops for ``refilter``)."""
+        if "_crop_encoder" not in self.__dict__:
+            self._crop_encoder = self._private_predictor()
+        self._crop_encoder.set_image(pixels)
+        box = [int(v) for v in crop_box]
+        return self._decode_crop(self._crop_encoder, box, 0, image_size, self._selection)
 
     # ----- decoding -----------------------------------------------------------------------
     @torch.inference_mode()

@@ -8,6 +8,7 @@ in the requested output mode. ``MaskGenerator.refilter`` re-runs only this stage
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
@@ -121,10 +122,18 @@ class Selection:
     output_mode: str
 
 
+def _finite(value: Any) -> bool:
+    """A finite real number (a Python int beyond float's range is not: numpy cannot test it)."""
+    try:
+        return math.isfinite(float(value))
+    except (OverflowError, TypeError, ValueError):
+        return False
+
+
 def check_range(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False) -> None:
     # numbers.Real: Python and numpy ints and floats (np.float32(0.5) included), not bool.
     ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-    if ok and np.isfinite(value) and (value > lo if lo_open else value >= lo) and value <= hi:
+    if ok and _finite(value) and (value > lo if lo_open else value >= lo) and value <= hi:
         return
     left = "(" if lo_open else "["
     raise InputError(f"{name} must be a number in {left}{lo:g}, {hi:g}], got {value!r}")
@@ -167,7 +176,8 @@ def check_point_grids(point_grids: Any, crop_n_layers: int) -> list[np.ndarray]:
                 raise TypeError(f"dtype {raw.dtype}")
             arr = raw.astype(np.float64)
         except (TypeError, ValueError) as e:
-            raise InputError(f"point grid {i} must be a numeric N×2 array ({e})") from None
+            why = f"({e})" if isinstance(e, TypeError) else "(its rows have different lengths)"
+            raise InputError(f"point grid {i} must be a numeric N×2 array {why}") from None
         if arr.ndim != 2 or arr.shape[1] != 2:
             raise InputError(f"point grid {i} must be N×2 (XY in [0, 1]), got shape {arr.shape}")
         if not np.all((arr >= 0) & (arr <= 1)):
@@ -180,7 +190,7 @@ def check_selection(s: Selection) -> None:
     # Predicted IoUs are unbounded regressions: any finite threshold is meaningful (<= 0 keeps
     # every mask, as officially).
     t = s.pred_iou_thresh
-    if isinstance(t, (bool, np.bool_)) or not isinstance(t, numbers.Real) or not np.isfinite(t):
+    if isinstance(t, (bool, np.bool_)) or not isinstance(t, numbers.Real) or not _finite(t):
         raise InputError(f"pred_iou_thresh must be a finite number, got {t!r}")
     check_range("stability_score_thresh", s.stability_score_thresh, 0, 1)
     check_range("box_nms_thresh", s.box_nms_thresh, 0, 1)
@@ -254,25 +264,59 @@ def select(cands: MaskCandidates, sel: Selection) -> list[MaskRecord]:
 
 
 def _clean_regions(kept: list, image_hw: tuple[int, int], sel: Selection) -> list:
-    """Fill small holes, drop small islands, then NMS again, preferring unchanged masks."""
-    new_masks, unchanged = [], []
+    """Fill small holes, drop small islands, then NMS again, preferring unchanged masks.
+
+    Each mask is cleaned in its own frame (``_clean_in_frame``), so a tile's mask in a large
+    image never becomes a full-size array."""
+    new_masks, frames, unchanged = [], [], []
     for _, _, _, rle, frame in kept:
-        mask = _paste(M.decode_rle(rle, trusted=True), frame, image_hw)
-        mask, changed_holes = M.remove_small_regions(mask, sel.min_mask_region_area, "holes")
-        mask, changed_islands = M.remove_small_regions(mask, sel.min_mask_region_area, "islands")
+        mask, frame, changed = _clean_in_frame(
+            M.decode_rle(rle, trusted=True), list(frame), image_hw, sel.min_mask_region_area
+        )
         new_masks.append(mask)
-        unchanged.append(float(not (changed_holes or changed_islands)))
-    boxes = torch.stack([M.batched_mask_to_box(torch.from_numpy(m)) for m in new_masks])
+        frames.append(frame)
+        unchanged.append(float(not changed))
+    boxes = torch.stack(
+        [
+            M.uncrop_boxes_xyxy(M.batched_mask_to_box(torch.from_numpy(m)), f)
+            for m, f in zip(new_masks, frames, strict=True)
+        ]
+    )
     thresh = max(sel.box_nms_thresh, sel.crop_nms_thresh)
     order = M.batched_nms(boxes.float(), torch.tensor(unchanged), torch.zeros(len(boxes)), thresh)
     out = []
-    full = [0, 0, image_hw[1], image_hw[0]]
     for k in order.tolist():
         crop, i, box, rle, frame = kept[k]
         if not unchanged[k]:
-            box, rle, frame = boxes[k], M.encode_rle(new_masks[k]), full
+            box, rle, frame = boxes[k], M.encode_rle(new_masks[k]), frames[k]
         out.append((crop, i, box, rle, frame))
     return out
+
+
+def _clean_in_frame(
+    mask: np.ndarray, frame: list[int], image_hw: tuple[int, int], area: int
+) -> tuple[np.ndarray, list[int], bool]:
+    """``remove_small_regions`` (holes, then islands) of a frame's mask as if it were pasted
+    into the image (zero outside the frame): the mask stays in its frame, padded with a ring of
+    zeros, at least ``area`` px, on each side that is not the image's edge, so that a hole
+    touching such a side joins the outside and is not filled. That equals the full image's
+    answer when every strip of the image beside the frame holds ``area`` px or more (then
+    every part of the outside is no small hole); otherwise the mask is pasted whole."""
+    h, w = image_hw
+    x0, y0, x1, y1 = frame
+    strips = [x0 * h, y0 * w, (w - x1) * h, (h - y1) * w]  # left, top, right, bottom
+    if frame != [0, 0, w, h] and min(a for a in strips if a > 0) < area:
+        mask, frame = _paste(mask, frame, image_hw), [0, 0, w, h]
+        x0, y0, x1, y1 = frame
+    ring = max(1, -(-area // max(1, min(mask.shape))))
+    pads = [ring if a > 0 else 0 for a in (y0 * w, (h - y1) * w, x0 * h, (w - x1) * h)]
+    padded = np.pad(mask, ((pads[0], pads[1]), (pads[2], pads[3])))
+    padded, holes = M.remove_small_regions(padded, area, "holes")
+    padded, islands = M.remove_small_regions(padded, area, "islands")
+    if not (holes or islands):
+        return mask, frame, False
+    inner = padded[pads[0] : padded.shape[0] - pads[1], pads[2] : padded.shape[1] - pads[3]]
+    return np.ascontiguousarray(inner), frame, True
 
 
 def _paste(mask: np.ndarray, frame: list[int], image_hw: tuple[int, int]) -> np.ndarray:
@@ -289,6 +333,8 @@ def _output(rle: dict[str, Any], frame: list[int], image_hw: tuple[int, int], mo
     whole = list(frame) == [0, 0, image_hw[1], image_hw[0]]
     if mode == "coco_rle" and whole:
         return dict(rle)
+    if mode == "coco_rle":  # pasted as RLE: no image-sized array (large tiled images)
+        return M.place_rle(M.decode_rle(rle, trusted=True), image_hw, frame[:2])
     mask = _paste(M.decode_rle(rle, trusted=True), frame, image_hw)
     if mode == "binary_mask":
         return mask
