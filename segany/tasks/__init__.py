@@ -13,12 +13,14 @@ from segany.tasks.detections import (
     read_yolo_detections,
     segment_detections,
 )
-from segany.tasks.tiles import TiledPredictor, generate_tiled, tile_frames
+from segany.tasks.tiled_generate import clear_progress, generate_tiled
+from segany.tasks.tiles import TiledPredictor, tile_frames
 
 __all__ = [
     "Detections",
     "InstanceMasks",
     "TiledPredictor",
+    "clear_progress",
     "coco_instance_results",
     "from_supervision",
     "generate_tiled",

@@ -1,0 +1,234 @@
+"""Large image files read by region, for tiled work (``segany.tasks.tiles``).
+
+``open_regions(path)`` gives what ``TiledPredictor.set_image`` and ``generate_tiled`` read a
+tile at a time:
+
+- an uncompressed TIFF or BigTIFF (one contiguous block of interleaved pixels), or a ``.npy``
+  file: ``FileRegions``, which reads each region with positioned reads (``os.pread``), so the
+  pixels read do not stay in the process's memory the way a memory map's pages do;
+- a compressed or tiled TIFF: its zarr store (``tifffile.imread(path, aszarr=True)``) when
+  ``zarr`` is installed (``pip install 'segany[tiff]'``), else the whole image decoded, within
+  the pixel limit (``segany.limits``);
+- any other format (PNG, JPEG, ...): decoded whole through PIL, within the pixel limit.
+
+Every region comes back as h×w×3 uint8 RGB (grey repeated, alpha dropped, 16-bit scaled as
+``segany.images`` states). A file that is not what it claims (a TIFF cut short, a header
+tifffile cannot parse) is an ``InputError`` that names it. ``read_overview`` shrinks any such
+source by an integer factor a strip at a time (block means).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segany.errors import InputError
+from segany.images import check_image_path, read_image, to_rgb_uint8
+from segany.limits import check_image_size
+
+__all__ = ["FileRegions", "open_regions", "read_overview"]
+
+TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # TIFF and BigTIFF, both byte orders
+NPY_MAGIC = b"\x93NUMPY"
+STRIP_BYTES = 16 * 2**20  # read_overview reads about this many bytes of pixels at once
+
+
+class RegionReader:
+    """The array-like every region source here presents: ``shape`` (H, W, 3), ``dtype``
+    uint8, and ``source[y0:y1, x0:x1]`` -> h×w×3 uint8 RGB."""
+
+    shape: tuple[int, int, int]
+    dtype = np.dtype(np.uint8)
+    name: str
+
+    def region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        two = isinstance(key, tuple) and len(key) == 2
+        if not (two and all(isinstance(k, slice) for k in key)):
+            raise InputError(f"{self.name} is read by region: index it as [y0:y1, x0:x1]")
+        h, w = self.shape[:2]
+        (y0, y1, sy), (x0, x1, sx) = key[0].indices(h), key[1].indices(w)
+        if sy != 1 or sx != 1 or y1 <= y0 or x1 <= x0:
+            raise InputError(f"{self.name}: a region must be a non-empty [y0:y1, x0:x1], got {key}")
+        return to_rgb_uint8(self.region(y0, y1, x0, x1))
+
+
+class FileRegions(RegionReader):
+    """H×W (grey) or H×W×C (C in 1, 3, 4) uint8/uint16 pixels stored uncompressed, row by row,
+    from byte ``offset`` of the file at ``path``."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], offset: int, shape: tuple[int, ...], dtype: Any
+    ) -> None:
+        self.path = Path(path)
+        self.name = str(path)
+        self.raw_dtype = np.dtype(dtype)
+        if self.raw_dtype.newbyteorder("=") not in (np.dtype(np.uint8), np.dtype(np.uint16)):
+            raise InputError(f"{path}: pixels of type {self.raw_dtype}; expected 8 or 16 bit")
+        channels = 1 if len(shape) == 2 else int(shape[2])
+        if len(shape) not in (2, 3) or channels not in (1, 3, 4):
+            raise InputError(f"{path}: pixels of shape {tuple(shape)}; expected H×W or H×W×3/4")
+        h, w = check_image_size(shape[0], shape[1], what=f"image {path}")
+        self.offset = int(offset)
+        self.channels = channels
+        self.pixel_bytes = channels * self.raw_dtype.itemsize
+        self.shape = (h, w, 3)
+        size = self.path.stat().st_size
+        need = self.offset + h * w * self.pixel_bytes
+        if size < need:
+            raise InputError(
+                f"{path} is cut short: it holds {size} bytes, its {w}×{h} pixels need {need} "
+                "(an interrupted copy or download?)"
+            )
+
+    def region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        w = self.shape[1]
+        row = w * self.pixel_bytes
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            if x0 == 0 and x1 == w:  # whole rows: one read
+                data = _pread(fd, (y1 - y0) * row, self.offset + y0 * row, self.name)
+            else:
+                width = (x1 - x0) * self.pixel_bytes
+                start = self.offset + x0 * self.pixel_bytes
+                parts = (_pread(fd, width, start + y * row, self.name) for y in range(y0, y1))
+                data = b"".join(parts)
+        finally:
+            os.close(fd)
+        pixels = np.frombuffer(data, self.raw_dtype).reshape(y1 - y0, x1 - x0, self.channels)
+        return pixels if self.channels > 1 else pixels[:, :, 0]
+
+
+def _pread(fd: int, size: int, at: int, name: str) -> bytes:
+    data = os.pread(fd, size, at)
+    if len(data) != size:
+        raise InputError(f"{name} changed while it was read: {len(data)} of {size} bytes at {at}")
+    return data
+
+
+class ArrayRegions(RegionReader):
+    """A zarr (or any sliceable) H×W or H×W×C uint8/uint16 array, read by region."""
+
+    def __init__(self, array: Any, name: str) -> None:
+        shape = tuple(int(v) for v in array.shape)
+        if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 3, 4)):
+            raise InputError(f"{name}: pixels of shape {shape}; expected H×W or H×W×3/4")
+        h, w = check_image_size(shape[0], shape[1], what=f"image {name}")
+        self.array = array
+        self.name = name
+        self.shape = (h, w, 3)
+
+    def region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        return np.asarray(self.array[y0:y1, x0:x1])
+
+
+def open_regions(path: str | os.PathLike[str]) -> RegionReader | np.ndarray:
+    """An image file as a region source (see the module's notes), or H×W×3 uint8 RGB when the
+    format is read whole. The size is checked against the pixel limit in force first."""
+    p = check_image_path(path)
+    with open(p, "rb") as f:
+        head = f.read(8)
+    if head[:4] in TIFF_MAGIC:
+        return _open_tiff(p)
+    if head[:6] == NPY_MAGIC:
+        return _open_npy(p)
+    return read_image(p)
+
+
+def _open_tiff(p: Path) -> RegionReader | np.ndarray:
+    try:
+        import tifffile
+    except ImportError:
+        raise InputError(
+            f"{p} is a TIFF: reading it needs tifffile (pip install 'segany[tiff]')"
+        ) from None
+    try:
+        with tifffile.TiffFile(p) as tif:
+            page = tif.pages.first
+            shape, axes = tuple(page.shape), page.axes
+            dtype = np.dtype(page.dtype).newbyteorder(tif.byteorder)
+            offsets, counts = list(page.dataoffsets), list(page.databytecounts)
+            contiguous = (
+                page.compression == 1
+                and page.planarconfig == 1
+                and not page.is_tiled
+                and all(o + c == n for o, c, n in zip(offsets, counts, offsets[1:], strict=False))
+            )
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - tifffile raises many kinds on a damaged file
+        raise InputError(f"cannot read TIFF {p}: {type(e).__name__}: {e}") from None
+    if axes not in ("YX", "YXS"):
+        raise InputError(f"{p}: a TIFF with axes {axes} (shape {shape}); expected YX or YXS")
+    check_image_size(shape[0], shape[1], what=f"image {p}")
+    if contiguous and offsets:
+        return FileRegions(p, offsets[0], shape, dtype)
+    try:
+        import zarr
+    except ImportError:
+        zarr = None
+    try:
+        if zarr is not None:
+            return ArrayRegions(zarr.open(tifffile.imread(p, aszarr=True), mode="r"), str(p))
+        from segany.limits import MAX_IMAGE_PIXELS
+
+        if shape[0] * shape[1] > MAX_IMAGE_PIXELS:
+            raise InputError(
+                f"{p} is a compressed or tiled TIFF of {shape[1]}×{shape[0]} px: reading it by "
+                "region needs zarr (pip install 'segany[tiff]'), or save it uncompressed"
+            )
+        return to_rgb_uint8(tifffile.imread(p))
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a damaged strip or tile, an unknown codec
+        raise InputError(f"cannot read TIFF {p}: {type(e).__name__}: {e}") from None
+
+
+def _open_npy(p: Path) -> RegionReader:
+    try:
+        with open(p, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran, dtype = read(f)
+            offset = f.tell()
+    except (ValueError, OSError, SyntaxError) as e:
+        raise InputError(f"cannot read {p} as a .npy array: {e}") from None
+    if fortran:
+        raise InputError(f"{p} is stored column-major (Fortran order); save it in C order")
+    return FileRegions(p, offset, shape, dtype)
+
+
+def read_overview(source: Any, factor: int) -> np.ndarray:
+    """``source`` (H×W×3 uint8, or a region source) shrunk ``factor`` times: each pixel the
+    mean of a factor×factor block (cut at the image's edge), ceil(H/f)×ceil(W/f)×3 uint8,
+    read a strip of rows at a time."""
+    h, w = (int(v) for v in source.shape[:2])
+    f = int(factor)
+    if f < 1:
+        raise InputError(f"the overview factor must be at least 1, got {factor}")
+    oh, ow = math.ceil(h / f), math.ceil(w / f)
+    out = np.empty((oh, ow, 3), np.uint8)
+    rows_at_once = max(1, STRIP_BYTES // max(1, w * 3 * f))  # overview rows per read
+    for r0 in range(0, oh, rows_at_once):
+        r1 = min(oh, r0 + rows_at_once)
+        strip = np.asarray(source[r0 * f : min(h, r1 * f), 0:w]).astype(np.float32)
+        pad_h, pad_w = (r1 - r0) * f - strip.shape[0], ow * f - w
+        # Blocks cut by the image's edge average only the pixels they hold.
+        ones = np.ones(strip.shape[:2], np.float32)
+        if pad_h or pad_w:
+            strip = np.pad(strip, ((0, pad_h), (0, pad_w), (0, 0)))
+            ones = np.pad(ones, ((0, pad_h), (0, pad_w)))
+        sums = strip.reshape(r1 - r0, f, ow, f, 3).sum(axis=(1, 3))
+        counts = ones.reshape(r1 - r0, f, ow, f).sum(axis=(1, 3))
+        out[r0:r1] = np.round(sums / counts[:, :, None]).astype(np.uint8)
+    return out
