@@ -27,7 +27,12 @@ Generator options left out keep the library's defaults (``segany.MaskGenerator``
 ``--tile [SIDE]``: for images much larger than the model's input, the grid is decoded on
 overlapping tiles at full resolution and on the whole image; masks cut by a tile's inner edge
 are dropped and duplicates across seams removed by box NMS (``--crop-nms-thresh``), as SAM's
-crop layers do (``segany.tasks.generate_tiled``). It replaces the crop layers.
+crop layers do (``segany.tasks.generate_tiled``). It replaces the crop layers. Each finished
+tile is saved in ``--output``/.segany/tiles/STEM/, so a run that is killed resumes tile by tile
+(removed once STEM.json is written). ``--max-pixels N`` accepts images larger than the default
+limit (134 MP): uncompressed TIFF/BigTIFF and .npy files are read by region and masks kept as
+RLE; for such images only STEM.json and --coco are written (the other outputs are full-size
+arrays).
 """
 
 from __future__ import annotations
@@ -55,7 +60,12 @@ from segany.cli.common import (
 )
 from segany.cli.generator_flags import GENERATOR_OPTIONS, generator_options, metavar_of
 from segany.cli.outputs import check_output_file, check_output_folder, stop_if_out_of_space
-from segany.cli.tile_flags import add_tile_options, check_tile_args, tile_settings
+from segany.cli.tile_flags import (
+    add_max_pixels_option,
+    add_tile_options,
+    check_tile_args,
+    tile_settings,
+)
 from segany.errors import InputError
 from segany.formats import output_set
 
@@ -104,6 +114,7 @@ def register(subparsers: Any) -> None:
         "grid points in [0, 1]; replaces --points-per-side",
     )
     add_tile_options(p)
+    add_max_pixels_option(p)
     add_model_options(p)
     amg_compat.add_options(p)
     add_output_options(p)
@@ -172,6 +183,16 @@ class _Outputs:
 def run(args: argparse.Namespace) -> int:
     if amg_compat.requested(args):  # the official scripts/amg.py flags and output layout
         return amg_compat.run(args)
+    if args.max_pixels is None:
+        return _run(args)
+    check_tile_args(args)
+    from segany.limits import pixel_limit
+
+    with pixel_limit(args.max_pixels):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     if not args.inputs:
         raise InputError("no input: give images or folders (or --input PATH)")
     console = Console(args)
@@ -321,18 +342,13 @@ def _process(
         how = "derived"
     else:
         todo, how = list(files.extras), "written"
-        image = read_image(path)
         t0 = time.perf_counter()
         if args.tile is not None:
-            from segany.tasks.tiles import generate_tiled
-
-            tiles = tile_settings(args)
-            records = generate_tiled(
-                generator(), image, tile=tiles["tile"], overlap=tiles["overlap"]
-            )
+            records, (height, width) = _tiled(path, stem, out, args, generator(), todo)
         else:
+            image = read_image(path)
             records = generator().generate(image)
-        height, width = image.shape[:2]
+            height, width = image.shape[:2]
         doc = sa1b_document(
             records,
             file_name=path.name,
@@ -357,7 +373,42 @@ def _process(
     except BaseException:
         unit.abandon()
         raise
+    if args.tile is not None:
+        from segany.tasks.tiled_generate import clear_progress
+
+        clear_progress(_progress_folder(out, stem))
     return doc, how
+
+
+def _progress_folder(out: Path, stem: str) -> Path:
+    return out / output_set.RESERVED / "tiles" / stem
+
+
+def _tiled(
+    path: Path, stem: str, out: Path, args: argparse.Namespace, generator: Any, todo: list[str]
+) -> tuple[list[Any], tuple[int, int]]:
+    """Segment everything tile by tile, reading the image by region, resumable."""
+    from segany.limits import MAX_IMAGE_PIXELS
+    from segany.tasks.region_files import open_regions
+    from segany.tasks.tiled_generate import generate_tiled
+
+    source = open_regions(path)
+    height, width = (int(v) for v in source.shape[:2])
+    if todo and height * width > MAX_IMAGE_PIXELS:
+        flags = ", ".join("--" + k.replace("_", "-") for k in todo)
+        raise InputError(
+            f"{path} is {width}×{height} px: {flags} would hold full-size masks; above "
+            f"{MAX_IMAGE_PIXELS} px only STEM.json (SA-1B, RLE) and --coco are written"
+        )
+    tiles = tile_settings(args)
+    records = generate_tiled(
+        generator,
+        source,
+        tile=tiles["tile"],
+        overlap=tiles["overlap"],
+        progress=_progress_folder(out, stem),
+    )
+    return records, (height, width)
 
 
 def _write_extras(
