@@ -9,7 +9,11 @@ Files: an encoder from ``export_encoder`` (input: the normalised, zero-padded 1�
 decoder from ``export_decoder(return_single_mask=False)`` (all 4 mask tokens). Both carry segany
 metadata (input size, pixel mean/std); files without it are read with the official values.
 SAM-HQ files (the decoder takes ``interm_embeddings``, the encoder outputs it): one mask per
-prompt, ``hq_token_only`` as in ``segany.Predictor``.
+prompt, ``hq_token_only`` as in ``segany.Predictor``. SAM 2 files (the decoder takes
+``high_res_feats_0/1``, the encoder outputs them): the image is stretched to the S×S frame (a
+float, antialiased resize, as SAM 2's predictor does), prompts scaled by S/W and S/H, a box's
+corners ahead of the clicks and a padding point always last, and the single-mask answer is SAM
+2's (the single-mask token where stable, else the best multimask candidate).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from segany.inference.protocol import PredictorLike
 from segany.prompts import PromptBatch, check_prompts
 
 _EARLY = "interm_embeddings"  # SAM-HQ's early feature map, as its ONNX export names it
+_HIGH_RES = ("high_res_feats_0", "high_res_feats_1")  # SAM 2's (segany.export.decoder_sam2)
 _OFFICIAL_MEAN = (123.675, 116.28, 103.53)
 _OFFICIAL_STD = (58.395, 57.12, 57.375)
 ENCODER_FILE = "encoder.onnx"  # the names segany.export.export_pair writes
@@ -111,6 +116,12 @@ class OnnxPredictor(PredictorLike):
             json.loads(meta.get("segany.pixel_std", "null")) or _OFFICIAL_STD, np.float32
         )
         self.mask_threshold = float(meta.get("segany.mask_threshold", 0.0))
+        # SAM 2 normalises pixels scaled to [0, 1] (the exporter writes those numbers exactly)
+        unit = [json.loads(meta.get(f"segany.unit_pixel_{k}", "null")) for k in ("mean", "std")]
+        self._unit_stats = tuple(
+            np.array(u if u else [float(v) / 255 for v in full], np.float32).reshape(1, 3, 1, 1)
+            for u, full in zip(unit, (self.pixel_mean, self.pixel_std), strict=True)
+        )
         inputs = {i.name: i.shape for i in self.decoder.get_inputs()}
         self.mask_input_size = (int(inputs["mask_input"][2]), int(inputs["mask_input"][3]))
         # SAM-HQ: the decoder reads the encoder's early map beside the embedding
@@ -121,6 +132,16 @@ class OnnxPredictor(PredictorLike):
                 f"{decoder_path} is a SAM-HQ decoder, which reads {_EARLY}; {encoder_path} "
                 "does not output it: export both from the same SAM-HQ model"
             )
+        # SAM 2: the decoder reads the encoder's two high-res maps
+        self.is_sam2 = _HIGH_RES[0] in inputs
+        if self.is_sam2 and not set(_HIGH_RES) <= set(encoder_outputs):
+            raise InputError(
+                f"{decoder_path} is a SAM 2 decoder, which reads {' and '.join(_HIGH_RES)}; "
+                f"{encoder_path} does not output them: export both from the same SAM 2 model"
+            )
+        delta, thresh = json.loads(dmeta.get("segany.sam2_stability", "[0.05, 0.98]"))
+        self._stability = (float(delta), float(thresh))
+        self._high_res: dict[str, np.ndarray] = {}
         self._early: np.ndarray | None = None
         self._features: np.ndarray | None = None
         self._original: tuple[int, int] | None = None
@@ -138,6 +159,8 @@ class OnnxPredictor(PredictorLike):
         (h, w) in the prompt frame): bilinear resize through PIL, normalise, zero-pad bottom and
         right (as ``Sam``)."""
         s = self.encoder_size
+        if self.is_sam2:
+            return _stretch(rgb, s, *self._unit_stats), (s, s)
         h, w = preprocess_shape(rgb.shape[0], rgb.shape[1], s)
         resized = np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BILINEAR))
         x = np.zeros((1, 3, s, s), np.float32)
@@ -158,12 +181,15 @@ class OnnxPredictor(PredictorLike):
         features = outputs[0]
         if self.is_hq:
             self._early = outputs[names.index(_EARLY)]
+        if self.is_sam2:
+            self._high_res = {k: outputs[names.index(k)] for k in _HIGH_RES}
         self._features = features
         self._original = (int(rgb.shape[0]), int(rgb.shape[1]))
         self._input = input_size
 
     def reset_image(self) -> None:
         self._features = self._original = self._input = self._early = None
+        self._high_res = {}
 
     @property
     def is_image_set(self) -> bool:
@@ -219,6 +245,12 @@ class OnnxPredictor(PredictorLike):
                 scores.append(s)
                 logits.append(low)
                 continue
+            if self.is_sam2:
+                take = sel if multimask_output else _sam2_single(low[0], s[0], *self._stability)
+                masks.append(m[0, take])
+                scores.append(s[0, take])
+                logits.append(np.clip(low[0, take], -32.0, 32.0))  # as the Predictor returns
+                continue
             masks.append(m[0, sel])
             scores.append(s[0, sel])
             logits.append(low[0, sel])
@@ -239,6 +271,8 @@ class OnnxPredictor(PredictorLike):
         the torch prompt encoder does."""
         assert self._original is not None
         row = lambda a: a[i if a.shape[0] > 1 else 0]  # noqa: E731
+        if self.is_sam2:
+            return self._sam2_feed(p, i, features)
         coords = [np.zeros((0, 2), np.float32)]
         labels = [np.zeros(0, np.float32)]
         if p.point_coords is not None and p.point_labels is not None:
@@ -265,6 +299,67 @@ class OnnxPredictor(PredictorLike):
             "has_mask_input": np.array([has_mask], np.float32),
             "orig_im_size": np.array(self._original, np.float32),
         }
+
+    def _sam2_feed(self, p: PromptBatch, i: int, features: np.ndarray) -> dict[str, Any]:
+        """SAM 2's decoder inputs for prompt set ``i``: a box's corners (labels 2, 3), then the
+        points, then one padding point, in the S×S frame (x·S/W, y·S/H in float32)."""
+        assert self._original is not None
+        row = lambda a: a[i if a.shape[0] > 1 else 0]  # noqa: E731
+        coords = [np.zeros((0, 2), np.float32)]
+        labels = [np.zeros(0, np.float32)]
+        if p.boxes is not None:
+            coords.append(_to_square(row(p.boxes).reshape(2, 2), self._original, self.image_size))
+            labels.append(np.array([2, 3], np.float32))
+        if p.point_coords is not None and p.point_labels is not None:
+            coords.append(_to_square(row(p.point_coords), self._original, self.image_size))
+            labels.append(row(p.point_labels).astype(np.float32))
+        coords.append(np.zeros((1, 2), np.float32))
+        labels.append(np.array([-1], np.float32))
+        if p.mask_input is not None:
+            mask, has_mask = row(p.mask_input)[None].astype(np.float32), 1.0
+        else:
+            mask, has_mask = np.zeros((1, 1, *self.mask_input_size), np.float32), 0.0
+        return {
+            "image_embeddings": features,
+            **self._high_res,
+            "point_coords": np.concatenate(coords)[None],
+            "point_labels": np.concatenate(labels)[None],
+            "mask_input": mask,
+            "has_mask_input": np.array([has_mask], np.float32),
+            "orig_im_size": np.array(self._original, np.float32),
+        }
+
+
+def _to_square(coords: np.ndarray, original: tuple[int, int], side: int) -> np.ndarray:
+    """...×2 XY in the original image -> float32 XY in SAM 2's S×S frame, in the order
+    ``segany.transforms.ResizeSquare`` computes it (divide by the side, then times S)."""
+    out = np.array(coords, dtype=np.float32, copy=True)
+    out[..., 0] = out[..., 0] / np.float32(original[1])
+    out[..., 1] = out[..., 1] / np.float32(original[0])
+    return out * np.float32(side)
+
+
+def _stretch(rgb: np.ndarray, side: int, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """H×W×3 uint8 -> SAM 2's 1×3×S×S float32 encoder input: pixels scaled to [0, 1], each
+    channel resized to S×S bilinearly in float (PIL's bilinear filter widens with the
+    reduction, the antialiasing torch's ``antialias=True`` reproduces), normalised with
+    ``mean`` and ``std`` (1×3×1×1, for [0, 1] pixels)."""
+    x = rgb.astype(np.float32) / np.float32(255)
+    out = np.empty((1, 3, side, side), np.float32)
+    for c in range(3):
+        plane = Image.fromarray(np.ascontiguousarray(x[:, :, c]), mode="F")
+        out[0, c] = np.asarray(plane.resize((side, side), Image.Resampling.BILINEAR))
+    return (out - mean) / std
+
+
+def _sam2_single(low: np.ndarray, scores: np.ndarray, delta: float, thresh: float) -> slice:
+    """Every token's low-res logits K×s×s and IoU K -> SAM 2's single answer: token 0 where its
+    stability (area above +delta over area above -delta, 1 when empty) reaches ``thresh``, else
+    the multimask token with the highest IoU (``MaskDecoderSAM2.stable_single``)."""
+    outer = int((low[0] > -delta).sum())
+    stability = int((low[0] > delta).sum()) / outer if outer > 0 else 1.0
+    k = 0 if stability >= thresh else 1 + int(np.argmax(scores[1:]))
+    return slice(k, k + 1)
 
 
 def _hq_answer(
