@@ -1,5 +1,9 @@
 // Prompts: clicks, boxes and hover decoded in the page (or by the server as a fallback), the
 // previous low-res mask fed back, the 3 outputs of a first click, undo, brush and eraser.
+// Zoomed into an image larger than the model's input (half of it or less in sight), a new
+// object's clicks go to the server with the region in view, which answers them on tile
+// embeddings at that scale (segany.tasks.regions): masks keep the detail the whole image's
+// embedding loses. Its corrections follow it there with the frame its logits lie in.
 
 import { rleDecode } from "./rle.js";
 import { $, api, overlay, redraw, state, status, view } from "./state.js";
@@ -63,10 +67,25 @@ function restore(kept) {
   redraw();
 }
 
-export async function decodeWith(prompt, multimask, where) {
+// The image region in sight [x0, y0, x1, y1] when it warrants its own embedding: the image is
+// larger than the model's input and at most half of its longer side is in view; else null.
+export function regionInView() {
+  if (!state.image || !state.embedding) return null;
+  const { width: w, height: h } = state.image;
+  const longest = Math.max(w, h);
+  if (longest <= Math.max(...state.embedding.inputSize)) return null;
+  const [x0, y0, x1, y1] = view.visible(w, h);
+  if (x1 <= x0 || y1 <= y0 || 2 * Math.max(x1 - x0, y1 - y0) > longest) return null;
+  return [x0, y0, x1, y1];
+}
+
+// where: "browser", "server" or undefined (the browser when it has the decoder); inView: the
+// region in sight, sent with a server decode (null: none).
+export async function decodeWith(prompt, multimask, where, inView = null) {
   const useBrowser = where === "browser" || (where === undefined && state.decoder);
   if (useBrowser) return state.decoder.run(state.embedding, prompt, multimask);
   const body = { multimask };
+  if (inView) body.view = inView.map((v) => Math.round(v * 10) / 10);
   if (prompt.points.length) {
     body.points = prompt.points;
     body.labels = prompt.labels;
@@ -90,6 +109,7 @@ export async function decodeWith(prompt, multimask, where) {
     score: out.scores[k],
     lowRes: logits.slice(k * s, (k + 1) * s),
     frame: out.logits_frame || null,
+    region: inView !== null, // answered for a view: its corrections go back with one
   }));
 }
 
@@ -98,7 +118,12 @@ async function decodePrompt() {
   const prompt = { ...state.prompt, maskInput: state.previous, maskFrame: state.previousFrame };
   // The paper's loop: the first click gives 3 candidates; later clicks refine the chosen one.
   const multimask = !state.previous && !prompt.box && prompt.points.length === 1;
-  const outputs = await decodeWith(prompt, multimask);
+  // A new object zoomed in, or a correction of one answered on a region: the server's tiles.
+  const region = regionInView();
+  const last = state.previous ? state.outputs[state.choice] : null;
+  const onRegion = (last && last.region) || (region && !state.previous);
+  const inView = onRegion ? region || view.visible(state.image.width, state.image.height) : null;
+  const outputs = await decodeWith(prompt, multimask, onRegion ? "server" : undefined, inView);
   state.decodes++;
   state.outputs = outputs;
   let best = 0;
@@ -117,8 +142,10 @@ function showChoice(feed) {
       state.previousFrame = output.frame || null;
     }
     state.current = output.mask.slice();
+    const frame = output.frame;
     $("mask-info").textContent =
-      `output ${state.choice + 1}/${state.outputs.length} · IoU ${output.score.toFixed(3)}`;
+      `output ${state.choice + 1}/${state.outputs.length} · IoU ${output.score.toFixed(3)}${
+        frame ? ` · region ${frame[2] - frame[0]}×${frame[3] - frame[1]} px` : ""}`;
   } else {
     // back to no output (an undo to an empty prompt): no mask, no stale output text
     $("mask-info").textContent = "";

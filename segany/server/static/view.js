@@ -68,6 +68,16 @@ export class View {
     return [rect.left + this.dx + x * this.scale, rect.top + this.dy + y * this.scale];
   }
 
+  // The part of a w×h image in sight, as image pixels [x0, y0, x1, y1].
+  visible(w, h) {
+    return [
+      Math.max(0, -this.dx / this.scale),
+      Math.max(0, -this.dy / this.scale),
+      Math.min(w, (this.canvas.width - this.dx) / this.scale),
+      Math.min(h, (this.canvas.height - this.dy) / this.scale),
+    ];
+  }
+
   toImage(event) {
     const rect = this.canvas.getBoundingClientRect();
     const x = (event.clientX - rect.left - this.dx) / this.scale;
