@@ -123,6 +123,7 @@ CASES = [
     ("--device meta", "silent", [*SEG, "-p", "1,1", "--device", "meta"], 3, "holds no data"),
     ("--device cuda:99", "silent", [*SEG, "-p", "1,1", "--device", "cuda:99"], 3, "CUDA"),
     ("no prompt", "clear", SEG, 2, "at least one --point"),
+    ("--tile -1e9", "clear", [*SEG, "-p", "1,1", "--tile", "-1e9"], 2, "unrecognized arguments: -1e9: this command does not take them (a value starting with '-' must be joined to its option with '=', as in --opt=-1)"),
     ("points and boxes", "clear", [*SEG, "-b", "1,1,5,5", "-b", "2,2,6,6", "-p", "3,3"], 2, "one --box"),
     ("grids and side", "clear", [*AUTO, "--point-grids", "{dir}/random.bin", "--points-per-side", "2"], 2, "not both"),
     ("image symlink loop", "clear", ["segment", "{dir}/loop.png", "-p", "1,1", "-o", "{out}", "-m", "{model}"], 3, "broken symbolic link"),

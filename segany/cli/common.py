@@ -119,6 +119,12 @@ class SeganyArgumentParser(argparse.ArgumentParser):
         self._negative_number_matcher = _NEGATIVE_VALUE
 
     def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments"):
+            # argparse reads a value that starts with '-' after an option as an option itself
+            message += (
+                ": this command does not take them (a value starting with '-' must be "
+                "joined to its option with '=', as in --opt=-1)"
+            )
         sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
         sys.exit(EXIT_USAGE)
 
