@@ -132,7 +132,9 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
         return image.astype(np.uint8) * 255
     if np.issubdtype(image.dtype, np.floating):
         if not np.isfinite(image).all():
-            raise InputError("image contains NaN or infinite values")
+            raise InputError(
+                "image contains NaN or infinite values; expected values in [0, 1] or [0, 255]"
+            )
         lo, hi = float(image.min()), float(image.max())
         if lo < 0 or hi > 255:
             raise InputError(

@@ -65,7 +65,7 @@ def _array(name: str, value: Any, dtype: type) -> np.ndarray:
     except (TypeError, ValueError) as exc:
         raise InputError(f"{name} must be a real numeric array-like: {exc}") from None
     if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
-        raise InputError(f"{name} contains NaN or infinite values")
+        raise InputError(f"{name} contains NaN or infinite values; expected finite numbers")
     return arr
 
 
@@ -197,6 +197,11 @@ def check_embedding(embedding: Any, expected: tuple[int, ...]) -> torch.Tensor:
     import torch
 
     want = "×".join(map(str, expected))
+    kind = getattr(getattr(embedding, "dtype", None), "kind", "f")
+    if isinstance(kind, str) and kind not in "biufc":  # numpy objects, strings: no tensor
+        raise InputError(
+            f"embedding must be a {want} float tensor or array, got dtype {embedding.dtype}"
+        )
     try:
         emb = torch.as_tensor(embedding)
     except (TypeError, ValueError, RuntimeError) as e:
@@ -209,7 +214,7 @@ def check_embedding(embedding: Any, expected: tuple[int, ...]) -> torch.Tensor:
         raise InputError(f"embedding must have shape {want} for this model, got {tuple(emb.shape)}")
     emb = emb.float()
     if not torch.isfinite(emb).all():
-        raise InputError("embedding contains NaN or infinite values")
+        raise InputError("embedding contains NaN or infinite values; expected finite numbers")
     return emb
 
 
@@ -261,7 +266,7 @@ def check_torch_prompts(
         if t.ndim != ndim or not ok(t) or t.shape[0] == 0:
             raise InputError(f"{name} must be {shape}, got shape {tuple(t.shape)}")
         if t.is_floating_point() and not torch.isfinite(t).all():
-            raise InputError(f"{name} contains NaN or infinite values")
+            raise InputError(f"{name} contains NaN or infinite values; expected finite numbers")
     if point_coords is not None and point_coords.shape[1] > MAX_POINTS_PER_PROMPT:
         raise InputError(f"point_coords has more than {MAX_POINTS_PER_PROMPT} points per prompt")
     if point_coords is not None and point_labels.shape != point_coords.shape[:2]:

@@ -68,8 +68,8 @@ def as_model(model: Any) -> Sam:
 
         return load_model(model)
     raise TypeError(
-        "expected a SAM model (segany.load_model(...)), or a variant name or weights path to "
-        f"load; got {type(model).__name__}"
+        "the model of a Predictor or MaskGenerator must be a SAM model (segany.load_model(...)), "
+        f"or a variant name or weights path to load; got {type(model).__name__} {model!r:.80}"
     )
 
 
