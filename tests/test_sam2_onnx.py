@@ -191,3 +191,21 @@ def test_export_command_on_a_sam2_file(model, tmp_path):
         "--onnx-dir", tmp_path / "onnx", "-q",
     )  # fmt: skip
     assert any(out.iterdir())
+
+
+@pytest.mark.slow  # ~60 s on the loaded 2 cores: SAM 2.1 tiny at 1024 px traced and run twice
+def test_tiny_pipeline_full_size(tmp_path):
+    """The published SAM 2.1 tiny layout at 1024 px (windows that need padding, the real
+    decoder sizes): the exported pair on onnxruntime gives the Predictor's answers."""
+    from segany.models import VARIANTS
+
+    model = seeded_model(VARIANTS["sam2.1_hiera_tiny"])
+    export_pair(model, tmp_path)
+    onnx_pred = OnnxPredictor.from_dir(tmp_path)
+    torch_pred = Predictor(model)
+    image = _image(300, 420)
+    onnx_pred.set_image(image)
+    torch_pred.set_image(image)
+    emb = torch_pred.get_image_embedding().numpy()
+    assert max_rel_err(onnx_pred.get_image_embedding(), emb) < TOL
+    _same_answers(torch_pred, onnx_pred)
