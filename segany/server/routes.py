@@ -175,11 +175,35 @@ def embedding(request: Request, image_id: int) -> Response:
     return Response(data, media_type="application/octet-stream", headers=headers)
 
 
+@router.get(
+    "/images/{image_id}/early",
+    summary="The image's early feature map (SAM-HQ; float32 bytes, C order)",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def early_map(request: Request, image_id: int) -> Response:
+    """What a SAM-HQ model's ONNX decoder takes as ``interm_embeddings`` (its first map):
+    the encoder's early feature map, 1×h×w×E (1×64×64×768, 12.6 MB, for sam_hq_vit_b; 2.6 MB
+    for sam_hq_vit_tiny), kept with the embedding. Headers: ``X-Shape``, ``X-Model-Version``.
+    404 for a model whose decoder reads the embedding alone."""
+    st = state_of(request)
+    emb = st.hub.embedding(*_source(request, image_id))
+    if emb.early is None or not st.hub.model().is_hq:
+        raise NotFound("this model's decoder reads no early feature map (only SAM-HQ's does)")
+    headers = {
+        "X-Shape": ",".join(map(str, emb.early.shape)),
+        "X-Model-Version": str(st.hub.current),
+        "Cache-Control": "no-store",
+    }
+    data = np.ascontiguousarray(emb.early.numpy(), dtype="<f4").tobytes()
+    return Response(data, media_type="application/octet-stream", headers=headers)
+
+
 @router.post("/images/{image_id}/decode", response_model=schemas.DecodeOut)
 def decode(request: Request, image_id: int, body: schemas.DecodeIn) -> schemas.DecodeOut:
     """Prompts → masks (COCO RLE), IoU scores and low-res logits (feed one back as
     ``mask_input`` on the next call, as the paper's interactive loop does)."""
-    from segany.masks import encode_rles
+    from segany.masks import encode_rles, place_rle
     from segany.server.prompt_checks import decode_prompts
 
     st = state_of(request)

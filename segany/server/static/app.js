@@ -82,12 +82,19 @@ async function loadEmbedding() {
   status("computing the embedding…");
   const { body, headers } = await api(`/images/${id}/embedding`);
   const parse = (name) => headers.get(name).split(",").map(Number);
+  // SAM-HQ's decoder in the page also reads the encoder's early map (computed with the
+  // embedding, so this costs only its transfer)
+  const early = state.decoder?.needsEarly ? await api(`/images/${id}/early`) : null;
   if (!state.image || state.image.id !== id) return;
   state.embedding = {
     data: new Float32Array(body),
     shape: parse("x-shape"),
     originalSize: parse("x-original-size"),
     inputSize: parse("x-input-size"),
+    early: early && {
+      data: new Float32Array(early.body),
+      shape: early.headers.get("x-shape").split(",").map(Number),
+    },
   };
   status("");
 }

@@ -9,6 +9,14 @@
 // is used, with the same bilinear resize (half-pixel centres, as torch's align_corners=False)
 // the decoder would have made. A click then costs what it costs on a 1024-px image, and no
 // 4×H×W float output is held.
+//
+// SAM-HQ: the export (segany.export.decoder_hq) also takes interm_embeddings, the encoder's
+// early map the server sends beside the embedding (/api/images/ID/early: 1×64×64×768 floats,
+// 12.6 MB, for sam_hq_vit_b), and answers with every token: SAM's single mask, its 3 multimask
+// ones and the HQ mask. The page answers as SAM-HQ (and the server) do: one mask, SAM's single
+// output or its best-scored multimask one, plus the HQ mask, with that SAM output's score.
+// A decoder with inputs the page cannot feed (SAM 2's high-resolution features) is refused at
+// load, so the page decodes on the server.
 
 /* global ort */
 
@@ -25,12 +33,23 @@ export class BrowserDecoder {
     if (!response.ok) throw new Error(`decoder: HTTP ${response.status}`);
     const bytes = new Uint8Array(await response.arrayBuffer());
     const session = await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"] });
+    const unknown = session.inputNames.filter((name) => !FED.includes(name));
+    if (unknown.length) {
+      throw new Error(`the page cannot feed the decoder's ${unknown.join(", ")}`);
+    }
     return new BrowserDecoder(session);
   }
 
-  // emb: {data Float32Array, shape [1,C,h,w], inputSize [h',w'], originalSize [H,W]}
+  // Whether the decoder reads the early map (SAM-HQ): emb.early must then be given.
+  get needsEarly() {
+    return this.session.inputNames.includes("interm_embeddings");
+  }
+
+  // emb: {data Float32Array, shape [1,C,h,w], inputSize [h',w'], originalSize [H,W],
+  //       early {data Float32Array, shape [1,h,w,E]} (SAM-HQ only)}
   // prompt: {points [[x,y]...], labels [1|0...], box [x0,y0,x1,y1]|null, maskInput Float32Array|null}
-  // Returns [{mask Uint8Array(H*W), score, lowRes Float32Array(s*s)}] (3 with multimask, else 1).
+  // Returns [{mask Uint8Array(H*W), score, lowRes Float32Array(s*s)}] (3 with multimask, else 1;
+  // SAM-HQ: 1).
   async run(emb, prompt, multimask) {
     const [H, W] = emb.originalSize;
     const [ih, iw] = emb.inputSize;
@@ -65,16 +84,35 @@ export class BrowserDecoder {
       has_mask_input: new ort.Tensor("float32", Float32Array.from([hasMask]), [1]),
       orig_im_size: new ort.Tensor("float32", Float32Array.from([oh, ow]), [2]),
     };
+    if (this.needsEarly) {
+      if (!emb.early) throw new Error("a SAM-HQ decoder needs the image's early map");
+      // K×1×h×w×E with K = 1: the early map is the only one SAM-HQ's decoder reads
+      feeds.interm_embeddings = new ort.Tensor("float32", emb.early.data, [1, ...emb.early.shape]);
+    }
     const out = await this.session.run(feeds);
     const masks = out.masks.data;
     const scores = out.iou_predictions.data;
     const low = out.low_res_masks.data;
-    const picks = multimask ? [1, 2, 3] : [0];
+    let picks = multimask ? [1, 2, 3] : [0];
+    let hq = null; // SAM-HQ: the HQ mask's token, added to the chosen SAM output
+    if (this.needsEarly) {
+      hq = scores.length; // masks: SAM's single, its multimask ones, then the HQ mask
+      picks = [picks.reduce((best, k) => (scores[k] > scores[best] ? k : best))];
+    }
+    const slice = (data, k, n) => {
+      const part = data.slice(k * n, (k + 1) * n);
+      if (hq !== null) for (let i = 0; i < n; i++) part[i] += data[hq * n + i];
+      return part;
+    };
     return picks.map((k) => {
-      const lowRes = low.slice(k * s * s, (k + 1) * s * s);
+      const lowRes = slice(low, k, s * s);
       if (large) {
-        const logits = masks.slice(k * oh * ow, (k + 1) * oh * ow);
+        const logits = slice(masks, k, oh * ow);
         return new LazyOutput(logits, oh, ow, H, W, scores[k], lowRes);
+      }
+      if (hq !== null) {
+        const logits = slice(masks, k, H * W);
+        return { mask: Uint8Array.from(logits, (v) => (v > 0 ? 1 : 0)), score: scores[k], lowRes };
       }
       const mask = new Uint8Array(H * W);
       const offset = k * H * W;
@@ -83,6 +121,17 @@ export class BrowserDecoder {
     });
   }
 }
+
+// What the page can feed a decoder: the official web demo's inputs and SAM-HQ's early map.
+const FED = [
+  "image_embeddings",
+  "interm_embeddings",
+  "point_coords",
+  "point_labels",
+  "mask_input",
+  "has_mask_input",
+  "orig_im_size",
+];
 
 // An output whose full-size mask is made when first read.
 class LazyOutput {
