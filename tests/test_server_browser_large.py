@@ -81,6 +81,22 @@ def _page_clicks(page, w: int, h: int, n: int = 3) -> list[float]:
     return times
 
 
+def _zoomed_clicks(page, xy, n: int = 3) -> list[float]:
+    """Mouse click to the mask drawn, zoomed in (answered on the region's tile), in ms; the
+    first click of a new object each time."""
+    to_client = "([x, y]) => window.segany.view.toClient(x, y)"
+    times = []
+    for _ in range(n):
+        page.keyboard.press("Escape")
+        decodes = page.evaluate("window.segany.state.decodes")
+        t = page.evaluate("performance.now()")
+        page.mouse.click(*page.evaluate(to_client, xy))
+        page.wait_for_function(f"window.segany.state.decodes > {decodes}", timeout=60_000)
+        times.append(page.evaluate("performance.now()") - t)
+    page.keyboard.press("Escape")
+    return times
+
+
 def test_a_24_megapixel_photo_in_the_browser(browser, tmp_path_factory, tmp_path):
     root = tmp_path_factory.mktemp("large")
     errors: list[str] = []
@@ -116,13 +132,18 @@ def test_a_24_megapixel_photo_in_the_browser(browser, tmp_path_factory, tmp_path
         page.mouse.wheel(0, -2400)
         page.wait_for_function(f"window.segany.view.scale > {fitted} * 6")
         decodes = page.evaluate("window.segany.state.decodes")
+        t = page.evaluate("performance.now()")
         page.mouse.click(*page.evaluate(to_client, [x, y]))
         page.wait_for_function(f"window.segany.state.decodes > {decodes}", timeout=60_000)
+        first_zoomed = page.evaluate("performance.now()") - t  # the tile's encoder run too
         page.wait_for_function("window.segany.state.current !== null", timeout=60_000)
         (point,) = page.evaluate("window.segany.state.prompt.points")
         pixel = 1 / page.evaluate("window.segany.view.scale")  # image pixels per screen pixel
         assert point == pytest.approx([x, y], abs=0.1 + 1.5 * pixel)  # mouse events: whole px
         assert page.evaluate("window.segany.state.current.length") == w * h
+        # Zoomed in, the click was answered on the region's tile (segany.tasks.regions).
+        assert page.evaluate("window.segany.state.previousFrame") is not None
+        zoomed = _zoomed_clicks(page, [x, y])
         heap = page.evaluate("performance.memory ? performance.memory.usedJSHeapSize : -1")
         page.close()
     assert not errors, errors
@@ -136,4 +157,10 @@ def test_a_24_megapixel_photo_in_the_browser(browser, tmp_path_factory, tmp_path
             f"{statistics.median(b):.0f} ms ({statistics.median(b) / statistics.median(a):.2f}x);"
             f" all: {[round(v) for v in a]} / {[round(v) for v in b]}"
         )
+    ratio = statistics.median(zoomed) / statistics.median(small_page)
+    print(
+        f"zoomed click to drawn (the region's tile, on the server): {first_zoomed:.0f} ms with "
+        f"the tile's encoder run, then {[round(v) for v in zoomed]} ms (median "
+        f"{statistics.median(zoomed):.0f}, {ratio:.2f}x the 512-px click)"
+    )
     print(f"JS heap on the large image {heap / 2**20:.0f} MiB; load average {load:.1f}")

@@ -249,8 +249,15 @@ def decode(request: Request, image_id: int, body: schemas.DecodeIn) -> schemas.D
             multimask=body.multimask,
             image=_image(request, image_id) if refine else None,
         )
+    if region is not None and frame is not None:
+        # A tile's masks are empty outside it: encoded from the tile, not the whole image
+        x0, y0, x1, y1 = frame
+        size = pred.masks.shape[-2:]
+        rles = [place_rle(m[y0:y1, x0:x1], size, (x0, y0)) for m in pred.masks]
+    else:
+        rles = encode_rles(pred.masks)
     return schemas.DecodeOut(
-        masks=[schemas.RLE(**r) for r in encode_rles(pred.masks)],
+        masks=[schemas.RLE(**r) for r in rles],
         scores=[float(s) for s in pred.scores],
         low_res_logits=schemas.Tensor.of(pred.logits),
         logits_frame=None if frame is None else list(frame),

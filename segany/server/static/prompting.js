@@ -105,7 +105,11 @@ export async function decodeWith(prompt, multimask, where, inView = null) {
   const logits = new Float32Array(low.buffer);
   const s = out.low_res_logits.shape[1] * out.low_res_logits.shape[2];
   return out.masks.map((rle, k) => ({
-    mask: rleDecode(rle),
+    // decoded when first read: on a large image only the output shown costs its H×W array
+    get mask() {
+      Object.defineProperty(this, "mask", { value: rleDecode(rle) });
+      return this.mask;
+    },
     score: out.scores[k],
     lowRes: logits.slice(k * s, (k + 1) * s),
     frame: out.logits_frame || null,
