@@ -184,6 +184,46 @@ def _compare(ours, theirs, pixels: torch.Tensor) -> dict[str, float]:
     return errs
 
 
+@pytest.mark.parametrize("size", ["tiny", "small", "base_plus", "large"])
+def test_every_published_size_maps_key_for_key(size):
+    """Each SAM 2.1 size (built on the meta device, no memory): the config.json segany writes
+    builds a transformers Sam2Model whose state dict has exactly segany's tensors under the
+    mapped names and shapes; its keys read back as the variant (detected from the shapes) and
+    its config as the variant's."""
+    from segany.checkpoints.hf_sam2 import config_from_hf_sam2, config_to_hf_sam2
+    from segany.checkpoints.shapes import infer_config
+    from segany.models import VARIANTS, build_sam
+
+    cfg = VARIANTS[f"sam2.1_hiera_{size}"]
+    config = config_to_hf_sam2(cfg)
+    kwargs = {k: v for k, v in config.items() if k not in ("architectures", "model_type")}
+    with torch.device("meta"):
+        theirs = transformers.Sam2Model(transformers.Sam2Config(**kwargs)).state_dict()
+        ours = build_sam(cfg).state_dict()
+    assert {k: v.shape for k, v in theirs.items()} == {
+        k: v.shape for k, v in segany_to_hf_sam2(ours).items()
+    }
+    back, video, release = hf_sam2_to_segany(theirs)
+    assert not video and release == "2.1"
+    assert infer_config(back) == cfg
+    assert {k: v.shape for k, v in back.items()} == {k: v.shape for k, v in ours.items()}
+    assert config_from_hf_sam2(transformers.Sam2Config(**kwargs).to_dict()) == cfg
+
+
+def test_config_fields_left_out_take_transformers_defaults():
+    """A config.json with only its model type is transformers' default, SAM 2.1 tiny."""
+    from segany.checkpoints.hf_sam2 import config_from_hf_sam2
+    from segany.models import VARIANTS
+
+    assert config_from_hf_sam2({"model_type": "sam2"}) == VARIANTS["sam2.1_hiera_tiny"]
+    cfg = config_from_hf_sam2(
+        {"model_type": "sam2_video", "enable_occlusion_spatial_embedding": False}
+    )
+    assert cfg == VARIANTS["sam2_hiera_tiny"]
+    with pytest.raises(CheckpointError, match="model_type 'sam'"):
+        config_from_hf_sam2({"model_type": "sam"})
+
+
 def test_folder_loads_with_its_config(hf_folder, loaded):
     _, folder = hf_folder
     cfg = loaded.config
