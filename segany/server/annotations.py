@@ -69,6 +69,7 @@ def mask_dict(row: MaskRow, image: ImageRow | None = None, *, height: int = 0, w
         "version": row.version,
         "review": row.review,
         "reviewer": row.reviewer,
+        "review_note": row.review_note or "",
         "editor": row.editor,
         "edits": row.edits,
         "relabels": row.relabels,
@@ -90,6 +91,10 @@ def is_reviewed(tally: dict[str, int]) -> bool:
     decision (no proposal, no unreviewed mask)."""
     decided = tally["masks"] - tally["unreviewed"] + tally["rejected"]
     return decided > 0 and tally["proposals"] == 0 and tally["unreviewed"] == 0
+
+
+class _StaleVersion(Exception):
+    """Raised inside a transaction to roll it back when a mask's version moved on."""
 
 
 class Annotations:
@@ -223,7 +228,9 @@ class Annotations:
     def update_mask(self, mask_id: int, version: int, changes: dict[str, Any]) -> dict[str, Any]:
         """Apply ``changes`` (``MaskPatch``'s fields; None: unchanged) if the mask is still at
         ``version``. The origin stays; a new shape counts as an edit, a new class as a relabel
-        (``editor``: who made them); a review state needs its ``reviewer``."""
+        (``editor``: who made them); a review state needs its ``reviewer`` (``note``: theirs,
+        kept as ``review_note`` until the next decision). A rejected mask that is edited or
+        relabelled without a decision is unreviewed again: back in the reviewer's queue."""
         current = self.mask(mask_id)
         if current["version"] != version:
             raise Conflict(self._stale(mask_id, version), current)
@@ -238,34 +245,47 @@ class Annotations:
             if shape["rle"] != current["rle"]["counts"]:
                 values.update(shape, edits=current["edits"] + 1)
                 changed = True
+        named = None
         if "class_id" in values or "label" in values:
-            with self.sessions.begin() as s:
-                named = values.pop("class_id", None), values.pop("label", None)
-                class_id, label, made = resolve(s, *named)
-            if made:
-                self._tell("classes", class_id=class_id, action="added")
-            if class_id != current["class_id"] or label != current["label"]:
-                values.update(class_id=class_id, label=label, relabels=current["relabels"] + 1)
-                changed = True
-        if changed and editor is not None:
-            values["editor"] = editor
+            named = values.pop("class_id", None), values.pop("label", None)
         if "review" in values:
             reviewer = str(values.get("reviewer") or "").strip()
             if not reviewer:
                 raise InputError("a review needs the reviewer's name (reviewer)")
-            values.update(reviewer=reviewer, reviewed_at=now())
-        elif "reviewer" in values:
-            raise InputError("reviewer is given with a review state (review)")
+            # a decision replaces the last one's note (none given: no note)
+            values.update(reviewer=reviewer, reviewed_at=now(), review_note=values.get("note", ""))
+        elif "reviewer" in values or "note" in values:
+            raise InputError("reviewer and note are given with a review state (review)")
+        values.pop("note", None)
         values["version"] = version + 1
         values["updated_at"] = now()
-        with self.sessions.begin() as s:
-            done = s.execute(
-                update(MaskRow)
-                .where(MaskRow.id == mask_id, MaskRow.version == version)
-                .values(**values)
-            ).rowcount
-        if not done:
-            raise Conflict(self._stale(mask_id, version), self._current(mask_id))
+        made, class_id = False, None
+        try:
+            # One transaction: a class the edit names is made with the edit or not at all (a
+            # database lost in between, or a stale version, leaves no class behind).
+            with self.sessions.begin() as s:
+                if named is not None:
+                    class_id, label, made = resolve(s, *named)
+                    if class_id != current["class_id"] or label != current["label"]:
+                        values.update(
+                            class_id=class_id, label=label, relabels=current["relabels"] + 1
+                        )
+                        changed = True
+                if changed and editor is not None:
+                    values["editor"] = editor
+                if changed and "review" not in values and current["review"] == "rejected":
+                    values["review"] = "unreviewed"  # fixed after a rejection: decided again
+                done = s.execute(
+                    update(MaskRow)
+                    .where(MaskRow.id == mask_id, MaskRow.version == version)
+                    .values(**values)
+                ).rowcount
+                if not done:
+                    raise _StaleVersion
+        except _StaleVersion:
+            raise Conflict(self._stale(mask_id, version), self._current(mask_id)) from None
+        if made:
+            self._tell("classes", class_id=class_id, action="added")
         action = values.get("review") or "edited"
         self._tell("mask", image_id=current["image_id"], mask_id=mask_id, action=action)
         return self.mask(mask_id)
