@@ -134,6 +134,7 @@ class MaskRow(Base):
     review: Mapped[str] = mapped_column(String(16), default="unreviewed")
     reviewer: Mapped[str] = mapped_column(String(128), default="")
     reviewed_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    review_note: Mapped[str] = mapped_column(Text, default="")  # the reviewer's, with review
     editor: Mapped[str] = mapped_column(String(128), default="")
     edits: Mapped[int] = mapped_column(Integer, default=0)
     relabels: Mapped[int] = mapped_column(Integer, default=0)

@@ -203,6 +203,13 @@ def _v5_current_model(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE model_versions ADD COLUMN active_at TIMESTAMP"))
 
 
+# ----- step 6: a reviewer's note with a decision ---------------------------------------------
+def _v6_review_note(conn: Connection) -> None:
+    """``review_note``: what the reviewer wrote with the last decision (why a mask was
+    rejected), '' for none."""
+    conn.execute(text("ALTER TABLE masks ADD COLUMN review_note TEXT NOT NULL DEFAULT ''"))
+
+
 #: (version, description, step). Append only.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "images, masks, model versions", _v1_initial),
@@ -210,6 +217,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (3, "classes, review state, edits recorded apart from the origin", _v3_classes_review),
     (4, "users, sign-in sessions, images assigned to users", _v4_users),
     (5, "the current model version, kept across restarts", _v5_current_model),
+    (6, "a reviewer's note with a decision", _v6_review_note),
 ]
 
 

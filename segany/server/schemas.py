@@ -199,6 +199,9 @@ class MaskPatch(Strict):
     editor: str | None = Field(None, max_length=128, description="who made this change")
     review: Review | None = Field(None, description="a review decision (needs reviewer)")
     reviewer: str | None = Field(None, max_length=128)
+    note: str | None = Field(
+        None, max_length=2000, description="the reviewer's note with the decision (review)"
+    )
 
 
 class MaskOut(BaseModel):
@@ -218,6 +221,7 @@ class MaskOut(BaseModel):
     version: int
     review: Review
     reviewer: str
+    review_note: str = Field("", description="the reviewer's note with the last decision")
     editor: str
     edits: int
     relabels: int
