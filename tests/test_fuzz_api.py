@@ -176,6 +176,12 @@ def _thin(ctx: dict[str, Any]) -> Any:
     assert masks.shape == (3, 1, 1000)
 
 
+def _raised(pixels: int, call: Any = None) -> Any:
+    """``call()`` with the pixel limit raised to ``pixels`` (``segany.limits.pixel_limit``)."""
+    with limits.pixel_limit(pixels):
+        return call() if call is not None else None
+
+
 def _predict(ctx: dict[str, Any], **kw: Any) -> Any:
     return ctx["p"].predict(**kw)
 
@@ -305,6 +311,8 @@ CASES: list[tuple[str, str, Any, Any]] = [
     ("metadata 64 blocks", "bound", lambda c: load_model(c["deep"]), (CheckpointError, "do not fit")),
     ("png header 40000 wide", "bound", lambda c: read_image(c["bomb_side"]), (InputError, "32768")),
     ("png bomb 20000²", "bound", lambda c: read_image(c["bomb_pixels"]), (InputError, "bomb.png")),
+    ("pixel_limit 2**33", "bound", lambda c: _raised(2**33), (InputError, "at most 4294967295")),
+    ("raised limit, side 2**20 + 1", "bound", lambda c: _raised(2**32 - 1, lambda: _set_emb(c, _emb(), (2**20 + 1, 1))), (InputError, "each side must be 1 to 1048576 pixels")),
     ("original_size 1e300", "bound", lambda c: _set_emb(c, _emb(), (1e300, 5)), (InputError, "original_size")),
     # --- silently accepted before
     ("coords 1e39", "silent", lambda c: _predict(c, point_coords=[[1e39, 1]], point_labels=[1]), (InputError, "±1048576")),
@@ -415,6 +423,8 @@ def test_fuzz_api(ctx, name, category, call, expected):
 BOUND_ROWS = {
     "MAX_IMAGE_SIDE": "image 1×40000",
     "MAX_IMAGE_PIXELS": "embedding 30000² pixels",
+    "MAX_RAISED_PIXELS": "pixel_limit 2**33",
+    "MAX_RAISED_SIDE": "raised limit, side 2**20 + 1",
     "MAX_COORDINATE": "coords 1e39",
     "MAX_POINTS_PER_SIDE": "points_per_side=3000",
     "MAX_CROP_LAYERS": "crop_n_layers=30",
