@@ -414,6 +414,8 @@ def _tiled(
 def _write_extras(
     doc: Any, image: Any, files: _Outputs, todo: list[str], where: Callable[[Path], Path]
 ) -> None:
+    import numpy as np
+
     from segany.formats import (
         label_map,
         write_label_map,
@@ -422,7 +424,8 @@ def _write_extras(
         write_polygons,
     )
 
-    masks = doc.masks()
+    # (decoded only for the outputs that draw them: N full-size masks are N·H·W bytes)
+    masks = doc.masks() if {"label_map", "overlay"} & set(todo) else np.zeros((0, 1, 1), bool)
     if "masks" in todo:
         write_mask_folder(where(files.extras["masks"]).parent, doc.annotations)
     if "label_map" in todo:
