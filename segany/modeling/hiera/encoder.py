@@ -192,7 +192,8 @@ class HieraTrunk(nn.Module):
         """1×h×w×C: the background table resized bicubically plus the window table tiled."""
         table = F.interpolate(self.pos_embed, size=(h, w), mode="bicubic")
         win = self.pos_embed_window
-        table = table + win.tile(1, 1, h // win.shape[2], w // win.shape[3])
+        # (repeat, which equals tile here: the ONNX export of tile adds a rank-checking branch)
+        table = table + win.repeat(1, 1, h // win.shape[2], w // win.shape[3])
         return table.permute(0, 2, 3, 1)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
