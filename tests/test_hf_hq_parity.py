@@ -148,6 +148,16 @@ def test_bare_weights_file_reads_the_sibling_config(hf_to_segany, tmp_path):
     assert all(torch.equal(state[k], v) for k, v in ours.state_dict().items())
 
 
+def test_segany_info_on_the_folder_says_sam_hq(hf_to_segany, tmp_path, capsys):
+    from segany.cli import main
+
+    hf, _ = hf_to_segany
+    hf.save_pretrained(tmp_path / "sam_hq")
+    assert main(["info", str(tmp_path / "sam_hq")]) == 0
+    out = capsys.readouterr().out
+    assert "format      hf" in out and "input 256; SAM-HQ decoder)" in out, out
+
+
 def test_segany_folder_round_trips_through_official_pth(segany_to_hf, tmp_path):
     hf, ours = segany_to_hf
     hf.save_pretrained(tmp_path / "again")

@@ -170,9 +170,11 @@ def expected_shapes(cfg: SamConfig) -> dict[str, tuple[int, ...]]:
 
 
 def describe(cfg: SamConfig) -> str:
-    """``vit_b (vit: embed 768, depth 12, heads 12, global [2, 5, 8, 11], input 1024)``."""
+    """``vit_b (vit: embed 768, depth 12, heads 12, global [2, 5, 8, 11], input 1024)``;
+    ``...; SAM-HQ decoder)`` for a SAM-HQ model (its name may not say so: ``custom``)."""
     family = family_of(cfg.encoder)
-    return f"{cfg.name} ({family.name}: {family.describe(cfg.encoder)})"
+    decoder = "; SAM-HQ decoder" if cfg.decoder.hq else ""
+    return f"{cfg.name} ({family.name}: {family.describe(cfg.encoder)}{decoder})"
 
 
 def _abbrev(items: Sequence[str]) -> str:
