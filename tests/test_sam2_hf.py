@@ -398,3 +398,14 @@ def test_official_tiny_through_both_conversions(tmp_path):
     assert max_rel_err(out.pred_masks[0], low) < TOL
     assert float((out.iou_scores[0] - iou).abs().max()) < TOL
     assert max_rel_err(out.object_score_logits[0], obj) < TOL
+
+
+def test_drop_in_build_from_a_transformers_folder(hf_folder, loaded):
+    """``segany.sam2.build_sam2_hf`` given a local transformers folder (what
+    ``huggingface_hub.snapshot_download`` leaves) builds the model from it."""
+    from segany.sam2.build_sam import build_sam2_hf
+
+    model = build_sam2_hf(str(hf_folder[1]))
+    assert model.config == loaded.config
+    ours = model.state_dict()
+    assert all(torch.equal(v, ours[k]) for k, v in loaded.state_dict().items())
