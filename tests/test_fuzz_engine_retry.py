@@ -29,9 +29,9 @@ TARGET = "sa_1.jpg"
 WHOLE = dict((name, data) for name, data, _ in SCENES)[TARGET]
 
 
-def _args(source: Path, out: Path, shard_size: int = 2) -> list[str]:
+def _args(source: Path, out: Path, shard_size: int = 2, executor: str = "serial") -> list[str]:
     return [
-        "engine", "run", str(source), "-o", str(out), "--executor", "serial", "-q",
+        "engine", "run", str(source), "-o", str(out), "--executor", executor, "-q",
         "--points-per-side", "6", "--pred-iou-thresh", "0.5", "--stability-score-thresh", "0.7",
         "--max-pixels", str(SPEC.max_pixels), "--threads-per-worker", "1",
         "--shard-size", str(shard_size),
@@ -115,12 +115,17 @@ def clean_docs(tmp_path_factory) -> dict:
     return documents(root / "out")
 
 
-@pytest.mark.parametrize("kind", ["folder", "tar"])
+@pytest.mark.parametrize(
+    "kind, executor",
+    # local: the stamp travels with the task to a worker process, which stages the failure
+    [("folder", "serial"), ("tar", "serial"), ("folder", "local")],
+)
 def test_an_image_that_changed_is_annotated_by_the_rerun(
-    kind, clean_docs, tmp_path, capsys, monkeypatch
+    kind, executor, clean_docs, tmp_path, capsys, monkeypatch
 ):
     source = _folder(tmp_path) if kind == "folder" else _tar(tmp_path)
     out = tmp_path / "out"
+    args = _args(source, out, executor=executor)
     whole = source.read_bytes() if kind == "tar" else None
 
     def cut(path: Path) -> None:  # the image (or its tar) cut short as the run reads it
@@ -136,16 +141,14 @@ def test_an_image_that_changed_is_annotated_by_the_rerun(
 
     # In a folder the image is restored after the run; a tar is restored before its next
     # member is read (a cut tar cannot be listed again by the re-run).
-    code = _run_with_hook(
-        monkeypatch, capsys, _args(source, out), cut, after=restore if kind == "tar" else None
-    )
+    code = _run_with_hook(monkeypatch, capsys, args, cut, after=restore if kind == "tar" else None)
     assert code == 1
     (row,) = [r for r in _errors(out) if r["path"].endswith(TARGET)]
     assert row["reason"].endswith(CHANGED_NOTE), row
     if kind == "folder":
         restore(source / TARGET)
 
-    code, summary = _rerun(capsys, _args(source, out))
+    code, summary = _rerun(capsys, args)
     assert code == 0 and _errors(out) == []
     assert (summary["failed"], summary["annotated"], summary["processed_this_run"]) == (0, 3, 1)
     docs = documents(out)
