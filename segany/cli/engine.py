@@ -17,6 +17,7 @@ from segany.cli.common import (
     EXIT_OK,
     EXIT_PARTIAL,
     Console,
+    UsageError,
     add_output_options,
     finite_float,
     fraction,
@@ -26,6 +27,7 @@ from segany.cli.common import (
 )
 from segany.cli.generator_flags import GENERATOR_OPTIONS, generator_options, metavar_of
 from segany.cli.outputs import stop_if_out_of_space
+from segany.cli.tile_flags import add_tile_options
 from segany.errors import InputError
 
 
@@ -122,6 +124,7 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
         gen.add_argument("--" + name.replace("_", "-"), type=kind, metavar=metavar, help=text)
     gen.add_argument("--preset", metavar="NAME", help="e.g. sa1b: the paper's SA-1B settings")
     gen.add_argument("--point-grids", metavar="FILE", help="grid points .npy/.npz in [0, 1]")
+    add_tile_options(p)
     g = p.add_argument_group("model")
     g.add_argument("-m", "--model", metavar="NAME_OR_PATH", help="default: the bundled model")
     g.add_argument("--device", default="cpu", help="torch device of each worker")
@@ -338,6 +341,10 @@ def engine_config(args: argparse.Namespace, sources: list[str], out: str, consol
     }
     if args.max_pixels is not None:
         spec_kw["max_pixels"] = args.max_pixels
+    if args.tile is not None:
+        spec_kw.update(_tile_spec(args))
+    elif args.tile_overlap is not None:
+        raise UsageError("--tile-overlap goes with --tile")
     if args.semi_max_overlap is not None:
         spec_kw["semi_max_overlap"] = args.semi_max_overlap
     return EngineConfig(
@@ -357,6 +364,17 @@ def engine_config(args: argparse.Namespace, sources: list[str], out: str, consol
         recursive=not args.no_recursive,
         progress=not console.quiet,
     )
+
+
+def _tile_spec(args: argparse.Namespace) -> dict[str, Any]:
+    """--tile [SIDE] / --tile-overlap: each worker segments its images tile by tile."""
+    from segany.automatic import PRESETS
+
+    if args.mode != "auto":
+        raise UsageError("--tile goes with --mode auto (semi-automatic runs are untiled)")
+    if args.crop_n_layers or PRESETS.get(args.preset or "", {}).get("crop_n_layers"):
+        raise UsageError("--tile replaces the crop layers: no --crop-n-layers, no crop preset")
+    return {"tile": args.tile, "tile_overlap": args.tile_overlap}
 
 
 def workers_arg(text: str) -> int | str:

@@ -13,6 +13,7 @@ id and ``"origin": "automatic"``.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import time
 import warnings
@@ -41,6 +42,10 @@ class WorkerSpec:
     threads: int = 1  # torch/OpenCV threads in each worker
     max_pixels: int = MAX_PIXELS
     semi_max_overlap: float = 0.5  # semi: drop new masks this much inside existing ones
+    # Fully automatic mode, tile by tile (segany.tasks.generate_tiled): the tiles' side (0: the
+    # model's input size) and overlap (None: a quarter of a tile); tile None: untiled.
+    tile: int | None = None
+    tile_overlap: int | None = None
 
     def settings(self) -> dict[str, Any]:
         """What decides the annotations (threads and device do not)."""
@@ -53,6 +58,8 @@ class WorkerSpec:
             "options": opts,
             "max_pixels": self.max_pixels,
             "semi_max_overlap": self.semi_max_overlap,
+            # (only when tiled: the settings of earlier, untiled runs stay the same)
+            **({"tile": [self.tile, self.tile_overlap]} if self.tile is not None else {}),
         }
 
 
@@ -143,11 +150,12 @@ class Annotator:
     def __call__(self, task: Task) -> dict[str, Any]:
         t0 = time.perf_counter()
         try:
-            image = decode_image(task.data, task.key, self.spec.max_pixels)
-            if task.existing is None:
-                doc = self._automatic(image, task)
-            else:
-                doc = self._semi(image, task)
+            with self._pixel_limit():
+                image = decode_image(task.data, task.key, self.spec.max_pixels)
+                if task.existing is None:
+                    doc = self._automatic(image, task)
+                else:
+                    doc = self._semi(image, task)
         except (InputError, ValueError) as e:
             return failure(task.index, task.key, str(e).splitlines()[0])
         return {
@@ -158,6 +166,15 @@ class Annotator:
             "seconds": round(time.perf_counter() - t0, 4),
         }
 
+    def _pixel_limit(self) -> contextlib.AbstractContextManager[None]:
+        """A tiled run's --max-pixels above the library's limit is the run's explicit choice
+        (``segany.limits.pixel_limit``); untiled work keeps the library's limit."""
+        from segany.limits import current_pixel_limit, pixel_limit
+
+        if self.spec.tile is not None and self.spec.max_pixels > current_pixel_limit():
+            return pixel_limit(self.spec.max_pixels)
+        return contextlib.nullcontext()
+
     def _image_info(self, image: np.ndarray, task: Task) -> dict[str, Any]:
         h, w = image.shape[:2]
         return {"image_id": task.index, "width": w, "height": h, "file_name": task.file_name}
@@ -165,7 +182,14 @@ class Annotator:
     def _automatic(self, image: np.ndarray, task: Task) -> dict[str, Any]:
         from segany.formats import sa1b_document
 
-        records = self.generator.generate(image)
+        if self.spec.tile is None:
+            records = self.generator.generate(image)
+        else:
+            from segany.tasks.tiled_generate import generate_tiled
+
+            records = generate_tiled(
+                self.generator, image, tile=self.spec.tile or None, overlap=self.spec.tile_overlap
+            )
         info = self._image_info(image, task)
         doc = sa1b_document(
             records,
