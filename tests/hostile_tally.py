@@ -607,6 +607,11 @@ CLI_FLAGS = {
     "segment": (SEG + ["-p", "3,4"], ["--point", "--box", "--min-score", "--threads", "--precision", "--device", "--tile", "--tile-overlap", "--refine"]),
     "auto": (AUTO, ["--points-per-side", "--points-per-batch", "--pred-iou-thresh", "--stability-score-thresh", "--stability-score-offset", "--box-nms-thresh", "--crop-n-layers", "--crop-nms-thresh", "--crop-overlap-ratio", "--crop-n-points-downscale-factor", "--min-mask-region-area", "--threads"]),
     "engine run": (ENGINE, ["--workers", "--shard-size", "--max-pixels", "--threads-per-worker", "--pred-iou-thresh"]),
+    "engine plan": (["engine", "plan", "{imgdir}", "-m", "{model}", "-q"], ["--sample", "--target-hours", "--target-images", "--memory-per-worker", "--max-pixels"]),
+    "eval": (["eval", "{dir}/sa", "-m", "{model}", "-o", "{out}/r.json", "-q", "--protocol", "point"], ["--limit", "--seed", "--objects-per-image", "--max-clicks", "--box-noise", "--box-noise-max-px", "--bootstrap", "--min-score", "--max-dets"]),
+    "train": (["train", "{dir}/sa", "-m", "{model}", "-o", "{out}/run", "-q", "--steps", "1", "--batch-size", "1"], ["--steps", "--batch-size", "--accumulate", "--masks-per-image", "--lr", "--min-lr-ratio", "--warmup", "--weight-decay", "--layer-decay", "--drop-path", "--clip-grad", "--rounds", "--box-prob", "--box-noise", "--focal-alpha", "--focal-gamma"]),
+    "export-onnx": (["export-onnx", "-m", "{model}", "-o", "{out}/d.onnx"], ["--opset"]),
+    "synth": (["synth", "{out}/s", "-q"], ["-n", "--seed", "--size", "--gray"]),
 }  # fmt: skip
 
 

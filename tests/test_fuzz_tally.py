@@ -64,7 +64,7 @@ def test_the_table_is_whole():
     assert set(LENIENCIES) <= {r.id for r in rows}
 
 
-@pytest.mark.slow  # ~530 inputs, command-line rows load a model each: 1-3 min on 2 loaded cores
+@pytest.mark.slow  # ~700 inputs, command-line rows load a model each: 1-3 min on 2 loaded cores
 def test_the_tally_meets_the_issue_targets(tmp_path):
     outcomes = tally(tmp_path)
     counts = summarise(outcomes)
