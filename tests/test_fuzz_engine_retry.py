@@ -115,17 +115,26 @@ def clean_docs(tmp_path_factory) -> dict:
     return documents(root / "out")
 
 
+TAR_WITH_IMAGES = ("--shard-format", "tar", "--with-images")
+
+
 @pytest.mark.parametrize(
-    "kind, executor",
-    # local: the stamp travels with the task to a worker process, which stages the failure
-    [("folder", "serial"), ("tar", "serial"), ("folder", "local")],
+    "kind, executor, extra",
+    [
+        ("folder", "serial", ()),
+        ("tar", "serial", ()),
+        # local: the stamp travels with the task to a worker process, which stages the failure
+        ("folder", "local", ()),
+        # the reopened shard is a tar holding the kept image's bytes, which are staged again
+        ("folder", "serial", TAR_WITH_IMAGES),
+    ],
 )
 def test_an_image_that_changed_is_annotated_by_the_rerun(
-    kind, executor, clean_docs, tmp_path, capsys, monkeypatch
+    kind, executor, extra, clean_docs, tmp_path, capsys, monkeypatch
 ):
     source = _folder(tmp_path) if kind == "folder" else _tar(tmp_path)
     out = tmp_path / "out"
-    args = _args(source, out, executor=executor)
+    args = [*_args(source, out, executor=executor), *extra]
     whole = source.read_bytes() if kind == "tar" else None
 
     def cut(path: Path) -> None:  # the image (or its tar) cut short as the run reads it
@@ -154,6 +163,11 @@ def test_an_image_that_changed_is_annotated_by_the_rerun(
     docs = documents(out)
     assert docs == {name: clean_docs[name] for name in docs} and len(docs) == 3
     assert main(["engine", "verify", str(out)]) == 0, capsys.readouterr().err
+    if extra:
+        with tarfile.open(out / "shards" / "00000.tar") as tar:
+            images = {Path(n).name: tar.extractfile(n).read() for n in tar.getnames()}
+        assert images["sa_0.jpg"] == (source / "sa_0.jpg").read_bytes()
+        assert images[TARGET] == WHOLE
 
 
 def test_a_corrupt_image_stays_failed_until_its_file_changes(tmp_path, capsys):
