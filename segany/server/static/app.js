@@ -290,6 +290,10 @@ window.addEventListener("keydown", (e) => {
   if (!$("login").hidden) return;
   if (e.target.tagName === "INPUT" || e.target.tagName === "SELECT") {
     if (e.key === "Enter" && e.target.id === "label") classFromField();
+    if (e.key === "Enter" && e.target.id === "review-note") {
+      e.target.blur();
+      reject(); // the selected mask, with the note
+    }
     if (e.key === "Escape") e.target.blur();
     return;
   }

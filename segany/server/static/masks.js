@@ -41,22 +41,33 @@ export function renderMaskList() {
     const swatch = document.createElement("span");
     swatch.className = "swatch";
     swatch.style.background = `rgb(${maskColor(m).join(",")})`;
+    // The class name in full on its own line (long names wrap), then how the mask was made and
+    // decided, then the reviewer's note: all readable without a tooltip.
     const name = document.createElement("span");
     name.className = "name";
-    name.textContent = `${m.label || "(no class)"} · ${m.origin} · ${m.review} · ${m.area}px`;
-    name.title = `${m.label || "(no class)"}\n${m.seconds.toFixed(1)} s · model v${
-      m.model_version ?? "?"} · by ${m.author || "?"}${
-      m.reviewer ? ` · ${m.review} by ${m.reviewer}` : ""}${
+    const label = line("label", m.label || "(no class)");
+    const meta = line("meta", `${m.origin} · ${m.review}${
+      m.reviewer ? ` by ${m.reviewer}` : ""} · ${m.area}px · by ${m.author || "?"}`);
+    name.append(label, meta);
+    if (m.review_note) name.append(line("note", `“${m.review_note}”`));
+    name.title = `${m.seconds.toFixed(1)} s · model v${m.model_version ?? "?"}${
       m.edits || m.relabels ? ` · ${m.edits} edits, ${m.relabels} relabels` : ""}`;
     const hide = button(state.hidden.has(m.id) ? "show" : "hide", "hide/show (h)", () =>
       toggleHidden(m.id));
     const remove = button("×", "delete (Delete)", () => deleteMask(m.id));
     li.append(swatch, name, hide, remove);
     li.onclick = (e) => {
-      if (e.target === li || e.target === name || e.target === swatch) selectMask(m.id);
+      if (e.target === li || name.contains(e.target) || e.target === swatch) selectMask(m.id);
     };
     list.append(li);
   }
+}
+
+function line(kind, text) {
+  const span = document.createElement("span");
+  span.className = kind;
+  span.textContent = text;
+  return span;
 }
 
 function button(text, title, action) {
@@ -242,10 +253,12 @@ export async function reject() {
     status("type your name (top left) first: a review says who decided");
     return;
   }
+  const note = $("review-note").value.trim();
   try {
     await api(`/masks/${m.id}`, { method: "PATCH",
-      json: { version: m.version, review: "rejected", reviewer: who() } });
-    status("rejected");
+      json: { version: m.version, review: "rejected", reviewer: who(), note } });
+    $("review-note").value = "";
+    status(note ? `rejected: “${note}”` : "rejected");
   } catch (error) {
     status(error.message);
     return;
