@@ -195,3 +195,17 @@ def test_bad_views_and_frames_get_a_clear_400(served, body, message):
     )
     assert r.status_code == 400, r.text
     assert message in r.json()["detail"]
+
+
+def test_a_refined_region_answer_stays_in_its_tile(served):
+    """``refine``: the tile's masks are snapped to the image's edges within the tile (the
+    rest of a large image is not filtered)."""
+    client, image_id, truth, point, _ = served
+    view = view_around(point, 300)
+    plain = decode(client, image_id, points=[list(point)], labels=[1], view=view)
+    refined = decode(client, image_id, points=[list(point)], labels=[1], view=view, refine=True)
+    x0, y0, x1, y1 = refined["logits_frame"]
+    assert refined["logits_frame"] == plain["logits_frame"]
+    mask = best(refined)
+    assert mask.any() and mask.sum() == mask[y0:y1, x0:x1].sum()
+    assert iou(mask, best(plain)) > 0.5  # the same object, its edges moved
