@@ -330,9 +330,9 @@ def test_tiff_and_npy_files_are_read_by_region(tmp_path):
         np.testing.assert_array_equal(source[10:50, 20:125], want[10:50, 20:125])
         np.testing.assert_array_equal(source[0:90, 0:130], want)
     tifffile.imwrite(tmp_path / "zip.tif", rgb, compression="zlib", tile=(32, 32))
-    np.testing.assert_array_equal(
-        np.asarray(open_regions(tmp_path / "zip.tif"))[5:9, 7:11], rgb[5:9, 7:11]
-    )
+    zipped = open_regions(tmp_path / "zip.tif")  # by region with zarr, else read whole
+    assert isinstance(zipped, np.ndarray) or type(zipped).__name__ == "ArrayRegions"
+    np.testing.assert_array_equal(zipped[5:9, 7:11], rgb[5:9, 7:11])
 
 
 def test_a_corrupt_tiff_is_a_clear_error(tmp_path):
@@ -351,6 +351,19 @@ def test_a_corrupt_tiff_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="cannot read TIFF .*garbage.tif"):
         open_regions(tmp_path / "garbage.tif")
     with pytest.raises(InputError, match="zip.tif"):
-        open_regions(tmp_path / "zip.tif")
+        open_regions(tmp_path / "zip.tif")[0:64, 0:64]  # (zarr reads the tile only here)
     with pytest.raises(InputError, match="not found"):
         open_regions(tmp_path / "missing.tif")
+
+
+def test_without_zarr_a_compressed_tiff_is_read_whole_or_refused(tmp_path, monkeypatch):
+    tifffile = pytest.importorskip("tifffile")
+    import segany.limits
+
+    rgb = _image(60, 80, seed=7)
+    tifffile.imwrite(tmp_path / "zip.tif", rgb, compression="zlib", tile=(32, 32))
+    monkeypatch.setitem(sys.modules, "zarr", None)  # import zarr fails
+    np.testing.assert_array_equal(open_regions(tmp_path / "zip.tif"), rgb)
+    monkeypatch.setattr(segany.limits, "MAX_IMAGE_PIXELS", 1000)  # a "large" image now
+    with pixel_limit(10**6), pytest.raises(InputError, match=r"needs zarr .*segany\[tiff\]"):
+        open_regions(tmp_path / "zip.tif")

@@ -19,6 +19,8 @@ source by an integer factor a strip at a time (block means).
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import math
 import os
 from pathlib import Path
@@ -125,7 +127,12 @@ class ArrayRegions(RegionReader):
         self.shape = (h, w, 3)
 
     def region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        return np.asarray(self.array[y0:y1, x0:x1])
+        try:
+            return np.asarray(self.array[y0:y1, x0:x1])
+        except Exception as e:  # noqa: BLE001 - a damaged tile, an unknown codec
+            raise InputError(
+                f"cannot read region [{y0}:{y1}, {x0}:{x1}] of {self.name}: {type(e).__name__}: {e}"
+            ) from None
 
 
 def open_regions(path: str | os.PathLike[str]) -> RegionReader | np.ndarray:
@@ -169,10 +176,9 @@ def _open_tiff(p: Path) -> RegionReader | np.ndarray:
     check_image_size(shape[0], shape[1], what=f"image {p}")
     if contiguous and offsets:
         return FileRegions(p, offsets[0], shape, dtype)
-    try:
-        import zarr
-    except ImportError:
-        zarr = None
+    zarr: Any = None
+    with contextlib.suppress(ImportError):
+        zarr = importlib.import_module("zarr")  # (optional: the tiff extra)
     try:
         if zarr is not None:
             return ArrayRegions(zarr.open(tifffile.imread(p, aszarr=True), mode="r"), str(p))

@@ -17,9 +17,8 @@ on one tile:
 - a prompt larger than any tile is answered on a crop around it the same way.
 
 Masks come back at the full image's size; the scores and low-res logits are those of the frame
-the answer came from (``last_frame``). ``generate_tiled`` runs segment-everything over the
-tiles and the whole image, keeping masks cut by a tile's inner edge out and de-duplicating
-across tiles by box NMS that prefers the tiles' (sharper) masks, as SAM's crop layers do.
+the answer came from (``last_frame``). ``generate_tiled`` (``segany.tasks.tiled_generate``)
+runs segment-everything over the same tiles and the whole image, for images of any size.
 """
 
 from __future__ import annotations
@@ -39,7 +38,7 @@ from segany.inference.protocol import PredictorLike
 from segany.limits import check_size_pair
 from segany.prompts import check_prompts
 
-__all__ = ["TiledPredictor", "check_frame", "generate_tiled", "tile_frames"]
+__all__ = ["TiledPredictor", "check_frame", "tile_frames"]
 
 Frame = tuple[int, int, int, int]  # x0, y0, x1, y1: end-exclusive pixels of the image
 
@@ -446,29 +445,3 @@ class TiledPredictor(PredictorLike):
         masks = np.full((len(out.masks), h, w), fill, dtype=out.masks.dtype)
         masks[:, y0:y1, x0:x1] = out.masks
         return Prediction(masks=masks, scores=out.scores, logits=out.logits)
-
-
-def generate_tiled(
-    generator: Any,
-    image: ImageLike,
-    *,
-    tile: int | None = None,
-    overlap: int | None = None,
-    whole_image: bool = True,
-    image_format: str = "RGB",
-) -> list[Any]:
-    """Segment everything in a large image: ``generator`` (a ``MaskGenerator``) decodes its
-    grid on every tile (``tile_frames``, the model's size by default) and, with
-    ``whole_image``, on the whole image seen at the model's size, which finds the objects
-    larger than a tile's overlap. Masks cut by a tile's inner edge are dropped; the rest are
-    de-duplicated across tiles by box NMS at the generator's ``crop_nms_thresh``, preferring
-    masks from tiles (sharper) over the whole image's, then selected with the generator's
-    thresholds. Returns its records (``MaskRecord``), at the full image's size."""
-    rgb = to_rgb_uint8(image, image_format)
-    h, w = rgb.shape[:2]
-    side = int(generator.model.image_size if tile is None else tile)
-    frames = tile_frames((h, w), side, side // 4 if overlap is None else int(overlap))
-    boxes = [list(f) for f in frames]
-    if whole_image and boxes != [[0, 0, w, h]]:
-        boxes = [[0, 0, w, h], *boxes]
-    return list(generator.refilter(generator.candidates_in_crops(rgb, boxes)))
