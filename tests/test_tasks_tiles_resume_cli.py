@@ -89,3 +89,22 @@ def test_the_pixel_limit_is_raised_only_with_tile(scan, tmp_path, capsys):
     argv = ["auto", str(scan), "-o", str(tmp_path / "c"), *TILES, "--overlay", "-q"]
     assert main(argv) != 0
     assert "--overlay would hold full-size masks" in capsys.readouterr().err
+
+
+def test_a_corrupt_tiff_fails_alone(tmp_path, capsys):
+    tifffile = pytest.importorskip("tifffile")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = np.random.default_rng(1).integers(0, 255, (150, 180, 3), dtype=np.uint8)
+    Image.fromarray(good).save(folder / "good.png")
+    tifffile.imwrite(folder / "cut.tif", good)
+    data = (folder / "cut.tif").read_bytes()
+    (folder / "cut.tif").write_bytes(data[: len(data) // 2])  # an interrupted copy
+    out = tmp_path / "out"
+    assert main(["auto", str(folder), "-o", str(out), *FLAGS, *TILES, "-q"]) == 1  # partial
+    err = capsys.readouterr().err
+    assert "cut.tif" in err and "cut short" in err
+    assert (out / "good.json").is_file() and not (out / "cut.json").exists()
+    before = (out / "good.json").read_bytes()
+    assert main(["auto", str(folder), "-o", str(out), *FLAGS, *TILES, "-q"]) == 1  # re-run
+    assert (out / "good.json").read_bytes() == before  # the done image is kept, not redone
