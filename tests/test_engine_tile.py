@@ -45,7 +45,6 @@ def images(tmp_path_factory):
     return root, folder, arrays
 
 
-@pytest.mark.slow  # two engine-and-library passes over 8 frames: 139 s at load 9.5 (~20 s idle)
 def test_engine_tile_records_equal_generate_tiled(images):
     root, folder, arrays = images
     out = root / "out"
