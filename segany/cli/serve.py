@@ -102,9 +102,11 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         raise MissingExtraError("segany serve", "server", "uvicorn") from None
     from segany.server import create_app
+    from segany.server.malloc_arenas import cap_malloc_arenas
     from segany.server.settings import ServerSettings, is_loopback
 
     set_threads(args.threads)
+    cap_malloc_arenas()  # before the request threads exist: their arenas are what grew
     options = {}
     if args.max_upload_mb is not None:
         options["max_upload_bytes"] = args.max_upload_mb * 2**20
