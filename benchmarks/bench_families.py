@@ -1,6 +1,7 @@
 """Each model family beside its official package, on the same seeded weights, in one run.
 
     python benchmarks/bench_families.py [--repeats 3] [--threads 2] [--families vit_t,...]
+                                        [--fast int8|bf16|auto]
 
 MobileSAM (``vit_t``) against the ``mobile_sam`` package, EfficientViT-SAM
 (``efficientvit_sam_l0``, ``..._xl0``) against ``efficientsam``'s ``EfficientViTSamPredictor``,
@@ -9,6 +10,8 @@ runs the three light ones (the ViT-B-sized ones take ~20 s per call on 2 cores).
 Rows: ``set_image`` on a 480×512 photo in fp32 and int8 (int8 with its embedding cosine and
 mask IoU against fp32 over the parity prompts; SAM-HQ answers one mask per prompt), one point
 prompt (masks at full resolution), and one point end to end (``set_image`` + ``predict``).
+``--fast`` names the fast mode timed beside fp32 (default int8; ``bf16`` or ``auto`` on a CPU
+with bf16 matrix units, e.g. AMX: ``auto`` is what ``precision="auto"`` resolves to here).
 Each timed pair alternates and keeps the fastest of ``--repeats`` after one untimed call each
 (int8 quantises its copy then). The CPU model and the load average are printed beside the
 table: read a ratio with them.
@@ -31,6 +34,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "stubs"), str(ROOT / "
 from bench_speed import _cosine, _mask_iou, race  # noqa: E402
 from helpers import seeded_model  # noqa: E402
 
+from segany.inference.precision import PRECISIONS, resolve_precision  # noqa: E402
 from segany.inference.predictor import Predictor  # noqa: E402
 from segany.models import VARIANTS  # noqa: E402
 
@@ -75,10 +79,14 @@ def _reference(name: str, state: dict[str, torch.Tensor]):
     raise SystemExit(f"no official package known for {name!r}")
 
 
-def bench_family(name: str, repeats: int) -> list[tuple[str, float, float, str]]:
+def bench_family(
+    name: str, repeats: int, fast: str = "int8"
+) -> list[tuple[str, float, float, str]]:
     model = seeded_model(VARIANTS[name], seed=0)
     ref = _reference(name, model.state_dict())
-    fp32, int8 = Predictor(model), Predictor(model, precision="int8")
+    fp32, int8 = Predictor(model), Predictor(model, precision=fast)
+    mode = resolve_precision(fast, torch.device("cpu"))
+    mode = mode if mode == fast else f"{fast}={mode}"
     image = photo()
     point = {"point_coords": np.array([[250, 200]]), "point_labels": np.array([1])}
     rows = []
@@ -97,7 +105,7 @@ def bench_family(name: str, repeats: int) -> list[tuple[str, float, float, str]]
     cos = _cosine(fp32.get_image_embedding(), int8.get_image_embedding())
     iou = _mask_iou(fp32, int8, image)
     rows.append(("set_image fp32", t_ref, t_ours, ""))
-    rows.append(("set_image int8", t_ref, t_int8, f"cosine {cos:.5f}, mask IoU {iou:.3f}"))
+    rows.append((f"set_image {mode}", t_ref, t_int8, f"cosine {cos:.5f}, mask IoU {iou:.3f}"))
     with torch.inference_mode():
         t_ref, t_ours = (
             t
@@ -122,7 +130,7 @@ def bench_family(name: str, repeats: int) -> list[tuple[str, float, float, str]]
         )
     )
     rows.append(("one point end to end fp32", t_ref, t_ours, ""))
-    rows.append(("one point end to end int8", t_ref, t_int8, ""))
+    rows.append((f"one point end to end {mode}", t_ref, t_int8, ""))
     return rows
 
 
@@ -135,13 +143,19 @@ def main() -> None:
         default="vit_t,efficientvit_sam_l0,sam_hq_vit_tiny",
         help="comma-separated variants (vit_t, efficientvit_sam_l0..xl1, sam_hq_vit_b/l/h/tiny)",
     )
+    parser.add_argument(
+        "--fast",
+        default="int8",
+        choices=[p for p in PRECISIONS if p != "fp32"],
+        help="the fast mode timed beside fp32 (default int8)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"CPU: {cpu_model()}; {args.threads} threads; load before: {os.getloadavg()}")
     print("| model | call | official s | segany s | speed-up | accuracy |")
     print("|---|---|---:|---:|---:|---|")
     for name in args.families.split(","):
-        for label, t_ref, t_ours, note in bench_family(name, args.repeats):
+        for label, t_ref, t_ours, note in bench_family(name, args.repeats, args.fast):
             ratio = t_ref / t_ours
             print(f"| {name} | {label} | {t_ref:.3f} | {t_ours:.3f} | {ratio:.2f}× | {note} |")
         print(f"load after {name}: {os.getloadavg()}", flush=True)
