@@ -3,7 +3,8 @@
 Image encoders come in families (``families``: the contract and the registry; one package per
 family, e.g. ``vit``); the prompt encoder and mask decoder are shared. Fast inference twins sit
 beside what they mirror: ``vit/chunked.py`` (the encoder's forward), ``mask_decoder_shared.py``
-(the decoder over many prompts of one image), ``sam_upscale.py`` (``Sam.postprocess_masks``).
+(the decoder over many prompts of one image; ``mask_decoder_sam2_shared.py`` for SAM 2's),
+``sam_upscale.py`` (``Sam.postprocess_masks``).
 """
 
 from __future__ import annotations

@@ -21,7 +21,10 @@ Results equal ``MaskDecoder`` up to float rounding (~1e-6 relative). Reads the d
 submodules by their official names, so any ``segany.modeling`` decoder works; for SAM-HQ's
 (``MaskDecoderHQ``) the HQ token rides along with the others, its prompt-independent HQ
 features are made once per image, and its refinement convolutions run only for the prompts
-whose masks are asked for.
+whose masks are asked for. SAM 2's decoder (``MaskDecoderSAM2``: its object-score token first,
+high-resolution features added while upscaling) is decoded by the subclass
+``segany.modeling.mask_decoder_sam2_shared.Sam2PointDecoder``, through the hooks below
+(``_output_tokens``, ``_iou_row``/``_first_mask``, ``_addends``).
 
 A decoder's "outputs" are its answers: output 0 the single-mask one, outputs 1.. the multimask
 ones (SAM: its 3 masks; SAM-HQ: one, its best multimask mask plus the HQ mask).
@@ -153,18 +156,26 @@ class PointDecoder:
     (``segany.inference.thread_pool``).
     """
 
+    sam2 = False  # Sam2PointDecoder: SAM 2's decoder (MaskDecoderSAM2) and its token layout
+    _iou_row = 0  # the IoU token's row in ``transformer``'s tokens
+    _first_mask = 1  # the first mask token's row (then the others, then SAM-HQ's token)
+
     @torch.inference_mode()
     def __init__(
         self, model: Sam, embedding: torch.Tensor, early: torch.Tensor | None = None
     ) -> None:
         self.model = model
         dec: MaskDecoder = model.mask_decoder
-        if isinstance(dec, MaskDecoderSAM2):
+        if isinstance(dec, MaskDecoderSAM2) != self.sam2:
             raise ValueError(
-                "PointDecoder reorganises SAM 1's and SAM-HQ's decoders; SAM 2's "
-                "(MaskDecoderSAM2) decodes through its own forward"
+                "SAM 2's decoder (MaskDecoderSAM2) is decoded by "
+                "segany.modeling.mask_decoder_sam2_shared.Sam2PointDecoder, SAM's and SAM-HQ's "
+                "by PointDecoder"
             )
         self.decoder = dec
+        # Prompt-independent maps added to the upscaling layers' outputs, by layer index
+        # (SAM 2's high-resolution features), B or 1×C'×H'×W' in channels-last memory.
+        self._addends: dict[int, torch.Tensor] = {}
         self.hq = isinstance(dec, MaskDecoderHQ)
         self._hq_features: torch.Tensor | None = None  # 1×C/8×4h×4w, SAM-HQ only
         if self.hq != (early is not None):
@@ -206,6 +217,15 @@ class PointDecoder:
             else None
         )
 
+    def _output_tokens(self) -> torch.Tensor:
+        """The decoder's learned output tokens in its order, K'×C: SAM's IoU token then its mask
+        tokens (SAM-HQ's token after them)."""
+        dec = self.decoder
+        parts = [dec.iou_token.weight, dec.mask_tokens.weight]
+        if isinstance(dec, MaskDecoderHQ):
+            parts.append(dec.hf_token.weight)  # SAM-HQ's token, after SAM's (its order)
+        return torch.cat(parts)
+
     def _scratch(self, shape: torch.Size) -> torch.Tensor:
         """This thread's reusable B×N×C work buffer (contents undefined), for the last size."""
         buf: torch.Tensor | None = getattr(self._local, "buf", None)
@@ -215,15 +235,12 @@ class PointDecoder:
 
     @torch.inference_mode()
     def transformer(self, sparse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """sparse B×T×C -> (tokens B×(1+K)×C, image tokens B×N×C): TwoWayTransformer's outputs
-        for the IoU token and the K mask tokens, SAM-HQ's token last (the prompt tokens' are
-        left out)."""
+        """sparse B×T×C -> (tokens B×K'×C, image tokens B×N×C): TwoWayTransformer's outputs
+        for the output tokens (``_output_tokens``: SAM's IoU token and K mask tokens, SAM-HQ's
+        token last; SAM 2's object-score token first); the prompt tokens' are left out."""
         dec = self.decoder
         b = sparse.shape[0]
-        parts = [dec.iou_token.weight, dec.mask_tokens.weight]
-        if isinstance(dec, MaskDecoderHQ):
-            parts.append(dec.hf_token.weight)  # SAM-HQ's token, after SAM's (its order)
-        output_tokens = torch.cat(parts)
+        output_tokens = self._output_tokens()
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
         queries, query_pe = tokens, tokens
         keys = self.keys
@@ -277,7 +294,7 @@ class PointDecoder:
     def iou_predictions(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens B×T'×C -> IoU predictions of the outputs, B×(1+K) (column 0: the single-mask
         output; K = 3 for SAM, 1 for SAM-HQ: the best of SAM's multimask predictions)."""
-        iou = self.decoder.iou_prediction_head(tokens[:, 0, :])
+        iou = self.decoder.iou_prediction_head(tokens[:, self._iou_row, :])
         if not self.hq:
             return iou
         return torch.cat([iou[:, :1], iou[:, 1:].max(dim=1, keepdim=True).values], dim=1)
@@ -294,6 +311,21 @@ class PointDecoder:
         1 = its multimask answer); ``hq_token_only``: SAM-HQ's HQ mask alone for each."""
         if hq_token_only and not self.hq:
             raise ValueError("hq_token_only=True needs a SAM-HQ model")
+        x = self.upscaled(keys)
+        if self.hq:
+            return self._hq_logits(tokens, x, outputs, hq_token_only)
+        return _dot(x, self.hypernetworks(tokens, outputs))
+
+    def hypernetworks(self, tokens: torch.Tensor, outputs: range | list[int]) -> torch.Tensor:
+        """tokens B×K'×C -> the mask tokens' hypernetwork vectors of the given outputs,
+        B×len(outputs)×C/8."""
+        mlps, first = self.decoder.output_hypernetworks_mlps, self._first_mask
+        return torch.stack([mlps[i](tokens[:, first + i, :]) for i in outputs], dim=1)
+
+    @torch.inference_mode()
+    def upscaled(self, keys: torch.Tensor) -> torch.Tensor:
+        """Image tokens B×N×C -> the decoder's upscaled features B×C/8×4h×4w (channels-last
+        memory), ``_addends`` added after their layers."""
         dec = self.decoder
         b, _, c = keys.shape
         # B×N×C is B×C×h×w in channels-last memory: a view, no copy; the upscaling convolutions
@@ -302,7 +334,7 @@ class PointDecoder:
         # at 1024 px): new tensors of that size cost more than the arithmetic (measured for
         # 2 prompts, 2 threads: 23-28 -> 18-19 ms); ``keys`` itself is never written.
         x = keys.reshape(b, self.h, self.w, c).permute(0, 3, 1, 2)
-        for layer in dec.output_upscaling:
+        for i, layer in enumerate(dec.output_upscaling):
             owned = x.untyped_storage().data_ptr() != keys.untyped_storage().data_ptr()
             if isinstance(layer, LayerNorm2d):
                 nhwc = x.permute(0, 2, 3, 1)  # B×h×w×C view of channels-last memory
@@ -317,12 +349,9 @@ class PointDecoder:
                 x = torch.ops.aten.gelu_(x, approximate=layer.approximate)
             else:
                 x = layer(x.contiguous(memory_format=torch.channels_last))
-        if self.hq:
-            return self._hq_logits(tokens, x, outputs, hq_token_only)
-        hyper = torch.stack(
-            [dec.output_hypernetworks_mlps[i](tokens[:, 1 + i, :]) for i in outputs], dim=1
-        )  # B×K×C/8
-        return _dot(x, hyper)
+            if i in self._addends:  # after a convolution: x is its fresh output
+                x = x.add_(self._addends[i])
+        return x
 
     def _hq_logits(
         self, tokens: torch.Tensor, x: torch.Tensor, outputs: range | list[int], hq_only: bool
