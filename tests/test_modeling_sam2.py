@@ -255,6 +255,7 @@ def test_single_mask_falls_back_when_unstable(tiny_pair):
     model = ours.model
     dec = model.mask_decoder
     state = ours._require_image()
+    picks = {}
     for name, prompt in _cases(300, 420).items():
         if name in ("boxes", "point_batch"):
             continue
@@ -275,9 +276,17 @@ def test_single_mask_falls_back_when_unstable(tiny_pair):
             )
         masks = masks.clamp(-32, 32)
         stable = bool(dec.stability(masks[:, :1])[0, 0] >= dec.stability_thresh)
-        pick = 0 if stable else 1 + int(iou[0, 1:].argmax())
-        np.testing.assert_array_equal(single.logits[0], masks[0, pick].numpy(), err_msg=name)
-        assert single.scores[0] == pytest.approx(float(iou[0, pick]), abs=0)
+        picks[name] = pick = 0 if stable else 1 + int(iou[0, 1:].argmax())
+        # predict decodes through Sam2PointDecoder (the same function, reorganised): equal to
+        # the picked output up to float rounding, and not to another output.
+        want = masks[0, pick].numpy()
+        assert max_rel_err(single.logits[0], want) < TOL, name
+        assert single.scores[0] == pytest.approx(float(iou[0, pick]), abs=TOL)
+        if pick != 0:
+            assert max_rel_err(single.logits[0], masks[0, 0].numpy()) > 100 * TOL, name
+    # On these seeded weights every single-mask output is unstable (test_modeling_sam2_shared
+    # covers both branches with a moved threshold): each answer is a fallback.
+    assert all(p > 0 for p in picks.values()), picks
 
 
 def test_object_score_as_official(tiny, tiny_pair):

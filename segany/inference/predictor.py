@@ -26,6 +26,7 @@ from segany.inference.prediction import Prediction
 from segany.inference.protocol import PredictorLike
 from segany.limits import check_mask_volume, check_size_pair
 from segany.modeling import Sam, Sam2
+from segany.modeling.mask_decoder_sam2_shared import Sam2PointDecoder
 from segany.modeling.mask_decoder_shared import PointDecoder
 from segany.modeling.sam_upscale import upscale_logits
 from segany.prompts import (
@@ -357,8 +358,8 @@ class Predictor(PredictorLike):
 
     def shared_decoder(self) -> PointDecoder:
         """The mask decoder for the current image with its prompt-independent work done once
-        (``PointDecoder``), made on the first prompt and kept until the image changes; the
-        automatic generator decodes its grid with it."""
+        (``PointDecoder``; SAM 2 models: ``Sam2PointDecoder``), made on the first prompt and
+        kept until the image changes; the automatic generator decodes its grid with it."""
         return self._shared_decoder(self._require_image())
 
     def set_image_embedding(
@@ -626,8 +627,11 @@ class Predictor(PredictorLike):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``predict_torch`` for SAM 2, as ``SAM2ImagePredictor._predict``: boxes become corner
         points ahead of the clicks, masks are the low-res logits resized straight to the
-        original size, the low-res logits returned are clamped to [-32, 32]."""
+        original size, the low-res logits returned are clamped to [-32, 32]. Without a mask
+        input the prompts decode with the image-side work shared by every prompt and call on
+        this image (``Sam2PointDecoder``, the same values)."""
         b = max((len(t) for t in (coords, boxes, mask_input) if t is not None), default=1)
+        shared = None if mask_input is not None else self._shared_decoder(state)
         low_parts, iou_parts = [], []
         chunk = self.decode_chunk if self.device.type == "cpu" else b
         for start in range(0, b, chunk):
@@ -637,13 +641,17 @@ class Predictor(PredictorLike):
                 None if labels is None else labels[rows],
                 None if boxes is None else boxes[rows],
             )
-            low, iou = model.decode(
-                state.features,
-                high_res,
-                points,
-                None if mask_input is None else mask_input[rows],
-                multimask_output,
-            )
+            if shared is not None:
+                sparse, _ = model.prompt_encoder(points=points, boxes=None, masks=None)
+                low, iou = shared.decode(sparse, multimask_output)
+            else:
+                low, iou = model.decode(
+                    state.features,
+                    high_res,
+                    points,
+                    None if mask_input is None else mask_input[rows],
+                    multimask_output,
+                )
             low_parts.append(low)
             iou_parts.append(iou)
         low_res, iou = torch.cat(low_parts), torch.cat(iou_parts)
@@ -655,13 +663,13 @@ class Predictor(PredictorLike):
     def _shared_decoder(self, state: _ImageState) -> PointDecoder:
         """The decoder with this image's prompt-independent work done (made once per image)."""
         if self._decoder is None or self._decoder[0] is not state:
+            early = self._early_check(state, False)
             if self.model.is_sam2:
-                raise InputError(
-                    "SAM 2 models decode with their own decoder (no shared PointDecoder); use "
-                    "predict / predict_torch"
-                )
-            self._early_check(state, False)
-            self._decoder = (state, PointDecoder(self.model, state.features, state.early))
+                assert early is not None  # _early_check refuses a SAM 2 state without it
+                decoder: PointDecoder = Sam2PointDecoder(self.model, state.features, early)
+            else:
+                decoder = PointDecoder(self.model, state.features, early)
+            self._decoder = (state, decoder)
         return self._decoder[1]
 
     def _early_check(self, state: _ImageState, hq_token_only: bool) -> torch.Tensor | None:
