@@ -460,6 +460,7 @@ class MaskGenerator:
                 stability_score_offset=self.stability_score_offset,
                 use_m2m=self.use_m2m,
                 multimask_output=self.multimask_output,
+                decode_chunk=self.decode_chunk,
             )
         input_size = enc.input_size
         dev = enc.device
