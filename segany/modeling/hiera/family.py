@@ -21,6 +21,7 @@ from torch import nn
 from segany.modeling.families import EncoderConfig, EncoderFamily, Shapes, register
 from segany.modeling.hiera.config import OFFICIAL_TRUNKS, HieraConfig
 from segany.modeling.hiera.encoder import ImageEncoderHiera, MultiScaleBlock
+from segany.modeling.hiera.fast import encode_image, encode_image_with_early
 from segany.modeling.hiera.hf_config import hiera_from_hf, hiera_to_hf
 
 _PREFIX = "image_encoder.trunk."
@@ -157,12 +158,16 @@ class HieraFamily(EncoderFamily):
         """Channels E of the packed high-resolution map (``encoder.pack_high_res``)."""
         return out_chans // 2 + out_chans // 4
 
+    def fast_forward(self, encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        return encode_image(cast(ImageEncoderHiera, encoder), images)
+
     def forward_with_early(
         self, encoder: nn.Module, images: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """B×3×S×S -> (B×C×h×w embeddings, B×2h×2w×E packed high-resolution features for SAM 2's
-        decoder, ``encoder.pack_high_res``)."""
-        return cast(ImageEncoderHiera, encoder).forward_with_early(images)
+        decoder, ``encoder.pack_high_res``), by ``hiera.fast`` (the module's forward when
+        training, hooked or traced)."""
+        return encode_image_with_early(cast(ImageEncoderHiera, encoder), images)
 
     def set_drop_path(self, encoder: nn.Module, rate: float) -> None:
         blocks = cast(ImageEncoderHiera, encoder).trunk.blocks
