@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from segany.errors import InputError
 from segany.modeling.families import family_of_module
+from segany.modeling.sam2_model import Sam2
 from segany.train import prompts
 from segany.train.checkpointing import (
     load_train_state,
@@ -91,6 +92,32 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def stretch_to_frame(
+    images: torch.Tensor, masks: list[torch.Tensor], sizes: list
+) -> tuple[torch.Tensor, list[torch.Tensor], list[tuple[int, int]]]:
+    """Training samples as SAM 2 reads an image: each image B×3×S×S (normalised, its content
+    the top-left ``sizes[i]`` of the padded frame) has its content resized to fill the S×S
+    frame (bilinear, antialiased, as SAM 2's transforms resize; the normalisation is affine
+    per channel, so resizing after it is resizing before it), its masks M_i×S×S likewise (a
+    pixel is in the mask where the resized mask is at least one half); every input size
+    becomes (S, S)."""
+    s = int(images.shape[-1])
+    out_images, out_masks = [], []
+    for image, gt, (h, w) in zip(images, masks, sizes, strict=True):
+        h, w = int(h), int(w)
+        content = image[None, :, :h, :w]
+        out_images.append(
+            F.interpolate(content, (s, s), mode="bilinear", align_corners=False, antialias=True)[0]
+        )
+        if gt.shape[0] == 0:
+            out_masks.append(gt)
+            continue
+        area = gt[None, :, :h, :w].float()
+        resized = F.interpolate(area, (s, s), mode="bilinear", align_corners=False)[0]
+        out_masks.append(resized >= 0.5)
+    return torch.stack(out_images), out_masks, [(s, s)] * len(sizes)
+
+
 class Trainer:
     """Trains ``model`` (a segany ``Sam``) on ``train_set``; validates on ``val_set``.
 
@@ -118,10 +145,12 @@ class Trainer:
             cast("EmbeddingCache", train_set).check(model)
         if config.rounds < 1 or config.batch_size < 1 or config.accumulate < 1:
             raise InputError("rounds, batch_size and accumulate must be at least 1")
-        if model.is_hq and self.cached:  # its decoder also reads the encoder's early map
+        if model.needs_early and self.cached:  # its decoder also reads a second encoder map
+            what = "high-resolution features" if model.is_sam2 else "early feature map"
+            kind = "SAM 2" if model.is_sam2 else "SAM-HQ"
             raise InputError(
-                "cached embeddings hold no early feature map, which a SAM-HQ model's decoder "
-                "reads: train it from images"
+                f"cached embeddings hold no {what}, which a {kind} model's decoder reads: "
+                "train it from images"
             )
         self.cfg = config
         self.device = resolve_device(config.device)
@@ -204,9 +233,13 @@ class Trainer:
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Simulated interaction on one image: embedding 1×C×h×w, gt M×S×S bool; SAM-HQ
         models: ``early`` 1×h×w×E, the encoder's early map (the answer is SAM's mask plus the
-        HQ mask, one per prompt, as the model gives it)."""
+        HQ mask, one per prompt, as the model gives it); SAM 2 models: ``early`` 1×2h×2w×E,
+        the packed high-resolution features, and a box goes in as its two corner points ahead
+        of the clicks (as SAM 2's predictor and training give it)."""
         cfg, m = self.cfg, self.model
-        hq_args: dict[str, Any] = {} if early is None else {"interm_embeddings": [early]}
+        hq_args: dict[str, Any] = {}
+        if early is not None:
+            hq_args = {"high_res": early} if m.is_sam2 else {"interm_embeddings": [early]}
         n, s = gt.shape[0], self.image_size
         valid = torch.zeros(1, s, s, dtype=torch.bool, device=gt.device)
         valid[:, : input_size[0], : input_size[1]] = True
@@ -241,9 +274,12 @@ class Trainer:
             multimask = r == 0 and not use_box
             with torch.set_grad_enabled(r in grad_set and torch.is_grad_enabled()):
                 with self._autocast():
-                    sparse, dense = m.prompt_encoder(
-                        points=(pts, lbl) if pts.shape[1] else None, boxes=boxes, masks=mask_input
-                    )
+                    given = (pts, lbl) if pts.shape[1] else None
+                    box_arg = boxes
+                    if m.is_sam2:  # a box as its two corner points, ahead of the clicks
+                        coords, labels = given if given is not None else (None, None)
+                        given, box_arg = Sam2.merge_boxes(coords, labels, boxes), None
+                    sparse, dense = m.prompt_encoder(points=given, boxes=box_arg, masks=mask_input)
                     low, iou_pred = m.mask_decoder(
                         image_embeddings=embedding,
                         image_pe=dense_pe,
@@ -277,12 +313,14 @@ class Trainer:
             emb = images.to(self.device)
         else:
             images = images.to(self.device)
+            if self.model.is_sam2:  # SAM 2 reads the image stretched to its square frame
+                images, masks, sizes = stretch_to_frame(images, masks, sizes)
             with torch.set_grad_enabled(not self._encoder_frozen and torch.is_grad_enabled()):
                 with self._autocast():
                     x = self.model.encoder_input(images)
-                    if self.model.is_hq:  # and the early map SAM-HQ's decoder reads
+                    if self.model.needs_early:  # SAM-HQ's early map, SAM 2's high-res maps
                         family = family_of_module(self.model.image_encoder)
-                        assert family is not None  # SAM-HQ models are built from a family
+                        assert family is not None  # such models are built from a family
                         emb, early = family.forward_with_early(self.model.image_encoder, x)
                     else:
                         emb = self.model.image_encoder(x)
