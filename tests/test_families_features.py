@@ -25,8 +25,10 @@ from PIL import Image
 from test_export_families import SMALL_EVIT
 from test_modeling_hq import SMALL_HQ
 from test_modeling_tinyvit import SMALL_T
+from test_sam2_onnx import SMALL_SAM2
 
 from segany import MaskGenerator, Predictor, load_model
+from segany.checkpoints.loading import save_state_dict
 from segany.config import SamConfig
 from segany.inference.embedding_cache import EmbeddingCache
 from segany.refine import RefinedPredictor, refine_logits
@@ -34,9 +36,10 @@ from segany.zoom import ZoomPredictor
 
 ROOT = Path(__file__).resolve().parents[1]
 # SAM-HQ on a small ViT, MobileSAM's TinyViT (SAM's decoder), EfficientViT-SAM (512 px
-# encoder, 1024 frame)
+# encoder, 1024 frame), SAM 2.1 on a small Hiera (256 px; SAM 2's decoder)
 FAMILIES: dict[str, SamConfig] = {"sam_hq": SMALL_HQ, "mobilesam": SMALL_T}
 FAMILIES["efficientvit_sam"] = SMALL_EVIT
+FAMILIES["sam2"] = SMALL_SAM2
 
 
 @pytest.fixture(autouse=True)
@@ -50,6 +53,11 @@ def files(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("family_files")
     out = {}
     for name, config in FAMILIES.items():
+        if name == "sam2":  # a small Hiera is no published trunk: a segany file carries its config
+            out[name] = save_state_dict(
+                config, seeded_model(config).state_dict(), folder / "sam2.safetensors", "segany"
+            )
+            continue
         out[name] = folder / f"{name}.pth"
         torch.save(seeded_model(config).state_dict(), out[name])
     return out
@@ -78,6 +86,9 @@ def _segany(*args: object, check: int = 0) -> subprocess.CompletedProcess:
 def test_each_file_is_detected_as_its_family(files):
     for name, config in FAMILIES.items():
         model = load_model(files[name])
+        if name == "sam2":  # a segany file: the config it carries, name and all
+            assert model.is_sam2 and model.config == config
+            continue
         assert model.config == dataclasses.replace(config, name="custom"), name
 
 
@@ -257,14 +268,7 @@ def test_train_and_distill_efficientvit(tmp_path):
     assert any("running_mean" in k for k in moved)
 
 
-@pytest.mark.parametrize(
-    "family",
-    [
-        "efficientvit_sam",
-        "mobilesam",
-        "sam_hq",
-    ],
-)
+@pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_app_decode(files, family, tmp_path):
     """The app's server-side decode (``segany serve --model FILE``'s API) gives the
     Predictor's masks and scores for each family (SAM-HQ: one mask per click)."""
