@@ -185,17 +185,55 @@ def early_map(request: Request, image_id: int) -> Response:
     """What a SAM-HQ model's ONNX decoder takes as ``interm_embeddings`` (its first map):
     the encoder's early feature map, 1×h×w×E (1×64×64×768, 12.6 MB, for sam_hq_vit_b; 2.6 MB
     for sam_hq_vit_tiny), kept with the embedding. Headers: ``X-Shape``, ``X-Model-Version``.
-    404 for a model whose decoder reads the embedding alone."""
+    404 for a model whose decoder reads the embedding alone, and for SAM 2, whose decoder's
+    maps come from ``/images/ID/high_res``."""
     st = state_of(request)
     emb = st.hub.embedding(*_source(request, image_id))
     if emb.early is None or not st.hub.model().is_hq:
-        raise NotFound("this model's decoder reads no early feature map (only SAM-HQ's does)")
+        raise NotFound(
+            "this model's decoder reads no early feature map (only SAM-HQ's does; SAM 2's "
+            "high-resolution maps are at /images/ID/high_res)"
+        )
     headers = {
         "X-Shape": ",".join(map(str, emb.early.shape)),
         "X-Model-Version": str(st.hub.current),
         "Cache-Control": "no-store",
     }
     data = np.ascontiguousarray(emb.early.numpy(), dtype="<f4").tobytes()
+    return Response(data, media_type="application/octet-stream", headers=headers)
+
+
+@router.get(
+    "/images/{image_id}/high_res",
+    summary="The image's two high-resolution maps (SAM 2 / 2.1; float32 bytes, C order)",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def high_res_maps(request: Request, image_id: int) -> Response:
+    """What a SAM 2 model's ONNX decoder takes as ``high_res_feats_0`` and ``high_res_feats_1``,
+    in that order in one body: the stride-4 map after the decoder's ``conv_s0``, 1×C/8×4h×4w,
+    then the stride-8 map after ``conv_s1``, 1×C/4×2h×2w (1×32×256×256 and 1×64×128×128,
+    12.6 MB together, for the released SAM 2 / 2.1 models). Unpacked from the map kept with the
+    embedding (``unpack_high_res``, a reshuffle: exact). Headers: ``X-Shape-0``, ``X-Shape-1``,
+    ``X-Stability`` (delta, threshold of SAM 2's single-mask choice), ``X-Model-Version``.
+    404 for a model that is not SAM 2's."""
+    from segany.modeling.hiera.encoder import unpack_high_res
+
+    st = state_of(request)
+    model = st.hub.model()
+    emb = st.hub.embedding(*_source(request, image_id))
+    if emb.early is None or not model.is_sam2:
+        raise NotFound("this model's decoder reads no high-resolution maps (only SAM 2's does)")
+    decoder = model.mask_decoder
+    s0, s1 = unpack_high_res(emb.early, int(decoder.transformer_dim))
+    headers = {
+        "X-Shape-0": ",".join(map(str, s0.shape)),
+        "X-Shape-1": ",".join(map(str, s1.shape)),
+        "X-Stability": f"{decoder.stability_delta!r},{decoder.stability_thresh!r}",
+        "X-Model-Version": str(st.hub.current),
+        "Cache-Control": "no-store",
+    }
+    data = b"".join(np.ascontiguousarray(m.numpy(), dtype="<f4").tobytes() for m in (s0, s1))
     return Response(data, media_type="application/octet-stream", headers=headers)
 
 
