@@ -2,8 +2,8 @@
 in-browser decoder (onnxruntime-web on SAM-HQ's ONNX export) reads the early map the server
 sends beside the embedding, and answers every prompt as the server's decode does: one mask
 (SAM's chosen output plus the HQ mask) with the same score. A decoder whose inputs the page
-cannot feed (SAM 2's high-resolution features) is refused by name when it loads, so the page
-decodes on the server.
+cannot feed is refused by name when it loads, so the page decodes on the server (SAM 2's
+high-resolution maps it feeds: tests/test_server_browser_sam2.py).
 
 The model is a small seeded SAM-HQ (tests/test_modeling_hq.py's SMALL_HQ, 256-px input, early
 map 1×16×16×64); the early map of the released sam_hq_vit_b is 1×64×64×768 floats, 12.6 MB
@@ -88,7 +88,7 @@ def test_sam_hq_decodes_in_the_browser_as_on_the_server(hq_server, browser, tmp_
 REFUSED = """async () => {
   const { BrowserDecoder } = await import('/static/decoder.js');
   try {
-    await BrowserDecoder.load('/sam2-like-decoder.onnx');
+    await BrowserDecoder.load('/unknown-input-decoder.onnx');
     return 'loaded';
   } catch (error) {
     return error.message;
@@ -99,11 +99,12 @@ REFUSED = """async () => {
 def test_a_decoder_with_inputs_the_page_cannot_feed_is_refused(hq_server, browser):
     from onnx import TensorProto, helper
 
-    # An ONNX graph with one of SAM 2's decoder inputs: the page must not load it as its decoder.
+    # An ONNX graph with an input no decoder the page knows has: the page must not load it as
+    # its decoder (SAM 2's high_res_feats_0/1 it now feeds, tests/test_server_browser_sam2.py).
     graph = helper.make_graph(
-        [helper.make_node("Identity", ["high_res_feats_0"], ["masks"])],
-        "sam2_like",
-        [helper.make_tensor_value_info("high_res_feats_0", TensorProto.FLOAT, [1, 2])],
+        [helper.make_node("Identity", ["dense_prompt_embeddings"], ["masks"])],
+        "unknown_input",
+        [helper.make_tensor_value_info("dense_prompt_embeddings", TensorProto.FLOAT, [1, 2])],
         [helper.make_tensor_value_info("masks", TensorProto.FLOAT, [1, 2])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -112,10 +113,10 @@ def test_a_decoder_with_inputs_the_page_cannot_feed_is_refused(hq_server, browse
     errors: list[str] = []
     page = open_page(browser, url, errors)
     page.route(
-        "**/sam2-like-decoder.onnx",
+        "**/unknown-input-decoder.onnx",
         lambda route: route.fulfill(body=model.SerializeToString(), status=200),
     )
     message = page.evaluate(REFUSED)
-    assert message == "the page cannot feed the decoder's high_res_feats_0"
+    assert message == "the page cannot feed the decoder's dense_prompt_embeddings"
     page.close()
     assert not errors, errors

@@ -85,6 +85,8 @@ async function loadEmbedding() {
   // SAM-HQ's decoder in the page also reads the encoder's early map (computed with the
   // embedding, so this costs only its transfer)
   const early = state.decoder?.needsEarly ? await api(`/images/${id}/early`) : null;
+  // SAM 2's decoder reads its two high-resolution maps (kept with the embedding too)
+  const highRes = state.decoder?.needsHighRes ? await api(`/images/${id}/high_res`) : null;
   if (!state.image || state.image.id !== id) return;
   state.embedding = {
     data: new Float32Array(body),
@@ -95,8 +97,23 @@ async function loadEmbedding() {
       data: new Float32Array(early.body),
       shape: early.headers.get("x-shape").split(",").map(Number),
     },
+    highRes: highRes && highResMaps(highRes),
   };
   status("");
+}
+
+// /images/ID/high_res's answer -> {maps [{data, shape}: high_res_feats_0, then _1], stability}
+function highResMaps({ body, headers }) {
+  const numbers = (name) => headers.get(name).split(",").map(Number);
+  const shapes = [numbers("x-shape-0"), numbers("x-shape-1")];
+  let offset = 0;
+  const maps = shapes.map((shape) => {
+    const size = shape.reduce((a, b) => a * b, 1);
+    const data = new Float32Array(body, offset * 4, size);
+    offset += size;
+    return { data, shape };
+  });
+  return { maps, stability: numbers("x-stability") };
 }
 
 async function nextImage() {

@@ -15,8 +15,19 @@
 // 12.6 MB, for sam_hq_vit_b), and answers with every token: SAM's single mask, its 3 multimask
 // ones and the HQ mask. The page answers as SAM-HQ (and the server) do: one mask, SAM's single
 // output or its best-scored multimask one, plus the HQ mask, with that SAM output's score.
-// A decoder with inputs the page cannot feed (SAM 2's high-resolution features) is refused at
-// load, so the page decodes on the server.
+//
+// SAM 2 / 2.1: the export (segany.export.decoder_sam2) also takes high_res_feats_0/1, the two
+// high-resolution maps the server sends beside the embedding (/api/images/ID/high_res:
+// 1×32×256×256 and 1×64×128×128 floats, 12.6 MB, for the released models), with prompts as
+// SAM 2 takes them: in the S×S frame the image is stretched to (x·S/W, y·S/H: what the scale
+// below gives, since the input size is S×S), a box's corners first, then the clicks, then
+// always one padding point. Its masks are the low-res logits resized once to the image's size
+// (on a large image the page asks for them at the low-res size, the identity, and resizes them
+// itself); without multimask the answer is SAM 2's single mask (token 0 where its stability
+// reaches the model's threshold, else the best-scored multimask one), and the low-res logits
+// are clamped to [-32, 32], as the server's decode answers.
+// A decoder with other inputs the page cannot feed is refused at load, so the page decodes on
+// the server.
 
 /* global ort */
 
@@ -45,12 +56,20 @@ export class BrowserDecoder {
     return this.session.inputNames.includes("interm_embeddings");
   }
 
+  // Whether the decoder is SAM 2's, reading its two high-resolution maps: emb.highRes must
+  // then be given.
+  get needsHighRes() {
+    return this.session.inputNames.includes("high_res_feats_0");
+  }
+
   // emb: {data Float32Array, shape [1,C,h,w], inputSize [h',w'], originalSize [H,W],
-  //       early {data Float32Array, shape [1,h,w,E]} (SAM-HQ only)}
+  //       early {data Float32Array, shape [1,h,w,E]} (SAM-HQ only),
+  //       highRes {maps [{data, shape}, {data, shape}], stability [delta, threshold]} (SAM 2)}
   // prompt: {points [[x,y]...], labels [1|0...], box [x0,y0,x1,y1]|null, maskInput Float32Array|null}
   // Returns [{mask Uint8Array(H*W), score, lowRes Float32Array(s*s)}] (3 with multimask, else 1;
   // SAM-HQ: 1).
   async run(emb, prompt, multimask) {
+    if (this.needsHighRes) return this.runSam2(emb, prompt, multimask);
     const [H, W] = emb.originalSize;
     const [ih, iw] = emb.inputSize;
     const large = H * W > ih * iw;
@@ -120,12 +139,88 @@ export class BrowserDecoder {
       return { mask, score: scores[k], lowRes };
     });
   }
+
+  // SAM 2's decode (see the top of the file); returns what run does.
+  async runSam2(emb, prompt, multimask) {
+    if (!emb.highRes) throw new Error("a SAM 2 decoder needs the image's high-resolution maps");
+    const [H, W] = emb.originalSize;
+    const [ih, iw] = emb.inputSize; // S×S: the image is stretched to it
+    const sx = iw / W;
+    const sy = ih / H;
+    const coords = [];
+    const labels = [];
+    if (prompt.box) {
+      const b = prompt.box;
+      coords.push(b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy);
+      labels.push(2, 3);
+    }
+    prompt.points.forEach((p, i) => {
+      coords.push(p[0] * sx, p[1] * sy);
+      labels.push(prompt.labels[i]);
+    });
+    coords.push(0, 0); // SAM 2 always ends with one padding point
+    labels.push(-1);
+    const n = labels.length;
+    const s = emb.shape[2] * 4;
+    const large = H * W > ih * iw;
+    const [oh, ow] = large ? [s, s] : [H, W]; // at s×s the decoder's resize is the identity
+    const [map0, map1] = emb.highRes.maps;
+    const feeds = {
+      image_embeddings: new ort.Tensor("float32", emb.data, emb.shape),
+      high_res_feats_0: new ort.Tensor("float32", map0.data, map0.shape),
+      high_res_feats_1: new ort.Tensor("float32", map1.data, map1.shape),
+      point_coords: new ort.Tensor("float32", Float32Array.from(coords), [1, n, 2]),
+      point_labels: new ort.Tensor("float32", Float32Array.from(labels), [1, n]),
+      mask_input: new ort.Tensor("float32", prompt.maskInput || new Float32Array(s * s), [
+        1, 1, s, s,
+      ]),
+      has_mask_input: new ort.Tensor("float32", Float32Array.from([prompt.maskInput ? 1 : 0]), [
+        1,
+      ]),
+      orig_im_size: new ort.Tensor("float32", Float32Array.from([oh, ow]), [2]),
+    };
+    const out = await this.session.run(feeds);
+    const masks = out.masks.data;
+    const scores = out.iou_predictions.data;
+    const low = out.low_res_masks.data;
+    const picks = multimask ? [1, 2, 3] : [sam2Single(low, scores, s * s, emb.highRes.stability)];
+    return picks.map((k) => {
+      const lowRes = low.slice(k * s * s, (k + 1) * s * s);
+      const logits = masks.slice(k * oh * ow, (k + 1) * oh * ow);
+      for (let i = 0; i < lowRes.length; i++) lowRes[i] = Math.min(32, Math.max(-32, lowRes[i]));
+      if (large) return new LazyOutput(logits, oh, ow, H, W, scores[k], lowRes);
+      return { mask: Uint8Array.from(logits, (v) => (v > 0 ? 1 : 0)), score: scores[k], lowRes };
+    });
+  }
 }
 
-// What the page can feed a decoder: the official web demo's inputs and SAM-HQ's early map.
+// SAM 2's single answer among every token's low-res logits (K×n, n = s·s) and scores (K):
+// token 0 where its stability (the area above +delta over the area above -delta, 1 when
+// empty; float32 as the model computes it) reaches the threshold, else the multimask token
+// with the highest score (MaskDecoderSAM2.stable_single).
+function sam2Single(low, scores, n, [delta, threshold]) {
+  const up = Math.fround(delta);
+  const down = Math.fround(-delta);
+  let inner = 0;
+  let outer = 0;
+  for (let i = 0; i < n; i++) {
+    if (low[i] > up) inner++;
+    if (low[i] > down) outer++;
+  }
+  const stability = outer > 0 ? Math.fround(inner / outer) : 1;
+  if (stability >= Math.fround(threshold)) return 0;
+  let best = 1;
+  for (let k = 2; k < scores.length; k++) if (scores[k] > scores[best]) best = k;
+  return best;
+}
+
+// What the page can feed a decoder: the official web demo's inputs, SAM-HQ's early map and
+// SAM 2's high-resolution maps.
 const FED = [
   "image_embeddings",
   "interm_embeddings",
+  "high_res_feats_0",
+  "high_res_feats_1",
   "point_coords",
   "point_labels",
   "mask_input",
