@@ -5,15 +5,13 @@ its two corner points, and writes weights that load back as SAM 2. A small seede
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from helpers import seeded_model
+from test_export_cli import segany
 from test_sam2_onnx import SMALL_SAM2
 
 from segany import Predictor, load_model
@@ -21,9 +19,8 @@ from segany.checkpoints.loading import save_state_dict
 from segany.errors import InputError
 from segany.train.datasets import SA1BDataset
 from segany.train.synth import SynthConfig, write_sa1b
-from segany.train.trainer import TrainConfig, Trainer, stretch_to_frame
+from segany.train.trainer import TrainConfig, Trainer
 
-ROOT = Path(__file__).resolve().parents[1]
 SYNTH = SynthConfig(long_side=96, min_short_side=64, max_objects=4, min_diameter=0.3)
 RUN = dict(batch_size=2, masks_per_image=4, warmup_steps=1, val_every=10_000)
 RUN.update(ckpt_every=10_000, progress=False, device="cpu")
@@ -42,19 +39,26 @@ def data(tmp_path_factory) -> tuple[Path, SA1BDataset]:
     return folder, SA1BDataset(folder, SMALL_SAM2.image_size, masks_per_image=4)
 
 
-def test_stretch_to_frame_fills_the_square():
-    """The content (top-left h×w of the padded frame) fills the frame; masks follow it."""
-    s, h, w = 32, 16, 32
-    images = torch.zeros(1, 3, s, s)
-    images[0, :, :h, :w] = torch.arange(w, dtype=torch.float32)  # a left-to-right ramp
-    gt = torch.zeros(1, s, s, dtype=torch.bool)
-    gt[0, : h // 2, :w] = True  # the content's top half
-    out, masks, sizes = stretch_to_frame(images, [gt], [(h, w)])
-    assert out.shape == (1, 3, s, s) and sizes == [(s, s)]
-    assert torch.equal(out[0, :, 0], out[0, :, -1])  # no padding row left: every row the ramp
-    assert masks[0][0, : s // 2].all() and not masks[0][0, s // 2 :].any()  # top half of all
-    empty = torch.zeros(0, s, s, dtype=torch.bool)
-    assert stretch_to_frame(images, [empty], [(h, w)])[1][0].shape == (0, s, s)
+def test_stretched_samples_fill_the_frame(data):
+    """``stretch`` (what the trainer asks for a SAM 2 model): the image is resized once from
+    its original size to fill the S×S frame, masks with it; without it, the padded frame."""
+    from segany.train.datasets import prepare
+
+    s = 32
+    image = np.zeros((16, 32, 3), np.uint8)
+    image[:] = np.arange(32, dtype=np.uint8)[None, :, None] * 8  # a left-to-right ramp
+    mask = np.zeros((16, 32), bool)
+    mask[:8] = True  # the image's top half
+    stretched = prepare(image, [mask], s, stretch=True)
+    assert stretched.input_size == (s, s)
+    assert torch.equal(stretched.image[:, 0], stretched.image[:, -1])  # every row the ramp
+    assert stretched.masks[0, : s // 2].all() and not stretched.masks[0, s // 2 :].any()
+    padded = prepare(image, [mask], s)
+    assert padded.input_size == (16, 32) and not padded.masks[0, 16:].any()
+    _, dataset = data
+    sample = dataset.get(0, stretch=True)
+    assert sample.input_size == (SMALL_SAM2.image_size,) * 2
+    assert sample.masks.shape[1:] == (SMALL_SAM2.image_size,) * 2 and len(sample.masks)
 
 
 def test_fine_tune_from_images(data, tmp_path):
@@ -131,16 +135,7 @@ def test_segany_train_command_on_a_sam2_file(data, tmp_path):
     out, export = tmp_path / "run", tmp_path / "tuned.safetensors"
     args = ["train", folder, "-m", weights, "-o", out, "-q", "--steps", "1", "--batch-size", "1"]
     args += ["--export", export, "--no-amp", "--threads", "1"]
-    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, "-m", "segany", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
+    segany(*args)
     tuned, start = load_model(export), load_model(weights)
     assert tuned.is_sam2 and tuned.config == start.config
     changed = [

@@ -39,9 +39,15 @@ def prepare(
     flip: bool = False,
     pixel_mean: tuple[float, float, float] = PIXEL_MEAN,
     pixel_std: tuple[float, float, float] = PIXEL_STD,
+    stretch: bool = False,
 ) -> TrainSample:
-    """Resize ``image`` H×W×3 uint8 and its ``masks`` (each H×W bool) into a padded S×S frame."""
-    h, w = preprocess_shape(image.shape[0], image.shape[1], size)
+    """Resize ``image`` H×W×3 uint8 and its ``masks`` (each H×W bool) into a padded S×S frame
+    (longest side S, as SAM reads an image), or with ``stretch`` to fill the S×S frame without
+    keeping the aspect ratio (as SAM 2 reads one; ``input_size`` is then (S, S))."""
+    if stretch:
+        h, w = size, size
+    else:
+        h, w = preprocess_shape(image.shape[0], image.shape[1], size)
     img = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
     if flip:
         img = img[:, ::-1]
@@ -83,8 +89,11 @@ class MaskDataset(ABC):
     def load(self, index: int) -> tuple[np.ndarray, list[np.ndarray]]:
         """Image ``index`` as H×W×3 uint8 RGB and its masks (each H×W bool)."""
 
-    def get(self, index: int, rng: np.random.Generator | None = None) -> TrainSample:
-        """Sample ``index``; ``rng`` picks which masks and whether to flip (None: first ones)."""
+    def get(
+        self, index: int, rng: np.random.Generator | None = None, *, stretch: bool = False
+    ) -> TrainSample:
+        """Sample ``index``; ``rng`` picks which masks and whether to flip (None: first ones);
+        ``stretch``: the frame SAM 2 reads (``prepare``)."""
         image, masks = self.load(index)
         if rng is not None and len(masks) > self.masks_per_image:
             keep = rng.choice(len(masks), self.masks_per_image, replace=False)
@@ -92,7 +101,7 @@ class MaskDataset(ABC):
         else:
             masks = masks[: self.masks_per_image]
         flip = bool(self.flip and rng is not None and rng.random() < 0.5)
-        s = prepare(image, masks, self.image_size, flip, self.pixel_mean, self.pixel_std)
+        s = prepare(image, masks, self.image_size, flip, self.pixel_mean, self.pixel_std, stretch)
         keep_t = s.masks.flatten(1).sum(1) >= self.min_mask_area
         return TrainSample(s.image, s.masks[keep_t], s.input_size)
 

@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from segany.errors import InputError
 from segany.formats.datasets import load_rgb
 from segany.formats.images import IMAGE_SUFFIXES
-from segany.modeling.families import family_of_module
 from segany.modeling.sam2_model import Sam2
 from segany.models import config_of
 from segany.train.datasets import prepare
@@ -83,9 +82,7 @@ def _encode(model: Sam, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | N
     None for the other models)."""
     if not model.is_sam2:
         return model.image_encoder(x), None
-    family = family_of_module(model.image_encoder)
-    assert family is not None  # SAM 2 models are built from a family
-    return family.forward_with_early(model.image_encoder, x)
+    return cast(Sam2, model).encode(x)
 
 
 def _loss(pred: tuple[torch.Tensor, torch.Tensor | None], target: tuple) -> torch.Tensor:

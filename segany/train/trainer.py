@@ -92,32 +92,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def stretch_to_frame(
-    images: torch.Tensor, masks: list[torch.Tensor], sizes: list
-) -> tuple[torch.Tensor, list[torch.Tensor], list[tuple[int, int]]]:
-    """Training samples as SAM 2 reads an image: each image B×3×S×S (normalised, its content
-    the top-left ``sizes[i]`` of the padded frame) has its content resized to fill the S×S
-    frame (bilinear, antialiased, as SAM 2's transforms resize; the normalisation is affine
-    per channel, so resizing after it is resizing before it), its masks M_i×S×S likewise (a
-    pixel is in the mask where the resized mask is at least one half); every input size
-    becomes (S, S)."""
-    s = int(images.shape[-1])
-    out_images, out_masks = [], []
-    for image, gt, (h, w) in zip(images, masks, sizes, strict=True):
-        h, w = int(h), int(w)
-        content = image[None, :, :h, :w]
-        out_images.append(
-            F.interpolate(content, (s, s), mode="bilinear", align_corners=False, antialias=True)[0]
-        )
-        if gt.shape[0] == 0:
-            out_masks.append(gt)
-            continue
-        area = gt[None, :, :h, :w].float()
-        resized = F.interpolate(area, (s, s), mode="bilinear", align_corners=False)[0]
-        out_masks.append(resized >= 0.5)
-    return torch.stack(out_images), out_masks, [(s, s)] * len(sizes)
-
-
 class Trainer:
     """Trains ``model`` (a segany ``Sam``) on ``train_set``; validates on ``val_set``.
 
@@ -205,7 +179,9 @@ class Trainer:
                 [c.masks for c in found],
                 [c.input_size for c in found],
             )
-        return collate([self.train_set.get(int(i), rng) for i in idx])  # type: ignore[misc]
+        stretch = self.model.is_sam2  # SAM 2 reads an image stretched to its square frame
+        data = cast("MaskDataset", self.train_set)
+        return collate([data.get(int(i), rng, stretch=stretch) for i in idx])
 
     def _clicks(
         self, pred: torch.Tensor, gt: torch.Tensor, gen: torch.Generator
@@ -313,8 +289,6 @@ class Trainer:
             emb = images.to(self.device)
         else:
             images = images.to(self.device)
-            if self.model.is_sam2:  # SAM 2 reads the image stretched to its square frame
-                images, masks, sizes = stretch_to_frame(images, masks, sizes)
             with torch.set_grad_enabled(not self._encoder_frozen and torch.is_grad_enabled()):
                 with self._autocast():
                     x = self.model.encoder_input(images)
