@@ -23,6 +23,7 @@ import contextlib
 import importlib
 import math
 import os
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ NPY_MAGIC = b"\x93NUMPY"
 STRIP_BYTES = 16 * 2**20  # read_overview reads about this many bytes of pixels at once
 
 
-class RegionReader:
+class RegionReader(ABC):
     """The array-like every region source here presents: ``shape`` (H, W, 3), ``dtype``
     uint8, and ``source[y0:y1, x0:x1]`` -> h×w×3 uint8 RGB."""
 
@@ -47,8 +48,10 @@ class RegionReader:
     dtype = np.dtype(np.uint8)
     name: str
 
+    @abstractmethod
     def region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        raise NotImplementedError
+        """The pixels of rows ``y0:y1`` and columns ``x0:x1`` (checked by ``__getitem__``),
+        (y1-y0)×(x1-x0)×3 uint8 RGB."""
 
     def __getitem__(self, key: Any) -> np.ndarray:
         two = isinstance(key, tuple) and len(key) == 2
