@@ -156,6 +156,13 @@ def _register_synth(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--gray", type=fraction, default=0.0, metavar="SHARE", help="share of grey scenes (0)"
     )
+    p.add_argument(
+        "--kinds",
+        metavar="KIND[,KIND...]",
+        help="draw graphic kinds instead of textured scenes, in turn: flat, glyphs, tilings, "
+        "outlines, grey, or 'all' (flat fills, printed glyphs, tilings and line art, grey "
+        "scientific images; PNG files)",
+    )
     add_output_options(p)
     p.set_defaults(run=run_synth)
 
@@ -291,12 +298,31 @@ def run_synth(args: argparse.Namespace) -> int:
 
     console = Console(args)
     check_output_folder(args.out, "OUT")
+    if args.kinds:
+        return _run_synth_kinds(args, console)
     cfg = SynthConfig()
     if args.size:  # keep the default aspect range (short side at least 3/4 of the long one)
         cfg = SynthConfig(long_side=args.size, min_short_side=max(1, args.size * 3 // 4))
     cfg = dataclasses.replace(cfg, gray_prob=args.gray)
     out = write_sa1b(args.out, args.count, args.seed, cfg, progress=not args.quiet)
     console.summary({"out": str(out), "count": args.count, "seed": args.seed})
+    console.info(f"wrote {args.count} images to {out}")
+    return 0
+
+
+def _run_synth_kinds(args: argparse.Namespace, console: Console) -> int:
+    from segany.errors import InputError
+    from segany.train.synth_kinds import KINDS, write_kinds
+
+    kinds = tuple(KINDS) if args.kinds == "all" else tuple(args.kinds.split(","))
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or args.gray:
+        why = (
+            f"unknown kind(s) {', '.join(unknown)}" if unknown else "--gray is for textured scenes"
+        )
+        raise InputError(f"--kinds: {why}; expected 'all' or some of {', '.join(KINDS)}")
+    out = write_kinds(args.out, args.count, args.seed, kinds, args.size or 384)
+    console.summary({"out": str(out), "count": args.count, "seed": args.seed, "kinds": kinds})
     console.info(f"wrote {args.count} images to {out}")
     return 0
 
