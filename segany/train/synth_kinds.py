@@ -80,9 +80,7 @@ def _blob(rng: np.random.Generator, h: int, w: int, big: bool) -> np.ndarray:
     return m > 0
 
 
-def _paint(
-    rng: np.random.Generator, h: int, w: int, shapes: list[np.ndarray], colours: list
-) -> Scene:
+def _paint(h: int, w: int, shapes: list[np.ndarray], colours: list) -> Scene:
     """Paint ``shapes`` back to front on colour ``colours[0]``; masks are the visible parts."""
     img = np.empty((h, w, 3), np.float32)
     img[:] = colours[0]
@@ -110,7 +108,7 @@ def flat(rng: np.random.Generator, h: int, w: int) -> Scene:
             taken |= m.astype(np.uint8)
         shapes.append(m)
         colours.append(fg if one_ink else _colour_pair(rng)[0])
-    return _paint(rng, h, w, shapes, colours)
+    return _paint(h, w, shapes, colours)
 
 
 @lru_cache(maxsize=1)
