@@ -284,6 +284,8 @@ def write_kinds(
             img, masks = make_scene(np.random.default_rng([seed, i, attempt]), kind, long_side)
             if masks:
                 break
+        else:
+            raise InputError(f"{kind} scenes at {long_side} px hold no mask; try a larger side")
         name = f"sa_{i:07d}"
         cv2.imwrite(str(out / f"{name}.png"), np.ascontiguousarray(img[..., ::-1]))
         (out / f"{name}.json").write_text(json.dumps(_sa1b_record(i, f"{name}.png", img, masks)))
