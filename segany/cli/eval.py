@@ -32,6 +32,12 @@ OpenCV flood fill from each click (±24 per channel; point and clicks) and GrabC
 (box, and clicks re-running it with the clicks as sure labels). Their rows appear as
 ``floodfill:point`` etc., followed by a table of the model beside them.
 
+Kinds (``--by-kind``): DATASET is a folder with one dataset per subfolder (one kind of
+picture each: photos, text, silhouettes...): label maps, SA-1B pairs, or images/ beside one
+COCO .json. Each kind is evaluated with the same model and
+options and reported on its own: a table with one row per kind, the model's figures with the
+baselines' beside each; the report (``-o``) holds each kind's full report.
+
 Every figure comes with a 95 % bootstrap interval over objects; the report (``-o``) also holds
 per-image and per-object rows and the seconds spent. ``--compare A.json B.json`` prints two
 reports side by side; ``--plot`` draws mIoU against clicks (needs matplotlib: segany[eval]).
@@ -87,6 +93,11 @@ def register(subparsers: Any) -> None:
     data = p.add_argument_group("dataset")
     data.add_argument("--images", metavar="DIR", help="images folder (COCO or label maps)")
     data.add_argument("--labels", metavar="DIR", help="label-map PNG folder")
+    data.add_argument(
+        "--by-kind",
+        action="store_true",
+        help="DATASET holds one dataset per subfolder (a kind of picture): report each kind",
+    )
     data.add_argument("--limit", type=positive_int, metavar="N", help="at most N images")
     data.add_argument("--seed", type=non_negative_int, help="seed of subsets, jitter, bootstrap")
     data.add_argument(
@@ -182,20 +193,79 @@ def run(args: argparse.Namespace) -> int:
     if args.protocol == "instances":
         return _instances(args, console)
 
-    from segany.evaluate import build_report, format_table, open_dataset, subset
+    from segany.cli.common import predictor_from_args
+
+    datasets = _open_datasets(args, console)  # every kind opened before any is measured
+    predictor = predictor_from_args(args, console)  # --precision, --cache
+    reports = [
+        (name, _evaluate(args, console, data, path, predictor)) for name, path, data in datasets
+    ]
+    label = Path(args.model).stem if args.model else "default model"
+    if not args.by_kind:
+        report = reports[0][1]
+        table = _table(args, report)
+        return _finish(args, console, report, table, [(label, report)])
+    from segany.evaluate.report import build_kinds_report, format_kinds_table
+
+    combined = build_kinds_report(reports)
+    return _finish(args, console, combined, format_kinds_table(combined), reports)
+
+
+def _open_datasets(args: argparse.Namespace, console: Console) -> list[tuple[str, Path, Any]]:
+    """(name, path, dataset) to evaluate: DATASET, or with --by-kind each subfolder of it."""
+    from segany.evaluate import open_dataset, subset
 
     seed = args.seed if args.seed is not None else 0
-    dataset = subset(
-        open_dataset(args.dataset, images=args.images, labels=args.labels), args.limit, seed
-    )
-    if len(dataset) == 0:
-        raise InputError(f"{args.dataset} holds no images")
-    described = dataset.describe() | {"path": str(args.dataset)}
-    console.info(f"{described['kind']} dataset {args.dataset}: {len(dataset)} image(s)")
+    if not args.by_kind:
+        paths = [(str(args.dataset), Path(args.dataset))]
+    else:
+        root = Path(args.dataset)
+        if not root.is_dir():
+            raise InputError(f"{root}: --by-kind needs a folder with one dataset per subfolder")
+        for option in ("images", "labels", "detections"):
+            if getattr(args, option) is not None:
+                raise InputError(f"--{option} does not apply with --by-kind (one per kind)")
+        paths = [(d.name, d) for d in sorted(root.iterdir()) if d.is_dir()]
+        paths = [(n, d) for n, d in paths if not n.startswith(".")]
+        if not paths:
+            raise InputError(f"{root} holds no subfolders: --by-kind reads one dataset from each")
+    out = []
+    for name, path in paths:
+        if args.by_kind:
+            path = _kind_dataset(path)
+        try:
+            data = open_dataset(path, images=args.images, labels=args.labels)
+        except InputError as exc:
+            raise InputError(f"kind {name!r}: {exc}" if args.by_kind else str(exc)) from exc
+        data = subset(data, args.limit, seed)
+        if len(data) == 0:
+            raise InputError(f"{path} holds no images")
+        console.info(f"{data.describe()['kind']} dataset {path}: {len(data)} image(s)")
+        out.append((name, path, data))
+    return out
 
-    from segany.cli.common import predictor_from_args, refined_from_args
 
-    predictor = predictor_from_args(args, console)  # --precision, --cache
+def _kind_dataset(folder: Path) -> Path:
+    """A kind's folder as ``open_dataset`` reads it; a COCO kind is a folder holding images/ and
+    its one annotation .json (and no labels/), read as that file."""
+    if (
+        not (folder / "images").is_dir()
+        or (folder / "labels").is_dir()
+        or (folder / "masks").is_dir()
+    ):
+        return folder
+    found = sorted(folder.glob("*.json"))
+    return found[0] if len(found) == 1 else folder
+
+
+def _evaluate(
+    args: argparse.Namespace, console: Console, dataset: Any, path: Path, predictor: Any
+) -> dict[str, Any]:
+    """One dataset through the protocols (and baselines) the command line asks for: a report."""
+    from segany.cli.common import refined_from_args
+    from segany.evaluate import build_report
+
+    described = dataset.describe() | {"path": str(path)}
     model = predictor.model
     prompted_with: Any = predictor
     if args.zoom is not None or args.zoom_clicks is not None:
@@ -248,16 +318,20 @@ def run(args: argparse.Namespace) -> int:
     if args.detections:
         results["instances"] = _instance_result(args, predictor, progress)
 
-    report = build_report(
+    return build_report(
         results, model=_model_row(args, model), dataset=described, options=_options(args)
     )
-    label = Path(args.model).stem if args.model else "default model"
+
+
+def _table(args: argparse.Namespace, report: dict[str, Any]) -> str:
+    from segany.evaluate import format_table
+
     table = format_table(report)
-    if args.baseline and prompted:
+    if args.baseline and any(p in report["protocols"] for p in PROMPTED):
         from segany.evaluate.baselines import format_against_baselines
 
         table += "\n\n" + format_against_baselines(report)
-    return _finish(args, console, report, table, [(label, report)])
+    return table
 
 
 def _model_row(args: argparse.Namespace, model: Any) -> dict[str, Any]:
@@ -332,11 +406,22 @@ _GENERATOR_OPTIONS = (
 
 def _compare(args: argparse.Namespace, console: Console) -> int:
     from segany.evaluate import format_comparison, load_report
+    from segany.evaluate.report import KINDS_FORMAT, format_kinds_comparison
 
-    a, b = (load_report(p) for p in args.compare)
+    a, b = (load_report(p, kinds=True) for p in args.compare)
     labels = (Path(args.compare[0]).stem, Path(args.compare[1]).stem)
     if labels[0] == labels[1]:
         labels = ("A", "B")
+    per_kind = [r["format"] == KINDS_FORMAT for r in (a, b)]
+    if per_kind[0] != per_kind[1]:
+        raise InputError(
+            "compare two per-kind reports (--by-kind) or two plain ones, not one of each"
+        )
+    if per_kind[0]:
+        runs = [
+            (f"{labels[i]} {k}", r) for i, rep in enumerate((a, b)) for k, r in rep["kinds"].items()
+        ]
+        return _finish(args, console, None, format_kinds_comparison(a, b, labels), runs)
     table = format_comparison(a, b, labels)
     return _finish(args, console, None, table, [(labels[0], a), (labels[1], b)])
 

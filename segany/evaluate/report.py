@@ -14,6 +14,7 @@ from segany.errors import InputError, MissingExtraError
 from segany.evaluate.results import EvalResult
 
 REPORT_FORMAT = "segany-eval/1"
+KINDS_FORMAT = "segany-eval-kinds/1"  # segany eval --by-kind: one report per kind
 
 
 def build_report(
@@ -51,15 +52,94 @@ def _jsonable(x: Any) -> Any:
     raise TypeError(f"{type(x).__name__} is not JSON serialisable")
 
 
-def load_report(path: str | Path) -> dict[str, Any]:
-    """Read a report written by `write_report`; InputError when it is not one."""
+def load_report(path: str | Path, kinds: bool = False) -> dict[str, Any]:
+    """Read a report written by `write_report` (with ``kinds``, also a per-kind report of
+    `build_kinds_report`); InputError when it is not one."""
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read report {path}: {exc}") from exc
-    if not isinstance(data, dict) or data.get("format") != REPORT_FORMAT:
-        raise InputError(f"{path} is not a segany eval report (format {REPORT_FORMAT})")
+    formats = (REPORT_FORMAT, KINDS_FORMAT) if kinds else (REPORT_FORMAT,)
+    if not isinstance(data, dict) or data.get("format") not in formats:
+        raise InputError(f"{path} is not a segany eval report (format {' or '.join(formats)})")
+    if data["format"] == KINDS_FORMAT and not isinstance(data.get("kinds"), dict):
+        raise InputError(f"{path}: a per-kind report without its kinds")
     return data
+
+
+def build_kinds_report(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """One report per kind of picture (``segany eval --by-kind``), kept whole under its name;
+    the model and options are the runs' (one model, one set of options for every kind)."""
+    if not reports:
+        raise InputError("a per-kind report needs at least one kind")
+    first = reports[0][1]
+    return {
+        "format": KINDS_FORMAT,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "model": dict(first.get("model", {})),
+        "options": dict(first.get("options", {})),
+        "seconds": round(sum(float(r.get("seconds", 0.0)) for _, r in reports), 4),
+        "kinds": {name: dict(r) for name, r in reports},
+    }
+
+
+# (heading, protocol, metric): the model's figure, then the baselines' on the same prompts
+KIND_COLUMNS = (
+    ("point", "point", "miou"),
+    ("flood fill point", "floodfill:point", "miou"),
+    ("GrabCut point", "grabcut:point", "miou"),
+    ("box", "box", "miou"),
+    ("GrabCut box", "grabcut:box", "miou"),
+    ("1 click", "clicks", "miou@1"),
+    ("3 clicks", "clicks", "miou@3"),
+    ("flood fill 3 clicks", "floodfill:clicks", "miou@3"),
+    ("GrabCut 3 clicks", "grabcut:clicks", "miou@3"),
+    ("NoC@85", "clicks", "noc@85"),
+    ("flood fill NoC@85", "floodfill:clicks", "noc@85"),
+    ("GrabCut NoC@85", "grabcut:clicks", "noc@85"),
+    ("AR@100", "auto", "ar@100"),
+    ("proposals AR@1000", "proposals", "ar@1000"),
+)
+
+
+def format_kinds_table(kinds_report: Mapping[str, Any]) -> str:
+    """One row per kind: images, objects, then each figure any kind has, the model's with the
+    baselines' beside it (mIoU; NoC@85 in clicks; AR for the automatic protocols)."""
+    kinds = kinds_report["kinds"]
+
+    def value(report: Mapping[str, Any], protocol: str, metric: str) -> float | None:
+        found = report.get("protocols", {}).get(protocol, {}).get("metrics", {}).get(metric)
+        return None if found is None else float(found["value"])
+
+    columns = [
+        c for c in KIND_COLUMNS if any(value(r, c[1], c[2]) is not None for r in kinds.values())
+    ]
+    rows = []
+    for name, report in kinds.items():
+        counts = [
+            m["n"]
+            for p in ("point", "clicks", "box")
+            for m in report.get("protocols", {}).get(p, {}).get("metrics", {}).values()
+        ]
+        images = report.get("dataset", {}).get("num_images")
+        cells = [name, "-" if images is None else str(images), str(max(counts)) if counts else "-"]
+        for _, protocol, metric in columns:
+            cells.append(_fmt(value(report, protocol, metric), _metric_digits(metric) - 1))
+        rows.append(cells)
+    return _render(["kind", "images", "objects", *(c[0] for c in columns)], rows)
+
+
+def format_kinds_comparison(
+    a: Mapping[str, Any], b: Mapping[str, Any], labels: tuple[str, str] = ("A", "B")
+) -> str:
+    """`format_comparison` for each kind both per-kind reports hold."""
+    shared = [k for k in a["kinds"] if k in b["kinds"]]
+    if not shared:
+        raise InputError("the two per-kind reports share no kind")
+    parts = [f"{k}\n{format_comparison(a['kinds'][k], b['kinds'][k], labels)}" for k in shared]
+    only = sorted(set(a["kinds"]) ^ set(b["kinds"]))
+    tail = f"\n(kinds only in one report: {', '.join(only)})" if only else ""
+    return "\n\n".join(parts) + tail
 
 
 def report_results(report: Mapping[str, Any]) -> dict[str, EvalResult]:
