@@ -6,8 +6,9 @@ zoomed crop, ``segany.zoom``, then refined) and a baseline's mask (red fill, cli
 in cyan), each with its IoU.
 Run from the repository root:
 
-    python examples/eval/pictures.py OUT.png [MODEL] [CASES]  # MODEL: default, the bundled one
+    python examples/eval/pictures.py OUT.png [MODEL] [CASES] [SET]  # MODEL: default the bundled
     # CASES: IMAGE:OBJECT:point|box,... (default: CASES below); "" for the bundled model
+    # SET: another evaluation folder (images/ + labels/, e.g. out/kinds/tiles); default this one
 """
 
 from __future__ import annotations
@@ -76,8 +77,10 @@ def _cases(text: str | None) -> list[tuple[str, int, str]]:
     return out
 
 
-def main(out: str, model_name: str | None = None, cases: str | None = None) -> None:
-    dataset = {s.image_id: s for s in open_dataset(HERE)}
+def main(
+    out: str, model_name: str | None = None, cases: str | None = None, folder: str | None = None
+) -> None:
+    dataset = {s.image_id: s for s in open_dataset(folder or HERE)}
     # One predictor under both wrappers; its in-memory cache answers the second set_image, so
     # each image is encoded once.
     predictor = Predictor(load_model(model_name or None), cache_size=1)
