@@ -5,6 +5,10 @@ by edge non-maximum suppression along the gradient's normal.
 
 The probability maps are never all held at full size: a first pass keeps each mask's low-res
 logits, box and predicted IoU; after NMS a second pass upscales the kept ones a few at a time.
+
+``EdgeOptions(refine=True)`` (beyond the paper) first snaps each kept mask's probabilities to
+the image's edges with ``segany.refine``'s guided filter, so a mask that spills a few pixels
+over a hard edge puts its gradient on that edge.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ class EdgeOptions:
     nms_thresh: float = 0.7
     points_per_batch: int = 64
     thin: bool = True
+    refine: bool = False  # snap each mask to the image's edges first (segany.refine)
+    refine_radius: int | None = None  # px; None: segany.refine.default_radius
 
     def __post_init__(self) -> None:
         if not 1 <= self.points_per_side <= 256:
@@ -40,6 +46,8 @@ class EdgeOptions:
             raise InputError(f"nms_thresh must be in (0, 1], got {self.nms_thresh}")
         if self.points_per_batch < 1:
             raise InputError(f"points_per_batch must be >= 1, got {self.points_per_batch}")
+        if self.refine_radius is not None and self.refine_radius < 1:
+            raise InputError(f"refine_radius must be >= 1 px, got {self.refine_radius}")
 
 
 @torch.inference_mode()
@@ -73,6 +81,10 @@ def edge_map(
     for start in range(0, len(keep), 16):
         chunk = low_all[keep[start : start + 16]]
         logits = upscale_logits(chunk, predictor.input_size, (h, w), model.image_size)
+        if opt.refine:  # C×H×W logits snapped to the image's edges
+            from segany.refine import refine_logits
+
+            logits = torch.from_numpy(refine_logits(rgb, logits.float().numpy(), opt.refine_radius))
         for prob in torch.sigmoid(logits).numpy():
             gx = cv2.Sobel(prob, cv2.CV_32F, 1, 0, ksize=3)
             gy = cv2.Sobel(prob, cv2.CV_32F, 0, 1, ksize=3)
