@@ -258,7 +258,7 @@ def _numpy_scalars(ctx: dict[str, Any]) -> None:
 
     numpy_opts = {
         "points_per_side": np.int64(3),
-        "pred_iou_thresh": np.float32(0.2),
+        "pred_iou_thresh": np.float32(0.3),  # where each of the three thresholds drops masks
         "stability_score_thresh": np.float32(0.2),
         "box_nms_thresh": np.float64(0.7),
     }
