@@ -80,9 +80,16 @@ def test_a_zoomed_click_is_answered_on_its_regions_tile_with_finer_masks(served,
     assert frame in tile_frames((H, W), 384, 96)
     assert frame[0] <= point[0] < frame[2] and frame[1] <= point[1] < frame[3]
     assert all(m["size"] == [H, W] for m in zoomed["masks"])
-    # Finer: the teeth and gaps are seen at full resolution on the tile. Measured: IoU with the
-    # comb 0.72 zoomed against 0.48 for the whole image's embedding (bundled model).
-    fine, coarse = iou(best(zoomed), truth), iou(best(whole), truth)
+
+    # Finer: the teeth and gaps are seen at full resolution on the tile, so the tile's masks
+    # follow the comb more closely than any of the whole image's. The best of each answer's
+    # three masks is compared: a click on the bar is a part or the whole, and which of the two
+    # the model scores first is its own choice (v7 ranked the comb first, v8 the bar). Measured,
+    # bundled model: the tile's best 0.642 against the whole image's 0.509 (v7 0.721 / 0.477).
+    def closest(answer: dict) -> float:
+        return max(iou(decode_rle(m).astype(bool), truth) for m in answer["masks"])
+
+    fine, coarse = closest(zoomed), closest(whole)
     assert fine >= coarse + 0.1, (fine, coarse)
     assert best(zoomed)[: frame[1]].sum() == 0  # nothing outside the tile
 
