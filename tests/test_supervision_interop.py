@@ -15,7 +15,8 @@ import segany.segment_anything as compat
 from segany.automatic import MaskGenerator
 from segany.checkpoints import load_model
 
-OPTS = dict(points_per_side=8, pred_iou_thresh=0.5, stability_score_thresh=0.5)
+# predicted IoU 0.4: the bundled model keeps several masks on the photo (v8 at 0.5 kept 2)
+OPTS = dict(points_per_side=8, pred_iou_thresh=0.4, stability_score_thresh=0.5)
 
 
 @pytest.mark.parametrize("mode", ["binary_mask", "coco_rle"])
