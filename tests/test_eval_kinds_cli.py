@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 from eval_fixtures import make_scenes, tiny_model, write_coco, write_label_maps, write_sa1b
+from test_eval_cli import _eval  # the command line with this module's model and one thread
 
 from segany.checkpoints import save_model
 from segany.cli import main
@@ -29,10 +30,6 @@ def files(tmp_path_factory):
     write_coco(kinds / "scenes", make_scenes(1, seed=13))
     (kinds / ".hidden").mkdir()  # hidden folders are not kinds
     return {"root": root, "kinds": kinds, "model": save_model(tiny_model(), root / "m.safetensors")}
-
-
-def _eval(files, *extra):
-    return ["eval", "--model", str(files["model"]), "--threads", "1", *map(str, extra)]
 
 
 def test_each_kind_reports_what_its_own_run_reports(files, capsys):

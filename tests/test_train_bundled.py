@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -110,38 +111,33 @@ def test_bundled_model_keeps_its_refined_figures_on_the_real_evaluation_set():
         assert abs(value - stated[key]) < 0.02, key
 
 
-def _zoomed_clicks3(model, samples: list, prefix: str) -> dict[str, float]:
-    """mIoU after 3 clicks with corrections answered on crops, plain and refined: the card's
-    script (examples/eval/card_figures.py) computes them, the same calls here."""
+@functools.lru_cache(maxsize=1)
+def _card_figures():
+    """examples/eval/card_figures.py, the script that computes the card's figures: the zoomed
+    clicks and the independent set are its calls, not copies of them."""
     import importlib.util
 
     path = CARD.parent / "examples" / "eval" / "card_figures.py"
     spec = importlib.util.spec_from_file_location("card_figures", path)
     assert spec is not None and spec.loader is not None
-    card_figures = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(card_figures)
-    return card_figures.zoomed_clicks3(model, samples, prefix)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _zoomed_clicks3(model, samples: list, prefix: str) -> dict[str, float]:
+    """mIoU after 3 clicks with corrections answered on crops, plain and refined."""
+    return _card_figures().zoomed_clicks3(model, samples, prefix)
 
 
 def _independent_set() -> list:
     """examples/independent: the motorcycle photo's objects, built from colour thresholds."""
-    import importlib.util
-
-    from skimage import data
-
-    from segany.formats.datasets import Sample
-
-    path = CARD.parent / "examples" / "independent" / "make_set.py"
-    spec = importlib.util.spec_from_file_location("make_set", path)
-    assert spec is not None and spec.loader is not None
-    make_set = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(make_set)
-    image = data.stereo_motorcycle()[0]
-    masks = make_set.objects(image)
-    assert len(masks) == len(make_set.OBJECTS) == 7
+    (sample,) = _card_figures().independent_samples()
+    masks = [o.mask() for o in sample.objects]
+    assert len(masks) == 7
     assert sum(m.astype(int) for m in masks).max() == 1  # disjoint, each non-empty
     assert min(int(m.sum()) for m in masks) > 300
-    return [Sample.from_arrays(image, masks, image_id="motorcycle")]
+    return [sample]
 
 
 def test_bundled_model_keeps_its_figures_on_the_independent_check():

@@ -42,7 +42,8 @@ def zoomed_clicks3(model, samples: list, prefix: str) -> dict[str, float]:
     return out
 
 
-def _independent() -> list:
+def independent_samples() -> list:
+    """The reserved motorcycle photo's 7 objects (examples/independent), one sample."""
     from skimage import data
 
     from segany.formats.datasets import Sample
@@ -91,7 +92,7 @@ def figures(model, independent: bool = False) -> dict[str, float]:
     got["real_auto_ar100"] = auto.metrics["ar@100"].value
 
     if independent:
-        samples = _independent()
+        samples = independent_samples()
         got |= {f"independent_{k}": v for k, v in measure(model, samples, max_clicks=3).items()}
         zoomed = RefinedPredictor(ZoomPredictor(Predictor(model, cache=False)))
         box = evaluate_prompts(zoomed, samples, ("box",), bootstrap=0)["box"]
