@@ -22,8 +22,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks")]
 
-from bench_families import cpu_model, photo  # noqa: E402
-from bench_speed import race  # noqa: E402
+from bench_families import photo  # noqa: E402
+from bench_speed import cpu_model, race  # noqa: E402
 
 from segany import Predictor, load_model  # noqa: E402
 from segany.masks import decode_rle, encode_rles  # noqa: E402

@@ -31,23 +31,12 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "stubs"), str(ROOT / "benchmarks")]
 
-from bench_speed import _cosine, _mask_iou, race  # noqa: E402
+from bench_speed import _cosine, _mask_iou, cpu_model, race  # noqa: E402
 from helpers import seeded_model  # noqa: E402
 
 from segany.inference.precision import PRECISIONS, resolve_precision  # noqa: E402
 from segany.inference.predictor import Predictor  # noqa: E402
 from segany.models import VARIANTS  # noqa: E402
-
-
-def cpu_model() -> str:
-    """The CPU's model name, family and model numbers (a ratio is tuned to a CPU)."""
-    info: dict[str, str] = {}
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
-    name, family, model = info.get("model name", "?"), info.get("cpu family"), info.get("model")
-    return f"{name} (family {family}, model {model})"
 
 
 def photo() -> np.ndarray:

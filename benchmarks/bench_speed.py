@@ -73,6 +73,17 @@ class PeakRSS:
 CLOCK = time.perf_counter  # --clock cpu: time.process_time (CPU seconds of this process)
 
 
+def cpu_model() -> str:
+    """The CPU's model name, family and model numbers (a ratio is tuned to a CPU)."""
+    info: dict[str, str] = {}
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    name, family, model = info.get("model name", "?"), info.get("cpu family"), info.get("model")
+    return f"{name} (family {family}, model {model})"
+
+
 def race(
     fns: list[Callable[[], Any]], repeats: int, warm_up: bool = False
 ) -> list[tuple[float, float]]:
@@ -310,6 +321,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     flags = P.cpu_flags() or frozenset()
     wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni")
+    print(f"CPU: {cpu_model()}")
     print(f"torch {torch.__version__}; CPU flags: {' '.join(f for f in wanted if f in flags)}")
     print(f"auto precision here: {P.resolve_precision('auto', torch.device('cpu'))}")
     names = ["vit_b", "bundled"] if args.model == "both" else [args.model]

@@ -21,7 +21,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks")]
 
-from bench_families import cpu_model  # noqa: E402
+from bench_speed import cpu_model  # noqa: E402
 
 from segany import Predictor, load_model  # noqa: E402
 from segany.tasks import TiledPredictor  # noqa: E402
