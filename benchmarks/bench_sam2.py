@@ -5,16 +5,16 @@ run (issue 35).
         [--points-per-side 8 | --defaults] [--fast int8|bf16|auto]
 
 Rows: ``set_image`` fp32 (and segany's fast mode, int8 unless ``--fast`` names bf16 or auto, the
-latter what ``precision="auto"`` resolves to on this CPU: bf16 where it has bf16 matrix units
-such as AMX; with its embedding cosine against the official fp32), one point
+latter what ``precision="auto"`` resolves to on this CPU: bf16 where it runs bf16 natively,
+AMX or ``avx512_bf16``; with its embedding cosine against the official fp32), one point
 prompt end to end (three masks at full resolution), a batch of 16 boxes, and the automatic
 generator (``--points-per-side``; the official default grid is 32, 1024 prompts) with identical
 records checked. Seeded weights give faint masks that the official thresholds drop, so by
 default the generator row lowers them; ``--defaults`` runs both generators with their default
 settings instead (32×32 grid, predicted IoU 0.8, stability 0.95 at offset 1.0, box NMS 0.7) on
 weights made confident (``confident_``: the IoU head's output bias raised, the mask
-hypernetworks' output scaled; about a quarter of the candidates then pass the thresholds, 47
-of 192 on an 8×8 grid). The official model is built from its config with seeded weights and
+hypernetworks' output scaled; a quarter of the candidates then pass the thresholds, 749 of
+3072 at 32×32). The official model is built from its config with seeded weights and
 saved as the released files are; segany loads that file. Each timed pair alternates and keeps
 the fastest of ``--repeats`` after an untimed first call; "peak MB" is the largest resident
 memory above the process's level before the call (``bench_speed.PeakRSS``). The CPU and the
@@ -69,8 +69,9 @@ def main() -> None:
     parser.add_argument("--model", default="sam2.1_hiera_tiny", choices=sorted(CONFIGS))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--points-per-side", type=int, default=8)
-    parser.add_argument(
+    grid = parser.add_mutually_exclusive_group()
+    grid.add_argument("--points-per-side", type=int, default=8)
+    grid.add_argument(
         "--defaults",
         action="store_true",
         help="generator with both packages' default settings (32×32 grid), confident weights",
