@@ -29,7 +29,7 @@ BAD = {
 
 def scene_files(count: int, seed: int = 3) -> list[tuple[str, bytes, dict[str, Any]]]:
     """(name, JPEG bytes, SA-1B ground truth) for ``count`` small synthetic scenes."""
-    from segany.train.synth import _sa1b_record
+    from segany.train.synth import sa1b_record
 
     cfg = SynthConfig(long_side=96, min_short_side=72, max_objects=5)
     out = []
@@ -37,7 +37,7 @@ def scene_files(count: int, seed: int = 3) -> list[tuple[str, bytes, dict[str, A
         ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]))
         assert ok
         name = f"sa_{i}.jpg"
-        out.append((name, buf.tobytes(), _sa1b_record(i, name, image, masks)))
+        out.append((name, buf.tobytes(), sa1b_record(i, name, image, masks)))
     return out
 
 

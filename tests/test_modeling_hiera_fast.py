@@ -57,6 +57,16 @@ def test_position_table_follows_the_parameters():
     with torch.inference_mode():
         assert torch.equal(fast.position_table(trunk, 64, 64), trunk.position_table(64, 64))
         assert fast.position_table(trunk, 32, 32).shape == (1, 32, 32, trunk.pos_embed.shape[1])
+    # a precision copy's tables are inference tensors (no version counter): kept all the same,
+    # and made anew when their values change
+    with torch.inference_mode():
+        trunk = _encoder(256).eval().to(torch.bfloat16).trunk
+        assert trunk.pos_embed.is_inference()
+        first = fast.position_table(trunk, 64, 64)
+        assert fast.position_table(trunk, 64, 64) is first
+        trunk.pos_embed_window.add_(1.0)
+        again = fast.position_table(trunk, 64, 64)
+        assert again is not first and torch.equal(again, trunk.position_table(64, 64))
 
 
 def test_autograd_and_training_get_the_module_forward():

@@ -303,6 +303,34 @@ def test_another_familys_weights_name_both(vit_t_file, tmp_path):
     assert "look like custom (vit:" in str(caught.value)
 
 
+def test_inference_twin_equals_the_module(small):
+    """The twin (batch norms folded, GELU fused: ``segany.modeling.tinyvit.fused``) gives the
+    module's embeddings and early map to float rounding, follows in-place weight changes, and
+    stands aside in training mode and where a gradient must reach the weights."""
+    from segany.modeling.tinyvit import fused
+
+    encoder = build_sam(SMALL_T).image_encoder
+    encoder.load_state_dict(small[0].image_encoder.state_dict())
+    encoder.eval()
+    x = torch.randn(2, 3, 1024, 1024, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        want, want_early = encoder.forward_with_early(x)
+        got, got_early = TINYVIT.forward_with_early(encoder, x)
+        assert max_rel_err(got, want) < 1e-5 and max_rel_err(got_early, want_early) < 1e-5
+        assert not torch.equal(got, want)  # the twin ran (folding rounds differently)
+        assert max_rel_err(TINYVIT.fast_forward(encoder, x), want) < 1e-5
+        encoder.layers[0].blocks[0].conv1.bn.running_mean.add_(0.5)
+        changed = encoder(x)
+        assert max_rel_err(TINYVIT.fast_forward(encoder, x), changed) < 1e-5  # a new twin
+    encoder.train()
+    try:  # batch statistics and a gradient: the module's own forward
+        out, _ = fused.forward_with_early(encoder, x[:1, :, :256, :256].repeat(2, 1, 4, 4))
+        out.sum().backward()
+        assert encoder.layers[0].blocks[0].conv1.c.weight.grad is not None
+    finally:
+        encoder.eval()
+
+
 def test_int8_close_to_fp32(small):
     image = _photo()
     exact, fast = Predictor(small[0]), Predictor(small[0], precision="int8")

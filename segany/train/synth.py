@@ -250,7 +250,10 @@ def iter_scenes(
         yield make_scene(rng, cfg)
 
 
-def _sa1b_record(index: int, file_name: str, image: np.ndarray, masks: list[np.ndarray]) -> dict:
+def sa1b_record(index: int, file_name: str, image: np.ndarray, masks: list[np.ndarray]) -> dict:
+    """The SA-1B JSON of one generated image whose objects are ``masks`` (h×w bool, each
+    non-empty): the image entry and one annotation per mask (COCO RLE, XYWH box, a point inside,
+    scores 1.0 as for ground truth). Shared by the scene generators (``synth_kinds`` too)."""
     from segany.masks import encode_rle
 
     h, w = image.shape[:2]
@@ -298,7 +301,7 @@ def write_sa1b(
         name = f"sa_{i:07d}"
         bgr = np.ascontiguousarray(image[..., ::-1])
         cv2.imwrite(str(out / f"{name}.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
-        rec = _sa1b_record(i, f"{name}.jpg", image, masks)
+        rec = sa1b_record(i, f"{name}.jpg", image, masks)
         (out / f"{name}.json").write_text(json.dumps(rec))
     (out / "synth.json").write_text(
         json.dumps({"seed": seed, "count": count, "config": cfg.__dict__}, indent=1)

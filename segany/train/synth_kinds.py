@@ -37,7 +37,7 @@ import numpy as np
 
 from segany.errors import InputError
 from segany.train import synth_parts as sp
-from segany.train.synth import _sa1b_record
+from segany.train.synth import sa1b_record
 
 Scene = tuple[np.ndarray, list[np.ndarray]]  # H×W×3 uint8, masks H×W bool
 MIN_AREA = 30
@@ -288,7 +288,7 @@ def write_kinds(
             raise InputError(f"{kind} scenes at {long_side} px hold no mask; try a larger side")
         name = f"sa_{i:07d}"
         cv2.imwrite(str(out / f"{name}.png"), np.ascontiguousarray(img[..., ::-1]))
-        (out / f"{name}.json").write_text(json.dumps(_sa1b_record(i, f"{name}.png", img, masks)))
+        (out / f"{name}.json").write_text(json.dumps(sa1b_record(i, f"{name}.png", img, masks)))
     (out / "synth.json").write_text(
         json.dumps({"seed": seed, "count": count, "kinds": list(kinds), "long_side": long_side})
     )

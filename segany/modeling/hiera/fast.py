@@ -20,9 +20,12 @@ encoder, or while tracing for export, the module's forward runs.
 from __future__ import annotations
 
 import weakref
+from typing import cast
 
 import torch
+from torch import nn
 
+from segany.modeling.fused_ops import mlp_bf16
 from segany.modeling.hiera.encoder import (
     HieraTrunk,
     ImageEncoderHiera,
@@ -35,7 +38,9 @@ from segany.modeling.hiera.encoder import (
 
 ROWS = 4096  # tokens a band aims at (stage 1 of Hiera-T: its MLP hidden layer 4096×384 = 6 MB)
 
-_TABLES: weakref.WeakKeyDictionary[HieraTrunk, tuple[tuple[object, ...], torch.Tensor]] = (
+# trunk -> ((size, device, dtype), copies of its two source tables), the table made from them
+_Key = tuple[tuple[object, ...], torch.Tensor, torch.Tensor]
+_TABLES: weakref.WeakKeyDictionary[HieraTrunk, tuple[_Key, torch.Tensor]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -88,17 +93,19 @@ def _encode(
 
 
 def position_table(trunk: HieraTrunk, h: int, w: int) -> torch.Tensor:
-    """``trunk.position_table(h, w)`` (1×h×w×C), made once per size, device, dtype and parameter
-    version (an in-place update of either table makes a new one)."""
+    """``trunk.position_table(h, w)`` (1×h×w×C), made once per size, device and dtype, and
+    again whenever either source table's values change (they are compared with the copies the
+    cache keeps, a few thousand numbers: this serves precision copies too, whose tensors carry
+    no version counter)."""
     bkg, win = trunk.pos_embed, trunk.pos_embed_window
-    if bkg.is_inference() or win.is_inference():  # no version counter to key on: made anew
-        return trunk.position_table(h, w)
-    key = (h, w, bkg.device, bkg.dtype, bkg._version, win._version, bkg.data_ptr(), win.data_ptr())
+    key = (h, w, bkg.device, bkg.dtype)
     hit = _TABLES.get(trunk)
-    if hit is not None and hit[0] == key:
-        return hit[1]
+    if hit is not None:
+        (hit_key, bkg_was, win_was), table = hit
+        if hit_key == key and torch.equal(bkg, bkg_was) and torch.equal(win, win_was):
+            return table
     table = trunk.position_table(h, w).contiguous()
-    _TABLES[trunk] = (key, table)
+    _TABLES[trunk] = ((key, bkg.detach().clone(), win.detach().clone()), table)
     return table
 
 
@@ -122,7 +129,7 @@ def _block(block: MultiScaleBlock, x: torch.Tensor) -> torch.Tensor:
         if b == 1:
             _mlp_(block, band.view(-1, band.shape[-1]))
         else:
-            band += block.mlp(block.norm2(band))
+            band += _mlp(block, block.norm2(band))
     return out
 
 
@@ -156,4 +163,10 @@ def _mlp_(block: MultiScaleBlock, flat: torch.Tensor) -> None:
     """flat += mlp(norm2(flat)), ``ROWS`` tokens at a time; flat: N×C contiguous."""
     for s in range(0, flat.shape[0], ROWS):
         rows = flat[s : s + ROWS]
-        rows += block.mlp(block.norm2(rows))
+        rows += _mlp(block, block.norm2(rows))
+
+
+def _mlp(block: MultiScaleBlock, x: torch.Tensor) -> torch.Tensor:
+    """``block.mlp(x)``, in bf16 with its first layer and GELU in one call."""
+    mlp = block.mlp  # its layers may be int8 copies (not nn.Linear): those run as they are
+    return mlp_bf16(x, cast(nn.Linear, mlp.layers[0]), mlp.act, cast(nn.Linear, mlp.layers[1]))

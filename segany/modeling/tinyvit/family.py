@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from segany.modeling.families import EncoderConfig, EncoderFamily, Shapes, register
+from segany.modeling.tinyvit import fused
 from segany.modeling.tinyvit.config import TinyViTConfig
 from segany.modeling.tinyvit.encoder import ImageEncoderTinyViT, MBConv, TinyViTBlock
 
@@ -176,10 +177,14 @@ class TinyViTFamily(EncoderFamily):
             )
         return cfg.embed_dims[stage]
 
+    def fast_forward(self, encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        # the inference twin (batch norms folded, GELU fused) where it applies
+        return fused.forward_with_early(cast(ImageEncoderTinyViT, encoder), images)[0]
+
     def forward_with_early(
         self, encoder: nn.Module, images: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return cast(ImageEncoderTinyViT, encoder).forward_with_early(images)
+        return fused.forward_with_early(cast(ImageEncoderTinyViT, encoder), images)
 
     def set_drop_path(self, encoder: nn.Module, rate: float) -> None:
         # Rises linearly from 0 at the first block to ``rate`` at the last, over the blocks of
