@@ -76,7 +76,6 @@ def generate_semi(
 ) -> SemiResult:
     """``generator.generate`` (same image, embedding and original_size arguments) restricted to
     what ``annotated`` (H×W bool, the image's size) leaves free; see the module's rules."""
-    max_overlap = (options or SemiOptions()).max_overlap
     annotated = np.asarray(annotated, dtype=bool)
     if annotated.ndim != 2:
         raise InputError(f"annotated must be an H×W mask, got shape {annotated.shape}")
@@ -96,8 +95,19 @@ def generate_semi(
     records = _with_grids(generator, grids).generate(
         image, embedding=embedding, original_size=original_size
     )
-    kept = tuple(r for r in records if _is_new(r, annotated, max_overlap))
+    kept = keep_new(records, annotated, options)
     return SemiResult(kept, int(free.sum()), len(records) - len(kept))
+
+
+def keep_new(
+    records: Iterable[MaskRecord], annotated: np.ndarray, options: SemiOptions | None = None
+) -> tuple[MaskRecord, ...]:
+    """The records that are new on an image whose H×W bool ``annotated`` pixels are taken (the
+    module's rule: prompted off them, at most ``max_overlap`` of the mask on them), in order.
+    For records made another way than ``generate_semi`` (a tiled run)."""
+    max_overlap = (options or SemiOptions()).max_overlap
+    annotated = np.asarray(annotated, dtype=bool)
+    return tuple(r for r in records if _is_new(r, annotated, max_overlap))
 
 
 def _with_grids(generator: MaskGenerator, grids: list[np.ndarray]) -> MaskGenerator:

@@ -4,6 +4,11 @@ Opens or creates PROJECT_DIR (images, annotations database, embeddings, exports,
 versions) and serves the page and its JSON API (OpenAPI at /docs). Binds 127.0.0.1 unless
 told otherwise; any other address needs a token (--token or SEGANY_TOKEN), checked on every
 request.
+
+``--tile [SIDE]``: the pre-fill (segment everything) of an image larger than SIDE px runs on
+overlapping tiles and the whole image (``segany.tasks.generate_tiled``, as ``segany auto
+--tile``), so small objects of a large scan are found at full resolution; finished tiles are kept
+in PROJECT_DIR/tiles/ until the run ends (a server stopped midway resumes there).
 """
 
 from __future__ import annotations
@@ -15,16 +20,19 @@ import sys
 from segany.cli.common import (
     CLICK_ZOOM_MARGIN,
     Console,
+    UsageError,
     add_cache_options,
     add_output_options,
     add_precision_option,
     cache_from_args,
     check_device,
     finite_float,
+    non_negative_int,
     plain_doc,
     positive_int,
     set_threads,
 )
+from segany.cli.tile_flags import MODEL_SIZE
 from segany.errors import MissingExtraError
 
 
@@ -61,6 +69,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="answer each corrective click on a crop around the mask it corrects (segany.zoom), "
         f"MARGIN times its side on each side (default {CLICK_ZOOM_MARGIN}); crops are encoded "
         "on the server as they are needed",
+    )
+    p.add_argument(
+        "--tile",
+        type=non_negative_int,
+        nargs="?",
+        const=MODEL_SIZE,
+        metavar="SIDE",
+        help="pre-fill (segment everything) images larger than SIDE px tile by tile, on "
+        "overlapping SIDE-px tiles and the whole image, as `segany auto --tile` (default SIDE: "
+        "the model's input size); zoomed clicks always use region tiles",
+    )
+    p.add_argument(
+        "--tile-overlap",
+        type=non_negative_int,
+        metavar="PX",
+        help="with --tile: pixels neighbouring tiles share (default a quarter of a tile)",
     )
     p.add_argument(
         "--classes",
@@ -112,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
         options["max_upload_bytes"] = args.max_upload_mb * 2**20
     if args.max_pixels is not None:
         options["max_pixels"] = args.max_pixels
+    if args.tile_overlap is not None and args.tile is None:
+        raise UsageError("--tile-overlap goes with --tile")
     settings = ServerSettings(
         project_dir=args.project,
         db_url=args.db,
@@ -121,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
         cache=cache_from_args(args),
         refine=args.refine,
         zoom_clicks=args.zoom_clicks,
+        prefill_tile=args.tile,
+        prefill_tile_overlap=args.tile_overlap,
         classes_file=args.classes,
         users_file=args.users,
         host=args.host,

@@ -262,14 +262,32 @@ class ModelHub:
         return dict(self._thresholds[1])
 
     def prefill(
-        self, sha256: str, read_rgb: ReadImage, annotated: np.ndarray | None, **options: Any
+        self,
+        sha256: str,
+        read_rgb: ReadImage,
+        annotated: np.ndarray | None,
+        *,
+        tile: int | None = None,
+        overlap: int | None = None,
+        progress: Path | None = None,
+        **options: Any,
     ) -> tuple[list[MaskRecord], dict[str, float]]:
         """Confident automatic masks (``MaskRecord`` with COCO RLE) for the whole image, or with
         ``annotated`` (H×W bool, the pixels existing masks cover) only new masks where those
         leave room (``segany.automatic.semi``, as the engine's semi-automatic mode), and the
-        thresholds the generator used (``thresholds``). ``options``: see ``generator``."""
+        thresholds the generator used (``thresholds``). ``options``: see ``generator``.
+
+        ``tile`` (px; 0: the model's input size), for an image larger than a tile: the grid is
+        decoded on overlapping tiles of that side (``overlap`` px shared; None: a quarter) and
+        on the whole image, as ``segany auto --tile`` does (``segany.tasks.generate_tiled``),
+        finished tiles kept in ``progress`` (a folder) until the run ends, so a server stopped
+        midway resumes there; with ``annotated``, the new masks are those the semi-automatic
+        rule keeps (``segany.automatic.semi.keep_new``)."""
         from segany.automatic.semi import generate_semi
 
+        if tile is not None:
+            tiling = (tile, overlap, progress)
+            return self._prefill_tiled(sha256, read_rgb, annotated, tiling, options)
         with self.lock:
             session = self.session(sha256, read_rgb)
             emb = session.embedding
@@ -280,6 +298,37 @@ class ModelHub:
             else:
                 semi = generate_semi(generator, annotated, embedding=features, original_size=size)
                 records = list(semi.records)
+        return records, thresholds(generator)
+
+    def _prefill_tiled(
+        self,
+        sha256: str,
+        read_rgb: ReadImage,
+        annotated: np.ndarray | None,
+        tiling: tuple[int, int | None, Path | None],
+        options: dict[str, Any],
+    ) -> tuple[list[MaskRecord], dict[str, float]]:
+        from segany.automatic.semi import keep_new
+
+        tile, overlap, progress = tiling
+        from segany.tasks.tiled_generate import clear_progress, generate_tiled
+
+        with self.lock:
+            model = self.model()
+            side = tile or int(model.image_size)
+            image = read_rgb()
+            if max(image.shape[:2]) <= side:  # one tile: the whole image's pre-fill
+                return self.prefill(sha256, lambda: image, annotated, **options)
+            # its own predictor: the tiles' embeddings must not replace the session's
+            predictor = Predictor(model, precision=self.precision, cache=self.disk_cache)
+            generator = self.generator(predictor, **options)
+            records = generate_tiled(
+                generator, image, tile=side, overlap=overlap, progress=progress
+            )
+            if progress is not None:
+                clear_progress(progress)
+        if annotated is not None:
+            records = list(keep_new(records, annotated))
         return records, thresholds(generator)
 
 

@@ -310,7 +310,9 @@ def prefill(request: Request, image_id: int, body: schemas.PrefillIn) -> schemas
     (``segany.automatic.semi``, as ``segany engine``'s semi-automatic mode). A proposal that
     duplicates a mask the image has (any review state: mask IoU > 0.7,
     ``segany.server.proposals``) is left out. Saved proposals wait for a review
-    (``PATCH /api/masks/{id}`` with ``review``) before exports hold them."""
+    (``PATCH /api/masks/{id}`` with ``review``) before exports hold them. With a pre-fill tile
+    (``segany serve --tile``) an image larger than a tile is segmented tile by tile
+    (``ModelHub.prefill``)."""
     from segany.automatic.semi import annotated_pixels
     from segany.masks import decode_rle
     from segany.server.users import check_image_access, user_of
@@ -326,9 +328,13 @@ def prefill(request: Request, image_id: int, body: schemas.PrefillIn) -> schemas
         annotated = annotated_pixels(
             (decode_rle(m["rle"], trusted=True) for m in masks), (row.height, row.width)
         )
+    tile = st.settings.prefill_tile
     records, used = st.hub.prefill(
         *_source(request, image_id),
         annotated,
+        tile=tile,
+        overlap=st.settings.prefill_tile_overlap,
+        progress=None if tile is None else st.project.root / "tiles" / row.sha256,
         points_per_side=body.points_per_side or st.settings.prefill_points_per_side,
         pred_iou_thresh=body.pred_iou_thresh,
         stability_score_thresh=body.stability_score_thresh,

@@ -29,7 +29,10 @@ class ServerSettings:
     around the mask it corrects, this margin times its side on each side (``segany.zoom``;
     None: off). ``classes_file``: classes added to the project's label set when it opens
     (``segany.server.classes``). ``users_file``: users added to the project's team when it
-    opens (``segany.server.users``; a project with users needs a sign-in). ``db_timeout``: seconds a
+    opens (``segany.server.users``; a project with users needs a sign-in). ``prefill_tile``:
+    pre-fill images larger than this side (px; 0: the model's input size; None: never) tile by
+    tile, ``prefill_tile_overlap`` px shared (None: a quarter of a tile), as ``segany auto
+    --tile`` (``ModelHub.prefill``). ``db_timeout``: seconds a
     request waits for a locked SQLite database or a PostgreSQL connection before it answers 503
     (the database is unavailable, nothing was saved)."""
 
@@ -44,6 +47,8 @@ class ServerSettings:
     max_pixels: int = 40_000_000
     embedding_cache: int = 16
     prefill_points_per_side: int | None = 16  # a 16×16 grid: 4× faster than 32×32 on CPU
+    prefill_tile: int | None = None
+    prefill_tile_overlap: int | None = None
     precision: str = "fp32"
     cache: str | Path | bool | None = None
     refine: bool = False
@@ -60,6 +65,15 @@ class ServerSettings:
         if self.max_upload_bytes < 1 or self.max_pixels < 1 or self.embedding_cache < 1:
             raise InputError("max_upload_bytes, max_pixels and embedding_cache must be ≥ 1")
         check_precision(self.precision)
+        if self.prefill_tile is not None and self.prefill_tile < 0:
+            raise InputError(f"the pre-fill's tile side must be ≥ 0 px, got {self.prefill_tile}")
+        if self.prefill_tile_overlap is not None:
+            if self.prefill_tile is None:
+                raise InputError("a pre-fill tile overlap goes with a pre-fill tile side")
+            if self.prefill_tile_overlap < 0:
+                raise InputError(
+                    f"the pre-fill's tile overlap must be ≥ 0 px, got {self.prefill_tile_overlap}"
+                )
         if self.zoom_clicks is not None and not 0 <= self.zoom_clicks < float("inf"):
             raise InputError(f"the click zoom margin must be a number ≥ 0, got {self.zoom_clicks}")
         if self.token is not None and len(self.token) < 8:
