@@ -7,8 +7,7 @@ passes over memory: in eval mode a batch norm is a per-channel affine map, so ``
 is one convolution with scaled weights and a bias; a GELU after a convolution or a linear layer
 runs as its post-op while the output is still in cache (what ``torch.compile``'s CPU backend
 does, without needing a compiler at run time). Users: the twins of
-``segany.modeling.efficientvit.fused`` and ``segany.modeling.tinyvit.fused``, and the bf16 MLPs
-of ``segany.modeling.hiera.fast`` and ``segany.modeling.vit.chunked``.
+``segany.modeling.efficientvit.fused`` and ``segany.modeling.tinyvit.fused``.
 """
 
 from __future__ import annotations
@@ -91,15 +90,6 @@ def linear_gelu(x: torch.Tensor, linear: nn.Linear, approximate: str = "none") -
     ):
         return _LINEAR_POINTWISE(x, linear.weight, linear.bias, "gelu", [None], approximate)
     return F.gelu(linear(x), approximate=approximate)
-
-
-def mlp_bf16(x: torch.Tensor, first: nn.Linear, act: nn.Module, last: nn.Linear) -> torch.Tensor:
-    """``last(act(first(x)))``, B×…×C -> B×…×C; in bf16 with a GELU activation, ``first``
-    and its GELU in one call (``linear_gelu``). Other dtypes keep the three calls, so fp32
-    keeps the official values to the bit (the encoders' fast paths promise that)."""
-    if x.dtype == torch.bfloat16 and isinstance(act, nn.GELU):
-        return last(linear_gelu(x, first, act.approximate))
-    return last(act(first(x)))
 
 
 def fold_batch_norm(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> nn.Conv2d | None:

@@ -20,12 +20,9 @@ encoder, or while tracing for export, the module's forward runs.
 from __future__ import annotations
 
 import weakref
-from typing import cast
 
 import torch
-from torch import nn
 
-from segany.modeling.fused_ops import mlp_bf16
 from segany.modeling.hiera.encoder import (
     HieraTrunk,
     ImageEncoderHiera,
@@ -129,7 +126,7 @@ def _block(block: MultiScaleBlock, x: torch.Tensor) -> torch.Tensor:
         if b == 1:
             _mlp_(block, band.view(-1, band.shape[-1]))
         else:
-            band += _mlp(block, block.norm2(band))
+            band += block.mlp(block.norm2(band))
     return out
 
 
@@ -163,10 +160,4 @@ def _mlp_(block: MultiScaleBlock, flat: torch.Tensor) -> None:
     """flat += mlp(norm2(flat)), ``ROWS`` tokens at a time; flat: N×C contiguous."""
     for s in range(0, flat.shape[0], ROWS):
         rows = flat[s : s + ROWS]
-        rows += _mlp(block, block.norm2(rows))
-
-
-def _mlp(block: MultiScaleBlock, x: torch.Tensor) -> torch.Tensor:
-    """``block.mlp(x)``, in bf16 with its first layer and GELU in one call."""
-    mlp = block.mlp  # its layers may be int8 copies (not nn.Linear): those run as they are
-    return mlp_bf16(x, cast(nn.Linear, mlp.layers[0]), mlp.act, cast(nn.Linear, mlp.layers[1]))
+        rows += block.mlp(block.norm2(rows))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import torch
 
-from segany.modeling.fused_ops import mlp_bf16
 from segany.modeling.vit.encoder import Attention, Block, ImageEncoderViT, windowed_attention
 
 ROWS = 512  # tokens per chunk through the linear layers: 512×3072 floats = 6 MB
@@ -82,8 +81,7 @@ def _mlp_(block: Block, x: torch.Tensor) -> None:
     flat = x.view(-1, x.shape[-1])
     for s in range(0, flat.shape[0], ROWS):
         rows = flat[s : s + ROWS]
-        mlp = block.mlp
-        rows += mlp_bf16(block.norm2(rows), mlp.lin1, mlp.act, mlp.lin2)
+        rows += block.mlp(block.norm2(rows))
 
 
 def _global_attention_(block: Block, x: torch.Tensor) -> None:
