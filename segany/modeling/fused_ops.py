@@ -109,8 +109,9 @@ def fold_batch_norm(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> nn.Conv2d | None:
         norm.weight.float(),
         norm.bias.float(),
     )
-    folded = copy.copy(conv)  # the same settings, with a parameter dict of its own
-    folded._parameters = {}
+    # the same settings, with parameters (and hook dicts) of its own; the copied weights are
+    # replaced at once
+    folded = copy.deepcopy(conv)
     folded.weight = nn.Parameter(weight.detach().to(dtype), requires_grad=False)
     folded.bias = nn.Parameter(bias.detach().to(dtype), requires_grad=False)
     return folded
