@@ -113,3 +113,16 @@ def max_rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """Largest absolute difference over the largest magnitude of the reference."""
     a, b = torch.as_tensor(a).double(), torch.as_tensor(b).double()
     return float((a - b).abs().max() / b.abs().max().clamp(min=1e-12))
+
+
+def disc_image(h: int, w: int, seed: int):
+    """An H×W×3 uint8 dark noisy image with five bright discs (10-40 px in radius), seeded."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
+    yy, xx = np.ogrid[:h, :w]
+    for _ in range(5):
+        cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(10, 40)
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = rng.integers(120, 255, 3)
+    return image

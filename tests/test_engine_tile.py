@@ -8,9 +8,9 @@ grid, through the command line and the serial executor; and the options that do 
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
+from helpers import disc_image
 from PIL import Image
 
 from segany import Predictor, load_model
@@ -24,22 +24,12 @@ OPTIONS = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh
 FLAGS = ["--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
 
 
-def _image(h, w, seed):
-    rng = np.random.default_rng(seed)
-    image = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
-    yy, xx = np.ogrid[:h, :w]
-    for _ in range(5):
-        cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(10, 40)
-        image[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = rng.integers(120, 255, 3)
-    return image
-
-
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     root = tmp_path_factory.mktemp("engine_tile")
     folder = root / "imgs"
     folder.mkdir()
-    arrays = {"a_large.png": _image(300, 420, 0), "b_small.png": _image(150, 180, 1)}
+    arrays = {"a_large.png": disc_image(300, 420, 0), "b_small.png": disc_image(150, 180, 1)}
     for name, array in arrays.items():
         Image.fromarray(array).save(folder / name)
     return root, folder, arrays

@@ -15,6 +15,8 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the server extra is part of the dev extra")
 
+from helpers import disc_image  # noqa: E402
+
 from segany import Predictor  # noqa: E402
 from segany.automatic import MaskGenerator  # noqa: E402
 from segany.automatic.semi import keep_new  # noqa: E402
@@ -28,16 +30,6 @@ from tests.server_fixtures import add_mask, make_client, png_bytes, tiny, upload
 OPTIONS = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
 
 
-def _discs(h: int, w: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    image = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
-    yy, xx = np.ogrid[:h, :w]
-    for _ in range(5):
-        cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(10, 40)
-        image[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = rng.integers(120, 255, 3)
-    return image
-
-
 def _want(model, image: np.ndarray, **tiling) -> list:
     generator = MaskGenerator.for_model(
         Predictor(model, cache=False), **OPTIONS, output_mode="coco_rle"
@@ -46,7 +38,7 @@ def _want(model, image: np.ndarray, **tiling) -> list:
 
 
 def test_tiled_prefill_equals_generate_tiled_and_keeps_the_semi_rule(tmp_path, tiny):
-    image = _discs(300, 420, 0)
+    image = disc_image(300, 420, 0)
     client = make_client(tmp_path / "project", tiny, prefill_tile=192, prefill_tile_overlap=48)
     row = upload(client, png_bytes(image), "discs.png")
     url = f"/api/images/{row['id']}/prefill"
@@ -74,7 +66,7 @@ def _novel(records: list, existing: list) -> list:
 
 
 def test_an_image_within_a_tile_keeps_the_whole_image_prefill(tmp_path, tiny):
-    image = _discs(150, 180, 1)
+    image = disc_image(150, 180, 1)
     tiled = make_client(tmp_path / "tiled", tiny, prefill_tile=192)
     plain = make_client(tmp_path / "plain", tiny)
     got = []

@@ -36,6 +36,7 @@ from torch import nn
 
 from segany.errors import InputError
 from segany.modeling.families import EncoderFamily, family_of_module
+from segany.modeling.fused_ops import weights_version
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
 
@@ -186,16 +187,11 @@ _COPIES: weakref.WeakKeyDictionary[nn.Module, dict[str, tuple[int, nn.Module]]] 
 )
 
 
-def _weights_version(module: nn.Module) -> int:
-    """Changes whenever a parameter is modified in place (torch's per-tensor version counter)."""
-    return sum(p._version for p in module.parameters()) + id(next(module.parameters(), None))
-
-
 def _encoder_copy(model: nn.Module, precision: str) -> nn.Module:
     """The ``precision`` copy of ``model.image_encoder``, made once and remade if its weights
     change."""
     encoder: nn.Module = model.image_encoder  # type: ignore[assignment]
-    version = _weights_version(encoder)
+    version = weights_version(encoder)  # parameters and buffers (a norm's statistics)
     copies = _COPIES.setdefault(model, {})
     cached = copies.get(precision)
     if cached is None or cached[0] != version:

@@ -41,30 +41,20 @@ def _folded(layer: ConvBN) -> nn.Conv2d:
     return conv
 
 
-class _MBConvTwin(nn.Module):
-    """``MBConv`` in eval mode: gelu(x + conv3(gelu(conv2(gelu(conv1(x))))))."""
+class _ConvsTwin(nn.Module):
+    """``MBConv`` (``residual``: gelu(x + conv3(gelu(conv2(gelu(conv1(x))))))) or
+    ``PatchMerging`` (conv3(gelu(conv2(gelu(conv1(x)))))) in eval mode."""
 
-    def __init__(self, block: MBConv) -> None:
+    def __init__(self, block: MBConv | PatchMerging, *, residual: bool) -> None:
         super().__init__()
         self.conv1 = ConvGelu(_folded(block.conv1), "none")
         self.conv2 = ConvGelu(_folded(block.conv2), "none")
         self.conv3 = _folded(block.conv3)
+        self.residual = residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.gelu(x + self.conv3(self.conv2(self.conv1(x))))
-
-
-class _MergeTwin(nn.Module):
-    """``PatchMerging`` in eval mode: conv3(gelu(conv2(gelu(conv1(x)))))."""
-
-    def __init__(self, merge: PatchMerging) -> None:
-        super().__init__()
-        self.conv1 = ConvGelu(_folded(merge.conv1), "none")
-        self.conv2 = ConvGelu(_folded(merge.conv2), "none")
-        self.conv3 = _folded(merge.conv3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv3(self.conv2(self.conv1(x)))
+        y = self.conv3(self.conv2(self.conv1(x)))
+        return F.gelu(x + y) if self.residual else y
 
 
 class _MlpTwin(nn.Module):
@@ -82,11 +72,11 @@ def _twin_modules(module: nn.Module) -> None:
     """Replace, in place under ``module``, every convolutional piece by its twin."""
     for name, child in module.named_children():
         if isinstance(child, MBConv):
-            setattr(module, name, _MBConvTwin(child))
+            setattr(module, name, _ConvsTwin(child, residual=True))
         elif isinstance(child, Mlp):
             setattr(module, name, _MlpTwin(child))
         elif isinstance(child, PatchMerging):
-            setattr(module, name, _MergeTwin(child))
+            setattr(module, name, _ConvsTwin(child, residual=False))
         elif isinstance(child, PatchEmbed):
             first, act, second = child.seq
             assert isinstance(first, ConvBN) and isinstance(second, ConvBN), child
