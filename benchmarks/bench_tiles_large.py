@@ -1,8 +1,10 @@
 """Segment everything on a very large image with ``segany auto --tile``: peak memory, time, and a
-resume after SIGKILL (issue 39's 20 000 × 20 000 target).
+resume after SIGKILL (issue 39's 20 000 × 20 000 target); or, with ``--detections N``, N
+detector boxes turned into masks with ``segany segment --tile --detections``.
 
     python benchmarks/bench_tiles_large.py --size 20000 --tile 2048 --points-per-side 16 \\
         --kill-after 120 --work /tmp/tiles-large
+    python benchmarks/bench_tiles_large.py --size 20000 --detections 50
 
 1. writes a SIZE × SIZE uncompressed RGB TIFF (BigTIFF above 4 GB) of seeded disks and
    rectangles (radius 15-400 px) on a noisy gradient, a strip at a time (skipped when it exists);
@@ -11,6 +13,10 @@ resume after SIGKILL (issue 39's 20 000 × 20 000 target).
    same command is run again to the end (it resumes from the saved tiles);
 3. prints, per run, the wall time, the child's peak resident memory (``os.wait4``'s ru_maxrss)
    and the load average before and after, then the masks written.
+
+``--detections N``: step 2 is ``segany segment IMAGE --tile [TILE] --max-pixels SIZE²
+--detections dets.json`` with the boxes of N of the scene's objects (seeded choice) as a COCO
+results file; it prints the same figures and the mean IoU of each mask's box with its object's.
 
 The bundled model is used unless ``--model`` says otherwise. Nothing here is a comparison: the
 figures are absolute (one machine, its load printed beside them).
@@ -30,9 +36,9 @@ from pathlib import Path
 import numpy as np
 
 
-def write_image(path: Path, size: int, seed: int = 0) -> None:
-    import tifffile
-
+def scene_objects(size: int, seed: int = 0) -> tuple[np.random.Generator, list[tuple]]:
+    """The scene's objects (cx, cy, r, disk, colour) and the generator that then draws its
+    noise."""
     rng = np.random.default_rng(seed)
     n = max(10, size * size // 200_000)  # ~2000 objects at 20000²
     objects = [
@@ -45,6 +51,13 @@ def write_image(path: Path, size: int, seed: int = 0) -> None:
         )
         for _ in range(n)
     ]
+    return rng, objects
+
+
+def write_image(path: Path, size: int, seed: int = 0) -> None:
+    import tifffile
+
+    rng, objects = scene_objects(size, seed)
     image = tifffile.memmap(
         path,
         shape=(size, size, 3),
@@ -104,6 +117,14 @@ def main() -> None:
     ap.add_argument("--kill-after", type=float, default=None, metavar="SECONDS")
     ap.add_argument("--model", default=None)
     ap.add_argument("--work", type=Path, default=Path("/tmp/segany-tiles-large"))
+    ap.add_argument(
+        "--detections",
+        type=int,
+        default=None,
+        metavar="N",
+        help="time segment --tile --detections on N object boxes instead of auto --tile "
+        "(--tile 0: tiles of the model's input size)",
+    )
     args = ap.parse_args()
 
     args.work.mkdir(parents=True, exist_ok=True)
@@ -116,6 +137,9 @@ def main() -> None:
             f"{time.perf_counter() - t0:.0f} s",
             flush=True,
         )
+    if args.detections is not None:
+        detections(args, image)
+        return
     out = args.work / f"out_{args.size}_{args.tile}"
     argv = [
         sys.executable,
@@ -154,6 +178,55 @@ def main() -> None:
         f"left: {progress.exists()}; cpu: {os.cpu_count()} cores",
         flush=True,
     )
+
+
+def detections(args: argparse.Namespace, image: Path) -> None:
+    """``segment --tile --detections`` on N of the scene's objects' boxes."""
+    _, objects = scene_objects(args.size)
+    pick = np.random.default_rng(1).choice(len(objects), args.detections, replace=False)
+    boxes = []
+    for i in pick:
+        cx, cy, r = objects[i][:3]
+        x0, y0 = max(0, cx - r), max(0, cy - r)
+        x1, y1 = min(args.size, cx + r + 1), min(args.size, cy + r + 1)
+        boxes.append([x0, y0, x1 - x0, y1 - y0])
+    rows = [{"image_id": image.name, "bbox": b, "score": 0.9, "category_id": 1} for b in boxes]
+    dets = args.work / f"dets_{args.size}_{args.detections}.json"
+    dets.write_text(json.dumps(rows))
+    out = args.work / f"segment_{args.size}_{args.tile}"
+    argv = [sys.executable, "-m", "segany", "segment", str(image), "-o", str(out)]
+    argv += ["--detections", str(dets), "--max-pixels", str(args.size * args.size)]
+    argv += ["--tile", *([str(args.tile)] if args.tile else []), "--threads", str(args.threads)]
+    argv += ["-q", *(["--model", args.model] if args.model else [])]
+    print("command:", " ".join(argv), flush=True)
+    result = run(argv, None)
+    print("run:", json.dumps(result), flush=True)
+    got = json.loads((out / "results.json").read_text())
+    ious = []
+    for want, row in zip(boxes, got, strict=True):
+        ious.append(_box_iou(want, mask_box(row["segmentation"])))
+    print(
+        f"{len(got)} masks in {out / 'results.json'}; mean box IoU with the objects "
+        f"{np.mean(ious):.3f} (>= 0.8: {sum(v >= 0.8 for v in ious)}); cpu: {os.cpu_count()} "
+        "cores",
+        flush=True,
+    )
+
+
+def mask_box(rle: dict) -> list[float]:
+    from pycocotools import mask as mask_utils
+
+    coded = {"size": rle["size"], "counts": rle["counts"].encode()}
+    return [float(v) for v in mask_utils.toBbox(coded)]
+
+
+def _box_iou(a: list[float], b: list[float]) -> float:
+    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    iw = max(0.0, min(ax1, bx1) - max(a[0], b[0]))
+    ih = max(0.0, min(ay1, by1) - max(a[1], b[1]))
+    inter = iw * ih
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
 
 
 if __name__ == "__main__":

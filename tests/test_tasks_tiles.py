@@ -344,3 +344,42 @@ def test_bad_region_sources_are_refused(array, message, tiny_predictor):
     tp = TiledPredictor(tiny_predictor, tile=128, overlap=32)
     with pytest.raises(InputError, match=message):
         tp.set_image(Regions(array))
+
+
+def test_framed_answers_equal_the_pasted_ones_without_full_size_masks(tiny_predictor):
+    from segany.formats.prompted import framed_mask_entry, mask_entry
+    from segany.masks import encode_rle
+
+    array = _image(400, 600, seed=7)
+    regions = Regions(array)
+    tp = TiledPredictor(tiny_predictor, tile=128, overlap=32)
+    tp.set_image(regions)
+    boxes = np.array([[300.0, 150.0, 340.0, 190.0], [20.0, 300.0, 90.0, 380.0]])
+    framed = tp.predict_framed(box=boxes, multimask_output=True)
+    pasted = tp.predict(box=boxes, multimask_output=True)
+    assert len(framed) == 2
+    for k, answer in enumerate(framed):
+        x0, y0, x1, y1 = answer.frame
+        assert answer.masks.shape == (3, y1 - y0, x1 - x0) and answer.image_size == (400, 600)
+        np.testing.assert_array_equal(answer.pasted().masks, pasted.masks[k])
+        np.testing.assert_array_equal(answer.scores, pasted.scores[k])
+        for c in range(3):
+            full = pasted.masks[k, c]
+            assert answer.rle(c) == encode_rle(full)
+            entry = framed_mask_entry(
+                0, k, c, answer.scores[c], answer.masks[c], answer.frame, (400, 600)
+            )
+            assert entry == {**mask_entry(0, k, c, answer.scores[c], full, "x.png"), "file": None}
+    # an empty mask keeps the record convention's empty box
+    empty = np.zeros((128, 128), bool)
+    entry = framed_mask_entry(0, 0, 0, 0.5, empty, (256, 128, 384, 256), (400, 600))
+    assert entry["bbox"] == [0, 0, 0, 0] and entry["area"] == 0
+    # logits: the same mask above the threshold, -inf outside the frame when pasted
+    binary = tp.predict_framed(box=boxes[0], multimask_output=False)[0]
+    logits = tp.predict_framed(box=boxes[0], multimask_output=False, return_logits=True)[0]
+    assert logits.frame == binary.frame != (0, 0, 600, 400)
+    assert logits.masks.dtype == np.float32 and logits.rle(0) == binary.rle(0)
+    outside = logits.pasted().masks[0]
+    x0, y0, x1, y1 = logits.frame
+    outside[y0:y1, x0:x1] = -np.inf
+    assert np.isneginf(outside).all()

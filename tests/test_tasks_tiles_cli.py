@@ -147,3 +147,72 @@ def test_a_corrupt_tiff_is_one_clear_line(files, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("segany: error:") and "corrupt.tif" in err
     assert not list(out.glob("corrupt*"))  # nothing written for it
+
+
+def _segment_tiff(files, out, *extra):
+    return _run(
+        files,
+        "segment",
+        files["root"] / "1.tif",
+        "--tile",
+        "128",
+        "--tile-overlap",
+        "32",
+        "-o",
+        out,
+        *extra,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiff(files):
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(files["root"] / "1.tif", files["image"])  # uncompressed: read by region
+    rows = [
+        {"image_id": 1, "bbox": [200, 60, 40, 30], "score": 0.9, "category_id": 3},
+        {"image_id": 1, "bbox": [10, 120, 70, 60], "score": 0.6, "category_id": 4},
+    ]
+    (files["root"] / "dets.json").write_text(json.dumps(rows))
+    return files["root"] / "1.tif"
+
+
+def test_segment_tile_above_the_pixel_limit_writes_rle_only(files, tiff, monkeypatch):
+    """An image above the default pixel limit is read by region and written as STEM.json (RLE)
+    only, with the same masks as the whole-image run; the limit is lowered here so that a
+    200×300 image stands for a 20 000-px scan."""
+    import segany.limits
+
+    whole, large = files["root"] / "tif_whole", files["root"] / "tif_large"
+    prompts = ["--box", "200,60,240,90", "--box", "10,120,80,180", "--multimask"]
+    assert _segment_tiff(files, whole, *prompts) == 0
+    monkeypatch.setattr(segany.limits, "MAX_IMAGE_PIXELS", 20_000)
+    assert _segment_tiff(files, large, *prompts, "--max-pixels", "100000") == 0
+    want, got = (json.loads((d / "1.json").read_text()) for d in (whole, large))
+    assert sorted(p.name for p in large.iterdir()) == ["1.json"]  # no PNG, no overlay
+    assert got["overlay"] is None and len(got["masks"]) == len(want["masks"]) == 6
+    for g, w in zip(got["masks"], want["masks"], strict=True):
+        assert g["file"] is None
+        assert {**g, "file": w["file"]} == w
+    # detections: the COCO results rows are the whole-image run's
+    dets = ["--detections", files["root"] / "dets.json"]
+    monkeypatch.setattr(segany.limits, "MAX_IMAGE_PIXELS", 2**27)
+    assert _segment_tiff(files, whole / "dets", *dets) == 0
+    monkeypatch.setattr(segany.limits, "MAX_IMAGE_PIXELS", 20_000)
+    assert _segment_tiff(files, large / "dets", *dets, "--max-pixels", "100000") == 0
+    want, got = (json.loads((d / "dets" / "results.json").read_text()) for d in (whole, large))
+    assert len(got) == 2 and got == want
+
+
+def test_segment_tile_above_the_pixel_limit_refuses_what_needs_the_image(
+    files, tiff, monkeypatch, capsys
+):
+    import segany.limits
+
+    monkeypatch.setattr(segany.limits, "MAX_IMAGE_PIXELS", 20_000)
+    out = files["root"] / "tif_refused"
+    assert _segment_tiff(files, out, "--box", "200,60,240,90") == 3  # limit not raised
+    assert "more than the 20000" in capsys.readouterr().err
+    argv = ["--box", "200,60,240,90", "--max-pixels", "100000", "--refine"]
+    assert _segment_tiff(files, out, *argv) == 3
+    assert "--refine needs the image whole" in capsys.readouterr().err
+    assert not out.exists() or not list(out.glob("1*"))

@@ -13,7 +13,11 @@ Prompts (the same for every image):
 
 ``--tile [SIDE]`` answers each prompt on an overlapping tile of the image at full resolution
 (``segany.tasks.TiledPredictor``) instead of the whole image shrunk to the model's size: for
-images much larger than the model's input, where small objects are lost.
+images much larger than the model's input, where small objects are lost. ``--max-pixels N``
+(with ``--tile``) accepts images above the default pixel limit (2**27 px); such an image is read
+by region (uncompressed TIFF/BigTIFF and .npy; compressed TIFFs with zarr) and only
+``STEM.json`` (masks as COCO RLE) and ``results.json`` are written for it: mask PNGs and the
+overlay would be full-size arrays.
 
 Outputs per image in ``--output``: ``STEM_mask{i}.png`` (8-bit, 255 inside), ``STEM.json`` (the
 prompts, and per mask its prompt, candidate index, score, area, XYWH box, COCO RLE and file) and
@@ -46,7 +50,12 @@ from segany.cli.common import (
 )
 from segany.cli.export import add_backend_options, onnx_predictor_from_args
 from segany.cli.outputs import check_output_folder, stop_if_out_of_space
-from segany.cli.tile_flags import add_tile_options, check_tile_args, tile_settings
+from segany.cli.tile_flags import (
+    add_max_pixels_option,
+    add_tile_options,
+    check_tile_args,
+    tile_settings,
+)
 from segany.errors import InputError
 from segany.formats import output_set, prompted
 from segany.inference.protocol import PredictorLike
@@ -123,6 +132,7 @@ def register(subparsers: Any) -> None:
     add_refine_option(prompts)
     p.add_argument("--no-overlay", action="store_true", help="do not write STEM_overlay.png")
     add_tile_options(p)
+    add_max_pixels_option(p)
     add_model_options(p)
     add_backend_options(p)
     add_output_options(p)
@@ -130,6 +140,16 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.max_pixels is None:
+        return _run(args)
+    check_tile_args(args)
+    from segany.limits import pixel_limit
+
+    with pixel_limit(args.max_pixels):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     console = Console(args)
     if args.detections is not None and (args.point or args.box):
         raise UsageError("--detections gives the boxes: no --point or --box beside it")
@@ -262,10 +282,9 @@ def _segment_one(
     detections: Any = None,
     rows: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    from segany.formats import read_image
-
-    image = read_image(path)
-    height, width = image.shape[:2]
+    image, source = _read(path, tiled=args.tile is not None)
+    shape = source.shape if image is None else image.shape
+    height, width = int(shape[0]), int(shape[1])
     points = np.array([p[:2] for p in args.point], dtype=np.float64).reshape(-1, 2)
     labels = np.array([p[2] for p in args.point], dtype=np.int64)
     boxes = np.array(args.box, dtype=np.float64).reshape(-1, 4)
@@ -273,41 +292,62 @@ def _segment_one(
         detections, _ = detections.clipped(height, width, str(path))
         boxes = detections.boxes
     _check_inside(points, boxes, width, height)
+    prompts = {
+        "point_coords": points if len(points) else None,
+        "point_labels": labels if len(points) else None,
+        "box": (boxes[0] if len(boxes) == 1 else boxes) if len(boxes) else None,
+        "multimask_output": args.multimask,
+    }
+
+    def document(prompt_count: int, overlay: bool) -> dict[str, Any]:
+        return prompted.prompted_document(
+            str(path),
+            (height, width),
+            points,
+            labels,
+            boxes,
+            prompt_count=prompt_count,
+            multimask=args.multimask,
+            stem=stem,
+            overlay=overlay,
+        )
+
+    # All files of the image are staged, then moved in place together (see output_set).
+    unit = output_set.OutputSet(out, stem)
+    if image is None:  # above the default pixel limit: each answer kept in its tile's frame
+        answers = _framed_answers(predictor, source, path, prompts)
+        if detections is not None and rows is not None:
+            best = [int(np.argmax(a.scores)) for a in answers]  # (its best with --multimask)
+            rles = [a.rle(b) for a, b in zip(answers, best, strict=True)]
+            _add_rows(rows, detections, stem, rles, np.array([a.scores[0] for a in answers]))
+        result = document(len(answers), overlay=False)
+        unit.begin()
+        try:
+            framed = [(a.frame, a.masks, a.scores) for a in answers]
+            prompted.write_prompted_framed(out, result, framed, where=unit.staged)
+            # an earlier run's PNGs and overlay are not this run's
+            stale = prompted.stale_masks(out, stem, 0)
+            overlay = out / prompted.overlay_name(stem)
+            unit.commit(
+                last=out / result["json"], remove=stale + ([overlay] if overlay.exists() else [])
+            )
+        except BaseException:
+            unit.abandon()
+            raise
+        return result
 
     predictor.set_image(image)
-    prediction = predictor.predict(
-        point_coords=points if len(points) else None,
-        point_labels=labels if len(points) else None,
-        box=(boxes[0] if len(boxes) == 1 else boxes) if len(boxes) else None,
-        multimask_output=args.multimask,
-    )
+    prediction = predictor.predict(**prompts)
     masks, scores = np.asarray(prediction.masks), np.asarray(prediction.scores)
     if masks.ndim == 3:  # one prompt: C×H×W -> 1×C×H×W
         masks, scores = masks[None], scores[None]
     if detections is not None and rows is not None:
         from segany.masks import encode_rles
-        from segany.tasks import InstanceMasks, coco_instance_results
 
         best = scores.argmax(axis=1)  # the one mask of each box (its best with --multimask)
-        found = InstanceMasks(
-            detections, encode_rles(masks[np.arange(len(best)), best]), scores[:, 0]
-        )
-        image_id = detections.image_id if detections.image_id is not None else stem
-        rows.extend(coco_instance_results(image_id, found))
-
-    result = prompted.prompted_document(
-        str(path),
-        (height, width),
-        points,
-        labels,
-        boxes,
-        prompt_count=masks.shape[0],
-        multimask=args.multimask,
-        stem=stem,
-        overlay=not args.no_overlay,
-    )
-    # All files of the image are staged, then moved in place together (see output_set).
-    unit = output_set.OutputSet(out, stem)
+        rles = encode_rles(masks[np.arange(len(best)), best])
+        _add_rows(rows, detections, stem, rles, scores[:, 0])
+    result = document(masks.shape[0], overlay=not args.no_overlay)
     unit.begin()
     try:
         prompted.write_prompted(out, stem, result, masks, scores, image, where=unit.staged)
@@ -317,6 +357,53 @@ def _segment_one(
         unit.abandon()
         raise
     return result
+
+
+def _add_rows(
+    rows: list[dict[str, Any]], detections: Any, stem: str, rles: list[Any], scores: np.ndarray
+) -> None:
+    """The image's masks (one RLE per box, its first candidate's score) as COCO results rows."""
+    from segany.tasks import InstanceMasks, coco_instance_results
+
+    found = InstanceMasks(detections, rles, np.asarray(scores, dtype=np.float64))
+    image_id = detections.image_id if detections.image_id is not None else stem
+    rows.extend(coco_instance_results(image_id, found))
+
+
+def _read(path: Path, *, tiled: bool) -> tuple[np.ndarray | None, Any]:
+    """(the image whole, None), or with --tile for an image above the default pixel limit
+    (None, the image read by region when its format allows: ``segany.tasks.region_files``)."""
+    from segany.formats import read_image
+    from segany.limits import MAX_IMAGE_PIXELS
+    from segany.tasks.region_files import open_regions, reads_by_region
+
+    if not (tiled and reads_by_region(path)):
+        image = read_image(path)
+        large = tiled and image.shape[0] * image.shape[1] > MAX_IMAGE_PIXELS
+        return (None, image) if large else (image, None)
+    source = open_regions(path)
+    height, width = (int(v) for v in source.shape[:2])
+    if height * width > MAX_IMAGE_PIXELS:
+        return None, source
+    return (source if isinstance(source, np.ndarray) else source[0:height, 0:width]), None
+
+
+def _framed_answers(
+    predictor: PredictorLike, source: Any, path: Path, prompts: dict[str, Any]
+) -> list[Any]:
+    """The tiled predictor's answers on an image above the default pixel limit, each in its
+    frame (``TiledPredictor.predict_framed``); full-size masks are never made."""
+    from segany.limits import MAX_IMAGE_PIXELS
+    from segany.tasks.tiles import TiledPredictor
+
+    if not isinstance(predictor, TiledPredictor):  # (--refine wraps it: it needs the image)
+        height, width = (int(v) for v in source.shape[:2])
+        raise InputError(
+            f"{path} is {width}×{height} px, above {MAX_IMAGE_PIXELS}: only a plain --tile run "
+            "answers it (--refine needs the image whole)"
+        )
+    predictor.set_image(source)
+    return predictor.predict_framed(**prompts)
 
 
 def _brief(result: dict[str, Any]) -> dict[str, Any]:

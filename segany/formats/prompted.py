@@ -25,7 +25,7 @@ from segany.atomic import write_json_atomic
 from segany.formats.output_set import stale_numbered
 from segany.formats.overlay import write_overlay
 from segany.formats.png import write_mask_png
-from segany.masks import batched_mask_to_box, box_xyxy_to_xywh, encode_rle
+from segany.masks import batched_mask_to_box, box_xyxy_to_xywh, encode_rle, place_rle
 
 
 def json_name(stem: str) -> str:
@@ -106,6 +106,56 @@ def mask_entry(
         "file": file,
         "segmentation": encode_rle(mask),
     }
+
+
+def framed_mask_entry(
+    index: int,
+    prompt: int,
+    candidate: int,
+    score: float,
+    mask: np.ndarray,
+    frame: tuple[int, int, int, int],
+    image_hw: tuple[int, int],
+) -> dict[str, Any]:
+    """``mask_entry`` of an image too large for full-size masks: ``mask`` h×w bool covers
+    ``frame`` (x0, y0, x1, y1) of the image and is empty elsewhere; the entry equals that of the
+    pasted mask, with no PNG ``file`` (None)."""
+    x0, y0 = int(frame[0]), int(frame[1])
+    box = mask_xywh(mask)
+    if mask.any():  # an empty mask's box stays [0, 0, 0, 0]
+        box = [box[0] + x0, box[1] + y0, box[2], box[3]]
+    return {
+        "id": index,
+        "prompt": prompt,
+        "candidate": candidate,
+        "score": float(score),
+        "area": int(mask.sum()),
+        "bbox": box,
+        "file": None,
+        "segmentation": place_rle(mask, image_hw, (x0, y0)),
+    }
+
+
+def write_prompted_framed(
+    out: Path,
+    document: dict[str, Any],
+    answers: list[tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]],
+    *,
+    where: Callable[[Path], Path] | None = None,
+) -> None:
+    """Write an image's JSON alone, its masks as COCO RLE (no PNGs, no overlay: both would be
+    full-size arrays); fills ``document["masks"]``. ``answers``: per prompt its frame (x0, y0,
+    x1, y1), masks C×h×w bool of that frame and scores C. ``document["overlay"]`` must be
+    None."""
+    if document["overlay"] is not None:
+        raise ValueError("an image written by frames has no overlay")
+    place = where or (lambda path: path)
+    size = (int(document["image"]["height"]), int(document["image"]["width"]))
+    entries: list[dict[str, Any]] = document["masks"]
+    for p, (frame, masks, scores) in enumerate(answers):
+        for c in range(masks.shape[0]):
+            entries.append(framed_mask_entry(len(entries), p, c, scores[c], masks[c], frame, size))
+    write_json_atomic(place(out / document["json"]), document, indent=1)
 
 
 def write_prompted(

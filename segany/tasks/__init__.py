@@ -14,10 +14,11 @@ from segany.tasks.detections import (
     segment_detections,
 )
 from segany.tasks.tiled_generate import clear_progress, generate_tiled
-from segany.tasks.tiles import TiledPredictor, tile_frames
+from segany.tasks.tiles import FramedPrediction, TiledPredictor, tile_frames
 
 __all__ = [
     "Detections",
+    "FramedPrediction",
     "InstanceMasks",
     "TiledPredictor",
     "clear_progress",

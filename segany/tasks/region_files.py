@@ -33,7 +33,7 @@ from segany.errors import InputError
 from segany.images import check_image_path, read_image, to_rgb_uint8
 from segany.limits import check_image_size
 
-__all__ = ["FileRegions", "open_regions", "read_overview"]
+__all__ = ["FileRegions", "open_regions", "read_overview", "reads_by_region"]
 
 TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # TIFF and BigTIFF, both byte orders
 NPY_MAGIC = b"\x93NUMPY"
@@ -136,6 +136,17 @@ class ArrayRegions(RegionReader):
             raise InputError(
                 f"cannot read region [{y0}:{y1}, {x0}:{x1}] of {self.name}: {type(e).__name__}: {e}"
             ) from None
+
+
+def reads_by_region(path: str | os.PathLike[str]) -> bool:
+    """Whether ``open_regions`` may read ``path`` by region (a TIFF/BigTIFF or a ``.npy`` file,
+    by its first bytes) rather than decode it whole; False for a file that cannot be opened."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return False
+    return head[:4] in TIFF_MAGIC or head[:6] == NPY_MAGIC
 
 
 def open_regions(path: str | os.PathLike[str]) -> RegionReader | np.ndarray:

@@ -17,13 +17,17 @@ on one tile:
 - a prompt larger than any tile is answered on a crop around it the same way.
 
 Masks come back at the full image's size; the scores and low-res logits are those of the frame
-the answer came from (``last_frame``). ``generate_tiled`` (``segany.tasks.tiled_generate``)
-runs segment-everything over the same tiles and the whole image, for images of any size.
+the answer came from (``last_frame``). ``predict_framed`` keeps each answer in its frame instead
+(``FramedPrediction``, with the whole image's COCO RLE made without a full-size array), for
+images read by region whose full-size masks would not fit in memory. ``generate_tiled``
+(``segany.tasks.tiled_generate``) runs segment-everything over the same tiles and the whole
+image, for images of any size.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,9 +40,10 @@ from segany.inference.prediction import Prediction
 from segany.inference.predictor import Predictor, as_model
 from segany.inference.protocol import PredictorLike
 from segany.limits import check_size_pair
+from segany.masks import RLE, place_rle
 from segany.prompts import check_prompts
 
-__all__ = ["TiledPredictor", "check_frame", "tile_frames"]
+__all__ = ["FramedPrediction", "TiledPredictor", "check_frame", "tile_frames"]
 
 Frame = tuple[int, int, int, int]  # x0, y0, x1, y1: end-exclusive pixels of the image
 
@@ -46,6 +51,41 @@ Frame = tuple[int, int, int, int]  # x0, y0, x1, y1: end-exclusive pixels of the
 # beyond it: the upscaled masks fade out a few pixels short of where the frame cuts them.
 EDGE_CELLS = 4.0
 MAX_GROWTH = 3  # at most this many re-answers on larger frames for one prompt
+
+
+@dataclass(frozen=True)
+class FramedPrediction:
+    """One prompt's answer kept in the frame it came from, for images whose full-size masks
+    would not fit in memory (``TiledPredictor.predict_framed``): masks C×h×w bool (logits with
+    ``return_logits``) of ``frame`` (x0, y0, x1, y1 in the image), scores C, low-res logits
+    C×s×s of the frame; ``image_size`` (H, W) of the whole image. Outside the frame every mask
+    is empty."""
+
+    frame: Frame
+    image_size: tuple[int, int]
+    masks: np.ndarray
+    scores: np.ndarray
+    logits: np.ndarray
+
+    def rle(self, index: int) -> RLE:
+        """Mask ``index`` as COCO RLE at the whole image's size, without a full-size array
+        (equal to ``encode_rle`` of the pasted mask)."""
+        mask = self.masks[index]  # (logits: above 0, the models' mask threshold)
+        binary = mask if mask.dtype == np.bool_ else mask > 0
+        return place_rle(binary, self.image_size, self.frame[:2])
+
+    def pasted(self) -> Prediction:
+        """The answer at the whole image's size (C×H×W; False, or -inf logits, outside the
+        frame), as ``TiledPredictor.predict`` returns it."""
+        h, w = self.image_size
+        x0, y0, x1, y1 = self.frame
+        out = Prediction(masks=self.masks, scores=self.scores, logits=self.logits)
+        if (x0, y0, x1, y1) == (0, 0, w, h):
+            return out
+        fill = -np.inf if self.masks.dtype != np.bool_ else False
+        masks = np.full((len(self.masks), h, w), fill, dtype=self.masks.dtype)
+        masks[:, y0:y1, x0:x1] = self.masks
+        return Prediction(masks=masks, scores=self.scores, logits=self.logits)
 
 
 def tile_frames(size: tuple[int, int], tile: int, overlap: int) -> list[Frame]:
@@ -251,6 +291,45 @@ class TiledPredictor(PredictorLike):
         return_logits: bool = False,
     ) -> Prediction:
         """Prompts in full-image pixels -> masks at the full image's size (see the class)."""
+        batched, answers = self._framed(
+            point_coords, point_labels, box, mask_input, multimask_output, return_logits
+        )
+        pasted = [a.pasted() for a in answers]
+        if not batched:
+            return pasted[0]
+        return Prediction(
+            masks=np.stack([a.masks for a in pasted]),
+            scores=np.stack([a.scores for a in pasted]),
+            logits=np.stack([a.logits for a in pasted]),
+        )
+
+    def predict_framed(
+        self,
+        point_coords: ArrayLike | None = None,
+        point_labels: ArrayLike | None = None,
+        box: ArrayLike | None = None,
+        mask_input: ArrayLike | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> list[FramedPrediction]:
+        """``predict``'s answers (one per prompt: one prompt set, or each of B boxes), each kept
+        in the frame it came from instead of pasted into full-size masks: for images read by
+        region whose H×W masks would not fit in memory (``FramedPrediction.rle`` gives the
+        whole image's COCO RLE)."""
+        return self._framed(
+            point_coords, point_labels, box, mask_input, multimask_output, return_logits
+        )[1]
+
+    def _framed(
+        self,
+        point_coords: ArrayLike | None,
+        point_labels: ArrayLike | None,
+        box: ArrayLike | None,
+        mask_input: ArrayLike | None,
+        multimask_output: bool,
+        return_logits: bool,
+    ) -> tuple[bool, list[FramedPrediction]]:
+        """(whether the prompts were batched, one framed answer per prompt)."""
         size = self.image_size
         prompts = check_prompts(
             point_coords,
@@ -282,13 +361,7 @@ class TiledPredictor(PredictorLike):
                     size,
                 )
             )
-        if not prompts.batched:
-            return answers[0]
-        return Prediction(
-            masks=np.stack([a.masks for a in answers]),
-            scores=np.stack([a.scores for a in answers]),
-            logits=np.stack([a.logits for a in answers]),
-        )
+        return prompts.batched, answers
 
     def predict_on(
         self,
@@ -332,7 +405,7 @@ class TiledPredictor(PredictorLike):
         )
         self.last_frame = f
         self._last_logits = out.logits
-        return self._paste(out, f, size, return_logits)
+        return FramedPrediction(f, size, out.masks, out.scores, out.logits).pasted()
 
     def _answer(
         self,
@@ -343,7 +416,7 @@ class TiledPredictor(PredictorLike):
         multimask: bool,
         return_logits: bool,
         size: tuple[int, int],
-    ) -> Prediction:
+    ) -> FramedPrediction:
         """One prompt set: route, answer, and grow the frame while the mask reaches an inner
         edge of it."""
         pts = [] if coords is None else [coords[labels >= 0]] if labels is not None else [coords]
@@ -370,7 +443,7 @@ class TiledPredictor(PredictorLike):
             frame = grown
         self.last_frame = frame
         self._last_logits = out.logits
-        return self._paste(out, frame, size, return_logits)
+        return FramedPrediction(frame, size, out.masks, out.scores, out.logits)
 
     def _on_frame(
         self,
@@ -432,16 +505,3 @@ class TiledPredictor(PredictorLike):
         if tiles:
             return max(tiles, key=lambda f: _margin(f, want, size))
         return self._crop_around(want)
-
-    def _paste(
-        self, out: Prediction, frame: Frame, size: tuple[int, int], return_logits: bool
-    ) -> Prediction:
-        """Frame-sized masks C×h×w -> C×H×W (False, or -inf logits, outside the frame)."""
-        h, w = size
-        x0, y0, x1, y1 = frame
-        if (x0, y0, x1, y1) == (0, 0, w, h):
-            return out
-        fill = -np.inf if return_logits else False
-        masks = np.full((len(out.masks), h, w), fill, dtype=out.masks.dtype)
-        masks[:, y0:y1, x0:x1] = out.masks
-        return Prediction(masks=masks, scores=out.scores, logits=out.logits)
