@@ -9,6 +9,10 @@ tile at a time:
 - a compressed or tiled TIFF: its zarr store (``tifffile.imread(path, aszarr=True)``) when
   ``zarr`` is installed (``pip install 'segany[tiff]'``), else the whole image decoded, within
   the pixel limit (``segany.limits``);
+- a pyramidal TIFF (a whole-slide image, a cloud-optimised GeoTIFF): level 0 as above, and each
+  lower level that is the image shrunk by a whole factor kept in ``levels``, so that
+  ``read_overview`` reads the whole-image overview from a level instead of level 0
+  (``overview_factor`` picks a factor that a level serves);
 - any other format (PNG, JPEG, ...): decoded whole through PIL, within the pixel limit.
 
 Every region comes back as h×w×3 uint8 RGB (grey repeated, alpha dropped, 16-bit scaled as
@@ -33,7 +37,7 @@ from segany.errors import InputError
 from segany.images import check_image_path, read_image, to_rgb_uint8
 from segany.limits import check_image_size
 
-__all__ = ["FileRegions", "open_regions", "read_overview", "reads_by_region"]
+__all__ = ["FileRegions", "open_regions", "overview_factor", "read_overview", "reads_by_region"]
 
 TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # TIFF and BigTIFF, both byte orders
 NPY_MAGIC = b"\x93NUMPY"
@@ -47,6 +51,9 @@ class RegionReader(ABC):
     shape: tuple[int, int, int]
     dtype = np.dtype(np.uint8)
     name: str
+    #: (factor, reader) per lower pyramid level: the image shrunk ``factor`` times, each side
+    #: ceil(side / factor) (a pyramidal TIFF's; ``read_overview`` reads them)
+    levels: list[tuple[int, RegionReader]]
 
     @abstractmethod
     def region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
@@ -80,6 +87,7 @@ class FileRegions(RegionReader):
         if len(shape) not in (2, 3) or channels not in (1, 3, 4):
             raise InputError(f"{path}: pixels of shape {tuple(shape)}; expected H×W or H×W×3/4")
         h, w = check_image_size(shape[0], shape[1], what=f"image {path}")
+        self.levels = []
         self.offset = int(offset)
         self.channels = channels
         self.pixel_bytes = channels * self.raw_dtype.itemsize
@@ -128,6 +136,7 @@ class ArrayRegions(RegionReader):
         self.array = array
         self.name = name
         self.shape = (h, w, 3)
+        self.levels = []
 
     def region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         try:
@@ -169,33 +178,23 @@ def _open_tiff(p: Path) -> RegionReader | np.ndarray:
         raise InputError(
             f"{p} is a TIFF: reading it needs tifffile (pip install 'segany[tiff]')"
         ) from None
-    try:
-        with tifffile.TiffFile(p) as tif:
-            page = tif.pages.first
-            shape, axes = tuple(page.shape), page.axes
-            dtype = np.dtype(page.dtype).newbyteorder(tif.byteorder)
-            offsets, counts = list(page.dataoffsets), list(page.databytecounts)
-            contiguous = (
-                page.compression == 1
-                and page.planarconfig == 1
-                and not page.is_tiled
-                and all(o + c == n for o, c, n in zip(offsets, counts, offsets[1:], strict=False))
-            )
-    except InputError:
-        raise
-    except Exception as e:  # noqa: BLE001 - tifffile raises many kinds on a damaged file
-        raise InputError(f"cannot read TIFF {p}: {type(e).__name__}: {e}") from None
-    if axes not in ("YX", "YXS"):
-        raise InputError(f"{p}: a TIFF with axes {axes} (shape {shape}); expected YX or YXS")
-    check_image_size(shape[0], shape[1], what=f"image {p}")
-    if contiguous and offsets:
-        return FileRegions(p, offsets[0], shape, dtype)
     zarr: Any = None
     with contextlib.suppress(ImportError):
         zarr = importlib.import_module("zarr")  # (optional: the tiff extra)
     try:
-        if zarr is not None:
-            return ArrayRegions(zarr.open(tifffile.imread(p, aszarr=True), mode="r"), str(p))
+        with tifffile.TiffFile(p) as tif:
+            series = tif.series[0]
+            levels = [_level_layout(tif, level) for level in series.levels]
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - tifffile raises many kinds on a damaged file
+        raise InputError(f"cannot read TIFF {p}: {type(e).__name__}: {e}") from None
+    shape, axes = levels[0]["shape"], levels[0]["axes"]
+    if axes not in ("YX", "YXS"):
+        raise InputError(f"{p}: a TIFF with axes {axes} (shape {shape}); expected YX or YXS")
+    check_image_size(shape[0], shape[1], what=f"image {p}")
+    source = _level_reader(p, 0, levels[0], zarr)
+    if source is None:  # compressed or tiled, and no zarr: the whole image, within the limit
         from segany.limits import MAX_IMAGE_PIXELS
 
         if shape[0] * shape[1] > MAX_IMAGE_PIXELS:
@@ -203,10 +202,59 @@ def _open_tiff(p: Path) -> RegionReader | np.ndarray:
                 f"{p} is a compressed or tiled TIFF of {shape[1]}×{shape[0]} px: reading it by "
                 "region needs zarr (pip install 'segany[tiff]'), or save it uncompressed"
             )
-        return to_rgb_uint8(tifffile.imread(p))
+        try:
+            return to_rgb_uint8(tifffile.imread(p))
+        except Exception as e:  # noqa: BLE001 - a damaged strip or tile, an unknown codec
+            raise InputError(f"cannot read TIFF {p}: {type(e).__name__}: {e}") from None
+    # A pyramid's lower levels that are the image shrunk by a whole factor (each side
+    # ceil(side / factor)) serve read_overview; others (and ones zarr cannot read) are left.
+    h, w = shape[0], shape[1]
+    for index, layout in enumerate(levels[1:], start=1):
+        lh, lw = layout["shape"][0], layout["shape"][1]
+        factor = max(1, round(w / max(1, lw)))
+        if factor < 2 or layout["axes"] != axes:
+            continue
+        if (lh, lw) != (math.ceil(h / factor), math.ceil(w / factor)):
+            continue
+        reader = _level_reader(p, index, layout, zarr)
+        if reader is not None:
+            source.levels.append((factor, reader))
+    return source
+
+
+def _level_layout(tif: Any, level: Any) -> dict[str, Any]:
+    """What reading one level of a TIFF series by region needs to know."""
+    page = level.keyframe
+    offsets, counts = list(page.dataoffsets), list(page.databytecounts)
+    contiguous = (
+        page.compression == 1
+        and page.planarconfig == 1
+        and not page.is_tiled
+        and all(o + c == n for o, c, n in zip(offsets, counts, offsets[1:], strict=False))
+    )
+    return {
+        "shape": tuple(int(v) for v in level.shape),
+        "axes": level.axes,
+        "dtype": np.dtype(page.dtype).newbyteorder(tif.byteorder),
+        "offset": offsets[0] if contiguous and offsets else None,
+    }
+
+
+def _level_reader(p: Path, index: int, layout: dict[str, Any], zarr: Any) -> RegionReader | None:
+    """Level ``index`` of the TIFF read by region: positioned reads when it is stored as one
+    uncompressed block, else through tifffile's zarr store; None without zarr."""
+    if layout["offset"] is not None:
+        return FileRegions(p, layout["offset"], layout["shape"], layout["dtype"])
+    if zarr is None:
+        return None
+    import tifffile
+
+    try:
+        store = tifffile.imread(p, aszarr=True, series=0, level=index)
+        return ArrayRegions(zarr.open(store, mode="r"), str(p))
     except InputError:
         raise
-    except Exception as e:  # noqa: BLE001 - a damaged strip or tile, an unknown codec
+    except Exception as e:  # noqa: BLE001 - an unknown codec, a damaged index
         raise InputError(f"cannot read TIFF {p}: {type(e).__name__}: {e}") from None
 
 
@@ -228,14 +276,36 @@ def _open_npy(p: Path) -> RegionReader:
     return FileRegions(p, offset, shape, dtype)
 
 
+def overview_factor(source: Any, side: int, least: int) -> int:
+    """The factor ``read_overview`` shrinks ``source`` by so that its long side is at most
+    ``side``: the smallest that does, or, for a pyramid, a multiple of one of its levels'
+    factors when that is less than twice as large and leaves the long side at least ``least``
+    px (so the overview is read from that level: a g-times smaller level holds 1/g² of the
+    pixels)."""
+    long = max(int(v) for v in source.shape[:2])
+    smallest = max(1, math.ceil(long / side))
+    best = smallest
+    for g, _ in sorted(getattr(source, "levels", [])):
+        f = g * math.ceil(smallest / g)
+        if f < 2 * smallest and math.ceil(long / f) >= least:
+            best = f
+    return best
+
+
 def read_overview(source: Any, factor: int) -> np.ndarray:
-    """``source`` (H×W×3 uint8, or a region source) shrunk ``factor`` times: each pixel the
-    mean of a factor×factor block (cut at the image's edge), ceil(H/f)×ceil(W/f)×3 uint8,
-    read a strip of rows at a time."""
+    """``source`` (H×W×3 uint8, or a region source) shrunk ``factor`` times:
+    ceil(H/f)×ceil(W/f)×3 uint8, read a strip of rows at a time. Each pixel is the mean of a
+    factor×factor block (cut at the image's edge), or, when the source is a pyramid with a
+    level whose factor divides ``factor``, the block mean over the largest such level (the
+    level's own pixels when the factors are equal)."""
     h, w = (int(v) for v in source.shape[:2])
     f = int(factor)
     if f < 1:
         raise InputError(f"the overview factor must be at least 1, got {factor}")
+    usable = [(g, level) for g, level in getattr(source, "levels", []) if f % g == 0]
+    if usable:
+        g, level = max(usable, key=lambda item: item[0])
+        return read_overview(level, f // g)
     oh, ow = math.ceil(h / f), math.ceil(w / f)
     out = np.empty((oh, ow, 3), np.uint8)
     rows_at_once = max(1, STRIP_BYTES // max(1, w * 3 * f))  # overview rows per read

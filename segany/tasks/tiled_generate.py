@@ -9,7 +9,8 @@ a full-size mask 400 MB):
 - the image is read a tile at a time (a region source: ``segany.tasks.region_files``, a
   ``numpy.memmap``, a zarr array); only an image at most ``overview_side`` px on a side is
   read whole for the whole-image pass, a larger one is shrunk by block means a strip at a time
-  (``read_overview``) and its masks blown back up by nearest neighbour;
+  (``read_overview``; from a pyramidal TIFF's lower level when one fits, ``overview_factor``)
+  and its masks blown back up by nearest neighbour;
 - masks stay COCO RLE in their tile's frame until the end, and are pasted into the image's
   frame as RLE (``segany.masks.place_rle``): no image-sized array is made in ``coco_rle``
   output mode (``binary_mask`` output is image-sized by definition);
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 from collections.abc import Callable
@@ -43,7 +43,7 @@ from segany.automatic.select import CropMasks, MaskCandidates, MaskRecord
 from segany.errors import InputError
 from segany.images import ImageLike, to_rgb_uint8
 from segany.limits import check_size_pair
-from segany.tasks.region_files import open_regions, read_overview
+from segany.tasks.region_files import open_regions, overview_factor, read_overview
 from segany.tasks.tiles import _by_region, tile_frames
 
 __all__ = ["OVERVIEW_SIDE", "clear_progress", "generate_tiled"]
@@ -88,14 +88,19 @@ def generate_tiled(
     frames = [list(f) for f in tile_frames(size, side, side // 4 if overlap is None else overlap)]
     if whole_image and frames != [[0, 0, w, h]]:
         frames = [[0, 0, w, h], *frames]
+    # the whole-image pass's shrink factor (1: the image itself)
+    factor = 1
+    if max(h, w) > overview_side:
+        factor = overview_factor(source, overview_side, int(generator.model.image_size))
     store = None
     if progress is not None:
-        store = _Progress(Path(progress), _settings(generator, source, size, frames, overview_side))
+        settings = _settings(generator, source, size, frames, overview_side)
+        store = _Progress(Path(progress), {**settings, "overview_factor": factor})
     crops = []
     for i, frame in enumerate(frames):
         crop = store.load(i) if store is not None else None
         if crop is None:
-            crop = _decode(generator, source, frame, size, overview_side)
+            crop = _decode(generator, source, frame, size, factor)
             if store is not None:
                 store.save(i, crop)
             if on_frame is not None:
@@ -156,13 +161,13 @@ def _read(source: Any, frame: list[int]) -> np.ndarray:
 
 
 def _decode(
-    generator: Any, source: Any, frame: list[int], size: tuple[int, int], overview_side: int
+    generator: Any, source: Any, frame: list[int], size: tuple[int, int], factor: int
 ) -> CropMasks:
-    """One frame's candidates, in the frame's own coordinates (the image's for the whole)."""
+    """One frame's candidates, in the frame's own coordinates (the image's for the whole, seen
+    shrunk ``factor`` times)."""
     h, w = size
-    if frame != [0, 0, w, h] or max(h, w) <= overview_side:
+    if frame != [0, 0, w, h] or factor == 1:
         return generator.candidates_of_crop(_read(source, frame), frame, size)
-    factor = math.ceil(max(h, w) / overview_side)
     small = read_overview(source, factor)
     sh, sw = small.shape[:2]
     crop = generator.candidates_of_crop(small, [0, 0, sw, sh], (sh, sw))
