@@ -134,3 +134,41 @@ def test_a_pyramid_gives_the_records_of_its_level_0(tmp_path):
     assert sum(rows) <= 5  # level 0: only the rows the progress folder samples
     assert len(got) == len(want) > 0
     assert [r.to_dict() for r in got] == [r.to_dict() for r in want]
+
+
+def test_a_multi_page_tiff_is_read_from_its_first_page(tmp_path, image):
+    other = _image(H, W, seed=9)
+    tifffile.imwrite(tmp_path / "pages.tif", np.stack([image, other]), photometric="rgb")
+    source = open_regions(tmp_path / "pages.tif")
+    assert source.shape == (H, W, 3) and source.levels == []
+    np.testing.assert_array_equal(source[0:H, 0:W], image)
+
+
+def test_levels_rounded_down_serve_and_odd_levels_are_left(tmp_path):
+    big = _image(601, 803, seed=4)  # sides that 2 and 4 do not divide
+    with tifffile.TiffWriter(tmp_path / "down.tif") as tif:
+        tif.write(big, subifds=3, photometric="rgb")
+        tif.write(read_overview(big, 2)[:300, :401], subfiletype=1, photometric="rgb")  # floor
+        tif.write(read_overview(big, 4)[:, :, 0], subfiletype=1)  # grey: another layout
+        tif.write(np.zeros((200, 267, 3), np.uint16), subfiletype=1, photometric="rgb")  # 16 bit
+    source = open_regions(tmp_path / "down.tif")
+    assert [f for f, _ in source.levels] == [2]
+    got = read_overview(source, 2)
+    want = read_overview(big, 2)
+    assert got.shape == want.shape == (301, 402, 3)
+    np.testing.assert_array_equal(got[:300, :401], want[:300, :401])
+    np.testing.assert_array_equal(got[300], got[299])  # the missing last row: its edge repeated
+    np.testing.assert_array_equal(got[:, 401], got[:, 400])
+
+
+def test_a_damaged_level_falls_back_to_level_0(tmp_path, image, monkeypatch):
+    from segany.errors import InputError
+
+    source = open_regions(_pyramid(tmp_path / "p.tif", image, [2]))
+    ((_, level),) = source.levels
+
+    def damaged(*_):
+        raise InputError("cannot read region of p.tif (pyramid level 1)")
+
+    monkeypatch.setattr(level, "region", damaged)
+    np.testing.assert_array_equal(read_overview(source, 2), read_overview(image, 2))

@@ -347,7 +347,7 @@ def test_bad_region_sources_are_refused(array, message, tiny_predictor):
 
 
 def test_framed_answers_equal_the_pasted_ones_without_full_size_masks(tiny_predictor):
-    from segany.formats.prompted import framed_mask_entry, mask_entry
+    from segany.formats.prompted import mask_entry
     from segany.masks import encode_rle
 
     array = _image(400, 600, seed=7)
@@ -357,6 +357,7 @@ def test_framed_answers_equal_the_pasted_ones_without_full_size_masks(tiny_predi
     boxes = np.array([[300.0, 150.0, 340.0, 190.0], [20.0, 300.0, 90.0, 380.0]])
     framed = tp.predict_framed(box=boxes, multimask_output=True)
     pasted = tp.predict(box=boxes, multimask_output=True)
+    assert framed[0].threshold == tiny_predictor.model.mask_threshold
     assert len(framed) == 2
     for k, answer in enumerate(framed):
         x0, y0, x1, y1 = answer.frame
@@ -366,13 +367,12 @@ def test_framed_answers_equal_the_pasted_ones_without_full_size_masks(tiny_predi
         for c in range(3):
             full = pasted.masks[k, c]
             assert answer.rle(c) == encode_rle(full)
-            entry = framed_mask_entry(
-                0, k, c, answer.scores[c], answer.masks[c], answer.frame, (400, 600)
-            )
-            assert entry == {**mask_entry(0, k, c, answer.scores[c], full, "x.png"), "file": None}
+            framed = {"frame": answer.frame, "image_hw": (400, 600)}
+            entry = mask_entry(0, k, c, answer.scores[c], answer.masks[c], None, **framed)
+            assert entry == mask_entry(0, k, c, answer.scores[c], full, None)
     # an empty mask keeps the record convention's empty box
     empty = np.zeros((128, 128), bool)
-    entry = framed_mask_entry(0, 0, 0, 0.5, empty, (256, 128, 384, 256), (400, 600))
+    entry = mask_entry(0, 0, 0, 0.5, empty, None, frame=(256, 128, 384, 256), image_hw=(400, 600))
     assert entry["bbox"] == [0, 0, 0, 0] and entry["area"] == 0
     # logits: the same mask above the threshold, -inf outside the frame when pasted
     binary = tp.predict_framed(box=boxes[0], multimask_output=False)[0]
@@ -383,3 +383,19 @@ def test_framed_answers_equal_the_pasted_ones_without_full_size_masks(tiny_predi
     x0, y0, x1, y1 = logits.frame
     outside[y0:y1, x0:x1] = -np.inf
     assert np.isneginf(outside).all()
+
+
+def test_framed_points_and_a_box_equal_the_pasted_answer(tiny_predictor):
+    array = _image(400, 600, seed=8)
+    tp = TiledPredictor(tiny_predictor, tile=128, overlap=32)
+    tp.set_image(array)
+    prompt = {
+        "point_coords": [[330.0, 170.0], [305.0, 160.0]],
+        "point_labels": [1, 0],
+        "box": [300.0, 150.0, 345.0, 195.0],
+    }
+    (framed,) = tp.predict_framed(**prompt)
+    pasted = tp.predict(**prompt)
+    np.testing.assert_array_equal(framed.pasted().masks, pasted.masks)
+    np.testing.assert_array_equal(framed.logits, pasted.logits)
+    assert tp.last_frame == framed.frame

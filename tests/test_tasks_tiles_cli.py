@@ -201,6 +201,14 @@ def test_segment_tile_above_the_pixel_limit_writes_rle_only(files, tiff, monkeyp
     assert _segment_tiff(files, large / "dets", *dets, "--max-pixels", "100000") == 0
     want, got = (json.loads((d / "dets" / "results.json").read_text()) for d in (whole, large))
     assert len(got) == 2 and got == want
+    # --multimask: each box's best candidate, in both
+    assert (
+        _segment_tiff(files, large / "multi", *dets, "--multimask", "--max-pixels", "100000") == 0
+    )
+    monkeypatch.setattr(segany.limits, "MAX_IMAGE_PIXELS", 2**27)
+    assert _segment_tiff(files, whole / "multi", *dets, "--multimask") == 0
+    want, got = (json.loads((d / "multi" / "results.json").read_text()) for d in (whole, large))
+    assert len(got) == 2 and got == want
 
 
 def test_segment_tile_above_the_pixel_limit_refuses_what_needs_the_image(

@@ -15,9 +15,9 @@ Prompts (the same for every image):
 (``segany.tasks.TiledPredictor``) instead of the whole image shrunk to the model's size: for
 images much larger than the model's input, where small objects are lost. ``--max-pixels N``
 (with ``--tile``) accepts images above the default pixel limit (2**27 px); such an image is read
-by region (uncompressed TIFF/BigTIFF and .npy; compressed TIFFs with zarr) and only
-``STEM.json`` (masks as COCO RLE) and ``results.json`` are written for it: mask PNGs and the
-overlay would be full-size arrays.
+by region (TIFF/BigTIFF and .npy; compressed TIFFs with zarr; other formats decoded whole) and
+only ``STEM.json`` (masks as COCO RLE) and ``results.json`` are written for it: mask PNGs and
+the overlay would be full-size arrays.
 
 Outputs per image in ``--output``: ``STEM_mask{i}.png`` (8-bit, 255 inside), ``STEM.json`` (the
 prompts, and per mask its prompt, candidate index, score, area, XYWH box, COCO RLE and file) and
@@ -372,27 +372,29 @@ def _add_rows(
 
 def _read(path: Path, *, tiled: bool) -> tuple[np.ndarray | None, Any]:
     """(the image whole, None), or with --tile for an image above the default pixel limit
-    (None, the image read by region when its format allows: ``segany.tasks.region_files``)."""
+    (None, the image as a region source: read by region when its format allows, a TIFF or a
+    .npy file; other formats decoded whole, within --max-pixels). An image within the limit
+    is always read whole, by PIL as without --tile."""
     from segany.formats import read_image
     from segany.limits import MAX_IMAGE_PIXELS
     from segany.tasks.region_files import open_regions, reads_by_region
 
-    if not (tiled and reads_by_region(path)):
-        image = read_image(path)
-        large = tiled and image.shape[0] * image.shape[1] > MAX_IMAGE_PIXELS
-        return (None, image) if large else (image, None)
-    source = open_regions(path)
-    height, width = (int(v) for v in source.shape[:2])
-    if height * width > MAX_IMAGE_PIXELS:
-        return None, source
-    return (source if isinstance(source, np.ndarray) else source[0:height, 0:width]), None
+    if tiled and reads_by_region(path):
+        source = open_regions(path)  # (a header read for a TIFF or .npy)
+        height, width = (int(v) for v in source.shape[:2])
+        if height * width > MAX_IMAGE_PIXELS:
+            return None, source
+    image = read_image(path)
+    large = tiled and image.shape[0] * image.shape[1] > MAX_IMAGE_PIXELS
+    return (None, image) if large else (image, None)
 
 
 def _framed_answers(
     predictor: PredictorLike, source: Any, path: Path, prompts: dict[str, Any]
 ) -> list[Any]:
     """The tiled predictor's answers on an image above the default pixel limit, each in its
-    frame (``TiledPredictor.predict_framed``); full-size masks are never made."""
+    frame (``TiledPredictor.predict_framed``): no full-size mask is made, though a prompt larger
+    than a tile is answered on a crop around it read at full resolution (its masks that size)."""
     from segany.limits import MAX_IMAGE_PIXELS
     from segany.tasks.tiles import TiledPredictor
 

@@ -1,6 +1,6 @@
 """``--tile [SIDE]`` and ``--tile-overlap PX``: answer large images tile by tile
-(``segany.tasks.tiles``), shared by ``segment`` and ``auto``; ``--max-pixels N`` (``auto``):
-the pixel limit raised for tiled work (``segany.limits.pixel_limit``)."""
+(``segany.tasks.tiles``), shared by ``segment`` and ``auto``; ``--max-pixels N`` (both, with
+``--tile``): the pixel limit raised for tiled work (``segany.limits.pixel_limit``)."""
 
 from __future__ import annotations
 

@@ -93,37 +93,29 @@ def prompted_document(
 
 
 def mask_entry(
-    index: int, prompt: int, candidate: int, score: float, mask: np.ndarray, file: str
-) -> dict[str, Any]:
-    """One element of the document's ``masks``."""
-    return {
-        "id": index,
-        "prompt": prompt,
-        "candidate": candidate,
-        "score": float(score),
-        "area": int(mask.sum()),
-        "bbox": mask_xywh(mask),
-        "file": file,
-        "segmentation": encode_rle(mask),
-    }
-
-
-def framed_mask_entry(
     index: int,
     prompt: int,
     candidate: int,
     score: float,
     mask: np.ndarray,
-    frame: tuple[int, int, int, int],
-    image_hw: tuple[int, int],
+    file: str | None,
+    *,
+    frame: tuple[int, int, int, int] | None = None,
+    image_hw: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """``mask_entry`` of an image too large for full-size masks: ``mask`` h×w bool covers
-    ``frame`` (x0, y0, x1, y1) of the image and is empty elsewhere; the entry equals that of the
-    pasted mask, with no PNG ``file`` (None)."""
-    x0, y0 = int(frame[0]), int(frame[1])
+    """One element of the document's ``masks``. ``mask`` H×W bool, or, with ``frame`` (x0,
+    y0, x1, y1) and ``image_hw`` (an image too large for full-size masks), h×w bool covering
+    that frame of the image and empty elsewhere: the entry is that of the pasted mask."""
     box = mask_xywh(mask)
-    if mask.any():  # an empty mask's box stays [0, 0, 0, 0]
-        box = [box[0] + x0, box[1] + y0, box[2], box[3]]
+    if frame is None:
+        rle = encode_rle(mask)
+    else:
+        if image_hw is None:
+            raise ValueError("a framed mask needs the image's size (image_hw)")
+        x0, y0 = int(frame[0]), int(frame[1])
+        if mask.any():  # an empty mask's box stays [0, 0, 0, 0]
+            box = [box[0] + x0, box[1] + y0, box[2], box[3]]
+        rle = place_rle(mask, image_hw, (x0, y0))
     return {
         "id": index,
         "prompt": prompt,
@@ -131,8 +123,8 @@ def framed_mask_entry(
         "score": float(score),
         "area": int(mask.sum()),
         "bbox": box,
-        "file": None,
-        "segmentation": place_rle(mask, image_hw, (x0, y0)),
+        "file": file,
+        "segmentation": rle,
     }
 
 
@@ -154,7 +146,10 @@ def write_prompted_framed(
     entries: list[dict[str, Any]] = document["masks"]
     for p, (frame, masks, scores) in enumerate(answers):
         for c in range(masks.shape[0]):
-            entries.append(framed_mask_entry(len(entries), p, c, scores[c], masks[c], frame, size))
+            entry = mask_entry(
+                len(entries), p, c, scores[c], masks[c], None, frame=frame, image_hw=size
+            )
+            entries.append(entry)
     write_json_atomic(place(out / document["json"]), document, indent=1)
 
 

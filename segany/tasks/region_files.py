@@ -29,7 +29,7 @@ import math
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -52,7 +52,7 @@ class RegionReader(ABC):
     dtype = np.dtype(np.uint8)
     name: str
     #: (factor, reader) per lower pyramid level: the image shrunk ``factor`` times, each side
-    #: ceil(side / factor) (a pyramidal TIFF's; ``read_overview`` reads them)
+    #: rounded up or down (a pyramidal TIFF's; ``read_overview`` reads them)
     levels: list[tuple[int, RegionReader]]
 
     @abstractmethod
@@ -147,28 +147,45 @@ class ArrayRegions(RegionReader):
             ) from None
 
 
-def reads_by_region(path: str | os.PathLike[str]) -> bool:
-    """Whether ``open_regions`` may read ``path`` by region (a TIFF/BigTIFF or a ``.npy`` file,
-    by its first bytes) rather than decode it whole; False for a file that cannot be opened."""
+def _kind(path: str | os.PathLike[str]) -> str | None:
+    """ "tiff" (TIFF or BigTIFF) or "npy" by the file's first bytes; None for any other file and
+    for one that cannot be opened."""
     try:
         with open(path, "rb") as f:
             head = f.read(8)
     except OSError:
-        return False
-    return head[:4] in TIFF_MAGIC or head[:6] == NPY_MAGIC
+        return None
+    if head[:4] in TIFF_MAGIC:
+        return "tiff"
+    return "npy" if head[:6] == NPY_MAGIC else None
+
+
+def reads_by_region(path: str | os.PathLike[str]) -> bool:
+    """Whether ``open_regions`` may read ``path`` by region (a TIFF/BigTIFF or a ``.npy`` file)
+    rather than decode it whole."""
+    return _kind(path) is not None
 
 
 def open_regions(path: str | os.PathLike[str]) -> RegionReader | np.ndarray:
     """An image file as a region source (see the module's notes), or H×W×3 uint8 RGB when the
     format is read whole. The size is checked against the pixel limit in force first."""
     p = check_image_path(path)
-    with open(p, "rb") as f:
-        head = f.read(8)
-    if head[:4] in TIFF_MAGIC:
+    kind = _kind(p)
+    if kind == "tiff":
         return _open_tiff(p)
-    if head[:6] == NPY_MAGIC:
+    if kind == "npy":
         return _open_npy(p)
     return read_image(p)
+
+
+class _Level(NamedTuple):
+    """Where one level of a TIFF is, for reading it by region."""
+
+    shape: tuple[int, ...]
+    axes: str
+    dtype: np.dtype
+    offset: int | None  # the first byte of its pixels when stored as one uncompressed block
+    zarr_key: dict[str, int]  # tifffile's selection of it (``imread(..., aszarr=True, **key)``)
 
 
 def _open_tiff(p: Path) -> RegionReader | np.ndarray:
@@ -184,16 +201,23 @@ def _open_tiff(p: Path) -> RegionReader | np.ndarray:
     try:
         with tifffile.TiffFile(p) as tif:
             series = tif.series[0]
-            levels = [_level_layout(tif, level) for level in series.levels]
+            if series.axes in ("YX", "YXS"):  # one image, with its pyramid's levels if any
+                levels = [
+                    _level_layout(tif, level.keyframe, level, {"series": 0, "level": k})
+                    for k, level in enumerate(series.levels)
+                ]
+            else:  # pages stacked in one series (a multi-page TIFF): its first page
+                page = tif.pages.first
+                levels = [_level_layout(tif, page, page, {"key": 0})]
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001 - tifffile raises many kinds on a damaged file
         raise InputError(f"cannot read TIFF {p}: {type(e).__name__}: {e}") from None
-    shape, axes = levels[0]["shape"], levels[0]["axes"]
+    shape, axes = levels[0].shape, levels[0].axes
     if axes not in ("YX", "YXS"):
         raise InputError(f"{p}: a TIFF with axes {axes} (shape {shape}); expected YX or YXS")
     check_image_size(shape[0], shape[1], what=f"image {p}")
-    source = _level_reader(p, 0, levels[0], zarr)
+    source = _level_reader(p, levels[0], zarr, str(p))
     if source is None:  # compressed or tiled, and no zarr: the whole image, within the limit
         from segany.limits import MAX_IMAGE_PIXELS
 
@@ -203,28 +227,37 @@ def _open_tiff(p: Path) -> RegionReader | np.ndarray:
                 "region needs zarr (pip install 'segany[tiff]'), or save it uncompressed"
             )
         try:
-            return to_rgb_uint8(tifffile.imread(p))
+            return to_rgb_uint8(tifffile.imread(p, key=0))
         except Exception as e:  # noqa: BLE001 - a damaged strip or tile, an unknown codec
             raise InputError(f"cannot read TIFF {p}: {type(e).__name__}: {e}") from None
-    # A pyramid's lower levels that are the image shrunk by a whole factor (each side
-    # ceil(side / factor)) serve read_overview; others (and ones zarr cannot read) are left.
-    h, w = shape[0], shape[1]
-    for index, layout in enumerate(levels[1:], start=1):
-        lh, lw = layout["shape"][0], layout["shape"][1]
-        factor = max(1, round(w / max(1, lw)))
-        if factor < 2 or layout["axes"] != axes:
-            continue
-        if (lh, lw) != (math.ceil(h / factor), math.ceil(w / factor)):
-            continue
-        reader = _level_reader(p, index, layout, zarr)
-        if reader is not None:
-            source.levels.append((factor, reader))
+    source.levels = _lower_levels(p, levels, zarr)
     return source
 
 
-def _level_layout(tif: Any, level: Any) -> dict[str, Any]:
-    """What reading one level of a TIFF series by region needs to know."""
-    page = level.keyframe
+def _lower_levels(p: Path, levels: list[_Level], zarr: Any) -> list[tuple[int, RegionReader]]:
+    """A pyramid's lower levels that are level 0 shrunk by a whole factor, each side rounded up
+    or down (``read_overview`` reads them), as (factor, reader); a level of another size,
+    layout or pixel type, or one that cannot be opened, is left out: it only speeds up the
+    overview."""
+    h, w = levels[0].shape[:2]
+    found = []
+    for index, level in enumerate(levels[1:], start=1):
+        lh, lw = level.shape[:2]
+        factor = max(1, round(w / max(1, lw)))
+        same = level.axes == levels[0].axes and level.shape[2:] == levels[0].shape[2:]
+        if factor < 2 or not same or level.dtype != levels[0].dtype:
+            continue
+        if lh not in (h // factor, -(-h // factor)) or lw not in (w // factor, -(-w // factor)):
+            continue
+        with contextlib.suppress(InputError):
+            reader = _level_reader(p, level, zarr, f"{p} (pyramid level {index})")
+            if reader is not None:
+                found.append((factor, reader))
+    return found
+
+
+def _level_layout(tif: Any, page: Any, level: Any, zarr_key: dict[str, int]) -> _Level:
+    """``level`` (a series level or a page) of ``tif``, whose first page is ``page``."""
     offsets, counts = list(page.dataoffsets), list(page.databytecounts)
     contiguous = (
         page.compression == 1
@@ -232,30 +265,37 @@ def _level_layout(tif: Any, level: Any) -> dict[str, Any]:
         and not page.is_tiled
         and all(o + c == n for o, c, n in zip(offsets, counts, offsets[1:], strict=False))
     )
-    return {
-        "shape": tuple(int(v) for v in level.shape),
-        "axes": level.axes,
-        "dtype": np.dtype(page.dtype).newbyteorder(tif.byteorder),
-        "offset": offsets[0] if contiguous and offsets else None,
-    }
+    return _Level(
+        tuple(int(v) for v in level.shape),
+        level.axes,
+        np.dtype(page.dtype).newbyteorder(tif.byteorder),
+        offsets[0] if contiguous and offsets else None,
+        zarr_key,
+    )
 
 
-def _level_reader(p: Path, index: int, layout: dict[str, Any], zarr: Any) -> RegionReader | None:
-    """Level ``index`` of the TIFF read by region: positioned reads when it is stored as one
+def _level_reader(p: Path, level: _Level, zarr: Any, name: str) -> RegionReader | None:
+    """``level`` of the TIFF read by region: positioned reads when it is stored as one
     uncompressed block, else through tifffile's zarr store; None without zarr."""
-    if layout["offset"] is not None:
-        return FileRegions(p, layout["offset"], layout["shape"], layout["dtype"])
+    if level.offset is not None:
+        reader: RegionReader = FileRegions(p, level.offset, level.shape, level.dtype)
+        reader.name = name
+        return reader
     if zarr is None:
         return None
     import tifffile
 
     try:
-        store = tifffile.imread(p, aszarr=True, series=0, level=index)
-        return ArrayRegions(zarr.open(store, mode="r"), str(p))
+        imread: Any = tifffile.imread  # (its overloads do not take a ** selection)
+        store = imread(p, aszarr=True, **level.zarr_key)
+        return ArrayRegions(zarr.open(store, mode="r"), name)
     except InputError:
         raise
-    except Exception as e:  # noqa: BLE001 - an unknown codec, a damaged index
-        raise InputError(f"cannot read TIFF {p}: {type(e).__name__}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - an unknown codec, a damaged index, a zarr too old
+        hint = ""
+        if "zarr" in str(e):  # tifffile refuses a zarr it does not support
+            hint = " (pip install -U 'segany[tiff]' for a zarr that tifffile reads)"
+        raise InputError(f"cannot read TIFF {name}: {type(e).__name__}: {e}{hint}") from None
 
 
 def _open_npy(p: Path) -> RegionReader:
@@ -297,16 +337,21 @@ def read_overview(source: Any, factor: int) -> np.ndarray:
     ceil(H/f)×ceil(W/f)×3 uint8, read a strip of rows at a time. Each pixel is the mean of a
     factor×factor block (cut at the image's edge), or, when the source is a pyramid with a
     level whose factor divides ``factor``, the block mean over the largest such level (the
-    level's own pixels when the factors are equal)."""
+    level's own pixels when the factors are equal; a level whose sides were rounded down gets
+    its last row or column repeated; a level that cannot be read falls back to level 0)."""
     h, w = (int(v) for v in source.shape[:2])
     f = int(factor)
     if f < 1:
         raise InputError(f"the overview factor must be at least 1, got {factor}")
+    oh, ow = math.ceil(h / f), math.ceil(w / f)
     usable = [(g, level) for g, level in getattr(source, "levels", []) if f % g == 0]
     if usable:
         g, level = max(usable, key=lambda item: item[0])
-        return read_overview(level, f // g)
-    oh, ow = math.ceil(h / f), math.ceil(w / f)
+        with contextlib.suppress(InputError):  # a damaged level: level 0's block means
+            small = read_overview(level, f // g)
+            # a level rounded down lacks the image's last partial block: repeat its edge
+            pad = ((0, oh - small.shape[0]), (0, ow - small.shape[1]), (0, 0))
+            return np.pad(small, pad, mode="edge") if pad[0][1] or pad[1][1] else small
     out = np.empty((oh, ow, 3), np.uint8)
     rows_at_once = max(1, STRIP_BYTES // max(1, w * 3 * f))  # overview rows per read
     for r0 in range(0, oh, rows_at_once):

@@ -89,13 +89,17 @@ def generate_tiled(
     if whole_image and frames != [[0, 0, w, h]]:
         frames = [[0, 0, w, h], *frames]
     # the whole-image pass's shrink factor (1: the image itself)
-    factor = 1
+    factor, plain = 1, 1
     if max(h, w) > overview_side:
         factor = overview_factor(source, overview_side, int(generator.model.image_size))
+        plain = -(-max(h, w) // overview_side)
     store = None
     if progress is not None:
         settings = _settings(generator, source, size, frames, overview_side)
-        store = _Progress(Path(progress), {**settings, "overview_factor": factor})
+        # recorded only when a pyramid level moved it, so that older progress folders stay valid
+        if factor != plain:
+            settings["overview_factor"] = factor
+        store = _Progress(Path(progress), settings)
     crops = []
     for i, frame in enumerate(frames):
         crop = store.load(i) if store is not None else None

@@ -53,25 +53,26 @@ EDGE_CELLS = 4.0
 MAX_GROWTH = 3  # at most this many re-answers on larger frames for one prompt
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FramedPrediction:
     """One prompt's answer kept in the frame it came from, for images whose full-size masks
     would not fit in memory (``TiledPredictor.predict_framed``): masks C×h×w bool (logits with
     ``return_logits``) of ``frame`` (x0, y0, x1, y1 in the image), scores C, low-res logits
-    C×s×s of the frame; ``image_size`` (H, W) of the whole image. Outside the frame every mask
-    is empty."""
+    C×s×s of the frame; ``image_size`` (H, W) of the whole image; ``threshold``: the model's
+    mask threshold (logits above it are inside). Outside the frame every mask is empty."""
 
     frame: Frame
     image_size: tuple[int, int]
     masks: np.ndarray
     scores: np.ndarray
     logits: np.ndarray
+    threshold: float = 0.0
 
     def rle(self, index: int) -> RLE:
         """Mask ``index`` as COCO RLE at the whole image's size, without a full-size array
         (equal to ``encode_rle`` of the pasted mask)."""
-        mask = self.masks[index]  # (logits: above 0, the models' mask threshold)
-        binary = mask if mask.dtype == np.bool_ else mask > 0
+        mask = self.masks[index]
+        binary = mask if mask.dtype == np.bool_ else mask > self.threshold
         return place_rle(binary, self.image_size, self.frame[:2])
 
     def pasted(self) -> Prediction:
@@ -443,7 +444,8 @@ class TiledPredictor(PredictorLike):
             frame = grown
         self.last_frame = frame
         self._last_logits = out.logits
-        return FramedPrediction(frame, size, out.masks, out.scores, out.logits)
+        threshold = float(self.model.mask_threshold)
+        return FramedPrediction(frame, size, out.masks, out.scores, out.logits, threshold)
 
     def _on_frame(
         self,
