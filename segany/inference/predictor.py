@@ -93,7 +93,8 @@ class Predictor(PredictorLike):
     ``precision``: "fp32" (default; matches the official model to ~1e-6), "bf16" (a bf16 copy
     of the encoder) or "fp16" (encoder under autocast): several times faster on CPUs with the
     matrix units and on GPUs, warning once where only emulated; "int8" (encoder Linear layers
-    dynamically quantised; CPU), or "auto" (the fastest of these this machine runs natively).
+    dynamically quantised; CPU), or "auto" (bf16 where it runs natively, else int8 where it is
+    faster than fp32, else fp32; see ``segany.inference.precision``).
     ``self.precision`` is the resolved mode. Measured deviations from fp32 are in the README;
     see ``segany.inference.precision``. The decoder always runs in fp32. ``compile``: run the
     encoder through ``torch.compile`` (off by default: on the CPUs measured it was no faster
