@@ -202,9 +202,7 @@ def detections(args: argparse.Namespace, image: Path) -> None:
     result = run(argv, None)
     print("run:", json.dumps(result), flush=True)
     got = json.loads((out / "results.json").read_text())
-    ious = []
-    for want, row in zip(boxes, got, strict=True):
-        ious.append(_box_iou(want, mask_box(row["segmentation"])))
+    ious = _box_ious(boxes, [mask_box(row["segmentation"]) for row in got])
     print(
         f"{len(got)} masks in {out / 'results.json'}; mean box IoU with the objects "
         f"{np.mean(ious):.3f} (>= 0.8: {sum(v >= 0.8 for v in ious)}); cpu: {os.cpu_count()} "
@@ -220,13 +218,17 @@ def mask_box(rle: dict) -> list[float]:
     return [float(v) for v in mask_utils.toBbox(coded)]
 
 
-def _box_iou(a: list[float], b: list[float]) -> float:
-    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
-    iw = max(0.0, min(ax1, bx1) - max(a[0], b[0]))
-    ih = max(0.0, min(ay1, by1) - max(a[1], b[1]))
-    inter = iw * ih
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
+def _box_ious(want: list[list[float]], got: list[list[float]]) -> np.ndarray:
+    """IoU of each XYWH box in ``want`` with the one at the same place in ``got``."""
+    import torch
+
+    from segany.masks import box_iou
+
+    def xyxy(boxes: list[list[float]]) -> torch.Tensor:
+        t = torch.tensor(boxes, dtype=torch.float64).reshape(-1, 4)
+        return torch.cat([t[:, :2], t[:, :2] + t[:, 2:]], 1)
+
+    return box_iou(xyxy(want), xyxy(got)).diagonal().numpy()
 
 
 if __name__ == "__main__":

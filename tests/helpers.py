@@ -115,14 +115,15 @@ def max_rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp(min=1e-12))
 
 
-def disc_image(h: int, w: int, seed: int):
-    """An H×W×3 uint8 dark noisy image with five bright discs (10-40 px in radius), seeded."""
+def disc_image(h: int, w: int, seed: int, discs: int = 5, radius: tuple[int, int] = (10, 40)):
+    """An H×W×3 uint8 dark noisy image with ``discs`` bright discs (radius in ``radius`` px,
+    upper bound excluded), seeded."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
     yy, xx = np.ogrid[:h, :w]
-    for _ in range(5):
-        cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(10, 40)
+    for _ in range(discs):
+        cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(*radius)
         image[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = rng.integers(120, 255, 3)
     return image

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import disc_image
 
 from segany import Predictor, load_model
 from segany.automatic import MaskGenerator
@@ -31,13 +32,7 @@ def _one_thread():
 
 
 def _image(h, w, seed=0):
-    rng = np.random.default_rng(seed)
-    image = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
-    yy, xx = np.ogrid[:h, :w]
-    for _ in range(8):
-        cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(20, 90)
-        image[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = rng.integers(120, 255, 3)
-    return image
+    return disc_image(h, w, seed, discs=8, radius=(20, 90))
 
 
 def _pyramid(path, image, factors, **options):

@@ -27,6 +27,7 @@ prompts, and per mask its prompt, candidate index, score, area, XYWH box, COCO R
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -312,8 +313,7 @@ def _segment_one(
             overlay=overlay,
         )
 
-    # All files of the image are staged, then moved in place together (see output_set).
-    unit = output_set.OutputSet(out, stem)
+    write: Callable[[Callable[[Path], Path]], None]
     if image is None:  # above the default pixel limit: each answer kept in its tile's frame
         answers = _framed_answers(predictor, source, path, prompts)
         if detections is not None and rows is not None:
@@ -321,37 +321,40 @@ def _segment_one(
             rles = [a.rle(b) for a, b in zip(answers, best, strict=True)]
             _add_rows(rows, detections, stem, rles, np.array([a.scores[0] for a in answers]))
         result = document(len(answers), overlay=False)
-        unit.begin()
-        try:
-            framed = [(a.frame, a.masks, a.scores) for a in answers]
-            prompted.write_prompted_framed(out, result, framed, where=unit.staged)
-            # an earlier run's PNGs and overlay are not this run's
-            stale = prompted.stale_masks(out, stem, 0)
-            overlay = out / prompted.overlay_name(stem)
-            unit.commit(
-                last=out / result["json"], remove=stale + ([overlay] if overlay.exists() else [])
-            )
-        except BaseException:
-            unit.abandon()
-            raise
-        return result
+        framed = [(a.frame, a.masks, a.scores) for a in answers]
 
-    predictor.set_image(image)
-    prediction = predictor.predict(**prompts)
-    masks, scores = np.asarray(prediction.masks), np.asarray(prediction.scores)
-    if masks.ndim == 3:  # one prompt: C×H×W -> 1×C×H×W
-        masks, scores = masks[None], scores[None]
-    if detections is not None and rows is not None:
-        from segany.masks import encode_rles
+        def write(where: Callable[[Path], Path]) -> None:
+            prompted.write_prompted_framed(out, result, framed, where=where)
 
-        best = scores.argmax(axis=1)  # the one mask of each box (its best with --multimask)
-        rles = encode_rles(masks[np.arange(len(best)), best])
-        _add_rows(rows, detections, stem, rles, scores[:, 0])
-    result = document(masks.shape[0], overlay=not args.no_overlay)
+    else:
+        predictor.set_image(image)
+        prediction = predictor.predict(**prompts)
+        masks, scores = np.asarray(prediction.masks), np.asarray(prediction.scores)
+        if masks.ndim == 3:  # one prompt: C×H×W -> 1×C×H×W
+            masks, scores = masks[None], scores[None]
+        if detections is not None and rows is not None:
+            from segany.masks import encode_rles
+
+            best = scores.argmax(axis=1)  # the one mask of each box (its best with --multimask)
+            rles = encode_rles(masks[np.arange(len(best)), best])
+            _add_rows(rows, detections, stem, rles, scores[:, 0])
+        result = document(masks.shape[0], overlay=not args.no_overlay)
+
+        def write(where: Callable[[Path], Path]) -> None:
+            prompted.write_prompted(out, stem, result, masks, scores, image, where=where)
+
+    # All files of the image are staged, then moved in place together (see output_set).
+    unit = output_set.OutputSet(out, stem)
     unit.begin()
     try:
-        prompted.write_prompted(out, stem, result, masks, scores, image, where=unit.staged)
-        stale = prompted.stale_masks(out, stem, len(result["masks"]))
+        write(unit.staged)
+        # an earlier run's mask PNGs beyond this run's (all of them for a framed image, which
+        # has none), and its overlay when a framed image has none
+        pngs = sum(m["file"] is not None for m in result["masks"])
+        stale = prompted.stale_masks(out, stem, pngs)
+        overlay = out / prompted.overlay_name(stem)
+        if image is None and overlay.exists():
+            stale.append(overlay)
         unit.commit(last=out / result["json"], remove=stale)
     except BaseException:
         unit.abandon()

@@ -89,15 +89,15 @@ def generate_tiled(
     if whole_image and frames != [[0, 0, w, h]]:
         frames = [[0, 0, w, h], *frames]
     # the whole-image pass's shrink factor (1: the image itself)
-    factor, plain = 1, 1
+    factor = 1
     if max(h, w) > overview_side:
         factor = overview_factor(source, overview_side, int(generator.model.image_size))
-        plain = -(-max(h, w) // overview_side)
     store = None
     if progress is not None:
         settings = _settings(generator, source, size, frames, overview_side)
-        # recorded only when a pyramid level moved it, so that older progress folders stay valid
-        if factor != plain:
+        # a pyramid's levels can move the factor: recorded for them only, so that the progress
+        # folders of other images stay valid
+        if getattr(source, "levels", None):
             settings["overview_factor"] = factor
         store = _Progress(Path(progress), settings)
     crops = []
