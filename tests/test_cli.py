@@ -140,6 +140,18 @@ def test_segment_boxes_one_prompt_each(tmp_path, model_path, images):
     ]  # fmt: skip
 
 
+def test_segment_rerun_leaves_only_its_own_files(tmp_path, model_path, images):
+    """A second run into the same folder with one prompt and --no-overlay: the first run's
+    second mask PNG and its overlay, which no longer match STEM.json, are gone."""
+    out, image = tmp_path / "seg", str(images / "b.png")
+    common = ["-o", str(out), "--model", str(model_path), "-q"]
+    assert main(["segment", image, "--box", "5,5,30,30", "--box", "20,10,50,38", *common]) == 0
+    assert (out / "b_overlay.png").exists() and (out / "b_mask1.png").exists()
+    assert main(["segment", image, "--box", "5,5,30,30", "--no-overlay", *common]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["b.json", "b_mask0.png"]
+    assert json.loads((out / "b.json").read_text())["overlay"] is None
+
+
 def test_segment_box_starting_left_of_the_image(tmp_path, model_path, images, capsys):
     # "-10,-5,30,30" starts with a minus: read as --box's value (argparse alone took it for an
     # option and exited 2), and a box partly outside the image is accepted, as officially.

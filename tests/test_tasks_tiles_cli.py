@@ -224,3 +224,24 @@ def test_segment_tile_above_the_pixel_limit_refuses_what_needs_the_image(
     assert _segment_tiff(files, out, *argv) == 3
     assert "--refine needs the image whole" in capsys.readouterr().err
     assert not out.exists() or not list(out.glob("1*"))
+
+
+def test_segment_tile_reads_a_compressed_tiff_within_the_limit_once(files, monkeypatch):
+    """Without zarr a compressed TIFF can only be decoded whole: within the pixel limit
+    ``segment --tile`` learns its size from the header and decodes it once, by PIL, as any
+    image (tifffile never decodes it)."""
+    import sys
+
+    tifffile = pytest.importorskip("tifffile")
+    zipped = files["root"] / "zip.tif"
+    tifffile.imwrite(zipped, files["image"], compression="zlib", tile=(64, 64))
+    monkeypatch.setitem(sys.modules, "zarr", None)  # import zarr fails
+    monkeypatch.setattr(tifffile, "imread", lambda *a, **k: pytest.fail("tifffile decoded it"))
+    out = files["root"] / "zip_out"
+    assert _run(files, "segment", zipped, "--box", "200,60,240,90", "--tile", "128", "-o", out) == 0
+    png = files["root"] / "seg" / "big_mask0.png"
+    if not png.exists():  # (the first test of this module writes it)
+        test_segment_tile_writes_the_tiled_predictors_masks(files)
+    np.testing.assert_array_equal(
+        np.array(Image.open(out / "zip_mask0.png")), np.array(Image.open(png))
+    )

@@ -36,7 +36,7 @@ from segany.errors import InputError
 from segany.limits import MAX_IMAGE_PIXELS, check_image_size, current_pixel_limit, pixel_limit
 from segany.tasks import generate_tiled, tile_frames
 from segany.tasks import region_files as R
-from segany.tasks.region_files import FileRegions, open_regions, read_overview
+from segany.tasks.region_files import FileRegions, open_regions, read_overview, region_shape
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -364,6 +364,11 @@ def test_without_zarr_a_compressed_tiff_is_read_whole_or_refused(tmp_path, monke
     tifffile.imwrite(tmp_path / "zip.tif", rgb, compression="zlib", tile=(32, 32))
     monkeypatch.setitem(sys.modules, "zarr", None)  # import zarr fails
     np.testing.assert_array_equal(open_regions(tmp_path / "zip.tif"), rgb)
+    # Its size comes from the header alone: no pixel decoded (segment --tile asks it first).
+    with monkeypatch.context() as m:
+        m.setattr(tifffile, "imread", lambda *a, **k: pytest.fail("decoded"))
+        m.setattr(tifffile.TiffPage, "asarray", lambda *a, **k: pytest.fail("decoded"))
+        assert region_shape(tmp_path / "zip.tif") == (60, 80)
     monkeypatch.setattr(segany.limits, "MAX_IMAGE_PIXELS", 1000)  # a "large" image now
     with pixel_limit(10**6), pytest.raises(InputError, match=r"needs zarr .*segany\[tiff\]"):
         open_regions(tmp_path / "zip.tif")

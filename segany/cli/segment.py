@@ -349,11 +349,12 @@ def _segment_one(
     try:
         write(unit.staged)
         # an earlier run's mask PNGs beyond this run's (all of them for a framed image, which
-        # has none), and its overlay when a framed image has none
+        # has none), and its overlay when this run writes none (a framed image, --no-overlay):
+        # what is left in OUT is this run's output alone
         pngs = sum(m["file"] is not None for m in result["masks"])
         stale = prompted.stale_masks(out, stem, pngs)
         overlay = out / prompted.overlay_name(stem)
-        if image is None and overlay.exists():
+        if result["overlay"] is None and overlay.exists():
             stale.append(overlay)
         unit.commit(last=out / result["json"], remove=stale)
     except BaseException:
@@ -380,13 +381,12 @@ def _read(path: Path, *, tiled: bool) -> tuple[np.ndarray | None, Any]:
     is always read whole, by PIL as without --tile."""
     from segany.formats import read_image
     from segany.limits import MAX_IMAGE_PIXELS
-    from segany.tasks.region_files import open_regions, reads_by_region
+    from segany.tasks.region_files import open_regions, reads_by_region, region_shape
 
     if tiled and reads_by_region(path):
-        source = open_regions(path)  # (a header read for a TIFF or .npy)
-        height, width = (int(v) for v in source.shape[:2])
+        height, width = region_shape(path)  # its header alone
         if height * width > MAX_IMAGE_PIXELS:
-            return None, source
+            return None, open_regions(path)
     image = read_image(path)
     large = tiled and image.shape[0] * image.shape[1] > MAX_IMAGE_PIXELS
     return (None, image) if large else (image, None)

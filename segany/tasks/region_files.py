@@ -188,16 +188,27 @@ class _Level(NamedTuple):
     zarr_key: dict[str, int]  # tifffile's selection of it (``imread(..., aszarr=True, **key)``)
 
 
-def _open_tiff(p: Path) -> RegionReader | np.ndarray:
+def region_shape(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(H, W) of a file ``reads_by_region`` accepts (a TIFF or ``.npy``), from its header
+    alone: no pixel is decoded, so a caller can choose between a region read and a whole one
+    first (a compressed TIFF without zarr is otherwise decoded whole by ``open_regions``)."""
+    p = check_image_path(path)
+    if _kind(p) == "tiff":
+        shape = _tiff_levels(p)[0].shape
+    else:
+        shape = _open_npy(p).shape
+    return int(shape[0]), int(shape[1])
+
+
+def _tiff_levels(p: Path) -> list[_Level]:
+    """The TIFF's image as levels (level 0 first; a pyramid's lower levels after it), from
+    its header; an InputError for a file tifffile cannot read or axes other than YX/YXS."""
     try:
         import tifffile
     except ImportError:
         raise InputError(
             f"{p} is a TIFF: reading it needs tifffile (pip install 'segany[tiff]')"
         ) from None
-    zarr: Any = None
-    with contextlib.suppress(ImportError):
-        zarr = importlib.import_module("zarr")  # (optional: the tiff extra)
     try:
         with tifffile.TiffFile(p) as tif:
             series = tif.series[0]
@@ -216,6 +227,17 @@ def _open_tiff(p: Path) -> RegionReader | np.ndarray:
     shape, axes = levels[0].shape, levels[0].axes
     if axes not in ("YX", "YXS"):
         raise InputError(f"{p}: a TIFF with axes {axes} (shape {shape}); expected YX or YXS")
+    return levels
+
+
+def _open_tiff(p: Path) -> RegionReader | np.ndarray:
+    levels = _tiff_levels(p)
+    import tifffile
+
+    zarr: Any = None
+    with contextlib.suppress(ImportError):
+        zarr = importlib.import_module("zarr")  # (optional: the tiff extra)
+    shape = levels[0].shape
     check_image_size(shape[0], shape[1], what=f"image {p}")
     source = _level_reader(p, levels[0], zarr, str(p))
     if source is None:  # compressed or tiled, and no zarr: the whole image, within the limit
