@@ -399,3 +399,38 @@ def test_framed_points_and_a_box_equal_the_pasted_answer(tiny_predictor):
     np.testing.assert_array_equal(framed.pasted().masks, pasted.masks)
     np.testing.assert_array_equal(framed.logits, pasted.logits)
     assert tp.last_frame == framed.frame
+
+
+def test_iter_framed_answers_one_prompt_at_a_time(tiny_predictor):
+    """``iter_framed`` checks the prompts at once and answers each only when it is read, so
+    a caller keeping RLEs holds one prompt's masks at a time; its answers are
+    ``predict_framed``'s."""
+    from segany.formats.prompted import framed_entries
+
+    tp = TiledPredictor(tiny_predictor, tile=128, overlap=32)
+    tp.set_image(Regions(_image(400, 600, seed=9)))
+    boxes = np.array([[300.0, 150.0, 340.0, 190.0], [20.0, 300.0, 90.0, 380.0]])
+    with pytest.raises(InputError):  # checked before any answer is read
+        tp.iter_framed(box=[[5.0, 5.0]])
+    decoded = []
+    real = tp.predictor.predict
+    tp.predictor.predict = lambda *a, **k: decoded.append(1) or real(*a, **k)
+    try:
+        answers = tp.iter_framed(box=boxes, multimask_output=True)
+        assert decoded == []  # nothing made yet
+        first = next(answers)
+        assert len(decoded) >= 1
+        made = len(decoded)
+        rest = list(answers)
+        assert len(decoded) > made and len(rest) == 1
+    finally:
+        del tp.predictor.predict
+    want = tp.predict_framed(box=boxes, multimask_output=True)
+    for got, ref in zip([first, *rest], want, strict=True):
+        assert got.frame == ref.frame
+        np.testing.assert_array_equal(got.masks, ref.masks)
+    entries = framed_entries(((a.frame, a.masks, a.scores) for a in want), (400, 600))
+    assert [(e["id"], e["prompt"], e["candidate"]) for e in entries] == [
+        (i, i // 3, i % 3) for i in range(6)
+    ]
+    assert entries[4]["segmentation"] == want[1].rle(1)

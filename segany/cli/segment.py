@@ -27,7 +27,7 @@ prompts, and per mask its prompt, candidate index, score, area, XYWH box, COCO R
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -315,16 +315,25 @@ def _segment_one(
 
     write: Callable[[Callable[[Path], Path]], None]
     if image is None:  # above the default pixel limit: each answer kept in its tile's frame
-        answers = _framed_answers(predictor, source, path, prompts)
-        if detections is not None and rows is not None:
-            best = [int(np.argmax(a.scores)) for a in answers]  # (its best with --multimask)
-            rles = [a.rle(b) for a, b in zip(answers, best, strict=True)]
-            _add_rows(rows, detections, stem, rles, np.array([a.scores[0] for a in answers]))
-        result = document(len(answers), overlay=False)
-        framed = [(a.frame, a.masks, a.scores) for a in answers]
+        # Answers are made one at a time and kept as RLE only: one prompt's masks in memory.
+        picked: list[tuple[int, float]] = []  # per prompt: its best entry, its first score
+        made = 0  # entries of the prompts before
+
+        def framed() -> Iterator[tuple[Any, np.ndarray, np.ndarray]]:
+            nonlocal made
+            for a in _framed_answers(predictor, source, path, prompts):
+                picked.append((made + int(np.argmax(a.scores)), float(a.scores[0])))
+                made += len(a.scores)
+                yield a.frame, a.masks, a.scores
+
+        entries = prompted.framed_entries(framed(), (height, width))
+        if detections is not None and rows is not None:  # (its best with --multimask)
+            rles = [entries[i]["segmentation"] for i, _ in picked]
+            _add_rows(rows, detections, stem, rles, np.array([s for _, s in picked]))
+        result = document(len(picked), overlay=False)
 
         def write(where: Callable[[Path], Path]) -> None:
-            prompted.write_prompted_framed(out, result, framed, where=where)
+            prompted.write_prompted_framed(out, result, entries, where=where)
 
     else:
         predictor.set_image(image)
@@ -394,10 +403,11 @@ def _read(path: Path, *, tiled: bool) -> tuple[np.ndarray | None, Any]:
 
 def _framed_answers(
     predictor: PredictorLike, source: Any, path: Path, prompts: dict[str, Any]
-) -> list[Any]:
+) -> Iterator[Any]:
     """The tiled predictor's answers on an image above the default pixel limit, each in its
-    frame (``TiledPredictor.predict_framed``): no full-size mask is made, though a prompt larger
-    than a tile is answered on a crop around it read at full resolution (its masks that size)."""
+    frame and made when read (``TiledPredictor.iter_framed``): no full-size mask is made,
+    though a prompt larger than a tile is answered on a crop around it read at full resolution
+    (its masks that size)."""
     from segany.limits import MAX_IMAGE_PIXELS
     from segany.tasks.tiles import TiledPredictor
 
@@ -408,7 +418,7 @@ def _framed_answers(
             "answers it (--refine needs the image whole)"
         )
     predictor.set_image(source)
-    return predictor.predict_framed(**prompts)
+    return predictor.iter_framed(**prompts)
 
 
 def _brief(result: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ Per image ``STEM`` in the output folder:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -128,28 +128,39 @@ def mask_entry(
     }
 
 
+def framed_entries(
+    answers: Iterable[tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]],
+    image_hw: tuple[int, int],
+) -> list[dict[str, Any]]:
+    """The document's ``masks`` of an image answered by frames, its masks as COCO RLE of the
+    whole image: ``answers`` per prompt its frame (x0, y0, x1, y1), masks C×h×w bool of that
+    frame and scores C. Each answer is used as it comes and not kept, so an iterator of
+    answers holds one prompt's masks at a time."""
+    entries: list[dict[str, Any]] = []
+    for p, (frame, masks, scores) in enumerate(answers):
+        for c in range(masks.shape[0]):
+            entries.append(
+                mask_entry(
+                    len(entries), p, c, scores[c], masks[c], None, frame=frame, image_hw=image_hw
+                )
+            )
+    return entries
+
+
 def write_prompted_framed(
     out: Path,
     document: dict[str, Any],
-    answers: list[tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]],
+    entries: list[dict[str, Any]],
     *,
     where: Callable[[Path], Path] | None = None,
 ) -> None:
-    """Write an image's JSON alone, its masks as COCO RLE (no PNGs, no overlay: both would be
-    full-size arrays); fills ``document["masks"]``. ``answers``: per prompt its frame (x0, y0,
-    x1, y1), masks C×h×w bool of that frame and scores C. ``document["overlay"]`` must be
-    None."""
+    """Write an image's JSON alone, its masks as COCO RLE (``framed_entries``; no PNGs, no
+    overlay: both would be full-size arrays); fills ``document["masks"]``.
+    ``document["overlay"]`` must be None."""
     if document["overlay"] is not None:
         raise ValueError("an image written by frames has no overlay")
     place = where or (lambda path: path)
-    size = (int(document["image"]["height"]), int(document["image"]["width"]))
-    entries: list[dict[str, Any]] = document["masks"]
-    for p, (frame, masks, scores) in enumerate(answers):
-        for c in range(masks.shape[0]):
-            entry = mask_entry(
-                len(entries), p, c, scores[c], masks[c], None, frame=frame, image_hw=size
-            )
-            entries.append(entry)
+    document["masks"].extend(entries)
     write_json_atomic(place(out / document["json"]), document, indent=1)
 
 

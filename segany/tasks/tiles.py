@@ -27,6 +27,7 @@ image, for images of any size.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -317,6 +318,24 @@ class TiledPredictor(PredictorLike):
         in the frame it came from instead of pasted into full-size masks: for images read by
         region whose H×W masks would not fit in memory (``FramedPrediction.rle`` gives the
         whole image's COCO RLE)."""
+        return list(
+            self.iter_framed(
+                point_coords, point_labels, box, mask_input, multimask_output, return_logits
+            )
+        )
+
+    def iter_framed(
+        self,
+        point_coords: ArrayLike | None = None,
+        point_labels: ArrayLike | None = None,
+        box: ArrayLike | None = None,
+        mask_input: ArrayLike | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> Iterator[FramedPrediction]:
+        """``predict_framed``'s answers one at a time, each made when it is asked for: a
+        caller that keeps only what it needs of each (its RLE, its box) holds one prompt's
+        masks at a time, however many prompts there are. The prompts are checked first."""
         return self._framed(
             point_coords, point_labels, box, mask_input, multimask_output, return_logits
         )[1]
@@ -329,8 +348,9 @@ class TiledPredictor(PredictorLike):
         mask_input: ArrayLike | None,
         multimask_output: bool,
         return_logits: bool,
-    ) -> tuple[bool, list[FramedPrediction]]:
-        """(whether the prompts were batched, one framed answer per prompt)."""
+    ) -> tuple[bool, Iterator[FramedPrediction]]:
+        """(whether the prompts were batched, one framed answer per prompt, made as the
+        iterator is read; the prompts are checked before it is returned)."""
         size = self.image_size
         prompts = check_prompts(
             point_coords,
@@ -345,14 +365,14 @@ class TiledPredictor(PredictorLike):
                     "a TiledPredictor takes mask_input only for one prompt, as low-res logits "
                     "it returned for the last prompt (they are in that prompt's tile's frame)"
                 )
-        answers = []
-        for b in range(prompts.batch_size):
 
-            def pick(a: np.ndarray | None, b: int = b) -> np.ndarray | None:
-                return None if a is None else a[b if len(a) > 1 else 0]
+        def answers() -> Iterator[FramedPrediction]:
+            for b in range(prompts.batch_size):
 
-            answers.append(
-                self._answer(
+                def pick(a: np.ndarray | None, b: int = b) -> np.ndarray | None:
+                    return None if a is None else a[b if len(a) > 1 else 0]
+
+                yield self._answer(
                     pick(prompts.point_coords),
                     pick(prompts.point_labels),
                     pick(prompts.boxes),
@@ -361,8 +381,8 @@ class TiledPredictor(PredictorLike):
                     return_logits,
                     size,
                 )
-            )
-        return prompts.batched, answers
+
+        return prompts.batched, answers()
 
     def predict_on(
         self,
