@@ -434,3 +434,42 @@ def test_iter_framed_answers_one_prompt_at_a_time(tiny_predictor):
         (i, i // 3, i % 3) for i in range(6)
     ]
     assert entries[4]["segmentation"] == want[1].rle(1)
+
+
+def test_a_frame_many_model_sizes_long_is_read_shrunk_with_full_resolution_masks(monkeypatch):
+    """A box over most of an image 9 model sizes across is answered on a crop read shrunk, a
+    strip of rows at a time (never the whole crop at full resolution), and its mask comes at
+    full resolution and agrees with the whole-image Predictor's, which also sees the image
+    shrunk."""
+    import segany.tasks.region_files as R
+    from segany import load_model
+
+    model = load_model()  # the bundled model: it segments discs
+    size = int(model.image_size)
+    h, w = 9 * size - 100, 9 * size
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
+    yy, xx = np.ogrid[:h, :w]
+    cy, cx, r = h // 2 + 37, w // 2 - 51, int(0.45 * h)
+    image[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = (200, 180, 40)
+    monkeypatch.setattr(R, "STRIP_BYTES", 2**22)
+    regions = Regions(image)
+    tp = TiledPredictor(Predictor(model, cache=False))
+    tp.set_image(regions)
+    box = np.array([cx - r - 30, cy - r - 30, cx + r + 30, cy + r + 30], float)
+    (answer,) = tp.predict_framed(box=box, multimask_output=False)
+    x0, y0, x1, y1 = answer.frame
+    assert x1 - x0 > 8 * size and tp.shrink_factor(answer.frame) >= 4
+    assert answer.masks.shape == (1, y1 - y0, x1 - x0)  # full resolution
+    # read in strips of at most STRIP_BYTES, all inside the frame
+    assert regions.reads and all((b - t) * (c - a) * 3 <= 2**22 for a, t, c, b in regions.reads)
+    assert all(x0 <= a and c <= x1 and y0 <= t and b <= y1 for a, t, c, b in regions.reads)
+    got = answer.pasted().masks[0]
+    whole = Predictor(model, cache=False)
+    whole.set_image(image)
+    want = whole.predict(box=box, multimask_output=False).masks[0]
+
+    def iou(a, b):
+        return (a & b).sum() / (a | b).sum()
+
+    assert iou(got, want) >= 0.97, iou(got, want)

@@ -406,8 +406,8 @@ def _framed_answers(
 ) -> Iterator[Any]:
     """The tiled predictor's answers on an image above the default pixel limit, each in its
     frame and made when read (``TiledPredictor.iter_framed``): no full-size mask is made,
-    though a prompt larger than a tile is answered on a crop around it read at full resolution
-    (its masks that size)."""
+    though a prompt larger than a tile is answered on a crop around it (read shrunk when it is
+    many model sizes long; its masks that crop's size)."""
     from segany.limits import MAX_IMAGE_PIXELS
     from segany.tasks.tiles import TiledPredictor
 

@@ -14,7 +14,12 @@ on one tile:
   prompt is answered again on a tile that holds the mask's box too, or, when no tile does, on
   a crop around the mask and the prompt (seen at the model's size, so coarser), so masks
   crossing seams come back whole;
-- a prompt larger than any tile is answered on a crop around it the same way.
+- a prompt larger than any tile is answered on a crop around it the same way. A crop (or a
+  grown frame) more than ``READ_WHOLE_SIDES`` model sizes long is read shrunk by a whole factor
+  (block means, a strip of rows at a time, ``region_files.read_overview``) to 2–3 model sizes,
+  since the model sees it at its own size anyway; its masks still come at the frame's full
+  resolution, from the low-res logits, so a box over most of a 100 000-px scan costs a
+  frame-sized mask, not a frame-sized RGB crop.
 
 Masks come back at the full image's size; the scores and low-res logits are those of the frame
 the answer came from (``last_frame``). ``predict_framed`` keeps each answer in its frame instead
@@ -43,6 +48,7 @@ from segany.inference.protocol import PredictorLike
 from segany.limits import check_size_pair
 from segany.masks import RLE, place_rle
 from segany.prompts import check_prompts
+from segany.tasks.region_files import read_overview
 
 __all__ = ["FramedPrediction", "TiledPredictor", "check_frame", "tile_frames"]
 
@@ -52,6 +58,9 @@ Frame = tuple[int, int, int, int]  # x0, y0, x1, y1: end-exclusive pixels of the
 # beyond it: the upscaled masks fade out a few pixels short of where the frame cuts them.
 EDGE_CELLS = 4.0
 MAX_GROWTH = 3  # at most this many re-answers on larger frames for one prompt
+# A frame up to this many model input sizes on its long side is read at full resolution (the
+# Predictor shrinks it to its input size); a larger one is read shrunk (see ``shrink_factor``).
+READ_WHOLE_SIDES = 8
 
 
 @dataclass(frozen=True, eq=False)
@@ -138,6 +147,24 @@ def _by_region(image: Any) -> bool:
     if isinstance(image, np.ndarray) or not hasattr(image, "shape") or hasattr(image, "detach"):
         return False  # (a torch tensor is read whole, as the Predictor reads it)
     return hasattr(image, "dtype") and hasattr(image, "__getitem__") and not hasattr(image, "mode")
+
+
+class _Window:
+    """A frame of an image source as a source of its own (``read_overview`` reads it): its
+    ``shape`` h×w×3, and 2-D slices of it as RGB uint8."""
+
+    def __init__(self, source: Any, frame: Frame, image_format: str) -> None:
+        self.source, self.frame, self.format = source, frame, image_format
+        x0, y0, x1, y1 = frame
+        self.shape = (y1 - y0, x1 - x0, 3)
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        rows, cols = key
+        x0, y0 = self.frame[:2]
+        r0, r1, _ = rows.indices(self.shape[0])
+        c0, c1, _ = cols.indices(self.shape[1])
+        part = np.asarray(self.source[y0 + r0 : y0 + r1, x0 + c0 : x0 + c1])
+        return to_rgb_uint8(part, self.format)
 
 
 def _margin(frame: Frame, region: np.ndarray, size: tuple[int, int]) -> float:
@@ -240,16 +267,34 @@ class TiledPredictor(PredictorLike):
         x0, y0, x1, y1 = frame
         return to_rgb_uint8(np.asarray(self._source[y0:y1, x0:x1]), self._format)
 
+    def shrink_factor(self, frame: Frame) -> int:
+        """The whole factor ``frame``'s pixels are read shrunk by before the model sees them:
+        1 up to ``READ_WHOLE_SIDES`` model input sizes on its long side, else the factor that
+        leaves it 2–3 input sizes long (block means: the model's own resize still averages
+        two or more of them per input pixel)."""
+        long = max(frame[2] - frame[0], frame[3] - frame[1])
+        size = int(self.model.image_size)
+        return 1 if long <= READ_WHOLE_SIDES * size else long // (2 * size)
+
     def _use(self, frame: Frame) -> None:
         """Make ``frame``'s embedding the predictor's current image (encoding it if needed)."""
         emb = self._embeddings.get(frame)
         if emb is None:
-            self.predictor.set_image(self.read(frame))
-            self.encoded += 1
+            factor = self.shrink_factor(frame)
             p = self.predictor
+            if factor == 1:
+                p.set_image(self.read(frame))
+            else:
+                p.set_image(read_overview(_Window(self._source, frame, self._format), factor))
+            self.encoded += 1
             assert p.original_size is not None and p.input_size is not None
             early = p.get_early_features() if self.model.needs_early else None
-            emb = ImageEmbedding(p.get_image_embedding(), p.original_size, p.input_size, early)
+            # The frame's own size: prompts and masks in its full-resolution pixels (the
+            # shrunk pixels cover the frame, their last block cut at its edge).
+            hw = (frame[3] - frame[1], frame[2] - frame[0])
+            emb = ImageEmbedding(p.get_image_embedding(), hw, p.input_size, early)
+            if factor > 1:
+                p.set_embedding(emb)
             self._embeddings[frame] = emb
             while len(self._embeddings) > self.tiles_kept:
                 self._embeddings.popitem(last=False)
