@@ -459,7 +459,7 @@ def test_a_frame_many_model_sizes_long_is_read_shrunk_with_full_resolution_masks
     box = np.array([cx - r - 30, cy - r - 30, cx + r + 30, cy + r + 30], float)
     (answer,) = tp.predict_framed(box=box, multimask_output=False)
     x0, y0, x1, y1 = answer.frame
-    assert x1 - x0 > 8 * size and tp.shrink_factor(answer.frame) >= 4
+    assert x1 - x0 > 8 * size and tp.shrink_factor(answer.frame) >= 2
     assert answer.masks.shape == (1, y1 - y0, x1 - x0)  # full resolution
     # read in strips of at most STRIP_BYTES, all inside the frame
     assert regions.reads and all((b - t) * (c - a) * 3 <= 2**22 for a, t, c, b in regions.reads)
@@ -473,3 +473,33 @@ def test_a_frame_many_model_sizes_long_is_read_shrunk_with_full_resolution_masks
         return (a & b).sum() / (a | b).sum()
 
     assert iou(got, want) >= 0.97, iou(got, want)
+
+
+def test_reduced_reads_are_block_means_strip_by_strip(monkeypatch):
+    """A shrunk frame is the block means of its pixels (within PIL's rounding), the blocks cut
+    by the frame's edge included, whatever the strip size."""
+    import segany.tasks.region_files as R
+    from segany.tasks.tiles import _read_reduced, _Window
+
+    array = _image(230, 170, seed=11)
+    frame, f = (13, 21, 168, 224), 6  # 155×203 px: partial blocks on both edges
+    crop = array[21:224, 13:168].astype(np.float64)
+    oh, ow = -(-203 // f), -(-155 // f)
+    want = np.array(
+        [
+            [
+                crop[i * f : (i + 1) * f, j * f : (j + 1) * f].reshape(-1, 3).mean(0)
+                for j in range(ow)
+            ]
+            for i in range(oh)
+        ]
+    )
+    for strip in (2**20, 155 * 3 * f * 2, 1):  # one strip; two blocks of rows; one each
+        monkeypatch.setattr(R, "STRIP_BYTES", strip)
+        regions = Regions(array)
+        got = _read_reduced(_Window(regions, frame, "RGB"), f)
+        assert got.shape == (oh, ow, 3) and got.dtype == np.uint8
+        assert np.abs(got - want).max() <= 1.0
+        assert all(a >= 13 and c <= 168 and t >= 21 and b <= 224 for a, t, c, b in regions.reads)
+        if strip == 1:
+            assert len(regions.reads) == oh  # one block of rows a read
