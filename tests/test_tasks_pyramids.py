@@ -167,3 +167,41 @@ def test_a_damaged_level_falls_back_to_level_0(tmp_path, image, monkeypatch):
 
     monkeypatch.setattr(level, "region", damaged)
     np.testing.assert_array_equal(read_overview(source, 2), read_overview(image, 2))
+
+
+def test_a_large_prompt_on_a_pyramid_reads_a_lower_level(tmp_path, monkeypatch):
+    """A box over most of a pyramidal TIFF 9 model sizes across is answered on its frame read
+    from the level shrunk twice (level 0 is never read), with the mask of a level-0 read."""
+    from segany.tasks import TiledPredictor
+
+    model = load_model()  # the bundled model: it segments discs
+    size = int(model.image_size)
+    h, w = 9 * size - 100, 9 * size
+    big = np.random.default_rng(3).integers(0, 60, (h, w, 3), dtype=np.uint8)
+    yy, xx = np.ogrid[:h, :w]
+    cy, cx, r = h // 2 + 37, w // 2 - 51, int(0.45 * h)
+    big[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = (200, 180, 40)
+    path = _pyramid(tmp_path / "p.tif", big, [2])
+    box = np.array([cx - r - 30, cy - r - 30, cx + r + 30, cy + r + 30], float)
+
+    def answer(source):
+        tp = TiledPredictor(Predictor(model, cache=False))
+        tp.set_image(source)
+        (got,) = tp.predict_framed(box=box, multimask_output=False)
+        assert tp.shrink_factor(got.frame) == 2
+        return got
+
+    pyramid = open_regions(path)
+
+    def unread(*_):
+        raise AssertionError("level 0 was read")
+
+    monkeypatch.setattr(pyramid, "region", unread)
+    from_level = answer(pyramid)
+    monkeypatch.undo()
+    flat = open_regions(path)
+    flat.levels = []  # level 0 only
+    from_zero = answer(flat)
+    assert from_level.frame == from_zero.frame
+    a, b = from_level.masks[0], from_zero.masks[0]
+    assert a.shape == (h, w) and (a & b).sum() / (a | b).sum() >= 0.99

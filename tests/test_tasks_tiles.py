@@ -503,3 +503,21 @@ def test_reduced_reads_are_block_means_strip_by_strip(monkeypatch):
         assert all(a >= 13 and c <= 168 and t >= 21 and b <= 224 for a, t, c, b in regions.reads)
         if strip == 1:
             assert len(regions.reads) == oh  # one block of rows a read
+
+
+def test_the_shrink_factor_leaves_four_to_six_model_sizes_on_a_pyramids_level(tiny_predictor):
+    """Frames up to 8 model sizes are read whole; a larger one is shrunk to 4–6 sizes, by a
+    multiple of a pyramid level's factor when one fits (so that level is read)."""
+    tp = TiledPredictor(tiny_predictor)  # 128-px input
+    flat = Regions(np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (11000, 11000, 3)))
+    tp.set_image(flat)
+    assert tp.shrink_factor((0, 0, 1024, 700)) == 1  # 8 sizes: read whole
+    assert tp.shrink_factor((0, 0, 1025, 700)) == 2
+    assert tp.shrink_factor((0, 0, 7000, 7000)) == 13  # 7000/13 = 538 px, 4.2 sizes
+    flat.levels = [(2, None), (4, None), (8, None)]
+    tp.set_image(flat)
+    assert tp.shrink_factor((0, 0, 7000, 7000)) == 12  # level 4, 4.6 sizes (8: 8 is too few)
+    assert tp.shrink_factor((0, 0, 10000, 9000)) == 16  # level 8, 4.9 sizes
+    for long in range(1025, 11000, 97):
+        f = tp.shrink_factor((0, 0, long, 10))
+        assert 4 * 128 <= long / f <= 6 * 128 + 1e-9 or f in (2, 3), (long, f)

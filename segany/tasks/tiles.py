@@ -16,10 +16,10 @@ on one tile:
   crossing seams come back whole;
 - a prompt larger than any tile is answered on a crop around it the same way. A crop (or a
   grown frame) more than ``READ_WHOLE_SIDES`` model sizes long is read shrunk by a whole factor
-  (block means, a strip of rows at a time) to 4–6 model sizes,
-  since the model sees it at its own size anyway; its masks still come at the frame's full
-  resolution, from the low-res logits, so a box over most of a 100 000-px scan costs a
-  frame-sized mask, not a frame-sized RGB crop.
+  (block means, a strip of rows at a time; from a pyramid's lower level when the file has one)
+  to 4–6 model sizes, since the model sees it at its own size anyway; its masks still come at
+  the frame's full resolution, from the low-res logits, so a box over most of a 100 000-px
+  scan costs a frame-sized mask, not a frame-sized RGB crop.
 
 Masks come back at the full image's size; the scores and low-res logits are those of the frame
 the answer came from (``last_frame``). ``predict_framed`` keeps each answer in its frame instead
@@ -31,6 +31,7 @@ image, for images of any size.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -184,6 +185,27 @@ def _read_reduced(window: _Window, factor: int) -> np.ndarray:
     return out
 
 
+def _read_frame_reduced(source: Any, frame: Frame, factor: int, image_format: str) -> np.ndarray:
+    """``frame`` of ``source`` shrunk ``factor`` times (``_read_reduced``): from the pyramid
+    level with the largest factor g that divides ``factor`` when ``source`` has levels
+    (``region_files.RegionReader.levels``, e.g. a whole-slide TIFF), its pixels under the frame
+    shrunk factor/g times more, so level 0 is not read (the frame's edges then fall on that
+    level's pixel grid, within one of its pixels); else from ``source`` itself. A level that
+    cannot be read falls back to level 0."""
+    x0, y0, x1, y1 = frame
+    oh, ow = -(-(y1 - y0) // factor), -(-(x1 - x0) // factor)
+    usable = [(g, level) for g, level in getattr(source, "levels", []) if factor % g == 0]
+    if usable:
+        g, level = max(usable, key=lambda item: item[0])
+        lh, lw = (int(v) for v in level.shape[:2])
+        sub = (x0 // g, y0 // g, min(lw, -(-x1 // g)), min(lh, -(-y1 // g)))
+        with contextlib.suppress(InputError):  # a damaged level: level 0's pixels
+            small = _read_reduced(_Window(level, sub, image_format), factor // g)[:oh, :ow]
+            pad = ((0, oh - small.shape[0]), (0, ow - small.shape[1]), (0, 0))
+            return np.pad(small, pad, mode="edge") if pad[0][1] or pad[1][1] else small
+    return _read_reduced(_Window(source, frame, image_format), factor)
+
+
 def _margin(frame: Frame, region: np.ndarray, size: tuple[int, int]) -> float:
     """How far ``region`` (XYXY) lies inside ``frame`` from its inner edges (negative: it
     crosses one); an edge on the image's border counts as far away."""
@@ -286,14 +308,21 @@ class TiledPredictor(PredictorLike):
 
     def shrink_factor(self, frame: Frame) -> int:
         """The whole factor ``frame``'s pixels are read shrunk by before the model sees them:
-        1 up to ``READ_WHOLE_SIDES`` model input sizes on its long side, else the factor that
-        leaves it 4–6 input sizes long (block means; the model's own resize then averages
-        four or more of them per input pixel, so the model sees nearly what a resize of the
+        1 up to ``READ_WHOLE_SIDES`` model input sizes on its long side, else one that leaves
+        it 4–6 input sizes long (block means; the model's own resize then averages four or
+        more of them per input pixel, so the model sees nearly what a resize of the
         full-resolution frame gives: on a 20 000-px scan, a box's mask with IoU 0.97 to the
-        full-resolution read's, where 2–3 sizes gave 0.93)."""
+        full-resolution read's, where 2–3 sizes gave 0.93): the largest such factor, or, for
+        a pyramid, a multiple of its largest level factor that fits, so that level is read."""
         long = max(frame[2] - frame[0], frame[3] - frame[1])
         size = int(self.model.image_size)
-        return 1 if long <= READ_WHOLE_SIDES * size else long // (4 * size)
+        if long <= READ_WHOLE_SIDES * size:
+            return 1
+        most, least = long // (4 * size), -(-long // (6 * size))  # 4 and 6 sizes long
+        for g in sorted((g for g, _ in getattr(self._source, "levels", [])), reverse=True):
+            if (most // g) * g >= max(least, g):
+                return (most // g) * g
+        return most
 
     def _use(self, frame: Frame) -> None:
         """Make ``frame``'s embedding the predictor's current image (encoding it if needed)."""
@@ -304,7 +333,7 @@ class TiledPredictor(PredictorLike):
             if factor == 1:
                 p.set_image(self.read(frame))
             else:
-                p.set_image(_read_reduced(_Window(self._source, frame, self._format), factor))
+                p.set_image(_read_frame_reduced(self._source, frame, factor, self._format))
             self.encoded += 1
             assert p.original_size is not None and p.input_size is not None
             early = p.get_early_features() if self.model.needs_early else None
