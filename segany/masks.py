@@ -177,11 +177,7 @@ def place_rle(
     s = int(scale)
     if s < 1 or x0 < 0 or y0 < 0 or x0 >= w_img or y0 >= h_img:
         raise InputError(f"cannot place a mask at {offset} × {scale} in an image {image_hw}")
-    # Runs of set pixels per mask column: a row of zeros above and below, then the changes.
-    padded = np.zeros((mask.shape[0] + 2, mask.shape[1]), np.int8)
-    padded[1:-1] = mask
-    cols, rows = np.nonzero(np.diff(padded, axis=0).T)  # column by column, top to bottom
-    col, top, bottom = cols[0::2], rows[0::2], rows[1::2]  # [top, bottom) in mask rows
+    col, top, bottom = _column_runs(mask)
     # Each mask column covers image columns x0 + col*s ... + s (within the image).
     first = x0 + col.astype(np.int64) * s
     reps = np.clip(w_img - first, 0, s)
@@ -203,6 +199,30 @@ def place_rle(
         counts = counts[:-1]  # (a mask set up to the last pixel: no empty run after it)
     rle = _coco.frPyObjects({"size": [h_img, w_img], "counts": counts.tolist()}, h_img, w_img)
     return {"size": [h_img, w_img], "counts": rle["counts"].decode("ascii")}
+
+
+_RUN_BLOCK_BYTES = 16 << 20  # bytes of mask columns scanned for runs at once
+
+
+def _column_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The runs of set pixels of an h×w bool mask, column by column, top to bottom:
+    (column, first row, row after the last), each 1-D. A block of columns at a time, so the
+    temporaries stay at ``_RUN_BLOCK_BYTES`` however large the mask (fresh memory is slow to
+    map: for a 20 000² mask the whole-mask temporaries were most of the time)."""
+    h, w = mask.shape
+    step = max(1, _RUN_BLOCK_BYTES // (h + 2))
+    padded = np.zeros((h + 2, min(step, w)), np.int8)  # a row of zeros above and below
+    cols, tops, bottoms = [], [], []
+    for c0 in range(0, w, step):
+        block = padded[:, : min(step, w - c0)]
+        block[1:-1] = mask[:, c0 : c0 + step]
+        c, r = np.nonzero(np.diff(block, axis=0).T)  # changes, column by column
+        cols.append(c[0::2] + c0)
+        tops.append(r[0::2])
+        bottoms.append(r[1::2])
+    if not cols:
+        return (np.zeros(0, np.int64),) * 3  # type: ignore[return-value]
+    return np.concatenate(cols), np.concatenate(tops), np.concatenate(bottoms)
 
 
 def _ramp(lengths: np.ndarray) -> np.ndarray:

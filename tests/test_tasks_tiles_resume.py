@@ -84,7 +84,10 @@ def _dicts(records):
 
 
 # ----- RLE in frames -----------------------------------------------------------------------------
-def test_placed_rle_equals_the_encoded_full_mask():
+@pytest.mark.parametrize("block_bytes", [16 << 20, 1, 50])  # whole; a column; a few columns
+def test_placed_rle_equals_the_encoded_full_mask(block_bytes, monkeypatch):
+    """Whatever the blocks of columns the runs are found in (``_RUN_BLOCK_BYTES``)."""
+    monkeypatch.setattr(M, "_RUN_BLOCK_BYTES", block_bytes)
     rng = np.random.default_rng(0)
     for _ in range(400):
         hh, ww = (int(v) for v in rng.integers(1, 40, 2))
