@@ -518,6 +518,9 @@ def test_the_shrink_factor_leaves_four_to_six_model_sizes_on_a_pyramids_level(ti
     tp.set_image(flat)
     assert tp.shrink_factor((0, 0, 7000, 7000)) == 12  # level 4, 4.6 sizes (8: 8 is too few)
     assert tp.shrink_factor((0, 0, 10000, 9000)) == 16  # level 8, 4.9 sizes
-    for long in range(1025, 11000, 97):
-        f = tp.shrink_factor((0, 0, long, 10))
-        assert 4 * 128 <= long / f <= 6 * 128 + 1e-9 or f in (2, 3), (long, f)
+    for levels in ([], flat.levels):  # every long side above 8 sizes: 4–6 sizes left
+        flat.levels = levels
+        tp.set_image(flat)
+        for long in range(1025, 11000):
+            f = tp.shrink_factor((0, 0, long, 10))
+            assert 4 * 128 <= long / f <= 6 * 128, (levels, long, f)
