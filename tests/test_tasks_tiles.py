@@ -429,11 +429,50 @@ def test_iter_framed_answers_one_prompt_at_a_time(tiny_predictor):
     for got, ref in zip([first, *rest], want, strict=True):
         assert got.frame == ref.frame
         np.testing.assert_array_equal(got.masks, ref.masks)
-    entries = framed_entries(((a.frame, a.masks, a.scores) for a in want), (400, 600))
+    assert [a.prompt for a in want] == [0, 1]
+    # answers in any order give the entries in prompt order, numbered
+    backwards = ((a.prompt, a.frame, a.masks, a.scores) for a in reversed(want))
+    entries = framed_entries(backwards, (400, 600))
     assert [(e["id"], e["prompt"], e["candidate"]) for e in entries] == [
         (i, i // 3, i % 3) for i in range(6)
     ]
     assert entries[4]["segmentation"] == want[1].rle(1)
+
+
+def test_unordered_answers_visit_each_tile_once_with_the_same_masks(tiny_predictor):
+    """Prompts scattered over more tiles than are kept: in prompt order each return to a tile
+    encodes it again; ``ordered=False`` groups them by routed tile (each encoded once), gives
+    each answer its prompt's index and the same masks; ``predict`` and ``predict_framed`` use
+    that order and give the answers back in prompt order."""
+    tp = TiledPredictor(tiny_predictor, tile=128, overlap=32, tiles_kept=1)
+    # The random model's masks may reach a tile's edge, and a grown frame would take the one
+    # kept place: growth is tested above; here each answer stays on its routed tile.
+    tp._grown = lambda *args: None
+    tp.set_image(Regions(_image(300, 300, seed=4)))
+    # boxes each well inside one corner tile (A, B, C), visited A B A B C B
+    a, b = [20.0, 20.0, 60.0, 60.0], [220.0, 220.0, 260.0, 260.0]
+    boxes = np.array([a, b, a, b, [230.0, 20.0, 270.0, 60.0], b])
+    ordered = list(tp.iter_framed(box=boxes, multimask_output=False))
+    assert tp.encoded == 6  # A, B, A, B, C, B
+    tp.set_image(Regions(_image(300, 300, seed=4)))
+    loose = list(tp.iter_framed(box=boxes, multimask_output=False, ordered=False))
+    assert tp.encoded == 3  # A, B, C once each
+    assert [x.prompt for x in loose] == [0, 2, 1, 3, 5, 4]
+    assert [x.prompt for x in ordered] == list(range(6))
+    for got in loose:
+        ref = ordered[got.prompt]
+        assert got.frame == ref.frame
+        np.testing.assert_array_equal(got.masks, ref.masks)
+        np.testing.assert_array_equal(got.scores, ref.scores)
+    tp.set_image(Regions(_image(300, 300, seed=4)))
+    framed = tp.predict_framed(box=boxes, multimask_output=False)
+    assert tp.encoded == 3 and [x.prompt for x in framed] == list(range(6))
+    assert tp.last_frame == ordered[-1].frame  # the last prompt's, as in prompt order
+    tp.set_image(_image(300, 300, seed=4))
+    pasted = tp.predict(box=boxes, multimask_output=False)
+    assert tp.encoded == 3
+    for k, ref in enumerate(ordered):
+        np.testing.assert_array_equal(pasted.masks[k], ref.pasted().masks)
 
 
 def test_a_frame_many_model_sizes_long_is_read_shrunk_with_full_resolution_masks(monkeypatch):

@@ -315,20 +315,19 @@ def _segment_one(
 
     write: Callable[[Callable[[Path], Path]], None]
     if image is None:  # above the default pixel limit: each answer kept in its tile's frame
-        # Answers are made one at a time and kept as RLE only: one prompt's masks in memory.
-        picked: list[tuple[int, float]] = []  # per prompt: its best entry, its first score
-        made = 0  # entries of the prompts before
-
-        def framed() -> Iterator[tuple[Any, np.ndarray, np.ndarray]]:
-            nonlocal made
-            for a in _framed_answers(predictor, source, path, prompts):
-                picked.append((made + int(np.argmax(a.scores)), float(a.scores[0])))
-                made += len(a.scores)
-                yield a.frame, a.masks, a.scores
-
-        entries = prompted.framed_entries(framed(), (height, width))
+        # Answers are made one at a time, tile by tile, and kept as RLE only: one prompt's
+        # masks in memory.
+        answers = _framed_answers(predictor, source, path, prompts)
+        entries = prompted.framed_entries(
+            ((a.prompt, a.frame, a.masks, a.scores) for a in answers), (height, width)
+        )
+        per_prompt: dict[int, list[dict[str, Any]]] = {}
+        for entry in entries:
+            per_prompt.setdefault(entry["prompt"], []).append(entry)
+        # per prompt: its best entry (its one mask without --multimask), its first score
+        picked = [(max(e, key=lambda m: m["score"]), e[0]["score"]) for e in per_prompt.values()]
         if detections is not None and rows is not None:  # (its best with --multimask)
-            rles = [entries[i]["segmentation"] for i, _ in picked]
+            rles = [best["segmentation"] for best, _ in picked]
             _add_rows(rows, detections, stem, rles, np.array([s for _, s in picked]))
         result = document(len(picked), overlay=False)
 
@@ -405,7 +404,8 @@ def _framed_answers(
     predictor: PredictorLike, source: Any, path: Path, prompts: dict[str, Any]
 ) -> Iterator[Any]:
     """The tiled predictor's answers on an image above the default pixel limit, each in its
-    frame and made when read (``TiledPredictor.iter_framed``): no full-size mask is made,
+    frame and made when read, tile by tile (``TiledPredictor.iter_framed`` not ``ordered``:
+    each answer has its ``prompt`` index; each tile is encoded once): no full-size mask is made,
     though a prompt larger than a tile is answered on a crop around it (read shrunk when it is
     many model sizes long; its masks that crop's size)."""
     from segany.limits import MAX_IMAGE_PIXELS
@@ -418,7 +418,7 @@ def _framed_answers(
             "answers it (--refine needs the image whole)"
         )
     predictor.set_image(source)
-    return predictor.iter_framed(**prompts)
+    return predictor.iter_framed(**prompts, ordered=False)
 
 
 def _brief(result: dict[str, Any]) -> dict[str, Any]:

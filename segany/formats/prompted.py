@@ -129,21 +129,23 @@ def mask_entry(
 
 
 def framed_entries(
-    answers: Iterable[tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]],
+    answers: Iterable[tuple[int, tuple[int, int, int, int], np.ndarray, np.ndarray]],
     image_hw: tuple[int, int],
 ) -> list[dict[str, Any]]:
     """The document's ``masks`` of an image answered by frames, its masks as COCO RLE of the
-    whole image: ``answers`` per prompt its frame (x0, y0, x1, y1), masks C×h×w bool of that
-    frame and scores C. Each answer is used as it comes and not kept, so an iterator of
-    answers holds one prompt's masks at a time."""
-    entries: list[dict[str, Any]] = []
-    for p, (frame, masks, scores) in enumerate(answers):
-        for c in range(masks.shape[0]):
-            entries.append(
-                mask_entry(
-                    len(entries), p, c, scores[c], masks[c], None, frame=frame, image_hw=image_hw
-                )
-            )
+    whole image: ``answers`` per prompt its index among the prompts, its frame (x0, y0, x1,
+    y1), masks C×h×w bool of that frame and scores C, in any order (a tiled predictor visits
+    prompts tile by tile). Each answer is used as it comes and not kept, so an iterator of
+    answers holds one prompt's masks at a time. The entries come in prompt order."""
+    by_prompt: dict[int, list[dict[str, Any]]] = {}
+    for p, frame, masks, scores in answers:
+        by_prompt[p] = [
+            mask_entry(0, p, c, scores[c], masks[c], None, frame=frame, image_hw=image_hw)
+            for c in range(masks.shape[0])
+        ]
+    entries = [e for p in sorted(by_prompt) for e in by_prompt[p]]
+    for i, entry in enumerate(entries):
+        entry["id"] = i
     return entries
 
 
