@@ -372,6 +372,52 @@ def test_overlay_draws_masks_points_and_boxes(tmp_path):
         render_overlay(image.astype(np.float32))
 
 
+def _whole_image_overlay(image, masks, alpha=0.45):
+    """The overlay's masks drawn over the whole image each (what render_overlay did before it
+    cropped to each mask's box): the reference its cropped drawing must equal."""
+    import cv2
+
+    from segany.formats.overlay import mask_colors
+
+    out = image.astype(np.float32)
+    colors = mask_colors(len(masks))
+    layer = []
+    for i in np.argsort(-masks.reshape(len(masks), -1).sum(axis=1), kind="stable"):
+        m = masks[i]
+        out[m] = out[m] * (1 - alpha) + colors[i].astype(np.float32) * alpha
+        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+        layer.append((contours, tuple(int(c) for c in colors[i])))
+    canvas = np.ascontiguousarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
+    thickness = max(1, round(min(image.shape[:2]) / 400))
+    for contours, color in layer:
+        cv2.drawContours(canvas, contours, -1, color, thickness)
+    return canvas
+
+
+def test_overlay_drawn_by_mask_boxes_equals_the_whole_image_drawing():
+    """Masks touching every image edge, with holes, overlapping, one empty: the overlay drawn
+    within each mask's box equals the whole-image drawing, from arrays or from COCO RLEs."""
+    from segany.masks import encode_rles
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (900, 1300, 3), dtype=np.uint8)
+    masks = np.zeros((7, 900, 1300), bool)
+    masks[0, :300, :200] = True  # top-left corner
+    masks[1, 850:, 1000:] = True  # bottom-right corner
+    masks[2, 100:700, 400:1300] = True
+    masks[2, 300:400, 600:700] = False  # a hole
+    masks[3] = rng.random((900, 1300)) > 0.995  # scattered pixels
+    masks[4, 450:452, 10:1290] = True  # a thin line
+    yy, xx = np.mgrid[:900, :1300]
+    masks[5] = (yy - 500) ** 2 + (xx - 640) ** 2 < 200**2
+    # masks[6] stays empty
+    want = _whole_image_overlay(image, masks)
+    np.testing.assert_array_equal(render_overlay(image, masks), want)
+    np.testing.assert_array_equal(render_overlay(image, encode_rles(masks)), want)
+    with pytest.raises(InputError, match="900×1300"):
+        render_overlay(image, encode_rles(masks[:, :800]))
+
+
 # ------------------------------------------------------------------------------- atomic writes
 
 

@@ -280,3 +280,56 @@ def test_segment_command_takes_a_detectors_boxes(tmp_path, capsys):
         == 3
     )
     assert "image_id 77 is none of the 3 images" in capsys.readouterr().err
+
+
+def test_segment_command_decodes_many_boxes_a_few_at_a_time(tmp_path, monkeypatch):
+    """Boxes whose masks together pass what one predict call may make (a detector's hundreds
+    of boxes on a large photo): the command decodes them a few a call, within
+    ``MASK_PIXELS_PER_BATCH``, and writes what one call would have: the same PNGs and overlay,
+    the same JSON and results but for the scores' last float bits."""
+    from PIL import Image
+
+    import segany.limits as limits
+    from segany.cli import main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(_scene()).save(images / "1.png")
+    rng = np.random.default_rng(2)
+    rows = [
+        {"image_id": 1, "bbox": [float(x), float(y), 40.0, 30.0], "score": 0.5, "category_id": 1}
+        for x, y in zip(rng.uniform(0, 150, 7), rng.uniform(0, 100, 7), strict=True)
+    ]
+    (tmp_path / "dets.json").write_text(json.dumps(rows))
+
+    def run(out):
+        argv = ["segment", str(images), "--detections", str(tmp_path / "dets.json")]
+        assert main([*argv, "-o", str(out), "-q", "--multimask"]) == 0
+        return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+    whole = run(tmp_path / "whole")  # one call: 7 boxes × 3 masks
+    h, w = _scene().shape[:2]
+    calls = []
+    monkeypatch.setattr(limits, "MASK_PIXELS_PER_BATCH", 2 * 3 * h * w)  # two boxes a call
+    monkeypatch.setattr(limits, "MAX_MASK_PIXELS_PER_CALL", 3 * 3 * h * w)  # one call: refused
+    real = Predictor.predict
+    monkeypatch.setattr(
+        Predictor,
+        "predict",
+        lambda self, *a, **k: calls.append(k["box"].shape) or real(self, *a, **k),
+    )
+    few = run(tmp_path / "few")
+    assert calls == [(2, 4), (2, 4), (2, 4), (1, 4)]
+    assert few.keys() == whole.keys() and len([n for n in few if "_mask" in n]) == 21
+    for name in few:  # the PNGs (masks, overlay) byte for byte
+        if not name.endswith(".json"):
+            assert few[name] == whole[name], name
+    # the JSON files too, but for the IoU scores' last float bits, which depend on how many
+    # prompts share a decoder call
+    for name in ("1.json", "results.json"):
+        got, want = json.loads(few[name]), json.loads(whole[name])
+        records = (got["masks"], want["masks"]) if name == "1.json" else (got, want)
+        if name == "1.json":
+            for a, b in zip(*records, strict=True):
+                assert a.pop("score") == pytest.approx(b.pop("score"), rel=1e-6)
+        assert got == want

@@ -336,20 +336,14 @@ def _segment_one(
 
     else:
         predictor.set_image(image)
-        prediction = predictor.predict(**prompts)
-        masks, scores = np.asarray(prediction.masks), np.asarray(prediction.scores)
-        if masks.ndim == 3:  # one prompt: C×H×W -> 1×C×H×W
-            masks, scores = masks[None], scores[None]
-        if detections is not None and rows is not None:
-            from segany.masks import encode_rles
-
-            best = scores.argmax(axis=1)  # the one mask of each box (its best with --multimask)
-            rles = encode_rles(masks[np.arange(len(best)), best])
-            _add_rows(rows, detections, stem, rles, scores[:, 0])
-        result = document(masks.shape[0], overlay=not args.no_overlay)
+        result = document(max(1, len(boxes)), overlay=not args.no_overlay)
 
         def write(where: Callable[[Path], Path]) -> None:
-            prompted.write_prompted(out, stem, result, masks, scores, image, where=where)
+            answers = _answers(predictor, prompts, (height, width))
+            best = prompted.write_prompted_answers(out, stem, result, answers, image, where=where)
+            if detections is not None and rows is not None:  # (its best with --multimask)
+                rles = [rle for rle, _ in best]
+                _add_rows(rows, detections, stem, rles, np.array([s for _, s in best]))
 
     # All files of the image are staged, then moved in place together (see output_set).
     unit = output_set.OutputSet(out, stem)
@@ -398,6 +392,36 @@ def _read(path: Path, *, tiled: bool) -> tuple[np.ndarray | None, Any]:
     image = read_image(path)
     large = tiled and image.shape[0] * image.shape[1] > MAX_IMAGE_PIXELS
     return (None, image) if large else (image, None)
+
+
+def _answers(
+    predictor: PredictorLike, prompts: dict[str, Any], size: tuple[int, int]
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Per prompt its index, masks C×H×W and scores C, made a few prompts at a time (hundreds
+    of a detector's boxes on a large photo would be gigabytes of masks at once): boxes as
+    many a call as keep its masks within ``segany.limits.MASK_PIXELS_PER_BATCH``; with
+    ``--tile``, one box at a time grouped by tile (in tile order, not the boxes')."""
+    from segany.limits import prompts_per_call
+    from segany.tasks.tiles import TiledPredictor
+
+    boxes = prompts["box"]
+    if boxes is None or np.ndim(boxes) == 1:  # one prompt
+        pred = predictor.predict(**prompts)
+        yield 0, np.asarray(pred.masks), np.asarray(pred.scores)
+        return
+    if isinstance(predictor, TiledPredictor):
+        for answer in predictor.iter_framed(**prompts, ordered=False):
+            pasted = answer.pasted()
+            yield answer.prompt, pasted.masks, pasted.scores
+        return
+    step = prompts_per_call(3 if prompts["multimask_output"] else 1, *size)
+    for start in range(0, len(boxes), step):
+        pred = predictor.predict(**{**prompts, "box": boxes[start : start + step]})
+        masks, scores = np.asarray(pred.masks), np.asarray(pred.scores)
+        if masks.ndim == 3:  # one box answers unbatched (C×H×W), as the official predictor
+            masks, scores = masks[None], scores[None]
+        for k in range(len(masks)):
+            yield start + k, masks[k], scores[k]
 
 
 def _framed_answers(

@@ -52,7 +52,7 @@ def evaluate_instances(
     *,
     images: str | Path | None = None,
     min_score: float = 0.0,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     progress: Callable[[Any], Any] | None = None,
 ) -> EvalResult:
     """Mask AP of ``predictor``'s masks for ``detections`` against ``annotations``.

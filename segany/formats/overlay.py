@@ -37,7 +37,7 @@ def mask_colors(n: int, seed: int = 0) -> np.ndarray:
 
 def render_overlay(
     image: np.ndarray,
-    masks: np.ndarray | None = None,
+    masks: np.ndarray | list[dict[str, Any]] | None = None,
     *,
     points: Any = None,
     labels: Any = None,
@@ -48,8 +48,9 @@ def render_overlay(
 ) -> np.ndarray:
     """Draw on a copy of ``image`` (H×W×3 uint8 RGB) and return it.
 
-    masks: N×H×W bool; points: N×2 XY pixels with labels N (1 fg, 0 bg; default all 1);
-    boxes: B×4 XYXY pixels.
+    masks: N×H×W bool, or a list of N COCO RLEs of H×W masks (decoded one at a time: the
+    hundreds of masks of a detector's boxes on a large photo are never all held at once);
+    points: N×2 XY pixels with labels N (1 fg, 0 bg; default all 1); boxes: B×4 XYXY pixels.
     """
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -59,17 +60,26 @@ def render_overlay(
     thickness = max(1, round(min(height, width) / 400))
     outline_layer: list[tuple[Any, tuple[int, ...]]] = []
     if masks is not None and len(masks):
-        masks = np.asarray(masks, dtype=bool)
-        if masks.ndim != 3 or masks.shape[1:] != (height, width):
-            raise InputError(f"masks must be N×{height}×{width}, got shape {masks.shape}")
-        colors = mask_colors(len(masks), seed)
-        areas = masks.reshape(len(masks), -1).sum(axis=1)
+        mask_of, areas = _mask_source(masks, height, width)
+        colors = mask_colors(len(areas), seed)
         for i in np.argsort(-areas, kind="stable"):
-            m = masks[i]
-            out[m] = out[m] * (1 - alpha) + colors[i].astype(np.float32) * alpha
+            m = mask_of(int(i))
+            rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+            if not len(rows):
+                continue
+            # Only the mask's box (and a pixel around it) is touched: a detector's small boxes
+            # on a large photo cost their own size, not the image's, each. Same pixels, same
+            # contours (findContours pads with zeros itself; offset gives image coordinates).
+            y0, y1 = max(0, rows[0] - 1), min(height, rows[-1] + 2)
+            x0, x1 = max(0, cols[0] - 1), min(width, cols[-1] + 2)
+            sub, inside = out[y0:y1, x0:x1], m[y0:y1, x0:x1]
+            sub[inside] = sub[inside] * (1 - alpha) + colors[i].astype(np.float32) * alpha
             if outlines:
                 contours, _ = cv2.findContours(
-                    m.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE
+                    inside.astype(np.uint8),
+                    cv2.RETR_LIST,
+                    cv2.CHAIN_APPROX_NONE,
+                    offset=(int(x0), int(y0)),
                 )
                 outline_layer.append((contours, tuple(int(c) for c in colors[i])))
     canvas = np.ascontiguousarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
@@ -91,8 +101,28 @@ def render_overlay(
     return canvas
 
 
+def _mask_source(masks: Any, height: int, width: int) -> tuple[Any, np.ndarray]:
+    """(mask i -> H×W bool, the N areas) of N×H×W masks or a list of N COCO RLEs."""
+    if isinstance(masks, (list, tuple)) and all(isinstance(m, dict) for m in masks):
+        from segany.masks import decode_rle, rle_area
+
+        for r in masks:
+            size = [int(v) for v in r.get("size", ())]
+            if size != [height, width]:
+                raise InputError(f"mask RLEs must be of {height}×{width} masks, got size {size}")
+        areas = np.array([rle_area(r) for r in masks], dtype=np.int64)
+        return (lambda i: decode_rle(masks[i])), areas
+    array = np.asarray(masks, dtype=bool)
+    if array.ndim != 3 or array.shape[1:] != (height, width):
+        raise InputError(f"masks must be N×{height}×{width}, got shape {array.shape}")
+    return (lambda i: array[i]), array.reshape(len(array), -1).sum(axis=1)
+
+
 def write_overlay(
-    path: str | os.PathLike[str], image: np.ndarray, masks: np.ndarray | None = None, **kwargs: Any
+    path: str | os.PathLike[str],
+    image: np.ndarray,
+    masks: np.ndarray | list[dict[str, Any]] | None = None,
+    **kwargs: Any,
 ) -> None:
     """Render an overlay (see ``render_overlay``) and write it as a PNG, atomically."""
     write_png(path, render_overlay(image, masks, **kwargs))

@@ -25,7 +25,7 @@ from segany.atomic import write_json_atomic
 from segany.formats.output_set import stale_numbered
 from segany.formats.overlay import write_overlay
 from segany.formats.png import write_mask_png
-from segany.masks import batched_mask_to_box, box_xyxy_to_xywh, encode_rle, place_rle
+from segany.masks import RLE, batched_mask_to_box, box_xyxy_to_xywh, encode_rle, place_rle
 
 
 def json_name(stem: str) -> str:
@@ -181,24 +181,49 @@ def write_prompted(
     ``masks`` P×C×H×W bool and ``scores`` P×C (P prompts, C candidates each); ``image``
     H×W×3 uint8 for the overlay. ``where`` maps a final path to the path to write (an
     ``OutputSet``'s ``staged``); None writes in place."""
+    answers = ((p, masks[p], scores[p]) for p in range(masks.shape[0]))
+    write_prompted_answers(out, stem, document, answers, image, where=where)
+
+
+def write_prompted_answers(
+    out: Path,
+    stem: str,
+    document: dict[str, Any],
+    answers: Iterable[tuple[int, np.ndarray, np.ndarray]],
+    image: np.ndarray,
+    *,
+    where: Callable[[Path], Path] | None = None,
+) -> list[tuple[RLE, float]]:
+    """``write_prompted`` for answers that come a prompt at a time, in any order: per prompt
+    its index, masks C×H×W bool and scores C (the same C for every prompt). Each answer's
+    PNGs are written as it comes and only its RLEs are kept, so hundreds of prompts on a
+    large photo never hold their masks at once; the overlay is drawn from the RLEs. Returns
+    per prompt, in prompt order, its best mask's RLE and its first candidate's score."""
     place = where or (lambda path: path)
-    entries: list[dict[str, Any]] = document["masks"]
-    best = []
-    for p in range(masks.shape[0]):
-        best.append(masks[p, int(np.argmax(scores[p]))])
-        for c in range(masks.shape[1]):
-            name = mask_name(stem, len(entries))
-            write_mask_png(place(out / name), masks[p, c])
-            entries.append(mask_entry(len(entries), p, c, scores[p, c], masks[p, c], name))
+    by_prompt: dict[int, list[dict[str, Any]]] = {}
+    for p, masks, scores in answers:
+        count = masks.shape[0]
+        made = []
+        for c in range(count):
+            index = p * count + c
+            name = mask_name(stem, index)
+            write_mask_png(place(out / name), masks[c])
+            made.append(mask_entry(index, p, c, scores[c], masks[c], name))
+        by_prompt[p] = made
+    entries = [e for p in sorted(by_prompt) for e in by_prompt[p]]
+    document["masks"].extend(entries)
+    order = sorted(by_prompt)
+    best = [max(by_prompt[p], key=lambda e: e["score"]) for p in order]
     if document["overlay"] is not None:
         shared = document["prompts"][0]
         boxes = [q["box"] for q in document["prompts"] if q["box"] is not None]
         write_overlay(
             place(out / document["overlay"]),
             image,
-            np.stack(best),
+            [e["segmentation"] for e in best],
             points=np.array(shared["points"], dtype=np.float64).reshape(-1, 2),
             labels=np.array(shared["labels"], dtype=np.int64),
             boxes=np.array(boxes, dtype=np.float64).reshape(-1, 4),
         )
     write_json_atomic(place(out / document["json"]), document, indent=1)
+    return [(b["segmentation"], by_prompt[p][0]["score"]) for p, b in zip(order, best, strict=True)]

@@ -30,6 +30,7 @@ import numpy as np
 
 from segany.errors import InputError
 from segany.inference.protocol import PredictorLike
+from segany.limits import prompts_per_call
 from segany.masks import RLE, encode_rles
 
 __all__ = [
@@ -262,22 +263,27 @@ def segment_detections(
     image: np.ndarray,
     detections: Detections,
     *,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     what: str = "image",
 ) -> InstanceMasks:
     """One mask per detection: ``image`` (H×W×3) is encoded once and its boxes are decoded
-    ``batch_size`` at a time (one decoder call each), single-mask output as the paper's box
-    prompts. Equal to ``predictor.predict(box=b, multimask_output=False)`` per box."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    ``batch_size`` at a time (one decoder call each; None: as many as keep a call's masks
+    within ``segany.limits.MASK_PIXELS_PER_BATCH``, at most 64), single-mask output as the
+    paper's box prompts. Equal to ``predictor.predict(box=b, multimask_output=False)`` per
+    box."""
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise InputError(f"batch_size must be an int >= 1 or None, got {batch_size!r}")
     height, width = int(image.shape[0]), int(image.shape[1])
+    step = batch_size or prompts_per_call(1, height, width)
     dets, clipped = detections.clipped(height, width, what)
     rles: list[RLE] = []
     ious: list[np.ndarray] = []
     if len(dets):
         predictor.set_image(image)
-    for start in range(0, len(dets), batch_size):
-        boxes = dets.boxes[start : start + batch_size]
+    for start in range(0, len(dets), step):
+        boxes = dets.boxes[start : start + step]
         pred = predictor.predict(box=boxes, multimask_output=False)
         masks, scores = np.asarray(pred.masks), np.asarray(pred.scores, np.float64)
         if masks.ndim == 3:  # one box answers unbatched (1×H×W), as the official predictor
