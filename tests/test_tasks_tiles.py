@@ -18,7 +18,7 @@ from eval_fixtures import tiny_model
 from segany import Predictor, load_model
 from segany.automatic import MaskGenerator
 from segany.errors import InputError
-from segany.masks import box_iou
+from segany.masks import box_iou, place_rle
 from segany.tasks import TiledPredictor, generate_tiled, tile_frames
 
 H, W = 2000, 3000
@@ -500,6 +500,14 @@ def test_a_frame_many_model_sizes_long_is_read_shrunk_with_full_resolution_masks
     x0, y0, x1, y1 = answer.frame
     assert x1 - x0 > 8 * size and tp.shrink_factor(answer.frame) >= 2
     assert answer.masks.shape == (1, y1 - y0, x1 - x0)  # full resolution
+    # made only when read, by columns: the same RLE as the frame-sized mask made whole
+    from segany.inference.column_masks import ColumnMasks
+
+    assert isinstance(answer.masks, ColumnMasks)
+    # (the predictor holds the frame's embedding: its predict makes the frame-sized masks)
+    made = tp.predictor.predict(box=box - np.tile(answer.frame[:2], 2), multimask_output=False)
+    np.testing.assert_array_equal(np.asarray(answer.masks), made.masks)
+    assert answer.rle(0) == place_rle(made.masks[0], (h, w), answer.frame[:2])
     # read in strips of at most STRIP_BYTES, all inside the frame
     assert regions.reads and all((b - t) * (c - a) * 3 <= 2**22 for a, t, c, b in regions.reads)
     assert all(x0 <= a and c <= x1 and y0 <= t and b <= y1 for a, t, c, b in regions.reads)

@@ -105,15 +105,25 @@ def mask_entry(
 ) -> dict[str, Any]:
     """One element of the document's ``masks``. ``mask`` H×W bool, or, with ``frame`` (x0,
     y0, x1, y1) and ``image_hw`` (an image too large for full-size masks), h×w bool covering
-    that frame of the image and empty elsewhere: the entry is that of the pasted mask."""
-    box = mask_xywh(mask)
+    that frame of the image and empty elsewhere: the entry is that of the pasted mask. A framed
+    mask may be one made when read (``ColumnMasks``, a frame too large for its mask): it is
+    read by blocks of columns."""
+    if hasattr(mask, "stats"):  # ColumnMasks: box (end-exclusive) and area in one pass
+        found, area = mask.stats()
+        box = (
+            [0, 0, 0, 0]
+            if found is None
+            else [found[0], found[1], found[2] - found[0] - 1, found[3] - found[1] - 1]
+        )
+    else:
+        box, area = mask_xywh(mask), int(mask.sum())
     if frame is None:
         rle = encode_rle(mask)
     else:
         if image_hw is None:
             raise ValueError("a framed mask needs the image's size (image_hw)")
         x0, y0 = int(frame[0]), int(frame[1])
-        if mask.any():  # an empty mask's box stays [0, 0, 0, 0]
+        if area:  # an empty mask's box stays [0, 0, 0, 0]
             box = [box[0] + x0, box[1] + y0, box[2], box[3]]
         rle = place_rle(mask, image_hw, (x0, y0))
     return {
@@ -121,7 +131,7 @@ def mask_entry(
         "prompt": prompt,
         "candidate": candidate,
         "score": float(score),
-        "area": int(mask.sum()),
+        "area": area,
         "bbox": box,
         "file": file,
         "segmentation": rle,

@@ -20,6 +20,7 @@ from numpy.typing import ArrayLike
 
 from segany.errors import InputError
 from segany.images import ImageLike, to_rgb_uint8
+from segany.inference.column_masks import ColumnMasks
 from segany.inference.embedding_cache import EmbeddingCache, ImageEmbedding, resolve_cache
 from segany.inference.precision import encode, encode_with_early, resolve_precision
 from segany.inference.prediction import Prediction
@@ -538,21 +539,7 @@ class Predictor(PredictorLike):
         )
         batch = max((len(t) for t in (point_coords, boxes, mask_input) if t is not None), default=1)
         check_mask_volume(batch, 3 if multimask_output else 1, *state.original_size)
-        b = (
-            max(t.shape[0] for t in (point_coords, boxes, mask_input) if t is not None)
-            if any(t is not None for t in (point_coords, boxes, mask_input))
-            else 1
-        )
-
-        def grow(t: torch.Tensor | None) -> torch.Tensor | None:
-            if t is None or t.shape[0] == b:
-                return t
-            if t.shape[0] != 1:
-                raise InputError(f"prompt batch sizes differ: {t.shape[0]} and {b}")
-            return t.expand(b, *t.shape[1:])
-
-        coords, labels = grow(point_coords), grow(point_labels)
-        boxes, mask_input = grow(boxes), grow(mask_input)
+        b, coords, labels, boxes, mask_input = _grown(point_coords, point_labels, boxes, mask_input)
         model = self.model
         if isinstance(model, Sam2):
             assert early is not None
@@ -567,6 +554,84 @@ class Predictor(PredictorLike):
                 multimask_output,
                 return_logits,
             )
+        low_res, iou = self._decode(
+            state, early, b, coords, labels, boxes, mask_input, multimask_output, hq_token_only
+        )
+        # One banded operator per axis, the official two resizes' values
+        # (segany.modeling.sam_upscale); binary masks are thresholded block by block, without
+        # full-size float logits.
+        masks = upscale_logits(
+            low_res,
+            state.input_size,
+            state.original_size,
+            model.image_size,
+            threshold=None if return_logits else model.mask_threshold,
+        )
+        return masks, iou, low_res
+
+    @torch.inference_mode()
+    def predict_lazy(
+        self,
+        point_coords: ArrayLike | None = None,
+        point_labels: ArrayLike | None = None,
+        box: ArrayLike | None = None,
+        mask_input: ArrayLike | None = None,
+        multimask_output: bool = True,
+        *,
+        hq_token_only: bool = False,
+    ) -> Prediction:
+        """``predict`` (one prompt set; SAM and SAM-HQ models) with masks made only when read,
+        a block of columns at a time (``segany.inference.column_masks.ColumnMasks``, C×H×W):
+        for an image so large that its full-size masks would not fit in memory, whose masks
+        are wanted as RLE or boxes (``segany.masks.place_rle`` and ``ColumnMasks.stats`` read
+        them by columns). The same scores, logits and mask values as ``predict``."""
+        state = self._require_image()
+        if isinstance(self.model, Sam2):
+            raise InputError("predict_lazy answers SAM and SAM-HQ models; use predict for SAM 2")
+        early = self._early_check(state, hq_token_only)
+        prompts = check_prompts(
+            point_coords,
+            point_labels,
+            box,
+            mask_input,
+            low_res_size=self.model.prompt_encoder.mask_input_size,
+        )
+        if prompts.batched:
+            raise InputError("predict_lazy answers one prompt set, not a batch")
+        b, coords, labels, boxes, masks = _grown(
+            *self._to_model_frame(prompts, state.original_size)
+        )
+        low_res, iou = self._decode(
+            state, early, b, coords, labels, boxes, masks, multimask_output, hq_token_only
+        )
+        lazy = ColumnMasks(
+            low_res[0],
+            state.input_size,
+            state.original_size,
+            self.model.image_size,
+            float(self.model.mask_threshold),
+        )
+        return Prediction(
+            masks=lazy,  # type: ignore[arg-type]
+            scores=iou[0].float().cpu().numpy(),
+            logits=low_res[0].float().cpu().numpy(),
+        )
+
+    def _decode(
+        self,
+        state: _ImageState,
+        early: torch.Tensor | None,
+        b: int,
+        coords: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+        multimask_output: bool,
+        hq_token_only: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM's and SAM-HQ's decoder on B prompts (each given with B rows): low-res logits
+        B×C×s×s and IoU predictions B×C."""
+        model = self.model
         # Without a mask input, decode with the image-side work shared by every prompt and
         # call on this image, and only the requested mask outputs upscaled (same values).
         shared = None if mask_input is not None else self._shared_decoder(state)
@@ -601,18 +666,7 @@ class Predictor(PredictorLike):
                 )
             low_parts.append(low)
             iou_parts.append(iou)
-        low_res, iou = torch.cat(low_parts), torch.cat(iou_parts)
-        # One banded operator per axis, the official two resizes' values
-        # (segany.modeling.sam_upscale); binary masks are thresholded block by block, without
-        # full-size float logits.
-        masks = upscale_logits(
-            low_res,
-            state.input_size,
-            state.original_size,
-            model.image_size,
-            threshold=None if return_logits else model.mask_threshold,
-        )
-        return masks, iou, low_res
+        return torch.cat(low_parts), torch.cat(iou_parts)
 
     def _predict_sam2(
         self,
@@ -693,3 +747,23 @@ _NO_EARLY = (
     "high-resolution features) with the embedding: set the image with set_image, or pass "
     "early= (Predictor.get_early_features) to set_image_embedding"
 )
+
+
+def _grown(
+    coords: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    boxes: torch.Tensor | None,
+    mask_input: torch.Tensor | None,
+) -> tuple[int, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """(B, the prompts with B rows each): inputs with batch 1 are shared by the others."""
+    given = [t for t in (coords, boxes, mask_input) if t is not None]
+    b = max(t.shape[0] for t in given) if given else 1
+
+    def grow(t: torch.Tensor | None) -> torch.Tensor | None:
+        if t is None or t.shape[0] == b:
+            return t
+        if t.shape[0] != 1:
+            raise InputError(f"prompt batch sizes differ: {t.shape[0]} and {b}")
+        return t.expand(b, *t.shape[1:])
+
+    return b, grow(coords), grow(labels), grow(boxes), grow(mask_input)

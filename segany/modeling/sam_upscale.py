@@ -69,7 +69,7 @@ def axis_operator(low: int, padded: int, valid: int, out: int) -> AxisOperator:
     return AxisOperator(low, out, tuple(blocks))
 
 
-def _rows(
+def rows_product(
     x: torch.Tensor,
     op: AxisOperator,
     out: torch.Tensor,
@@ -89,7 +89,7 @@ def _rows(
             c += (part > t).flatten(1).sum(1, dtype=torch.int32)
 
 
-def _cols(x: torch.Tensor, op: AxisOperator) -> torch.Tensor:
+def cols_product(x: torch.Tensor, op: AxisOperator) -> torch.Tensor:
     """op applied along the last axis of x: N×R×n_in -> N×R×n_out."""
     out = x.new_empty(x.shape[0], x.shape[1], op.n_out)
     for r0, r1, lo, hi, block in op.blocks:
@@ -118,7 +118,7 @@ def upscale_logits(
     x = low_res.float().reshape(-1, s_h, s_w)
     dtype = torch.float32 if threshold is None else torch.bool
     out = torch.empty(x.shape[0], big_h, big_w, dtype=dtype, device=x.device)
-    _rows(_cols(x, cols), rows, out, threshold)
+    rows_product(cols_product(x, cols), rows, out, threshold)
     return out.reshape(*lead, big_h, big_w)
 
 
@@ -143,8 +143,8 @@ def upscale_with_stability(
     n = x.shape[0]
     masks = torch.empty(n, big_h, big_w, dtype=torch.bool, device=x.device)
     high, low = (torch.zeros(n, dtype=torch.int32, device=x.device) for _ in range(2))
-    _rows(
-        _cols(x, cols),
+    rows_product(
+        cols_product(x, cols),
         rows,
         masks,
         threshold,

@@ -68,7 +68,8 @@ READ_WHOLE_SIDES = 8
 class FramedPrediction:
     """One prompt's answer kept in the frame it came from, for images whose full-size masks
     would not fit in memory (``TiledPredictor.predict_framed``): masks C×h×w bool (logits with
-    ``return_logits``) of ``frame`` (x0, y0, x1, y1 in the image), scores C, low-res logits
+    ``return_logits``; for a frame read shrunk, a ``ColumnMasks`` made when read, by blocks
+    of columns) of ``frame`` (x0, y0, x1, y1 in the image), scores C, low-res logits
     C×s×s of the frame; ``image_size`` (H, W) of the whole image; ``threshold``: the model's
     mask threshold (logits above it are inside). Outside the frame every mask is empty."""
 
@@ -83,7 +84,7 @@ class FramedPrediction:
     def rle(self, index: int) -> RLE:
         """Mask ``index`` as COCO RLE at the whole image's size, without a full-size array
         (equal to ``encode_rle`` of the pasted mask)."""
-        mask = self.masks[index]
+        mask = self.masks[index]  # (made when read for a frame read shrunk: ColumnMasks)
         binary = mask if mask.dtype == np.bool_ else mask > self.threshold
         return place_rle(binary, self.image_size, self.frame[:2])
 
@@ -92,12 +93,13 @@ class FramedPrediction:
         frame), as ``TiledPredictor.predict`` returns it."""
         h, w = self.image_size
         x0, y0, x1, y1 = self.frame
-        out = Prediction(masks=self.masks, scores=self.scores, logits=self.logits)
+        made = np.asarray(self.masks)  # (a ColumnMasks made whole: pasting holds it anyway)
+        out = Prediction(masks=made, scores=self.scores, logits=self.logits)
         if (x0, y0, x1, y1) == (0, 0, w, h):
             return out
-        fill = -np.inf if self.masks.dtype != np.bool_ else False
-        masks = np.full((len(self.masks), h, w), fill, dtype=self.masks.dtype)
-        masks[:, y0:y1, x0:x1] = self.masks
+        fill = -np.inf if made.dtype != np.bool_ else False
+        masks = np.full((len(made), h, w), fill, dtype=made.dtype)
+        masks[:, y0:y1, x0:x1] = made
         return Prediction(masks=masks, scores=self.scores, logits=self.logits)
 
 
@@ -218,6 +220,17 @@ def _prompt_region(
     if xy is None or len(xy) == 0:
         raise InputError("a TiledPredictor needs points or a box to route a prompt to a tile")
     return np.concatenate([xy.min(0), xy.max(0)])
+
+
+def _mask_box(mask: Any) -> tuple[int, int, int, int] | None:
+    """An h×w mask's box (x0, y0, x1, y1, end-exclusive), None when empty; a ``ColumnMasks``
+    one read by blocks of columns."""
+    if hasattr(mask, "stats"):
+        return mask.stats()[0]  # type: ignore[no-any-return]
+    ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    if len(xs) == 0:
+        return None
+    return int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1
 
 
 def _margin(frame: Frame, region: np.ndarray, size: tuple[int, int]) -> float:
@@ -611,17 +624,21 @@ class TiledPredictor(PredictorLike):
         multimask: bool,
         return_logits: bool,
     ) -> Prediction:
-        """The predictor's answer on ``frame``, prompts shifted into it (frame-sized masks)."""
+        """The predictor's answer on ``frame``, prompts shifted into it (frame-sized masks; for
+        a frame read shrunk, binary masks made only when read, by blocks of columns: a box
+        over most of a scan never holds its frame-sized mask, ``ColumnMasks``)."""
         self._use(frame)
         offset = np.array([frame[0], frame[1]], dtype=np.float64)
-        return self.predictor.predict(
-            point_coords=None if coords is None else coords - offset,
-            point_labels=labels,
-            box=None if box is None else box - np.tile(offset, 2),
-            mask_input=mask_input,
-            multimask_output=multimask,
-            return_logits=return_logits,
+        shifted = (
+            None if coords is None else coords - offset,
+            labels,
+            None if box is None else box - np.tile(offset, 2),
+            mask_input,
+            multimask,
         )
+        if not return_logits and not self.model.is_sam2 and self.shrink_factor(frame) > 1:
+            return self.predictor.predict_lazy(*shifted)
+        return self.predictor.predict(*shifted, return_logits=return_logits)
 
     def _grown(
         self, frame: Frame, masks: np.ndarray, region: np.ndarray, size: tuple[int, int]
@@ -634,11 +651,11 @@ class TiledPredictor(PredictorLike):
         edge = EDGE_CELLS * max(frame[2] - x0, frame[3] - y0) / cells
         whole = region.copy()
         reach = np.zeros(4)
-        for mask in masks:
-            ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-            if len(xs) == 0:
+        for c in range(len(masks)):
+            found = _mask_box(masks[c])
+            if found is None:
                 continue
-            mbox = np.array([xs[0] + x0, ys[0] + y0, xs[-1] + 1 + x0, ys[-1] + 1 + y0], float)
+            mbox = np.array([found[0] + x0, found[1] + y0, found[2] + x0, found[3] + y0], float)
             cut = np.array(
                 [
                     frame[0] > 0 and mbox[0] <= frame[0] + edge,
