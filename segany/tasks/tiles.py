@@ -18,8 +18,10 @@ on one tile:
   grown frame) more than ``READ_WHOLE_SIDES`` model sizes long is read shrunk by a whole factor
   (block means, a strip of rows at a time; from a pyramid's lower level when the file has one)
   to 4–6 model sizes, since the model sees it at its own size anyway; its masks still come at
-  the frame's full resolution, from the low-res logits, so a box over most of a 100 000-px
-  scan costs a frame-sized mask, not a frame-sized RGB crop.
+  the frame's full resolution, from the low-res logits, made only when read, a block of
+  columns at a time (``segany.inference.column_masks.ColumnMasks``: the mask's box, area and
+  RLE in one pass), so a box over most of a huge scan costs neither a frame-sized RGB crop nor
+  a frame-sized mask.
 
 Masks come back at the full image's size; the scores and low-res logits are those of the frame
 the answer came from (``last_frame``). ``predict_framed`` keeps each answer in its frame instead
