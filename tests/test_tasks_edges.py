@@ -150,3 +150,29 @@ def test_refined_edge_maps_of_the_bundled_model_reach_the_target(tmp_path, capsy
     png = np.asarray(Image.open(tmp_path / "out" / "a.png"))
     assert np.array_equal(png, np.round(direct * 255).astype(np.uint8))
     assert summary["written"] == 1 and 0.8 < summary["ods"] <= 1
+
+
+def test_a_large_image_is_decoded_a_few_points_a_call(monkeypatch):
+    """Where 64 points' three full-size masks each would pass what one predict call may make
+    (a 12 MP photo), the grid goes a few points a call, within ``MASK_PIXELS_PER_BATCH``, and
+    the map is the one of the default batches (to float rounding: decoder batches differ)."""
+    import segany.limits as limits
+    from segany import Predictor, load_model
+
+    predictor = Predictor(load_model(), cache=False)
+    image, _ = scene(0)
+    h, w = image.shape[:2]
+    options = EdgeOptions(points_per_side=8, thin=False)
+    want = edge_map(predictor, image, options)
+    calls = []
+    real = Predictor.predict_torch
+    monkeypatch.setattr(
+        Predictor,
+        "predict_torch",
+        lambda self, coords, *a, **k: calls.append(len(coords)) or real(self, coords, *a, **k),
+    )
+    monkeypatch.setattr(limits, "MAX_MASK_PIXELS_PER_CALL", 3 * h * w * 10)  # 64 refused
+    monkeypatch.setattr(limits, "MASK_PIXELS_PER_BATCH", 3 * h * w * 8)
+    got = edge_map(predictor, image, options)
+    assert calls == [8] * 8
+    np.testing.assert_allclose(got, want, atol=1e-5)

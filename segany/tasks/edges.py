@@ -22,6 +22,7 @@ import torch
 from segany.errors import InputError
 from segany.images import ImageLike, to_rgb_uint8
 from segany.inference.predictor import Predictor
+from segany.limits import prompts_per_call
 from segany.masks import batched_mask_to_box, build_point_grid, nms
 from segany.modeling.sam_upscale import upscale_logits
 
@@ -34,7 +35,7 @@ class EdgeOptions:
 
     points_per_side: int = 16
     nms_thresh: float = 0.7
-    points_per_batch: int = 64
+    points_per_batch: int = 64  # at most: fewer on a large image (segany.limits.prompts_per_call)
     thin: bool = True
     refine: bool = False  # snap each mask to the image's edges first (segany.refine)
     refine_radius: int | None = None  # px; None: segany.refine.default_radius
@@ -62,9 +63,11 @@ def edge_map(
     assert predictor.input_size is not None  # set just above
     model = predictor.model
     points = build_point_grid(opt.points_per_side) * np.array([[w, h]])  # N×2 XY pixels
+    # (on a large photo fewer points a call: each makes three full-size masks for its boxes)
+    per_call = prompts_per_call(3, h, w, most=opt.points_per_batch)
     lows, boxes, scores = [], [], []
-    for start in range(0, len(points), opt.points_per_batch):
-        pts = points[start : start + opt.points_per_batch]
+    for start in range(0, len(points), per_call):
+        pts = points[start : start + per_call]
         coords = torch.as_tensor(predictor.transform.apply_coords(pts, (h, w)), dtype=torch.float)
         labels = torch.ones(len(pts), 1, dtype=torch.int)
         masks, iou, low = predictor.predict_torch(
@@ -78,8 +81,9 @@ def edge_map(
     idx = torch.nonzero(nonempty)[:, 0]
     keep = idx[nms(box_all[idx], score_all[idx], opt.nms_thresh)]
     edges = np.zeros((h, w), np.float32)
-    for start in range(0, len(keep), 16):
-        chunk = low_all[keep[start : start + 16]]
+    per_chunk = prompts_per_call(1, h, w, most=16)  # full-size float maps at a time
+    for start in range(0, len(keep), per_chunk):
+        chunk = low_all[keep[start : start + per_chunk]]
         logits = upscale_logits(chunk, predictor.input_size, (h, w), model.image_size)
         if opt.refine:  # C×H×W logits snapped to the image's edges
             from segany.refine import refine_logits
@@ -88,7 +92,8 @@ def edge_map(
         for prob in torch.sigmoid(logits).numpy():
             gx = cv2.Sobel(prob, cv2.CV_32F, 1, 0, ksize=3)
             gy = cv2.Sobel(prob, cv2.CV_32F, 0, 1, ksize=3)
-            np.maximum(edges, np.hypot(gx, gy), out=edges)
+            # (cv2.magnitude: sqrt(gx² + gy²) as np.hypot, ~10x faster on large images)
+            np.maximum(edges, cv2.magnitude(gx, gy), out=edges)
     top = float(edges.max())
     if top > 0:
         edges /= top
