@@ -34,6 +34,7 @@ __all__ = [
     "box_xyxy_to_xywh",
     "build_all_layer_point_grids",
     "build_point_grid",
+    "compressed_runs",
     "decode_rle",
     "encode_rle",
     "encode_rles",
@@ -45,6 +46,7 @@ __all__ = [
     "place_rle",
     "remove_small_regions",
     "rle_area",
+    "rle_from_runs",
     "stability_score",
     "uncompressed_rle_to_mask",
     "uncrop_boxes_xyxy",
@@ -86,12 +88,21 @@ def _as_coco(rle: RLE, trusted: bool = False) -> dict[str, Any]:
 
 def check_compressed_counts(counts: bytes, pixels: int) -> None:
     """``InputError`` unless COCO's compressed ``counts`` are run lengths >= 0 that add up to
-    ``pixels``. The format: each run is written in 5-bit groups as characters from '0' (48),
-    bit 0x20 meaning "more groups follow" and bit 0x10 of the last group the sign; from the
-    third run on, the value is the difference to the run two places before."""
+    ``pixels`` (``compressed_runs``)."""
+    runs = compressed_runs(counts)
+    if sum(runs) != pixels:
+        raise InputError(f"RLE counts sum to {sum(runs)}, expected H*W = {pixels}")
+
+
+def compressed_runs(counts: bytes | str) -> list[int]:
+    """The run lengths of COCO's compressed ``counts`` (zeros first), or an ``InputError``.
+    The format: each run is written in 5-bit groups as characters from '0' (48), bit 0x20
+    meaning "more groups follow" and bit 0x10 of the last group the sign; from the third run
+    on, the value is the difference to the run two places before."""
+    raw = counts.encode("ascii") if isinstance(counts, str) else counts
     runs: list[int] = []
     value = shift = 0
-    for byte in counts:
+    for byte in raw:
         c = byte - 48
         if not 0 <= c < 64:
             raise InputError(
@@ -111,8 +122,30 @@ def check_compressed_counts(counts: bytes, pixels: int) -> None:
         value = shift = 0
     if shift:
         raise InputError("RLE counts end in the middle of a run")
-    if sum(runs) != pixels:
-        raise InputError(f"RLE counts sum to {sum(runs)}, expected H*W = {pixels}")
+    return runs
+
+
+def rle_from_runs(start: np.ndarray, end: np.ndarray, image_hw: Sequence[int]) -> RLE:
+    """The COCO RLE of an (H, W) mask set on the flat column-major index ranges
+    ``start[i]:end[i]``, which are sorted, non-empty and do not overlap (they may touch)."""
+    h_img, w_img = (int(v) for v in image_hw)
+    if h_img * w_img >= 2**32:
+        raise InputError(
+            f"a {h_img}×{w_img} mask has too many pixels for COCO RLE (32-bit run lengths)"
+        )
+    start, end = np.asarray(start, np.int64), np.asarray(end, np.int64)
+    # A run that ends where the next begins (the foot of one column, the top of the next) is
+    # one run.
+    joined = np.nonzero(end[:-1] == start[1:])[0]
+    start, end = np.delete(start, joined + 1), np.delete(end, joined)
+    bounds = np.empty(2 * len(start) + 2, np.int64)
+    bounds[0], bounds[-1] = 0, h_img * w_img
+    bounds[1:-1:2], bounds[2:-1:2] = start, end
+    counts = np.diff(bounds)
+    if len(counts) > 1 and counts[-1] == 0:
+        counts = counts[:-1]  # (a mask set up to the last pixel: no empty run after it)
+    rle = _coco.frPyObjects({"size": [h_img, w_img], "counts": counts.tolist()}, h_img, w_img)
+    return {"size": [h_img, w_img], "counts": rle["counts"].decode("ascii")}
 
 
 def encode_rles(masks: np.ndarray | torch.Tensor) -> list[RLE]:
@@ -191,17 +224,7 @@ def place_rle(
     # (a run repeated over s image columns: put them back in column-major order)
     order = np.argsort(start[start < end], kind="stable")
     start, end = start[start < end][order], end[start < end][order]
-    # A run that ends at the foot of one column and goes on at the top of the next is one run.
-    joined = np.nonzero(end[:-1] == start[1:])[0]
-    start, end = np.delete(start, joined + 1), np.delete(end, joined)
-    bounds = np.empty(2 * len(start) + 2, np.int64)
-    bounds[0], bounds[-1] = 0, h_img * w_img
-    bounds[1:-1:2], bounds[2:-1:2] = start, end
-    counts = np.diff(bounds)
-    if len(counts) > 1 and counts[-1] == 0:
-        counts = counts[:-1]  # (a mask set up to the last pixel: no empty run after it)
-    rle = _coco.frPyObjects({"size": [h_img, w_img], "counts": counts.tolist()}, h_img, w_img)
-    return {"size": [h_img, w_img], "counts": rle["counts"].decode("ascii")}
+    return rle_from_runs(start, end, (h_img, w_img))
 
 
 _RUN_BLOCK_BYTES = 16 << 20  # bytes of mask columns scanned for runs at once
