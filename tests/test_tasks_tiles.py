@@ -526,7 +526,7 @@ def test_reduced_reads_are_block_means_strip_by_strip(monkeypatch):
     """A shrunk frame is the block means of its pixels (within PIL's rounding), the blocks cut
     by the frame's edge included, whatever the strip size."""
     import segany.tasks.region_files as R
-    from segany.tasks.tiles import _read_reduced, _Window
+    from segany.tasks.tiles import FrameSource, _read_reduced
 
     array = _image(230, 170, seed=11)
     frame, f = (13, 21, 168, 224), 6  # 155×203 px: partial blocks on both edges
@@ -544,7 +544,7 @@ def test_reduced_reads_are_block_means_strip_by_strip(monkeypatch):
     for strip in (2**20, 155 * 3 * f * 2, 1):  # one strip; two blocks of rows; one each
         monkeypatch.setattr(R, "STRIP_BYTES", strip)
         regions = Regions(array)
-        got = _read_reduced(_Window(regions, frame, "RGB"), f)
+        got = _read_reduced(FrameSource(regions, frame, "RGB"), f)
         assert got.shape == (oh, ow, 3) and got.dtype == np.uint8
         assert np.abs(got - want).max() <= 1.0
         assert all(a >= 13 and c <= 168 and t >= 21 and b <= 224 for a, t, c, b in regions.reads)

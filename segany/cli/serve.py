@@ -113,7 +113,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-upload-mb", type=positive_int, metavar="MB", help="upload size limit (default 32)"
     )
     p.add_argument(
-        "--max-pixels", type=positive_int, metavar="N", help="pixel limit per image (default 40M)"
+        "--max-pixels",
+        type=positive_int,
+        metavar="N",
+        help="pixel limit per image, and per window of a large image (default 40M)",
+    )
+    p.add_argument(
+        "--max-large-pixels",
+        type=int,
+        metavar="N",
+        help="TIFFs above --max-pixels and up to N px are worked on by windows (default 4e9; "
+        "0: refused)",
     )
     add_output_options(p)
     p.set_defaults(run=run)
@@ -136,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
         options["max_upload_bytes"] = args.max_upload_mb * 2**20
     if args.max_pixels is not None:
         options["max_pixels"] = args.max_pixels
+    if args.max_large_pixels is not None:
+        options["max_large_pixels"] = args.max_large_pixels
     if args.tile_overlap is not None and args.tile is None:
         raise UsageError("--tile-overlap goes with --tile")
     settings = ServerSettings(

@@ -8,6 +8,7 @@ one raises ``Conflict`` carrying the current row. Review states and what they me
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import sessionmaker
 
 from segany.errors import InputError
-from segany.masks import decode_rle, encode_rle
+from segany.masks import decode_rle
 from segany.server.classes import resolve
 from segany.server.db import EXPORTED, ImageRow, MaskRow, now
 from segany.server.project import Conflict, ImageInfo, NotFound
@@ -23,30 +24,26 @@ from segany.server.proposals import novel
 
 
 def mask_fields(rle: dict[str, Any], image: ImageRow) -> dict[str, Any]:
-    """rle/area/bbox columns from a client RLE, checked against the image size."""
+    """rle/area/bbox columns from a client RLE, checked against the image size. Read by its
+    runs (``segany.rle_windows``), never decoded: a large image's mask is gigapixels."""
+    from segany.masks import rle_from_runs
+    from segany.rle_windows import rle_box_area, rle_runs
+
     size = [int(v) for v in rle["size"]]
     if size != [image.height, image.width]:
         raise InputError(
             f"the mask is {size[0]}×{size[1]} but image {image.id} is {image.height}×{image.width}"
         )
     try:
-        mask = decode_rle({"size": size, "counts": rle["counts"]})
-    except Exception as e:  # noqa: BLE001 - pycocotools raises bare exceptions on bad counts
+        start, end = rle_runs({"size": size, "counts": rle["counts"]})
+    except InputError as e:
         raise InputError(f"the mask's RLE counts do not decode ({e})") from None
-    if mask.shape != (image.height, image.width):
-        raise InputError("the mask's RLE counts do not match its size")
-    area = int(mask.sum())
-    if area == 0:
+    if len(start) == 0:
         raise InputError("the mask is empty")
-    ys, xs = np.nonzero(mask)
-    x0, y0 = int(xs.min()), int(ys.min())
     # Normalise to our own encoding, so equal masks have equal counts.
-    counts = encode_rle(mask)["counts"]
-    return {
-        "rle": counts,
-        "area": area,
-        "bbox": [x0, y0, int(xs.max()) - x0, int(ys.max()) - y0],
-    }
+    canonical = rle_from_runs(start, end, size)
+    (x0, y0, w, h), area = rle_box_area(canonical)
+    return {"rle": canonical["counts"], "area": area, "bbox": [x0, y0, w - 1, h - 1]}
 
 
 def mask_dict(row: MaskRow, image: ImageRow | None = None, *, height: int = 0, width: int = 0):
@@ -219,10 +216,19 @@ class Annotations:
         self._tell("mask", image_id=image_id, mask_id=out["id"], action="added")
         return out
 
-    def novel(self, image_id: int, candidates: list[np.ndarray]) -> list[bool]:
-        """Which candidate masks (H×W bool) are not duplicates of the image's stored masks
-        (``segany.server.proposals``: every review state counts)."""
-        existing = [decode_rle(m["rle"], trusted=True) for m in self.masks(image_id)]
+    def novel(
+        self, image_id: int, candidates: list[np.ndarray], window: Sequence[int] | None = None
+    ) -> list[bool]:
+        """Which candidate masks (H×W bool; h×w of ``window``, x0, y0, x1, y1, when given)
+        are not duplicates of the image's stored masks (``segany.server.proposals``: every
+        review state counts; with a window, their parts inside it)."""
+        from segany.rle_windows import crop_rle
+
+        masks = self.masks(image_id)
+        if window is None:
+            existing = [decode_rle(m["rle"], trusted=True) for m in masks]
+        else:
+            existing = [decode_rle(crop_rle(m["rle"], window), trusted=True) for m in masks]
         return novel(candidates, existing)
 
     def update_mask(self, mask_id: int, version: int, changes: dict[str, Any]) -> dict[str, Any]:

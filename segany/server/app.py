@@ -50,6 +50,7 @@ def build_state(settings: ServerSettings, model: Any = None) -> AppState:
         settings.project_dir,
         max_pixels=settings.max_pixels,
         max_upload_bytes=settings.max_upload_bytes,
+        max_large_pixels=settings.max_large_pixels,
     )
     engine, sessions = open_database(settings.database_url, settings.db_timeout)
 
@@ -100,7 +101,12 @@ def build_state(settings: ServerSettings, model: Any = None) -> AppState:
         log.info("users from %s: %d added, %d with a new role", settings.users_file, added, changed)
 
     def export_sa1b(folder: Path) -> int:
-        docs = exporting.documents(project, notes)
+        # Retraining reads each image whole: a large one (worked on by windows) is left out.
+        docs = [
+            (path, doc)
+            for path, doc in exporting.documents(project, notes)
+            if doc.size[0] * doc.size[1] <= project.max_pixels
+        ]
         exporting.write_sa1b_folder(folder, docs)
         return sum(len(d.annotations) for _, d in docs)
 

@@ -22,7 +22,7 @@ from segany.formats import (
     write_sa1b,
 )
 from segany.formats.sa1b import SA1BImage
-from segany.formats.yolo import mask_line, write_data_yaml, write_labels
+from segany.formats.yolo import LabelLine, mask_line, write_data_yaml, write_labels
 from segany.masks import decode_rle
 
 EXTRA_FIELDS = (
@@ -107,6 +107,43 @@ def coco_polygons(mask: np.ndarray) -> list[list[float]] | None:
 
 Docs = list[tuple[Path, SA1BImage]]
 YOLO_SPLIT = "train"
+#: Above this an image's masks are not decoded at its size (a large image, worked on by
+#: windows: segany.server.windows); the PNG export, which writes image-sized maps, leaves it out.
+PNG_MAX_PIXELS = 2**27
+
+
+def _boxed(rle: dict[str, Any]) -> tuple[np.ndarray, int, int]:
+    """The mask of a stored RLE within its box and a pixel of margin (zeros around it, so its
+    outlines are those of the whole mask), and the crop's XY offset in the image: polygons are
+    found without the image-sized mask, which a large image's masks cannot be decoded to."""
+    from segany.rle_windows import crop_rle, rle_box_area
+
+    h, w = (int(v) for v in rle["size"])
+    (x, y, bw, bh), _ = rle_box_area(rle)
+    x0, y0 = max(0, x - 1), max(0, y - 1)
+    x1, y1 = min(w, x + bw + 1), min(h, y + bh + 1)
+    if x1 <= x0 or y1 <= y0:  # (an empty mask)
+        return np.zeros((0, 0), bool), 0, 0
+    return decode_rle(crop_rle(rle, (x0, y0, x1, y1)), trusted=True), x0, y0
+
+
+def _coco_polygons(rle: dict[str, Any]) -> list[list[float]] | None:
+    mask, x0, y0 = _boxed(rle)
+    rings = coco_polygons(mask)
+    if rings is None:
+        return None
+    return [[v + (x0 if i % 2 == 0 else y0) for i, v in enumerate(ring)] for ring in rings]
+
+
+def _mask_line(rle: dict[str, Any], index: int) -> LabelLine | None:
+    mask, x0, y0 = _boxed(rle)
+    line = mask_line(mask, index)
+    if line is None:
+        return None
+    h, w = (int(v) for v in rle["size"])
+    crop = np.array([mask.shape[1], mask.shape[0]], dtype=np.float64)
+    points = (line.points * crop + [x0, y0]) / np.array([w, h], dtype=np.float64)
+    return LabelLine(line.class_index, np.clip(points, 0.0, 1.0), line.holes)
 
 
 def write_coco_export(
@@ -119,7 +156,7 @@ def write_coco_export(
         ann.update({k: src[k] for k in EXTRA_FIELDS})
         ann["category_id"] = categories.id_of(src)
         if polygons:
-            rings = coco_polygons(decode_rle(src["segmentation"], trusted=True))
+            rings = _coco_polygons(src["segmentation"])
             if rings is None:
                 kept_rle += 1
             else:
@@ -142,7 +179,7 @@ def write_yolo_export(
         lines = []
         for ann in doc.annotations:
             index = categories.index[categories.id_of(ann)]
-            line = mask_line(decode_rle(ann["segmentation"], trusted=True), index)
+            line = _mask_line(ann["segmentation"], index)
             if line is not None:
                 lines.append(line)
                 holes += line.holes
@@ -152,8 +189,17 @@ def write_yolo_export(
         result.warnings.append(f"YOLO polygons cannot hold holes: {holes} holes are filled")
 
 
-def write_png_export(folder: Path, docs: Docs, categories: Categories) -> None:
+def write_png_export(
+    folder: Path, docs: Docs, categories: Categories, result: ExportResult | None = None
+) -> None:
     for n, (path, doc) in enumerate(docs):
+        if doc.size[0] * doc.size[1] > PNG_MAX_PIXELS:
+            if result is not None:
+                result.warnings.append(
+                    f"{path.name} ({doc.size[1]}×{doc.size[0]} px) is left out: PNG maps "
+                    "of an image that large are not written (export COCO or SA-1B for it)"
+                )
+            continue
         masks = doc.masks()
         sub = folder / f"{n:06d}_{path.stem}"
         for i, mask in enumerate(masks):

@@ -163,5 +163,5 @@ def _write(
     elif fmt == "yolo":
         write_yolo_export(folder, docs, categories, result)
     else:
-        write_png_export(folder, docs, categories)
+        write_png_export(folder, docs, categories, result)
     return result

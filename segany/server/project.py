@@ -10,18 +10,22 @@ the folder are all turned away.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import re
 import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from segany.atomic import atomic_path, write_bytes_atomic
 from segany.errors import InputError
 from segany.formats.images import IMAGE_SUFFIXES
+from segany.tasks.region_files import TIFF_MAGIC
 
 
 class NotFound(InputError):
@@ -51,10 +55,22 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class ProjectFolder:
-    def __init__(self, root: Path, *, max_pixels: int, max_upload_bytes: int) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_pixels: int,
+        max_upload_bytes: int,
+        max_large_pixels: int = 0,
+    ) -> None:
+        """``max_large_pixels``: images above ``max_pixels`` and up to this many, TIFFs read by
+        region, are accepted and worked on by windows (``segany.server.windows``; 0: none)."""
+        from segany.server.windows import LargeImages
+
         self.root = Path(root).resolve()
         self.max_pixels = max_pixels
         self.max_upload_bytes = max_upload_bytes
+        self.large = LargeImages(max_pixels, max_large_pixels)
         for sub in ("images", "embeddings", "models", "exports", "train"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
@@ -103,6 +119,37 @@ class ProjectFolder:
             raise InputError(f"{name}: the image is empty")
         return ImageInfo(width, height, hashlib.sha256(data).hexdigest())
 
+    def check_file(self, path: Path) -> ImageInfo:
+        """``check_image`` for a file on disk; a TIFF above ``max_pixels`` is checked from its
+        header and hashed a block at a time (never read whole), and accepted up to
+        ``max_large_pixels`` as a large image (``segany.server.windows``)."""
+        from segany.limits import pixel_limit
+        from segany.tasks.region_files import open_regions, reads_by_region, region_shape
+
+        if not reads_by_region(path) or importlib.util.find_spec("tifffile") is None:
+            return self.check_image(path.read_bytes(), path.name)  # (PIL, within max_pixels)
+        limit = self.large.max_large_pixels
+        try:
+            with pixel_limit(limit):
+                height, width = region_shape(path)
+        except InputError:  # a TIFF tifffile does not read: as before, through PIL
+            return self.check_image(path.read_bytes(), path.name)
+        if width * height <= self.max_pixels:
+            return self.check_image(path.read_bytes(), path.name)
+        if width * height > limit:
+            raise InputError(
+                f"{path.name}: {width}×{height} = {width * height} pixels is over the limit "
+                f"of {limit}"
+                + (" for large images (worked on by windows)" if limit > self.max_pixels else "")
+            )
+        try:  # the first pixels can be read: the layout tifffile found holds together
+            with pixel_limit(limit):
+                source = open_regions(path)
+                np.asarray(source[0 : min(height, 64), 0 : min(width, 64)])
+        except InputError as e:
+            raise InputError(f"{path.name}: {e}") from None
+        return ImageInfo(width, height, _file_sha256(path))
+
     def safe_name(self, name: str) -> str:
         """A file name for an upload: the base name, safe characters, an image suffix."""
         base = PurePosixPath(name.replace("\\", "/")).name
@@ -119,12 +166,20 @@ class ProjectFolder:
         if len(data) > self.max_upload_bytes:
             raise TooLarge(f"{name}: {len(data)} bytes is over the {self.max_upload_bytes} limit")
         safe = self.safe_name(name)
-        info = self.check_image(data, safe)
+        if data[:4] in TIFF_MAGIC and importlib.util.find_spec("tifffile") is not None:
+            # maybe a large image: checked as a file, by its header
+            # checked as a hidden file (scans skip it), dropped after: written below as usual
+            with tempfile.NamedTemporaryFile(dir=self.images, prefix=".upload-") as tmp:
+                tmp.write(data)
+                tmp.flush()
+                info = self.check_file(Path(tmp.name))
+        else:
+            info = self.check_image(data, safe)
         target = self.images / safe
         stem, suffix = target.stem, target.suffix
         n = 1
         while target.exists():
-            if hashlib.sha256(target.read_bytes()).hexdigest() == info.sha256:
+            if _file_sha256(target) == info.sha256:
                 return self.relative(target), info  # the same file again
             target = self.images / f"{stem}-{n}{suffix}"
             n += 1
@@ -143,7 +198,7 @@ class ProjectFolder:
             if not path.is_file() or self.root not in path.resolve().parents:
                 continue  # a symlink out of the project
             try:
-                info = self.check_image(path.read_bytes(), path.name)
+                info = self.check_file(path)
             except InputError:
                 continue
             found.append((self.relative(path), info))
@@ -159,13 +214,13 @@ class ProjectFolder:
         for path in sorted(Path(folder).iterdir()):
             if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            digest = _file_sha256(path)
             safe = self.safe_name(path.name)
             target = self.images / safe
             stem, suffix = target.stem, target.suffix
             n = 1
             while target.exists():
-                if hashlib.sha256(target.read_bytes()).hexdigest() == digest:
+                if _file_sha256(target) == digest:
                     break
                 target = self.images / f"{stem}-{n}{suffix}"
                 n += 1
@@ -176,3 +231,12 @@ class ProjectFolder:
                     shutil.copyfile(path, tmp)
                 copied.append(target)
         return copied, present
+
+
+def _file_sha256(path: Path) -> str:
+    """A file's sha256, read a block at a time (a large scan is gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -14,6 +14,7 @@ from segany.server import schemas
 from segany.server.project import NotFound
 from segany.server.state import state_of
 from segany.server.views import image_out
+from segany.server.windows import parse_window, window_key
 
 router = APIRouter()
 UPLOAD = File(..., description="an image file (JPEG, PNG, BMP, TIFF, WebP)")
@@ -29,6 +30,8 @@ def project(request: Request) -> dict[str, Any]:
         "model_version": st.hub.current,
         "max_upload_bytes": st.settings.max_upload_bytes,
         "max_pixels": st.settings.max_pixels,
+        # images above max_pixels (up to this) are worked on by windows (segany.server.windows)
+        "max_large_pixels": st.settings.max_large_pixels,
         # Refined masks and zoomed corrections need the image's pixels: the page then decodes
         # on the server.
         "decoder_onnx": _decoder_available()
@@ -108,13 +111,33 @@ def get_image(request: Request, image_id: int) -> schemas.ImageOut:
     return image_out(row, st.notes.tally(image_id), request=request)
 
 
-@router.get("/images/{image_id}/file", summary="The image file", response_class=FileResponse)
-def image_file(request: Request, image_id: int) -> FileResponse:
+@router.get(
+    "/images/{image_id}/file",
+    summary="The image file, or a window of it as PNG",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def image_file(
+    request: Request, image_id: int, window: str | None = None, scale: int = 1
+) -> Response:
+    """The file as it was added; with ``window`` (x0,y0,x1,y1 image pixels) and/or ``scale``
+    (a whole factor the pixels are shrunk by, block means), those pixels as a PNG. A large
+    image (``segany.server.windows``) is sent only so, within ``max_pixels``."""
+    from segany.formats.png import encode_png
+
     st = state_of(request)
-    path = st.project.inside(st.notes.image(image_id).path)
+    row = st.notes.image(image_id)
+    path = st.project.inside(row.path)
     if not path.is_file():
         raise NotFound(f"the file of image {image_id} is missing from the project")
-    return FileResponse(path)
+    box = st.project.large.window(row, parse_window(window), scale=scale)
+    if box is None and scale == 1:
+        return FileResponse(path)
+    pixels = st.project.large.read(path, box, scale)
+    headers = {"Cache-Control": "private, max-age=3600", "X-Scale": str(scale)}
+    if box is not None:
+        headers["X-Window"] = ",".join(map(str, box))
+    return Response(encode_png(pixels), media_type="image/png", headers=headers)
 
 
 @router.put("/images/{image_id}/status", response_model=schemas.ImageOut)
@@ -136,21 +159,28 @@ def set_status(request: Request, image_id: int, body: schemas.StatusIn) -> schem
 
 
 # ----- model calls ----------------------------------------------------------------------------
-def _source(request: Request, image_id: int) -> tuple[str, Callable[[], np.ndarray]]:
-    """The image's content hash and a reader of its pixels H×W×3 uint8 (called on a miss)."""
+def _source(
+    request: Request, image_id: int, window: Any = None
+) -> tuple[str, Callable[[], np.ndarray]]:
+    """The image's (or its window's) key, its content hash with the window, and a reader of
+    its pixels h×w×3 uint8 (called on a miss). ``window``: x0, y0, x1, y1 image pixels (a
+    list, or the query's text), needed for a large image (``segany.server.windows``)."""
     from segany.formats import read_image
 
     st = state_of(request)
     row = st.notes.image(image_id)
     path = st.project.inside(row.path)
-    return row.sha256, lambda: read_image(path)
+    box = st.project.large.window(row, parse_window(window))
+    if box is None:
+        return row.sha256, lambda: read_image(path)
+    return window_key(row.sha256, box), lambda: st.project.large.read(path, box)
 
 
-def _image(request: Request, image_id: int) -> np.ndarray:
-    """The image's pixels H×W×3 uint8 (the last one read is kept: an annotator clicks on one
-    image many times)."""
-    sha256, read = _source(request, image_id)
-    return state_of(request).hub.pixels(sha256, read)  # type: ignore[no-any-return]
+def _image(request: Request, image_id: int, window: Any = None) -> np.ndarray:
+    """The image's (window's) pixels h×w×3 uint8 (the last one read is kept: an annotator
+    clicks on one image many times)."""
+    key, read = _source(request, image_id, window)
+    return state_of(request).hub.pixels(key, read)  # type: ignore[no-any-return]
 
 
 @router.get(
@@ -159,11 +189,12 @@ def _image(request: Request, image_id: int) -> np.ndarray:
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-def embedding(request: Request, image_id: int) -> Response:
-    """The bytes are what the ONNX decoder takes as ``image_embeddings``.
+def embedding(request: Request, image_id: int, window: str | None = None) -> Response:
+    """The bytes are what the ONNX decoder takes as ``image_embeddings`` (of the ``window``,
+    x0,y0,x1,y1, when given: a large image's).
     Headers: ``X-Shape`` (1,C,h,w), ``X-Original-Size`` (H,W), ``X-Input-Size`` (h',w'),
     ``X-Model-Version``. Computed once per image and model encoder, then cached."""
-    emb = state_of(request).hub.embedding(*_source(request, image_id))
+    emb = state_of(request).hub.embedding(*_source(request, image_id, window))
     headers = {
         "X-Shape": ",".join(map(str, emb.features.shape)),
         "X-Original-Size": ",".join(map(str, emb.original_size)),
@@ -181,14 +212,14 @@ def embedding(request: Request, image_id: int) -> Response:
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-def early_map(request: Request, image_id: int) -> Response:
+def early_map(request: Request, image_id: int, window: str | None = None) -> Response:
     """What a SAM-HQ model's ONNX decoder takes as ``interm_embeddings`` (its first map):
     the encoder's early feature map, 1×h×w×E (1×64×64×768, 12.6 MB, for sam_hq_vit_b; 2.6 MB
     for sam_hq_vit_tiny), kept with the embedding. Headers: ``X-Shape``, ``X-Model-Version``.
     404 for a model whose decoder reads the embedding alone, and for SAM 2, whose decoder's
     maps come from ``/images/ID/high_res``."""
     st = state_of(request)
-    emb = st.hub.embedding(*_source(request, image_id))
+    emb = st.hub.embedding(*_source(request, image_id, window))
     if emb.early is None or not st.hub.model().is_hq:
         raise NotFound(
             "this model's decoder reads no early feature map (only SAM-HQ's does; SAM 2's "
@@ -209,7 +240,7 @@ def early_map(request: Request, image_id: int) -> Response:
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-def high_res_maps(request: Request, image_id: int) -> Response:
+def high_res_maps(request: Request, image_id: int, window: str | None = None) -> Response:
     """What a SAM 2 model's ONNX decoder takes as ``high_res_feats_0`` and ``high_res_feats_1``,
     in that order in one body: the stride-4 map after the decoder's ``conv_s0``, 1×C/8×4h×4w,
     then the stride-8 map after ``conv_s1``, 1×C/4×2h×2w (1×32×256×256 and 1×64×128×128,
@@ -221,7 +252,7 @@ def high_res_maps(request: Request, image_id: int) -> Response:
 
     st = state_of(request)
     model = st.hub.model()
-    emb = st.hub.embedding(*_source(request, image_id))
+    emb = st.hub.embedding(*_source(request, image_id, window))
     if emb.early is None or not model.is_sam2:
         raise NotFound("this model's decoder reads no high-resolution maps (only SAM 2's does)")
     decoder = model.mask_decoder
@@ -240,7 +271,8 @@ def high_res_maps(request: Request, image_id: int) -> Response:
 @router.post("/images/{image_id}/decode", response_model=schemas.DecodeOut)
 def decode(request: Request, image_id: int, body: schemas.DecodeIn) -> schemas.DecodeOut:
     """Prompts → masks (COCO RLE), IoU scores and low-res logits (feed one back as
-    ``mask_input`` on the next call, as the paper's interactive loop does)."""
+    ``mask_input`` on the next call, as the paper's interactive loop does). With a ``window``
+    the window is the image: prompts, view and masks are in its pixels."""
     from segany.masks import encode_rles, place_rle
     from segany.server.prompt_checks import decode_prompts
 
@@ -251,7 +283,7 @@ def decode(request: Request, image_id: int, body: schemas.DecodeIn) -> schemas.D
             "mask_input_frame is for a server that zooms corrections (--zoom-clicks) or a click "
             "sent with its view"
         )
-    sha256, read = _source(request, image_id)
+    sha256, read = _source(request, image_id, body.window)
     refine = st.settings.refine if body.refine is None else body.refine
     frame = None
     region = None
@@ -259,7 +291,7 @@ def decode(request: Request, image_id: int, body: schemas.DecodeIn) -> schemas.D
         region = st.hub.decode_region(
             sha256,
             read,
-            _image(request, image_id),
+            _image(request, image_id, body.window),
             view=body.view,
             prompts=prompts,
             mask_input_frame=body.mask_input_frame,
@@ -272,7 +304,7 @@ def decode(request: Request, image_id: int, body: schemas.DecodeIn) -> schemas.D
         pred, frame = st.hub.decode_zoomed(
             sha256,
             read,
-            _image(request, image_id),
+            _image(request, image_id, body.window),
             click_margin=st.settings.zoom_clicks,
             prompts=prompts,
             mask_input_frame=body.mask_input_frame,
@@ -285,7 +317,7 @@ def decode(request: Request, image_id: int, body: schemas.DecodeIn) -> schemas.D
             read,
             prompts,
             multimask=body.multimask,
-            image=_image(request, image_id) if refine else None,
+            image=_image(request, image_id, body.window) if refine else None,
         )
     if region is not None and frame is not None:
         # A tile's masks are empty outside it: encoded from the tile, not the whole image
@@ -300,6 +332,7 @@ def decode(request: Request, image_id: int, body: schemas.DecodeIn) -> schemas.D
         low_res_logits=schemas.Tensor.of(pred.logits),
         logits_frame=None if frame is None else list(frame),
         model_version=st.hub.current,
+        window=None if body.window is None else [int(v) for v in body.window],
     )
 
 
@@ -315,31 +348,36 @@ def prefill(request: Request, image_id: int, body: schemas.PrefillIn) -> schemas
     (``ModelHub.prefill``)."""
     from segany.automatic.semi import annotated_pixels
     from segany.masks import decode_rle
+    from segany.rle_windows import crop_rle, paste_rle
     from segany.server.users import check_image_access, user_of
+    from segany.server.windows import empty_rle, in_window
 
     st = state_of(request)
     row = st.notes.image(image_id)
     user = user_of(request)
     if body.save:
         check_image_access(request, row)
+    key, read = _source(request, image_id, body.window)
+    box = None if body.window is None else st.project.large.window(row, body.window)
+    size = (row.height, row.width) if box is None else (box[3] - box[1], box[2] - box[0])
     annotated = None
     if body.skip_annotated:
         masks = st.notes.masks(image_id, ("proposed", "unreviewed", "accepted"))
-        annotated = annotated_pixels(
-            (decode_rle(m["rle"], trusted=True) for m in masks), (row.height, row.width)
-        )
+        rles = (m["rle"] if box is None else crop_rle(m["rle"], box) for m in masks)
+        annotated = annotated_pixels((decode_rle(r, trusted=True) for r in rles), size)
     tile = st.settings.prefill_tile
     records, used = st.hub.prefill(
-        *_source(request, image_id),
+        key,
+        read,
         annotated,
         tile=tile,
         overlap=st.settings.prefill_tile_overlap,
-        progress=None if tile is None else st.project.root / "tiles" / row.sha256,
+        progress=None if tile is None else st.project.root / "tiles" / key,
         points_per_side=body.points_per_side or st.settings.prefill_points_per_side,
         pred_iou_thresh=body.pred_iou_thresh,
         stability_score_thresh=body.stability_score_thresh,
     )
-    keep = st.notes.novel(image_id, [r.mask() for r in records])
+    keep = st.notes.novel(image_id, [r.mask() for r in records], box)
     proposals = [
         schemas.Proposal(
             rle=schemas.RLE(**r.segmentation),
@@ -358,16 +396,22 @@ def prefill(request: Request, image_id: int, body: schemas.PrefillIn) -> schemas
         if user is not None:  # a team's proposals are signed by who asked for them
             author = user["name"]
         for p in proposals:
+            rle = p.rle.model_dump()
+            points = p.point_coords
+            if box is not None:  # into the image, at the window
+                rle = paste_rle(empty_rle(row.height, row.width), rle, box)
+                points = [[x + box[0], y + box[1]] for x, y in points]
             fields = {
-                "rle": p.rle.model_dump(),
+                "rle": rle,
                 "origin": "prefill",
                 "review": "proposed",
                 "author": author,
-                "prompts": {"points": p.point_coords, "labels": [1]},
+                "prompts": {"points": points, "labels": [1]},
                 "model_version": st.hub.current,
                 "predicted_iou": p.predicted_iou,
             }
-            saved.append(schemas.MaskOut(**st.notes.add_mask(image_id, fields)))
+            mask = st.notes.add_mask(image_id, fields)
+            saved.append(schemas.MaskOut(**in_window(mask, box)))
     return schemas.PrefillOut(
         proposals=proposals,
         saved=saved,

@@ -7,10 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
+from segany.rle_windows import paste_rle
 from segany.server import exporting, schemas
 from segany.server.project import NotFound
 from segany.server.state import state_of
 from segany.server.users import check_image_access, require, user_of
+from segany.server.windows import Window, empty_rle, in_window, parse_window, prompts_in_image
 
 router = APIRouter()
 
@@ -22,20 +24,46 @@ def _may_change(request: Request, image_id: int) -> None:
 
 # ----- masks ----------------------------------------------------------------------------------
 @router.get("/images/{image_id}/masks", response_model=list[schemas.MaskOut])
-def list_masks(request: Request, image_id: int) -> list[dict[str, Any]]:
-    """Every mask of the image, proposals and rejected ones included (see ``review``)."""
-    return state_of(request).notes.masks(image_id)  # type: ignore[no-any-return]
+def list_masks(request: Request, image_id: int, window: str | None = None) -> list[dict[str, Any]]:
+    """Every mask of the image, proposals and rejected ones included (see ``review``). With a
+    ``window`` (x0,y0,x1,y1 image pixels; a large image's, ``segany.server.windows``): the
+    masks whose box meets it, each RLE cut to the window."""
+    st = state_of(request)
+    masks = st.notes.masks(image_id)
+    if window is None:
+        return masks  # type: ignore[no-any-return]
+    box = _window(request, image_id, parse_window(window))
+    assert box is not None  # (a window was given)
+    return [in_window(m, box) for m in masks if _meets(m["bbox"], box)]
+
+
+def _window(request: Request, image_id: int, window: Any) -> Window | None:
+    st = state_of(request)
+    return st.project.large.window(st.notes.image(image_id), window)  # type: ignore[no-any-return]
+
+
+def _meets(bbox: list[int], window: Window) -> bool:
+    """Whether a stored box (x, y, w, h: w, h one less than the extent) meets the window."""
+    x, y, w, h = bbox
+    return x < window[2] and y < window[3] and x + w >= window[0] and y + h >= window[1]
 
 
 @router.post("/images/{image_id}/masks", status_code=201, response_model=schemas.MaskOut)
 def add_mask(request: Request, image_id: int, body: schemas.MaskIn) -> dict[str, Any]:
-    """In a team project the mask's ``author`` is the signed-in user."""
+    """In a team project the mask's ``author`` is the signed-in user. With a ``window`` the
+    RLE is the window's size and is pasted into the image there."""
     _may_change(request, image_id)
-    fields = body.model_dump()
+    notes = state_of(request).notes
+    fields = body.model_dump(exclude={"window"})
+    box = _window(request, image_id, body.window) if body.window is not None else None
+    if box is not None:
+        row = notes.image(image_id)
+        fields["rle"] = paste_rle(empty_rle(row.height, row.width), fields["rle"], box)
+        fields["prompts"] = prompts_in_image(fields["prompts"], box)
     user = user_of(request)
     if user is not None:
         fields["author"] = user["name"]
-    return state_of(request).notes.add_mask(image_id, fields)  # type: ignore[no-any-return]
+    return in_window(notes.add_mask(image_id, fields), box)
 
 
 @router.get("/masks/{mask_id}", response_model=schemas.MaskOut)
@@ -52,19 +80,25 @@ def update_mask(request: Request, mask_id: int, body: schemas.MaskPatch) -> dict
     """Edit (shape, class, prompts, seconds) and/or review (``review`` + ``reviewer``) a mask.
     Accepting a proposal makes it a mask; rejecting keeps it out of exports and out of later
     pre-fills. In a team project a review needs the reviewer or admin role, and ``editor`` and
-    ``reviewer`` are the signed-in user."""
+    ``reviewer`` are the signed-in user. With a ``window`` the RLE is the window's size and
+    replaces the mask inside it; outside it the mask is kept."""
     notes = state_of(request).notes
-    _may_change(request, notes.mask(mask_id)["image_id"])
-    changes = body.model_dump(exclude={"version"})
+    current = notes.mask(mask_id)
+    _may_change(request, current["image_id"])
+    changes = body.model_dump(exclude={"version", "window"})
+    box = _window(request, current["image_id"], body.window) if body.window is not None else None
     if changes.get("rle") is not None:
         changes["rle"] = body.rle.model_dump() if body.rle else None
+        if box is not None:  # the window's part replaced, the rest as it was
+            changes["rle"] = paste_rle(current["rle"], changes["rle"], box)
+    changes["prompts"] = prompts_in_image(changes.get("prompts"), box)
     user = user_of(request)
     if user is not None:
         if body.review is not None:
             require(request, "reviewer", doing="a review decision")
             changes["reviewer"] = user["name"]
         changes["editor"] = user["name"]
-    return notes.update_mask(mask_id, body.version, changes)  # type: ignore[no-any-return]
+    return in_window(notes.update_mask(mask_id, body.version, changes), box)
 
 
 @router.delete("/masks/{mask_id}", status_code=204, responses={409: {"description": "stale"}})

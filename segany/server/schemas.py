@@ -108,6 +108,13 @@ class DecodeIn(Strict):
         "pixels); zoomed into an image larger than the model's input, the click is answered "
         "on tile embeddings at that region's scale (segany.tasks.regions)",
     )
+    window: list[int] | None = Field(
+        None,
+        min_length=4,
+        max_length=4,
+        description="x0, y0, x1, y1: the window of a large image worked on (image pixels; "
+        "segany.server.windows): prompts, view and masks are in its pixels",
+    )
     multimask: bool = True
     refine: bool | None = Field(
         None, description="snap the masks to the image's edges (default: the server's setting)"
@@ -123,6 +130,7 @@ class DecodeOut(BaseModel):
         description="x0, y0, x1, y1: the crop the low-res logits lie in (None: the whole image)",
     )
     model_version: int
+    window: list[int] | None = Field(None, description="the call's window: masks are its size")
 
 
 class Proposal(BaseModel):
@@ -155,6 +163,13 @@ class PrefillIn(Strict):
         description="propose only where the image's masks leave room: no grid point on them, "
         "no mask mostly on them (false: segment the whole image again)",
     )
+    window: list[int] | None = Field(
+        None,
+        min_length=4,
+        max_length=4,
+        description="x0, y0, x1, y1: the window of a large image worked on (image pixels; "
+        "segany.server.windows): proposals are in its pixels, only masks there count",
+    )
 
 
 class PrefillOut(BaseModel):
@@ -183,6 +198,13 @@ class MaskIn(Strict):
     model_version: DbInt | None = None
     predicted_iou: float | None = None
     seconds: float = Field(0.0, ge=0, le=86_400)
+    window: list[int] | None = Field(
+        None,
+        min_length=4,
+        max_length=4,
+        description="x0, y0, x1, y1: the window of a large image worked on (image pixels; "
+        "segany.server.windows): the rle is the window's size, pasted into the image there",
+    )
 
 
 class MaskPatch(Strict):
@@ -201,6 +223,14 @@ class MaskPatch(Strict):
     reviewer: str | None = Field(None, max_length=128)
     note: str | None = Field(
         None, max_length=2000, description="the reviewer's note with the decision (review)"
+    )
+    window: list[int] | None = Field(
+        None,
+        min_length=4,
+        max_length=4,
+        description="x0, y0, x1, y1: the window of a large image worked on (image pixels; "
+        "segany.server.windows): the rle is the window's size and replaces the mask there; "
+        "outside it the mask is kept",
     )
 
 
@@ -225,6 +255,9 @@ class MaskOut(BaseModel):
     editor: str
     edits: int
     relabels: int
+    window: list[int] | None = Field(
+        None, description="asked with a window: rle is the mask's part in it (bbox, area: whole)"
+    )
 
 
 class ClassIn(Strict):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from segany.errors import InputError
 from segany.inference.precision import check_precision
+from segany.limits import MAX_RAISED_PIXELS
 
 LOOPBACK = "127.0.0.1"
 
@@ -20,7 +21,9 @@ class ServerSettings:
     ``host`` is not a loopback address).
 
     Limits: ``max_upload_bytes`` per uploaded file, ``max_pixels`` per image (decompression
-    bombs), ``embedding_cache`` embeddings kept in memory (each is C×h×w float32).
+    bombs) or per window of a large image, ``max_large_pixels`` per large image (a TIFF above
+    ``max_pixels``, worked on by windows: ``segany.server.windows``; 0: none accepted),
+    ``embedding_cache`` embeddings kept in memory (each is C×h×w float32).
     ``precision``: the image encoder's mode (``segany.inference.precision``; the decoder is fp32).
     ``cache``: the shared on-disk embedding cache the encoder also reads and fills (a folder;
     None: ``$SEGANY_CACHE`` when set; False: none), besides the project's own embeddings.
@@ -45,6 +48,7 @@ class ServerSettings:
     token: str | None = None
     max_upload_bytes: int = 32 * 2**20
     max_pixels: int = 40_000_000
+    max_large_pixels: int = 4_000_000_000
     embedding_cache: int = 16
     prefill_points_per_side: int | None = 16  # a 16×16 grid: 4× faster than 32×32 on CPU
     prefill_tile: int | None = None
@@ -64,6 +68,11 @@ class ServerSettings:
             raise InputError(f"db_timeout must be a number of seconds > 0, got {self.db_timeout}")
         if self.max_upload_bytes < 1 or self.max_pixels < 1 or self.embedding_cache < 1:
             raise InputError("max_upload_bytes, max_pixels and embedding_cache must be ≥ 1")
+        if not 0 <= self.max_large_pixels <= MAX_RAISED_PIXELS:
+            raise InputError(
+                f"max_large_pixels must be 0 to {MAX_RAISED_PIXELS} (COCO RLE counts are 32-bit), "
+                f"got {self.max_large_pixels}"
+            )
         check_precision(self.precision)
         if self.prefill_tile is not None and self.prefill_tile < 0:
             raise InputError(f"the pre-fill's tile side must be ≥ 0 px, got {self.prefill_tile}")

@@ -155,7 +155,7 @@ def _by_region(image: Any) -> bool:
     return hasattr(image, "dtype") and hasattr(image, "__getitem__") and not hasattr(image, "mode")
 
 
-class _Window:
+class FrameSource:
     """A frame of an image source as a source of its own: its ``shape`` h×w×3, and 2-D slices
     of it as RGB uint8."""
 
@@ -173,7 +173,7 @@ class _Window:
         return to_rgb_uint8(part, self.format)
 
 
-def _read_reduced(window: _Window, factor: int) -> np.ndarray:
+def _read_reduced(window: FrameSource, factor: int) -> np.ndarray:
     """``window`` shrunk ``factor`` times by block means (PIL's ``reduce``: a block cut by the
     edge averages the pixels it holds), ceil(h/f)×ceil(w/f)×3 uint8, read a strip of about
     ``region_files.STRIP_BYTES`` at a time."""
@@ -205,10 +205,10 @@ def _read_frame_reduced(source: Any, frame: Frame, factor: int, image_format: st
         lh, lw = (int(v) for v in level.shape[:2])
         sub = (x0 // g, y0 // g, min(lw, -(-x1 // g)), min(lh, -(-y1 // g)))
         with contextlib.suppress(InputError):  # a damaged level: level 0's pixels
-            small = _read_reduced(_Window(level, sub, image_format), factor // g)[:oh, :ow]
+            small = _read_reduced(FrameSource(level, sub, image_format), factor // g)[:oh, :ow]
             pad = ((0, oh - small.shape[0]), (0, ow - small.shape[1]), (0, 0))
             return np.pad(small, pad, mode="edge") if pad[0][1] or pad[1][1] else small
-    return _read_reduced(_Window(source, frame, image_format), factor)
+    return _read_reduced(FrameSource(source, frame, image_format), factor)
 
 
 def _prompt_region(

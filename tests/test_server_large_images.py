@@ -1,0 +1,245 @@
+"""Images above the app's whole-image limit, worked on by windows (segany.server.windows): a
+6 MP TIFF in a project whose limit is 1 MP. Whole-image calls are refused with a message that
+says what to send; window calls equal the same calls on the window cut out as its own image;
+masks saved, edited and listed through windows are pasted into, kept in and cut from the
+image-sized RLE."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segany.inference.predictor import Predictor
+from segany.masks import decode_rle, encode_rle
+from segany.tasks.region_files import read_overview
+from tests.server_fixtures import make_client, tiny  # noqa: F401
+
+tifffile = pytest.importorskip("tifffile")
+
+H, W = 2000, 3000
+LIMIT = 1_000_000
+BOXES = [(400, 300, 700, 520), (1900, 1200, 2300, 1700), (980, 1300, 1300, 1450)]  # XYXY
+
+
+def scene() -> np.ndarray:
+    rng = np.random.default_rng(3)
+    image = np.empty((H, W, 3), np.uint8)
+    image[...] = (185, 190, 180)
+    image += rng.integers(0, 12, (H, W, 1), dtype=np.uint8)
+    for k, (x0, y0, x1, y1) in enumerate(BOXES):
+        image[y0:y1, x0:x1] = [(40, 60, 150), (150, 40, 40), (30, 130, 60)][k]
+    return image
+
+
+@pytest.fixture
+def project(tmp_path, tiny):  # noqa: F811
+    image = scene()
+    folder = tmp_path / "project"
+    client = make_client(folder, tiny, max_upload_bytes=32 * 2**20, max_pixels=LIMIT)
+    tifffile.imwrite(folder / "images" / "scan.tif", image, photometric="rgb")
+    r = client.post("/api/images/import", json={"folder": "images"})
+    assert r.status_code == 200, r.text
+    (row,) = r.json()["images"]
+    assert (row["width"], row["height"]) == (W, H)
+    return client, row["id"], image
+
+
+def png(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def test_whole_image_calls_are_refused_and_say_what_to_send(project) -> None:
+    client, image_id, _ = project
+    assert client.get("/api/project").json()["max_large_pixels"] >= W * H
+    for r in (
+        client.get(f"/api/images/{image_id}/file"),
+        client.get(f"/api/images/{image_id}/embedding"),
+        client.post(f"/api/images/{image_id}/decode", json={"points": [[10, 10]], "labels": [1]}),
+        client.post(f"/api/images/{image_id}/prefill", json={}),
+    ):
+        assert r.status_code == 400, r.text
+        assert "window" in r.json()["detail"] and str(LIMIT) in r.json()["detail"]
+    too_big = client.get(f"/api/images/{image_id}/file", params={"window": "0,0,1001,1000"})
+    assert too_big.status_code == 400 and "more than" in too_big.json()["detail"]
+    outside = client.get(f"/api/images/{image_id}/file", params={"window": "2900,0,3100,10"})
+    assert outside.status_code == 400 and "inside" in outside.json()["detail"]
+    for params in ({"window": "a,b"}, {"window": "1,2,3"}, {"scale": 0}, {"scale": 3001}):
+        bad = client.get(f"/api/images/{image_id}/file", params=params)
+        assert bad.status_code == 400, (params, bad.text)
+
+
+def test_windows_and_overviews_of_the_file(project) -> None:
+    client, image_id, image = project
+    r = client.get(f"/api/images/{image_id}/file", params={"window": "1800,1100,2600,1900"})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    np.testing.assert_array_equal(png(r.content), image[1100:1900, 1800:2600])
+    r = client.get(f"/api/images/{image_id}/file", params={"scale": 4})
+    np.testing.assert_array_equal(png(r.content), read_overview(image, 4))
+    r = client.get(f"/api/images/{image_id}/file", params={"scale": 2, "window": "0,0,2000,2000"})
+    np.testing.assert_array_equal(png(r.content), read_overview(image[:2000, :2000], 2))
+
+
+def test_a_window_is_answered_as_its_own_image(project, tiny) -> None:  # noqa: F811
+    client, image_id, image = project
+    window = [1800, 1100, 2600, 1900]
+    crop = np.ascontiguousarray(image[1100:1900, 1800:2600])
+    ref = Predictor(tiny)
+    ref.set_image(crop)
+    r = client.get(f"/api/images/{image_id}/embedding", params={"window": "1800,1100,2600,1900"})
+    assert r.status_code == 200
+    got = np.frombuffer(r.content, "<f4").reshape([int(v) for v in r.headers["X-Shape"].split(",")])
+    np.testing.assert_array_equal(got, ref.get_image_embedding().numpy())
+    assert r.headers["X-Original-Size"] == "800,800"
+    body = {"points": [[300, 300]], "labels": [1], "window": window}
+    answer = client.post(f"/api/images/{image_id}/decode", json=body).json()
+    masks, scores, _ = ref.predict(np.array([[300.0, 300.0]]), np.array([1]))
+    assert answer["window"] == window
+    assert [m["size"] for m in answer["masks"]] == [[800, 800]] * len(masks)
+    for rle, mask in zip(answer["masks"], masks, strict=True):
+        np.testing.assert_array_equal(decode_rle(rle), mask)
+    np.testing.assert_allclose(answer["scores"], scores, rtol=1e-5)
+
+
+def test_masks_through_windows(project) -> None:
+    client, image_id, _ = project
+    # A mask drawn in window A (a square reaching its right edge) is pasted into the image.
+    a = [1000, 1000, 1800, 1800]
+    piece = np.zeros((800, 800), bool)
+    piece[100:300, 500:800] = True
+    body = {"rle": encode_rle(piece), "origin": "clicks", "window": a}
+    r = client.post(f"/api/images/{image_id}/masks", json=body)
+    assert r.status_code == 201, r.text
+    made = r.json()
+    assert made["window"] == a and made["rle"] == encode_rle(piece)
+    full = np.zeros((H, W), bool)
+    full[1100:1300, 1500:1800] = True
+    assert made["area"] == full.sum() and made["bbox"] == [1500, 1100, 299, 199]
+    (stored,) = client.get(f"/api/images/{image_id}/masks").json()
+    assert stored["rle"]["size"] == [H, W] and stored["window"] is None
+    np.testing.assert_array_equal(decode_rle(stored["rle"]), full)
+    # Window B overlaps its right half: listed there cut to B; a window away lists nothing.
+    b = [1600, 1000, 2400, 1800]
+    (seen,) = client.get(
+        f"/api/images/{image_id}/masks", params={"window": "1600,1000,2400,1800"}
+    ).json()
+    np.testing.assert_array_equal(decode_rle(seen["rle"]), full[1000:1800, 1600:2400])
+    assert (
+        client.get(f"/api/images/{image_id}/masks", params={"window": "0,0,900,900"}).json() == []
+    )
+    # An edit made in B replaces the mask inside B and keeps it outside.
+    edit = np.zeros((800, 800), bool)
+    edit[150:250, 0:400] = True
+    patch = {"version": seen["version"], "rle": encode_rle(edit), "window": b}
+    r = client.patch(f"/api/masks/{made['id']}", json=patch)
+    assert r.status_code == 200, r.text
+    expect = full.copy()
+    expect[1000:1800, 1600:2400] = edit
+    np.testing.assert_array_equal(decode_rle(r.json()["rle"]), edit)
+    (stored,) = client.get(f"/api/images/{image_id}/masks").json()
+    np.testing.assert_array_equal(decode_rle(stored["rle"]), expect)
+    assert stored["area"] == expect.sum() and stored["edits"] == 1
+    # A window's mask of the wrong size, and an empty paste, are refused.
+    wrong = {"rle": encode_rle(piece[:700]), "origin": "clicks", "window": a}
+    assert client.post(f"/api/images/{image_id}/masks", json=wrong).status_code == 400
+    empty = {"rle": encode_rle(np.zeros((800, 800), bool)), "origin": "clicks", "window": a}
+    r = client.post(f"/api/images/{image_id}/masks", json=empty)
+    assert r.status_code == 400 and "empty" in r.json()["detail"]
+    # COCO export holds the image-sized mask.
+    r = client.post("/api/export", json={"format": "coco"})
+    assert r.status_code == 200, r.text
+
+
+def test_prefill_in_a_window_pastes_its_proposals(project) -> None:
+    client, image_id, _ = project
+    window = [1800, 1100, 2600, 1900]
+    body = {
+        "window": window,
+        "save": True,
+        "points_per_side": 4,
+        "pred_iou_thresh": 0.0,
+        "stability_score_thresh": 0.0,
+    }
+    first = client.post(f"/api/images/{image_id}/prefill", json=body)
+    assert first.status_code == 200, first.text
+    out = first.json()
+    assert out["saved"], "no proposals at thresholds 0"
+    for p, saved in zip(out["proposals"], out["saved"], strict=True):
+        assert p["rle"]["size"] == [800, 800] and saved["window"] == window
+        assert saved["rle"] == p["rle"]
+    stored = client.get(f"/api/images/{image_id}/masks").json()
+    for m in stored:
+        mask = decode_rle(m["rle"])
+        assert mask.shape == (H, W)
+        assert not mask[:1100].any() and not mask[:, :1800].any()  # inside the window only
+        x, y = m["prompts"]["points"][0]
+        assert 1800 <= x < 2600 and 1100 <= y < 1900  # the grid point in image pixels
+    again = client.post(
+        f"/api/images/{image_id}/prefill", json={**body, "save": False, "skip_annotated": False}
+    ).json()
+    assert again["proposals"] == [] and again["duplicates"] >= len(out["saved"])
+
+
+def test_large_images_can_be_turned_off(tmp_path, tiny) -> None:  # noqa: F811
+    folder = tmp_path / "off"
+    client = make_client(
+        folder, tiny, max_upload_bytes=32 * 2**20, max_pixels=LIMIT, max_large_pixels=0
+    )
+    data = io.BytesIO()
+    tifffile.imwrite(data, scene()[:1200, :1000], photometric="rgb")
+    r = client.post("/api/images", files={"file": ("scan.tif", data.getvalue(), "image/tiff")})
+    assert r.status_code == 400 and "over the limit" in r.json()["detail"]
+    # and on: the same upload is a large image
+    on = make_client(tmp_path / "on", tiny, max_upload_bytes=32 * 2**20, max_pixels=LIMIT)
+    r = on.post("/api/images", files={"file": ("scan.tif", data.getvalue(), "image/tiff")})
+    assert r.status_code == 201, r.text
+    assert (r.json()["width"], r.json()["height"]) == (1000, 1200)
+    assert not any(p.name.startswith(".upload") for p in (tmp_path / "on" / "images").iterdir())
+
+
+def test_export_polygons_are_found_in_each_masks_box() -> None:
+    """COCO polygons and YOLO lines from the mask cut to its box (so a large image's masks
+    are never decoded whole) equal those of the whole mask."""
+    from segany.formats.yolo import mask_line
+    from segany.server.export_formats import _coco_polygons, _mask_line, coco_polygons
+
+    rng = np.random.default_rng(5)
+    for k in range(30):
+        h, w = (int(v) for v in rng.integers(20, 90, 2))
+        mask = np.zeros((h, w), bool)
+        for _ in range(int(rng.integers(1, 4))):
+            y, x, r = rng.integers(0, h), rng.integers(0, w), rng.integers(2, 15)
+            yy, xx = np.ogrid[:h, :w]
+            mask |= (yy - y) ** 2 + (xx - x) ** 2 <= r * r
+        if k % 5 == 0:
+            mask[0, :] = True  # touching the image's edge
+        rle = encode_rle(mask)
+        assert _coco_polygons(rle) == coco_polygons(mask)
+        whole, boxed = mask_line(mask, 3), _mask_line(rle, 3)
+        assert (whole is None) == (boxed is None)
+        if whole is not None and boxed is not None:
+            assert boxed.holes == whole.holes and boxed.class_index == 3
+            np.testing.assert_allclose(boxed.points, whole.points, rtol=0, atol=1e-12)
+
+
+def test_exports_of_a_large_image(project, monkeypatch) -> None:
+    from segany.server import export_formats
+
+    client, image_id, _ = project
+    piece = np.zeros((800, 800), bool)
+    piece[100:300, 500:700] = True
+    body = {"rle": encode_rle(piece), "origin": "clicks", "window": [1000, 1000, 1800, 1800]}
+    assert client.post(f"/api/images/{image_id}/masks", json=body).status_code == 201
+    r = client.post("/api/export", json={"format": "coco", "polygons": True})
+    assert r.status_code == 200, r.text
+    coco = r.json()
+    assert coco["masks"] == 1 and not any("RLE" in w for w in coco["warnings"])
+    r = client.post("/api/export", json={"format": "yolo"})
+    assert r.status_code == 200 and r.json()["masks"] == 1, r.text
+    # PNG maps are image-sized: an image above PNG_MAX_PIXELS is left out, and said so
+    monkeypatch.setattr(export_formats, "PNG_MAX_PIXELS", 1_000_000)
+    r = client.post("/api/export", json={"format": "png"})
+    assert r.status_code == 200, r.text
+    assert any("scan.tif" in w and "left out" in w for w in r.json()["warnings"])
