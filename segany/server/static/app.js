@@ -14,6 +14,9 @@ import {
 import { cycle, decodeWith, redo, resetPrompt, undo } from "./prompting.js";
 import { loadTeam, nextToReview, signIn } from "./team.js";
 import { $, api, overlay, redraw, state, status, view } from "./state.js";
+import {
+  isLarge, overviewImage, windowAround, windowBody, windowImage, windowText, withWindow,
+} from "./windows.js";
 import { zoomKeys } from "./zoom.js";
 
 // ----- images ---------------------------------------------------------------------------------
@@ -56,6 +59,37 @@ async function loadImages() {
 
 async function openImage(id) {
   const { body: image } = await api(`/images/${id}`);
+  // a large image opens as its overview (windows.js)
+  state.full = isLarge(image) ? image : null;
+  state.window = null;
+  await show(state.full ? overviewImage(image) : image);
+}
+
+// A window of the large image open, around its pixel (x, y), or `win` itself when given.
+async function openWindow(x, y, win = null) {
+  if (!state.full) return;
+  state.window = win || windowAround(state.full, x, y);
+  await show(windowImage(state.full, state.window));
+}
+
+// The window moved by (dx, dy) halves of its side, kept inside the image.
+async function moveWindow(dx, dy) {
+  if (!state.window) return;
+  const [x0, y0, x1, y1] = state.window;
+  const cx = (x0 + x1) / 2 + (dx * (x1 - x0)) / 2;
+  const cy = (y0 + y1) / 2 + (dy * (y1 - y0)) / 2;
+  await openWindow(cx, cy);
+}
+
+async function showOverview() {
+  if (!state.full || !state.window) return;
+  state.window = null;
+  await show(overviewImage(state.full));
+}
+
+// `image`: what the page works on (the image, or a large image's overview or window).
+async function show(image) {
+  const id = image.id;
   state.image = image;
   state.embedding = null;
   resetPrompt();
@@ -69,10 +103,15 @@ async function openImage(id) {
   state.element = element;
   $("hint").hidden = true;
   view.fit(element);
-  await Promise.all([loadMasks(), loadEmbedding(), loadImages()]);
+  $("window-bar").hidden = !state.full;
+  $("window-text").textContent = windowText();
+  $("window-overview").disabled = !state.window;
+  const embedding = image.overview ? null : loadEmbedding(); // (an overview: none)
+  await Promise.all([loadMasks(), embedding, loadImages()]);
   state.started = performance.now();
   redraw();
   document.body.dataset.image = String(id);
+  document.body.dataset.window = state.window ? state.window.join(",") : "";
   if (state.user) $("assign").value = String(image.assignee_id ?? "");
   localStorage.setItem("segany-image", String(id)); // reopened after a reload
 }
@@ -80,14 +119,15 @@ async function openImage(id) {
 async function loadEmbedding() {
   const id = state.image.id;
   status("computing the embedding…");
-  const { body, headers } = await api(`/images/${id}/embedding`);
+  const { body, headers } = await api(withWindow(`/images/${id}/embedding`));
   const parse = (name) => headers.get(name).split(",").map(Number);
   // SAM-HQ's decoder in the page also reads the encoder's early map (computed with the
   // embedding, so this costs only its transfer)
-  const early = state.decoder?.needsEarly ? await api(`/images/${id}/early`) : null;
+  const early = state.decoder?.needsEarly ? await api(withWindow(`/images/${id}/early`)) : null;
   // SAM 2's decoder reads its two high-resolution maps (kept with the embedding too)
-  const highRes = state.decoder?.needsHighRes ? await api(`/images/${id}/high_res`) : null;
-  if (!state.image || state.image.id !== id) return;
+  const highRes = state.decoder?.needsHighRes
+    ? await api(withWindow(`/images/${id}/high_res`)) : null;
+  if (!state.image || state.image.id !== id || state.image.overview) return;
   state.embedding = {
     data: new Float32Array(body),
     shape: parse("x-shape"),
@@ -166,6 +206,10 @@ function setTool(tool) {
 // Pre-fill with the model's own thresholds (the field starts at them; a changed value is sent).
 async function prefill() {
   if (!state.image) return;
+  if (state.image.overview) {
+    status("a large image is pre-filled a window at a time: open one first (click on it)");
+    return;
+  }
   status("pre-filling: segmenting everything…");
   const json = { save: true, author: who() || null };
   const iou = Number($("prefill-iou").value);
@@ -173,7 +217,7 @@ async function prefill() {
   if (iou !== state.prefill.pred_iou_thresh) json.pred_iou_thresh = iou;
   if (stability !== state.prefill.stability_score_thresh) json.stability_score_thresh = stability;
   try {
-    const { body } = await api(`/images/${state.image.id}/prefill`, { json });
+    const { body } = await api(`/images/${state.image.id}/prefill`, { json: windowBody(json) });
     const t = body.thresholds;
     const dup = body.duplicates ? ` (${body.duplicates} duplicates of masks left out)` : "";
     status(body.saved.length
@@ -239,6 +283,7 @@ async function loadModel() {
   $("prefill-stability").value = String(body.prefill.stability_score_thresh);
   $("model-info").textContent = `model version ${body.model_version}`;
   await loadVersions(body.model_version);
+  state.maxPixels = body.max_pixels;
   state.decoder = null;
   document.body.dataset.decoder = "server";
   if (body.decoder_onnx) {
@@ -251,7 +296,7 @@ async function loadModel() {
   }
   $("model-info").textContent += state.decoder ? " · decoder in the browser" :
     " · decoder on the server";
-  if (state.image) await loadEmbedding();
+  if (state.image && !state.image.overview) await loadEmbedding();
 }
 
 // The reviewer's queue: the first image with masks or proposals waiting for a decision.
@@ -334,6 +379,7 @@ window.addEventListener("keydown", (e) => {
     "[": () => { state.brushRadius = Math.max(1, state.brushRadius - 2); },
     "]": () => { state.brushRadius += 2; },
     h: () => state.selected !== null && toggleHidden(state.selected),
+    o: showOverview,
     Delete: () => state.selected !== null && deleteMask(state.selected),
     Backspace: () => state.selected !== null && deleteMask(state.selected),
     Escape: () => {
@@ -399,6 +445,12 @@ $("model-version").onchange = switchModel;
 $("help-button").onclick = () => toggleHelp();
 $("figures").onclick = () => showFigures().catch((error) => status(error.message));
 $("help").onclick = () => toggleHelp(false);
+$("window-overview").onclick = () => showOverview();
+for (const button of document.querySelectorAll("#window-bar [data-move]")) {
+  const [dx, dy] = button.dataset.move.split(",").map(Number);
+  button.onclick = () => moveWindow(dx, dy);
+}
+state.onOverviewClick = (x, y) => openWindow(x * state.image.overview, y * state.image.overview);
 $("author").value = localStorage.getItem("segany-author") || "";
 $("author").onchange = () => localStorage.setItem("segany-author", $("author").value.trim());
 
@@ -407,6 +459,7 @@ window.segany = {
   state,
   view,
   openImage,
+  openWindow,
   decode: (prompt, multimask, where) => decodeWith(prompt, multimask, where),
   ready: (async () => {
     view.fit(null);

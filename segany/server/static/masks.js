@@ -10,6 +10,7 @@ import { resetPrompt } from "./prompting.js";
 import { maskArea, rleDecode, rleEncode } from "./rle.js";
 import { $, api, redraw, state, status, view } from "./state.js";
 import { colorOf } from "./view.js";
+import { windowBody, withWindow } from "./windows.js";
 
 let imagesChanged = async () => {};
 
@@ -23,8 +24,16 @@ export function maskColor(m) {
 }
 
 export async function loadMasks() {
-  const { body } = await api(`/images/${state.image.id}/masks`);
-  state.masks = body.map((m) => ({ ...m, bits: rleDecode(m.rle) }));
+  if (state.image.overview) { // a large image's overview: the masks' boxes, shrunk with it
+    const { body } = await api(`/images/${state.image.id}/masks`);
+    const k = state.image.overview;
+    state.overviewBoxes = body.filter((m) => m.review !== "rejected").map((m) => ({
+      bbox: m.bbox.map((v) => v / k), color: maskColor(m) }));
+    state.masks = [];
+  } else {
+    const { body } = await api(withWindow(`/images/${state.image.id}/masks`));
+    state.masks = body.map((m) => ({ ...m, bits: rleDecode(m.rle) }));
+  }
   renderMaskList();
   paintMasks();
 }
@@ -205,13 +214,13 @@ export async function accept() {
         if (picked === null) body.label = "";
         else body.class_id = picked;
       }
-      await api(`/masks/${state.editing.id}`, { method: "PATCH", json: body });
+      await api(`/masks/${state.editing.id}`, { method: "PATCH", json: windowBody(body) });
       status(body.review ? `accepted${body.rle ? " with its edits" : ""}`
         : "saved; a reviewer decides whether it is accepted");
     } else {
       const output = state.outputs[state.choice];
       await api(`/images/${state.image.id}/masks`, {
-        json: {
+        json: windowBody({
           rle: rleEncode(state.current, state.image.height, state.image.width),
           class_id: picked,
           author: who(),
@@ -221,7 +230,7 @@ export async function accept() {
           model_version: state.modelVersion,
           predicted_iou: output && !state.brushed ? output.score : null,
           seconds,
-        },
+        }),
       });
       status(`accepted (${seconds.toFixed(1)} s)`);
     }
@@ -256,7 +265,7 @@ export async function reject() {
   const note = $("review-note").value.trim();
   try {
     await api(`/masks/${m.id}`, { method: "PATCH",
-      json: { version: m.version, review: "rejected", reviewer: who(), note } });
+      json: windowBody({ version: m.version, review: "rejected", reviewer: who(), note }) });
     $("review-note").value = "";
     status(note ? `rejected: “${note}”` : "rejected");
   } catch (error) {

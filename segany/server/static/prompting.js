@@ -7,6 +7,7 @@
 
 import { rleDecode } from "./rle.js";
 import { $, api, overlay, redraw, state, status, view } from "./state.js";
+import { windowBody } from "./windows.js";
 
 // ----- prompts and decoding -------------------------------------------------------------------
 export function resetPrompt() {
@@ -100,7 +101,7 @@ export async function decodeWith(prompt, multimask, where, inView = null) {
     // A server that zooms corrections returns logits of a crop and needs to know which.
     if (prompt.maskFrame) body.mask_input_frame = prompt.maskFrame;
   }
-  const { body: out } = await api(`/images/${state.image.id}/decode`, { json: body });
+  const { body: out } = await api(`/images/${state.image.id}/decode`, { json: windowBody(body) });
   const low = Uint8Array.from(atob(out.low_res_logits.data), (c) => c.charCodeAt(0));
   const logits = new Float32Array(low.buffer);
   const s = out.low_res_logits.shape[1] * out.low_res_logits.shape[2];
@@ -207,6 +208,7 @@ canvas.addEventListener("mousedown", (e) => {
   if (!state.image) return;
   const [x, y] = view.toImage(e);
   down = { x, y, button: e.button, shift: e.shiftKey };
+  if (state.image.overview) return; // a large image's overview: a click opens a window
   if (state.tool !== "point") {
     snapshot();
     paint(x, y, state.tool === "erase");
@@ -214,7 +216,7 @@ canvas.addEventListener("mousedown", (e) => {
   }
 });
 canvas.addEventListener("mousemove", (e) => {
-  if (!state.image) return;
+  if (!state.image || state.image.overview) return;
   const [x, y] = view.toImage(e);
   if (state.tool !== "point") {
     overlay.brushAt = { x, y, radius: state.brushRadius, erase: state.tool === "erase" };
@@ -241,6 +243,14 @@ window.addEventListener("mouseup", async (e) => {
   if (!down || !state.image) return;
   const start = down;
   down = null;
+  if (state.image.overview) {
+    const [x, y] = view.toImage(e);
+    const inside = x >= 0 && y >= 0 && x < state.image.width && y < state.image.height;
+    if (inside && Math.hypot((x - start.x) * view.scale, (y - start.y) * view.scale) <= 6) {
+      await state.onOverviewClick(x, y);
+    }
+    return;
+  }
   if (state.tool !== "point") return;
   const clip = (v, hi) => Math.min(Math.max(v, 0), hi - 1);
   snapshot();

@@ -8,7 +8,12 @@ export const overlay = { drag: null, brushAt: null }; // what the canvas draws a
 
 export const state = {
   images: [],
-  image: null, // {id, width, height, status, ...}
+  image: null, // {id, width, height, status, ...}: a large image's overview or window (windows.js)
+  full: null, // a large image's own row, while its overview or a window is open (else null)
+  window: null, // [x0, y0, x1, y1]: the large image's window open (null: none)
+  maxPixels: 0, // the pixels the project works on at once (GET /api/project)
+  overviewBoxes: [], // the masks' boxes drawn on a large image's overview: [{bbox, color}]
+  onOverviewClick: null, // (x, y) -> a window opened there (set by app.js)
   element: null, // the HTMLImageElement
   embedding: null, // {data, shape, inputSize, originalSize}
   decoder: null, // BrowserDecoder or null (then the server decodes)
@@ -69,5 +74,6 @@ export function redraw() {
   if (state.image) {
     view.paintLive(state.hover, state.current, state.image.width, state.image.height);
   }
-  view.draw(state.element, state.prompt, overlay.drag, overlay.brushAt);
+  view.draw(state.element, state.prompt, overlay.drag, overlay.brushAt,
+    state.image?.overview ? state.overviewBoxes : []);
 }

@@ -127,7 +127,9 @@ export class View {
     ctx.putImageData(data, 0, 0);
   }
 
-  draw(image, prompt, drag, brush) {
+  // boxes: [{bbox: [x, y, w, h] image pixels, color: [r, g, b]}] outlined (a large image's
+  // overview shows its masks so).
+  draw(image, prompt, drag, brush, boxes = []) {
     const ctx = this.ctx;
     ctx.clearRect(0, 0, this.canvas.width, this.canvas.height);
     if (!image) return;
@@ -140,6 +142,11 @@ export class View {
     ctx.drawImage(this.live, this.dx, this.dy, w, h);
     const sx = (x) => this.dx + x * this.scale;
     const sy = (y) => this.dy + y * this.scale;
+    ctx.lineWidth = 2;
+    for (const { bbox, color } of boxes) {
+      ctx.strokeStyle = `rgb(${color.join(",")})`;
+      ctx.strokeRect(sx(bbox[0]), sy(bbox[1]), (bbox[2] + 1) * this.scale, (bbox[3] + 1) * this.scale);
+    }
     const box = drag || prompt.box;
     if (box) {
       ctx.strokeStyle = "#1e90ff";

@@ -1,0 +1,96 @@
+"""End to end in Chromium, a large image worked on by windows (segany.server.windows): a
+3000×2000 TIFF in a project that works on at most 1 MP at once. The page opens it as an
+overview; a click there opens the window around it; a click in the window is decoded in the
+page on the window's embedding and the accepted mask is pasted into the image at the window;
+back in the overview the mask's box is drawn."""
+
+# ruff: noqa: F811 - pytest fixtures imported from tests.test_server_browser are test arguments
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import numpy as np
+import pytest
+
+from tests.test_server_browser import _serve, browser, canvas_point, open_page  # noqa: F401
+from tests.test_server_large_images import H, W, scene
+
+tifffile = pytest.importorskip("tifffile")
+pytestmark = pytest.mark.slow
+
+CENTRE = (2100, 1450)  # the red rectangle (1900..2300 × 1200..1700), image pixels
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        url, json.dumps(body).encode(), {"content-type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=120) as r:
+        return json.loads(r.read())
+
+
+def test_a_large_image_through_its_overview_and_a_window(browser, tmp_path):
+    from segany.masks import decode_rle
+
+    (tmp_path / "project" / "images").mkdir(parents=True)
+    tifffile.imwrite(tmp_path / "project" / "images" / "scan.tif", scene(), photometric="rgb")
+    with _serve(tmp_path, "--max-pixels", "1000000") as (url, _):
+        (row,) = _post(f"{url}/api/images/import", {"folder": "images"})["images"]
+        errors: list[str] = []
+        page = open_page(browser, url, errors)
+        page.evaluate(f"window.segany.openImage({row['id']})")
+        page.wait_for_selector(f"body[data-image='{row['id']}']")
+        image = page.evaluate("window.segany.state.image")
+        assert image["overview"] == 3 and (image["width"], image["height"]) == (1000, 667)
+        assert page.evaluate("window.segany.state.embedding") is None  # none for an overview
+        assert page.is_visible("#window-bar")
+
+        # A click on the overview opens the 1000-px window around that point.
+        sx, sy = canvas_point(page, CENTRE[0] / 3, CENTRE[1] / 3)
+        page.mouse.click(sx, sy)
+        page.wait_for_function("window.segany.state.embedding !== null", timeout=120_000)
+        window = page.evaluate("window.segany.state.window")
+        x0, y0 = window[:2]
+        assert window[2] - x0 == 1000 and window[3] - y0 == 1000
+        assert abs(x0 + 500 - CENTRE[0]) <= 2 and abs(y0 + 500 - CENTRE[1]) <= 2
+        assert page.get_attribute("body", "data-window") == ",".join(map(str, window))
+
+        # A click in the window: decoded in the page on the window's embedding, equal to the
+        # server's decode of the same click in that window.
+        point = [CENTRE[0] - x0, CENTRE[1] - y0]
+        page.mouse.click(*canvas_point(page, *point))
+        page.wait_for_function("window.segany.state.current !== null", timeout=60_000)
+        current = np.array(page.evaluate("Array.from(window.segany.state.current)"), bool)
+        current = current.reshape(1000, 1000)
+        served = _post(
+            f"{url}/api/images/{row['id']}/decode",
+            {"points": [point], "labels": [1], "window": window},
+        )
+        best = max(
+            (decode_rle(m) for m in served["masks"]),
+            key=lambda m: (m & current).sum() / max(1, (m | current).sum()),
+        )
+        assert (best & current).sum() / (best | current).sum() >= 0.99
+        page.keyboard.press("a")
+        page.wait_for_function("document.querySelectorAll('#mask-list li').length === 1")
+
+        # Stored at the image's size, the window's mask at the window, nothing elsewhere.
+        with urllib.request.urlopen(f"{url}/api/images/{row['id']}/masks") as r:
+            (saved,) = json.loads(r.read())
+        mask = decode_rle(saved["rle"])
+        assert mask.shape == (H, W)
+        np.testing.assert_array_equal(mask[y0 : y0 + 1000, x0 : x0 + 1000], current)
+        assert mask.sum() == current.sum()
+        # the click, moved into image pixels (where the mouse landed: within a pixel or so)
+        ((px, py),) = saved["prompts"]["points"]
+        assert abs(px - CENTRE[0]) <= 1.5 and abs(py - CENTRE[1]) <= 1.5
+
+        # Back to the overview: the mask's box is drawn, shrunk with it.
+        page.keyboard.press("o")
+        page.wait_for_function("window.segany.state.overviewBoxes.length === 1")
+        assert page.evaluate("window.segany.state.window") is None
+        boxes = page.evaluate("window.segany.state.overviewBoxes")
+        assert [round(v * 3) for v in boxes[0]["bbox"]] == saved["bbox"]
+        assert not errors, errors
