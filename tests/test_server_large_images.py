@@ -7,6 +7,7 @@ image-sized RLE."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,6 @@ from PIL import Image
 
 from segany.inference.predictor import Predictor
 from segany.masks import decode_rle, encode_rle
-from segany.tasks.region_files import read_overview
 from tests.server_fixtures import make_client, tiny  # noqa: F401
 
 tifffile = pytest.importorskip("tifffile")
@@ -47,6 +47,12 @@ def project(tmp_path, tiny):  # noqa: F811
     return client, row["id"], image
 
 
+def project_folder(client) -> Path:
+    from segany.server.state import state_of
+
+    return state_of(client).project.root  # type: ignore[no-any-return]
+
+
 def png(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
@@ -76,10 +82,14 @@ def test_windows_and_overviews_of_the_file(project) -> None:
     r = client.get(f"/api/images/{image_id}/file", params={"window": "1800,1100,2600,1900"})
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     np.testing.assert_array_equal(png(r.content), image[1100:1900, 1800:2600])
-    r = client.get(f"/api/images/{image_id}/file", params={"scale": 4})
-    np.testing.assert_array_equal(png(r.content), read_overview(image, 4))
+    overview = np.asarray(Image.fromarray(image).reduce(4))  # block means
+    for _ in range(2):  # computed, then kept in the project
+        r = client.get(f"/api/images/{image_id}/file", params={"scale": 4})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        np.testing.assert_array_equal(png(r.content), overview)
+    assert len(list((project_folder(client) / "overviews").iterdir())) == 1
     r = client.get(f"/api/images/{image_id}/file", params={"scale": 2, "window": "0,0,2000,2000"})
-    np.testing.assert_array_equal(png(r.content), read_overview(image[:2000, :2000], 2))
+    np.testing.assert_array_equal(png(r.content), Image.fromarray(image[:2000, :2000]).reduce(2))
 
 
 def test_a_window_is_answered_as_its_own_image(project, tiny) -> None:  # noqa: F811

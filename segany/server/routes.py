@@ -123,6 +123,7 @@ def image_file(
     """The file as it was added; with ``window`` (x0,y0,x1,y1 image pixels) and/or ``scale``
     (a whole factor the pixels are shrunk by, block means), those pixels as a PNG. A large
     image (``segany.server.windows``) is sent only so, within ``max_pixels``."""
+    from segany.atomic import write_bytes_atomic
     from segany.formats.png import encode_png
 
     st = state_of(request)
@@ -133,11 +134,19 @@ def image_file(
     box = st.project.large.window(row, parse_window(window), scale=scale)
     if box is None and scale == 1:
         return FileResponse(path)
-    pixels = st.project.large.read(path, box, scale)
     headers = {"Cache-Control": "private, max-age=3600", "X-Scale": str(scale)}
     if box is not None:
         headers["X-Window"] = ",".join(map(str, box))
-    return Response(encode_png(pixels), media_type="image/png", headers=headers)
+    # A large image's overview reads all of it (33 s for 40 000² here): kept in the project.
+    kept = None
+    if box is None and st.project.large.is_large(row):
+        kept = st.project.root / "overviews" / f"{row.sha256}-s{scale}.png"
+        if kept.is_file():
+            return FileResponse(kept, media_type="image/png", headers=headers)
+    data = encode_png(st.project.large.read(path, box, scale))
+    if kept is not None:
+        write_bytes_atomic(kept, data)
+    return Response(data, media_type="image/png", headers=headers)
 
 
 @router.put("/images/{image_id}/status", response_model=schemas.ImageOut)

@@ -146,16 +146,14 @@ class LargeImages:
 
     def read(self, path: Path, window: Window | None, scale: int = 1) -> np.ndarray:
         """The window's pixels (the whole image's for None), h×w×3 uint8, shrunk ``scale``
-        times (block means: ``read_overview``)."""
-        from segany.tasks.region_files import read_overview
-        from segany.tasks.tiles import FrameSource
+        times (block means by PIL's ``reduce``, a strip at a time, from a pyramid's level
+        where the file has one: ``segany.tasks.tiles.read_frame_reduced``)."""
+        from segany.tasks.tiles import read_frame_reduced
 
         source = self.source(path)
         h, w = (int(v) for v in source.shape[:2])
         x0, y0, x1, y1 = window or (0, 0, w, h)
-        if scale == 1:
-            return np.ascontiguousarray(source[y0:y1, x0:x1])
-        if (x0, y0, x1, y1) == (0, 0, w, h):
-            return read_overview(source, scale)  # (from a pyramid's level where it has one)
-        # (a window larger than the limit is read a strip at a time, never whole)
-        return read_overview(FrameSource(source, (x0, y0, x1, y1), "RGB"), scale)
+        with pixel_limit(self.max_large_pixels):  # (strips as long as the image's side)
+            if scale == 1:
+                return np.ascontiguousarray(source[y0:y1, x0:x1])
+            return read_frame_reduced(source, (x0, y0, x1, y1), scale, "RGB")

@@ -190,7 +190,7 @@ def _read_reduced(window: FrameSource, factor: int) -> np.ndarray:
     return out
 
 
-def _read_frame_reduced(source: Any, frame: Frame, factor: int, image_format: str) -> np.ndarray:
+def read_frame_reduced(source: Any, frame: Frame, factor: int, image_format: str) -> np.ndarray:
     """``frame`` of ``source`` shrunk ``factor`` times (``_read_reduced``): from the pyramid
     level with the largest factor g that divides ``factor`` when ``source`` has levels
     (``region_files.RegionReader.levels``, e.g. a whole-slide TIFF), its pixels under the frame
@@ -362,7 +362,7 @@ class TiledPredictor(PredictorLike):
             if factor == 1:
                 p.set_image(self.read(frame))
             else:
-                p.set_image(_read_frame_reduced(self._source, frame, factor, self._format))
+                p.set_image(read_frame_reduced(self._source, frame, factor, self._format))
             self.encoded += 1
             assert p.original_size is not None and p.input_size is not None
             early = p.get_early_features() if self.model.needs_early else None
