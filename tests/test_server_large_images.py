@@ -207,6 +207,11 @@ def test_large_images_can_be_turned_off(tmp_path, tiny) -> None:  # noqa: F811
     assert r.status_code == 201, r.text
     assert (r.json()["width"], r.json()["height"]) == (1000, 1200)
     assert not any(p.name.startswith(".upload") for p in (tmp_path / "on" / "images").iterdir())
+    # a PNG that large cannot be read by region: refused, and told what would take it
+    big = io.BytesIO()
+    Image.fromarray(scene()[:1200, :1000]).save(big, "PNG")
+    r = on.post("/api/images", files={"file": ("scan.png", big.getvalue(), "image/png")})
+    assert r.status_code == 400 and "TIFF" in r.json()["detail"], r.text
 
 
 def test_export_polygons_are_found_in_each_masks_box() -> None:

@@ -107,6 +107,7 @@ class ProjectFolder:
                         raise InputError(
                             f"{name}: {width}×{height} = {width * height} pixels is over the "
                             f"limit of {self.max_pixels} (a decompression bomb or a huge scan)"
+                            + _LARGE_HINT
                         )
                     im.load()
         except InputError:
@@ -231,6 +232,13 @@ class ProjectFolder:
                     shutil.copyfile(path, tmp)
                 copied.append(target)
         return copied, present
+
+
+#: What a refusal at the pixel limit adds: how a scan that large is taken in.
+_LARGE_HINT = (
+    "; a scan that large is worked on by windows when it is a TIFF or BigTIFF and the tiff "
+    "extra is installed (pip install 'segany[server,tiff]')"
+)
 
 
 def _file_sha256(path: Path) -> str:
