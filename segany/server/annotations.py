@@ -42,7 +42,7 @@ def mask_fields(rle: dict[str, Any], image: ImageRow) -> dict[str, Any]:
         raise InputError("the mask is empty")
     # Normalise to our own encoding, so equal masks have equal counts.
     canonical = rle_from_runs(start, end, size)
-    (x0, y0, w, h), area = rle_box_area(canonical)
+    (x0, y0, w, h), area = rle_box_area(canonical, trusted=True)  # (checked: rle_runs)
     return {"rle": canonical["counts"], "area": area, "bbox": [x0, y0, w - 1, h - 1]}
 
 
@@ -223,12 +223,17 @@ class Annotations:
         are not duplicates of the image's stored masks (``segany.server.proposals``: every
         review state counts; with a window, their parts inside it)."""
         from segany.rle_windows import crop_rle
+        from segany.server.windows import meets
 
         masks = self.masks(image_id)
         if window is None:
             existing = [decode_rle(m["rle"], trusted=True) for m in masks]
-        else:
-            existing = [decode_rle(crop_rle(m["rle"], window), trusted=True) for m in masks]
+        else:  # (a mask whose box misses the window has no part in it)
+            existing = [
+                decode_rle(crop_rle(m["rle"], window), trusted=True)
+                for m in masks
+                if meets(m["bbox"], window)
+            ]
         return novel(candidates, existing)
 
     def update_mask(self, mask_id: int, version: int, changes: dict[str, Any]) -> dict[str, Any]:

@@ -113,13 +113,16 @@ PNG_MAX_PIXELS = 2**27
 
 
 def _boxed(rle: dict[str, Any]) -> tuple[np.ndarray, int, int]:
-    """The mask of a stored RLE within its box and a pixel of margin (zeros around it, so its
-    outlines are those of the whole mask), and the crop's XY offset in the image: polygons are
-    found without the image-sized mask, which a large image's masks cannot be decoded to."""
+    """The mask of a stored RLE and its XY offset in the image: the whole mask (offset 0, 0)
+    up to ``PNG_MAX_PIXELS`` (pycocotools decodes it fastest), else the mask within its box and
+    a pixel of margin (zeros around it, so its outlines are those of the whole mask): a large
+    image's masks cannot be decoded at its size."""
     from segany.rle_windows import crop_rle, rle_box_area
 
     h, w = (int(v) for v in rle["size"])
-    (x, y, bw, bh), _ = rle_box_area(rle)
+    if h * w <= PNG_MAX_PIXELS:
+        return decode_rle(rle, trusted=True), 0, 0
+    (x, y, bw, bh), _ = rle_box_area(rle, trusted=True)
     x0, y0 = max(0, x - 1), max(0, y - 1)
     x1, y1 = min(w, x + bw + 1), min(h, y + bh + 1)
     if x1 <= x0 or y1 <= y0:  # (an empty mask)

@@ -107,7 +107,7 @@ class ProjectFolder:
                         raise InputError(
                             f"{name}: {width}×{height} = {width * height} pixels is over the "
                             f"limit of {self.max_pixels} (a decompression bomb or a huge scan)"
-                            + _LARGE_HINT
+                            + (_LARGE_HINT if self.large.max_large_pixels > self.max_pixels else "")
                         )
                     im.load()
         except InputError:
@@ -168,8 +168,8 @@ class ProjectFolder:
             raise TooLarge(f"{name}: {len(data)} bytes is over the {self.max_upload_bytes} limit")
         safe = self.safe_name(name)
         if data[:4] in TIFF_MAGIC and importlib.util.find_spec("tifffile") is not None:
-            # maybe a large image: checked as a file, by its header
-            # checked as a hidden file (scans skip it), dropped after: written below as usual
+            # maybe a large image, checked by its header: as a hidden file (scans skip it),
+            # dropped after; the upload is written below as any other
             with tempfile.NamedTemporaryFile(dir=self.images, prefix=".upload-") as tmp:
                 tmp.write(data)
                 tmp.flush()

@@ -137,7 +137,7 @@ def image_file(
     headers = {"Cache-Control": "private, max-age=3600", "X-Scale": str(scale)}
     if box is not None:
         headers["X-Window"] = ",".join(map(str, box))
-    # A large image's overview reads all of it (33 s for 40 000² here): kept in the project.
+    # A large image's overview reads all of it (2.4 s for 40 000² here): kept in the project.
     kept = None
     if box is None and st.project.large.is_large(row):
         kept = st.project.root / "overviews" / f"{row.sha256}-s{scale}.png"
@@ -359,7 +359,7 @@ def prefill(request: Request, image_id: int, body: schemas.PrefillIn) -> schemas
     from segany.masks import decode_rle
     from segany.rle_windows import crop_rle, paste_rle
     from segany.server.users import check_image_access, user_of
-    from segany.server.windows import empty_rle, in_window
+    from segany.server.windows import empty_rle, in_window, meets
 
     st = state_of(request)
     row = st.notes.image(image_id)
@@ -372,6 +372,8 @@ def prefill(request: Request, image_id: int, body: schemas.PrefillIn) -> schemas
     annotated = None
     if body.skip_annotated:
         masks = st.notes.masks(image_id, ("proposed", "unreviewed", "accepted"))
+        if box is not None:  # the window's parts of the masks that meet it
+            masks = [m for m in masks if meets(m["bbox"], box)]
         rles = (m["rle"] if box is None else crop_rle(m["rle"], box) for m in masks)
         annotated = annotated_pixels((decode_rle(r, trusted=True) for r in rles), size)
     tile = st.settings.prefill_tile

@@ -12,7 +12,14 @@ from segany.server import exporting, schemas
 from segany.server.project import NotFound
 from segany.server.state import state_of
 from segany.server.users import check_image_access, require, user_of
-from segany.server.windows import Window, empty_rle, in_window, parse_window, prompts_in_image
+from segany.server.windows import (
+    Window,
+    empty_rle,
+    in_window,
+    meets,
+    parse_window,
+    prompts_in_image,
+)
 
 router = APIRouter()
 
@@ -34,18 +41,12 @@ def list_masks(request: Request, image_id: int, window: str | None = None) -> li
         return masks  # type: ignore[no-any-return]
     box = _window(request, image_id, parse_window(window))
     assert box is not None  # (a window was given)
-    return [in_window(m, box) for m in masks if _meets(m["bbox"], box)]
+    return [in_window(m, box) for m in masks if meets(m["bbox"], box)]
 
 
 def _window(request: Request, image_id: int, window: Any) -> Window | None:
     st = state_of(request)
     return st.project.large.window(st.notes.image(image_id), window)  # type: ignore[no-any-return]
-
-
-def _meets(bbox: list[int], window: Window) -> bool:
-    """Whether a stored box (x, y, w, h: w, h one less than the extent) meets the window."""
-    x, y, w, h = bbox
-    return x < window[2] and y < window[3] and x + w >= window[0] and y + h >= window[1]
 
 
 @router.post("/images/{image_id}/masks", status_code=201, response_model=schemas.MaskOut)

@@ -56,6 +56,13 @@ def window_key(sha256: str, window: Window | None) -> str:
     return f"{sha256}-w{window[0]}-{window[1]}-{window[2]}-{window[3]}"
 
 
+def meets(bbox: Sequence[int], window: Sequence[int]) -> bool:
+    """Whether a stored mask's box (x, y, w, h: w and h one less than its extent) meets the
+    window: masks that do not are left out before any of their runs is read."""
+    x, y, w, h = bbox
+    return x < window[2] and y < window[3] and x + w >= window[0] and y + h >= window[1]
+
+
 def empty_rle(height: int, width: int) -> dict[str, Any]:
     """The empty mask of an image, as an RLE (to paste a window's mask into)."""
     return {"size": [height, width], "counts": [height * width]}
