@@ -7,9 +7,12 @@ what each step an annotator takes costs in time, and the process's peak memory.
    ``bench_tiles_large.py``; skipped when it exists) and hard-links it into a new project;
 2. runs the app in this process (FastAPI's TestClient, the bundled model, fp32) and times:
    the import (header and a block-wise sha256), the overview the page opens (``?scale``),
-   a 4096-px window's PNG, its embedding, a click decoded on the server in it, the mask saved
-   through the window (pasted into the image's RLE), the masks listed for the window, the
-   same window again (its embedding cached) and a COCO export with polygons;
+   the windows' grid, the window at the centre (3072 px for the bundled model): its PNG, its
+   embedding, a click decoded on the server in it, the mask saved through the window (pasted
+   into the image's RLE), the masks listed for the window, the same window again (its
+   embedding cached), a click zoomed in (a 600-px view: answered on the whole image's tile)
+   and a second one on the same tile, the masks shrunk for the overview and a COCO export
+   with polygons;
 3. prints each step's seconds, the load average before and after, and the peak resident
    memory of the process (``ru_maxrss``).
 
@@ -70,19 +73,24 @@ def main() -> None:
     step("overview (?scale)", lambda: client.get(overview))
     step("overview again (kept)", lambda: client.get(overview))
     c = args.size // 2
-    window = [c - 2048, c - 2048, c + 2048, c + 2048]
-    text = ",".join(map(str, window))
     url = f"/api/images/{image_id}"
-    step("window's PNG (4096²)", lambda: client.get(f"{url}/file?window={text}"))
+    grid = step("the windows' grid", lambda: client.get(f"{url}/windows")).json()
+    side = grid["side"]
+    x0 = max(x for x in grid["x"] if x <= c - side // 2)
+    y0 = max(y for y in grid["y"] if y <= c - side // 2)
+    window = [x0, y0, x0 + side, y0 + side]
+    text = ",".join(map(str, window))
+    step(f"window's PNG ({side}²)", lambda: client.get(f"{url}/file?window={text}"))
     step("window's embedding", lambda: client.get(f"{url}/embedding?window={text}"))
-    click = {"points": [[2048, 2048]], "labels": [1], "window": window}
+    cx, cy = c - x0, c - y0
+    click = {"points": [[cx, cy]], "labels": [1], "window": window}
     r = step("a click in the window", lambda: client.post(f"{url}/decode", json=click))
     answer = r.json()
     best = int(np.argmax(answer["scores"]))
     rle = answer["masks"][best]
     if not decode_rle(rle).any():  # (an empty answer cannot be saved: any small square)
-        square = np.zeros((4096, 4096), bool)
-        square[2000:2100, 2000:2100] = True
+        square = np.zeros((side, side), bool)
+        square[cy : cy + 100, cx : cx + 100] = True
         from segany.masks import encode_rle
 
         rle = encode_rle(square)
@@ -90,6 +98,13 @@ def main() -> None:
     step("save through the window", lambda: client.post(f"{url}/masks", json=mask))
     step("masks of the window", lambda: client.get(f"{url}/masks?window={text}"))
     step("same window again (cached)", lambda: client.get(f"{url}/embedding?window={text}"))
+    view = [cx - 300, cy - 300, cx + 300, cy + 300]
+    zoomed = {**click, "points": [[cx + 40, cy + 40]], "view": view}
+    r = step("a zoomed click (image's tile)", lambda: client.post(f"{url}/decode", json=zoomed))
+    assert r.json()["logits_frame"] is not None, "not answered on a tile"
+    again = {**zoomed, "points": [[cx + 60, cy + 40]]}
+    step("another, same tile", lambda: client.post(f"{url}/decode", json=again))
+    step("masks shrunk for the overview", lambda: client.get(f"{url}/masks?scale={scale}"))
     export = {"format": "coco", "polygons": True}
     step("COCO export, polygons", lambda: client.post("/api/export", json=export))
 

@@ -26,7 +26,7 @@ from pycocotools import mask as _coco
 from segany.errors import InputError
 from segany.masks import RLE, check_compressed_counts, compressed_runs, rle_from_runs
 
-__all__ = ["crop_rle", "paste_rle", "rle_box_area", "rle_runs"]
+__all__ = ["crop_rle", "paste_rle", "rle_box_area", "rle_runs", "shrink_rle"]
 
 Window = tuple[int, int, int, int]
 
@@ -103,6 +103,28 @@ def crop_rle(rle: RLE, window: Sequence[int]) -> RLE:
     wh = y1 - y0
     base = (col[keep] - x0) * wh - y0
     return rle_from_runs(base + top[keep], base + bottom[keep], (wh, x1 - x0))
+
+
+def shrink_rle(rle: RLE, factor: int) -> RLE:
+    """``rle`` (H×W) shrunk ``factor`` times, as a ⌈H/f⌉×⌈W/f⌉ RLE: a pixel is set where any
+    pixel of its f×f block is (so thin and small masks stay visible on an overview), made from
+    the runs, never decoded at full size."""
+    h, w = _size(rle)
+    f = int(factor)
+    if f != factor or not 1 <= f <= max(h, w):
+        raise InputError(f"factor must be a whole number from 1 to {max(h, w)}, got {factor!r}")
+    oh, ow = -(-h // f), -(-w // f)
+    col, top, bottom = _pieces(*rle_runs(rle), h, 0, w)
+    base = (col // f) * oh
+    start, end = base + top // f, base + (bottom - 1) // f + 1
+    order = np.argsort(start, kind="stable")
+    start, end = start[order], end[order]
+    if len(start) == 0:
+        return rle_from_runs(start, end, (oh, ow))
+    # Runs of neighbouring columns land on the same column: merge those that overlap.
+    reach = np.maximum.accumulate(end)
+    first = np.concatenate(([0], np.nonzero(start[1:] > reach[:-1])[0] + 1))
+    return rle_from_runs(start[first], np.maximum.reduceat(end, first), (oh, ow))
 
 
 def paste_rle(rle: RLE, piece: RLE, window: Sequence[int]) -> RLE:

@@ -9,7 +9,14 @@ import torch
 
 from segany.errors import InputError
 from segany.masks import compressed_runs, decode_rle, encode_rle, mask_to_uncompressed_rle
-from segany.rle_windows import check_window, crop_rle, paste_rle, rle_box_area, rle_runs
+from segany.rle_windows import (
+    check_window,
+    crop_rle,
+    paste_rle,
+    rle_box_area,
+    rle_runs,
+    shrink_rle,
+)
 
 
 def _mask(rng: np.random.Generator, h: int, w: int, kind: int) -> np.ndarray:
@@ -57,6 +64,30 @@ def test_crop_and_paste_equal_the_decoded_masks(seed: int) -> None:
             assert box == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
         else:
             assert box == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_shrinking_equals_the_decoded_masks_blocks(seed: int) -> None:
+    """A pixel of the shrunk mask is set where any pixel of its block is."""
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(40):
+        h, w = (int(v) for v in rng.integers(1, 60, 2))
+        mask = _mask(rng, h, w, int(rng.integers(0, 4)))
+        if rng.random() < 0.3:  # sparse lines and dots, the overview's hard case
+            mask = rng.random((h, w)) < 0.02
+        f = int(rng.integers(1, max(h, w) + 1))
+        oh, ow = -(-h // f), -(-w // f)
+        padded = np.zeros((oh * f, ow * f), bool)
+        padded[:h, :w] = mask
+        expect = padded.reshape(oh, f, ow, f).any(axis=(1, 3))
+        (plain,) = mask_to_uncompressed_rle(torch.from_numpy(mask)[None])
+        for form in (encode_rle(mask), plain):
+            got = shrink_rle(form, f)
+            assert got == encode_rle(expect), (h, w, f)
+    with pytest.raises(InputError, match="factor"):
+        shrink_rle(encode_rle(np.ones((4, 5), bool)), 6)
+    with pytest.raises(InputError, match="factor"):
+        shrink_rle(encode_rle(np.ones((4, 5), bool)), 0)
 
 
 def test_runs_of_both_rle_forms() -> None:

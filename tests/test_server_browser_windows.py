@@ -1,8 +1,9 @@
 """End to end in Chromium, a large image worked on by windows (segany.server.windows): a
 3000×2000 TIFF in a project that works on at most 1 MP at once. The page opens it as an
-overview; a click there opens the window around it; a click in the window is decoded in the
+overview; a click there opens the window of the whole image's grid that holds it most
+centrally, and the arrows step through the grid; a click in the window is decoded in the
 page on the window's embedding and the accepted mask is pasted into the image at the window;
-back in the overview the mask's box is drawn."""
+back in the overview the mask's shape and box are drawn."""
 
 # ruff: noqa: F811 - pytest fixtures imported from tests.test_server_browser are test arguments
 
@@ -14,6 +15,7 @@ import urllib.request
 import numpy as np
 import pytest
 
+from segany.server.windows import window_grid
 from tests.test_server_browser import _serve, browser, canvas_point, open_page  # noqa: F401
 from tests.test_server_large_images import H, W, scene
 
@@ -47,15 +49,29 @@ def test_a_large_image_through_its_overview_and_a_window(browser, tmp_path):
         assert page.evaluate("window.segany.state.embedding") is None  # none for an overview
         assert page.is_visible("#window-bar")
 
-        # A click on the overview opens the 1000-px window around that point.
+        # A click on the overview opens the grid's window that holds that point most centrally
+        # (768 px: the bundled model's 384·2, the largest within 1 MP).
+        side, _, xs, ys = window_grid((H, W), 384, 1_000_000)
+        (cx, cy) = (CENTRE[0] // 3 * 3, CENTRE[1] // 3 * 3)  # (where the overview click lands)
+
+        def most_central(starts: list[int], at: int, length: int) -> int:
+            return max(starts, key=lambda s: min(at - s, min(length, s + side) - at))
+
+        x0, y0 = most_central(xs, cx, W), most_central(ys, cy, H)
         sx, sy = canvas_point(page, CENTRE[0] / 3, CENTRE[1] / 3)
         page.mouse.click(sx, sy)
         page.wait_for_function("window.segany.state.embedding !== null", timeout=120_000)
         window = page.evaluate("window.segany.state.window")
-        x0, y0 = window[:2]
-        assert window[2] - x0 == 1000 and window[3] - y0 == 1000
-        assert abs(x0 + 500 - CENTRE[0]) <= 2 and abs(y0 + 500 - CENTRE[1]) <= 2
+        assert window == [x0, y0, x0 + side, y0 + side], (window, xs, ys)
         assert page.get_attribute("body", "data-window") == ",".join(map(str, window))
+        # The arrows step to the grid's next window, and back.
+        page.click("#window-bar [data-move='1,0']")
+        nxt = xs[xs.index(x0) + 1]
+        page.wait_for_function(f"window.segany.state.window[0] === {nxt}")
+        page.wait_for_function("window.segany.state.embedding !== null", timeout=120_000)
+        page.click("#window-bar [data-move='-1,0']")
+        page.wait_for_function(f"window.segany.state.window[0] === {x0}")
+        page.wait_for_function("window.segany.state.embedding !== null", timeout=120_000)
 
         # A click in the window: decoded in the page on the window's embedding, equal to the
         # server's decode of the same click in that window.
@@ -63,7 +79,7 @@ def test_a_large_image_through_its_overview_and_a_window(browser, tmp_path):
         page.mouse.click(*canvas_point(page, *point))
         page.wait_for_function("window.segany.state.current !== null", timeout=60_000)
         current = np.array(page.evaluate("Array.from(window.segany.state.current)"), bool)
-        current = current.reshape(1000, 1000)
+        current = current.reshape(side, side)
         served = _post(
             f"{url}/api/images/{row['id']}/decode",
             {"points": [point], "labels": [1], "window": window},
@@ -81,7 +97,7 @@ def test_a_large_image_through_its_overview_and_a_window(browser, tmp_path):
             (saved,) = json.loads(r.read())
         mask = decode_rle(saved["rle"])
         assert mask.shape == (H, W)
-        np.testing.assert_array_equal(mask[y0 : y0 + 1000, x0 : x0 + 1000], current)
+        np.testing.assert_array_equal(mask[y0 : y0 + side, x0 : x0 + side], current)
         assert mask.sum() == current.sum()
         # the click, moved into image pixels (where the mouse landed: within a pixel or so)
         ((px, py),) = saved["prompts"]["points"]
@@ -93,4 +109,10 @@ def test_a_large_image_through_its_overview_and_a_window(browser, tmp_path):
         assert page.evaluate("window.segany.state.window") is None
         boxes = page.evaluate("window.segany.state.overviewBoxes")
         assert [round(v * 3) for v in boxes[0]["bbox"]] == saved["bbox"]
+        # and its shape, shrunk 3 times: a pixel set where any of its 3×3 block is
+        shrunk = np.array(page.evaluate("Array.from(window.segany.state.overviewMasks[0].bits)"))
+        padded = np.zeros((667 * 3, 1000 * 3), bool)
+        padded[:H, :W] = mask
+        expect = padded.reshape(667, 3, 1000, 3).any(axis=(1, 3))
+        np.testing.assert_array_equal(shrunk.reshape(667, 1000).astype(bool), expect)
         assert not errors, errors

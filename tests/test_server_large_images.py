@@ -6,6 +6,7 @@ image-sized RLE."""
 
 from __future__ import annotations
 
+import base64
 import io
 from pathlib import Path
 
@@ -151,6 +152,22 @@ def test_masks_through_windows(project) -> None:
     (stored,) = client.get(f"/api/images/{image_id}/masks").json()
     np.testing.assert_array_equal(decode_rle(stored["rle"]), expect)
     assert stored["area"] == expect.sum() and stored["edits"] == 1
+    # Shrunk for an overview (a pixel set where any of its block is), whole or in a window.
+    (small,) = client.get(f"/api/images/{image_id}/masks", params={"scale": 7}).json()
+    padded = np.zeros((-(-H // 7) * 7, -(-W // 7) * 7), bool)
+    padded[:H, :W] = expect
+    blocks = padded.reshape(padded.shape[0] // 7, 7, padded.shape[1] // 7, 7).any(axis=(1, 3))
+    assert small["rle"] == encode_rle(blocks) and small["area"] == expect.sum()
+    (part,) = client.get(
+        f"/api/images/{image_id}/masks", params={"window": "1600,1000,2400,1800", "scale": 4}
+    ).json()
+    in_b = expect[1000:1800, 1600:2400].reshape(200, 4, 200, 4).any(axis=(1, 3))
+    assert part["rle"] == encode_rle(in_b)
+    for bad in ({"scale": 0}, {"scale": W + 1}, {"window": "0,0,10,10", "scale": 11}):
+        r = client.get(f"/api/images/{image_id}/masks", params=bad)
+        assert r.status_code == 400, (bad, r.text)
+        assert "scale" in r.json()["detail"] or "factor" in r.json()["detail"]
+
     # A window's mask of the wrong size, and an empty paste, are refused.
     wrong = {"rle": encode_rle(piece[:700]), "origin": "clicks", "window": a}
     assert client.post(f"/api/images/{image_id}/masks", json=wrong).status_code == 400
@@ -261,3 +278,112 @@ def test_exports_of_a_large_image(project, monkeypatch) -> None:
     r = client.post("/api/export", json={"format": "png"})
     assert r.status_code == 200, r.text
     assert any("scan.tif" in w and "left out" in w for w in r.json()["warnings"])
+
+
+def test_windows_are_tiles_of_the_whole_image(project, tiny) -> None:  # noqa: F811
+    from segany.tasks.tiles import tile_frames
+
+    client, image_id, _ = project
+    grid = client.get(f"/api/images/{image_id}/windows").json()
+    side = int(tiny.image_size) * 2  # 768: the largest S·2^k within the 1 MP limit
+    assert (grid["side"], grid["overlap"]) == (side, side // 4)
+    frames = tile_frames((H, W), side, side // 4)
+    assert {(x, y, min(W, x + side), min(H, y + side)) for x in grid["x"] for y in grid["y"]} == (
+        set(frames)
+    )
+    assert client.get("/api/images/999/windows").status_code == 404
+
+
+def test_a_zoomed_click_in_a_window_is_answered_on_the_whole_images_tiles(
+    project,
+    tiny,  # noqa: F811
+    monkeypatch,
+) -> None:
+    """The same answer as ``TiledPredictor`` over the whole image with the tiles of
+    ``segany segment --tile`` (the model's size, a quarter overlap), cut to the window; the
+    correction sent back with its frame continues on that tile."""
+    from segany.tasks.tiles import TiledPredictor, tile_frames
+
+    client, image_id, image = project
+    grid = client.get(f"/api/images/{image_id}/windows").json()
+    side = grid["side"]
+    # The window that holds the click (2000, 1300) on the red square (1900..2300, 1200..1700).
+    x0 = max(x for x in grid["x"] if x <= 2000 - side // 4)
+    y0 = max(y for y in grid["y"] if y <= 1300 - side // 4)
+    window = [x0, y0, min(W, x0 + side), min(H, y0 + side)]
+    assert x0 < 2000 < window[2] and y0 < 1300 < window[3]
+    tiled = TiledPredictor(Predictor(tiny, cache=False))
+    tiled.set_image(image)
+    # Seen through a view of 300 px: level 0.
+    click = [2000.0 - x0, 1300.0 - y0]
+    view = [click[0] - 150, click[1] - 150, click[0] + 150, click[1] + 150]
+    body = {"points": [click], "labels": [1], "window": window, "view": view}
+    r = client.post(f"/api/images/{image_id}/decode", json=body)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    (theirs,) = tiled.predict_framed(np.array([[2000.0, 1300.0]]), np.array([1]))
+    fx0, fy0, fx1, fy1 = theirs.frame
+    # A tile of the whole image, not one of the window's own tiling.
+    assert theirs.frame in tiled.frames
+    own = tile_frames((window[3] - y0, window[2] - x0), tiled.tile, tiled.overlap)
+    assert (fx0 - x0, fy0 - y0, fx1 - x0, fy1 - y0) not in own
+    assert answer["logits_frame"] == [fx0 - x0, fy0 - y0, fx1 - x0, fy1 - y0]
+    assert answer["window"] == window
+    full = theirs.pasted().masks
+    for rle, mask in zip(answer["masks"], full, strict=True):
+        np.testing.assert_array_equal(decode_rle(rle), mask[y0 : window[3], x0 : window[2]])
+    np.testing.assert_allclose(answer["scores"], theirs.scores, rtol=1e-5)
+
+    k = int(np.argmax(answer["scores"]))
+    sent = answer["low_res_logits"]
+    got = np.frombuffer(base64.b64decode(sent["data"]), "<f4").reshape(sent["shape"])
+    np.testing.assert_allclose(got, theirs.logits, rtol=1e-5, atol=1e-5)
+    logits = np.ascontiguousarray(got[k : k + 1])
+    two = [click, [click[0] + 40, click[1]]]
+    fix = {
+        **body,
+        "points": two,
+        "labels": [1, 1],
+        "multimask": False,
+        "mask_input": {"shape": list(logits.shape), "data": base64.b64encode(logits).decode()},
+        "mask_input_frame": answer["logits_frame"],
+    }
+    r = client.post(f"/api/images/{image_id}/decode", json=fix)
+    assert r.status_code == 200, r.text
+    again = tiled.predict_on(
+        theirs.frame,
+        np.array(two) + [x0, y0],
+        np.array([1, 1]),
+        mask_input=logits,
+        multimask_output=False,
+    )
+    assert r.json()["logits_frame"] == answer["logits_frame"]
+    np.testing.assert_array_equal(
+        decode_rle(r.json()["masks"][0]), again.masks[0][y0 : window[3], x0 : window[2]]
+    )
+
+    # The tiles went to the project's embedding cache under their pixels, as the batch
+    # commands' do: a TiledPredictor over the image with that cache encodes nothing.
+    from segany.server.state import state_of
+
+    shared = TiledPredictor(Predictor(tiny, cache=state_of(client).hub.embeddings.store))
+    shared.set_image(image)
+
+    def no_encoder(*args, **kwargs):
+        raise AssertionError("the encoder ran: the tile was not in the cache")
+
+    monkeypatch.setattr(tiny.image_encoder, "forward", no_encoder)
+    (cached,) = shared.predict_framed(np.array([[2000.0, 1300.0]]), np.array([1]))
+    assert cached.frame == theirs.frame
+    np.testing.assert_array_equal(cached.pasted().masks, full)
+    monkeypatch.undo()
+
+    # A frame that is not a region of the image (once moved out of the window) is refused.
+    bad = {**fix, "mask_input_frame": [-5000, 0, 100, 100]}
+    r = client.post(f"/api/images/{image_id}/decode", json=bad)
+    assert r.status_code == 400 and "not a region" in r.json()["detail"], r.text
+
+    # A view as large as the window is answered on the window's own embedding.
+    whole = {**body, "view": [0, 0, window[2] - x0, window[3] - y0]}
+    r = client.post(f"/api/images/{image_id}/decode", json=whole)
+    assert r.status_code == 200 and r.json()["logits_frame"] is None

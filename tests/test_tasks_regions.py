@@ -104,3 +104,23 @@ def test_the_whole_image_answers_a_view_of_all_of_it(tiny):  # noqa: F811
     assert regions.encoded == 0
     with pytest.raises(InputError, match="without a mask_input"):
         regions.predict([200, 200, 400, 400], [[300, 250]], [1], mask_input_frame=[0, 0, 9, 9])
+
+
+def test_an_image_read_by_region_gives_the_same_answers_in_their_frames(tiny, tmp_path):  # noqa: F811
+    image = scene()
+    np.save(tmp_path / "scene.npy", image)
+    mapped = np.load(tmp_path / "scene.npy", mmap_mode="r")
+    by_region = RegionPredictor(Predictor(tiny, cache=False))
+    by_region.set_image(mapped)
+    whole = RegionPredictor(Predictor(tiny, cache=False))
+    whole.set_image(image)
+    view, point = [150, 100, 450, 400], np.array([[300.0, 250.0]])
+    framed = by_region.predict_framed(view, point, [1])
+    ours = whole.predict(view, point, [1])
+    assert framed is not None and ours is not None
+    assert framed.frame == by_region.frame == whole.frame
+    x0, y0, x1, y1 = framed.frame
+    assert framed.masks.shape[-2:] == (y1 - y0, x1 - x0)  # the frame's, not the image's
+    assert np.array_equal(framed.pasted().masks, ours.masks)
+    with pytest.raises(InputError, match="H×W×3"):
+        by_region.set_image(np.load(tmp_path / "scene.npy", mmap_mode="r")[..., 0])

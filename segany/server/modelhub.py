@@ -11,9 +11,10 @@ fighting over them.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +26,11 @@ from segany.server.embeddings import ProjectEmbeddings
 from segany.server.prompt_checks import DecodePrompts
 from segany.server.sessions import ImageSession, ImageSessions
 
+if TYPE_CHECKING:
+    from segany.tasks.regions import RegionPredictor
+    from segany.tasks.tiles import FramedPrediction
+
+LARGE_KEPT = 2  # large images whose tile embeddings are kept in memory
 ReadImage = Callable[[], np.ndarray]  # the image's pixels H×W×3 uint8, read on demand
 
 
@@ -55,6 +61,8 @@ class ModelHub:
         self.tile_runs = 0  # tile embeddings made for clicks in a zoomed view (decode_region)
         self._pixels: tuple[str, np.ndarray] | None = None  # the last image read for refining
         self._thresholds: tuple[tuple[int, int | None], dict[str, float]] | None = None
+        # Large images' RegionPredictors over the whole image, by (sha256, model version)
+        self._large: OrderedDict[tuple[str, int], RegionPredictor] = OrderedDict()
 
     # ----- versions -----------------------------------------------------------------------
     def register(self, version: int, source: str | None, encoder_version: int | None = None):
@@ -232,6 +240,68 @@ class ModelHub:
             masks[:, y0:y1, x0:x1] = inner.masks
             return Prediction(masks, pred.scores, pred.logits), frame
         return (_refined(image, pred, frame) if refine else pred), frame
+
+    def decode_in_image(
+        self,
+        sha256: str,
+        source: Any,
+        window: tuple[int, int, int, int],
+        *,
+        view: list[float],
+        prompts: DecodePrompts,
+        mask_input_frame: list[int] | None,
+        multimask: bool,
+        refine: bool,
+    ) -> FramedPrediction | None:
+        """A click made in a ``window`` of a large image with ``view`` in sight, every
+        coordinate in image pixels: answered on the tiles of the whole image at the view's
+        scale (``RegionPredictor`` over ``source``, the file read by region: the tiles
+        ``segany segment --tile`` and the other levels use, not tiles of the window), the
+        answer kept in its frame. None where the window's own embedding answers: a view about
+        as large as the window, or ``mask_input`` without a frame (logits of the window)."""
+        from segany.tasks.regions import RegionPredictor, view_tile
+        from segany.tasks.tiles import FramedPrediction
+
+        with self.lock:
+            version = self.current
+            model = self.model(version)
+            size = (int(source.shape[0]), int(source.shape[1]))
+            side = max(window[2] - window[0], window[3] - window[1])
+            if prompts.mask_input is None:
+                if view_tile(view, size, int(model.image_size)) >= side:
+                    return None
+            elif mask_input_frame is None:
+                return None
+            key = (sha256, version)
+            regions = self._large.get(key)
+            if regions is None:
+                cache = self.disk_cache or self.embeddings.store
+                regions = RegionPredictor(Predictor(model, precision=self.precision, cache=cache))
+                regions.set_image(source)
+                self._large[key] = regions
+                for old in [k for k in self._large if k[1] != version]:
+                    del self._large[old]  # (only the current version decodes)
+                while len(self._large) > LARGE_KEPT:
+                    self._large.popitem(last=False)
+            self._large.move_to_end(key)
+            before = regions.encoded
+            out = regions.predict_framed(
+                view,
+                prompts.points,
+                prompts.labels,
+                prompts.box,
+                prompts.mask_input,
+                mask_input_frame,
+                multimask_output=multimask,
+                return_logits=refine,
+            )
+            self.tile_runs += regions.encoded - before
+        if out is None or not refine:
+            return out
+        x0, y0, x1, y1 = out.frame
+        pixels = np.ascontiguousarray(source[y0:y1, x0:x1])  # RGB (open_regions')
+        inner = _refined(pixels, Prediction(out.masks, out.scores, out.logits), out.frame)
+        return FramedPrediction(out.frame, out.image_size, inner.masks, out.scores, out.logits)
 
     def pixels(self, sha256: str, read: Callable[[], np.ndarray]) -> np.ndarray:
         """An image's pixels, by content hash; the last one read is kept. Read outside the

@@ -12,9 +12,10 @@ from fastapi.responses import FileResponse
 from segany.errors import InputError
 from segany.server import schemas
 from segany.server.project import NotFound
+from segany.server.prompt_checks import DecodePrompts
 from segany.server.state import state_of
 from segany.server.views import image_out
-from segany.server.windows import parse_window, window_key
+from segany.server.windows import empty_rle, parse_window, window_key
 
 router = APIRouter()
 UPLOAD = File(..., description="an image file (JPEG, PNG, BMP, TIFF, WebP)")
@@ -277,6 +278,88 @@ def high_res_maps(request: Request, image_id: int, window: str | None = None) ->
     return Response(data, media_type="application/octet-stream", headers=headers)
 
 
+@router.get("/images/{image_id}/windows", response_model=schemas.WindowGridOut)
+def windows(request: Request, image_id: int) -> schemas.WindowGridOut:
+    """The windows the page opens on the image: tiles of the whole image of side S·2^k (S
+    the model's input size; at most 4096 px and ``max_pixels``), the grid of
+    ``segany.tasks.regions``' level of that side (``segany.server.windows.window_grid``).
+    Window (i, j) is ``[x[i], y[j], min(W, x[i] + side), min(H, y[j] + side)]``."""
+    from segany.server.windows import window_grid
+
+    st = state_of(request)
+    row = st.notes.image(image_id)
+    side, overlap, xs, ys = window_grid(
+        (int(row.height), int(row.width)),
+        int(st.hub.model().image_size),
+        st.project.large.max_pixels,
+    )
+    return schemas.WindowGridOut(side=side, overlap=overlap, x=xs, y=ys)
+
+
+def _decode_in_image(
+    request: Request,
+    image_id: int,
+    body: schemas.DecodeIn,
+    prompts: DecodePrompts,
+    refine: bool,
+) -> schemas.DecodeOut | None:
+    """``decode`` for a click made zoomed into a window of a large image: answered on the
+    tiles of the whole image (``ModelHub.decode_in_image``), its masks cut to the window and
+    its ``logits_frame`` in window pixels (it may reach past the window: the tile the logits
+    lie in). None where the window's embedding answers (a small image: always)."""
+    from segany.masks import place_rle
+    from segany.tasks.tiles import FramedPrediction
+
+    st = state_of(request)
+    row = st.notes.image(image_id)
+    if not st.project.large.is_large(row):
+        return None
+    window = st.project.large.window(row, parse_window(body.window))
+    assert window is not None and body.view is not None
+    x0, y0, x1, y1 = window
+    shift = np.array([x0, y0], dtype=np.float64)
+    moved = DecodePrompts(
+        points=None if prompts.points is None else prompts.points + shift,
+        labels=prompts.labels,
+        box=None if prompts.box is None else prompts.box + np.tile(shift, 2),
+        mask_input=prompts.mask_input,
+    )
+    frame_in = body.mask_input_frame
+    out: FramedPrediction | None = st.hub.decode_in_image(
+        row.sha256,
+        st.project.large.source(st.project.inside(row.path)),
+        window,
+        view=[float(v) + float(shift[i % 2]) for i, v in enumerate(body.view)],
+        prompts=moved,
+        mask_input_frame=None
+        if frame_in is None
+        else [v + (x0, y0)[i % 2] for i, v in enumerate(frame_in)],
+        multimask=body.multimask,
+        refine=refine,
+    )
+    if out is None:
+        return None
+    fx0, fy0, fx1, fy1 = out.frame
+    cx0, cy0, cx1, cy1 = max(fx0, x0), max(fy0, y0), min(fx1, x1), min(fy1, y1)
+    size = (y1 - y0, x1 - x0)
+    rles = []
+    for c in range(len(out.masks)):
+        if not (cx0 < cx1 and cy0 < cy1):  # (the frame holds the click, so it meets the window)
+            rles.append(empty_rle(*size))
+            continue
+        piece = np.asarray(out.masks[c][cy0 - fy0 : cy1 - fy0, cx0 - fx0 : cx1 - fx0])
+        piece = piece if piece.dtype == np.bool_ else piece > out.threshold
+        rles.append(place_rle(piece, size, (cx0 - x0, cy0 - y0)))
+    return schemas.DecodeOut(
+        masks=[schemas.RLE(**r) for r in rles],
+        scores=[float(v) for v in out.scores],
+        low_res_logits=schemas.Tensor.of(out.logits),
+        logits_frame=[fx0 - x0, fy0 - y0, fx1 - x0, fy1 - y0],
+        model_version=st.hub.current,
+        window=list(window),
+    )
+
+
 @router.post("/images/{image_id}/decode", response_model=schemas.DecodeOut)
 def decode(request: Request, image_id: int, body: schemas.DecodeIn) -> schemas.DecodeOut:
     """Prompts → masks (COCO RLE), IoU scores and low-res logits (feed one back as
@@ -296,6 +379,11 @@ def decode(request: Request, image_id: int, body: schemas.DecodeIn) -> schemas.D
     refine = st.settings.refine if body.refine is None else body.refine
     frame = None
     region = None
+    if body.view is not None and body.window is not None:
+        # Zoomed into a large image's window: the whole image's tiles may answer it.
+        found = _decode_in_image(request, image_id, body, prompts, refine)
+        if found is not None:
+            return found
     if body.view is not None:  # a click made zoomed in: the region's tiles may answer it
         region = st.hub.decode_region(
             sha256,

@@ -7,7 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
-from segany.rle_windows import paste_rle
+from segany.errors import InputError
+from segany.rle_windows import paste_rle, shrink_rle
 from segany.server import exporting, schemas
 from segany.server.project import NotFound
 from segany.server.state import state_of
@@ -31,17 +32,31 @@ def _may_change(request: Request, image_id: int) -> None:
 
 # ----- masks ----------------------------------------------------------------------------------
 @router.get("/images/{image_id}/masks", response_model=list[schemas.MaskOut])
-def list_masks(request: Request, image_id: int, window: str | None = None) -> list[dict[str, Any]]:
+def list_masks(
+    request: Request, image_id: int, window: str | None = None, scale: int = 1
+) -> list[dict[str, Any]]:
     """Every mask of the image, proposals and rejected ones included (see ``review``). With a
     ``window`` (x0,y0,x1,y1 image pixels; a large image's, ``segany.server.windows``): the
-    masks whose box meets it, each RLE cut to the window."""
+    masks whose box meets it, each RLE cut to the window. With a ``scale`` k > 1 each RLE
+    (the window's, or the image's) is shrunk k times, ⌈H/k⌉×⌈W/k⌉, a pixel set where any of
+    its k×k block is (``segany.rle_windows.shrink_rle``): the masks' shapes on a large
+    image's overview (``GET .../file?scale=k``), made from the runs. Boxes and areas stay the
+    image's."""
     st = state_of(request)
     masks = st.notes.masks(image_id)
-    if window is None:
-        return masks  # type: ignore[no-any-return]
-    box = _window(request, image_id, parse_window(window))
-    assert box is not None  # (a window was given)
-    return [in_window(m, box) for m in masks if meets(m["bbox"], box)]
+    row = st.notes.image(image_id)
+    box = None if window is None else _window(request, image_id, parse_window(window))
+    x0, y0, x1, y1 = box or (0, 0, row.width, row.height)
+    if not 1 <= scale <= max(x1 - x0, y1 - y0):
+        raise InputError(
+            f"scale must be a whole number from 1 to the {'window' if box else 'image'}'s "
+            f"longer side ({max(x1 - x0, y1 - y0)}), got {scale}"
+        )
+    if box is not None:
+        masks = [in_window(m, box) for m in masks if meets(m["bbox"], box)]
+    if scale > 1:
+        masks = [{**m, "rle": shrink_rle(m["rle"], scale)} for m in masks]
+    return masks  # type: ignore[no-any-return]
 
 
 def _window(request: Request, image_id: int, window: Any) -> Window | None:

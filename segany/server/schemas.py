@@ -121,6 +121,13 @@ class DecodeIn(Strict):
     )
 
 
+class WindowGridOut(BaseModel):
+    side: int = Field(description="the windows' side (px; cut at the image's edges)")
+    overlap: int = Field(description="px neighbouring windows share, at least")
+    x: list[int] = Field(description="the windows' left edges, left to right")
+    y: list[int] = Field(description="the windows' top edges, top to bottom")
+
+
 class DecodeOut(BaseModel):
     masks: list[RLE]
     scores: list[float]

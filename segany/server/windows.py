@@ -14,10 +14,18 @@ find one's way around the image.
 
 Windows are cached as the images are: the embedding of a window is kept under the image's
 sha256 and the window (``window_key``), so moving back to a window costs no encoder run.
+
+The windows the page opens are tiles of the whole image (``window_grid``): side S·2^k (S the
+model's input size), cut by ``segany.tasks.tiles.tile_frames``, the same grid as
+``segany.tasks.regions``' level of that side. A click zoomed in further is answered on the
+whole image's finer levels (``ModelHub.decode_in_image``), the finest of which is the tiling
+of ``segany segment --tile``: the app and the batch commands share one grid, and through a
+shared ``--cache`` the same tile embeddings.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -32,6 +40,34 @@ from segany.rle_windows import check_window
 
 Window = tuple[int, int, int, int]
 SOURCES_KEPT = 2  # open large files kept (a TIFF's header parsed, its levels found)
+WINDOW_SIDE = 4096  # the longest side of the windows the page opens (its canvas, its masks)
+
+
+def window_side(model_side: int, max_pixels: int) -> int:
+    """The side of the windows the page opens: ``model_side``·2^k, the largest within
+    ``WINDOW_SIDE`` and ``max_pixels``; below ``model_side``, the largest square within
+    ``max_pixels``."""
+    most = min(WINDOW_SIDE, math.isqrt(max(1, max_pixels)))
+    if most < model_side:
+        return max(16, most)
+    side = model_side
+    while side * 2 <= most:
+        side *= 2
+    return side
+
+
+def window_grid(
+    size: tuple[int, int], model_side: int, max_pixels: int
+) -> tuple[int, int, list[int], list[int]]:
+    """The windows of an image of ``size`` (H, W): (side, overlap, column starts, row
+    starts); window (i, j) is [x_i, y_j, min(W, x_i + side), min(H, y_j + side)], the tiles
+    ``tile_frames(size, side, side // 4)`` cuts."""
+    from segany.tasks.tiles import tile_frames
+
+    side = window_side(model_side, max_pixels)
+    overlap = side // 4
+    frames = tile_frames(size, side, overlap)
+    return side, overlap, sorted({f[0] for f in frames}), sorted({f[1] for f in frames})
 
 
 def parse_window(text: str | Sequence[Any] | None) -> list[Any] | None:

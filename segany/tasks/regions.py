@@ -33,7 +33,14 @@ from segany.images import ImageLike, to_rgb_uint8
 from segany.inference.prediction import Prediction
 from segany.inference.predictor import Predictor
 from segany.prompts import check_prompts
-from segany.tasks.tiles import Frame, TiledPredictor, check_frame
+from segany.tasks.tiles import (
+    Frame,
+    FramedPrediction,
+    TiledPredictor,
+    _by_region,
+    check_frame,
+    region_size,
+)
 from segany.zoom import logits_to_pixels, pixels_to_logits
 
 __all__ = ["RegionPredictor", "check_view", "view_tile"]
@@ -86,13 +93,20 @@ class RegionPredictor:
         s = self.model.prompt_encoder.mask_input_size
         self.low_res = (int(s[0]), int(s[1]))
         self.tiles_kept = int(tiles_kept)
-        self._image: np.ndarray | None = None
+        self._image: Any = None  # H×W×3 uint8, or an array-like read by region
+        self._format = "RGB"
         self._levels: dict[int, TiledPredictor] = {}
         self.frame: Frame | None = None  # where the last answer's low-res logits lie
 
-    def set_image(self, image: ImageLike, image_format: str = "RGB") -> None:
-        """``image``: H×W×3 uint8 RGB (or what ``Predictor`` takes); nothing is encoded yet."""
-        self._image = to_rgb_uint8(image, image_format)
+    def set_image(self, image: ImageLike | Any, image_format: str = "RGB") -> None:
+        """``image``: H×W×3 uint8 RGB (or what ``Predictor`` takes), or an array read by region
+        as ``TiledPredictor.set_image`` takes it (a TIFF's region source, a memory map: only
+        the tiles prompts need are read); nothing is encoded yet."""
+        if _by_region(image):
+            region_size(image)  # (checked now, not at the first click)
+            self._image, self._format = image, image_format
+        else:
+            self._image, self._format = to_rgb_uint8(image, image_format), "RGB"
         self._levels.clear()
         self.frame = None
 
@@ -112,7 +126,7 @@ class RegionPredictor:
         tiled = self._levels.get(tile)
         if tiled is None:
             tiled = TiledPredictor(self.predictor, tile=tile, tiles_kept=self.tiles_kept)
-            tiled.set_image(self._image)
+            tiled.set_image(self._image, self._format)
             self._levels[tile] = tiled
         return tiled
 
@@ -133,6 +147,31 @@ class RegionPredictor:
         whole image, or ``mask_input`` without a frame: logits of the whole image).
         ``mask_input`` 1×s×s lies in ``mask_input_frame`` (the ``frame`` of the answer that
         returned it)."""
+        out = self.predict_framed(
+            view,
+            point_coords,
+            point_labels,
+            box,
+            mask_input,
+            mask_input_frame,
+            multimask_output,
+            return_logits,
+        )
+        return None if out is None else out.pasted()
+
+    def predict_framed(
+        self,
+        view: ArrayLike,
+        point_coords: ArrayLike | None = None,
+        point_labels: ArrayLike | None = None,
+        box: ArrayLike | None = None,
+        mask_input: ArrayLike | None = None,
+        mask_input_frame: ArrayLike | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> FramedPrediction | None:
+        """``predict``'s answer kept in the frame it came from (masks C×h×w of ``frame``), for
+        an image read by region whose image-sized masks would not fit in memory."""
         size = self.size
         tile = view_tile(view, size, self.long_side)
         prompts = check_prompts(
@@ -148,8 +187,8 @@ class RegionPredictor:
             tiled = self.level(tile)
             if len(tiled.frames) == 1:
                 return None  # the tile is the whole image: its stored embedding answers
-            out = tiled.predict(point_coords, point_labels, box, **full)
-            return self._answered(out, tiled.last_frame)
+            (out,) = tiled.predict_framed(point_coords, point_labels, box, **full)
+            return self._answered(out)
         if mask_input_frame is None:
             return None  # logits of the whole image: corrected on it
         src = check_frame(mask_input_frame, size)
@@ -169,12 +208,14 @@ class RegionPredictor:
             tiled = self.level(max(tile, _tile_for(side, self.long_side)))
             dst = tiled.route(region)
             mask = _carry(local[0], src, dst, self.long_side, self.low_res)  # 1×s×s
-        out = self.level(tile).predict_on(dst, point_coords, point_labels, box, mask, **full)
-        return self._answered(out, dst)
+        level = self.level(tile)
+        return self._answered(
+            level.predict_on_framed(dst, point_coords, point_labels, box, mask, **full)
+        )
 
-    def _answered(self, out: Prediction, frame: Frame | None) -> Prediction:
+    def _answered(self, out: FramedPrediction) -> FramedPrediction:
         h, w = self.size
-        self.frame = None if frame == (0, 0, w, h) else frame
+        self.frame = None if out.frame == (0, 0, w, h) else out.frame
         return out
 
 

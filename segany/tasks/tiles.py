@@ -155,6 +155,19 @@ def _by_region(image: Any) -> bool:
     return hasattr(image, "dtype") and hasattr(image, "__getitem__") and not hasattr(image, "mode")
 
 
+def region_size(image: Any) -> tuple[int, int]:
+    """(H, W) of an image read by region, or an ``InputError`` when it is not H×W×3 (or ×4)
+    uint8 of a size the limits allow."""
+    shape = tuple(int(v) for v in image.shape)
+    if len(shape) != 3 or shape[2] not in (3, 4) or np.dtype(image.dtype) != np.uint8:
+        raise InputError(
+            f"an image read by region must be H×W×3 (or ×4) uint8, got shape {shape} "
+            f"and dtype {image.dtype}"
+        )
+    check_size_pair(shape[:2], what="image")
+    return (shape[0], shape[1])
+
+
 class FrameSource:
     """A frame of an image source as a source of its own: its ``shape`` h×w×3, and 2-D slices
     of it as RGB uint8."""
@@ -301,16 +314,9 @@ class TiledPredictor(PredictorLike):
         only the tiles that prompts need are then read. Nothing is encoded until a prompt needs
         a tile."""
         if _by_region(image):
-            shape = tuple(int(v) for v in image.shape)
-            if len(shape) != 3 or shape[2] not in (3, 4) or np.dtype(image.dtype) != np.uint8:
-                raise InputError(
-                    f"an image read by region must be H×W×3 (or ×4) uint8, got shape {shape} "
-                    f"and dtype {image.dtype}"
-                )
-            check_size_pair(shape[:2], what="image")
+            size: tuple[int, int] = region_size(image)
             self._source = image
             self._format = image_format
-            size: tuple[int, int] = (shape[0], shape[1])
         else:
             self._source = to_rgb_uint8(image, image_format)
             self._format = "RGB"
@@ -553,6 +559,22 @@ class TiledPredictor(PredictorLike):
         in ``frame``'s frame (what an answer on ``frame`` returned). Masks C×H×W at the full
         image's size (False, or -inf logits, outside ``frame``), scores C, low-res logits
         C×s×s of ``frame``; ``last_frame`` is ``frame`` afterwards."""
+        return self.predict_on_framed(
+            frame, point_coords, point_labels, box, mask_input, multimask_output, return_logits
+        ).pasted()
+
+    def predict_on_framed(
+        self,
+        frame: ArrayLike,
+        point_coords: ArrayLike | None = None,
+        point_labels: ArrayLike | None = None,
+        box: ArrayLike | None = None,
+        mask_input: ArrayLike | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> FramedPrediction:
+        """``predict_on``'s answer kept in ``frame`` (masks C×h×w of the frame), for images
+        read by region."""
         size = self.image_size
         f = check_frame(frame, size)
         prompts = check_prompts(
@@ -579,7 +601,8 @@ class TiledPredictor(PredictorLike):
         )
         self.last_frame = f
         self._last_logits = out.logits
-        return FramedPrediction(f, size, out.masks, out.scores, out.logits).pasted()
+        threshold = float(self.model.mask_threshold)
+        return FramedPrediction(f, size, out.masks, out.scores, out.logits, threshold)
 
     def _answer(
         self,

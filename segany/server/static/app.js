@@ -62,6 +62,7 @@ async function openImage(id) {
   // a large image opens as its overview (windows.js)
   state.full = isLarge(image) ? image : null;
   state.window = null;
+  state.grid = state.full ? (await api(`/images/${id}/windows`)).body : null;
   await show(state.full ? overviewImage(image) : image);
 }
 
@@ -72,13 +73,11 @@ async function openWindow(x, y, win = null) {
   await show(windowImage(state.full, state.window));
 }
 
-// The window moved by (dx, dy) halves of its side, kept inside the image.
+// The next window of the grid (dx, dy: -1, 0 or 1 steps), kept inside the image.
 async function moveWindow(dx, dy) {
   if (!state.window) return;
   const [x0, y0, x1, y1] = state.window;
-  const cx = (x0 + x1) / 2 + (dx * (x1 - x0)) / 2;
-  const cy = (y0 + y1) / 2 + (dy * (y1 - y0)) / 2;
-  await openWindow(cx, cy);
+  await openWindow(0, 0, windowAround(state.full, (x0 + x1) / 2, (y0 + y1) / 2, dx, dy));
 }
 
 async function showOverview() {

@@ -24,11 +24,12 @@ export function maskColor(m) {
 }
 
 export async function loadMasks() {
-  if (state.image.overview) { // a large image's overview: the masks' boxes, shrunk with it
-    const { body } = await api(`/images/${state.image.id}/masks`);
+  if (state.image.overview) { // a large image's overview: the masks shrunk with it, and boxes
     const k = state.image.overview;
-    state.overviewBoxes = body.filter((m) => m.review !== "rejected").map((m) => ({
-      bbox: m.bbox.map((v) => v / k), color: maskColor(m) }));
+    const { body } = await api(`/images/${state.image.id}/masks?scale=${k}`);
+    const shown = body.filter((m) => m.review !== "rejected");
+    state.overviewBoxes = shown.map((m) => ({ bbox: m.bbox.map((v) => v / k), color: maskColor(m) }));
+    state.overviewMasks = shown.map((m) => ({ ...m, bits: rleDecode(m.rle) }));
     state.masks = [];
   } else {
     const { body } = await api(withWindow(`/images/${state.image.id}/masks`));
@@ -92,7 +93,9 @@ function button(text, title, action) {
 
 export function paintMasks() {
   if (!state.image) return;
-  const shown = state.masks.filter((m) => m.review !== "rejected");
+  const shown = state.image.overview
+    ? state.overviewMasks
+    : state.masks.filter((m) => m.review !== "rejected");
   view.paintMasks(shown, state.hidden, state.selected, state.image.width, state.image.height,
     maskColor);
 }

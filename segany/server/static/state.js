@@ -11,8 +11,10 @@ export const state = {
   image: null, // {id, width, height, status, ...}: a large image's overview or window (windows.js)
   full: null, // a large image's own row, while its overview or a window is open (else null)
   window: null, // [x0, y0, x1, y1]: the large image's window open (null: none)
+  grid: null, // {side, overlap, x, y}: the large image's windows (GET /api/images/ID/windows)
   maxPixels: 0, // the pixels the project works on at once (GET /api/project)
   overviewBoxes: [], // the masks' boxes drawn on a large image's overview: [{bbox, color}]
+  overviewMasks: [], // the masks drawn on a large image's overview, shrunk with it (bits)
   onOverviewClick: null, // (x, y) -> a window opened there (set by app.js)
   element: null, // the HTMLImageElement
   embedding: null, // {data, shape, inputSize, originalSize}

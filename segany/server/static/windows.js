@@ -1,9 +1,11 @@
 // Large images: more pixels than the project works on at once (GET /api/project's max_pixels)
 // are worked on by windows (segany.server.windows). Such an image opens as an overview (the
-// image shrunk, the boxes of its masks drawn on it); a click there opens the window around
-// that point, which the page then treats as its image: its pixels, its embedding, its masks
-// cut to it, prompts in its pixels. Every call about the image names the window
-// (`withWindow`, `windowBody`); the server pastes saved masks into the image there.
+// image shrunk, its masks shrunk with it and their boxes drawn on it); a click there opens the window that holds
+// that point most centrally, which the page then treats as its image: its pixels, its
+// embedding, its masks cut to it, prompts in its pixels. Every call about the image names the
+// window (`withWindow`, `windowBody`); the server pastes saved masks into the image there.
+// The windows are the server's grid (GET /api/images/ID/windows: tiles of the whole image,
+// the grid its zoomed clicks are answered on too); the arrows step to the next one.
 
 import { state } from "./state.js";
 
@@ -22,8 +24,21 @@ export function overviewScale(image) {
   return Math.max(1, byside, bypixels);
 }
 
-// The window of `full` (the image's row) centred on image pixel (x, y), moved inside the image.
-export function windowAround(full, x, y) {
+// The grid window (state.grid) that holds image pixel (x, y) with the widest margin, or the
+// one (dx, dy) steps from it; without a grid, the window centred on (x, y) in the image.
+export function windowAround(full, x, y, dx = 0, dy = 0) {
+  const grid = state.grid;
+  if (grid && grid.x.length && grid.y.length) {
+    const pick = (starts, at, length, step) => {
+      const margin = (s) => Math.min(at - s, Math.min(length, s + grid.side) - at);
+      let best = 0;
+      starts.forEach((s, i) => { if (margin(s) > margin(starts[best])) best = i; });
+      return starts[Math.min(starts.length - 1, Math.max(0, best + step))];
+    };
+    const x0 = pick(grid.x, x, full.width, dx);
+    const y0 = pick(grid.y, y, full.height, dy);
+    return [x0, y0, Math.min(full.width, x0 + grid.side), Math.min(full.height, y0 + grid.side)];
+  }
   const side = Math.min(WINDOW_SIDE, Math.floor(Math.sqrt(state.maxPixels)));
   const w = Math.min(side, full.width);
   const h = Math.min(side, full.height);
