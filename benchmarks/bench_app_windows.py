@@ -112,6 +112,11 @@ def main() -> None:
     print(f"image {args.size}×{args.size} ({image.stat().st_size / 2**30:.2f} GiB TIFF)")
     for name, seconds in times.items():
         print(f"  {name:32s} {seconds:8.3f} s")
+    from segany.server.state import state_of
+
+    runs = state_of(client).hub.tile_runs
+    print(f"tile embeddings made for the two zoomed clicks: {runs} (a mask that reaches a")
+    print("  tile's inner edge is answered again on a frame that holds it)")
     print(f"peak RSS of the process {peak:.0f} MB")
     print(f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}")
 

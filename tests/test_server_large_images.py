@@ -387,3 +387,34 @@ def test_a_zoomed_click_in_a_window_is_answered_on_the_whole_images_tiles(
     whole = {**body, "view": [0, 0, window[2] - x0, window[3] - y0]}
     r = client.post(f"/api/images/{image_id}/decode", json=whole)
     assert r.status_code == 200 and r.json()["logits_frame"] is None
+
+
+def test_a_zoomed_click_on_an_image_longer_than_the_default_side_limit(tmp_path, tiny) -> None:  # noqa: F811
+    """The whole image's tiles are read within --max-large-pixels, not the default limits
+    (sides up to 32 768 px): a 33 000 × 200 strip."""
+    from segany.limits import pixel_limit
+    from segany.tasks.tiles import TiledPredictor
+
+    strip = np.full((200, 33_000, 3), 180, np.uint8)
+    strip[60:140, 32_700:32_900] = (150, 40, 40)
+    folder = tmp_path / "strip"
+    client = make_client(folder, tiny, max_upload_bytes=32 * 2**20, max_pixels=LIMIT)
+    tifffile.imwrite(folder / "images" / "strip.tif", strip, photometric="rgb")
+    (row,) = client.post("/api/images/import", json={"folder": "images"}).json()["images"]
+    grid = client.get(f"/api/images/{row['id']}/windows").json()
+    x0 = max(x for x in grid["x"] if x <= 32_800 - grid["side"] // 2)
+    window = [x0, 0, x0 + grid["side"], 200]
+    click = [32_800.0 - x0, 100.0]
+    view = [click[0] - 100, 0, click[0] + 100, 200]
+    body = {"points": [click], "labels": [1], "window": window, "view": view}
+    r = client.post(f"/api/images/{row['id']}/decode", json=body)
+    assert r.status_code == 200, r.text
+    with pixel_limit(10**9):  # (sides above 32 768 px come with a raised limit)
+        tiled = TiledPredictor(Predictor(tiny, cache=False))
+        tiled.set_image(strip)
+        (theirs,) = tiled.predict_framed(np.array([[32_800.0, 100.0]]), np.array([1]))
+    fx0, fy0, fx1, fy1 = theirs.frame
+    assert r.json()["logits_frame"] == [fx0 - x0, fy0, fx1 - x0, fy1]
+    full = theirs.pasted().masks
+    for rle, mask in zip(r.json()["masks"], full, strict=True):
+        np.testing.assert_array_equal(decode_rle(rle), mask[:, x0 : window[2]])

@@ -307,6 +307,7 @@ def _decode_in_image(
     tiles of the whole image (``ModelHub.decode_in_image``), its masks cut to the window and
     its ``logits_frame`` in window pixels (it may reach past the window: the tile the logits
     lie in). None where the window's embedding answers (a small image: always)."""
+    from segany.limits import pixel_limit
     from segany.masks import place_rle
     from segany.tasks.tiles import FramedPrediction
 
@@ -325,18 +326,19 @@ def _decode_in_image(
         mask_input=prompts.mask_input,
     )
     frame_in = body.mask_input_frame
-    out: FramedPrediction | None = st.hub.decode_in_image(
-        row.sha256,
-        st.project.large.source(st.project.inside(row.path)),
-        window,
-        view=[float(v) + float(shift[i % 2]) for i, v in enumerate(body.view)],
-        prompts=moved,
-        mask_input_frame=None
-        if frame_in is None
-        else [v + (x0, y0)[i % 2] for i, v in enumerate(frame_in)],
-        multimask=body.multimask,
-        refine=refine,
-    )
+    with pixel_limit(st.project.large.max_large_pixels):  # (the whole image's tiles)
+        out: FramedPrediction | None = st.hub.decode_in_image(
+            row.sha256,
+            st.project.large.source(st.project.inside(row.path)),
+            window,
+            view=[float(v) + float(shift[i % 2]) for i, v in enumerate(body.view)],
+            prompts=moved,
+            mask_input_frame=None
+            if frame_in is None
+            else [v + (x0, y0)[i % 2] for i, v in enumerate(frame_in)],
+            multimask=body.multimask,
+            refine=refine,
+        )
     if out is None:
         return None
     fx0, fy0, fx1, fy1 = out.frame
