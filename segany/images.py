@@ -41,6 +41,17 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise InputError(f"cannot read image {p}: {exc}") from None
 
 
+def oriented_size(im: Image.Image) -> tuple[int, int]:
+    """(width, height) of an opened image as ``read_image`` returns it, from its header: its
+    EXIF orientation applied (5–8 turn it a quarter, so the sides swap)."""
+    width, height = im.size
+    try:
+        turned = im.getexif().get(0x0112) in (5, 6, 7, 8)  # the Orientation tag
+    except Exception:  # noqa: BLE001 - a damaged EXIF block: PIL's transpose ignores it too
+        turned = False
+    return (height, width) if turned else (width, height)
+
+
 def check_image_path(path: str | os.PathLike[str]) -> Path:
     """``path`` if it is a regular file (or a link to one); else an ``InputError`` that tells
     a missing file from a folder, a broken link and a device or pipe."""

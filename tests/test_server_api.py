@@ -100,6 +100,30 @@ def test_decompression_bomb_refused_from_header(client):
     assert "4000000 pixels is over the limit" in r.json()["detail"]
 
 
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_a_photo_turned_by_exif_has_the_size_its_masks_have(client, orientation):
+    """Phones store a portrait photo as landscape pixels plus an EXIF orientation: the image's
+    row has the turned size, as the embedding and the masks (``read_image``) and the browser
+    (which applies the orientation) have it."""
+    from PIL import Image
+
+    from segany.images import read_image
+
+    pixels = np.zeros((120, 200, 3), np.uint8)
+    pixels[20:60, 30:90] = 255
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", exif=exif, quality=95)
+    row = upload(client, buf.getvalue(), "portrait.jpg")
+    turned = orientation in (6, 8)
+    assert (row["width"], row["height"]) == ((120, 200) if turned else (200, 120))
+    path = client.app.state.segany.project.inside(row["path"])
+    assert read_image(path).shape[:2] == (row["height"], row["width"])
+    answer = click(client, row["id"], points=[[10, 10]], labels=[1])
+    assert answer["masks"][0]["size"] == [row["height"], row["width"]]
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [

@@ -25,6 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from segany.atomic import atomic_path, write_bytes_atomic
 from segany.errors import InputError
 from segany.formats.images import IMAGE_SUFFIXES
+from segany.images import oriented_size
 from segany.tasks.region_files import TIFF_MAGIC
 
 
@@ -102,7 +103,7 @@ class ProjectFolder:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 with Image.open(io.BytesIO(data)) as im:
-                    width, height = im.size
+                    width, height = oriented_size(im)  # (as read_image turns it)
                     if width * height > self.max_pixels:
                         raise InputError(
                             f"{name}: {width}×{height} = {width * height} pixels is over the "
