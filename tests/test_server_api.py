@@ -87,11 +87,14 @@ def test_upload_errors(client, name, data, status, words):
     assert not any((client.app.state.segany.project.images).iterdir())
 
 
-def test_decompression_bomb_refused_from_header(client):
+def test_decompression_bomb_refused_from_header(tmp_path, tiny):
+    """Above the limit and with large images that are not TIFFs refused (decoded whole to
+    convert them, up to --max-convert-pixels: ``test_server_large_images``)."""
     import io
 
     from PIL import Image
 
+    client = make_client(tmp_path / "project", tiny, max_convert_pixels=0)
     buf = io.BytesIO()
     Image.new("1", (2000, 2000)).save(buf, "PNG")  # 4 M pixels in a few hundred bytes
     assert len(buf.getvalue()) < 10_000

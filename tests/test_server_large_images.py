@@ -7,6 +7,7 @@ image-sized RLE."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 from pathlib import Path
 
@@ -224,11 +225,15 @@ def test_large_images_can_be_turned_off(tmp_path, tiny) -> None:  # noqa: F811
     assert r.status_code == 201, r.text
     assert (r.json()["width"], r.json()["height"]) == (1000, 1200)
     assert not any(p.name.startswith(".upload") for p in (tmp_path / "on" / "images").iterdir())
-    # a PNG that large cannot be read by region: refused, and told what would take it
+    # a PNG that large: refused when large images are off, converted when on
     big = io.BytesIO()
     Image.fromarray(scene()[:1200, :1000]).save(big, "PNG")
+    r = client.post("/api/images", files={"file": ("scan.png", big.getvalue(), "image/png")})
+    assert r.status_code == 400 and "over the limit" in r.json()["detail"], r.text
+    assert not (folder / "large").exists()
     r = on.post("/api/images", files={"file": ("scan.png", big.getvalue(), "image/png")})
-    assert r.status_code == 400 and "TIFF" in r.json()["detail"], r.text
+    assert r.status_code == 201, r.text
+    assert len(list((tmp_path / "on" / "large").iterdir())) == 1
 
 
 def test_export_polygons_are_found_in_each_masks_box(monkeypatch) -> None:
@@ -418,3 +423,65 @@ def test_a_zoomed_click_on_an_image_longer_than_the_default_side_limit(tmp_path,
     full = theirs.pasted().masks
     for rle, mask in zip(r.json()["masks"], full, strict=True):
         np.testing.assert_array_equal(decode_rle(rle), mask[:, x0 : window[2]])
+
+
+def test_a_large_png_or_jpeg_is_converted_once_and_worked_on_by_windows(tmp_path, tiny) -> None:  # noqa: F811
+    """A PNG, and a JPEG turned by its EXIF orientation, above the project's limit: imported
+    from the folder or uploaded, decoded once into a tiled TIFF in ``large/`` (remade when it
+    is removed), and read by windows as a TIFF is."""
+    from segany.formats import read_image
+
+    image = scene()
+    folder = tmp_path / "photos"
+    client = make_client(folder, tiny, max_upload_bytes=32 * 2**20, max_pixels=LIMIT)
+    Image.fromarray(image).save(folder / "images" / "scene.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 3000 wide, shown 2000 wide
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "JPEG", exif=exif, quality=90)
+    r = client.post("/api/images/import", json={"folder": "images"})
+    assert r.status_code == 200, r.text
+    (png_row,) = r.json()["images"]
+    r = client.post("/api/images", files={"file": ("turned.jpg", buf.getvalue(), "image/jpeg")})
+    assert r.status_code == 201, r.text
+    jpg_row = r.json()
+    assert (png_row["width"], png_row["height"]) == (W, H)
+    assert (jpg_row["width"], jpg_row["height"]) == (H, W)
+    large = project_folder(client) / "large"
+    png_sha = hashlib.sha256((folder / "images" / "scene.png").read_bytes()).hexdigest()
+    jpg_sha = hashlib.sha256(buf.getvalue()).hexdigest()
+    assert sorted(p.name for p in large.iterdir()) == sorted([f"{png_sha}.tif", f"{jpg_sha}.tif"])
+    turned = read_image(project_folder(client) / jpg_row["path"])
+    assert turned.shape == (W, H, 3)
+    for row, pixels in ((png_row, image), (jpg_row, turned)):
+        r = client.get(f"/api/images/{row['id']}/file", params={"window": "100,200,900,1000"})
+        assert r.status_code == 200, r.text
+        np.testing.assert_array_equal(png(r.content), pixels[200:1000, 100:900])
+    # A window's click is the Predictor's on the window cut out.
+    ref = Predictor(tiny)
+    ref.set_image(np.ascontiguousarray(turned[200:1000, 100:900]))
+    body = {"points": [[300, 300]], "labels": [1], "window": [100, 200, 900, 1000]}
+    answer = client.post(f"/api/images/{jpg_row['id']}/decode", json=body).json()
+    masks, _, _ = ref.predict(np.array([[300.0, 300.0]]), np.array([1]))
+    for rle, mask in zip(answer["masks"], masks, strict=True):
+        np.testing.assert_array_equal(decode_rle(rle), mask)
+    # The conversion removed: made again from the image at the next read.
+    for p in large.iterdir():
+        p.unlink()
+    r = client.get(f"/api/images/{png_row['id']}/file", params={"window": "0,0,500,500"})
+    np.testing.assert_array_equal(png(r.content), image[:500, :500])
+    assert (large / f"{png_sha}.tif").is_file()
+
+
+def test_a_large_non_tiff_over_the_conversion_limit_is_refused(tmp_path, tiny) -> None:  # noqa: F811
+    for limit, words in ((3_000_000, "--max-convert-pixels"), (0, "tiff extra")):
+        folder = tmp_path / f"limit{limit}"
+        client = make_client(
+            folder, tiny, max_upload_bytes=32 * 2**20, max_pixels=LIMIT, max_convert_pixels=limit
+        )
+        data = io.BytesIO()
+        Image.fromarray(scene()).save(data, "PNG")
+        r = client.post("/api/images", files={"file": ("scene.png", data.getvalue(), "image/png")})
+        assert r.status_code == 400 and words in r.json()["detail"], r.text
+        assert not (project_folder(client) / "large").exists()
+        assert [p.name for p in (folder / "images").iterdir()] == []  # nothing left behind

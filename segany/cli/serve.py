@@ -125,6 +125,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="TIFFs above --max-pixels and up to N px are worked on by windows (default 4e9; "
         "0: refused)",
     )
+    p.add_argument(
+        "--max-convert-pixels",
+        type=int,
+        metavar="N",
+        help="PNGs, JPEGs and other non-TIFF images above --max-pixels and up to N px are "
+        "decoded once into a tiled TIFF kept in the project and worked on by windows (about 4 "
+        "bytes a pixel while decoding; default 5e8; 0: refused)",
+    )
     add_output_options(p)
     p.set_defaults(run=run)
 
@@ -148,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
         options["max_pixels"] = args.max_pixels
     if args.max_large_pixels is not None:
         options["max_large_pixels"] = args.max_large_pixels
+    if args.max_convert_pixels is not None:
+        options["max_convert_pixels"] = args.max_convert_pixels
     if args.tile_overlap is not None and args.tile is None:
         raise UsageError("--tile-overlap goes with --tile")
     settings = ServerSettings(

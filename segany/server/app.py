@@ -51,6 +51,7 @@ def build_state(settings: ServerSettings, model: Any = None) -> AppState:
         max_pixels=settings.max_pixels,
         max_upload_bytes=settings.max_upload_bytes,
         max_large_pixels=settings.max_large_pixels,
+        max_convert_pixels=settings.max_convert_pixels,
     )
     engine, sessions = open_database(settings.database_url, settings.db_timeout)
 

@@ -15,9 +15,11 @@ import io
 import re
 import shutil
 import tempfile
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -27,6 +29,7 @@ from segany.errors import InputError
 from segany.formats.images import IMAGE_SUFFIXES
 from segany.images import oriented_size
 from segany.tasks.region_files import TIFF_MAGIC
+from segany.tasks.region_files import reads_by_region as reads_by_region_path
 
 
 class NotFound(InputError):
@@ -53,6 +56,7 @@ class ImageInfo:
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_CONVERTING = threading.Lock()  # large non-TIFF images are decoded one at a time
 
 
 class ProjectFolder:
@@ -63,15 +67,22 @@ class ProjectFolder:
         max_pixels: int,
         max_upload_bytes: int,
         max_large_pixels: int = 0,
+        max_convert_pixels: int = 0,
     ) -> None:
         """``max_large_pixels``: images above ``max_pixels`` and up to this many, TIFFs read by
-        region, are accepted and worked on by windows (``segany.server.windows``; 0: none)."""
+        region, are accepted and worked on by windows (``segany.server.windows``; 0: none).
+        ``max_convert_pixels``: such images in other formats (PNG, JPEG, ...) up to this many
+        (and ``max_large_pixels``) are decoded once into a tiled TIFF kept in ``large/``
+        (``region_file``; 0: none)."""
         from segany.server.windows import LargeImages
 
         self.root = Path(root).resolve()
         self.max_pixels = max_pixels
         self.max_upload_bytes = max_upload_bytes
         self.large = LargeImages(max_pixels, max_large_pixels)
+        self.max_convert_pixels = min(max_convert_pixels, self.large.max_large_pixels)
+        if max_large_pixels <= max_pixels:
+            self.max_convert_pixels = 0  # (large images are off)
         for sub in ("images", "embeddings", "models", "exports", "train"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
@@ -128,8 +139,13 @@ class ProjectFolder:
         from segany.limits import pixel_limit
         from segany.tasks.region_files import open_regions, reads_by_region, region_shape
 
-        if not reads_by_region(path) or importlib.util.find_spec("tifffile") is None:
+        if not reads_by_region(path):
+            size = self._header_size(path)
+            if size is not None and size[0] * size[1] > self.max_pixels and self._converts():
+                return self._converted(path, size)
             return self.check_image(path.read_bytes(), path.name)  # (PIL, within max_pixels)
+        if importlib.util.find_spec("tifffile") is None:
+            return self.check_image(path.read_bytes(), path.name)
         limit = self.large.max_large_pixels
         try:
             with pixel_limit(limit):
@@ -152,6 +168,69 @@ class ProjectFolder:
             raise InputError(f"{path.name}: {e}") from None
         return ImageInfo(width, height, _file_sha256(path))
 
+    def _converts(self) -> bool:
+        """Whether large images in formats not read by region are converted (on, and the tiff
+        extra's tifffile and zarr installed)."""
+        return self.max_convert_pixels > 0 and all(
+            importlib.util.find_spec(m) is not None for m in ("tifffile", "zarr")
+        )
+
+    def _header_size(self, path: Path) -> tuple[int, int] | None:
+        """(width, height) of an image file as ``read_image`` turns it, from its header alone
+        (None: not an image PIL opens; ``check_image`` then says what is wrong)."""
+        from segany.limits import pixel_limit
+
+        try:
+            with pixel_limit(self.large.max_large_pixels), Image.open(path) as im:
+                return oriented_size(im)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, InputError):
+            return None
+        except Image.DecompressionBombError:
+            return None
+
+    def _converted(self, path: Path, size: tuple[int, int]) -> ImageInfo:
+        """A large image in a format not read by region, checked and converted into the tiled
+        TIFF ``region_file`` reads (once per content: kept under its sha256)."""
+        width, height = size
+        if width * height > self.max_convert_pixels:
+            raise InputError(
+                f"{path.name}: {width}×{height} = {width * height} pixels is over the limit of "
+                f"{self.max_convert_pixels} for a large image that is not a TIFF (it is decoded "
+                "whole once, about 4 bytes a pixel): raise --max-convert-pixels, or save it as "
+                "a tiled TIFF, which is read by region"
+            )
+        sha256 = _file_sha256(path)
+        self._convert(path, sha256, width * height)
+        return ImageInfo(width, height, sha256)
+
+    def _convert(self, path: Path, sha256: str, pixels: int) -> Path:
+        from segany.limits import pixel_limit
+        from segany.tasks.region_files import write_region_tiff
+
+        target = self.root / "large" / f"{sha256}.tif"
+        # One conversion at a time: each holds the decoded image (about 4 bytes a pixel, up
+        # to max_convert_pixels), so uploads at once cannot add those up.
+        with _CONVERTING:
+            if not target.is_file():
+                target.parent.mkdir(exist_ok=True)
+                try:
+                    with pixel_limit(max(pixels, self.max_pixels)):
+                        write_region_tiff(path, target)
+                except InputError as e:
+                    raise InputError(f"{path.name}: {e}") from None
+        return target
+
+    def region_file(self, row: Any) -> Path:
+        """The file a large image (``row``: its ``path``, ``sha256``, size) is read by region
+        from: the image's own for a TIFF, else its conversion in ``large/`` (made again from
+        the image if it was removed). Any other image: its own file."""
+        path = self.inside(row.path)
+        if not self.large.is_large(row) or reads_by_region_path(path):
+            return path
+        if not path.is_file():
+            raise NotFound(f"the file of image {row.id} is missing from the project")
+        return self._convert(path, row.sha256, int(row.width) * int(row.height))
+
     def safe_name(self, name: str) -> str:
         """A file name for an upload: the base name, safe characters, an image suffix."""
         base = PurePosixPath(name.replace("\\", "/")).name
@@ -163,12 +242,25 @@ class ProjectFolder:
         stem = _UNSAFE.sub("_", stem).strip("._-")[:100] or "image"
         return f"{stem}.{suffix.lower()}"
 
+    def _data_pixels(self, data: bytes) -> int:
+        """Pixels an encoded image's header gives (0: none PIL reads)."""
+        from segany.limits import pixel_limit
+
+        try:
+            with pixel_limit(self.large.max_large_pixels), Image.open(io.BytesIO(data)) as im:
+                return int(im.width) * int(im.height)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, InputError):
+            return 0
+        except Image.DecompressionBombError:
+            return 0
+
     def store_upload(self, data: bytes, name: str) -> tuple[str, ImageInfo]:
         """Check and write an uploaded image under ``images/``; returns its relative path."""
         if len(data) > self.max_upload_bytes:
             raise TooLarge(f"{name}: {len(data)} bytes is over the {self.max_upload_bytes} limit")
         safe = self.safe_name(name)
-        if data[:4] in TIFF_MAGIC and importlib.util.find_spec("tifffile") is not None:
+        tiff = data[:4] in TIFF_MAGIC and importlib.util.find_spec("tifffile") is not None
+        if tiff or (self._converts() and self._data_pixels(data) > self.max_pixels):
             # maybe a large image, checked by its header: as a hidden file (scans skip it),
             # dropped after; the upload is written below as any other
             with tempfile.NamedTemporaryFile(dir=self.images, prefix=".upload-") as tmp:
@@ -237,8 +329,9 @@ class ProjectFolder:
 
 #: What a refusal at the pixel limit adds: how a scan that large is taken in.
 _LARGE_HINT = (
-    "; a scan that large is worked on by windows when it is a TIFF or BigTIFF and the tiff "
-    "extra is installed (pip install 'segany[server,tiff]')"
+    "; an image that large is worked on by windows when the tiff extra is installed (pip "
+    "install 'segany[server,tiff]'): a TIFF or BigTIFF read by region, another format "
+    "converted once into one (up to --max-convert-pixels)"
 )
 
 

@@ -33,6 +33,7 @@ def project(request: Request) -> dict[str, Any]:
         "max_pixels": st.settings.max_pixels,
         # images above max_pixels (up to this) are worked on by windows (segany.server.windows)
         "max_large_pixels": st.settings.max_large_pixels,
+        "max_convert_pixels": st.settings.max_convert_pixels,
         # Refined masks and zoomed corrections need the image's pixels: the page then decodes
         # on the server.
         "decoder_onnx": _decoder_available()
@@ -144,7 +145,7 @@ def image_file(
         kept = st.project.root / "overviews" / f"{row.sha256}-s{scale}.png"
         if kept.is_file():
             return FileResponse(kept, media_type="image/png", headers=headers)
-    data = encode_png(st.project.large.read(path, box, scale))
+    data = encode_png(st.project.large.read(st.project.region_file(row), box, scale))
     if kept is not None:
         write_bytes_atomic(kept, data)
     return Response(data, media_type="image/png", headers=headers)
@@ -183,7 +184,9 @@ def _source(
     box = st.project.large.window(row, parse_window(window))
     if box is None:
         return row.sha256, lambda: read_image(path)
-    return window_key(row.sha256, box), lambda: st.project.large.read(path, box)
+    return window_key(row.sha256, box), lambda: st.project.large.read(
+        st.project.region_file(row), box
+    )
 
 
 def _image(request: Request, image_id: int, window: Any = None) -> np.ndarray:
@@ -329,7 +332,7 @@ def _decode_in_image(
     with pixel_limit(st.project.large.max_large_pixels):  # (the whole image's tiles)
         out: FramedPrediction | None = st.hub.decode_in_image(
             row.sha256,
-            st.project.large.source(st.project.inside(row.path)),
+            st.project.large.source(st.project.region_file(row)),
             window,
             view=[float(v) + float(shift[i % 2]) for i, v in enumerate(body.view)],
             prompts=moved,

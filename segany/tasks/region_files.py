@@ -14,6 +14,8 @@ tile at a time:
   ``read_overview`` reads the whole-image overview from a level instead of level 0
   (``overview_factor`` picks a factor that a level serves);
 - any other format (PNG, JPEG, ...): decoded whole through PIL, within the pixel limit.
+  ``write_region_tiff`` converts such a file, once, into a tiled TIFF that is read by region
+  (the annotation app does so for large photos, ``segany.server.windows``).
 
 Every region comes back as h×w×3 uint8 RGB (grey repeated, alpha dropped, 16-bit scaled as
 ``segany.images`` states). A file that is not what it claims (a TIFF cut short, a header
@@ -37,7 +39,14 @@ from segany.errors import InputError
 from segany.images import check_image_path, read_image, to_rgb_uint8
 from segany.limits import check_image_size
 
-__all__ = ["FileRegions", "open_regions", "overview_factor", "read_overview", "reads_by_region"]
+__all__ = [
+    "FileRegions",
+    "open_regions",
+    "overview_factor",
+    "read_overview",
+    "reads_by_region",
+    "write_region_tiff",
+]
 
 TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # TIFF and BigTIFF, both byte orders
 NPY_MAGIC = b"\x93NUMPY"
@@ -389,3 +398,63 @@ def read_overview(source: Any, factor: int) -> np.ndarray:
         counts = ones.reshape(r1 - r0, f, ow, f).sum(axis=(1, 3))
         out[r0:r1] = np.round(sums / counts[:, :, None]).astype(np.uint8)
     return out
+
+
+CONVERT_TILE = 512  # the side of the tiles ``write_region_tiff`` writes
+
+
+def write_region_tiff(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> tuple[int, int]:
+    """Write the image file ``src`` (a format PIL reads: PNG, JPEG, WebP, ...; EXIF orientation
+    applied, as ``segany.images.read_image`` applies it) as a tiled TIFF at ``dst`` that
+    ``open_regions`` reads by region: 512-px tiles of RGB, zlib-compressed (level 1; reading
+    it by region needs zarr, ``pip install 'segany[tiff]'``). The file is decoded whole once,
+    within the pixel limit in force (``segany.limits.pixel_limit``; PIL holds about 4 bytes a
+    pixel), and written a row of tiles at a time beside ``dst``, then renamed into place: a
+    half-written file is never left at ``dst``. Returns the image's (H, W)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        import tifffile
+    except ImportError:
+        raise InputError("writing a TIFF needs tifffile (pip install 'segany[tiff]')") from None
+    from segany.images import pil_to_array
+
+    p, out = check_image_path(src), Path(dst)
+    try:
+        with Image.open(p) as raw:
+            check_image_size(raw.height, raw.width, what=f"image {p}")
+            raw.load()
+            im = ImageOps.exif_transpose(raw)
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise InputError(f"cannot read image {p}: {e}") from None
+    w, h = im.size
+    t = CONVERT_TILE
+
+    def tiles() -> Any:
+        for y in range(0, h, t):
+            strip = pil_to_array(im.crop((0, y, w, min(h, y + t))))  # rows×W×3 uint8 RGB
+            for x in range(0, w, t):
+                tile = np.zeros((t, t, 3), np.uint8)  # (edge tiles padded, as TIFF stores them)
+                part = strip[:, x : x + t]
+                tile[: part.shape[0], : part.shape[1]] = part
+                yield tile
+
+    part_file = out.with_name(f".{out.name}.{os.getpid()}.part")
+    try:
+        tifffile.imwrite(
+            part_file,
+            tiles(),
+            shape=(h, w, 3),
+            dtype=np.uint8,
+            photometric="rgb",
+            tile=(t, t),
+            compression="zlib",
+            compressionargs={"level": 1},
+            bigtiff=h * w * 3 > 2**31,
+        )
+        os.replace(part_file, out)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            part_file.unlink()
+        im.close()
+    return h, w
