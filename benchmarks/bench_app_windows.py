@@ -2,9 +2,12 @@
 what each step an annotator takes costs in time, and the process's peak memory.
 
     python benchmarks/bench_app_windows.py --size 20000 --work /tmp/app-windows
+    python benchmarks/bench_app_windows.py --size 10000 --format jpeg --work /tmp/app-windows
 
 1. writes a SIZE × SIZE uncompressed RGB TIFF of seeded disks and rectangles (the scene of
    ``bench_tiles_large.py``; skipped when it exists) and hard-links it into a new project;
+   with ``--format jpeg`` or ``png``, that scene saved in the format (JPEG quality 90), which
+   the import converts into a tiled TIFF in the project's ``large/``;
 2. runs the app in this process (FastAPI's TestClient, the bundled model, fp32) and times:
    the import (header and a block-wise sha256), the overview the page opens (``?scale``),
    the windows' grid, the window at the centre (3072 px for the bundled model): its PNG, its
@@ -38,6 +41,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", type=int, default=20000)
     p.add_argument("--work", type=Path, default=Path("/tmp/app-windows"))
+    p.add_argument("--format", choices=("tiff", "jpeg", "png"), default="tiff")
     args = p.parse_args()
 
     import numpy as np
@@ -50,6 +54,15 @@ def main() -> None:
     image = args.work / f"scene_{args.size}.tif"
     if not image.exists():
         write_image(image, args.size)
+    if args.format != "tiff":
+        from PIL import Image
+
+        from segany.limits import pixel_limit
+
+        tiff, image = image, image.with_suffix(".jpg" if args.format == "jpeg" else ".png")
+        if not image.exists():
+            with pixel_limit(args.size * args.size), Image.open(tiff) as im:
+                im.save(image, quality=90) if args.format == "jpeg" else im.save(image)
     project = args.work / "project"
     shutil.rmtree(project, ignore_errors=True)
     (project / "images").mkdir(parents=True)
@@ -65,7 +78,8 @@ def main() -> None:
         assert r.status_code in (200, 201), (name, r.status_code, r.text[:300])
         return r
 
-    r = step("import (header, sha256)", lambda: client.post("/api/images/import", json={}))
+    what = "import (header, sha256)" if args.format == "tiff" else "import (converted to TIFF)"
+    r = step(what, lambda: client.post("/api/images/import", json={}))
     (row,) = r.json()["images"]
     image_id = row["id"]
     scale = -(-args.size // 2048)
@@ -109,7 +123,8 @@ def main() -> None:
     step("COCO export, polygons", lambda: client.post("/api/export", json=export))
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"image {args.size}×{args.size} ({image.stat().st_size / 2**30:.2f} GiB TIFF)")
+    size = image.stat().st_size / 2**30
+    print(f"image {args.size}×{args.size} ({size:.2f} GiB {args.format.upper()})")
     for name, seconds in times.items():
         print(f"  {name:32s} {seconds:8.3f} s")
     from segany.server.state import state_of

@@ -421,11 +421,15 @@ def write_region_tiff(src: str | os.PathLike[str], dst: str | os.PathLike[str]) 
 
     p, out = check_image_path(src), Path(dst)
     try:
-        with Image.open(p) as raw:
-            check_image_size(raw.height, raw.width, what=f"image {p}")
-            raw.load()
-            im = ImageOps.exif_transpose(raw)
+        im = Image.open(p)
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise InputError(f"cannot read image {p}: {e}") from None
+    try:
+        check_image_size(im.height, im.width, what=f"image {p}")
+        im.load()
+        ImageOps.exif_transpose(im, in_place=True)  # (no copy of an upright image)
+    except (OSError, SyntaxError, ValueError, InputError) as e:
+        im.close()
         raise InputError(f"cannot read image {p}: {e}") from None
     w, h = im.size
     t = CONVERT_TILE
