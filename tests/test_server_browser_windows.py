@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from segany.server.windows import window_grid
+from segany.tasks.tiles import tile_frames
 from tests.test_server_browser import _serve, browser, canvas_point, open_page  # noqa: F401
 from tests.test_server_large_images import H, W, scene
 
@@ -115,4 +116,36 @@ def test_a_large_image_through_its_overview_and_a_window(browser, tmp_path):
         padded[:H, :W] = mask
         expect = padded.reshape(667, 3, 1000, 3).any(axis=(1, 3))
         np.testing.assert_array_equal(shrunk.reshape(667, 1000).astype(bool), expect)
+
+        # Back in the window, zoomed in: a click goes to the server with its view and is
+        # answered on the whole image's tiles (segany segment --tile's, grown as the library
+        # grows them), not on tiles of the window.
+        sent: list[dict] = []
+        page.on(
+            "request",
+            lambda r: sent.append(r.post_data_json) if r.url.endswith("/decode") else None,
+        )
+        page.evaluate(f"window.segany.openWindow(0, 0, {window})")
+        page.wait_for_function("window.segany.state.embedding !== null", timeout=120_000)
+        to_client = "([x, y]) => window.segany.view.toClient(x, y)"
+        fitted = page.evaluate("window.segany.view.scale")
+        page.mouse.move(*page.evaluate(to_client, point))
+        page.mouse.wheel(0, -700)
+        page.wait_for_function(f"window.segany.view.scale > {fitted} * 2.5")
+        decodes = page.evaluate("window.segany.state.decodes")
+        page.mouse.click(*page.evaluate(to_client, point))
+        page.wait_for_function(f"window.segany.state.decodes > {decodes}", timeout=60_000)
+        assert sent[-1]["window"] == window and "view" in sent[-1]
+        fx0, fy0, fx1, fy1 = page.evaluate("window.segany.state.previousFrame")
+        # The frame the library's TiledPredictor answers the click on over the whole image
+        # (the red rectangle is larger than a tile: a frame grown to hold it).
+        from segany import Predictor, load_model
+        from segany.tasks.tiles import TiledPredictor
+
+        tiled = TiledPredictor(Predictor(load_model(), cache=False))
+        tiled.set_image(scene())
+        (px, py) = sent[-1]["points"][0]
+        (theirs,) = tiled.predict_framed(np.array([[px + x0, py + y0]]), np.array([1]))
+        assert (fx0 + x0, fy0 + y0, fx1 + x0, fy1 + y0) == theirs.frame
+        assert (fx0, fy0, fx1, fy1) not in tile_frames((side, side), 384, 96)
         assert not errors, errors
