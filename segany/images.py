@@ -49,6 +49,9 @@ def oriented_size(im: Image.Image) -> tuple[int, int]:
         turned = im.getexif().get(0x0112) in (5, 6, 7, 8)  # the Orientation tag
     except Exception:  # noqa: BLE001 - a damaged EXIF block: PIL's transpose ignores it too
         turned = False
+    tags = getattr(im, "tag_v2", None)  # a TIFF's: PIL gives its size turned already
+    if turned and tags is not None and (tags.get(256), tags.get(257)) != (width, height):
+        turned = False
     return (height, width) if turned else (width, height)
 
 

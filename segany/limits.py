@@ -9,6 +9,8 @@ above what SAM is used with, far below what exhausts a machine.
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,12 +46,28 @@ MAX_MASK_PIXELS_PER_CALL = 2**31
 MASK_PIXELS_PER_BATCH = 2**24
 
 
-_raised: list[int] = []  # the limits pixel_limit() set, innermost last
+# The limits pixel_limit() set, innermost last: each thread its own, so a server's request
+# that raises the limit for a large image neither raises nor lowers another request's.
+_local = threading.local()
+# Every thread's raised limits at once, for PIL's one process-wide limit (the largest of them,
+# and PIL's own again when none is left); guarded by _pil_lock.
+_active: Counter[int] = Counter()
+_pil_lock = threading.Lock()
+_pil_saved: list[Any] = []  # PIL's limit before the first of the active ones
+
+
+def _stack() -> list[int]:
+    stack = getattr(_local, "raised", None)
+    if stack is None:
+        stack = _local.raised = []
+    return stack  # type: ignore[no-any-return]
 
 
 def current_pixel_limit() -> int:
-    """The pixel limit in force: ``MAX_IMAGE_PIXELS``, or the one ``pixel_limit`` set."""
-    return _raised[-1] if _raised else MAX_IMAGE_PIXELS
+    """The pixel limit in force in this thread: ``MAX_IMAGE_PIXELS``, or the one
+    ``pixel_limit`` set."""
+    stack = _stack()
+    return stack[-1] if stack else MAX_IMAGE_PIXELS
 
 
 def current_side_limit() -> int:
@@ -63,7 +81,9 @@ def pixel_limit(pixels: int) -> Iterator[None]:
 
     For tiled work on large images (``segany.tasks.generate_tiled``), which reads the image by
     region and keeps masks as RLE; untiled work on such an image allocates full-size arrays.
-    The command line's ``--max-pixels``. Process-wide while the block runs."""
+    The command line's ``--max-pixels``. For the thread that runs the block (other threads
+    keep theirs); PIL's own process-wide limit is kept at the largest limit any thread has
+    raised, and restored when the last block ends (ours is checked before PIL's anyway)."""
     from PIL import Image
 
     if isinstance(pixels, bool) or not isinstance(pixels, int) or not 1 <= pixels:
@@ -73,15 +93,24 @@ def pixel_limit(pixels: int) -> Iterator[None]:
             f"the pixel limit can be at most {MAX_RAISED_PIXELS} (COCO RLE counts are 32-bit), "
             f"got {pixels}"
         )
-    before = Image.MAX_IMAGE_PIXELS
-    _raised.append(pixels)
-    # PIL warns above its limit and refuses above twice it; ours is checked first anyway.
-    Image.MAX_IMAGE_PIXELS = max(pixels, before or 0)
+    stack = _stack()
+    stack.append(pixels)
+    with _pil_lock:
+        if not _active:
+            _pil_saved[:] = [Image.MAX_IMAGE_PIXELS]
+        _active[pixels] += 1
+        # PIL warns above its limit and refuses above twice it.
+        Image.MAX_IMAGE_PIXELS = max(max(_active), _pil_saved[0] or 0)
     try:
         yield
     finally:
-        _raised.pop()
-        Image.MAX_IMAGE_PIXELS = before
+        stack.pop()
+        with _pil_lock:
+            _active[pixels] -= 1
+            if not _active[pixels]:
+                del _active[pixels]
+            saved = _pil_saved[0] if _pil_saved else None
+            Image.MAX_IMAGE_PIXELS = max(max(_active), saved or 0) if _active else saved
 
 
 def check_image_size(

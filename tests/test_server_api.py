@@ -103,8 +103,10 @@ def test_decompression_bomb_refused_from_header(tmp_path, tiny):
     assert "4000000 pixels is over the limit" in r.json()["detail"]
 
 
-@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
-def test_a_photo_turned_by_exif_has_the_size_its_masks_have(client, orientation):
+@pytest.mark.parametrize(
+    ("orientation", "kind"), [(1, "JPEG"), (3, "JPEG"), (6, "JPEG"), (8, "JPEG"), (6, "TIFF")]
+)
+def test_a_photo_turned_by_exif_has_the_size_its_masks_have(client, orientation, kind):
     """Phones store a portrait photo as landscape pixels plus an EXIF orientation: the image's
     row has the turned size, as the embedding and the masks (``read_image``) and the browser
     (which applies the orientation) have it."""
@@ -117,8 +119,11 @@ def test_a_photo_turned_by_exif_has_the_size_its_masks_have(client, orientation)
     exif = Image.Exif()
     exif[0x0112] = orientation
     buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, "JPEG", exif=exif, quality=95)
-    row = upload(client, buf.getvalue(), "portrait.jpg")
+    if kind == "JPEG":
+        Image.fromarray(pixels).save(buf, "JPEG", exif=exif, quality=95)
+    else:  # a TIFF's orientation is a tag of its own (PIL turns its size when it opens it)
+        Image.fromarray(pixels).save(buf, "TIFF", tiffinfo={0x0112: orientation})
+    row = upload(client, buf.getvalue(), "portrait.jpg" if kind == "JPEG" else "portrait.tif")
     turned = orientation in (6, 8)
     assert (row["width"], row["height"]) == ((120, 200) if turned else (200, 120))
     path = client.app.state.segany.project.inside(row["path"])

@@ -485,3 +485,35 @@ def test_a_large_non_tiff_over_the_conversion_limit_is_refused(tmp_path, tiny) -
         assert r.status_code == 400 and words in r.json()["detail"], r.text
         assert not (project_folder(client) / "large").exists()
         assert [p.name for p in (folder / "images").iterdir()] == []  # nothing left behind
+
+
+def test_a_zoomed_click_in_a_window_stays_within_the_apps_limit(project, tiny) -> None:  # noqa: F811
+    """The whole image's tiles answer a zoomed click only for prompts inside the window, and
+    its mask grows into frames of at most --max-pixels: a click on the background (a mask over
+    most of the 6 MP image) stays on a frame within the 1 MP limit, and a box over the whole
+    image is answered on the window's embedding. A view outside the window is a 400."""
+    from segany.tasks.tiles import TiledPredictor
+
+    client, image_id, image = project
+    grid = client.get(f"/api/images/{image_id}/windows").json()
+    side = grid["side"]
+    x0, y0 = grid["x"][0], grid["y"][0]
+    window = [x0, y0, x0 + side, y0 + side]
+    click, view = [150.0, 600.0], [100, 550, 200, 650]  # the grey background
+    body = {"points": [click], "labels": [1], "window": window, "view": view}
+    r = client.post(f"/api/images/{image_id}/decode", json=body)
+    assert r.status_code == 200, r.text
+    fx0, fy0, fx1, fy1 = r.json()["logits_frame"]
+    assert (fx1 - fx0) * (fy1 - fy0) <= LIMIT
+    unbounded = TiledPredictor(Predictor(tiny, cache=False))
+    unbounded.set_image(image)
+    (theirs,) = unbounded.predict_framed(np.array([[click[0] + x0, click[1] + y0]]), [1])
+    ux0, uy0, ux1, uy1 = theirs.frame
+    assert (ux1 - ux0) * (uy1 - uy0) > LIMIT  # what the bound keeps it from
+
+    whole = {"box": [-x0, -y0, W - x0, H - y0], "window": window, "view": view}
+    r = client.post(f"/api/images/{image_id}/decode", json=whole)
+    assert r.status_code == 200 and r.json()["logits_frame"] is None, r.text
+    away = {**body, "view": [side + 10, 0, side + 100, 90]}
+    r = client.post(f"/api/images/{image_id}/decode", json=away)
+    assert r.status_code == 400 and "does not overlap" in r.json()["detail"], r.text

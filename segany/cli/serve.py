@@ -122,16 +122,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-large-pixels",
         type=int,
         metavar="N",
-        help="TIFFs above --max-pixels and up to N px are worked on by windows (default 4e9; "
-        "0: refused)",
+        help="images above --max-pixels and up to N px are worked on by windows (TIFFs read "
+        "by region, other formats converted: --max-convert-pixels; default 4e9; 0: refused)",
     )
     p.add_argument(
         "--max-convert-pixels",
         type=int,
         metavar="N",
         help="PNGs, JPEGs and other non-TIFF images above --max-pixels and up to N px are "
-        "decoded once into a tiled TIFF kept in the project and worked on by windows (about 4 "
-        "bytes a pixel while decoding; default 5e8; 0: refused)",
+        "decoded once into a tiled TIFF kept in the project and worked on by windows (about "
+        "6 bytes a pixel while decoding, 8 if EXIF-turned; default 3e8; 0: refused)",
     )
     add_output_options(p)
     p.set_defaults(run=run)

@@ -252,23 +252,32 @@ class ModelHub:
         mask_input_frame: list[int] | None,
         multimask: bool,
         refine: bool,
+        max_frame: int,
     ) -> FramedPrediction | None:
         """A click made in a ``window`` of a large image with ``view`` in sight, every
         coordinate in image pixels: answered on the tiles of the whole image at the view's
         scale (``RegionPredictor`` over ``source``, the file read by region: the tiles
         ``segany segment --tile`` and the other levels use, not tiles of the window), the
-        answer kept in its frame. None where the window's own embedding answers: a view about
-        as large as the window, or ``mask_input`` without a frame (logits of the window)."""
+        answer kept in its frame, which a mask grows into only up to ``max_frame`` pixels (the
+        app's per-window limit). None where the window's own embedding answers: a view about
+        as large as the window, ``mask_input`` without a frame (logits of the window), or a
+        point or box corner outside the window."""
         from segany.tasks.regions import RegionPredictor, view_tile
         from segany.tasks.tiles import FramedPrediction
 
+        corners = None if prompts.box is None else np.asarray(prompts.box).reshape(2, 2)
+        xy = np.concatenate([a.reshape(-1, 2) for a in (prompts.points, corners) if a is not None])
+        x0, y0, x1, y1 = window
+        if not ((xy[:, 0] >= x0) & (xy[:, 0] <= x1) & (xy[:, 1] >= y0) & (xy[:, 1] <= y1)).all():
+            return None
         with self.lock:
             version = self.current
+            for old in [k for k in self._large if k[1] != version]:
+                del self._large[old]  # (only the current version decodes: free the others)
             model = self.model(version)
             size = (int(source.shape[0]), int(source.shape[1]))
-            side = max(window[2] - window[0], window[3] - window[1])
             if prompts.mask_input is None:
-                if view_tile(view, size, int(model.image_size)) >= side:
+                if view_tile(view, size, int(model.image_size)) >= max(x1 - x0, y1 - y0):
                     return None
             elif mask_input_frame is None:
                 return None
@@ -276,11 +285,11 @@ class ModelHub:
             regions = self._large.get(key)
             if regions is None:
                 cache = self.disk_cache or self.embeddings.store
-                regions = RegionPredictor(Predictor(model, precision=self.precision, cache=cache))
+                regions = RegionPredictor(
+                    Predictor(model, precision=self.precision, cache=cache), max_frame=max_frame
+                )
                 regions.set_image(source)
                 self._large[key] = regions
-                for old in [k for k in self._large if k[1] != version]:
-                    del self._large[old]  # (only the current version decodes)
                 while len(self._large) > LARGE_KEPT:
                     self._large.popitem(last=False)
             self._large.move_to_end(key)

@@ -196,7 +196,7 @@ class ProjectFolder:
             raise InputError(
                 f"{path.name}: {width}×{height} = {width * height} pixels is over the limit of "
                 f"{self.max_convert_pixels} for a large image that is not a TIFF (it is decoded "
-                "whole once, about 4 bytes a pixel): raise --max-convert-pixels, or save it as "
+                "whole once, about 6 bytes a pixel): raise --max-convert-pixels, or save it as "
                 "a tiled TIFF, which is read by region"
             )
         sha256 = _file_sha256(path)
@@ -208,7 +208,9 @@ class ProjectFolder:
         from segany.tasks.region_files import write_region_tiff
 
         target = self.root / "large" / f"{sha256}.tif"
-        # One conversion at a time: each holds the decoded image (about 4 bytes a pixel, up
+        if target.is_file():  # (made: reads of converted images never wait for a conversion)
+            return target
+        # One conversion at a time: each holds the decoded image (about 6 bytes a pixel, up
         # to max_convert_pixels), so uploads at once cannot add those up.
         with _CONVERTING:
             if not target.is_file():

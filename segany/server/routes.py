@@ -312,7 +312,8 @@ def _decode_in_image(
     lie in). None where the window's embedding answers (a small image: always)."""
     from segany.limits import pixel_limit
     from segany.masks import place_rle
-    from segany.tasks.tiles import FramedPrediction
+    from segany.tasks.regions import check_view
+    from segany.tasks.tiles import FramedPrediction, check_frame
 
     st = state_of(request)
     row = st.notes.image(image_id)
@@ -321,6 +322,18 @@ def _decode_in_image(
     window = st.project.large.window(row, parse_window(body.window))
     assert window is not None and body.view is not None
     x0, y0, x1, y1 = window
+    check_view(body.view, (y1 - y0, x1 - x0))  # (in the window's pixels, as sent)
+    frame_in = body.mask_input_frame
+    if frame_in is not None:
+        moved_frame = [int(v) + (x0, y0)[i % 2] for i, v in enumerate(frame_in)]
+        try:
+            check_frame(moved_frame, (int(row.height), int(row.width)))
+        except InputError:
+            raise InputError(
+                f"mask_input_frame {list(frame_in)} (window pixels: the logits_frame that came "
+                f"with the logits) is not a region of the image seen from the window "
+                f"{list(window)}"
+            ) from None
     shift = np.array([x0, y0], dtype=np.float64)
     moved = DecodePrompts(
         points=None if prompts.points is None else prompts.points + shift,
@@ -328,7 +341,6 @@ def _decode_in_image(
         box=None if prompts.box is None else prompts.box + np.tile(shift, 2),
         mask_input=prompts.mask_input,
     )
-    frame_in = body.mask_input_frame
     with pixel_limit(st.project.large.max_large_pixels):  # (the whole image's tiles)
         out: FramedPrediction | None = st.hub.decode_in_image(
             row.sha256,
@@ -336,11 +348,10 @@ def _decode_in_image(
             window,
             view=[float(v) + float(shift[i % 2]) for i, v in enumerate(body.view)],
             prompts=moved,
-            mask_input_frame=None
-            if frame_in is None
-            else [v + (x0, y0)[i % 2] for i, v in enumerate(frame_in)],
+            mask_input_frame=None if frame_in is None else moved_frame,
             multimask=body.multimask,
             refine=refine,
+            max_frame=st.project.large.max_pixels,
         )
     if out is None:
         return None

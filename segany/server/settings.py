@@ -21,10 +21,11 @@ class ServerSettings:
     ``host`` is not a loopback address).
 
     Limits: ``max_upload_bytes`` per uploaded file, ``max_pixels`` per image (decompression
-    bombs) or per window of a large image, ``max_large_pixels`` per large image (a TIFF above
+    bombs) or per window of a large image, ``max_large_pixels`` per large image (above
     ``max_pixels``, worked on by windows: ``segany.server.windows``; 0: none accepted),
     ``max_convert_pixels`` per large image in another format (PNG, JPEG, ...: decoded whole
-    once, about 4 bytes a pixel, and kept as a tiled TIFF in the project's ``large/``; 0:
+    once, about 6 bytes a pixel, 8 if EXIF-turned, and kept as a tiled TIFF in the project's
+    ``large/``; 0:
     refused),
     ``embedding_cache`` embeddings kept in memory (each is C×h×w float32).
     ``precision``: the image encoder's mode (``segany.inference.precision``; the decoder is fp32).
@@ -52,7 +53,7 @@ class ServerSettings:
     max_upload_bytes: int = 32 * 2**20
     max_pixels: int = 40_000_000
     max_large_pixels: int = 4_000_000_000
-    max_convert_pixels: int = 500_000_000
+    max_convert_pixels: int = 300_000_000
     embedding_cache: int = 16
     prefill_points_per_side: int | None = 16  # a 16×16 grid: 4× faster than 32×32 on CPU
     prefill_tile: int | None = None

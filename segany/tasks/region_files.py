@@ -408,15 +408,17 @@ def write_region_tiff(src: str | os.PathLike[str], dst: str | os.PathLike[str]) 
     applied, as ``segany.images.read_image`` applies it) as a tiled TIFF at ``dst`` that
     ``open_regions`` reads by region: 512-px tiles of RGB, zlib-compressed (level 1; reading
     it by region needs zarr, ``pip install 'segany[tiff]'``). The file is decoded whole once,
-    within the pixel limit in force (``segany.limits.pixel_limit``; PIL holds about 4 bytes a
-    pixel), and written a row of tiles at a time beside ``dst``, then renamed into place: a
-    half-written file is never left at ``dst``. Returns the image's (H, W)."""
+    within the pixel limit in force (``segany.limits.pixel_limit``; about 6 bytes a pixel at
+    the peak, 8 when its EXIF orientation turns it), and written a row of tiles at a time
+    beside ``dst``, flushed to disk, then renamed into place: a half-written file is never
+    left at ``dst``. Returns the image's (H, W)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         import tifffile
     except ImportError:
         raise InputError("writing a TIFF needs tifffile (pip install 'segany[tiff]')") from None
+    from segany.atomic import publish
     from segany.images import pil_to_array
 
     p, out = check_image_path(src), Path(dst)
@@ -456,7 +458,7 @@ def write_region_tiff(src: str | os.PathLike[str], dst: str | os.PathLike[str]) 
             compressionargs={"level": 1},
             bigtiff=h * w * 3 > 2**31,
         )
-        os.replace(part_file, out)
+        publish(part_file, out)  # (flushed to disk first: a crash leaves no torn file at dst)
     finally:
         with contextlib.suppress(FileNotFoundError):
             part_file.unlink()

@@ -84,15 +84,19 @@ class RegionPredictor:
     """Prompts answered at the scale of the region in view (see the module's notes).
 
     predictor: the ``Predictor`` that encodes tiles (its precision and disk cache are used; its
-    current image is replaced); tiles_kept: tile embeddings kept in memory per level."""
+    current image is replaced); tiles_kept: tile embeddings kept in memory per level;
+    max_frame: the most pixels of a frame a mask grows into (``TiledPredictor``'s)."""
 
-    def __init__(self, predictor: Predictor, *, tiles_kept: int = 6) -> None:
+    def __init__(
+        self, predictor: Predictor, *, tiles_kept: int = 6, max_frame: int | None = None
+    ) -> None:
         self.predictor = predictor
         self.model = predictor.model
         self.long_side = int(self.model.image_size)
         s = self.model.prompt_encoder.mask_input_size
         self.low_res = (int(s[0]), int(s[1]))
         self.tiles_kept = int(tiles_kept)
+        self.max_frame = max_frame  # (TiledPredictor's: frames masks may grow into, px)
         self._image: Any = None  # H×W×3 uint8, or an array-like read by region
         self._format = "RGB"
         self._levels: dict[int, TiledPredictor] = {}
@@ -125,7 +129,9 @@ class RegionPredictor:
         """The ``TiledPredictor`` of tiles ``tile`` px on a side over this image."""
         tiled = self._levels.get(tile)
         if tiled is None:
-            tiled = TiledPredictor(self.predictor, tile=tile, tiles_kept=self.tiles_kept)
+            tiled = TiledPredictor(
+                self.predictor, tile=tile, tiles_kept=self.tiles_kept, max_frame=self.max_frame
+            )
             tiled.set_image(self._image, self._format)
             self._levels[tile] = tiled
         return tiled

@@ -270,7 +270,8 @@ class TiledPredictor(PredictorLike):
     replaced by tiles), or a model / name / path. tile: the tile's side in px (default the
     model's input size, so a tile is seen at full resolution); overlap: px shared by
     neighbouring tiles (default a quarter of a tile: objects up to that size lie wholly in one
-    tile). tiles_kept: tile embeddings kept in memory.
+    tile). tiles_kept: tile embeddings kept in memory. max_frame: a mask is not grown into a
+    frame of more pixels than this (None: any; the app bounds a window's clicks so).
 
     ``predict`` takes ``Predictor.predict``'s prompts in full-image pixels (one prompt set, or
     B boxes, each routed on its own) and returns masks C×H×W at the full image's size (B×C×H×W
@@ -286,6 +287,7 @@ class TiledPredictor(PredictorLike):
         tile: int | None = None,
         overlap: int | None = None,
         tiles_kept: int = 16,
+        max_frame: int | None = None,
     ) -> None:
         self.predictor = (
             predictor if isinstance(predictor, Predictor) else Predictor(as_model(predictor))
@@ -297,6 +299,7 @@ class TiledPredictor(PredictorLike):
         if tiles_kept < 1:
             raise InputError(f"tiles_kept must be at least 1, got {tiles_kept}")
         self.tiles_kept = int(tiles_kept)
+        self.max_frame = None if max_frame is None else int(max_frame)
         self._source: Any = None  # an H×W×3 array, or an array-like read by region
         self._format = "RGB"
         self._size = (0, 0)
@@ -700,6 +703,9 @@ class TiledPredictor(PredictorLike):
             return None
         want = np.clip(whole + reach * np.array([-1, -1, 1, 1]), 0, [w, h, w, h])
         tiles = [f for f in self.frames if _margin(f, want, size) >= 0]
-        if tiles:
-            return max(tiles, key=lambda f: _margin(f, want, size))
-        return self._crop_around(want)
+        grown = max(tiles, key=lambda f: _margin(f, want, size)) if tiles else None
+        grown = grown or self._crop_around(want)
+        if self.max_frame is not None:
+            if (grown[2] - grown[0]) * (grown[3] - grown[1]) > self.max_frame:
+                return None  # (kept on the frame it has)
+        return grown
