@@ -542,6 +542,41 @@ def test_restart_keeps_everything(tmp_path, tiny, db_url):
     assert sorted(rows) == list(range(1, SCHEMA_VERSION + 1))  # each applied once
 
 
+def test_images_recorded_unturned_before_get_their_turned_size_once(tmp_path, tiny, caplog):
+    """A project made before EXIF orientation was read at import recorded turned photos at
+    their stored size: when it opens, those without masks get the turned size, those with
+    masks are named in the log and kept; once (a marker file)."""
+    from PIL import Image
+    from sqlalchemy import update
+
+    from segany.server.db import ImageRow
+    from segany.server.turned_sizes import MARKER
+
+    client = make_client(tmp_path / "project", tiny)
+    rows = []
+    for name in ("a.jpg", "b.jpg"):
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        buf = io.BytesIO()
+        Image.fromarray(np.zeros((120, 200, 3), np.uint8)).save(buf, "JPEG", exif=exif)
+        rows.append(upload(client, buf.getvalue(), name))
+    assert all((r["width"], r["height"]) == (120, 200) for r in rows)
+    add_mask(client, rows[1]["id"], encode_rle(np.ones((200, 120), bool)))
+    state = client.app.state.segany
+    with state.sessions.begin() as s:  # as an older server recorded them
+        s.execute(update(ImageRow).values(width=200, height=120))
+    state.engine.dispose()
+    (tmp_path / "project" / MARKER).unlink()
+    with caplog.at_level("WARNING", logger="segany.server"):
+        again = make_client(tmp_path / "project", tiny)
+    sizes = {
+        r["path"]: (r["width"], r["height"]) for r in again.get("/api/images").json()["images"]
+    }
+    assert sizes == {"images/a.jpg": (120, 200), "images/b.jpg": (200, 120)}
+    assert "images/b.jpg" in caplog.text and "images/a.jpg" not in caplog.text
+    assert (tmp_path / "project" / MARKER).exists()
+
+
 def test_migrations_upgrade_an_older_database(tmp_path):
     from sqlalchemy import create_engine, inspect
 

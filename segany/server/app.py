@@ -41,6 +41,7 @@ def build_state(settings: ServerSettings, model: Any = None) -> AppState:
     from segany.server.modelhub import ModelHub
     from segany.server.project import ProjectFolder
     from segany.server.training import Retrainer
+    from segany.server.turned_sizes import fix_turned_sizes
     from segany.server.users import Users, read_users_file
 
     # A bad classes or users file is refused before the project folder is made.
@@ -54,6 +55,7 @@ def build_state(settings: ServerSettings, model: Any = None) -> AppState:
         max_convert_pixels=settings.max_convert_pixels,
     )
     engine, sessions = open_database(settings.database_url, settings.db_timeout)
+    fix_turned_sizes(project, sessions)  # (once per project: images recorded unturned)
 
     def loader(source: str | None) -> Any:
         if source is not None and not Path(source).is_absolute() and source.startswith("models/"):
