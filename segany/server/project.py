@@ -175,17 +175,23 @@ class ProjectFolder:
             importlib.util.find_spec(m) is not None for m in ("tifffile", "zarr")
         )
 
-    def _header_size(self, path: Path) -> tuple[int, int] | None:
-        """(width, height) of an image file as ``read_image`` turns it, from its header alone
-        (None: not an image PIL opens; ``check_image`` then says what is wrong)."""
+    def _header_size(self, file: Path | io.BytesIO) -> tuple[int, int] | None:
+        """(width, height) of an image (a file, or an upload's bytes) as ``read_image`` turns
+        it, from its header alone (None: not an image PIL opens; ``check_image`` then says
+        what is wrong)."""
         from segany.limits import pixel_limit
 
         try:
-            with pixel_limit(self.large.max_large_pixels), Image.open(path) as im:
+            with pixel_limit(self.large.max_large_pixels), Image.open(file) as im:
                 return oriented_size(im)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, InputError):
-            return None
-        except Image.DecompressionBombError:
+        except (
+            UnidentifiedImageError,
+            OSError,
+            SyntaxError,
+            ValueError,
+            InputError,
+            Image.DecompressionBombError,
+        ):
             return None
 
     def _converted(self, path: Path, size: tuple[int, int]) -> ImageInfo:
@@ -244,25 +250,14 @@ class ProjectFolder:
         stem = _UNSAFE.sub("_", stem).strip("._-")[:100] or "image"
         return f"{stem}.{suffix.lower()}"
 
-    def _data_pixels(self, data: bytes) -> int:
-        """Pixels an encoded image's header gives (0: none PIL reads)."""
-        from segany.limits import pixel_limit
-
-        try:
-            with pixel_limit(self.large.max_large_pixels), Image.open(io.BytesIO(data)) as im:
-                return int(im.width) * int(im.height)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, InputError):
-            return 0
-        except Image.DecompressionBombError:
-            return 0
-
     def store_upload(self, data: bytes, name: str) -> tuple[str, ImageInfo]:
         """Check and write an uploaded image under ``images/``; returns its relative path."""
         if len(data) > self.max_upload_bytes:
             raise TooLarge(f"{name}: {len(data)} bytes is over the {self.max_upload_bytes} limit")
         safe = self.safe_name(name)
         tiff = data[:4] in TIFF_MAGIC and importlib.util.find_spec("tifffile") is not None
-        if tiff or (self._converts() and self._data_pixels(data) > self.max_pixels):
+        size = None if tiff or not self._converts() else self._header_size(io.BytesIO(data))
+        if tiff or (size is not None and size[0] * size[1] > self.max_pixels):
             # maybe a large image, checked by its header: as a hidden file (scans skip it),
             # dropped after; the upload is written below as any other
             with tempfile.NamedTemporaryFile(dir=self.images, prefix=".upload-") as tmp:
